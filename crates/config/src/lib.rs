@@ -1,0 +1,1 @@
+//! Reads and validates cortex.yaml (Cortex AsyncAPI schema), applies defaults.

@@ -1,0 +1,1 @@
+//! Loaded models for one cortex.yaml: signature choice, model/version resolution, predict.
