@@ -9,6 +9,7 @@
 
 mod dtype;
 mod error;
+mod location;
 pub mod json;
 mod signature;
 mod tensor;
@@ -16,6 +17,7 @@ mod version;
 
 pub use dtype::DType;
 pub use error::ErrorKind;
+pub use location::{LocationError, ModelLocation};
 pub use signature::{SignatureDef, TensorInfo, format_shape};
 pub use tensor::{Element, Tensor, TensorData, TensorError};
 pub use version::{VersionSpec, VersionSpecError};
