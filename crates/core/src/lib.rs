@@ -9,8 +9,8 @@
 
 mod dtype;
 mod error;
-mod location;
 pub mod json;
+mod location;
 mod signature;
 mod tensor;
 mod version;

@@ -112,7 +112,9 @@ mod tests {
             }
         );
         assert_eq!(
-            ModelLocation::parse("s3://models", base).unwrap().to_string(),
+            ModelLocation::parse("s3://models", base)
+                .unwrap()
+                .to_string(),
             "s3://models/"
         );
         assert_eq!(

@@ -27,9 +27,7 @@ pub enum TensorData {
 pub enum TensorError {
     #[error("dtype {dtype} cannot be stored in a tensor")]
     UnsupportedDType { dtype: DType },
-    #[error(
-        "a {dtype} tensor of shape {shape:?} needs {expected} {unit}, but {actual} were given"
-    )]
+    #[error("a {dtype} tensor of shape {shape:?} needs {expected} {unit}, but {actual} were given")]
     LengthMismatch {
         dtype: DType,
         shape: Vec<usize>,
