@@ -309,7 +309,7 @@ fn push_number(
             }
             let width = dtype.byte_size().unwrap_or(0);
             // Two's complement truncation is exact after the range check.
-            out.extend_from_slice(&(n as i128 as u128).to_ne_bytes()[..width]);
+            out.extend_from_slice(&(n as u128).to_ne_bytes()[..width]);
         }
     }
     Ok(())

@@ -134,14 +134,11 @@ impl Tensor {
 
     /// Copies the elements out as typed values.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>, TensorError> {
-        let bytes = match (&self.data, self.dtype == T::DTYPE) {
-            (TensorData::Fixed(b), true) => b,
-            _ => {
-                return Err(TensorError::WrongElementType {
-                    actual: self.dtype,
-                    requested: T::DTYPE,
-                });
-            }
+        let (TensorData::Fixed(bytes), true) = (&self.data, self.dtype == T::DTYPE) else {
+            return Err(TensorError::WrongElementType {
+                actual: self.dtype,
+                requested: T::DTYPE,
+            });
         };
         Ok(bytes
             .chunks_exact(std::mem::size_of::<T>())
