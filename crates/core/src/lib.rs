@@ -11,6 +11,7 @@ mod dtype;
 mod error;
 pub mod json;
 mod location;
+pub mod runner;
 mod signature;
 mod tensor;
 mod version;

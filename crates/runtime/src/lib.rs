@@ -1,1 +1,23 @@
-//! Loaded models for one cortex.yaml: signature choice, model/version resolution, predict.
+//! The models of one API, loaded and ready to predict.
+//!
+//! * [`choose_signature`] applies soma's signature rule: the configured `signature_key`;
+//!   else the only signature; else `serving_default`; else `predict`; else an error that
+//!   lists the keys.
+//! * [`Servable`] is one loaded model version with its chosen signature; it checks inputs
+//!   (missing, unknown, dtype, shape) before anything reaches the engine.
+//! * [`ModelSet`] holds every model and version of an API and resolves `model_name` /
+//!   `model_version` the way Cortex's `tensorflow_client` did, with errors that list what
+//!   is available. It is safe to share between threads and can be updated while serving.
+
+mod error;
+mod model_set;
+mod servable;
+mod signature;
+
+pub use error::RuntimeError;
+pub use model_set::{ModelSet, SINGLE_MODEL_NAME};
+pub use servable::{Prediction, Servable};
+pub use signature::{choose_signature, warmup_inputs};
+
+#[cfg(test)]
+mod fake;

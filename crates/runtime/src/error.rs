@@ -1,0 +1,42 @@
+use soma_core::ErrorKind;
+use soma_core::json::InputError;
+use soma_core::runner::RunError;
+
+/// Why a prediction or a model load failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The request names a model, version or signature that is not loaded.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed: missing or unknown inputs, wrong dtype or shape.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model has no usable signature, or cannot run here.
+    #[error("{0}")]
+    Model(String),
+    /// The engine failed while running the model.
+    #[error("{context}: {source}")]
+    Engine {
+        context: String,
+        #[source]
+        source: RunError,
+    },
+}
+
+impl RuntimeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::NotFound(_) => ErrorKind::NotFound,
+            RuntimeError::InvalidInput(_) => ErrorKind::InvalidArgument,
+            RuntimeError::Model(_) => ErrorKind::FailedPrecondition,
+            RuntimeError::Engine { source, .. } => source.kind,
+        }
+    }
+}
+
+impl From<InputError> for RuntimeError {
+    fn from(e: InputError) -> RuntimeError {
+        RuntimeError::InvalidInput(e.to_string())
+    }
+}

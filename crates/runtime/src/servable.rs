@@ -1,0 +1,226 @@
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use soma_core::json::{tensor_from_json, tensor_to_json};
+use soma_core::runner::ModelRunner;
+use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
+
+use crate::{RuntimeError, choose_signature, warmup_inputs};
+
+/// One loaded model version, with the signature it serves by default.
+#[derive(Debug)]
+pub struct Servable {
+    model: String,
+    version: i64,
+    runner: Box<dyn ModelRunner>,
+    default_signature: String,
+}
+
+/// The outputs of one prediction, and which model version produced them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub model: String,
+    pub version: i64,
+    pub signature: String,
+    pub outputs: BTreeMap<String, Tensor>,
+}
+
+impl Prediction {
+    /// `{output_name: nested list}`, keeping each tensor's shape.
+    pub fn outputs_json(&self) -> Map<String, Value> {
+        self.outputs
+            .iter()
+            .map(|(name, t)| (name.clone(), tensor_to_json(t)))
+            .collect()
+    }
+}
+
+impl Servable {
+    /// Wraps a loaded model and picks its default signature (see [`choose_signature`]).
+    pub fn new(
+        model: impl Into<String>,
+        version: i64,
+        runner: Box<dyn ModelRunner>,
+        signature_key: Option<&str>,
+    ) -> Result<Servable, RuntimeError> {
+        let model = model.into();
+        let label = format!("model '{model}' version {version}");
+        let default_signature = choose_signature(runner.signatures(), signature_key, &label)?;
+        Ok(Servable {
+            model,
+            version,
+            runner,
+            default_signature,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    pub fn default_signature(&self) -> &str {
+        &self.default_signature
+    }
+
+    pub fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
+        self.runner.signatures()
+    }
+
+    /// The signature for `key`, or the default one.
+    pub fn signature(&self, key: Option<&str>) -> Result<(&str, &SignatureDef), RuntimeError> {
+        let key = key.unwrap_or(&self.default_signature);
+        self.runner
+            .signatures()
+            .get_key_value(key)
+            .map(|(k, s)| (k.as_str(), s))
+            .ok_or_else(|| {
+                let keys: Vec<&str> = self
+                    .runner
+                    .signatures()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                RuntimeError::NotFound(format!(
+                    "{}: no signature '{key}'; available: {}",
+                    self.label(),
+                    keys.join(", ")
+                ))
+            })
+    }
+
+    /// Runs the default signature once on zero-valued inputs. This catches models that load
+    /// but cannot run (notably Keras 3 models saved with `tf.saved_model.save`).
+    pub fn warm_up(&self) -> Result<(), RuntimeError> {
+        let (key, signature) = self.signature(None)?;
+        let inputs = warmup_inputs(signature)?;
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        self.runner.run(key, &refs).map(drop).map_err(|source| {
+            RuntimeError::Model(format!(
+                "{} loaded but failed its warm-up prediction: {source}\nIf this is a Keras \
+                 model saved with tf.saved_model.save, re-export it with model.export(path), \
+                 which writes a SavedModel that TensorFlow's C API (and TF Serving) can run.",
+                self.label()
+            ))
+        })
+    }
+
+    /// Predicts from JSON inputs (`{name: nested list | scalar | string | {"b64": ...}}`).
+    pub fn predict_json(
+        &self,
+        signature: Option<&str>,
+        inputs: &Map<String, Value>,
+    ) -> Result<Prediction, RuntimeError> {
+        let (key, sig) = self.signature(signature)?;
+        self.check_names(key, sig, inputs.keys())?;
+        let tensors = sig
+            .inputs
+            .iter()
+            .map(|(name, info)| tensor_from_json(name, &inputs[name], info))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run(key, sig, &tensors.iter().collect::<Vec<_>>())
+    }
+
+    /// Predicts from tensors; dtypes and shapes are checked against the signature.
+    pub fn predict(
+        &self,
+        signature: Option<&str>,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Prediction, RuntimeError> {
+        let (key, sig) = self.signature(signature)?;
+        self.check_names(key, sig, inputs.keys())?;
+        let mut ordered = Vec::with_capacity(sig.inputs.len());
+        for (name, info) in &sig.inputs {
+            let tensor = &inputs[name];
+            check_tensor(name, tensor, info)?;
+            ordered.push(tensor);
+        }
+        self.run(key, sig, &ordered)
+    }
+
+    fn run(
+        &self,
+        key: &str,
+        sig: &SignatureDef,
+        inputs: &[&Tensor],
+    ) -> Result<Prediction, RuntimeError> {
+        let outputs = self
+            .runner
+            .run(key, inputs)
+            .map_err(|source| RuntimeError::Engine {
+                context: format!("{} signature '{key}'", self.label()),
+                source,
+            })?;
+        Ok(Prediction {
+            model: self.model.clone(),
+            version: self.version,
+            signature: key.to_string(),
+            outputs: sig.outputs.keys().cloned().zip(outputs).collect(),
+        })
+    }
+
+    fn check_names<'a>(
+        &self,
+        key: &str,
+        sig: &SignatureDef,
+        given: impl Iterator<Item = &'a String> + Clone,
+    ) -> Result<(), RuntimeError> {
+        let expected = || {
+            let parts: Vec<String> = sig
+                .inputs
+                .iter()
+                .map(|(n, i)| format!("{n} ({}, {})", i.dtype, format_shape(i.shape.as_deref())))
+                .collect();
+            parts.join(", ")
+        };
+        if let Some(unknown) = given.clone().find(|n| !sig.inputs.contains_key(*n)) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "unknown input '{unknown}' for {} signature '{key}', which takes: {}",
+                self.label(),
+                expected()
+            )));
+        }
+        let given: Vec<&String> = given.collect();
+        if let Some(missing) = sig.inputs.keys().find(|n| !given.contains(n)) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "missing input '{missing}' for {} signature '{key}', which takes: {}",
+                self.label(),
+                expected()
+            )));
+        }
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        format!("model '{}' version {}", self.model, self.version)
+    }
+}
+
+fn check_tensor(name: &str, tensor: &Tensor, info: &TensorInfo) -> Result<(), RuntimeError> {
+    if tensor.dtype() != info.dtype {
+        return Err(RuntimeError::InvalidInput(format!(
+            "input '{name}': expected dtype {} but got {}",
+            info.dtype,
+            tensor.dtype()
+        )));
+    }
+    if let Some(dims) = &info.shape {
+        let fits = dims.len() == tensor.shape().len()
+            && dims
+                .iter()
+                .zip(tensor.shape())
+                .all(|(d, a)| *d < 0 || usize::try_from(*d) == Ok(*a));
+        if !fits {
+            let actual: Vec<i64> = tensor.shape().iter().map(|d| *d as i64).collect();
+            return Err(RuntimeError::InvalidInput(format!(
+                "input '{name}': expected shape {} but got {}",
+                format_shape(Some(dims)),
+                format_shape(Some(&actual))
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+use std::collections::BTreeMap;
+
+use soma_core::{DType, SignatureDef, Tensor, TensorData, TensorInfo};
+
+use crate::RuntimeError;
+
+/// Picks the signature a model serves by default.
+///
+/// The configured key wins; else the only signature; else `serving_default`; else
+/// `predict`; else an error listing the keys. (Keras `model.export()` writes both `serve`
+/// and `serving_default`, so the third rule is the one that usually applies.)
+pub fn choose_signature(
+    signatures: &BTreeMap<String, SignatureDef>,
+    configured: Option<&str>,
+    model: &str,
+) -> Result<String, RuntimeError> {
+    let keys = || {
+        let quoted: Vec<String> = signatures.keys().map(|k| format!("'{k}'")).collect();
+        quoted.join(", ")
+    };
+    if signatures.is_empty() {
+        return Err(RuntimeError::Model(format!(
+            "{model}: the SavedModel has no runnable signature"
+        )));
+    }
+    if let Some(key) = configured {
+        if signatures.contains_key(key) {
+            return Ok(key.to_string());
+        }
+        return Err(RuntimeError::Model(format!(
+            "{model}: signature_key '{key}' was not found; the model has: {}",
+            keys()
+        )));
+    }
+    if signatures.len() == 1 {
+        return Ok(signatures.keys().next().cloned().unwrap_or_default());
+    }
+    for preferred in ["serving_default", "predict"] {
+        if signatures.contains_key(preferred) {
+            return Ok(preferred.to_string());
+        }
+    }
+    Err(RuntimeError::Model(format!(
+        "{model}: several signatures and none is 'serving_default' or 'predict'; set \
+         signature_key to one of: {}",
+        keys()
+    )))
+}
+
+/// Zero-valued inputs for a warm-up run: unknown dimensions become 1, an unknown rank a
+/// scalar, strings are empty.
+pub fn warmup_inputs(signature: &SignatureDef) -> Result<Vec<Tensor>, RuntimeError> {
+    signature
+        .inputs
+        .iter()
+        .map(|(name, info)| {
+            zero_tensor(info).map_err(|e| RuntimeError::Model(format!("input '{name}': {e}")))
+        })
+        .collect()
+}
+
+fn zero_tensor(info: &TensorInfo) -> Result<Tensor, soma_core::TensorError> {
+    let shape: Vec<usize> = info
+        .shape
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|d| usize::try_from(*d).unwrap_or(1))
+        .collect();
+    let count: usize = shape.iter().product();
+    let data = match info.dtype {
+        DType::String => TensorData::Strings(vec![Vec::new(); count]),
+        other => TensorData::Fixed(vec![0; count * other.byte_size().unwrap_or(0)]),
+    };
+    Tensor::new(info.dtype, shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sigs(keys: &[&str]) -> BTreeMap<String, SignatureDef> {
+        keys.iter()
+            .map(|k| (k.to_string(), SignatureDef::default()))
+            .collect()
+    }
+
+    #[test]
+    fn configured_key_wins_or_fails_with_the_list() {
+        let s = sigs(&["serving_default", "triple"]);
+        assert_eq!(choose_signature(&s, Some("triple"), "m").unwrap(), "triple");
+        let err = choose_signature(&s, Some("nope"), "m").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m: signature_key 'nope' was not found; the model has: 'serving_default', 'triple'"
+        );
+    }
+
+    #[test]
+    fn fallback_order_is_only_then_serving_default_then_predict() {
+        assert_eq!(
+            choose_signature(&sigs(&["alpha"]), None, "m").unwrap(),
+            "alpha"
+        );
+        assert_eq!(
+            choose_signature(&sigs(&["serve", "serving_default"]), None, "m").unwrap(),
+            "serving_default"
+        );
+        assert_eq!(
+            choose_signature(&sigs(&["other", "predict"]), None, "m").unwrap(),
+            "predict"
+        );
+        let err = choose_signature(&sigs(&["alpha", "beta"]), None, "m").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("set signature_key to one of: 'alpha', 'beta'")
+        );
+        assert!(choose_signature(&sigs(&[]), None, "m").is_err());
+    }
+
+    #[test]
+    fn warmup_inputs_fill_unknown_dimensions_with_one() {
+        let mut sig = SignatureDef::default();
+        sig.inputs.insert(
+            "x".into(),
+            TensorInfo {
+                tensor_name: "x:0".into(),
+                dtype: DType::Float,
+                shape: Some(vec![-1, 4]),
+            },
+        );
+        sig.inputs.insert(
+            "s".into(),
+            TensorInfo {
+                tensor_name: "s:0".into(),
+                dtype: DType::String,
+                shape: None,
+            },
+        );
+        let inputs = warmup_inputs(&sig).unwrap();
+        assert_eq!(inputs[0].shape(), &[] as &[usize]);
+        assert_eq!(inputs[1].shape(), &[1, 4]);
+        assert_eq!(inputs[1].to_vec::<f32>().unwrap(), vec![0.0; 4]);
+    }
+}
