@@ -1,0 +1,241 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Latency buckets in seconds, from 1 ms to 10 min (async workloads can be long).
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0,
+];
+
+/// The type of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A metric update that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    #[error(
+        "invalid metric name {0:?}: use letters, digits, '_' and ':', not starting with a digit"
+    )]
+    InvalidName(String),
+    #[error(
+        "invalid tag name {0:?}: use letters, digits and '_', not starting with a digit or '__'"
+    )]
+    InvalidLabel(String),
+    #[error("metric {name:?} is already a {existing}, it cannot also be a {requested}")]
+    KindConflict {
+        name: String,
+        existing: &'static str,
+        requested: &'static str,
+    },
+    #[error("counter {0:?} can only increase; got a negative value")]
+    NegativeCounter(String),
+    #[error("metric {0:?}: the value is not a finite number")]
+    NotFinite(String),
+}
+
+pub(crate) type Labels = Vec<(String, String)>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Histogram {
+    pub(crate) counts: Vec<u64>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Series {
+    Scalar(f64),
+    Histogram(Histogram),
+}
+
+#[derive(Debug)]
+pub(crate) struct Family {
+    pub(crate) help: String,
+    pub(crate) kind: Kind,
+    pub(crate) series: BTreeMap<Labels, Series>,
+}
+
+/// A thread-safe set of metric families. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub(crate) families: Arc<Mutex<BTreeMap<String, Family>>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds `value` (≥ 0) to a counter.
+    pub fn counter_add(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), MetricError> {
+        if value < 0.0 {
+            return Err(MetricError::NegativeCounter(name.to_string()));
+        }
+        self.update(name, help, Kind::Counter, labels, value, |series, v| {
+            if let Series::Scalar(total) = series {
+                *total += v;
+            }
+        })
+    }
+
+    /// Sets a gauge.
+    pub fn gauge_set(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), MetricError> {
+        self.update(name, help, Kind::Gauge, labels, value, |series, v| {
+            *series = Series::Scalar(v)
+        })
+    }
+
+    /// Adds `delta` (may be negative) to a gauge.
+    pub fn gauge_add(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        delta: f64,
+    ) -> Result<(), MetricError> {
+        self.update(name, help, Kind::Gauge, labels, delta, |series, v| {
+            if let Series::Scalar(total) = series {
+                *total += v;
+            }
+        })
+    }
+
+    /// Records one observation in a histogram with [`DEFAULT_BUCKETS`].
+    pub fn observe(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), MetricError> {
+        self.update(name, help, Kind::Histogram, labels, value, |series, v| {
+            if let Series::Histogram(h) = series {
+                for (count, bound) in h.counts.iter_mut().zip(DEFAULT_BUCKETS) {
+                    if v <= *bound {
+                        *count += 1;
+                    }
+                }
+                h.sum += v;
+                h.count += 1;
+            }
+        })
+    }
+
+    /// The current value of a counter or gauge series, for tests and status commands.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        match families.get(name)?.series.get(&owned(labels))? {
+            Series::Scalar(v) => Some(*v),
+            Series::Histogram(h) => Some(h.count as f64),
+        }
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        labels: &[(&str, &str)],
+        value: f64,
+        apply: impl FnOnce(&mut Series, f64),
+    ) -> Result<(), MetricError> {
+        validate_metric_name(name)?;
+        for (label, _) in labels {
+            validate_label_name(label)?;
+        }
+        if !value.is_finite() {
+            return Err(MetricError::NotFinite(name.to_string()));
+        }
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let family = families.entry(name.to_string()).or_insert_with(|| Family {
+            help: help.to_string(),
+            kind,
+            series: BTreeMap::new(),
+        });
+        if family.kind != kind {
+            return Err(MetricError::KindConflict {
+                name: name.to_string(),
+                existing: family.kind.as_str(),
+                requested: kind.as_str(),
+            });
+        }
+        let series = family
+            .series
+            .entry(owned(labels))
+            .or_insert_with(|| match kind {
+                Kind::Histogram => Series::Histogram(Histogram {
+                    counts: vec![0; DEFAULT_BUCKETS.len()],
+                    sum: 0.0,
+                    count: 0,
+                }),
+                Kind::Counter | Kind::Gauge => Series::Scalar(0.0),
+            });
+        apply(series, value);
+        Ok(())
+    }
+}
+
+fn owned(labels: &[(&str, &str)]) -> Labels {
+    let mut out: Labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Prometheus metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn validate_metric_name(name: &str) -> Result<(), MetricError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if valid {
+        Ok(())
+    } else {
+        Err(MetricError::InvalidName(name.to_string()))
+    }
+}
+
+/// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__` (reserved).
+pub fn validate_label_name(name: &str) -> Result<(), MetricError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__");
+    if valid {
+        Ok(())
+    } else {
+        Err(MetricError::InvalidLabel(name.to_string()))
+    }
+}

@@ -1,0 +1,164 @@
+use std::fmt::Write as _;
+
+use crate::DEFAULT_BUCKETS;
+use crate::registry::{Labels, Registry, Series};
+
+impl Registry {
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        for (name, family) in families.iter() {
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
+            for (labels, series) in &family.series {
+                match series {
+                    Series::Scalar(v) => {
+                        let _ =
+                            writeln!(out, "{name}{} {}", format_labels(labels, None), number(*v));
+                    }
+                    Series::Histogram(h) => {
+                        for (count, bound) in h.counts.iter().zip(DEFAULT_BUCKETS) {
+                            let le = number(*bound);
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {count}",
+                                format_labels(labels, Some(&le))
+                            );
+                        }
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {}",
+                            format_labels(labels, Some("+Inf")),
+                            h.count
+                        );
+                        let _ = writeln!(
+                            out,
+                            "{name}_sum{} {}",
+                            format_labels(labels, None),
+                            number(h.sum)
+                        );
+                        let _ = writeln!(
+                            out,
+                            "{name}_count{} {}",
+                            format_labels(labels, None),
+                            h.count
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn format_labels(labels: &Labels, le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_value(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{MetricError, Registry};
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let r = Registry::new();
+        r.counter_add(
+            "requests_total",
+            "Requests.",
+            &[("status", "completed")],
+            2.0,
+        )
+        .unwrap();
+        r.gauge_set("queue_length", "Queued.", &[("api_name", "iris")], 3.0)
+            .unwrap();
+        r.observe("latency_seconds", "Latency.", &[], 0.003)
+            .unwrap();
+        let text = r.render();
+        assert!(
+            text.contains(
+                "# TYPE requests_total counter\nrequests_total{status=\"completed\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("queue_length{api_name=\"iris\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("latency_seconds_bucket{le=\"0.0025\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("latency_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("latency_seconds_bucket{le=\"+Inf\"} 1\nlatency_seconds_sum 0.003\nlatency_seconds_count 1\n"), "{text}");
+    }
+
+    #[test]
+    fn rejects_bad_names_kinds_and_values() {
+        let r = Registry::new();
+        assert!(matches!(
+            r.gauge_set("9lives", "", &[], 1.0),
+            Err(MetricError::InvalidName(_))
+        ));
+        assert!(matches!(
+            r.gauge_set("ok", "", &[("bad-label", "x")], 1.0),
+            Err(MetricError::InvalidLabel(_))
+        ));
+        r.gauge_set("g", "", &[], 1.0).unwrap();
+        assert!(matches!(
+            r.counter_add("g", "", &[], 1.0),
+            Err(MetricError::KindConflict { .. })
+        ));
+        assert!(matches!(
+            r.counter_add("c", "", &[], -1.0),
+            Err(MetricError::NegativeCounter(_))
+        ));
+        assert!(matches!(
+            r.gauge_set("n", "", &[], f64::NAN),
+            Err(MetricError::NotFinite(_))
+        ));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_order_independent() {
+        let r = Registry::new();
+        r.counter_add("c", "", &[("b", "x\"y"), ("a", "1")], 1.0)
+            .unwrap();
+        r.counter_add("c", "", &[("a", "1"), ("b", "x\"y")], 1.0)
+            .unwrap();
+        assert!(r.render().contains("c{a=\"1\",b=\"x\\\"y\"} 2\n"));
+        assert_eq!(r.value("c", &[("a", "1"), ("b", "x\"y")]), Some(2.0));
+    }
+}
