@@ -1,0 +1,185 @@
+//! [`EmbeddedBackend`]: queue, states and payloads in one redb file, `<data_dir>/soma.redb`.
+//!
+//! Every operation is one redb write transaction committed with the default
+//! `Durability::Immediate` (fsync before `commit` returns), run on tokio's blocking pool.
+//! Writers are serialized by redb, which is what makes the conditional updates (`finish`,
+//! `ack`, `pop`) atomic without any locking of our own. Lease deadlines are wall-clock
+//! milliseconds stored in the file, so a restarted process redelivers what a killed one held.
+
+mod blob;
+mod queue;
+mod state;
+mod tables;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+use crate::backend::Backend;
+use crate::error::JobsError;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "soma.redb";
+
+/// The embedded store; implements [`Queue`](crate::Queue), [`StateStore`](crate::StateStore)
+/// and [`BlobStore`](crate::BlobStore) on one database.
+#[derive(Clone)]
+pub struct EmbeddedBackend {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedBackend {
+    /// Opens (or creates) `<data_dir>/soma.redb` and returns a [`Backend`] on it.
+    ///
+    /// After an unclean shutdown redb repairs the file here, which can take a while for a
+    /// large file. Fails with `Unavailable` if another process has the file open.
+    pub async fn open(data_dir: &Path) -> Result<Backend, JobsError> {
+        Ok(Backend::from_store(Arc::new(
+            EmbeddedBackend::open_store(data_dir).await?,
+        )))
+    }
+
+    /// Like [`open`](Self::open), returning the concrete store.
+    pub async fn open_store(data_dir: &Path) -> Result<EmbeddedBackend, JobsError> {
+        let dir = data_dir.to_path_buf();
+        run_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| TxError::Io(dir.clone(), e))?;
+            let path = dir.join(DB_FILE);
+            let db = Database::create(&path)?;
+            // Create every table once so read transactions never meet a missing table.
+            let txn = db.begin_write()?;
+            tables::create_all(&txn)?;
+            txn.commit()?;
+            Ok(EmbeddedBackend {
+                db: Arc::new(db),
+                path,
+            })
+        })
+        .await
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool; commits on `Commit::Yes`, aborts
+    /// (no fsync) on `Commit::No` and on error.
+    async fn write<T, F>(&self, f: F) -> Result<T, JobsError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        run_blocking(move || {
+            let txn = db.begin_write()?;
+            match f(&txn)? {
+                Commit::Yes(value) => {
+                    txn.commit()?;
+                    Ok(value)
+                }
+                Commit::No(value) => {
+                    txn.abort()?;
+                    Ok(value)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, JobsError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, TxError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        run_blocking(move || f(&db.begin_read()?)).await
+    }
+}
+
+/// Whether a write transaction changed anything worth committing.
+enum Commit<T> {
+    Yes(T),
+    No(T),
+}
+
+/// Errors inside a transaction closure; converted to [`JobsError`] at the async boundary so
+/// redb's types stay out of the public API.
+#[derive(Debug)]
+enum TxError {
+    Db(redb::Error),
+    Io(PathBuf, std::io::Error),
+    Jobs(JobsError),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for TxError {
+            fn from(e: $t) -> TxError {
+                TxError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<JobsError> for TxError {
+    fn from(e: JobsError) -> TxError {
+        TxError::Jobs(e)
+    }
+}
+
+impl From<TxError> for JobsError {
+    fn from(e: TxError) -> JobsError {
+        match e {
+            TxError::Db(source) => JobsError::Unavailable {
+                backend: "redb",
+                source: Box::new(source),
+            },
+            TxError::Io(path, source) => JobsError::Unavailable {
+                backend: "redb",
+                source: format!("{}: {source}", path.display()).into(),
+            },
+            TxError::Jobs(e) => e,
+        }
+    }
+}
+
+async fn run_blocking<T, F>(f: F) -> Result<T, JobsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, TxError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(JobsError::from),
+        Err(join) => Err(JobsError::Internal {
+            message: format!("redb task failed: {join}"),
+        }),
+    }
+}
+
+fn now_millis() -> u64 {
+    crate::model::Timestamp::now().unix_millis()
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

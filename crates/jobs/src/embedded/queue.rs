@@ -1,0 +1,214 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{ReadableTable, WriteTransaction};
+
+use super::tables::{DEADLINES, LEASES, QUEUED, READY, next_seq};
+use super::{Commit, EmbeddedBackend, TxError, millis, now_millis};
+use crate::error::JobsError;
+use crate::model::{ApiName, Lease, QueueStats, WorkloadId};
+use crate::traits::Queue;
+
+#[async_trait]
+impl Queue for EmbeddedBackend {
+    async fn push(&self, api: &ApiName, id: &WorkloadId) -> Result<(), JobsError> {
+        let (api, id) = (api.clone(), id.clone());
+        self.write(move |txn| {
+            let key = (api.as_str(), id.as_str());
+            let mut queued = txn.open_table(QUEUED)?;
+            if queued.get(key)?.is_some() || txn.open_table(LEASES)?.get(key)?.is_some() {
+                return Ok(Commit::No(()));
+            }
+            let seq = next_seq(txn)?;
+            txn.open_table(READY)?
+                .insert((api.as_str(), seq), (id.as_str(), now_millis()))?;
+            queued.insert(key, seq)?;
+            Ok(Commit::Yes(()))
+        })
+        .await
+    }
+
+    async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
+        let api = api.clone();
+        self.write(move |txn| {
+            let now = now_millis();
+            let taken = match take_expired(txn, &api, now)? {
+                Some(taken) => Some(taken),
+                None => take_ready(txn, &api)?,
+            };
+            let Some((id, attempt)) = taken else {
+                // Nothing changed: abort instead of paying an fsync per empty poll.
+                return Ok(Commit::No(None));
+            };
+            let token = next_seq(txn)?.to_string();
+            let deadline = now.saturating_add(millis(lease));
+            txn.open_table(LEASES)?.insert(
+                (api.as_str(), id.as_str()),
+                (token.as_str(), deadline, attempt),
+            )?;
+            txn.open_table(DEADLINES)?
+                .insert((api.as_str(), deadline, id.as_str()), ())?;
+            let id = parse_id(&id)?;
+            Ok(Commit::Yes(Some(Lease {
+                api,
+                id,
+                token,
+                attempt,
+            })))
+        })
+        .await
+    }
+
+    async fn extend(&self, lease: &Lease, by: Duration) -> Result<(), JobsError> {
+        let lease = lease.clone();
+        self.write(move |txn| {
+            let Some((_, old_deadline, attempt)) = held(txn, &lease)? else {
+                return Err(JobsError::LeaseLost {
+                    api: lease.api.clone(),
+                    id: lease.id.clone(),
+                }
+                .into());
+            };
+            let (api, id) = (lease.api.as_str(), lease.id.as_str());
+            let deadline = now_millis().saturating_add(millis(by));
+            let mut deadlines = txn.open_table(DEADLINES)?;
+            deadlines.remove((api, old_deadline, id))?;
+            deadlines.insert((api, deadline, id), ())?;
+            txn.open_table(LEASES)?
+                .insert((api, id), (lease.token.as_str(), deadline, attempt))?;
+            Ok(Commit::Yes(()))
+        })
+        .await
+    }
+
+    async fn ack(&self, lease: &Lease) -> Result<bool, JobsError> {
+        let lease = lease.clone();
+        self.write(move |txn| {
+            let Some((_, deadline, _)) = held(txn, &lease)? else {
+                return Ok(Commit::No(false));
+            };
+            let (api, id) = (lease.api.as_str(), lease.id.as_str());
+            txn.open_table(LEASES)?.remove((api, id))?;
+            txn.open_table(DEADLINES)?.remove((api, deadline, id))?;
+            Ok(Commit::Yes(true))
+        })
+        .await
+    }
+
+    async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError> {
+        let (api, id) = (api.clone(), id.clone());
+        self.write(move |txn| {
+            let seq = txn
+                .open_table(QUEUED)?
+                .remove((api.as_str(), id.as_str()))?
+                .map(|v| v.value());
+            let Some(seq) = seq else {
+                return Ok(Commit::No(false));
+            };
+            txn.open_table(READY)?.remove((api.as_str(), seq))?;
+            Ok(Commit::Yes(true))
+        })
+        .await
+    }
+
+    async fn stats(&self, api: &ApiName) -> Result<QueueStats, JobsError> {
+        let api = api.clone();
+        self.read(move |txn| {
+            let now = now_millis();
+            let mut stats = QueueStats::default();
+            let mut oldest: Option<u64> = None;
+            let ready = txn.open_table(READY)?;
+            for entry in ready.range((api.as_str(), 0)..=(api.as_str(), u64::MAX))? {
+                let (_, value) = entry?;
+                let (_, since) = value.value();
+                stats.queued += 1;
+                oldest = Some(oldest.map_or(since, |o| o.min(since)));
+            }
+            let deadlines = txn.open_table(DEADLINES)?;
+            for entry in deadlines.range((api.as_str(), 0, "")..=(api.as_str(), u64::MAX, ""))? {
+                let (key, _) = entry?;
+                let (_, deadline, _) = key.value();
+                if deadline <= now {
+                    // Expired: visible again, waiting since its deadline.
+                    stats.queued += 1;
+                    oldest = Some(oldest.map_or(deadline, |o| o.min(deadline)));
+                } else {
+                    stats.in_flight += 1;
+                }
+            }
+            stats.oldest_queued_age =
+                oldest.map(|since| Duration::from_millis(now.saturating_sub(since)));
+            Ok(stats)
+        })
+        .await
+    }
+}
+
+/// Removes the earliest expired lease of `api`, returning (id, next attempt).
+fn take_expired(
+    txn: &WriteTransaction,
+    api: &ApiName,
+    now: u64,
+) -> Result<Option<(String, u32)>, TxError> {
+    let mut deadlines = txn.open_table(DEADLINES)?;
+    let first = deadlines
+        .range((api.as_str(), 0, "")..(api.as_str(), now.saturating_add(1), ""))?
+        .next()
+        .transpose()?
+        .map(|(key, _)| {
+            let (_, deadline, id) = key.value();
+            (deadline, id.to_string())
+        });
+    let Some((deadline, id)) = first else {
+        return Ok(None);
+    };
+    deadlines.remove((api.as_str(), deadline, id.as_str()))?;
+    let attempt = txn
+        .open_table(LEASES)?
+        .get((api.as_str(), id.as_str()))?
+        .map(|v| v.value().2);
+    let Some(attempt) = attempt else {
+        return Err(corrupt(format!("deadline without lease for {api}/{id}")));
+    };
+    Ok(Some((id, attempt.saturating_add(1))))
+}
+
+/// Removes the first never-popped item of `api`, returning (id, attempt 1).
+fn take_ready(txn: &WriteTransaction, api: &ApiName) -> Result<Option<(String, u32)>, TxError> {
+    let mut ready = txn.open_table(READY)?;
+    let first = ready
+        .range((api.as_str(), 0)..=(api.as_str(), u64::MAX))?
+        .next()
+        .transpose()?
+        .map(|(key, value)| {
+            let (_, seq) = key.value();
+            (seq, value.value().0.to_string())
+        });
+    let Some((seq, id)) = first else {
+        return Ok(None);
+    };
+    ready.remove((api.as_str(), seq))?;
+    txn.open_table(QUEUED)?
+        .remove((api.as_str(), id.as_str()))?;
+    Ok(Some((id, 1)))
+}
+
+/// The stored lease (token, deadline, attempt) if `lease` is still the current holder.
+fn held(txn: &WriteTransaction, lease: &Lease) -> Result<Option<(String, u64, u32)>, TxError> {
+    let leases = txn.open_table(LEASES)?;
+    let stored = leases
+        .get((lease.api.as_str(), lease.id.as_str()))?
+        .map(|v| {
+            let (token, deadline, attempt) = v.value();
+            (token.to_string(), deadline, attempt)
+        });
+    Ok(stored.filter(|(token, _, _)| *token == lease.token))
+}
+
+fn parse_id(id: &str) -> Result<WorkloadId, TxError> {
+    WorkloadId::parse(id).map_err(|e| corrupt(format!("queued id: {e}")))
+}
+
+pub(super) fn corrupt(what: String) -> TxError {
+    TxError::Jobs(JobsError::Corrupt { what })
+}

@@ -1,0 +1,226 @@
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{ReadableTable, WriteTransaction};
+
+use super::queue::corrupt;
+use super::tables::{COUNTS, FINISHED, RECORDS, RESULTS};
+use super::{Commit, EmbeddedBackend, TxError};
+use crate::error::JobsError;
+use crate::model::{ApiName, Outcome, Status, StatusCounts, Timestamp, WorkloadId, WorkloadRecord};
+use crate::traits::StateStore;
+
+/// Final records removed per transaction by `expire`, so one retention pass over a large
+/// backlog does not hold the single writer for long.
+const EXPIRE_BATCH: usize = 1000;
+
+#[async_trait]
+impl StateStore for EmbeddedBackend {
+    async fn create(&self, record: &WorkloadRecord) -> Result<(), JobsError> {
+        let record = record.clone();
+        self.write(move |txn| {
+            let key = (record.api.as_str(), record.id.as_str());
+            let mut records = txn.open_table(RECORDS)?;
+            if records.get(key)?.is_some() {
+                return Err(JobsError::AlreadyExists {
+                    api: record.api.clone(),
+                    id: record.id.clone(),
+                }
+                .into());
+            }
+            records.insert(key, encode(&record)?.as_slice())?;
+            bump(txn, &record.api, record.status, 1)?;
+            Ok(Commit::Yes(()))
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+    ) -> Result<Option<WorkloadRecord>, JobsError> {
+        let (api, id) = (api.clone(), id.clone());
+        self.read(move |txn| {
+            let records = txn.open_table(RECORDS)?;
+            let stored = records.get((api.as_str(), id.as_str()))?;
+            stored.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn mark_in_progress(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+        now: Timestamp,
+    ) -> Result<Option<WorkloadRecord>, JobsError> {
+        let (api, id) = (api.clone(), id.clone());
+        self.write(move |txn| {
+            let Some(mut record) = load(txn, &api, &id)? else {
+                return Ok(Commit::No(None));
+            };
+            if record.status.is_final() {
+                return Ok(Commit::No(Some(record)));
+            }
+            let before = record.status;
+            record.start(now);
+            store(txn, &record)?;
+            if before != record.status {
+                bump(txn, &api, before, -1)?;
+                bump(txn, &api, record.status, 1)?;
+            }
+            Ok(Commit::Yes(Some(record)))
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> Result<bool, JobsError> {
+        let (api, id) = (api.clone(), id.clone());
+        self.write(move |txn| {
+            let Some(mut record) = load(txn, &api, &id)? else {
+                return Ok(Commit::No(false));
+            };
+            if record.status.is_final() {
+                return Ok(Commit::No(false));
+            }
+            let before = record.status;
+            record.finish(&outcome, now);
+            store(txn, &record)?;
+            bump(txn, &api, before, -1)?;
+            bump(txn, &api, record.status, 1)?;
+            if let Outcome::Completed { result } = &outcome {
+                txn.open_table(RESULTS)?
+                    .insert((api.as_str(), id.as_str()), result.as_ref())?;
+            }
+            txn.open_table(FINISHED)?
+                .insert((now.unix_millis(), api.as_str(), id.as_str()), ())?;
+            Ok(Commit::Yes(true))
+        })
+        .await
+    }
+
+    async fn result(&self, api: &ApiName, id: &WorkloadId) -> Result<Option<Bytes>, JobsError> {
+        let (api, id) = (api.clone(), id.clone());
+        self.read(move |txn| {
+            let results = txn.open_table(RESULTS)?;
+            let stored = results.get((api.as_str(), id.as_str()))?;
+            Ok(stored.map(|v| Bytes::copy_from_slice(v.value())))
+        })
+        .await
+    }
+
+    async fn expire(
+        &self,
+        older_than: SystemTime,
+    ) -> Result<Vec<(ApiName, WorkloadId)>, JobsError> {
+        let cutoff = Timestamp::from_system_time(older_than).unix_millis();
+        let mut expired = Vec::new();
+        loop {
+            let batch = self
+                .write(move |txn| {
+                    let batch = expire_batch(txn, cutoff)?;
+                    Ok(if batch.is_empty() {
+                        Commit::No(batch)
+                    } else {
+                        Commit::Yes(batch)
+                    })
+                })
+                .await?;
+            let done = batch.len() < EXPIRE_BATCH;
+            expired.extend(batch);
+            if done {
+                return Ok(expired);
+            }
+        }
+    }
+
+    async fn counts(&self, api: &ApiName) -> Result<StatusCounts, JobsError> {
+        let api = api.clone();
+        self.read(move |txn| {
+            let table = txn.open_table(COUNTS)?;
+            let mut counts = StatusCounts::default();
+            for status in Status::ALL {
+                if let Some(n) = table.get((api.as_str(), status.as_str()))? {
+                    *counts.get_mut(status) = n.value();
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}
+
+fn expire_batch(
+    txn: &WriteTransaction,
+    cutoff: u64,
+) -> Result<Vec<(ApiName, WorkloadId)>, TxError> {
+    let mut finished = txn.open_table(FINISHED)?;
+    let mut keys = Vec::new();
+    for entry in finished
+        .range((0, "", "")..(cutoff, "", ""))?
+        .take(EXPIRE_BATCH)
+    {
+        let (key, _) = entry?;
+        let (at, api, id) = key.value();
+        keys.push((at, api.to_string(), id.to_string()));
+    }
+    let mut records = txn.open_table(RECORDS)?;
+    let mut results = txn.open_table(RESULTS)?;
+    let mut expired = Vec::with_capacity(keys.len());
+    for (at, api, id) in keys {
+        finished.remove((at, api.as_str(), id.as_str()))?;
+        let removed = records
+            .remove((api.as_str(), id.as_str()))?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        results.remove((api.as_str(), id.as_str()))?;
+        if let Some(record) = removed {
+            bump(txn, &record.api, record.status, -1)?;
+            expired.push((record.api, record.id));
+        }
+    }
+    Ok(expired)
+}
+
+fn load(
+    txn: &WriteTransaction,
+    api: &ApiName,
+    id: &WorkloadId,
+) -> Result<Option<WorkloadRecord>, TxError> {
+    let records = txn.open_table(RECORDS)?;
+    let stored = records.get((api.as_str(), id.as_str()))?;
+    stored.map(|v| decode(v.value())).transpose()
+}
+
+fn store(txn: &WriteTransaction, record: &WorkloadRecord) -> Result<(), TxError> {
+    txn.open_table(RECORDS)?.insert(
+        (record.api.as_str(), record.id.as_str()),
+        encode(record)?.as_slice(),
+    )?;
+    Ok(())
+}
+
+fn bump(txn: &WriteTransaction, api: &ApiName, status: Status, delta: i64) -> Result<(), TxError> {
+    let mut counts = txn.open_table(COUNTS)?;
+    let key = (api.as_str(), status.as_str());
+    let current = counts.get(key)?.map_or(0, |v| v.value());
+    let next = current.saturating_add_signed(delta);
+    counts.insert(key, next)?;
+    Ok(())
+}
+
+fn encode(record: &WorkloadRecord) -> Result<Vec<u8>, TxError> {
+    serde_json::to_vec(record).map_err(|e| corrupt(format!("encoding record {}: {e}", record.id)))
+}
+
+fn decode(bytes: &[u8]) -> Result<WorkloadRecord, TxError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("stored workload record: {e}")))
+}

@@ -1,0 +1,58 @@
+//! Durable storage for async workloads (Cortex AsyncAPI semantics): clients submit a
+//! payload and get an id at once; workers claim it, run it and record the outcome; clients
+//! poll the status and result.
+//!
+//! # Layers
+//!
+//! * [`Queue`], [`StateStore`], [`BlobStore`] ([`traits`](crate::Queue)): three small
+//!   object-safe async traits, so a backend is picked at run time. A later Redis (queue +
+//!   states) and S3 (payloads, via object_store) implementation fits them unchanged.
+//! * [`Backend`]: the three stores bundled with the helpers gateway and worker code call
+//!   ([`submit`](Backend::submit), [`status`](Backend::status), [`claim`](Backend::claim),
+//!   [`complete`](Backend::complete), [`cancel`](Backend::cancel),
+//!   [`expire`](Backend::expire)). The ordering rules that make crashes harmless live there,
+//!   once, for every backend.
+//! * [`EmbeddedBackend`]: the default, one redb file `<data_dir>/soma.redb`.
+//! * [`MemoryBackend`]: in-memory, **for tests of other crates only**.
+//! * `conformance` (feature `conformance`): the behaviour suite every backend must pass.
+//!
+//! # Guarantees
+//!
+//! * Delivery is at-least-once: a claimed workload is leased; if the worker dies, the lease
+//!   expires and the workload is handed out again, up to [`Backend::max_attempts`].
+//! * Exactly one final status per workload: [`StateStore::finish`] is conditional, the first
+//!   of `completed`, `failed`, `cancelled` wins and later ones change nothing.
+//! * Retention is the caller's choice: [`Backend::expire`] / [`run_retention`] take the
+//!   period (Cortex kept workloads 7 days, [`DEFAULT_RETENTION`]).
+//!
+//! # Why redb for the embedded backend
+//!
+//! redb is a pure-Rust embedded key-value store with ACID transactions: a commit with the
+//! default durability is fsynced before it returns and a crash at any point leaves the last
+//! committed state (copy-on-write B-trees with checksummed commit slots), all in a single
+//! file. That gives crash safety without a home-made log format, a C toolchain (SQLite,
+//! RocksDB) or a server process.
+
+mod backend;
+mod embedded;
+mod error;
+mod memory;
+mod model;
+mod traits;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use backend::{Backend, CancelResult, Claimed, DEFAULT_MAX_ATTEMPTS, run_retention};
+pub use embedded::{DB_FILE, EmbeddedBackend};
+pub use error::{BoxError, JobsError};
+pub use memory::MemoryBackend;
+pub use model::{
+    ApiName, Lease, Outcome, QueueStats, Status, StatusCounts, Timestamp, WorkloadId,
+    WorkloadRecord, payload_key,
+};
+pub use traits::{BlobStore, Queue, StateStore};
+
+/// Cortex's retention of finished workloads (its S3 lifecycle rule), for callers that want
+/// the same default.
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);

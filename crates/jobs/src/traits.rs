@@ -1,0 +1,99 @@
+//! The three storage contracts. Each is small and object-safe so the backend is chosen at
+//! run time (`Arc<dyn Queue>`), and a Redis queue + state store with S3 payloads can
+//! replace the embedded one without touching gateway or worker code.
+
+use std::fmt::Debug;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::JobsError;
+use crate::model::{
+    ApiName, Lease, Outcome, QueueStats, StatusCounts, Timestamp, WorkloadId, WorkloadRecord,
+};
+
+/// A per-API FIFO of workload ids with visibility leases (SQS semantics).
+///
+/// Delivery is at-least-once: a popped item stays invisible until its lease expires, and an
+/// unacknowledged item becomes visible again, also after a crash or restart of the process
+/// that held the lease.
+#[async_trait]
+pub trait Queue: Send + Sync + Debug {
+    /// Appends `id`. A no-op while `id` is already queued or leased in this API.
+    async fn push(&self, api: &ApiName, id: &WorkloadId) -> Result<(), JobsError>;
+
+    /// Takes the next visible item and hides it for `lease`. Items whose lease expired come
+    /// first (they are the oldest), then FIFO order. `None` when nothing is visible.
+    async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError>;
+
+    /// Moves the lease deadline to now + `lease`. Fails with `LeaseLost` if the lease was
+    /// acknowledged or redelivered to someone else.
+    async fn extend(&self, lease: &Lease, by: Duration) -> Result<(), JobsError>;
+
+    /// Deletes the item for good. `false` if this lease is no longer held (already acked,
+    /// or expired and popped again); the item is then left to its current holder.
+    async fn ack(&self, lease: &Lease) -> Result<bool, JobsError>;
+
+    /// Deletes a visible (never popped) item. `false` if it is not queued or is leased.
+    async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError>;
+
+    async fn stats(&self, api: &ApiName) -> Result<QueueStats, JobsError>;
+}
+
+/// Workload records and results. Every status change is one atomic conditional write.
+#[async_trait]
+pub trait StateStore: Send + Sync + Debug {
+    /// Stores a new record. Fails with `AlreadyExists` if the id has one.
+    async fn create(&self, record: &WorkloadRecord) -> Result<(), JobsError>;
+
+    async fn get(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+    ) -> Result<Option<WorkloadRecord>, JobsError>;
+
+    /// Sets `in_progress`, `started_at = now` and increments `attempts`, unless the record is
+    /// final (then nothing changes). Returns the record as stored after the call, `None` if
+    /// the id is unknown.
+    async fn mark_in_progress(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+        now: Timestamp,
+    ) -> Result<Option<WorkloadRecord>, JobsError>;
+
+    /// Makes the record final with `outcome` (and stores the result of `Completed`) if, and
+    /// only if, it is not final yet. `true` for the one call that won; `false` for every
+    /// later call and for unknown ids, which change nothing.
+    async fn finish(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> Result<bool, JobsError>;
+
+    /// The result bytes of a completed workload.
+    async fn result(&self, api: &ApiName, id: &WorkloadId) -> Result<Option<Bytes>, JobsError>;
+
+    /// Deletes final records (and their results) that finished before `older_than`, in every
+    /// API, and returns their ids. Non-final records are never expired.
+    async fn expire(&self, older_than: SystemTime)
+    -> Result<Vec<(ApiName, WorkloadId)>, JobsError>;
+
+    async fn counts(&self, api: &ApiName) -> Result<StatusCounts, JobsError>;
+}
+
+/// Payload bytes with their content type (S3-like objects).
+#[async_trait]
+pub trait BlobStore: Send + Sync + Debug {
+    /// Stores or replaces `key`.
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), JobsError>;
+
+    /// The body and content type, `None` if absent.
+    async fn get(&self, key: &str) -> Result<Option<(Bytes, String)>, JobsError>;
+
+    /// Deletes `key`; deleting an absent key succeeds.
+    async fn delete(&self, key: &str) -> Result<(), JobsError>;
+}
