@@ -1,0 +1,221 @@
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use soma_jobs::{ApiName, Backend, Claimed, Outcome};
+use soma_metrics::Registry;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use crate::{HandlerFailure, Workload, WorkloadHandler};
+
+/// How workers claim and hold workloads.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Concurrent workers (each runs one workload at a time).
+    pub workers: usize,
+    /// How long a claimed workload stays invisible to other workers without renewal.
+    pub lease: Duration,
+    /// How often a running workload's lease is renewed (well under `lease`).
+    pub renew_every: Duration,
+    /// Longest sleep of an idle worker between queue polls. In-process submissions wake
+    /// workers at once; the poll is for workloads submitted by other processes.
+    pub poll_interval: Duration,
+    /// Pause after a storage error before trying again.
+    pub error_backoff: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> WorkerOptions {
+        WorkerOptions {
+            workers: 1,
+            lease: Duration::from_secs(60),
+            renew_every: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(1),
+            error_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The running workers of one API.
+#[derive(Debug)]
+pub struct WorkerPool {
+    tasks: JoinSet<()>,
+    api: ApiName,
+}
+
+#[derive(Debug)]
+struct Shared {
+    api: ApiName,
+    backend: Backend,
+    handler: Arc<dyn WorkloadHandler>,
+    options: WorkerOptions,
+    metrics: Registry,
+    wake: Arc<Notify>,
+}
+
+impl WorkerPool {
+    /// Starts `options.workers` workers. They stop claiming new work once `shutdown` turns
+    /// true; see [`WorkerPool::drain`].
+    pub fn spawn(
+        api: ApiName,
+        backend: Backend,
+        handler: Arc<dyn WorkloadHandler>,
+        options: WorkerOptions,
+        metrics: Registry,
+        wake: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> WorkerPool {
+        let shared = Arc::new(Shared {
+            api: api.clone(),
+            backend,
+            handler,
+            options,
+            metrics,
+            wake,
+        });
+        let mut tasks = JoinSet::new();
+        for index in 0..shared.options.workers.max(1) {
+            let span = info_span!("worker", api = %api, index);
+            tasks.spawn(work(shared.clone(), shutdown.clone()).instrument(span));
+        }
+        WorkerPool { tasks, api }
+    }
+
+    /// Waits up to `grace` for running workloads to finish after shutdown was signalled.
+    /// Workloads still running then are abandoned: their leases run out and they are
+    /// delivered again after a restart, so nothing accepted is lost.
+    pub async fn drain(mut self, grace: Duration) {
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
+            warn!(api = %self.api, "grace period over; running workloads will be redelivered");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+async fn work(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let options = &shared.options;
+    while !*shutdown.borrow() {
+        match shared.backend.claim(&shared.api, options.lease).await {
+            Ok(Some(claimed)) => process(&shared, claimed).await,
+            Ok(None) => {
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep(options.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot claim work; retrying");
+                tokio::time::sleep(options.error_backoff).await;
+            }
+        }
+    }
+}
+
+async fn process(shared: &Shared, claimed: Claimed) {
+    let api = shared.api.as_str();
+    let id = claimed.record.id.clone();
+    let span = info_span!("workload", %id);
+    async {
+        info!(attempt = claimed.record.attempts, "processing workload");
+        if let Some(wait) = since(claimed.record.created_at.system_time()) {
+            let _ = shared.metrics.observe(
+                "soma_async_queue_wait_seconds",
+                "Time from submission to the start of processing.",
+                &[("api_name", api)],
+                wait,
+            );
+        }
+        let _ = shared.metrics.gauge_add("soma_async_busy_workers", "Workers running a workload.", &[("api_name", api)], 1.0);
+        let started = std::time::Instant::now();
+        let workload = Workload {
+            id: id.clone(),
+            payload: claimed.payload.clone(),
+            content_type: claimed.content_type.clone(),
+        };
+        let result = with_lease_renewal(shared, &claimed, shared.handler.handle(workload)).await;
+        let outcome = match result.and_then(|value| serialize(&value)) {
+            Ok(result) => Outcome::Completed { result },
+            Err(failure) => {
+                error!(error = %failure.message, traceback = failure.traceback.as_deref().unwrap_or(""), "failed to process workload");
+                Outcome::Failed { error: failure.message }
+            }
+        };
+        let status = outcome.status();
+        store_outcome(shared, &claimed, outcome).await;
+        let _ = shared.metrics.gauge_add("soma_async_busy_workers", "Workers running a workload.", &[("api_name", api)], -1.0);
+        let labels = [("api_name", api), ("status", status.as_str())];
+        let _ = shared.metrics.counter_add("soma_async_workloads_total", "Finished workloads by final status.", &labels, 1.0);
+        let _ = shared.metrics.observe(
+            "soma_async_processing_seconds",
+            "Time spent running the handler.",
+            &labels,
+            started.elapsed().as_secs_f64(),
+        );
+        info!(status = status.as_str(), millis = started.elapsed().as_millis() as u64, "workload processing complete");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Runs `work` while renewing the lease, so long workloads are not redelivered.
+async fn with_lease_renewal<T>(
+    shared: &Shared,
+    claimed: &Claimed,
+    work: impl Future<Output = T>,
+) -> T {
+    let renew = async {
+        let mut ticker = tokio::time::interval(shared.options.renew_every);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(e) = shared
+                .backend
+                .queue
+                .extend(&claimed.lease, shared.options.lease)
+                .await
+            {
+                warn!(error = %e, "cannot renew the lease; the workload may run again elsewhere");
+            }
+        }
+    };
+    tokio::select! {
+        output = work => output,
+        () = renew => unreachable!("the renewal loop never ends"),
+    }
+}
+
+/// Stores the outcome, retrying through storage outages: until it is stored the workload is
+/// still leased, and if this process gives up the lease expires and the work runs again.
+async fn store_outcome(shared: &Shared, claimed: &Claimed, outcome: Outcome) {
+    for attempt in 1..=10u32 {
+        match shared.backend.complete(claimed, outcome.clone()).await {
+            Ok(true) => return,
+            Ok(false) => {
+                info!("workload already had a final status (redelivered); keeping the first");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, attempt, "cannot store the outcome; retrying");
+                tokio::time::sleep(shared.options.error_backoff * attempt).await;
+            }
+        }
+    }
+    error!("giving up storing the outcome; the workload will be delivered again");
+}
+
+fn serialize(value: &serde_json::Value) -> Result<Bytes, HandlerFailure> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| HandlerFailure::new(format!("the result is not JSON-serialisable: {e}")))
+}
+
+fn since(t: SystemTime) -> Option<f64> {
+    SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs_f64())
+}

@@ -1,0 +1,253 @@
+//! Worker behaviour over the in-memory backend with small Rust handlers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use soma_jobs::{ApiName, Backend, MemoryBackend, Status, WorkloadId};
+use soma_metrics::Registry;
+use soma_worker::{HandlerFailure, WorkerOptions, WorkerPool, Workload, WorkloadHandler};
+use tokio::sync::{Notify, watch};
+
+/// Echoes the payload length; fails on "fail"; sleeps `delay` first.
+#[derive(Debug)]
+struct TestHandler {
+    delay: Duration,
+}
+
+#[async_trait]
+impl WorkloadHandler for TestHandler {
+    async fn handle(&self, workload: Workload) -> Result<Value, HandlerFailure> {
+        tokio::time::sleep(self.delay).await;
+        if workload.payload.as_ref() == b"fail" {
+            return Err(HandlerFailure {
+                message: "ValueError: told to fail".into(),
+                traceback: Some("Traceback ...".into()),
+            });
+        }
+        Ok(json!({ "length": workload.payload.len(), "type": workload.content_type }))
+    }
+}
+
+struct Running {
+    backend: Backend,
+    api: ApiName,
+    pool: WorkerPool,
+    stop: watch::Sender<bool>,
+    metrics: Registry,
+}
+
+fn start(delay: Duration, options: WorkerOptions, backend: Backend) -> Running {
+    let api = ApiName::parse("api").unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let metrics = Registry::new();
+    let pool = WorkerPool::spawn(
+        api.clone(),
+        backend.clone(),
+        Arc::new(TestHandler { delay }),
+        options,
+        metrics.clone(),
+        Arc::new(Notify::new()),
+        shutdown,
+    );
+    Running {
+        backend,
+        api,
+        pool,
+        stop,
+        metrics,
+    }
+}
+
+fn fast_options(workers: usize) -> WorkerOptions {
+    WorkerOptions {
+        workers,
+        lease: Duration::from_secs(5),
+        renew_every: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(20),
+        error_backoff: Duration::from_millis(20),
+    }
+}
+
+async fn wait_final(
+    backend: &Backend,
+    api: &ApiName,
+    id: &WorkloadId,
+) -> (Status, Option<Bytes>, u32, Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (record, result) = backend.status(api, id).await.unwrap().unwrap();
+        if record.status.is_final() {
+            return (record.status, result, record.attempts, record.error);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workload {id} still {:?}",
+            record.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn processes_every_workload_once() {
+    let run = start(Duration::ZERO, fast_options(2), MemoryBackend::backend());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let body = Bytes::from(vec![b'x'; i]);
+        ids.push(
+            run.backend
+                .submit(&run.api, "text/plain", body)
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let (status, result, attempts, _) = wait_final(&run.backend, &run.api, id).await;
+        assert_eq!(status, Status::Completed);
+        assert_eq!(attempts, 1);
+        let value: Value = serde_json::from_slice(&result.unwrap()).unwrap();
+        assert_eq!(value, json!({"length": i, "type": "text/plain"}));
+    }
+    let completed = [("api_name", "api"), ("status", "completed")];
+    assert_eq!(
+        run.metrics.value("soma_async_workloads_total", &completed),
+        Some(20.0)
+    );
+    run.stop.send(true).unwrap();
+    run.pool.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn handler_errors_fail_the_workload_with_their_message() {
+    let run = start(Duration::ZERO, fast_options(1), MemoryBackend::backend());
+    let id = run
+        .backend
+        .submit(&run.api, "text/plain", Bytes::from_static(b"fail"))
+        .await
+        .unwrap();
+    let (status, _, _, error) = wait_final(&run.backend, &run.api, &id).await;
+    assert_eq!(status, Status::Failed);
+    assert_eq!(error.as_deref(), Some("ValueError: told to fail"));
+    // The worker keeps going after a failure.
+    let id = run
+        .backend
+        .submit(&run.api, "text/plain", Bytes::from_static(b"ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_final(&run.backend, &run.api, &id).await.0,
+        Status::Completed
+    );
+}
+
+#[tokio::test]
+async fn workers_run_in_parallel() {
+    let run = start(
+        Duration::from_millis(300),
+        fast_options(4),
+        MemoryBackend::backend(),
+    );
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            run.backend
+                .submit(&run.api, "text/plain", Bytes::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        wait_final(&run.backend, &run.api, id).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn long_workloads_keep_their_lease() {
+    let options = WorkerOptions {
+        lease: Duration::from_millis(300),
+        renew_every: Duration::from_millis(100),
+        ..fast_options(2)
+    };
+    let run = start(
+        Duration::from_millis(1200),
+        options,
+        MemoryBackend::backend(),
+    );
+    let id = run
+        .backend
+        .submit(&run.api, "text/plain", Bytes::new())
+        .await
+        .unwrap();
+    let (status, _, attempts, _) = wait_final(&run.backend, &run.api, &id).await;
+    assert_eq!(
+        (status, attempts),
+        (Status::Completed, 1),
+        "the lease lapsed and it ran twice"
+    );
+}
+
+#[tokio::test]
+async fn abandoned_workloads_are_redelivered() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let id = backend
+        .submit(&api, "text/plain", Bytes::new())
+        .await
+        .unwrap();
+    // A worker that claims and then dies: its short lease runs out.
+    let lost = backend
+        .claim(&api, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost.record.id, id);
+    let run = start(Duration::ZERO, fast_options(1), backend);
+    let (status, _, attempts, _) = wait_final(&run.backend, &run.api, &id).await;
+    assert_eq!((status, attempts), (Status::Completed, 2));
+}
+
+#[tokio::test]
+async fn shutdown_leaves_queued_work_queued() {
+    let run = start(
+        Duration::from_millis(200),
+        fast_options(1),
+        MemoryBackend::backend(),
+    );
+    let first = run
+        .backend
+        .submit(&run.api, "text/plain", Bytes::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // let the worker take the first one
+    let second = run
+        .backend
+        .submit(&run.api, "text/plain", Bytes::new())
+        .await
+        .unwrap();
+    run.stop.send(true).unwrap();
+    run.pool.drain(Duration::from_secs(5)).await;
+    let status = |id| {
+        let backend = run.backend.clone();
+        let api = run.api.clone();
+        async move { backend.status(&api, &id).await.unwrap().unwrap().0.status }
+    };
+    assert_eq!(
+        status(first).await,
+        Status::Completed,
+        "the running one finished in the grace period"
+    );
+    assert_eq!(
+        status(second).await,
+        Status::InQueue,
+        "the queued one stays queued"
+    );
+}
