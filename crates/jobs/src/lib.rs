@@ -4,9 +4,9 @@
 //!
 //! # Layers
 //!
-//! * [`Queue`], [`StateStore`], [`BlobStore`] ([`traits`](crate::Queue)): three small
-//!   object-safe async traits, so a backend is picked at run time. A later Redis (queue +
-//!   states) and S3 (payloads, via object_store) implementation fits them unchanged.
+//! * [`Queue`], [`StateStore`], [`BlobStore`]: three small object-safe async traits, so a
+//!   backend is picked at run time. A later Redis (queue + states) and S3 (payloads, via
+//!   object_store) implementation fits them unchanged.
 //! * [`Backend`]: the three stores bundled with the helpers gateway and worker code call
 //!   ([`submit`](Backend::submit), [`status`](Backend::status), [`claim`](Backend::claim),
 //!   [`complete`](Backend::complete), [`cancel`](Backend::cancel),

@@ -66,3 +66,60 @@ async fn run_all_on_one_embedded_store() {
 async fn run_all_on_one_memory_store() {
     conformance::run_all(&MemoryBackend::backend()).await;
 }
+
+/// The retention loop expires finished workloads on its own and stops on shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_loop_expires_and_stops() {
+    use std::time::Duration;
+
+    use soma_jobs::{ApiName, Outcome, run_retention};
+
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("retention").expect("api");
+    let done = backend
+        .submit(&api, "text/plain", "a".into())
+        .await
+        .expect("submit");
+    let pending = backend
+        .submit(&api, "text/plain", "b".into())
+        .await
+        .expect("submit");
+    let claimed = backend
+        .claim(&api, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("queued");
+    assert_eq!(claimed.lease.id, done);
+    backend
+        .complete(&claimed, Outcome::Cancelled)
+        .await
+        .expect("complete");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_retention(
+        backend.clone(),
+        Duration::from_millis(50),
+        Duration::from_millis(10),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        backend.status(&api, &done).await.expect("status").is_none(),
+        "not expired"
+    );
+    assert!(
+        backend
+            .status(&api, &pending)
+            .await
+            .expect("status")
+            .is_some(),
+        "pending expired"
+    );
+    stop.send(()).expect("loop still running");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("loop stops")
+        .expect("join");
+}
