@@ -1,1 +1,28 @@
-//! The TensorFlow C library, loaded at run time from the tensorflow-cpu wheel: SavedModels, signatures, sessions.
+//! The TensorFlow C library, opened at run time from the `tensorflow-cpu` wheel.
+//!
+//! Nothing here links TensorFlow at build time: [`TensorFlow::load`] `dlopen`s
+//! `libtensorflow_cc.so.2` (which pulls in `libtensorflow_framework.so.2` by its RUNPATH) and
+//! resolves every C function once. So soma builds and starts without TensorFlow; only
+//! running a model needs it, and a missing library is a precise error listing where soma
+//! looked ([`locate`]).
+//!
+//! * [`SavedModel::load`] loads a SavedModel (`TF_LoadSessionFromSavedModel`) and reads its
+//!   signatures from the returned MetaGraphDef; [`SavedModel::prepare`] resolves a signature
+//!   to graph tensors once; [`SavedModel::run`] runs it (`TF_SessionRun`, callable from many
+//!   threads at once, with no lock).
+//! * [`read_signatures`] parses the signatures out of a `saved_model.pb` without TensorFlow.
+//!
+//! This is the only crate of soma allowed `unsafe` code; each block says why it is sound.
+#![allow(unsafe_code)]
+
+mod error;
+mod ffi;
+mod library;
+mod proto;
+mod session;
+mod tensor;
+
+pub use error::TfError;
+pub use library::{TensorFlow, locate};
+pub use proto::read_signatures;
+pub use session::{PreparedSignature, SavedModel, SessionOptions};

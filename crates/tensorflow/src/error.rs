@@ -1,0 +1,71 @@
+use std::path::PathBuf;
+
+use soma_core::ErrorKind;
+
+/// Failures of the TensorFlow layer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TfError {
+    #[error(
+        "the TensorFlow C library (libtensorflow_cc.so.2) was not found; looked in:\n{}\n\
+         Run `bash scripts/setup.sh` to create .venv with tensorflow-cpu, or point \
+         --tensorflow-lib / SOMA_TENSORFLOW_LIB at the library or its folder.",
+        tried.iter().map(|p| format!("  - {}", p.display())).collect::<Vec<_>>().join("\n")
+    )]
+    LibraryNotFound { tried: Vec<PathBuf> },
+    #[error("cannot open the TensorFlow library {path}: {message}")]
+    LibraryOpen { path: PathBuf, message: String },
+    #[error(
+        "the TensorFlow library {path} lacks the C function {symbol} (too old or not the C API build?)"
+    )]
+    MissingSymbol { path: PathBuf, symbol: &'static str },
+    #[error("cannot load the SavedModel in {path}: {message} ({code})")]
+    Load {
+        path: PathBuf,
+        code: &'static str,
+        kind: ErrorKind,
+        message: String,
+    },
+    #[error("{message}")]
+    Run { kind: ErrorKind, message: String },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("cannot read signatures: {0}")]
+    Proto(String),
+    #[error("signature '{signature}': {message}")]
+    Signature { signature: String, message: String },
+}
+
+impl TfError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TfError::LibraryNotFound { .. }
+            | TfError::LibraryOpen { .. }
+            | TfError::MissingSymbol { .. } => ErrorKind::Unavailable,
+            TfError::Load { kind, .. } | TfError::Run { kind, .. } => *kind,
+            TfError::InvalidInput(_) => ErrorKind::InvalidArgument,
+            TfError::Proto(_) | TfError::Signature { .. } => ErrorKind::FailedPrecondition,
+        }
+    }
+}
+
+/// TensorFlow's status code → (name, error class).
+pub(crate) fn classify(code: i32) -> (&'static str, ErrorKind) {
+    match code {
+        1 => ("CANCELLED", ErrorKind::Internal),
+        3 => ("INVALID_ARGUMENT", ErrorKind::InvalidArgument),
+        4 => ("DEADLINE_EXCEEDED", ErrorKind::DeadlineExceeded),
+        5 => ("NOT_FOUND", ErrorKind::NotFound),
+        6 => ("ALREADY_EXISTS", ErrorKind::FailedPrecondition),
+        7 => ("PERMISSION_DENIED", ErrorKind::FailedPrecondition),
+        8 => ("RESOURCE_EXHAUSTED", ErrorKind::ResourceExhausted),
+        9 => ("FAILED_PRECONDITION", ErrorKind::FailedPrecondition),
+        10 => ("ABORTED", ErrorKind::Internal),
+        11 => ("OUT_OF_RANGE", ErrorKind::InvalidArgument),
+        12 => ("UNIMPLEMENTED", ErrorKind::Unimplemented),
+        14 => ("UNAVAILABLE", ErrorKind::Unavailable),
+        15 => ("DATA_LOSS", ErrorKind::Internal),
+        16 => ("UNAUTHENTICATED", ErrorKind::FailedPrecondition),
+        _ => ("INTERNAL", ErrorKind::Internal),
+    }
+}

@@ -1,0 +1,164 @@
+//! The few protobuf messages soma reads or writes, declared by hand (field numbers from
+//! `tensorflow/core/protobuf/{saved_model,meta_graph,config}.proto`), so no `protoc` is
+//! needed. prost skips the fields not declared here, such as the (large) GraphDef.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost::Message as _;
+use soma_core::{DType, SignatureDef, TensorInfo};
+
+use crate::TfError;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct SavedModelProto {
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) meta_graphs: Vec<MetaGraphDef>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct MetaGraphDef {
+    #[prost(message, optional, tag = "1")]
+    pub(crate) meta_info_def: Option<MetaInfoDef>,
+    #[prost(map = "string, message", tag = "5")]
+    pub(crate) signature_def: HashMap<String, SignatureDefProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct MetaInfoDef {
+    #[prost(string, repeated, tag = "4")]
+    pub(crate) tags: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct SignatureDefProto {
+    #[prost(map = "string, message", tag = "1")]
+    pub(crate) inputs: HashMap<String, TensorInfoProto>,
+    #[prost(map = "string, message", tag = "2")]
+    pub(crate) outputs: HashMap<String, TensorInfoProto>,
+    #[prost(string, tag = "3")]
+    pub(crate) method_name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TensorInfoProto {
+    /// Set for dense tensors; sparse (4) and composite (5) encodings leave it empty.
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) dtype: i32,
+    #[prost(message, optional, tag = "3")]
+    pub(crate) tensor_shape: Option<TensorShapeProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TensorShapeProto {
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) dim: Vec<DimProto>,
+    #[prost(bool, tag = "3")]
+    pub(crate) unknown_rank: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct DimProto {
+    #[prost(int64, tag = "1")]
+    pub(crate) size: i64,
+}
+
+/// `ConfigProto`'s thread-pool fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ConfigProto {
+    #[prost(int32, tag = "2")]
+    pub(crate) intra_op_parallelism_threads: i32,
+    #[prost(int32, tag = "5")]
+    pub(crate) inter_op_parallelism_threads: i32,
+}
+
+/// The signatures of the `serve` MetaGraph of a `saved_model.pb`, read without TensorFlow.
+pub fn read_signatures(saved_model_pb: &[u8]) -> Result<BTreeMap<String, SignatureDef>, TfError> {
+    let model = SavedModelProto::decode(saved_model_pb)
+        .map_err(|e| TfError::Proto(format!("saved_model.pb is not a SavedModel: {e}")))?;
+    let serve = model
+        .meta_graphs
+        .iter()
+        .find(|m| {
+            m.meta_info_def
+                .as_ref()
+                .is_some_and(|i| i.tags.iter().any(|t| t == "serve"))
+        })
+        .or(model.meta_graphs.first())
+        .ok_or_else(|| TfError::Proto("saved_model.pb has no MetaGraph".into()))?;
+    Ok(signatures(serve))
+}
+
+/// Decodes a serialized MetaGraphDef (as returned by `TF_LoadSessionFromSavedModel`).
+pub(crate) fn meta_graph_signatures(
+    bytes: &[u8],
+) -> Result<BTreeMap<String, SignatureDef>, TfError> {
+    let meta = MetaGraphDef::decode(bytes).map_err(|e| TfError::Proto(e.to_string()))?;
+    Ok(signatures(&meta))
+}
+
+/// Runnable signatures: the init op is not one, and signatures with sparse/composite
+/// tensors or with dtypes soma cannot carry (resource, variant) are left out.
+fn signatures(meta: &MetaGraphDef) -> BTreeMap<String, SignatureDef> {
+    meta.signature_def
+        .iter()
+        .filter(|(key, _)| !key.starts_with("__"))
+        .filter_map(|(key, sig)| Some((key.clone(), convert(sig)?)))
+        .collect()
+}
+
+fn convert(sig: &SignatureDefProto) -> Option<SignatureDef> {
+    let tensors = |map: &HashMap<String, TensorInfoProto>| -> Option<BTreeMap<String, TensorInfo>> {
+        map.iter()
+            .map(|(name, info)| Some((name.clone(), tensor_info(info)?)))
+            .collect()
+    };
+    Some(SignatureDef {
+        method_name: sig.method_name.clone(),
+        inputs: tensors(&sig.inputs)?,
+        outputs: tensors(&sig.outputs)?,
+    })
+}
+
+fn tensor_info(info: &TensorInfoProto) -> Option<TensorInfo> {
+    let dtype = DType::from_proto(info.dtype).filter(|d| d.is_supported())?;
+    if info.name.is_empty() {
+        return None;
+    }
+    let shape = match &info.tensor_shape {
+        Some(shape) if shape.unknown_rank => None,
+        Some(shape) => Some(shape.dim.iter().map(|d| d.size).collect()),
+        None => None,
+    };
+    Some(TensorInfo {
+        tensor_name: info.name.clone(),
+        dtype,
+        shape,
+    })
+}
+
+/// Serialized ConfigProto for the thread-pool sizes (0 = TensorFlow's default).
+pub(crate) fn config_proto(intra: Option<u32>, inter: Option<u32>) -> Vec<u8> {
+    ConfigProto {
+        intra_op_parallelism_threads: intra.map_or(0, |n| n.min(i32::MAX as u32) as i32),
+        inter_op_parallelism_threads: inter.map_or(0, |n| n.min(i32::MAX as u32) as i32),
+    }
+    .encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_proto_matches_the_probe_bytes() {
+        assert_eq!(config_proto(Some(1), Some(1)), vec![0x10, 1, 0x28, 1]);
+        assert!(config_proto(None, None).is_empty());
+    }
+
+    #[test]
+    fn junk_is_not_a_saved_model() {
+        assert!(read_signatures(b"junk").is_err());
+    }
+}

@@ -1,0 +1,306 @@
+use std::collections::BTreeMap;
+use std::ffi::{CString, c_char};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use soma_core::{SignatureDef, Tensor};
+
+use crate::error::classify;
+use crate::ffi::{TF_Graph, TF_Output, TF_Session, TF_Tensor};
+use crate::proto::{config_proto, meta_graph_signatures};
+use crate::tensor::{InputTensor, take_output};
+use crate::{TensorFlow, TfError};
+
+/// Thread-pool sizes of one session; `None` lets TensorFlow choose (one per core).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    pub intra_op_threads: Option<u32>,
+    pub inter_op_threads: Option<u32>,
+}
+
+/// A SavedModel loaded into its own TensorFlow session.
+pub struct SavedModel {
+    tf: Arc<TensorFlow>,
+    session: *mut TF_Session,
+    graph: *mut TF_Graph,
+    dir: PathBuf,
+    signatures: BTreeMap<String, SignatureDef>,
+}
+
+// SAFETY: a TF_Session may be run from several threads at once (TensorFlow's C API
+// documents `TF_SessionRun` as thread-safe), and the graph is only read after loading.
+// The pointers are freed once, in Drop, when no `&SavedModel` can exist any more.
+unsafe impl Send for SavedModel {}
+unsafe impl Sync for SavedModel {}
+
+impl std::fmt::Debug for SavedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedModel")
+            .field("dir", &self.dir)
+            .field("signatures", &self.signatures.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signature resolved to graph tensors, ready to run many times.
+#[derive(Debug, Clone)]
+pub struct PreparedSignature {
+    key: String,
+    /// The session it belongs to: running it on another model is refused.
+    owner: usize,
+    inputs: Vec<Output>,
+    outputs: Vec<Output>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Output(OutputRepr);
+
+/// `TF_Output` as plain data, so that it is `Send`/`Sync` (the operation pointer is owned
+/// by the graph and only dereferenced by TensorFlow while the model is alive).
+#[derive(Debug, Clone, Copy)]
+struct OutputRepr {
+    oper: usize,
+    index: i32,
+}
+
+impl Output {
+    fn raw(self) -> TF_Output {
+        TF_Output {
+            oper: self.0.oper as *mut _,
+            index: self.0.index,
+        }
+    }
+}
+
+impl SavedModel {
+    /// Loads the MetaGraph tagged `tags` (soma uses `serve`) from `dir`.
+    pub fn load(
+        tf: &Arc<TensorFlow>,
+        dir: &Path,
+        tags: &[&str],
+        options: &SessionOptions,
+    ) -> Result<SavedModel, TfError> {
+        let load_error = |code: i32, message: String| {
+            let (name, kind) = classify(code);
+            TfError::Load {
+                path: dir.to_path_buf(),
+                code: name,
+                kind,
+                message,
+            }
+        };
+        let c_dir = CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| load_error(3, "the path contains a NUL byte".into()))?;
+        let c_tags: Vec<CString> = tags
+            .iter()
+            .map(|t| CString::new(*t).unwrap_or_default())
+            .collect();
+        let tag_ptrs: Vec<*const c_char> = c_tags.iter().map(|t| t.as_ptr()).collect();
+        let config = config_proto(options.intra_op_threads, options.inter_op_threads);
+        let api = &tf.api;
+        // SAFETY: every object created here is either handed to the returned SavedModel or
+        // deleted before returning; the C strings outlive the call.
+        unsafe {
+            let opts = (api.new_session_options)();
+            if !config.is_empty() {
+                let ((), failed) = tf.with_status(|s| {
+                    (api.set_config)(opts, config.as_ptr().cast(), config.len(), s)
+                });
+                if let Some((code, message)) = failed {
+                    (api.delete_session_options)(opts);
+                    return Err(load_error(
+                        code,
+                        format!("invalid session options: {message}"),
+                    ));
+                }
+            }
+            let graph = (api.new_graph)();
+            let meta = (api.new_buffer)();
+            let (session, failed) = tf.with_status(|s| {
+                (api.load_session_from_saved_model)(
+                    opts,
+                    std::ptr::null(),
+                    c_dir.as_ptr(),
+                    tag_ptrs.as_ptr(),
+                    tag_ptrs.len() as i32,
+                    graph,
+                    meta,
+                    s,
+                )
+            });
+            (api.delete_session_options)(opts);
+            if let Some((code, message)) = failed {
+                (api.delete_buffer)(meta);
+                (api.delete_graph)(graph);
+                return Err(load_error(code, message));
+            }
+            // The MetaGraphDef buffer is ours to free (a known leak in other bindings).
+            let bytes = std::slice::from_raw_parts((*meta).data.cast::<u8>(), (*meta).length);
+            let signatures = meta_graph_signatures(bytes);
+            (api.delete_buffer)(meta);
+            // Built before checking the signatures so that Drop frees the session on error.
+            let mut model = SavedModel {
+                tf: Arc::clone(tf),
+                session,
+                graph,
+                dir: dir.to_path_buf(),
+                signatures: BTreeMap::new(),
+            };
+            model.signatures = signatures?;
+            Ok(model)
+        }
+    }
+
+    /// Runnable signatures by key (sorted), with inputs and outputs sorted by name.
+    pub fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
+        &self.signatures
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Resolves a signature's tensors in the graph once.
+    pub fn prepare(&self, key: &str) -> Result<PreparedSignature, TfError> {
+        let signature = self.signatures.get(key).ok_or_else(|| TfError::Signature {
+            signature: key.to_string(),
+            message: "no such signature".into(),
+        })?;
+        let resolve =
+            |infos: &BTreeMap<String, soma_core::TensorInfo>| -> Result<Vec<Output>, TfError> {
+                infos
+                    .values()
+                    .map(|info| self.graph_output(key, &info.tensor_name))
+                    .collect()
+            };
+        Ok(PreparedSignature {
+            key: key.to_string(),
+            owner: self.session as usize,
+            inputs: resolve(&signature.inputs)?,
+            outputs: resolve(&signature.outputs)?,
+        })
+    }
+
+    fn graph_output(&self, key: &str, tensor_name: &str) -> Result<Output, TfError> {
+        let (op, index) = match tensor_name.rsplit_once(':') {
+            Some((op, index)) => (op, index.parse::<i32>().unwrap_or(-1)),
+            None => (tensor_name, 0),
+        };
+        let missing = || TfError::Signature {
+            signature: key.to_string(),
+            message: format!("tensor {tensor_name} is not in the graph"),
+        };
+        let c_op = CString::new(op).map_err(|_| missing())?;
+        // SAFETY: the graph is alive (owned by self) and the name is a valid C string.
+        unsafe {
+            let oper = (self.tf.api.graph_operation_by_name)(self.graph, c_op.as_ptr());
+            if oper.is_null() || index < 0 || index >= (self.tf.api.operation_num_outputs)(oper) {
+                return Err(missing());
+            }
+            Ok(Output(OutputRepr {
+                oper: oper as usize,
+                index,
+            }))
+        }
+    }
+
+    /// Runs a prepared signature. `inputs` follow the signature's input order (sorted by
+    /// name); `outputs` selects outputs by index (all when `None`).
+    pub fn run(
+        &self,
+        signature: &PreparedSignature,
+        inputs: &[&Tensor],
+        outputs: Option<&[usize]>,
+    ) -> Result<Vec<Tensor>, TfError> {
+        if signature.owner != self.session as usize {
+            return Err(TfError::InvalidInput(format!(
+                "signature '{}' was prepared for another model",
+                signature.key
+            )));
+        }
+        if inputs.len() != signature.inputs.len() {
+            return Err(TfError::InvalidInput(format!(
+                "signature '{}' takes {} inputs, {} were given",
+                signature.key,
+                signature.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let selected: Vec<TF_Output> = match outputs {
+            None => signature.outputs.iter().map(|o| o.raw()).collect(),
+            Some(indexes) => indexes
+                .iter()
+                .map(|i| signature.outputs.get(*i).map(|o| o.raw()))
+                .collect::<Option<_>>()
+                .ok_or_else(|| TfError::InvalidInput("output index out of range".into()))?,
+        };
+        let feeds: Vec<TF_Output> = signature.inputs.iter().map(|o| o.raw()).collect();
+        let values = inputs
+            .iter()
+            .map(|t| InputTensor::new(&self.tf, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let value_ptrs: Vec<*mut TF_Tensor> = values.iter().map(|v| v.ptr).collect();
+        let mut results: Vec<*mut TF_Tensor> = vec![std::ptr::null_mut(); selected.len()];
+        let api = &self.tf.api;
+        // SAFETY: all arrays have the lengths passed; input tensors live until `values`
+        // drops after the call; TensorFlow fills `results` with tensors we now own.
+        let ((), failed) = self.tf.with_status(|s| unsafe {
+            (api.session_run)(
+                self.session,
+                std::ptr::null(),
+                feeds.as_ptr(),
+                value_ptrs.as_ptr(),
+                feeds.len() as i32,
+                selected.as_ptr(),
+                results.as_mut_ptr(),
+                selected.len() as i32,
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+                s,
+            )
+        });
+        drop(values);
+        let mut out = Vec::with_capacity(results.len());
+        let mut first_error = failed.map(|(code, message)| {
+            let (_, kind) = classify(code);
+            TfError::Run { kind, message }
+        });
+        for ptr in results {
+            if ptr.is_null() {
+                continue;
+            }
+            // SAFETY: a non-null result is a tensor owned by us; take_output deletes it.
+            match unsafe { take_output(&self.tf, ptr) } {
+                Ok(t) => out.push(t),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None if out.len() == selected.len() => Ok(out),
+            None => Err(TfError::Run {
+                kind: soma_core::ErrorKind::Internal,
+                message: "TensorFlow returned fewer outputs than requested".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for SavedModel {
+    fn drop(&mut self) {
+        let api = &self.tf.api;
+        // SAFETY: the session and graph were created in `load` and are freed exactly once.
+        unsafe {
+            let _ = self
+                .tf
+                .with_status(|s| (api.close_session)(self.session, s));
+            let _ = self
+                .tf
+                .with_status(|s| (api.delete_session)(self.session, s));
+            (api.delete_graph)(self.graph);
+        }
+    }
+}
