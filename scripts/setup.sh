@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare the development environment: Python venv, test model fixtures, soma binary.
+# Idempotent; each step is skipped when its inputs have not changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON_PREFERRED=/root/.pyenv/versions/3.11.7/bin/python3.11
+VENV=.venv
+REQ=scripts/requirements.txt
+REQ_STAMP="$VENV/.soma-requirements.sha256"
+GEN=scripts/make_models.py
+MODELS=fixtures/models
+MODELS_STAMP="$MODELS/.stamp"
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ -x "$PYTHON_PREFERRED" ]; then
+    PY="$PYTHON_PREFERRED"
+  elif command -v python3.11 >/dev/null 2>&1; then
+    PY="$(command -v python3.11)"
+  else
+    echo "error: python3.11 not found (looked for $PYTHON_PREFERRED and python3.11 on PATH)" >&2
+    exit 1
+  fi
+  echo "==> creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+fi
+
+want="$(sha "$REQ")"
+have="$(cat "$REQ_STAMP" 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  echo "==> installing Python requirements"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+  echo "$want" > "$REQ_STAMP"
+else
+  echo "==> Python requirements up to date"
+fi
+
+want="$(sha "$GEN")"
+have="$(cat "$MODELS_STAMP" 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  echo "==> generating model fixtures in $MODELS"
+  TF_CPP_MIN_LOG_LEVEL=2 "$VENV/bin/python" "$GEN" "$MODELS"
+  echo "$want" > "$MODELS_STAMP"
+else
+  echo "==> model fixtures up to date"
+fi
+
+echo "==> building soma (release)"
+cargo build --quiet --release --bin soma
+echo "==> done"
