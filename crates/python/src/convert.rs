@@ -1,0 +1,198 @@
+//! Python ⇄ JSON values and soma tensors.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::{Map, Number, Value};
+use soma_core::{DType, Tensor, TensorData};
+
+/// A Python value as JSON, for soma's JSON → tensor rules: bytes become `{"b64": ...}`,
+/// numpy values go through `.tolist()`.
+pub(crate) fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if value.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if value.is_instance_of::<PyInt>() {
+        if let Ok(i) = value.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        return value.extract::<u64>().map(Value::from).map_err(|_| {
+            PyValueError::new_err(format!("integer {value} does not fit in 64 bits"))
+        });
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        let x = f.value();
+        return Ok(
+            Number::from_f64(x).map_or_else(|| Value::String(non_finite(x).into()), Value::Number)
+        );
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(Value::String(s.to_str()?.to_string()));
+    }
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(soma_core::json::b64_value(b.as_bytes()));
+    }
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        return value
+            .try_iter()?
+            .map(|item| to_json(&item?))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
+    }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let mut map = Map::new();
+        for (k, v) in dict.iter() {
+            let key: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err("dict keys must be strings"))?;
+            map.insert(key, to_json(&v)?);
+        }
+        return Ok(Value::Object(map));
+    }
+    if value.hasattr("tolist")? {
+        return to_json(&value.call_method0("tolist")?);
+    }
+    Err(PyTypeError::new_err(format!(
+        "cannot send a {} to a model; use lists, numbers, strings, bytes or numpy arrays",
+        value.get_type().name()?
+    )))
+}
+
+fn non_finite(x: f64) -> &'static str {
+    if x.is_nan() {
+        "NaN"
+    } else if x > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
+}
+
+/// numpy's name for a dtype soma can copy straight from an array's memory.
+fn numpy_name(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::Float => "float32",
+        DType::Double => "float64",
+        DType::Half => "float16",
+        DType::Int8 => "int8",
+        DType::Int16 => "int16",
+        DType::Int32 => "int32",
+        DType::Int64 => "int64",
+        DType::Uint8 => "uint8",
+        DType::Uint16 => "uint16",
+        DType::Uint32 => "uint32",
+        DType::Uint64 => "uint64",
+        DType::Bool => "bool",
+        _ => return None,
+    })
+}
+
+/// A numeric numpy array as a tensor of `dtype`, copied from its memory in one go. Casts
+/// that numpy calls "same kind" (float64 → float32) are allowed; others are errors. `None`
+/// when `value` is not a numeric numpy array (the JSON path handles it).
+pub(crate) fn numpy_tensor(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    dtype: DType,
+) -> PyResult<Option<Tensor>> {
+    if !value.hasattr("__array_interface__")? {
+        return Ok(None);
+    }
+    let kind: String = value.getattr("dtype")?.getattr("kind")?.extract()?;
+    let Some(target) = numpy_name(dtype).filter(|_| "biuf".contains(kind.as_str())) else {
+        return Ok(None);
+    };
+    let numpy = py.import("numpy")?;
+    let array = numpy.call_method1("ascontiguousarray", (value,))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("casting", "same_kind")?;
+    let array = array
+        .call_method("astype", (target,), Some(&kwargs))
+        .map_err(|e| PyValueError::new_err(format!("cannot convert the array to {dtype}: {e}")))?;
+    let shape: Vec<usize> = array.getattr("shape")?.extract()?;
+    let bytes: Vec<u8> = array.call_method0("tobytes")?.extract()?;
+    Tensor::new(dtype, shape, TensorData::Fixed(bytes))
+        .map(Some)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// A tensor as nested Python lists that keep its shape. Floats keep their exact value,
+/// int64 stays exact, strings are `str` when UTF-8 and `bytes` otherwise.
+pub(crate) fn tensor_to_py<'py>(py: Python<'py>, tensor: &Tensor) -> PyResult<Bound<'py, PyAny>> {
+    if matches!(
+        tensor.dtype(),
+        DType::Complex64
+            | DType::Complex128
+            | DType::Qint8
+            | DType::Quint8
+            | DType::Qint16
+            | DType::Quint16
+            | DType::Qint32
+    ) {
+        // Rare types go through soma's JSON encoding (complex values as [real, imag]).
+        let text = soma_core::json::tensor_to_json(tensor).to_string();
+        return py.import("json")?.call_method1("loads", (text,));
+    }
+    let flat = flat_values(py, tensor)?;
+    let mut iter = flat.into_iter();
+    nest(py, tensor.shape(), &mut iter)
+}
+
+fn nest<'py>(
+    py: Python<'py>,
+    shape: &[usize],
+    values: &mut impl Iterator<Item = Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match shape.split_first() {
+        None => Ok(values.next().unwrap_or_else(|| py.None().into_bound(py))),
+        Some((&n, rest)) => {
+            let items = (0..n)
+                .map(|_| nest(py, rest, values))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyList::new(py, items)?.into_any())
+        }
+    }
+}
+
+fn flat_values<'py>(py: Python<'py>, tensor: &Tensor) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    macro_rules! each {
+        ($ty:ty, $conv:expr) => {
+            tensor
+                .to_vec::<$ty>()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?
+                .into_iter()
+                .map(|v| Ok($conv(v).into_pyobject(py)?.to_owned().into_any()))
+                .collect::<PyResult<Vec<_>>>()
+        };
+    }
+    match tensor.dtype() {
+        DType::String => Ok(tensor
+            .strings()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| match std::str::from_utf8(s) {
+                Ok(text) => PyString::new(py, text).into_any(),
+                Err(_) => PyBytes::new(py, s).into_any(),
+            })
+            .collect()),
+        DType::Float => each!(f32, f64::from),
+        DType::Double => each!(f64, |v| v),
+        DType::Half => each!(half::f16, |v: half::f16| f64::from(v.to_f32())),
+        DType::Bfloat16 => each!(half::bf16, |v: half::bf16| f64::from(v.to_f32())),
+        DType::Int8 => each!(i8, |v| v),
+        DType::Int16 => each!(i16, |v| v),
+        DType::Int32 => each!(i32, |v| v),
+        DType::Int64 => each!(i64, |v| v),
+        DType::Uint8 => each!(u8, |v| v),
+        DType::Uint16 => each!(u16, |v| v),
+        DType::Uint32 => each!(u32, |v| v),
+        DType::Uint64 => each!(u64, |v| v),
+        DType::Bool => each!(bool, |v| v),
+        other => Err(PyValueError::new_err(format!(
+            "outputs of dtype {other} are not supported in Python"
+        ))),
+    }
+}
