@@ -15,6 +15,7 @@
 //! This is the only crate of soma allowed `unsafe` code; each block says why it is sound.
 #![allow(unsafe_code)]
 
+mod bench;
 mod error;
 mod ffi;
 mod library;

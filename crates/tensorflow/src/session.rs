@@ -20,8 +20,8 @@ pub struct SessionOptions {
 
 /// A SavedModel loaded into its own TensorFlow session.
 pub struct SavedModel {
-    tf: Arc<TensorFlow>,
-    session: *mut TF_Session,
+    pub(crate) tf: Arc<TensorFlow>,
+    pub(crate) session: *mut TF_Session,
     graph: *mut TF_Graph,
     dir: PathBuf,
     signatures: BTreeMap<String, SignatureDef>,
@@ -48,12 +48,12 @@ pub struct PreparedSignature {
     key: String,
     /// The session it belongs to: running it on another model is refused.
     owner: usize,
-    inputs: Vec<Output>,
-    outputs: Vec<Output>,
+    pub(crate) inputs: Vec<Output>,
+    pub(crate) outputs: Vec<Output>,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Output(OutputRepr);
+pub(crate) struct Output(OutputRepr);
 
 /// `TF_Output` as plain data, so that it is `Send`/`Sync` (the operation pointer is owned
 /// by the graph and only dereferenced by TensorFlow while the model is alive).
@@ -64,7 +64,7 @@ struct OutputRepr {
 }
 
 impl Output {
-    fn raw(self) -> TF_Output {
+    pub(crate) fn raw(self) -> TF_Output {
         TF_Output {
             oper: self.0.oper as *mut _,
             index: self.0.index,
