@@ -1,0 +1,299 @@
+//! The local download cache for S3 models.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use serde::{Deserialize, Serialize};
+use soma_core::ModelLocation;
+
+use crate::discover::DiscoveredModel;
+use crate::error::RepositoryError;
+use crate::layout::{Layout, Validator, missing_files};
+use crate::store::{ModelStore, S3Settings};
+
+/// Written into every cached version folder; identical manifest = reusable download.
+pub const MANIFEST_FILE: &str = ".soma-manifest.json";
+
+/// How many files of one version are downloaded at the same time.
+const CONCURRENT_DOWNLOADS: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    location: String,
+    version: i64,
+    files: BTreeMap<String, u64>,
+    last_modified: Option<SystemTime>,
+}
+
+/// Makes model versions available as local folders. Local models are used in place; S3
+/// versions are downloaded to `<cache_dir>/s3/<bucket>/<prefix>/<version>/` (atomically: a
+/// temporary folder is filled, checked, then renamed) and reused while unchanged.
+#[derive(Debug)]
+pub struct ModelCache {
+    cache_dir: PathBuf,
+    settings: S3Settings,
+    locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ModelCache {
+    /// A cache under `cache_dir`, reaching S3 with settings from the environment.
+    pub fn new(cache_dir: PathBuf) -> ModelCache {
+        ModelCache::with_settings(cache_dir, S3Settings::default())
+    }
+
+    /// A cache with explicit S3 settings.
+    pub fn with_settings(cache_dir: PathBuf, settings: S3Settings) -> ModelCache {
+        ModelCache {
+            cache_dir,
+            settings,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// The local folder holding `version` of `model` (the `saved_model.pb` folder).
+    pub async fn fetch(
+        &self,
+        model: &DiscoveredModel,
+        version: i64,
+    ) -> Result<PathBuf, RepositoryError> {
+        let files =
+            model
+                .versions
+                .get(&version)
+                .ok_or_else(|| RepositoryError::VersionNotFound {
+                    location: model.location.to_string(),
+                    version,
+                })?;
+        let (bucket, prefix) = match &model.location {
+            ModelLocation::Local(root) => {
+                return Ok(match model.layout {
+                    Layout::Versioned => root.join(version.to_string()),
+                    Layout::NonVersioned => root.clone(),
+                });
+            }
+            ModelLocation::S3 { bucket, prefix } => (bucket, prefix),
+        };
+        let location = model.location.to_string();
+        let mut parent = self.cache_dir.join("s3");
+        for part in std::iter::once(bucket.as_str()).chain(prefix.split('/')) {
+            if part.is_empty() {
+                continue;
+            }
+            parent.push(safe_relative(&location, part)?);
+        }
+        let target = parent.join(version.to_string());
+        let expected = Manifest {
+            location: location.clone(),
+            version,
+            files: files.files.clone(),
+            last_modified: files.last_modified,
+        };
+
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(target.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+
+        if reusable(&target, &expected).await {
+            tracing::debug!(model = %location, version, path = %target.display(), "reusing cached version");
+            return Ok(target);
+        }
+
+        let started = Instant::now();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let tmp = parent.join(format!("{version}.tmp-{}-{nanos}", std::process::id()));
+        let result = self
+            .download(model, version, &expected, &tmp, &target, nanos)
+            .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            return result.map(|()| target);
+        }
+        let bytes: u64 = expected.files.values().sum();
+        tracing::info!(
+            model = %location,
+            version,
+            files = expected.files.len(),
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            path = %target.display(),
+            "downloaded model version"
+        );
+        Ok(target)
+    }
+
+    async fn download(
+        &self,
+        model: &DiscoveredModel,
+        version: i64,
+        expected: &Manifest,
+        tmp: &Path,
+        target: &Path,
+        nanos: u128,
+    ) -> Result<(), RepositoryError> {
+        let location = &expected.location;
+        tokio::fs::create_dir_all(tmp)
+            .await
+            .map_err(|e| RepositoryError::io(tmp, e))?;
+        let store = ModelStore::open(&model.location, &self.settings).await?;
+        let folder = match model.layout {
+            Layout::Versioned => format!("{version}/"),
+            Layout::NonVersioned => String::new(),
+        };
+        let mut jobs = Vec::with_capacity(expected.files.len());
+        for (relative, size) in &expected.files {
+            let dest = tmp.join(safe_relative(location, relative)?);
+            jobs.push((format!("{folder}{relative}"), dest, *size));
+        }
+        let store = &store;
+        futures::stream::iter(jobs)
+            .map(|(key, dest, size)| async move {
+                if let Some(dir) = dest.parent() {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| RepositoryError::io(dir, e))?;
+                }
+                let actual = store.download(&key, &dest).await?;
+                if actual != size {
+                    return Err(RepositoryError::SizeMismatch {
+                        location: location.clone(),
+                        key,
+                        expected: size,
+                        actual,
+                    });
+                }
+                Ok(())
+            })
+            .buffer_unordered(CONCURRENT_DOWNLOADS)
+            .try_collect::<()>()
+            .await?;
+
+        // Re-check what is on disk: same files and sizes, still a SavedModel.
+        let on_disk = walk(tmp).await?;
+        if on_disk != expected.files {
+            return Err(crate::layout::invalid_model(
+                location,
+                &format!("version {version} changed while it was downloaded"),
+                &on_disk.keys().map(String::as_str).collect::<Vec<_>>(),
+                Validator::TensorFlow,
+            ));
+        }
+        let validator = if missing_files(&expected.files, Validator::TensorFlow).is_empty() {
+            Validator::TensorFlow
+        } else {
+            Validator::Neuron
+        };
+        let missing = missing_files(&on_disk, validator);
+        if !missing.is_empty() {
+            return Err(crate::layout::invalid_model(
+                location,
+                &format!(
+                    "downloaded version {version} is missing {}",
+                    missing.join(", ")
+                ),
+                &on_disk.keys().map(String::as_str).collect::<Vec<_>>(),
+                validator,
+            ));
+        }
+        let manifest_path = tmp.join(MANIFEST_FILE);
+        let text = serde_json::to_vec_pretty(expected).map_err(|e| {
+            RepositoryError::io(&manifest_path, std::io::Error::other(e.to_string()))
+        })?;
+        tokio::fs::write(&manifest_path, text)
+            .await
+            .map_err(|e| RepositoryError::io(&manifest_path, e))?;
+
+        if tokio::fs::try_exists(target).await.unwrap_or(false) {
+            let old =
+                target.with_file_name(format!("{version}.old-{}-{nanos}", std::process::id()));
+            tokio::fs::rename(target, &old)
+                .await
+                .map_err(|e| RepositoryError::io(target, e))?;
+            tokio::fs::rename(tmp, target)
+                .await
+                .map_err(|e| RepositoryError::io(target, e))?;
+            if let Err(e) = tokio::fs::remove_dir_all(&old).await {
+                tracing::warn!(path = %old.display(), error = %e, "cannot remove the replaced version");
+            }
+        } else {
+            tokio::fs::rename(tmp, target)
+                .await
+                .map_err(|e| RepositoryError::io(target, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A relative key turned into a local path, refusing anything that could leave the folder.
+fn safe_relative(location: &str, key: &str) -> Result<PathBuf, RepositoryError> {
+    let path = Path::new(key);
+    let ok = !key.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(path.to_path_buf())
+    } else {
+        Err(RepositoryError::UnsafeKey {
+            location: location.to_string(),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// The cached folder has the same manifest and its files have the recorded sizes.
+async fn reusable(target: &Path, expected: &Manifest) -> bool {
+    let Ok(text) = tokio::fs::read(target.join(MANIFEST_FILE)).await else {
+        return false;
+    };
+    let Ok(found) = serde_json::from_slice::<Manifest>(&text) else {
+        return false;
+    };
+    if found != *expected {
+        return false;
+    }
+    for (relative, size) in &expected.files {
+        match tokio::fs::metadata(target.join(relative)).await {
+            Ok(meta) if meta.len() == *size => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Every file under `root` (relative `/`-separated path → size).
+async fn walk(root: &Path) -> Result<BTreeMap<String, u64>, RepositoryError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let mut entries = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(|e| RepositoryError::io(&dir, e))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| RepositoryError::io(&dir, e))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let relative = format!("{prefix}{name}");
+            let meta = entry
+                .metadata()
+                .await
+                .map_err(|e| RepositoryError::io(&entry.path(), e))?;
+            if meta.is_dir() {
+                stack.push((entry.path(), format!("{relative}/")));
+            } else {
+                out.insert(relative, meta.len());
+            }
+        }
+    }
+    Ok(out)
+}

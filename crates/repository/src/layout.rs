@@ -1,0 +1,303 @@
+//! Cortex layout detection and SavedModel checks over a listing of object keys.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::error::RepositoryError;
+use crate::tree::{
+    NEURON_NON_VERSIONED, NEURON_VERSIONED, TF_NON_VERSIONED, TF_VERSIONED, TREE_LIMIT, render_tree,
+};
+
+/// Which files a model version must contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validator {
+    /// `saved_model.pb`, `variables/variables.index` and at least one
+    /// `variables/variables.data-00000-of-*`.
+    TensorFlow,
+    /// Inferentia (Neuron-compiled) SavedModels: only `saved_model.pb`.
+    Neuron,
+}
+
+/// How the versions of a model are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Every top-level entry is an integer folder (a version).
+    Versioned,
+    /// The SavedModel is at the root; it is served as version 1.
+    NonVersioned,
+}
+
+/// The files of one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionFiles {
+    /// Path relative to the version folder (the model root if non-versioned) → size in bytes.
+    pub files: BTreeMap<String, u64>,
+    /// The newest modification time among the files, when the storage reports one.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// One listed object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FileMeta {
+    pub(crate) size: u64,
+    pub(crate) last_modified: Option<SystemTime>,
+}
+
+/// Keys relative to the model (or models.dir) folder.
+pub(crate) type Listing = BTreeMap<String, FileMeta>;
+
+/// The outcome of looking at a listing: the layout (or why there is none) and, per version,
+/// its files (or what is wrong with it).
+#[derive(Debug)]
+pub(crate) struct Analysis {
+    pub(crate) layout: Result<Layout, String>,
+    pub(crate) versions: BTreeMap<i64, Result<VersionFiles, String>>,
+}
+
+const DATA_SHARD_PREFIX: &str = "variables/variables.data-00000-of-";
+
+/// Parses a version folder name. `Ok(None)`: not a number (a non-version entry);
+/// `Err`: looks like a number but cannot name a version folder.
+fn parse_version(name: &str) -> Result<Option<i64>, String> {
+    match name.parse::<i64>() {
+        Err(_) => Ok(None),
+        Ok(v) if v >= 0 && v.to_string() == name => Ok(Some(v)),
+        Ok(_) => Err(format!(
+            "{name:?} is not a valid version folder name (use a non-negative integer without sign or leading zeros)"
+        )),
+    }
+}
+
+/// Which required files are missing from one version's files.
+pub(crate) fn missing_files(
+    files: &BTreeMap<String, u64>,
+    validator: Validator,
+) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !files.contains_key("saved_model.pb") {
+        missing.push("saved_model.pb");
+    }
+    if validator == Validator::TensorFlow {
+        if !files.contains_key("variables/variables.index") {
+            missing.push("variables/variables.index");
+        }
+        if !files.keys().any(|k| k.starts_with(DATA_SHARD_PREFIX)) {
+            missing.push("variables/variables.data-00000-of-*");
+        }
+    }
+    missing
+}
+
+fn version_files(entries: &BTreeMap<String, FileMeta>) -> VersionFiles {
+    VersionFiles {
+        files: entries.iter().map(|(k, m)| (k.clone(), m.size)).collect(),
+        last_modified: entries.values().filter_map(|m| m.last_modified).max(),
+    }
+}
+
+fn check(
+    entries: &BTreeMap<String, FileMeta>,
+    validator: Validator,
+    what: &str,
+) -> Result<VersionFiles, String> {
+    let files = version_files(entries);
+    let missing = missing_files(&files.files, validator);
+    if missing.is_empty() {
+        Ok(files)
+    } else {
+        Err(format!("{what} is missing {}", missing.join(", ")))
+    }
+}
+
+fn short_list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(", ... {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// Detects the layout (Cortex rules) and checks each version.
+pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
+    if listing.is_empty() {
+        return Analysis {
+            layout: Err("the directory is empty".into()),
+            versions: BTreeMap::new(),
+        };
+    }
+    let mut versions: BTreeMap<i64, BTreeMap<String, FileMeta>> = BTreeMap::new();
+    let mut version_names: Vec<String> = Vec::new();
+    let mut version_files_at_top: Vec<String> = Vec::new();
+    let mut others: Vec<String> = Vec::new();
+    let mut bad_names: Vec<String> = Vec::new();
+    for (key, meta) in listing {
+        let (first, rest) = match key.split_once('/') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (key.as_str(), None),
+        };
+        match parse_version(first) {
+            Ok(Some(v)) => {
+                if !version_names.iter().any(|n| n == first) {
+                    version_names.push(first.to_string());
+                }
+                match rest {
+                    Some(rest) => {
+                        versions
+                            .entry(v)
+                            .or_default()
+                            .insert(rest.to_string(), *meta);
+                    }
+                    None => version_files_at_top.push(first.to_string()),
+                }
+            }
+            Ok(None) => {
+                if !others.iter().any(|n| n == first) {
+                    others.push(first.to_string());
+                }
+            }
+            Err(problem) => {
+                if !bad_names.contains(&problem) {
+                    bad_names.push(problem);
+                }
+            }
+        }
+    }
+    if !bad_names.is_empty() {
+        return Analysis {
+            layout: Err(bad_names.join("; ")),
+            versions: BTreeMap::new(),
+        };
+    }
+    if !version_names.is_empty() && !others.is_empty() {
+        version_names.sort_by_key(|n| n.parse::<i64>().unwrap_or_default());
+        return Analysis {
+            layout: Err(format!(
+                "it mixes version folders ({}) with other entries ({})",
+                short_list(&version_names),
+                short_list(&others)
+            )),
+            // Valid version folders are still reported (the watcher serves them).
+            versions: versions
+                .iter()
+                .map(|(v, e)| (*v, check(e, validator, &format!("version {v}"))))
+                .collect(),
+        };
+    }
+    if version_names.is_empty() {
+        let mut out = BTreeMap::new();
+        out.insert(1, check(listing, validator, "the model folder"));
+        return Analysis {
+            layout: Ok(Layout::NonVersioned),
+            versions: out,
+        };
+    }
+    let mut out: BTreeMap<i64, Result<VersionFiles, String>> = versions
+        .iter()
+        .map(|(v, e)| (*v, check(e, validator, &format!("version {v}"))))
+        .collect();
+    for name in version_files_at_top {
+        let v: i64 = name.parse().unwrap_or_default();
+        out.entry(v)
+            .or_insert_with(|| Err(format!("version {v} is a file, not a folder")));
+    }
+    Analysis {
+        layout: Ok(Layout::Versioned),
+        versions: out,
+    }
+}
+
+/// The full Cortex-style error for an invalid model folder.
+pub(crate) fn invalid_model(
+    location: &str,
+    problem: &str,
+    keys: &[&str],
+    validator: Validator,
+) -> RepositoryError {
+    let (name, handler, versioned, non_versioned) = match validator {
+        Validator::TensorFlow => ("TensorFlow", "tensorflow", TF_VERSIONED, TF_NON_VERSIONED),
+        Validator::Neuron => (
+            "Neuron TensorFlow",
+            "tensorflow",
+            NEURON_VERSIONED,
+            NEURON_NON_VERSIONED,
+        ),
+    };
+    let current = if keys.is_empty() {
+        "but its current directory is empty".to_string()
+    } else {
+        format!(
+            "but its current structure is (limited to {TREE_LIMIT} sub-paths)\n\n{}",
+            render_tree(keys.iter().copied(), TREE_LIMIT)
+        )
+    };
+    let message = format!(
+        "{location}: invalid {name} model path: {problem}. For models provided for the \
+         {handler} handler type, the path must be a directory with one of the following \
+         structures:\n\n{versioned}\nor like\n\n{non_versioned}\n{current}"
+    );
+    RepositoryError::InvalidModel {
+        location: location.to_string(),
+        problem: problem.to_string(),
+        message: message.trim_end().to_string(),
+    }
+}
+
+/// Detects and validates a whole model: every version must pass.
+pub(crate) fn validate(
+    location: &str,
+    listing: &Listing,
+    validator: Validator,
+) -> Result<(Layout, BTreeMap<i64, VersionFiles>), RepositoryError> {
+    let analysis = analyze(listing, validator);
+    let keys: Vec<&str> = listing.keys().map(String::as_str).collect();
+    let layout = analysis
+        .layout
+        .map_err(|problem| invalid_model(location, &problem, &keys, validator))?;
+    let mut versions = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (v, result) in analysis.versions {
+        match result {
+            Ok(files) => {
+                versions.insert(v, files);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(invalid_model(
+            location,
+            &problems.join("; "),
+            &keys,
+            validator,
+        ));
+    }
+    Ok((layout, versions))
+}
+
+/// Removes "directory marker" keys (a key that is also the prefix of other keys, as left by
+/// S3 consoles creating empty folders) and empty keys.
+pub(crate) fn drop_dir_markers(listing: &mut Listing) {
+    let keys: Vec<String> = listing.keys().cloned().collect();
+    for key in keys {
+        if key.is_empty() || key.ends_with('/') {
+            listing.remove(&key);
+            continue;
+        }
+        let as_dir = format!("{key}/");
+        let empty = listing.get(&key).is_some_and(|m| m.size == 0);
+        if empty
+            && listing
+                .range(as_dir.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&as_dir))
+        {
+            listing.remove(&key);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Opening a model location as an `object_store` and listing it.
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::TryStreamExt as _;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use soma_core::ModelLocation;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::error::RepositoryError;
+use crate::layout::{FileMeta, Listing, drop_dir_markers};
+
+/// How S3 is reached. Every field left `None` comes from the usual AWS environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` /
+/// `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` / `AWS_ENDPOINT`), read
+/// by `object_store`'s `AmazonS3Builder::from_env`. The region defaults to `us-east-1`;
+/// plain `http://` endpoints (MinIO, moto, localstack) are allowed.
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Settings {
+    // Never print credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// A model (or models.dir) folder opened for listing and reading.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelStore {
+    store: Arc<dyn ObjectStore>,
+    /// The folder inside the store; `None` = the store's root.
+    prefix: Option<Path>,
+    /// Where this is, for messages.
+    pub(crate) display: String,
+}
+
+impl ModelStore {
+    /// Wraps an existing store (tests use `InMemory`). `prefix` is `/`-separated, without
+    /// leading or trailing `/` (empty = root).
+    pub(crate) fn from_store(store: Arc<dyn ObjectStore>, prefix: &str, display: String) -> Self {
+        let prefix = prefix.trim_matches('/');
+        ModelStore {
+            store,
+            prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
+            display,
+        }
+    }
+
+    pub(crate) async fn open(
+        location: &ModelLocation,
+        settings: &S3Settings,
+    ) -> Result<ModelStore, RepositoryError> {
+        let display = location.to_string();
+        match location {
+            ModelLocation::Local(dir) => {
+                let meta = match tokio::fs::metadata(dir).await {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(RepositoryError::NotFound { location: display });
+                    }
+                    Err(e) => return Err(RepositoryError::io(dir, e)),
+                };
+                if !meta.is_dir() {
+                    return Err(RepositoryError::NotADirectory { location: display });
+                }
+                let store = LocalFileSystem::new_with_prefix(dir).map_err(|source| {
+                    RepositoryError::Storage {
+                        location: display.clone(),
+                        source,
+                    }
+                })?;
+                Ok(ModelStore {
+                    store: Arc::new(store),
+                    prefix: None,
+                    display,
+                })
+            }
+            ModelLocation::S3 { bucket, prefix } => {
+                let store =
+                    build_s3(bucket, settings).map_err(|source| RepositoryError::Storage {
+                        location: display.clone(),
+                        source,
+                    })?;
+                Ok(ModelStore::from_store(Arc::new(store), prefix, display))
+            }
+        }
+    }
+
+    /// Every object under the folder, keyed by its path relative to the folder (directory
+    /// markers dropped).
+    pub(crate) async fn list(&self) -> Result<Listing, RepositoryError> {
+        let strip = self
+            .prefix
+            .as_ref()
+            .map(|p| format!("{}/", p.as_ref()))
+            .unwrap_or_default();
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(self.prefix.as_ref())
+            .try_collect()
+            .await
+            .map_err(|source| RepositoryError::Storage {
+                location: self.display.clone(),
+                source,
+            })?;
+        let mut listing = BTreeMap::new();
+        for meta in metas {
+            let Some(relative) = meta.location.as_ref().strip_prefix(&strip) else {
+                continue;
+            };
+            listing.insert(
+                relative.to_string(),
+                FileMeta {
+                    size: meta.size,
+                    last_modified: Some(SystemTime::from(meta.last_modified)),
+                },
+            );
+        }
+        drop_dir_markers(&mut listing);
+        Ok(listing)
+    }
+
+    /// Streams one object (`relative` to the folder) into `dest`; returns the bytes written.
+    pub(crate) async fn download(
+        &self,
+        relative: &str,
+        dest: &FsPath,
+    ) -> Result<u64, RepositoryError> {
+        let key = match &self.prefix {
+            Some(p) => format!("{}/{relative}", p.as_ref()),
+            None => relative.to_string(),
+        };
+        let storage = |source| RepositoryError::Storage {
+            location: self.display.clone(),
+            source,
+        };
+        let path = Path::parse(&key)
+            .map_err(|source| storage(object_store::Error::InvalidPath { source }))?;
+        let result = self.store.get(&path).await.map_err(storage)?;
+        let mut stream = result.into_stream();
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| RepositoryError::io(dest, e))?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(storage)? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| RepositoryError::io(dest, e))?;
+            written += chunk.len() as u64;
+        }
+        file.flush()
+            .await
+            .map_err(|e| RepositoryError::io(dest, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| RepositoryError::io(dest, e))?;
+        Ok(written)
+    }
+}
+
+fn build_s3(
+    bucket: &str,
+    settings: &S3Settings,
+) -> object_store::Result<object_store::aws::AmazonS3> {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint);
+    }
+    if let Some(region) = &settings.region {
+        builder = builder.with_region(region);
+    } else if builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .is_none()
+        && builder
+            .get_config_value(&AmazonS3ConfigKey::DefaultRegion)
+            .is_none()
+    {
+        builder = builder.with_region("us-east-1");
+    }
+    if let Some(key) = &settings.access_key_id {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = &settings.secret_access_key {
+        builder = builder.with_secret_access_key(secret);
+    }
+    if let Some(token) = &settings.session_token {
+        builder = builder.with_token(token);
+    }
+    let endpoint = builder
+        .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+        .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
+    if endpoint.is_some_and(|e| e.starts_with("http://")) {
+        builder = builder.with_allow_http(true);
+    }
+    builder.build()
+}
