@@ -137,3 +137,300 @@ pub(crate) fn dir_from_listing(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStore, ObjectStoreExt as _};
+
+    use super::*;
+
+    const MODEL: &[&str] = &[
+        "saved_model.pb",
+        "variables/variables.index",
+        "variables/variables.data-00000-of-00001",
+    ];
+
+    fn location() -> ModelLocation {
+        ModelLocation::S3 {
+            bucket: "b".into(),
+            prefix: "m/".into(),
+        }
+    }
+
+    async fn store_with(keys: &[String]) -> ModelStore {
+        let memory = InMemory::new();
+        for key in keys {
+            memory
+                .put(&Path::from(format!("m/{key}")), b"data".to_vec().into())
+                .await
+                .unwrap();
+        }
+        // Something outside the prefix must be ignored.
+        memory
+            .put(&Path::from("m2/saved_model.pb"), b"x".to_vec().into())
+            .await
+            .unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(memory);
+        ModelStore::from_store(store, "m/", "s3://b/m/".into())
+    }
+
+    fn version(v: &str, files: &[&str]) -> Vec<String> {
+        files.iter().map(|f| format!("{v}/{f}")).collect()
+    }
+
+    async fn discover(
+        keys: &[String],
+        validator: Validator,
+    ) -> Result<DiscoveredModel, RepositoryError> {
+        let store = store_with(keys).await;
+        discover_in_store(&store, &location(), validator).await
+    }
+
+    fn message(err: RepositoryError) -> String {
+        assert_eq!(err.kind(), soma_core::ErrorKind::InvalidArgument, "{err}");
+        err.to_string()
+    }
+
+    #[tokio::test]
+    async fn versioned_model_orders_versions_numerically() {
+        let mut keys = version("9", MODEL);
+        keys.extend(version("10", MODEL));
+        keys.push("10/assets/vocab.txt".into());
+        let model = discover(&keys, Validator::TensorFlow).await.unwrap();
+        assert_eq!(model.layout, Layout::Versioned);
+        assert_eq!(
+            model.versions.keys().copied().collect::<Vec<_>>(),
+            vec![9, 10]
+        );
+        assert_eq!(model.latest_version(), Some(10));
+        let v10 = &model.versions[&10];
+        assert_eq!(v10.files.len(), 4);
+        assert_eq!(v10.files["assets/vocab.txt"], 4);
+        assert!(v10.last_modified.is_some());
+    }
+
+    #[tokio::test]
+    async fn non_versioned_model_is_version_1() {
+        let keys: Vec<String> = MODEL.iter().map(|s| s.to_string()).collect();
+        let model = discover(&keys, Validator::TensorFlow).await.unwrap();
+        assert_eq!(model.layout, Layout::NonVersioned);
+        assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(model.versions[&1].files.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn mixed_layout_is_rejected_with_a_tree() {
+        let mut keys = version("1", MODEL);
+        keys.push("extra/readme.md".into());
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(
+            text.starts_with("s3://b/m/: invalid TensorFlow model path: it mixes version folders (1) with other entries (extra)."),
+            "{text}"
+        );
+        assert!(text.contains("For models provided for the tensorflow handler type, the path must be a directory with one of the following structures:"));
+        assert!(text.contains("1523423423/ (Version prefix, usually a timestamp)"));
+        assert!(text.contains("\nor like\n"));
+        assert!(text.contains("but its current structure is (limited to 50 sub-paths)"));
+        assert!(
+            text.contains("├── 1/\n│   ├── saved_model.pb\n│   └── variables/\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("└── extra/\n    └── readme.md"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn missing_index_and_data_shard_are_named() {
+        let mut keys = version("1", MODEL);
+        keys.extend(version(
+            "3",
+            &["saved_model.pb", "variables/variables.data-00000-of-00001"],
+        ));
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(
+            text.contains(": version 3 is missing variables/variables.index."),
+            "{text}"
+        );
+
+        let keys = version(
+            "2",
+            &[
+                "saved_model.pb",
+                "variables/variables.index",
+                "variables/variables.data-00001-of-00002",
+            ],
+        );
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(
+            text.contains("version 2 is missing variables/variables.data-00000-of-*"),
+            "{text}"
+        );
+
+        let keys = vec!["saved_model.pb".to_string()];
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(text.contains("the model folder is missing variables/variables.index, variables/variables.data-00000-of-*"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn empty_folder_is_rejected() {
+        let text = message(discover(&[], Validator::TensorFlow).await.unwrap_err());
+        assert!(text.contains("the directory is empty"), "{text}");
+        assert!(
+            text.ends_with("but its current directory is empty"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn neuron_needs_only_saved_model_pb() {
+        let keys = version("1", &["saved_model.pb"]);
+        let model = discover(&keys, Validator::Neuron).await.unwrap();
+        assert_eq!(model.versions.len(), 1);
+        let keys = version("1", &["other.pb"]);
+        let text = message(discover(&keys, Validator::Neuron).await.unwrap_err());
+        assert!(
+            text.contains(
+                "invalid Neuron TensorFlow model path: version 1 is missing saved_model.pb"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("variables.index"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn non_canonical_version_names_are_rejected() {
+        let keys = version("01", MODEL);
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(
+            text.contains("\"01\" is not a valid version folder name"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tree_is_limited_to_50_paths() {
+        let mut keys = version("1", MODEL);
+        keys.extend((0..80).map(|i| format!("junk/file{i:03}")));
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        let tree = text.split("(limited to 50 sub-paths)").nth(1).unwrap();
+        assert!(tree.contains("file046"), "{tree}");
+        assert!(!tree.contains("file047"), "{tree}");
+        assert!(tree.trim_end().ends_with("..."), "{tree}");
+    }
+
+    #[tokio::test]
+    async fn directory_markers_are_ignored() {
+        let mut keys = version("1", MODEL);
+        let memory = InMemory::new();
+        keys.push(String::new());
+        for key in &keys {
+            memory
+                .put(&Path::from(format!("m/{key}")), b"data".to_vec().into())
+                .await
+                .unwrap();
+        }
+        // "m/1" (empty object) as left by consoles creating folder "1/".
+        memory
+            .put(&Path::from("m/1"), Vec::<u8>::new().into())
+            .await
+            .unwrap();
+        let store = ModelStore::from_store(Arc::new(memory), "m", "s3://b/m/".into());
+        let model = discover_in_store(&store, &location(), Validator::TensorFlow)
+            .await
+            .unwrap();
+        assert_eq!(model.versions[&1].files.len(), 3);
+    }
+
+    async fn dir_listing(keys: &[String]) -> Listing {
+        store_with(keys).await.list().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn dir_mode_lists_models_by_name() {
+        let mut keys: Vec<String> = MODEL.iter().map(|f| format!("zebra/{f}")).collect();
+        keys.extend(version("iris/2", MODEL));
+        let models = dir_from_listing(
+            &location(),
+            &dir_listing(&keys).await,
+            Validator::TensorFlow,
+        )
+        .unwrap();
+        let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["iris", "zebra"]);
+        assert_eq!(models[0].1.location.to_string(), "s3://b/m/iris/");
+        assert_eq!(models[0].1.layout, Layout::Versioned);
+        assert_eq!(models[1].1.layout, Layout::NonVersioned);
+    }
+
+    #[tokio::test]
+    async fn dir_mode_rejects_reserved_names_files_and_bad_models() {
+        let mut keys = version("iris/1", MODEL);
+        keys.extend(version("_cortex_default/1", MODEL));
+        let err = dir_from_listing(
+            &location(),
+            &dir_listing(&keys).await,
+            Validator::TensorFlow,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("_cortex_default is a reserved model name"),
+            "{err}"
+        );
+
+        let mut keys = version("iris/1", MODEL);
+        keys.push("stray.txt".into());
+        let err = dir_from_listing(
+            &location(),
+            &dir_listing(&keys).await,
+            Validator::TensorFlow,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("stray.txt is a file"), "{err}");
+        assert_eq!(err.kind(), soma_core::ErrorKind::InvalidArgument);
+
+        let mut keys = version("iris/1", MODEL);
+        keys.push("bad/1/saved_model.pb".into());
+        let err = dir_from_listing(
+            &location(),
+            &dir_listing(&keys).await,
+            Validator::TensorFlow,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "model bad: s3://b/m/bad/: invalid TensorFlow model path: version 1 is missing"
+            ),
+            "{text}"
+        );
+
+        let err =
+            dir_from_listing(&location(), &Listing::new(), Validator::TensorFlow).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("but its current directory is empty"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_local_folder_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = discover_model(
+            &ModelLocation::Local(missing.clone()),
+            Validator::TensorFlow,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), soma_core::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!("{} does not exist", missing.display())
+        );
+    }
+}
