@@ -60,6 +60,8 @@ pub(crate) struct ModelStore {
     prefix: Option<Path>,
     /// Where this is, for messages.
     pub(crate) display: String,
+    /// For local folders: checked before every listing (a vanished folder lists as empty).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl ModelStore {
@@ -71,6 +73,7 @@ impl ModelStore {
             store,
             prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
             display,
+            local_root: None,
         }
     }
 
@@ -81,16 +84,7 @@ impl ModelStore {
         let display = location.to_string();
         match location {
             ModelLocation::Local(dir) => {
-                let meta = match tokio::fs::metadata(dir).await {
-                    Ok(meta) => meta,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(RepositoryError::NotFound { location: display });
-                    }
-                    Err(e) => return Err(RepositoryError::io(dir, e)),
-                };
-                if !meta.is_dir() {
-                    return Err(RepositoryError::NotADirectory { location: display });
-                }
+                check_local_dir(dir, &display).await?;
                 let store = LocalFileSystem::new_with_prefix(dir).map_err(|source| {
                     RepositoryError::Storage {
                         location: display.clone(),
@@ -101,6 +95,7 @@ impl ModelStore {
                     store: Arc::new(store),
                     prefix: None,
                     display,
+                    local_root: Some(dir.clone()),
                 })
             }
             ModelLocation::S3 { bucket, prefix } => {
@@ -117,6 +112,9 @@ impl ModelStore {
     /// Every object under the folder, keyed by its path relative to the folder (directory
     /// markers dropped).
     pub(crate) async fn list(&self) -> Result<Listing, RepositoryError> {
+        if let Some(root) = &self.local_root {
+            check_local_dir(root, &self.display).await?;
+        }
         let strip = self
             .prefix
             .as_ref()
@@ -183,6 +181,19 @@ impl ModelStore {
             .await
             .map_err(|e| RepositoryError::io(dest, e))?;
         Ok(written)
+    }
+}
+
+async fn check_local_dir(dir: &FsPath, display: &str) -> Result<(), RepositoryError> {
+    match tokio::fs::metadata(dir).await {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(RepositoryError::NotADirectory {
+            location: display.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RepositoryError::NotFound {
+            location: display.to_string(),
+        }),
+        Err(e) => Err(RepositoryError::io(dir, e)),
     }
 }
 

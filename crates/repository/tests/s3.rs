@@ -1,0 +1,167 @@
+//! Discovery, download cache and watcher against a real S3 API (moto_server).
+
+use std::path::Path;
+
+use soma_core::ModelLocation;
+use soma_repository::{
+    Layout, MANIFEST_FILE, ModelCache, RepositoryEvent, S3Settings, Validator, Watcher,
+    discover_dir_with, discover_model_with,
+};
+use soma_testkit::MotoServer;
+
+const BUCKET: &str = "models";
+
+fn settings(moto: &MotoServer) -> S3Settings {
+    S3Settings {
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        session_token: None,
+    }
+}
+
+/// A fake SavedModel (tiny bytes; only the layout matters here).
+fn write_version(root: &Path, version: i64, tag: &str) {
+    let dir = root.join(version.to_string());
+    std::fs::create_dir_all(dir.join("variables")).unwrap();
+    std::fs::write(dir.join("saved_model.pb"), format!("pb-{tag}")).unwrap();
+    std::fs::write(dir.join("variables/variables.index"), "index").unwrap();
+    std::fs::write(
+        dir.join("variables/variables.data-00000-of-00001"),
+        format!("data-{tag}-{version}"),
+    )
+    .unwrap();
+}
+
+fn upload_version(moto: &MotoServer, version: i64, tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    write_version(dir.path(), version, tag);
+    moto.upload_dir(dir.path(), BUCKET, "zoo/iris");
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_discovery_cache_and_watcher() {
+    let moto = MotoServer::start();
+    moto.create_bucket(BUCKET);
+    upload_version(&moto, 1, "a");
+    upload_version(&moto, 10, "a");
+    let settings = settings(&moto);
+    let location = ModelLocation::S3 {
+        bucket: BUCKET.into(),
+        prefix: "zoo/iris/".into(),
+    };
+
+    // Discovery.
+    let model = discover_model_with(&location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    assert_eq!(model.layout, Layout::Versioned);
+    assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), [1, 10]);
+    assert_eq!(model.latest_version(), Some(10));
+    assert_eq!(model.versions[&10].files["saved_model.pb"], 4);
+
+    let dir_location = ModelLocation::S3 {
+        bucket: BUCKET.into(),
+        prefix: "zoo/".into(),
+    };
+    let models = discover_dir_with(&dir_location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].0, "iris");
+    assert_eq!(models[0].1.versions.len(), 2);
+
+    // Download cache.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = ModelCache::with_settings(cache_dir.path().to_path_buf(), settings.clone());
+    let path = cache.fetch(&model, 10).await.unwrap();
+    assert_eq!(path, cache_dir.path().join("s3/models/zoo/iris/10"));
+    assert_eq!(
+        std::fs::read_to_string(path.join("saved_model.pb")).unwrap(),
+        "pb-a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(path.join("variables/variables.data-00000-of-00001")).unwrap(),
+        "data-a-10"
+    );
+    assert!(path.join(MANIFEST_FILE).is_file());
+    assert_eq!(
+        entries(path.parent().unwrap()),
+        ["10"],
+        "no temporary folder left"
+    );
+
+    // Unchanged → reused (a marker file written into the cache survives).
+    std::fs::write(path.join("marker"), "x").unwrap();
+    assert_eq!(cache.fetch(&model, 10).await.unwrap(), path);
+    assert!(path.join("marker").exists());
+
+    // Changed upstream → replaced.
+    moto.put_object(BUCKET, "zoo/iris/10/saved_model.pb", b"pb-bigger");
+    let changed = discover_model_with(&location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    assert_eq!(cache.fetch(&changed, 10).await.unwrap(), path);
+    assert!(!path.join("marker").exists());
+    assert_eq!(
+        std::fs::read_to_string(path.join("saved_model.pb")).unwrap(),
+        "pb-bigger"
+    );
+    assert_eq!(entries(path.parent().unwrap()), ["10"]);
+
+    let err = cache.fetch(&changed, 7).await.unwrap_err();
+    assert_eq!(err.kind(), soma_core::ErrorKind::NotFound);
+
+    // Watcher: snapshot, then version 11 appears (settled after two polls), version 1 goes.
+    let mut watcher = Watcher::with_settings(
+        location.clone(),
+        Validator::TensorFlow,
+        std::time::Duration::from_secs(1),
+        settings.clone(),
+    );
+    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    upload_version(&moto, 11, "b");
+    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(
+        watcher.poll_once().await.unwrap(),
+        [RepositoryEvent::VersionAdded { version: 11 }]
+    );
+    for file in [
+        "saved_model.pb",
+        "variables/variables.index",
+        "variables/variables.data-00000-of-00001",
+    ] {
+        moto.delete_object(BUCKET, &format!("zoo/iris/1/{file}"));
+    }
+    assert_eq!(
+        watcher.poll_once().await.unwrap(),
+        [RepositoryEvent::VersionRemoved { version: 1 }]
+    );
+    assert_eq!(
+        watcher.versions().keys().copied().collect::<Vec<_>>(),
+        [10, 11]
+    );
+
+    // A missing bucket is a storage error, and the watcher reports it without removals.
+    let missing = ModelLocation::S3 {
+        bucket: "no-such-bucket".into(),
+        prefix: "iris/".into(),
+    };
+    let err = discover_model_with(&missing, Validator::TensorFlow, &settings)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("s3://no-such-bucket/iris/: "),
+        "{err}"
+    );
+}
