@@ -1,0 +1,162 @@
+//! The validated configuration, with Cortex's defaults applied.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use soma_core::ModelLocation;
+
+/// A whole cortex.yaml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    /// The folder of the cortex.yaml (absolute): handler paths and local model paths are
+    /// relative to it.
+    pub project_dir: PathBuf,
+    pub apis: Vec<ApiSpec>,
+}
+
+/// One API.
+#[derive(Debug, Clone)]
+pub struct ApiSpec {
+    pub name: String,
+    pub kind: ApiKind,
+    pub handler: HandlerSpec,
+    pub compute: Compute,
+    pub autoscaling: Autoscaling,
+    pub update_strategy: UpdateStrategy,
+    pub networking: Networking,
+}
+
+/// Cortex's API kinds. soma runs only `AsyncAPI`; the others are recognised so that their
+/// error says so instead of "unknown kind".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    AsyncApi,
+}
+
+impl fmt::Display for ApiKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AsyncAPI")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerType {
+    Python,
+    TensorFlow,
+}
+
+impl fmt::Display for HandlerType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HandlerType::Python => "python",
+            HandlerType::TensorFlow => "tensorflow",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    pub handler_type: HandlerType,
+    /// `handler.path`, relative to the project folder.
+    pub path: PathBuf,
+    pub models: Option<ModelsSpec>,
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// `handler.python_path`, relative to the project folder.
+    pub python_path: Option<PathBuf>,
+    pub image: Option<String>,
+    pub tensorflow_serving_image: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub log_level: LogLevel,
+    pub shm_size: Option<String>,
+    pub dependencies: Dependencies,
+    pub processes_per_replica: u32,
+    pub threads_per_process: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependencies {
+    pub pip: String,
+    pub conda: String,
+    pub shell: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelsSpec {
+    pub source: ModelSource,
+    pub signature_key: Option<String>,
+    /// soma extension: TensorFlow thread pools for every model of the API.
+    pub threads: ThreadPools,
+}
+
+/// `models.path` (one model), `models.paths` (named models) or `models.dir` (a folder whose
+/// sub-folders are models).
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    Single(ModelLocation),
+    Named(Vec<NamedModel>),
+    Dir(ModelLocation),
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedModel {
+    pub name: String,
+    pub location: ModelLocation,
+    pub signature_key: Option<String>,
+    pub threads: ThreadPools,
+}
+
+/// soma extension (`intra_op_threads`, `inter_op_threads`): TensorFlow's thread-pool sizes;
+/// `None` (or 0 in the file) lets TensorFlow choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadPools {
+    pub intra_op: Option<u32>,
+    pub inter_op: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Compute {
+    pub cpu: String,
+    pub mem: Option<String>,
+    pub gpu: u32,
+    pub inf: u32,
+    pub node_groups: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Autoscaling {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub init_replicas: u32,
+    pub max_replica_concurrency: u32,
+    pub target_replica_concurrency: f64,
+    pub window: Duration,
+    pub downscale_stabilization_period: Duration,
+    pub upscale_stabilization_period: Duration,
+    pub max_downscale_factor: f64,
+    pub max_upscale_factor: f64,
+    pub downscale_tolerance: f64,
+    pub upscale_tolerance: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateStrategy {
+    pub max_surge: String,
+    pub max_unavailable: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Networking {
+    /// Canonical: a leading `/`, no trailing `/`.
+    pub endpoint: String,
+}
