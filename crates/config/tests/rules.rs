@@ -168,10 +168,8 @@ fn models_rules() {
         &dup,
         "cortex.yaml: iris (AsyncAPI): handler: models: paths: cannot have multiple models with the same name (a)",
     );
-    let cache = api("      cache_size: 2\n", "").replace(
-        "      path: s3://bucket/iris/\n      cache_size: 2\n",
-        "      path: s3://bucket/iris/\n      cache_size: 2\n",
-    );
+    let cache = api("      cache_size: 2
+", "");
     assert_error(
         &cache,
         "cortex.yaml: iris (AsyncAPI): handler: models: cache_size key is not supported for AsyncAPI kind",
