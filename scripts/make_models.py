@@ -14,7 +14,8 @@ Notes on how models are saved (TF 2.21 / Keras 3):
 * Custom input/output/signature names use a plain `tf.Module` whose
   signature functions return dicts, so output names are stable.
 
-Each valid model folder gets an expected.json:
+Each valid model <name> gets <name>.expected.json next to its folder (not inside it: a
+model folder holds only versions, or Cortex's layout check would reject it):
   {"<version>": {"<signature>": [{"inputs": {name: nested list},
                                    "outputs": {name: {"dtype", "shape", "values"}}}]}}
 Output values are flat (row-major). Floats are the exact value of the
@@ -329,11 +330,11 @@ def main(argv):
         export_keras(iris_model(s), d)
         iris_expected[str(version)] = expected_for(d, {"*": IRIS_CASES})
         log(f"iris/{version}")
-    write_json(P("iris", "expected.json"), iris_expected)
+    write_json(P("iris.expected.json"), iris_expected)
 
     # iris_plain (non-versioned) -----------------------------------------
     export_keras(iris_model(200), P("iris_plain"))
-    write_json(P("iris_plain", "expected.json"),
+    write_json(P("iris_plain.expected.json"),
                {"1": expected_for(P("iris_plain"), {"*": IRIS_CASES})})
     log("iris_plain")
 
@@ -342,7 +343,7 @@ def main(argv):
     m = MultiIO()
     d = P("multi_io", "1")
     tf.saved_model.save(m, d, signatures={"serving_default": m.serve})
-    write_json(P("multi_io", "expected.json"),
+    write_json(P("multi_io.expected.json"),
                {"1": expected_for(d, {"serving_default": MULTI_IO_CASES})})
     log("multi_io/1")
 
@@ -351,7 +352,7 @@ def main(argv):
     m = AllDTypes()
     d = P("all_dtypes", "1")
     tf.saved_model.save(m, d, signatures={"serving_default": m.serve})
-    write_json(P("all_dtypes", "expected.json"),
+    write_json(P("all_dtypes.expected.json"),
                {"1": expected_for(d, {"serving_default": ALL_DTYPES_CASES})})
     log("all_dtypes/1")
 
@@ -366,7 +367,7 @@ def main(argv):
         signatures = sigs(m)
         d = P(name, "1")
         tf.saved_model.save(m, d, signatures=signatures)
-        write_json(P(name, "expected.json"),
+        write_json(P(f"{name}.expected.json"),
                    {"1": expected_for(d, {s: X2_CASES for s in signatures})})
         log(f"{name}/1")
 
@@ -374,7 +375,7 @@ def main(argv):
     d = P("mlp1024", "1")
     export_keras(mlp1024_model(600), d)
     mlp_in = {"x": [[float(v) for v in np.linspace(-1.0, 1.0, 1024)]]}
-    write_json(P("mlp1024", "expected.json"),
+    write_json(P("mlp1024.expected.json"),
                {"1": expected_for(d, {"*": [mlp_in]})})
     log("mlp1024/1")
 

@@ -1,1 +1,87 @@
-fn main() {}
+//! The `soma` command line: a thin layer over the library crates.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// TensorFlow models as asynchronous prediction APIs, from a Cortex `cortex.yaml`.
+#[derive(Debug, Parser)]
+#[command(name = "soma", version)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, clap::Args)]
+struct GlobalArgs {
+    /// TensorFlow C library: `libtensorflow_cc.so.2` or the folder that holds it. By default
+    /// soma looks in the project's Python environment (`.venv`, `$VIRTUAL_ENV`).
+    #[arg(long, global = true, env = "SOMA_TENSORFLOW_LIB", value_name = "PATH")]
+    tensorflow_lib: Option<PathBuf>,
+
+    /// Where models downloaded from S3 are cached.
+    #[arg(long, global = true, env = "SOMA_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(
+        long,
+        global = true,
+        env = "SOMA_LOG",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    log_level: String,
+
+    /// Log format.
+    #[arg(long, global = true, env = "SOMA_LOG_FORMAT", default_value = "human")]
+    log_format: logging::LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a cortex.yaml and print every API with its models, versions and signatures.
+    Validate(commands::validate::Args),
+    /// Run one prediction on a model of a cortex.yaml, or on a model folder, and print the
+    /// outputs as JSON.
+    Predict(commands::predict::Args),
+    /// Run every API of a cortex.yaml: HTTP gateway, durable queue, workers, Python handlers
+    /// and TensorFlow, in one process.
+    Serve(commands::serve::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.global.log_level, cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Validate(args) => commands::validate::run(args, &cli.global).await,
+            Command::Predict(args) => commands::predict::run(args, &cli.global).await,
+            Command::Serve(args) => commands::serve::run(args, &cli.global).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -168,8 +168,7 @@ fn models_rules() {
         &dup,
         "cortex.yaml: iris (AsyncAPI): handler: models: paths: cannot have multiple models with the same name (a)",
     );
-    let cache = api("      cache_size: 2
-", "");
+    let cache = api("      cache_size: 2\n", "");
     assert_error(
         &cache,
         "cortex.yaml: iris (AsyncAPI): handler: models: cache_size key is not supported for AsyncAPI kind",

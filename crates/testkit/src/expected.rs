@@ -12,9 +12,12 @@ pub struct ExpectedCase {
     pub outputs: Map<String, Value>,
 }
 
-/// Every case of `<model_dir>/expected.json` (written by scripts/make_models.py).
+/// Every case of `<model_dir>.expected.json`, written by scripts/make_models.py beside the
+/// model folder (inside it, it would break the folder's layout).
 pub fn expected_cases(model_dir: &Path) -> Vec<ExpectedCase> {
-    let path = model_dir.join("expected.json");
+    let mut name = model_dir.as_os_str().to_owned();
+    name.push(".expected.json");
+    let path = std::path::PathBuf::from(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let root: Map<String, Value> = serde_json::from_str(&text).expect("expected.json");
     let mut cases = Vec::new();

@@ -1,0 +1,165 @@
+//! `soma-bench predict <model version dir> [iterations] [rounds]`: per-call latency of
+//! TensorFlow through four layers, on one row of ones, in one process and one run:
+//!
+//! 1. `c-api`: the bare C API loop (allocate, copy, TF_SessionRun, read, delete);
+//! 2. `session`: soma's FFI wrapper (`SavedModel::run`, soma tensors in and out);
+//! 3. `predict`: soma's predict path with tensor inputs (`Servable::predict`: signature
+//!    lookup, input checks), as used by `tensorflow_client` with numpy and by gRPC;
+//! 4. `predict-json`: the JSON path (`ModelSet::predict_json`: model/version resolution,
+//!    JSON → tensor, predict, tensor → JSON), as used by the CLI and REST.
+//!
+//! Each round runs every layer for `iterations` calls after a warm-up; the table shows the
+//! median over rounds of each layer's mean, p50 and p99 (µs).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Map, Value};
+use soma_core::runner::ThreadPools;
+use soma_core::{Tensor, VersionSpec};
+use soma_models::TfRunner;
+use soma_runtime::{ModelSet, Servable};
+use soma_tensorflow::{SavedModel, SessionOptions, TensorFlow};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [command, dir, rest @ ..] = args.as_slice() else {
+        bail!("usage: soma-bench predict <model version dir> [iterations] [rounds]");
+    };
+    if command != "predict" {
+        bail!("unknown command {command}");
+    }
+    let iterations: usize = rest.first().map_or(Ok(10_000), |s| s.parse())?;
+    let rounds: usize = rest.get(1).map_or(Ok(5), |s| s.parse())?;
+    predict(PathBuf::from(dir), iterations, rounds)
+}
+
+fn predict(dir: PathBuf, iterations: usize, rounds: usize) -> anyhow::Result<()> {
+    let tf = TensorFlow::global(None)?;
+    let saved = SavedModel::load(&tf, &dir, &["serve"], &SessionOptions::default())?;
+    let sig = saved
+        .signatures()
+        .get("serving_default")
+        .context("no serving_default signature")?
+        .clone();
+    let (input_name, info) = sig.inputs.iter().next().context("no input")?;
+    let width = info
+        .shape
+        .as_ref()
+        .and_then(|s| s.last().copied())
+        .context("unknown width")? as usize;
+    let ones = vec![1.0f32; width];
+    let tensor = Tensor::from_slice(vec![1, width], &ones)?;
+    let prepared = saved.prepare("serving_default")?;
+
+    let set = ModelSet::new("bench", true);
+    let runner = TfRunner::load(&tf, &dir, ThreadPools::default())?;
+    set.insert(Arc::new(Servable::new("model", 1, Box::new(runner), None)?));
+    let servable = set.resolve(None, VersionSpec::Latest)?;
+    let tensors: BTreeMap<String, Tensor> =
+        [(input_name.clone(), tensor.clone())].into_iter().collect();
+    let mut json = Map::new();
+    json.insert(input_name.clone(), Value::from(vec![ones.clone()]));
+
+    let layers: [(&str, Box<dyn Fn() -> Vec<Duration>>); 4] = [
+        (
+            "c-api",
+            Box::new(|| saved.bench_raw_c_api(&prepared, &[1, width as i64], &ones, iterations)),
+        ),
+        (
+            "session",
+            Box::new(|| {
+                timed(iterations, || {
+                    drop(saved.run(&prepared, &[&tensor], None).expect("run"))
+                })
+            }),
+        ),
+        (
+            "predict",
+            Box::new(|| {
+                timed(iterations, || {
+                    drop(servable.predict(None, &tensors).expect("predict"))
+                })
+            }),
+        ),
+        (
+            "predict-json",
+            Box::new(|| {
+                timed(iterations, || {
+                    let p = set
+                        .predict_json(None, VersionSpec::Latest, None, &json)
+                        .expect("predict");
+                    std::hint::black_box(p.outputs_json());
+                })
+            }),
+        ),
+    ];
+    let mut results: BTreeMap<&str, Vec<[f64; 3]>> = BTreeMap::new();
+    for _ in 0..rounds {
+        for (name, run) in &layers {
+            drop(timed(iterations / 10, || {
+                drop(run_once(name, &saved, &prepared, &tensor))
+            }));
+            results.entry(name).or_default().push(stats(run()));
+        }
+    }
+    println!(
+        "model: {}  iterations: {iterations} x {rounds} rounds  TensorFlow {}",
+        dir.display(),
+        tf.version()
+    );
+    println!(
+        "{:<14} {:>10} {:>10} {:>10}",
+        "layer", "mean µs", "p50 µs", "p99 µs"
+    );
+    for (name, _) in &layers {
+        let rows = &results[name];
+        let median = |i: usize| {
+            let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "{name:<14} {:>10.2} {:>10.2} {:>10.2}",
+            median(0),
+            median(1),
+            median(2)
+        );
+    }
+    Ok(())
+}
+
+/// One warm-up call through the session (every layer ends in it).
+fn run_once(
+    _layer: &str,
+    saved: &SavedModel,
+    prepared: &soma_tensorflow::PreparedSignature,
+    tensor: &Tensor,
+) -> Vec<Tensor> {
+    saved.run(prepared, &[tensor], None).expect("warm-up")
+}
+
+fn timed(iterations: usize, mut call: impl FnMut()) -> Vec<Duration> {
+    (0..iterations)
+        .map(|_| {
+            let started = Instant::now();
+            call();
+            started.elapsed()
+        })
+        .collect()
+}
+
+/// Mean, p50, p99 in microseconds.
+fn stats(mut latencies: Vec<Duration>) -> [f64; 3] {
+    latencies.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mean = latencies.iter().map(|d| us(*d)).sum::<f64>() / latencies.len() as f64;
+    [
+        mean,
+        us(latencies[latencies.len() / 2]),
+        us(latencies[latencies.len() * 99 / 100]),
+    ]
+}

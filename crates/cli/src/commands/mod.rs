@@ -1,0 +1,28 @@
+pub(crate) mod predict;
+pub(crate) mod serve;
+pub(crate) mod validate;
+
+use std::path::PathBuf;
+
+use soma_models::ModelOptions;
+
+use crate::GlobalArgs;
+
+/// Model loading options from the global flags.
+pub(crate) fn model_options(global: &GlobalArgs) -> ModelOptions {
+    ModelOptions {
+        tensorflow_lib: global.tensorflow_lib.clone(),
+        cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir),
+    }
+}
+
+/// `$XDG_CACHE_HOME/soma/models`, else `~/.cache/soma/models`, else `.soma/cache`.
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(dir) => dir.join("soma").join("models"),
+        None => PathBuf::from(".soma").join("cache"),
+    }
+}

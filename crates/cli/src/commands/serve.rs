@@ -1,0 +1,139 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use soma_server::ServeOptions;
+
+use crate::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The cortex.yaml whose APIs to run.
+    config: PathBuf,
+
+    /// Address of the HTTP gateway.
+    #[arg(long, env = "SOMA_LISTEN", default_value = "127.0.0.1:8888")]
+    listen: SocketAddr,
+
+    /// Where the queue, workload states, payloads and results are stored (default:
+    /// `.soma/data` beside the cortex.yaml).
+    #[arg(long, env = "SOMA_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Largest accepted request body, e.g. `32MiB`, `512KiB` or a number of bytes.
+    #[arg(long, env = "SOMA_BODY_LIMIT", default_value = "32MiB", value_parser = parse_size)]
+    body_limit: usize,
+
+    /// How long finished workloads and their results are kept.
+    #[arg(long, env = "SOMA_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    retention: Duration,
+
+    /// After SIGINT/SIGTERM, how long running workloads may take to finish.
+    #[arg(long, env = "SOMA_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+
+    /// Workers per API (default: the API's `autoscaling.init_replicas`).
+    #[arg(long, env = "SOMA_WORKERS")]
+    workers: Option<usize>,
+
+    /// How long a running workload is held before it may be delivered again (renewed while
+    /// the handler runs; after a crash it is the redelivery delay).
+    #[arg(long, env = "SOMA_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+
+    /// The project's Python environment (a venv with the handlers' packages).
+    #[arg(long, env = "SOMA_PYTHON_ENV", value_name = "DIR")]
+    python_env: Option<PathBuf>,
+}
+
+pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let config = match soma_config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| config.project_dir.join(".soma").join("data"));
+    let options = ServeOptions {
+        listen: args.listen,
+        data_dir,
+        body_limit: args.body_limit,
+        retention: args.retention,
+        grace: args.grace,
+        workers: args.workers,
+        lease: args.lease,
+        python_env: args.python_env,
+        models: super::model_options(global),
+    };
+    soma_server::serve(config, options, shutdown_signal())
+        .await
+        .context("soma serve")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// `32MiB`, `512KiB`, `1GB`, `1000` → bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2 kb"), Ok(2000));
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! `soma serve` end to end: the real binary, the embedded database, CPython handlers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Soma, project};
+use serde_json::json;
+
+const ECHO_YAML: &str = r#"
+- name: echo
+  kind: AsyncAPI
+  handler:
+    type: python
+    path: handler.py
+    python_path: lib
+    config:
+      greeting: hello
+    env:
+      ECHO_ENV: from-env
+  networking:
+    endpoint: /tools/echo
+"#;
+
+const ECHO_PY: &str = r#"
+import os
+import time
+
+from helpers import describe
+
+
+class Handler:
+    def __init__(self, metrics_client, config):
+        self.greeting = config["greeting"]
+        self.metrics = metrics_client
+
+    async def handle_async(self, request_id, payload):
+        if isinstance(payload, dict) and payload.get("sleep"):
+            time.sleep(payload["sleep"])
+        if payload == "raise":
+            raise ValueError("asked to fail")
+        if payload == "junk":
+            return object()
+        self.metrics.increment("echo_calls", tags={"kind": type(payload).__name__})
+        return {
+            "kind": describe(payload),
+            "payload": payload if not isinstance(payload, bytes) else len(payload),
+            "request_id": request_id,
+            "greeting": self.greeting,
+            "env": os.environ.get("ECHO_ENV"),
+        }
+"#;
+
+const HELPERS_PY: &str = "def describe(value):\n    return type(value).__name__\n";
+
+fn echo_project() -> tempfile::TempDir {
+    project(&[
+        ("cortex.yaml", ECHO_YAML),
+        ("handler.py", ECHO_PY),
+        ("lib/helpers.py", HELPERS_PY),
+    ])
+}
+
+#[test]
+fn python_handler_round_trips_every_payload_type() {
+    let dir = echo_project();
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &["--workers", "2"],
+    );
+    soma.wait_ready(Duration::from_secs(60));
+
+    let id = soma.submit(
+        "/tools/echo",
+        "application/json",
+        br#"{"a": [1, 2.5, "x"]}"#,
+    );
+    let done = soma.wait_final("/tools/echo", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["result"],
+        json!({"kind": "dict", "payload": {"a": [1, 2.5, "x"]}, "request_id": id, "greeting": "hello", "env": "from-env"})
+    );
+    assert!(done["timestamp"].as_str().is_some());
+
+    let id = soma.submit(
+        "/tools/echo",
+        "text/plain; charset=utf-8",
+        "héllo".as_bytes(),
+    );
+    let done = soma.wait_final("/tools/echo", &id, Duration::from_secs(30));
+    assert_eq!(done["result"]["kind"], "str");
+    assert_eq!(done["result"]["payload"], "héllo");
+
+    let id = soma.submit("/tools/echo", "application/octet-stream", &[0, 1, 2, 255]);
+    let done = soma.wait_final("/tools/echo", &id, Duration::from_secs(30));
+    assert_eq!(done["result"]["kind"], "bytes");
+    assert_eq!(done["result"]["payload"], 4);
+
+    let metrics = soma.request("GET", "/metrics", &[], b"").unwrap().text();
+    assert!(metrics.contains("echo_calls{kind=\"dict\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("soma_async_workloads_total{api_name=\"echo\",status=\"completed\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn failures_are_reported_and_the_process_stays_up() {
+    let dir = echo_project();
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &[],
+    );
+    soma.wait_ready(Duration::from_secs(60));
+
+    let id = soma.submit("/tools/echo", "text/plain", b"raise");
+    let done = soma.wait_final("/tools/echo", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError: asked to fail"),
+        "{done}"
+    );
+
+    let id = soma.submit("/tools/echo", "text/plain", b"junk");
+    let done = soma.wait_final("/tools/echo", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON-serialisable"),
+        "{done}"
+    );
+
+    let bad_json = soma.submit("/tools/echo", "application/json", b"{not json");
+    let done = soma.wait_final("/tools/echo", &bad_json, Duration::from_secs(30));
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be decoded to JSON"),
+        "{done}"
+    );
+
+    let r = soma.request("POST", "/tools/echo", &[], b"{}").unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let id = soma.submit("/tools/echo", "application/json", b"{}");
+    assert_eq!(
+        soma.wait_final("/tools/echo", &id, Duration::from_secs(30))["status"],
+        "completed"
+    );
+}
+
+#[test]
+fn a_handler_that_cannot_start_leaves_the_api_not_ready() {
+    let dir = project(&[
+        (
+            "cortex.yaml",
+            "- name: broken\n  kind: AsyncAPI\n  handler:\n    type: python\n    path: handler.py\n",
+        ),
+        (
+            "handler.py",
+            "class Handler:\n    def __init__(self, config):\n        raise RuntimeError('no database')\n",
+        ),
+    ]);
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &[],
+    );
+    let id = soma.submit("/broken", "application/json", b"{}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = soma.get_json("/readyz");
+        assert_eq!(status, 503);
+        if body["apis"]["broken"]["state"] == "failed" {
+            assert!(
+                body["apis"]["broken"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no database"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, body) = soma.get_json(&format!("/broken/{id}"));
+    assert_eq!(
+        body["status"], "in_queue",
+        "accepted work waits for a working handler"
+    );
+}
+
+#[test]
+fn sigkill_mid_run_loses_nothing() {
+    let dir = echo_project();
+    let config = dir.path().join("cortex.yaml");
+    let data = dir.path().join("data");
+    let soma = Soma::serve(&config, &data, &["--workers", "2", "--lease", "2s"]);
+    soma.wait_ready(Duration::from_secs(60));
+    let ids: Vec<String> = (0..30)
+        .map(|i| {
+            soma.submit(
+                "/tools/echo",
+                "application/json",
+                format!(r#"{{"sleep": 0.05, "n": {i}}}"#).as_bytes(),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    soma.kill();
+
+    let soma = Soma::serve(&config, &data, &["--workers", "2", "--lease", "2s"]);
+    for (i, id) in ids.iter().enumerate() {
+        let done = soma.wait_final("/tools/echo", id, Duration::from_secs(60));
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["result"]["payload"]["n"], i);
+    }
+}
+
+#[test]
+fn sigterm_finishes_running_work_and_keeps_the_rest() {
+    let dir = echo_project();
+    let config = dir.path().join("cortex.yaml");
+    let data = dir.path().join("data");
+    let soma = Soma::serve(&config, &data, &["--workers", "1"]);
+    soma.wait_ready(Duration::from_secs(60));
+    let running = soma.submit("/tools/echo", "application/json", br#"{"sleep": 1.0}"#);
+    std::thread::sleep(Duration::from_millis(300));
+    let queued = soma.submit("/tools/echo", "application/json", br#"{"n": 2}"#);
+    let log = soma.log.clone();
+    assert!(soma.terminate(), "soma should exit cleanly on SIGTERM");
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&running) && l.contains("processing complete")),
+        "the running workload should finish within the grace period:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(&queued) && l.contains("processing workload")),
+        "the queued workload should not start after SIGTERM:\n{text}"
+    );
+
+    let soma = Soma::serve(&config, &data, &["--workers", "1"]);
+    let done = soma.wait_final("/tools/echo", &queued, Duration::from_secs(60));
+    assert_eq!(done["status"], "completed");
+}
+
+#[test]
+fn the_iris_example_runs_tensorflow_from_its_handler() {
+    let config = soma_testkit::repo_root().join("examples/iris/cortex.yaml");
+    let data = tempfile::tempdir().unwrap();
+    let soma = Soma::serve(&config, &data.path().join("data"), &[]);
+    soma.wait_ready(Duration::from_secs(120));
+    let sample =
+        std::fs::read(soma_testkit::repo_root().join("examples/iris/sample.json")).unwrap();
+    let id = soma.submit("/iris", "application/json", &sample);
+    let done = soma.wait_final("/iris", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    let label = done["result"]["label"].as_str().unwrap();
+    assert!(
+        ["setosa", "versicolor", "virginica"].contains(&label),
+        "{done}"
+    );
+    let probabilities = done["result"]["probabilities"].as_array().unwrap();
+    assert_eq!(probabilities.len(), 3);
+    let total: f64 = probabilities.iter().map(|p| p.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-5, "{done}");
+
+    let id = soma.submit("/iris", "application/json", br#"{"x": [[1, 2]]}"#);
+    let done = soma.wait_final("/iris", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected shape (-1, 4)"),
+        "{done}"
+    );
+}

@@ -1,0 +1,77 @@
+use soma_config::{ApiSpec, ModelSource, ThreadPools as ConfigThreads};
+use soma_core::ModelLocation;
+use soma_core::runner::ThreadPools;
+use soma_repository::Validator;
+use soma_runtime::SINGLE_MODEL_NAME;
+
+use crate::ModelsError;
+
+/// One model named by an API, with everything needed to load it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    pub name: String,
+    pub location: ModelLocation,
+    pub signature_key: Option<String>,
+    pub threads: ThreadPools,
+}
+
+/// The models of an API: one for `models.path`, one per entry of `models.paths`, and one per
+/// sub-folder of `models.dir` (which needs a listing, hence async). Returns the entries and
+/// whether the API uses the single-model form.
+pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsError> {
+    let Some(models) = &api.handler.models else {
+        return Ok((Vec::new(), false));
+    };
+    let default_threads = threads(&models.threads);
+    let entry =
+        |name: &str, location: &ModelLocation, key: Option<&String>, t: ThreadPools| ModelEntry {
+            name: name.to_string(),
+            location: location.clone(),
+            signature_key: key.or(models.signature_key.as_ref()).cloned(),
+            threads: t,
+        };
+    Ok(match &models.source {
+        ModelSource::Single(location) => (
+            vec![entry(SINGLE_MODEL_NAME, location, None, default_threads)],
+            true,
+        ),
+        ModelSource::Named(named) => {
+            let list = named
+                .iter()
+                .map(|m| {
+                    let own = threads(&m.threads);
+                    let t = ThreadPools {
+                        intra_op: own.intra_op.or(default_threads.intra_op),
+                        inter_op: own.inter_op.or(default_threads.inter_op),
+                    };
+                    entry(&m.name, &m.location, m.signature_key.as_ref(), t)
+                })
+                .collect();
+            (list, false)
+        }
+        ModelSource::Dir(dir) => {
+            let found = soma_repository::discover_dir(dir, validator(api)).await?;
+            let list = found
+                .iter()
+                .map(|(name, _)| entry(name, &dir.join(name), None, default_threads))
+                .collect();
+            (list, false)
+        }
+    })
+}
+
+/// Inferentia APIs (`compute.inf > 0`) only need `saved_model.pb` in each version.
+pub(crate) fn validator(api: &ApiSpec) -> Validator {
+    if api.compute.inf > 0 {
+        Validator::Neuron
+    } else {
+        Validator::TensorFlow
+    }
+}
+
+fn threads(config: &ConfigThreads) -> ThreadPools {
+    ThreadPools {
+        intra_op: config.intra_op,
+        inter_op: config.inter_op,
+    }
+}

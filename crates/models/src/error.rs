@@ -1,0 +1,40 @@
+use soma_core::ErrorKind;
+use soma_repository::RepositoryError;
+use soma_runtime::RuntimeError;
+use soma_tensorflow::TfError;
+
+/// Why the models of an API could not be inspected or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelsError {
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    TensorFlow(#[from] TfError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The API asks for Inferentia (`compute.inf > 0`), which needs AWS Neuron.
+    #[error(
+        "model '{model}' is an Inferentia (Neuron) model (compute.inf > 0); its layout is valid, \
+         but soma cannot execute it because the AWS Neuron runtime is not available here. Set \
+         compute.inf to 0 and point the model path at a regular TensorFlow SavedModel."
+    )]
+    NeuronUnavailable { model: String },
+    #[error("model '{model}': {message}")]
+    Inspect { model: String, message: String },
+    #[error("a model loading task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl ModelsError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ModelsError::Repository(e) => e.kind(),
+            ModelsError::TensorFlow(e) => e.kind(),
+            ModelsError::Runtime(e) => e.kind(),
+            ModelsError::NeuronUnavailable { .. } => ErrorKind::Unimplemented,
+            ModelsError::Inspect { .. } => ErrorKind::FailedPrecondition,
+            ModelsError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}

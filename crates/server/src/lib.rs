@@ -1,0 +1,13 @@
+//! `soma serve`: runs every API of a `cortex.yaml` in one process.
+//!
+//! Start-up order matters for availability: the gateway listens first (so `/healthz`
+//! answers and workloads can be accepted while models load), then each API loads its models
+//! and constructs its `Handler` in the background; an API whose start-up fails stays
+//! not-ready with the error on `/readyz`, and its accepted workloads stay queued.
+
+mod options;
+mod python_handler;
+mod serve;
+
+pub use options::ServeOptions;
+pub use serve::{ServeError, serve};

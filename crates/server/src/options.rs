@@ -1,0 +1,32 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use soma_models::ModelOptions;
+
+/// Settings of `soma serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address of the HTTP gateway.
+    pub listen: SocketAddr,
+    /// Where the embedded database (queue, states, payloads, results) lives.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How long finished workloads and their results are kept (Cortex: 7 days).
+    pub retention: Duration,
+    /// How long running workloads may take to finish after a shutdown signal.
+    pub grace: Duration,
+    /// Workers per API; `None` uses the API's `autoscaling.init_replicas`.
+    pub workers: Option<usize>,
+    /// How long a running workload is held before another worker may take it over.
+    pub lease: Duration,
+    /// The project's Python environment (a venv); `None` searches for `.venv`.
+    pub python_env: Option<PathBuf>,
+    pub models: ModelOptions,
+}
+
+impl ServeOptions {
+    pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+}

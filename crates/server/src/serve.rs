@@ -1,0 +1,221 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use soma_config::{ApiSpec, Config};
+use soma_gateway::{ApiRoute, ApiState, Gateway, GatewayConfig, Readiness, router};
+use soma_jobs::{ApiName, Backend, EmbeddedBackend, JobsError};
+use soma_metrics::Registry;
+use soma_worker::{WorkerOptions, WorkerPool};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info};
+
+use crate::{ServeOptions, python_handler};
+
+/// Why `soma serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the data directory {path}: {source}")]
+    Storage { path: PathBuf, source: JobsError },
+    #[error("API '{api}': {source}")]
+    ApiName { api: String, source: JobsError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// What every API's start-up task shares.
+#[derive(Debug)]
+struct Shared {
+    project_dir: PathBuf,
+    options: ServeOptions,
+    backend: Backend,
+    metrics: Registry,
+    readiness: Readiness,
+    wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Runs every API of `config` until `shutdown` resolves, then stops accepting requests, lets
+/// running workloads finish within the grace period and leaves the rest queued.
+pub async fn serve(
+    config: Config,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let backend = EmbeddedBackend::open(&options.data_dir)
+        .await
+        .map_err(|source| ServeError::Storage {
+            path: options.data_dir.clone(),
+            source,
+        })?;
+    let routes = config
+        .apis
+        .iter()
+        .map(|api| {
+            let name = ApiName::parse(&api.name).map_err(|source| ServeError::ApiName {
+                api: api.name.clone(),
+                source,
+            })?;
+            Ok(ApiRoute {
+                api: name,
+                endpoint: api.networking.endpoint.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ServeError>>()?;
+    let readiness = Readiness::new();
+    for api in &config.apis {
+        readiness.set(&api.name, ApiState::Starting);
+    }
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        project_dir: config.project_dir.clone(),
+        options: options.clone(),
+        backend: backend.clone(),
+        metrics: Registry::new(),
+        readiness: readiness.clone(),
+        wake: Arc::new(Notify::new()),
+        stop,
+    });
+    let gateway = Arc::new(Gateway {
+        config: GatewayConfig {
+            routes: routes.clone(),
+            body_limit: options.body_limit,
+        },
+        backend: backend.clone(),
+        readiness,
+        metrics: shared.metrics.clone(),
+        work_available: shared.wake.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    for route in &routes {
+        println!(
+            "soma: API {} -> POST http://{addr}{} , GET http://{addr}{}/<id>",
+            route.api, route.endpoint, route.endpoint
+        );
+    }
+    println!(
+        "soma: health http://{addr}/healthz , readiness http://{addr}/readyz , metrics http://{addr}/metrics"
+    );
+
+    let mut starting = JoinSet::new();
+    for api in config.apis {
+        starting.spawn(start_api(api, shared.clone()));
+    }
+    let retention_stop = shared.stop.clone();
+    tokio::spawn(soma_jobs::run_retention(
+        backend,
+        options.retention,
+        Duration::from_secs(600).min(options.retention),
+        async move { wait_for_stop(retention_stop).await },
+    ));
+
+    let http = axum::serve(listener, router(gateway)).with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("shutting down: no new requests; running workloads get the grace period");
+        let _ = stop_tx.send(true);
+    });
+    let served = http.await.map_err(ServeError::Http);
+
+    let mut pools = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        if let Ok(Some(pool)) = started {
+            pools.push(pool);
+        }
+    }
+    let grace = options.grace;
+    futures_join(pools.into_iter().map(|pool| pool.drain(grace))).await;
+    info!("stopped");
+    served
+}
+
+/// Loads the API's models, starts its handler, then its workers. A failure leaves the API
+/// not ready (visible on `/readyz` and in the log); its workloads stay queued.
+async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
+    let name = api.name.clone();
+    let workers = shared
+        .options
+        .workers
+        .unwrap_or(api.autoscaling.init_replicas as usize)
+        .max(1);
+    let started = async {
+        let models = match api.handler.models {
+            Some(_) => Some(
+                soma_models::load_api(&api, &shared.options.models)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        python_handler::start(
+            &api,
+            &shared.project_dir,
+            models,
+            workers,
+            shared.options.python_env.as_deref(),
+            shared.metrics.clone(),
+        )
+        .await
+    };
+    let stop = shared.stop.clone();
+    let handler = tokio::select! {
+        handler = started => handler,
+        () = wait_for_stop(stop) => return None,
+    };
+    match handler {
+        Ok(handler) => {
+            info!(api = %name, workers, "API ready");
+            shared.readiness.set(&name, ApiState::Ready);
+            let api_name = ApiName::parse(&name).ok()?;
+            let options = WorkerOptions {
+                workers,
+                lease: shared.options.lease,
+                renew_every: shared.options.lease / 4,
+                ..WorkerOptions::default()
+            };
+            Some(WorkerPool::spawn(
+                api_name,
+                shared.backend.clone(),
+                handler,
+                options,
+                shared.metrics.clone(),
+                shared.wake.clone(),
+                shared.stop.clone(),
+            ))
+        }
+        Err(message) => {
+            error!(api = %name, error = %message, "API failed to start; it stays not ready");
+            shared.readiness.set(&name, ApiState::Failed(message));
+            None
+        }
+    }
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn futures_join(futures: impl Iterator<Item = impl Future<Output = ()> + Send + 'static>) {
+    let mut set = JoinSet::new();
+    for future in futures {
+        set.spawn(future);
+    }
+    while set.join_next().await.is_some() {}
+}
