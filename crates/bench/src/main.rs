@@ -64,7 +64,7 @@ fn predict(dir: PathBuf, iterations: usize, rounds: usize) -> anyhow::Result<()>
     let mut json = Map::new();
     json.insert(input_name.clone(), Value::from(vec![ones.clone()]));
 
-    let layers: [(&str, Box<dyn Fn() -> Vec<Duration>>); 4] = [
+    let layers: [(&str, Layer<'_>); 4] = [
         (
             "c-api",
             Box::new(|| saved.bench_raw_c_api(&prepared, &[1, width as i64], &ones, iterations)),
@@ -131,6 +131,9 @@ fn predict(dir: PathBuf, iterations: usize, rounds: usize) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A benchmarked layer: runs `iterations` calls and returns their latencies.
+type Layer<'a> = Box<dyn Fn() -> Vec<Duration> + 'a>;
 
 /// One warm-up call through the session (every layer ends in it).
 fn run_once(

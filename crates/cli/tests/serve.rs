@@ -169,7 +169,7 @@ fn a_handler_that_cannot_start_leaves_the_api_not_ready() {
         ),
         (
             "handler.py",
-            "class Handler:\n    def __init__(self, config):\n        raise RuntimeError('no database')\n",
+            "class Handler:\n    def __init__(self, config):\n        raise RuntimeError('no database')\n\n    def handle_async(self, payload):\n        return payload\n",
         ),
     ]);
     let soma = Soma::serve(
