@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare the development environment: Python venv, test model fixtures, soma binary.
 # Idempotent; each step is skipped when its inputs have not changed.
+# `--no-build` skips the release build (scripts/test.sh builds what the tests need).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -47,6 +48,8 @@ else
   echo "==> model fixtures up to date"
 fi
 
-echo "==> building soma (release)"
-cargo build --quiet --release --bin soma
-echo "==> done"
+if [ "${1:-}" != "--no-build" ]; then
+  echo "==> building soma (release)"
+  cargo build --quiet --release --bin soma
+fi
+echo "==> set-up done"

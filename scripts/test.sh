@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --no-build
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -14,4 +14,5 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "==> cargo test"
 # Integration tests start their own servers (moto_server) on free loopback ports.
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+cargo test --workspace --no-fail-fast
