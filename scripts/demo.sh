@@ -28,4 +28,37 @@ if "$soma" predict examples/iris/cortex.yaml --input '{"x": [5.1, 3.5, 1.4, 0.2]
   exit 1
 fi
 echo
+echo "==> soma serve examples/iris/cortex.yaml (the async API, as Cortex ran it)"
+port=${SOMA_DEMO_PORT:-8888}
+data=$(mktemp -d)
+"$soma" serve examples/iris/cortex.yaml --listen "127.0.0.1:$port" --data-dir "$data" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true; rm -rf "$data"' EXIT
+for _ in $(seq 1 300); do
+  if curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; then break; fi
+  sleep 0.2
+done
+curl -sf "http://127.0.0.1:$port/readyz"; echo
+
+echo
+echo "==> curl -X POST /iris -H 'Content-Type: application/json' -d @examples/iris/sample.json"
+response=$(curl -sf -X POST "http://127.0.0.1:$port/iris" -H "Content-Type: application/json" -d @examples/iris/sample.json)
+echo "$response"
+id=$(echo "$response" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+
+echo
+echo "==> curl /iris/$id (polling until completed)"
+for _ in $(seq 1 100); do
+  status=$(curl -sf "http://127.0.0.1:$port/iris/$id")
+  case "$status" in *'"completed"'*|*'"failed"'*) break ;; esac
+  sleep 0.1
+done
+echo "$status"
+case "$status" in *'"completed"'*) ;; *) echo "the workload did not complete" >&2; exit 1 ;; esac
+
+kill -TERM $server
+wait $server || true
+trap - EXIT
+rm -rf "$data"
+echo
 echo "demo finished"

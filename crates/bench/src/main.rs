@@ -1,4 +1,10 @@
-//! `soma-bench predict <model version dir> [iterations] [rounds]`: per-call latency of
+//! Benchmarks behind BENCHMARKS.md. Commands:
+//!
+//! * `predict <model version dir> [iterations] [rounds]` (below);
+//! * `async <host:port> <endpoint> <payload.json> [workloads] [concurrency]` (asyncload.rs);
+//! * `async-floor <cortex.yaml> <payload.json> [calls]` (floor.rs).
+//!
+//! `predict`: per-call latency of
 //! TensorFlow through four layers, on one row of ones, in one process and one run:
 //!
 //! 1. `c-api`: the bare C API loop (allocate, copy, TF_SessionRun, read, delete);
@@ -24,17 +30,43 @@ use soma_models::TfRunner;
 use soma_runtime::{ModelSet, Servable};
 use soma_tensorflow::{SavedModel, SessionOptions, TensorFlow};
 
+mod asyncload;
+mod floor;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [command, dir, rest @ ..] = args.as_slice() else {
-        bail!("usage: soma-bench predict <model version dir> [iterations] [rounds]");
+    let number = |i: usize, default: usize| -> anyhow::Result<usize> {
+        Ok(args.get(i).map_or(Ok(default), |s| s.parse())?)
     };
-    if command != "predict" {
-        bail!("unknown command {command}");
+    match args.first().map(String::as_str) {
+        Some("predict") if args.len() >= 2 => {
+            predict(PathBuf::from(&args[1]), number(2, 10_000)?, number(3, 5)?)
+        }
+        Some("async") if args.len() >= 4 => {
+            let payload = std::fs::read(&args[3])?;
+            asyncload::run(
+                &args[1],
+                &args[2],
+                &payload,
+                number(4, 2000)?,
+                number(5, 8)?,
+            )
+        }
+        Some("async-floor") if args.len() >= 3 => {
+            let payload = std::fs::read(&args[2])?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(floor::run(
+                std::path::Path::new(&args[1]),
+                &payload,
+                number(3, 2000)?,
+            ))
+        }
+        _ => bail!(
+            "usage: soma-bench predict <model version dir> [iterations] [rounds]\n       \
+             soma-bench async <host:port> <endpoint> <payload.json> [workloads] [concurrency]\n       \
+             soma-bench async-floor <cortex.yaml> <payload.json> [calls]"
+        ),
     }
-    let iterations: usize = rest.first().map_or(Ok(10_000), |s| s.parse())?;
-    let rounds: usize = rest.get(1).map_or(Ok(5), |s| s.parse())?;
-    predict(PathBuf::from(dir), iterations, rounds)
 }
 
 fn predict(dir: PathBuf, iterations: usize, rounds: usize) -> anyhow::Result<()> {

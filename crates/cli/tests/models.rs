@@ -308,3 +308,52 @@ fn the_three_models_forms_work_over_s3() {
         "S3 models are downloaded to the cache"
     );
 }
+
+#[test]
+fn inferentia_models_validate_but_do_not_run_here() {
+    let neuron = fixtures().join("neuron");
+    let yaml = format!(
+        "- name: inf\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: handler.py\n    models:\n      path: {}\n  compute:\n    inf: 1\n",
+        neuron.display()
+    );
+    let dir = common::project(&[
+        ("handler.py", "class Handler:\n    pass\n"),
+        ("cortex.yaml", &yaml),
+    ]);
+    let config = dir.path().join("cortex.yaml");
+    let out = soma(&["validate", config.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "only saved_model.pb is needed for Neuron: {}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("versions: 1 (latest: 1)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = soma(
+        &[
+            "predict",
+            config.to_str().unwrap(),
+            "--input",
+            r#"{"x": [[1, 2, 3, 4]]}"#,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Inferentia (Neuron) model"),
+        "{}",
+        stderr(&out)
+    );
+    // Without compute.inf the same folder is an invalid TensorFlow layout.
+    std::fs::write(&config, yaml.replace("  compute:\n    inf: 1\n", "")).unwrap();
+    let out = soma(&["validate", config.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("variables/variables.index"),
+        "{}",
+        stderr(&out)
+    );
+}

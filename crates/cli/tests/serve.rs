@@ -291,3 +291,194 @@ fn the_iris_example_runs_tensorflow_from_its_handler() {
         "{done}"
     );
 }
+
+const ZOO_PY: &str = r#"
+class Handler:
+    def __init__(self, tensorflow_client, config):
+        self.client = tensorflow_client
+
+    def handle_async(self, payload):
+        return self.client.predict(
+            payload["inputs"], model_name=payload["model"], model_version=payload.get("version")
+        )
+"#;
+
+#[test]
+fn several_apis_and_models_chosen_from_the_payload() {
+    let fixtures = soma_testkit::fixtures();
+    let yaml = format!(
+        "{ECHO_YAML}- name: zoo\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: zoo.py\n    models:\n      dir: {}\n\
+         - name: named\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: zoo.py\n    models:\n      paths:\n        - name: iris\n          path: {}\n        - name: two\n          path: {}\n          signature_key: triple\n",
+        fixtures.join("zoo").display(),
+        fixtures.join("iris").display(),
+        fixtures.join("two_signatures").display(),
+    );
+    let dir = project(&[
+        ("cortex.yaml", &yaml),
+        ("handler.py", ECHO_PY),
+        ("lib/helpers.py", HELPERS_PY),
+        ("zoo.py", ZOO_PY),
+    ]);
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &[],
+    );
+    soma.wait_ready(Duration::from_secs(120));
+
+    let iris = soma_testkit::expected_cases(&fixtures.join("iris"));
+    let multi = soma_testkit::expected_cases(&fixtures.join("multi_io"));
+    let triple = soma_testkit::expected_cases(&fixtures.join("two_signatures"));
+    let checks = [
+        (
+            "/zoo",
+            "iris",
+            Some(1),
+            iris.iter()
+                .find(|c| c.version == 1 && c.signature == "serving_default")
+                .unwrap(),
+        ),
+        (
+            "/zoo",
+            "iris",
+            None,
+            iris.iter()
+                .find(|c| c.version == 2 && c.signature == "serving_default")
+                .unwrap(),
+        ),
+        ("/zoo", "multi_io", None, &multi[0]),
+        (
+            "/named",
+            "iris",
+            Some(10),
+            iris.iter()
+                .find(|c| c.version == 10 && c.signature == "serving_default")
+                .unwrap(),
+        ),
+        (
+            "/named",
+            "two",
+            None,
+            triple.iter().find(|c| c.signature == "triple").unwrap(),
+        ),
+    ];
+    for (endpoint, model, version, case) in checks {
+        let payload = json!({"model": model, "version": version, "inputs": case.inputs});
+        let id = soma.submit(endpoint, "application/json", payload.to_string().as_bytes());
+        let done = soma.wait_final(endpoint, &id, Duration::from_secs(30));
+        assert_eq!(done["status"], "completed", "{done}");
+        let outputs = done["result"].as_object().unwrap();
+        soma_testkit::assert_outputs_match(
+            outputs,
+            &case.outputs,
+            &format!("{endpoint} {model} {version:?}"),
+        );
+    }
+    let id = soma.submit(
+        "/zoo",
+        "application/json",
+        br#"{"model": "nope", "inputs": {}}"#,
+    );
+    let done = soma.wait_final("/zoo", &id, Duration::from_secs(30));
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("'nope' wasn't found"),
+        "{done}"
+    );
+    let id = soma.submit("/tools/echo", "application/json", b"{}");
+    assert_eq!(
+        soma.wait_final("/tools/echo", &id, Duration::from_secs(30))["status"],
+        "completed"
+    );
+}
+
+#[test]
+fn a_thousand_workloads_survive_sigkill_and_retention_removes_them_later() {
+    let dir = echo_project();
+    let config = dir.path().join("cortex.yaml");
+    let data = dir.path().join("data");
+    let args = ["--workers", "2", "--lease", "2s", "--retention", "15s"];
+    let soma = Soma::serve(&config, &data, &args);
+    soma.wait_ready(Duration::from_secs(60));
+    let ids: Vec<String> = (0..1000)
+        .map(|i| {
+            soma.submit(
+                "/tools/echo",
+                "application/json",
+                format!(r#"{{"n": {i}}}"#).as_bytes(),
+            )
+        })
+        .collect();
+    soma.kill();
+
+    let soma = Soma::serve(&config, &data, &args);
+    for (i, id) in ids.iter().enumerate() {
+        let done = soma.wait_final("/tools/echo", id, Duration::from_secs(120));
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(
+            done["result"]["payload"]["n"], i,
+            "each id has its own result"
+        );
+    }
+    // Retention runs at start-up and then every retention period (capped at 10 min).
+    drop(soma);
+    std::thread::sleep(Duration::from_secs(16));
+    let soma = Soma::serve(&config, &data, &args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = soma.get_json(&format!("/tools/echo/{}", ids[0]));
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired workloads should be gone"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, _) = soma.get_json(&format!("/tools/echo/{}", ids[999]));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_burst_of_ten_thousand_small_workloads_all_complete() {
+    let dir = echo_project();
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &["--workers", "2"],
+    );
+    soma.wait_ready(Duration::from_secs(60));
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let chunks: Vec<_> = (0..4)
+            .map(|t| {
+                let soma = &soma;
+                scope.spawn(move || {
+                    (0..2500)
+                        .map(|i| {
+                            soma.submit(
+                                "/tools/echo",
+                                "text/plain",
+                                format!("{}", t * 2500 + i).as_bytes(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        chunks.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), 10_000);
+    for id in &ids {
+        let done = soma.wait_final("/tools/echo", id, Duration::from_secs(300));
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    let metrics = soma.request("GET", "/metrics", &[], b"").unwrap().text();
+    assert!(
+        metrics
+            .contains("soma_async_workloads_total{api_name=\"echo\",status=\"completed\"} 10000"),
+        "{metrics}"
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +12,7 @@ use soma_core::ModelLocation;
 
 use crate::discover::DiscoveredModel;
 use crate::error::RepositoryError;
-use crate::layout::{Layout, Validator, missing_files};
+use crate::layout::{Layout, missing_files};
 use crate::store::{ModelStore, S3Settings};
 
 /// Written into every cached version folder; identical manifest = reusable download.
@@ -29,8 +30,9 @@ struct Manifest {
 }
 
 /// Makes model versions available as local folders. Local models are used in place; S3
-/// versions are downloaded to `<cache_dir>/s3/<bucket>/<prefix>/<version>/` (atomically: a
-/// temporary folder is filled, checked, then renamed) and reused while unchanged.
+/// versions are downloaded to `<cache_dir>/<bucket>/<prefix>/<version>/` (atomically: a
+/// `<version>.tmp-<random>` folder is filled, checked, then renamed) and reused while the
+/// listing shows the same files and sizes, none newer than when they were downloaded.
 #[derive(Debug)]
 pub struct ModelCache {
     cache_dir: PathBuf,
@@ -81,7 +83,7 @@ impl ModelCache {
             ModelLocation::S3 { bucket, prefix } => (bucket, prefix),
         };
         let location = model.location.to_string();
-        let mut parent = self.cache_dir.join("s3");
+        let mut parent = self.cache_dir.clone();
         for part in std::iter::once(bucket.as_str()).chain(prefix.split('/')) {
             if part.is_empty() {
                 continue;
@@ -103,24 +105,28 @@ impl ModelCache {
         let _guard = lock.lock().await;
 
         if reusable(&target, &expected).await {
-            tracing::debug!(model = %location, version, path = %target.display(), "reusing cached version");
+            tracing::info!(model = %location, version, path = %target.display(), "using the cached model version");
             return Ok(target);
         }
 
         let started = Instant::now();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let tmp = parent.join(format!("{version}.tmp-{}-{nanos}", std::process::id()));
+        let bytes: u64 = expected.files.values().sum();
+        tracing::info!(
+            model = %location,
+            version,
+            files = expected.files.len(),
+            bytes,
+            "downloading model version"
+        );
+        let nonce = unique_suffix();
+        let tmp = parent.join(format!("{version}.tmp-{nonce}"));
         let result = self
-            .download(model, version, &expected, &tmp, &target, nanos)
+            .download(model, version, &expected, &tmp, &target, &nonce)
             .await;
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             return result.map(|()| target);
         }
-        let bytes: u64 = expected.files.values().sum();
         tracing::info!(
             model = %location,
             version,
@@ -140,7 +146,7 @@ impl ModelCache {
         expected: &Manifest,
         tmp: &Path,
         target: &Path,
-        nanos: u128,
+        nonce: &str,
     ) -> Result<(), RepositoryError> {
         let location = &expected.location;
         tokio::fs::create_dir_all(tmp)
@@ -179,21 +185,18 @@ impl ModelCache {
             .try_collect::<()>()
             .await?;
 
-        // Re-check what is on disk: same files and sizes, still a SavedModel.
+        // Re-check what is on disk: same files and sizes, still a SavedModel (the listing
+        // could be stale, or the disk could have lost files).
+        let validator = model.validator;
         let on_disk = walk(tmp).await?;
         if on_disk != expected.files {
             return Err(crate::layout::invalid_model(
                 location,
                 &format!("version {version} changed while it was downloaded"),
                 &on_disk.keys().map(String::as_str).collect::<Vec<_>>(),
-                Validator::TensorFlow,
+                validator,
             ));
         }
-        let validator = if missing_files(&expected.files, Validator::TensorFlow).is_empty() {
-            Validator::TensorFlow
-        } else {
-            Validator::Neuron
-        };
         let missing = missing_files(&on_disk, validator);
         if !missing.is_empty() {
             return Err(crate::layout::invalid_model(
@@ -215,8 +218,7 @@ impl ModelCache {
             .map_err(|e| RepositoryError::io(&manifest_path, e))?;
 
         if tokio::fs::try_exists(target).await.unwrap_or(false) {
-            let old =
-                target.with_file_name(format!("{version}.old-{}-{nanos}", std::process::id()));
+            let old = target.with_file_name(format!("{version}.old-{nonce}"));
             tokio::fs::rename(target, &old)
                 .await
                 .map_err(|e| RepositoryError::io(target, e))?;
@@ -233,6 +235,17 @@ impl ModelCache {
         }
         Ok(())
     }
+}
+
+/// A suffix no other download (in this or another process) uses at the same time.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{nanos:08x}{count:x}", std::process::id())
 }
 
 /// A relative key turned into a local path, refusing anything that could leave the folder.
@@ -257,7 +270,15 @@ async fn reusable(target: &Path, expected: &Manifest) -> bool {
     let Ok(found) = serde_json::from_slice::<Manifest>(&text) else {
         return false;
     };
-    if found != *expected {
+    let unchanged = found.location == expected.location
+        && found.version == expected.version
+        && found.files == expected.files
+        && match (expected.last_modified, found.last_modified) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(listed), Some(recorded)) => listed <= recorded,
+        };
+    if !unchanged {
         return false;
     }
     for (relative, size) in &expected.files {

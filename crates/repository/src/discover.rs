@@ -12,10 +12,12 @@ use crate::store::{ModelStore, S3Settings};
 pub const RESERVED_MODEL_NAME: &str = "_cortex_default";
 
 /// A model folder that passed the layout check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveredModel {
     pub location: ModelLocation,
     pub layout: Layout,
+    /// The check the model passed (downloads are checked again with it).
+    pub validator: Validator,
     /// Every version (non-versioned models have exactly version 1), ascending; the last is
     /// the latest.
     pub versions: BTreeMap<i64, VersionFiles>,
@@ -64,6 +66,7 @@ pub(crate) fn model_from_listing(
     Ok(DiscoveredModel {
         location: location.clone(),
         layout,
+        validator,
         versions,
     })
 }
@@ -103,26 +106,22 @@ pub(crate) fn dir_from_listing(
             validator,
         ));
     }
-    let mut models: BTreeMap<String, Listing> = BTreeMap::new();
-    for (key, meta) in listing {
-        let Some((name, rest)) = key.split_once('/') else {
-            return Err(RepositoryError::InvalidDir {
-                location: location.to_string(),
-                problem: format!(
-                    "{key} is a file; every entry of a models directory must be a model folder"
-                ),
-            });
-        };
-        if name == RESERVED_MODEL_NAME {
-            return Err(RepositoryError::InvalidDir {
-                location: location.to_string(),
-                problem: format!("{RESERVED_MODEL_NAME} is a reserved model name"),
-            });
-        }
-        models
-            .entry(name.to_string())
-            .or_default()
-            .insert(rest.to_string(), *meta);
+    let (models, files) = split_dir(listing);
+    if let Some(key) = files.first() {
+        return Err(RepositoryError::InvalidDir {
+            location: location.to_string(),
+            problem: format!(
+                "{key} is a file; every entry of a models directory must be a model folder"
+            ),
+        });
+    }
+    if models.contains_key(RESERVED_MODEL_NAME) {
+        return Err(RepositoryError::InvalidDir {
+            location: location.to_string(),
+            problem: format!(
+                "{RESERVED_MODEL_NAME}: is a reserved name; please specify a different model name"
+            ),
+        });
     }
     let mut out = Vec::with_capacity(models.len());
     for (name, sub) in models {
@@ -136,6 +135,25 @@ pub(crate) fn dir_from_listing(
         out.push((name, model));
     }
     Ok(out)
+}
+
+/// Groups a `models.dir` listing by first-level folder (keys made relative to it); keys
+/// directly under the folder (files) are returned apart.
+pub(crate) fn split_dir(listing: &Listing) -> (BTreeMap<String, Listing>, Vec<String>) {
+    let mut models: BTreeMap<String, Listing> = BTreeMap::new();
+    let mut files = Vec::new();
+    for (key, meta) in listing {
+        match key.split_once('/') {
+            Some((name, rest)) => {
+                models
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(rest.to_string(), *meta);
+            }
+            None => files.push(key.clone()),
+        }
+    }
+    (models, files)
 }
 
 #[cfg(test)]
@@ -376,8 +394,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string()
-                .contains("_cortex_default is a reserved model name"),
+            err.to_string().contains(
+                "_cortex_default: is a reserved name; please specify a different model name"
+            ),
             "{err}"
         );
 

@@ -13,7 +13,7 @@ pub enum RepositoryError {
     /// The folder does not have a valid model layout. `message` is the full, Cortex-style text
     /// (problem, expected trees, actual tree); `problem` is the short reason.
     #[error("{message}")]
-    InvalidModel {
+    InvalidLayout {
         location: String,
         problem: String,
         message: String,
@@ -66,7 +66,7 @@ impl RepositoryError {
                 ErrorKind::NotFound
             }
             RepositoryError::NotADirectory { .. }
-            | RepositoryError::InvalidModel { .. }
+            | RepositoryError::InvalidLayout { .. }
             | RepositoryError::InvalidDir { .. }
             | RepositoryError::UnsafeKey { .. } => ErrorKind::InvalidArgument,
             RepositoryError::InDir { source, .. } => source.kind(),

@@ -168,21 +168,20 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
             }
         }
     }
-    if !bad_names.is_empty() {
-        return Analysis {
-            layout: Err(bad_names.join("; ")),
-            versions: BTreeMap::new(),
-        };
-    }
+    let mut problems = bad_names;
     if !version_names.is_empty() && !others.is_empty() {
         version_names.sort_by_key(|n| n.parse::<i64>().unwrap_or_default());
+        problems.push(format!(
+            "it mixes version folders ({}) with other entries ({})",
+            short_list(&version_names),
+            short_list(&others)
+        ));
+    }
+    if !problems.is_empty() {
         return Analysis {
-            layout: Err(format!(
-                "it mixes version folders ({}) with other entries ({})",
-                short_list(&version_names),
-                short_list(&others)
-            )),
-            // Valid version folders are still reported (the watcher serves them).
+            layout: Err(problems.join("; ")),
+            // Valid version folders are still reported: the watcher keeps serving them
+            // while someone fixes a stray entry.
             versions: versions
                 .iter()
                 .map(|(v, e)| (*v, check(e, validator, &format!("version {v}"))))
@@ -241,7 +240,7 @@ pub(crate) fn invalid_model(
          {handler} handler type, the path must be a directory with one of the following \
          structures:\n\n{versioned}\nor like\n\n{non_versioned}\n{current}"
     );
-    RepositoryError::InvalidModel {
+    RepositoryError::InvalidLayout {
         location: location.to_string(),
         problem: problem.to_string(),
         message: message.trim_end().to_string(),

@@ -30,5 +30,5 @@ pub use discover::{
 };
 pub use error::RepositoryError;
 pub use layout::{Layout, Validator, VersionFiles};
-pub use store::S3Settings;
-pub use watch::{RepositoryEvent, Watcher};
+pub use store::{S3Settings, open_object_store};
+pub use watch::{RepositoryEvent, WatchSource, Watcher};

@@ -81,32 +81,12 @@ impl ModelStore {
         location: &ModelLocation,
         settings: &S3Settings,
     ) -> Result<ModelStore, RepositoryError> {
-        let display = location.to_string();
-        match location {
-            ModelLocation::Local(dir) => {
-                check_local_dir(dir, &display).await?;
-                let store = LocalFileSystem::new_with_prefix(dir).map_err(|source| {
-                    RepositoryError::Storage {
-                        location: display.clone(),
-                        source,
-                    }
-                })?;
-                Ok(ModelStore {
-                    store: Arc::new(store),
-                    prefix: None,
-                    display,
-                    local_root: Some(dir.clone()),
-                })
-            }
-            ModelLocation::S3 { bucket, prefix } => {
-                let store =
-                    build_s3(bucket, settings).map_err(|source| RepositoryError::Storage {
-                        location: display.clone(),
-                        source,
-                    })?;
-                Ok(ModelStore::from_store(Arc::new(store), prefix, display))
-            }
+        let (store, prefix) = open_object_store(location, settings).await?;
+        let mut opened = ModelStore::from_store(store, prefix.as_ref(), location.to_string());
+        if let ModelLocation::Local(dir) = location {
+            opened.local_root = Some(dir.clone());
         }
+        Ok(opened)
     }
 
     /// Every object under the folder, keyed by its path relative to the folder (directory
@@ -181,6 +161,34 @@ impl ModelStore {
             .await
             .map_err(|e| RepositoryError::io(dest, e))?;
         Ok(written)
+    }
+}
+
+/// The `object_store` holding a location, and the folder of the location inside it.
+///
+/// Local folders get a `LocalFileSystem` rooted at the folder (empty prefix; the folder must
+/// exist). S3 locations get an `AmazonS3` client for the bucket (see [`S3Settings`]) and the
+/// location's prefix. Listing `Some(&prefix)` (or `None` when empty) is recursive.
+pub async fn open_object_store(
+    location: &ModelLocation,
+    settings: &S3Settings,
+) -> Result<(Arc<dyn ObjectStore>, Path), RepositoryError> {
+    let display = location.to_string();
+    let storage = |source| RepositoryError::Storage {
+        location: display.clone(),
+        source,
+    };
+    match location {
+        ModelLocation::Local(dir) => {
+            check_local_dir(dir, &display).await?;
+            let store = LocalFileSystem::new_with_prefix(dir).map_err(storage)?;
+            Ok((Arc::new(store), Path::default()))
+        }
+        ModelLocation::S3 { bucket, prefix } => {
+            let store = build_s3(bucket, settings).map_err(storage)?;
+            let prefix = prefix.trim_matches('/');
+            Ok((Arc::new(store), Path::from(prefix)))
+        }
     }
 }
 

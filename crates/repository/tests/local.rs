@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use soma_core::ModelLocation;
 use soma_repository::{
-    Layout, ModelCache, RepositoryEvent, Validator, Watcher, discover_dir, discover_model,
+    Layout, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher, discover_dir,
+    discover_model,
 };
 
 fn write_version(dir: &Path) {
@@ -57,63 +58,177 @@ async fn local_discovery_and_fetch_in_place() {
     assert!(err.to_string().ends_with("is not a directory"), "{err}");
 }
 
+fn added(model: &str, version: i64) -> RepositoryEvent {
+    RepositoryEvent::VersionAdded {
+        model: model.into(),
+        version,
+    }
+}
+
+fn removed(model: &str, version: i64) -> RepositoryEvent {
+    RepositoryEvent::VersionRemoved {
+        model: model.into(),
+        version,
+    }
+}
+
+fn only_error(events: &[RepositoryEvent]) -> (Option<String>, String) {
+    match events {
+        [RepositoryEvent::Error { model, error }] => (model.clone(), error.clone()),
+        other => panic!("expected one error event, got {other:?}"),
+    }
+}
+
+fn versions(watcher: &Watcher, model: &str) -> Vec<i64> {
+    watcher
+        .model(model)
+        .map(|m| m.versions.keys().copied().collect())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn local_watcher_reports_settled_changes() {
     let root = tempfile::tempdir().unwrap();
     let model = root.path().join("model");
     write_version(&model.join("1"));
     let mut watcher = Watcher::new(
-        ModelLocation::Local(model.clone()),
+        [WatchSource::model("m", ModelLocation::Local(model.clone()))],
         Validator::TensorFlow,
         Duration::from_millis(50),
     );
-    assert_eq!(watcher.poll_once().await.unwrap(), [], "initial snapshot");
-    assert_eq!(watcher.versions().keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(watcher.poll_once().await, [], "initial snapshot");
+    assert_eq!(versions(&watcher, "m"), [1]);
 
     // Half-copied version 2: invalid, then valid but not yet settled, then added.
     std::fs::create_dir_all(model.join("2")).unwrap();
     std::fs::write(model.join("2/saved_model.pb"), "pb").unwrap();
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
     write_version(&model.join("2"));
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
+    assert_eq!(watcher.poll_once().await, [added("m", 2)]);
+    assert_eq!(watcher.poll_once().await, []);
     assert_eq!(
-        watcher.poll_once().await.unwrap(),
-        [RepositoryEvent::VersionAdded { version: 2 }]
+        watcher.model("m").unwrap().location,
+        ModelLocation::Local(model.clone())
     );
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
 
     // Changed content (size), reported once settled.
     std::fs::write(model.join("2/saved_model.pb"), "pb-v2").unwrap();
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
     assert_eq!(
-        watcher.poll_once().await.unwrap(),
-        [RepositoryEvent::VersionChanged { version: 2 }]
+        watcher.poll_once().await,
+        [RepositoryEvent::VersionChanged {
+            model: "m".into(),
+            version: 2
+        }]
     );
 
     // Removal.
     std::fs::remove_dir_all(model.join("1")).unwrap();
-    assert_eq!(
-        watcher.poll_once().await.unwrap(),
-        [RepositoryEvent::VersionRemoved { version: 1 }]
+    assert_eq!(watcher.poll_once().await, [removed("m", 1)]);
+
+    // A version that stays invalid is reported (once it settled), and never added.
+    std::fs::create_dir_all(model.join("3")).unwrap();
+    std::fs::write(model.join("3/saved_model.pb"), "pb").unwrap();
+    assert_eq!(watcher.poll_once().await, []);
+    let (name, error) = only_error(&watcher.poll_once().await);
+    assert_eq!(name.as_deref(), Some("m"));
+    assert!(
+        error.ends_with(
+            "version 3 is missing variables/variables.index, variables/variables.data-00000-of-*"
+        ),
+        "{error}"
     );
+    assert_eq!(watcher.poll_once().await, [], "reported once");
+    std::fs::remove_dir_all(model.join("3")).unwrap();
+    assert_eq!(watcher.poll_once().await, []);
 
     // A stray entry makes the layout invalid: one Error event, valid versions kept.
     std::fs::write(model.join("notes.txt"), "hi").unwrap();
-    let events = watcher.poll_once().await.unwrap();
+    let (_, error) = only_error(&watcher.poll_once().await);
     assert!(
-        matches!(&events[..], [RepositoryEvent::Error { message }] if message.contains("mixes version folders (2) with other entries (notes.txt)")),
-        "{events:?}"
+        error.contains("mixes version folders (2) with other entries (notes.txt)"),
+        "{error}"
     );
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
+    assert_eq!(versions(&watcher, "m"), [2]);
     std::fs::remove_file(model.join("notes.txt")).unwrap();
+    assert_eq!(watcher.poll_once().await, []);
 
-    // The folder disappears: an error, no removals.
+    // The folder disappears: an error, no removals; it comes back: nothing changed.
     let moved = root.path().join("moved");
     std::fs::rename(&model, &moved).unwrap();
-    assert!(watcher.poll_once().await.is_err());
-    assert_eq!(watcher.versions().keys().copied().collect::<Vec<_>>(), [2]);
+    let (_, error) = only_error(&watcher.poll_once().await);
+    assert!(error.ends_with("does not exist"), "{error}");
+    assert_eq!(watcher.poll_once().await, []);
+    assert_eq!(versions(&watcher, "m"), [2]);
     std::fs::rename(&moved, &model).unwrap();
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
+    assert_eq!(versions(&watcher, "m"), [2]);
+}
+
+#[tokio::test]
+async fn local_dir_watcher_tracks_models() {
+    let root = tempfile::tempdir().unwrap();
+    write_version(&root.path().join("iris/1"));
+    write_version(&root.path().join("wine"));
+    let mut watcher = Watcher::new(
+        [WatchSource::dir(ModelLocation::Local(
+            root.path().to_path_buf(),
+        ))],
+        Validator::TensorFlow,
+        Duration::from_millis(50),
+    );
+    assert_eq!(watcher.poll_once().await, []);
+    let names: Vec<&str> = watcher.models().map(|(n, _)| n).collect();
+    assert_eq!(names, ["iris", "wine"]);
+    assert_eq!(versions(&watcher, "wine"), [1]);
+
+    // A new model folder, then a new version of an existing one.
+    write_version(&root.path().join("rose/7"));
+    write_version(&root.path().join("iris/10"));
+    assert_eq!(watcher.poll_once().await, []);
+    assert_eq!(
+        watcher.poll_once().await,
+        [added("iris", 10), added("rose", 7)]
+    );
+    assert_eq!(
+        watcher.model("rose").unwrap().location,
+        ModelLocation::Local(root.path().join("rose"))
+    );
+
+    // A model folder removed: all its versions go.
+    std::fs::remove_dir_all(root.path().join("iris")).unwrap();
+    assert_eq!(
+        watcher.poll_once().await,
+        [removed("iris", 1), removed("iris", 10)]
+    );
+    assert!(watcher.model("iris").is_none());
+
+    // A stray file and the reserved name: reported, the other models untouched.
+    std::fs::write(root.path().join("README"), "hi").unwrap();
+    write_version(&root.path().join("_cortex_default"));
+    let (name, error) = only_error(&watcher.poll_once().await);
+    assert_eq!(name, None);
+    assert!(
+        error.contains("README directly in the models directory"),
+        "{error}"
+    );
+    assert!(
+        error.contains("_cortex_default: is a reserved name"),
+        "{error}"
+    );
+    assert_eq!(watcher.poll_once().await, []);
+    let names: Vec<&str> = watcher.models().map(|(n, _)| n).collect();
+    assert_eq!(names, ["rose", "wine"]);
+
+    // A non-versioned model turned versioned: the old version goes, the new one comes.
+    let wine = root.path().join("wine");
+    std::fs::remove_dir_all(&wine).unwrap();
+    write_version(&wine.join("1"));
+    assert_eq!(watcher.poll_once().await, [removed("wine", 1)]);
+    assert_eq!(watcher.poll_once().await, [added("wine", 1)]);
+    assert_eq!(watcher.model("wine").unwrap().layout, Layout::Versioned);
 }
 
 #[tokio::test]
@@ -122,7 +237,7 @@ async fn spawned_watcher_sends_events() {
     let model = root.path().join("model");
     write_version(&model.join("1"));
     let mut rx = Watcher::new(
-        ModelLocation::Local(model.clone()),
+        [WatchSource::model("m", ModelLocation::Local(model.clone()))],
         Validator::TensorFlow,
         Duration::from_millis(30),
     )
@@ -133,5 +248,5 @@ async fn spawned_watcher_sends_events() {
         .await
         .expect("an event within 10 s")
         .unwrap();
-    assert_eq!(event, RepositoryEvent::VersionAdded { version: 5 });
+    assert_eq!(event, added("m", 5));
 }

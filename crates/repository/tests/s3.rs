@@ -4,8 +4,8 @@ use std::path::Path;
 
 use soma_core::ModelLocation;
 use soma_repository::{
-    Layout, MANIFEST_FILE, ModelCache, RepositoryEvent, S3Settings, Validator, Watcher,
-    discover_dir_with, discover_model_with,
+    Layout, MANIFEST_FILE, ModelCache, RepositoryEvent, S3Settings, Validator, WatchSource,
+    Watcher, discover_dir_with, discover_model_with,
 };
 use soma_testkit::MotoServer;
 
@@ -85,7 +85,7 @@ async fn s3_discovery_cache_and_watcher() {
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = ModelCache::with_settings(cache_dir.path().to_path_buf(), settings.clone());
     let path = cache.fetch(&model, 10).await.unwrap();
-    assert_eq!(path, cache_dir.path().join("s3/models/zoo/iris/10"));
+    assert_eq!(path, cache_dir.path().join("models/zoo/iris/10"));
     assert_eq!(
         std::fs::read_to_string(path.join("saved_model.pb")).unwrap(),
         "pb-a"
@@ -124,17 +124,27 @@ async fn s3_discovery_cache_and_watcher() {
 
     // Watcher: snapshot, then version 11 appears (settled after two polls), version 1 goes.
     let mut watcher = Watcher::with_settings(
-        location.clone(),
+        [WatchSource::model("iris", location.clone())],
         Validator::TensorFlow,
         std::time::Duration::from_secs(1),
         settings.clone(),
     );
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
     upload_version(&moto, 11, "b");
-    assert_eq!(watcher.poll_once().await.unwrap(), []);
+    assert_eq!(watcher.poll_once().await, []);
     assert_eq!(
-        watcher.poll_once().await.unwrap(),
-        [RepositoryEvent::VersionAdded { version: 11 }]
+        watcher.poll_once().await,
+        [RepositoryEvent::VersionAdded {
+            model: "iris".into(),
+            version: 11
+        }]
+    );
+    // The watcher's view is enough to fetch the new version.
+    let watched = watcher.model("iris").unwrap().clone();
+    let path11 = cache.fetch(&watched, 11).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(path11.join("saved_model.pb")).unwrap(),
+        "pb-b"
     );
     for file in [
         "saved_model.pb",
@@ -144,12 +154,65 @@ async fn s3_discovery_cache_and_watcher() {
         moto.delete_object(BUCKET, &format!("zoo/iris/1/{file}"));
     }
     assert_eq!(
-        watcher.poll_once().await.unwrap(),
-        [RepositoryEvent::VersionRemoved { version: 1 }]
+        watcher.poll_once().await,
+        [RepositoryEvent::VersionRemoved {
+            model: "iris".into(),
+            version: 1
+        }]
     );
     assert_eq!(
-        watcher.versions().keys().copied().collect::<Vec<_>>(),
+        watcher
+            .model("iris")
+            .unwrap()
+            .versions
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
         [10, 11]
+    );
+
+    // dir mode over S3: a new model folder appears as its versions being added.
+    let mut dir_watcher = Watcher::with_settings(
+        [WatchSource::dir(dir_location.clone())],
+        Validator::TensorFlow,
+        std::time::Duration::from_secs(1),
+        settings.clone(),
+    );
+    assert_eq!(dir_watcher.poll_once().await, []);
+    let dir = tempfile::tempdir().unwrap();
+    write_version(dir.path(), 2, "c");
+    moto.upload_dir(dir.path(), BUCKET, "zoo/wine");
+    assert_eq!(dir_watcher.poll_once().await, []);
+    assert_eq!(
+        dir_watcher.poll_once().await,
+        [RepositoryEvent::VersionAdded {
+            model: "wine".into(),
+            version: 2
+        }]
+    );
+
+    // An unreachable bucket: an Error event, and nothing removed.
+    let mut broken = Watcher::with_settings(
+        [WatchSource::model(
+            "ghost",
+            ModelLocation::S3 {
+                bucket: "no-such-bucket".into(),
+                prefix: "iris/".into(),
+            },
+        )],
+        Validator::TensorFlow,
+        std::time::Duration::from_secs(1),
+        settings.clone(),
+    );
+    let events = broken.poll_once().await;
+    assert!(
+        matches!(&events[..], [RepositoryEvent::Error { model: Some(m), error }] if m == "ghost" && error.starts_with("s3://no-such-bucket/iris/: ")),
+        "{events:?}"
+    );
+    assert_eq!(
+        broken.poll_once().await,
+        [],
+        "the same error is reported once"
     );
 
     // A missing bucket is a storage error, and the watcher reports it without removals.

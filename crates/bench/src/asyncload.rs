@@ -1,0 +1,110 @@
+//! `soma-bench async <host:port> <endpoint> <payload.json> [workloads] [concurrency]`:
+//! end-to-end numbers of a running `soma serve`:
+//!
+//! * light load: one workload at a time, submit → poll (every 0.2 ms) → completed; p50/p99;
+//! * sustained: `workloads` submitted by `concurrency` clients as fast as they can; throughput
+//!   from the first submit to the last completion.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+use soma_testkit::http;
+
+pub(crate) fn run(
+    addr: &str,
+    endpoint: &str,
+    payload: &[u8],
+    workloads: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let light: Vec<Duration> = (0..300)
+        .map(|_| {
+            let started = Instant::now();
+            let id = submit(addr, endpoint, payload)?;
+            wait_completed(addr, endpoint, &id, Duration::from_micros(200))?;
+            Ok(started.elapsed())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (p50, p99) = percentiles(light);
+    println!(
+        "light load (1 at a time, 300 workloads): p50 {:.2} ms, p99 {:.2} ms submit→completed",
+        ms(p50),
+        ms(p99)
+    );
+
+    let started = Instant::now();
+    let per_client = workloads / concurrency;
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..concurrency)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..per_client)
+                        .map(|_| submit(addr, endpoint, payload))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client thread"))
+            .collect::<anyhow::Result<Vec<Vec<_>>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    let submitted = started.elapsed();
+    for id in &ids {
+        wait_completed(addr, endpoint, id, Duration::from_millis(2))?;
+    }
+    let total = started.elapsed();
+    println!(
+        "sustained ({} workloads, {concurrency} submitting clients): submitted in {:.2} s ({:.0}/s), all completed in {:.2} s: {:.0} workloads/s",
+        ids.len(),
+        submitted.as_secs_f64(),
+        ids.len() as f64 / submitted.as_secs_f64(),
+        total.as_secs_f64(),
+        ids.len() as f64 / total.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn submit(addr: &str, endpoint: &str, payload: &[u8]) -> anyhow::Result<String> {
+    let response = http(
+        addr,
+        "POST",
+        endpoint,
+        &[("Content-Type", "application/json")],
+        payload,
+    )?;
+    if response.status != 200 {
+        bail!("submit: HTTP {} {}", response.status, response.text());
+    }
+    let value: Value = serde_json::from_slice(&response.body)?;
+    value["id"].as_str().map(str::to_string).context("no id")
+}
+
+fn wait_completed(addr: &str, endpoint: &str, id: &str, poll: Duration) -> anyhow::Result<()> {
+    let path = format!("{endpoint}/{id}");
+    loop {
+        let response = http(addr, "GET", &path, &[], b"")?;
+        let value: Value = serde_json::from_slice(&response.body)?;
+        match value["status"].as_str() {
+            Some("completed") => return Ok(()),
+            Some("failed") => bail!("workload failed: {value}"),
+            _ => std::thread::sleep(poll),
+        }
+    }
+}
+
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
