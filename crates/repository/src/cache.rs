@@ -318,3 +318,71 @@ async fn walk(root: &Path) -> Result<BTreeMap<String, u64>, RepositoryError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn manifest(last_modified: Option<SystemTime>) -> Manifest {
+        Manifest {
+            location: "s3://b/m/".into(),
+            version: 3,
+            files: BTreeMap::from([("saved_model.pb".to_string(), 2)]),
+            last_modified,
+        }
+    }
+
+    async fn cached(recorded: &Manifest) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        tokio::fs::write(dir.path().join("saved_model.pb"), "pb")
+            .await
+            .unwrap();
+        let text = serde_json::to_vec(recorded).unwrap();
+        tokio::fs::write(dir.path().join(MANIFEST_FILE), text)
+            .await
+            .unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn reuse_needs_same_files_and_no_newer_timestamp() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let dir = cached(&manifest(Some(t))).await;
+        assert!(reusable(dir.path(), &manifest(Some(t))).await);
+        assert!(reusable(dir.path(), &manifest(Some(t - Duration::from_secs(1)))).await);
+        assert!(reusable(dir.path(), &manifest(None)).await);
+        assert!(!reusable(dir.path(), &manifest(Some(t + Duration::from_secs(1)))).await);
+
+        let mut other_files = manifest(Some(t));
+        other_files
+            .files
+            .insert("variables/variables.index".into(), 1);
+        assert!(!reusable(dir.path(), &other_files).await);
+
+        // A file truncated on disk after the download.
+        tokio::fs::write(dir.path().join("saved_model.pb"), "p")
+            .await
+            .unwrap();
+        assert!(!reusable(dir.path(), &manifest(Some(t))).await);
+
+        let untimed = cached(&manifest(None)).await;
+        assert!(!reusable(untimed.path(), &manifest(Some(t))).await);
+        assert!(!reusable(Path::new("/nonexistent/soma"), &manifest(None)).await);
+    }
+
+    #[test]
+    fn keys_cannot_leave_the_cache_folder() {
+        assert!(safe_relative("x", "variables/variables.index").is_ok());
+        for key in ["../etc/passwd", "/abs", "a/../../b", "", "./a"] {
+            let err = safe_relative("x", key).unwrap_err();
+            assert!(matches!(err, RepositoryError::UnsafeKey { .. }), "{key}");
+        }
+    }
+
+    #[test]
+    fn temporary_names_differ() {
+        assert_ne!(unique_suffix(), unique_suffix());
+    }
+}

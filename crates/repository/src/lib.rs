@@ -10,10 +10,14 @@
 //!   layouts and the actual tree (at most 50 paths), preceded by the specific problem.
 //! * [`ModelCache::fetch`]: a local folder for one version — local models in place, S3
 //!   versions downloaded atomically into the cache and reused while unchanged.
-//! * [`Watcher`]: polls a model folder and reports settled added/changed/removed versions.
+//! * [`Watcher`]: polls model folders and `models.dir` folders ([`WatchSource`]) and reports
+//!   added/changed/removed versions once they are valid and settled (unchanged over two
+//!   polls, so half-copied folders are skipped); failed listings never remove anything.
 //!
-//! S3 is reached through `object_store` with the standard AWS environment variables, or
-//! explicit [`S3Settings`] (the `*_with` variants).
+//! S3 is reached through `object_store` ([`open_object_store`]) with the standard AWS
+//! environment variables, or explicit [`S3Settings`] (the `*_with` variants). Local folders
+//! go through `object_store`'s `LocalFileSystem`, so one listing/validation path serves
+//! local disks, S3 and (in tests) `InMemory`.
 
 mod cache;
 mod discover;

@@ -209,7 +209,12 @@ fn build_s3(
     bucket: &str,
     settings: &S3Settings,
 ) -> object_store::Result<object_store::aws::AmazonS3> {
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    s3_builder(AmazonS3Builder::from_env(), bucket, settings).build()
+}
+
+/// Applies `settings` (over what `base` read from the environment) and the defaults.
+fn s3_builder(base: AmazonS3Builder, bucket: &str, settings: &S3Settings) -> AmazonS3Builder {
+    let mut builder = base.with_bucket_name(bucket);
     if let Some(endpoint) = &settings.endpoint {
         builder = builder
             .with_endpoint(endpoint)
@@ -238,8 +243,81 @@ fn build_s3(
     let endpoint = builder
         .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
         .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
+    // Local S3-compatible servers (MinIO, moto, localstack) usually speak plain HTTP.
     if endpoint.is_some_and(|e| e.starts_with("http://")) {
         builder = builder.with_allow_http(true);
     }
-    builder.build()
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::ClientConfigKey;
+
+    use super::*;
+
+    fn value(builder: &AmazonS3Builder, key: AmazonS3ConfigKey) -> Option<String> {
+        builder.get_config_value(&key)
+    }
+
+    fn allow_http(builder: &AmazonS3Builder) -> Option<String> {
+        value(
+            builder,
+            AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp),
+        )
+    }
+
+    #[test]
+    fn defaults_and_explicit_settings() {
+        // Nothing from the environment: region us-east-1, HTTPS only.
+        let builder = s3_builder(AmazonS3Builder::new(), "b", &S3Settings::default());
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::Bucket).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::Region).as_deref(),
+            Some("us-east-1")
+        );
+        assert_ne!(allow_http(&builder).as_deref(), Some("true"));
+
+        // AWS_DEFAULT_REGION-style fallback is kept; an http:// endpoint enables HTTP.
+        let base = AmazonS3Builder::new()
+            .with_config(AmazonS3ConfigKey::DefaultRegion, "eu-west-3")
+            .with_config(AmazonS3ConfigKey::Endpoint, "http://127.0.0.1:9000");
+        let builder = s3_builder(base, "b", &S3Settings::default());
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::Region).as_deref(),
+            Some("eu-west-3")
+        );
+        assert_eq!(allow_http(&builder).as_deref(), Some("true"));
+
+        // Explicit settings win over the environment.
+        let settings = S3Settings {
+            endpoint: Some("https://s3.example".into()),
+            region: Some("ap-south-1".into()),
+            access_key_id: Some("AKID".into()),
+            secret_access_key: Some("SECRET".into()),
+            session_token: None,
+        };
+        let base = AmazonS3Builder::new().with_config(AmazonS3ConfigKey::Region, "us-west-2");
+        let builder = s3_builder(base, "b", &settings);
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::Region).as_deref(),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::S3Endpoint).as_deref(),
+            Some("https://s3.example")
+        );
+        assert_ne!(allow_http(&builder).as_deref(), Some("true"));
+        assert!(builder.build().is_ok());
+
+        // Debug output never shows credentials.
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("SECRET") && !debug.contains("AKID"),
+            "{debug}"
+        );
+    }
 }

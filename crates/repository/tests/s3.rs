@@ -4,8 +4,8 @@ use std::path::Path;
 
 use soma_core::ModelLocation;
 use soma_repository::{
-    Layout, MANIFEST_FILE, ModelCache, RepositoryEvent, S3Settings, Validator, WatchSource,
-    Watcher, discover_dir_with, discover_model_with,
+    Layout, MANIFEST_FILE, ModelCache, RepositoryError, RepositoryEvent, S3Settings, Validator,
+    WatchSource, Watcher, discover_dir_with, discover_model_with,
 };
 use soma_testkit::MotoServer;
 
@@ -118,6 +118,26 @@ async fn s3_discovery_cache_and_watcher() {
         "pb-bigger"
     );
     assert_eq!(entries(path.parent().unwrap()), ["10"]);
+
+    // A stale listing (the object changed since discovery): the download is refused, the
+    // temporary folder removed and the cached version left alone.
+    let err = cache.fetch(&model, 10).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RepositoryError::SizeMismatch {
+                expected: 4,
+                actual: 9,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(entries(path.parent().unwrap()), ["10"]);
+    assert_eq!(
+        std::fs::read_to_string(path.join("saved_model.pb")).unwrap(),
+        "pb-bigger"
+    );
 
     let err = cache.fetch(&changed, 7).await.unwrap_err();
     assert_eq!(err.kind(), soma_core::ErrorKind::NotFound);
