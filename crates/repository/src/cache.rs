@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,10 @@ use crate::store::{ModelStore, S3Settings};
 
 /// Written into every cached version folder; identical manifest = reusable download.
 pub const MANIFEST_FILE: &str = ".soma-manifest.json";
+
+/// Temporary folders older than this are leftovers of a crashed process, not a download in
+/// progress (in this or another process sharing the cache).
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// How many files of one version are downloaded at the same time.
 const CONCURRENT_DOWNLOADS: usize = 4;
@@ -109,6 +113,7 @@ impl ModelCache {
             return Ok(target);
         }
 
+        remove_abandoned(&parent, version).await;
         let started = Instant::now();
         let bytes: u64 = expected.files.values().sum();
         tracing::info!(
@@ -234,6 +239,32 @@ impl ModelCache {
                 .map_err(|e| RepositoryError::io(target, e))?;
         }
         Ok(())
+    }
+}
+
+/// Deletes `<version>.tmp-*` and `<version>.old-*` folders left behind by a crash.
+async fn remove_abandoned(parent: &Path, version: i64) {
+    let Ok(mut entries) = tokio::fs::read_dir(parent).await else {
+        return;
+    };
+    let prefixes = [format!("{version}.tmp-"), format!("{version}.old-")];
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|age| age > ABANDONED_AFTER) {
+            tracing::info!(path = %entry.path().display(), "removing an abandoned download");
+            if let Err(e) = tokio::fs::remove_dir_all(entry.path()).await {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an abandoned download");
+            }
+        }
     }
 }
 
@@ -379,6 +410,34 @@ mod tests {
             let err = safe_relative("x", key).unwrap_err();
             assert!(matches!(err, RepositoryError::UnsafeKey { .. }), "{key}");
         }
+    }
+
+    #[tokio::test]
+    async fn abandoned_downloads_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let make = |name: &str, age: Duration| {
+            let dir = parent.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("saved_model.pb"), "pb").unwrap();
+            let modified = SystemTime::now() - age;
+            std::fs::File::open(&dir)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+        };
+        let old = ABANDONED_AFTER + Duration::from_secs(60);
+        make("3.tmp-old", old);
+        make("3.old-old", old);
+        make("3.tmp-fresh", Duration::ZERO);
+        make("4.tmp-old", old);
+        make("3", old);
+        remove_abandoned(parent.path(), 3).await;
+        let mut left: Vec<String> = std::fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3", "3.tmp-fresh", "4.tmp-old"]);
     }
 
     #[test]
