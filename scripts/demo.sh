@@ -8,6 +8,8 @@ echo "==> cargo build --release"
 cargo build --release --quiet --bin soma
 soma=target/release/soma
 export SOMA_LOG=${SOMA_LOG:-warn}
+# TensorFlow's own C++ logs (model loading details) are noise in a demo.
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
 echo
 echo "==> soma validate examples/iris/cortex.yaml"

@@ -411,9 +411,7 @@ fn thread_pools(walker: &mut Walker, base: &[&str], map: &serde_yaml::Mapping) -
     let mut field = |key: &str| {
         let mut at = base.to_vec();
         at.push(key);
-        get(map, key)
-            .and_then(|v| walker.count(&at, v))
-            .filter(|n| *n > 0)
+        get(map, key).and_then(|v| walker.count(&at, v))
     };
     ThreadPools {
         intra_op: field("intra_op_threads"),

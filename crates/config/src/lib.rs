@@ -28,8 +28,9 @@
 //! * model paths may be local folders, absolute or relative to the cortex.yaml, as well as
 //!   `s3://bucket/prefix/`;
 //! * `models.intra_op_threads` / `models.inter_op_threads` (and the same keys on each `paths`
-//!   entry, which win) size TensorFlow's thread pools per model; 0 means TensorFlow's
-//!   default;
+//!   entry, which win) size TensorFlow's thread pools per model; unset runs a graph's ops in
+//!   the calling thread with TensorFlow's default intra-op pool, 0 means TensorFlow's own
+//!   default pool, n a pool of n threads;
 //! * `autoscaling.min_replicas` may be 0 (Cortex allowed it for AsyncAPI from v0.36).
 //!
 //! Not supported (clear errors): kinds other than AsyncAPI, and `.pickle` handlers.

@@ -116,8 +116,9 @@ pub struct NamedModel {
     pub threads: ThreadPools,
 }
 
-/// soma extension (`intra_op_threads`, `inter_op_threads`): TensorFlow's thread-pool sizes;
-/// `None` (or 0 in the file) lets TensorFlow choose.
+/// soma extension (`intra_op_threads`, `inter_op_threads`): TensorFlow's thread-pool sizes.
+/// Unset: TensorFlow's default intra-op pool, and ops run in the calling thread (no
+/// inter-op pool; fastest for request-sized graphs). 0: TensorFlow's default pool. n: n threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadPools {
     pub intra_op: Option<u32>,

@@ -20,7 +20,7 @@ pub trait ModelRunner: Send + Sync + Debug {
     fn run(&self, signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError>;
 }
 
-/// Thread-pool sizes for one model; `None` lets the engine choose.
+/// Thread-pool sizes for one model; `None` keeps the engine's (soma's) default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadPools {
     pub intra_op: Option<u32>,

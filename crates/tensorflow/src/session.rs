@@ -11,7 +11,9 @@ use crate::proto::{config_proto, meta_graph_signatures};
 use crate::tensor::{InputTensor, take_output};
 use crate::{TensorFlow, TfError};
 
-/// Thread-pool sizes of one session; `None` lets TensorFlow choose (one per core).
+/// Thread-pool sizes of one session. `intra_op_threads`: `None`/0 = TensorFlow's default
+/// (one per core). `inter_op_threads`: `None` = run ops in the calling thread (soma's
+/// default, fastest for request-sized graphs), 0 = TensorFlow's default pool, n = n threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     pub intra_op_threads: Option<u32>,
