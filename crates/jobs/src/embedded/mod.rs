@@ -1,15 +1,17 @@
 //! [`EmbeddedBackend`]: queue, states and payloads in one redb file, `<data_dir>/soma.redb`.
 //!
-//! Every operation is one redb write transaction committed with the default
-//! `Durability::Immediate` (fsync before `commit` returns), run on tokio's blocking pool.
-//! Writers are serialized by redb, which is what makes the conditional updates (`finish`,
-//! `ack`, `pop`) atomic without any locking of our own. Lease deadlines are wall-clock
+//! Every write operation runs in a redb write transaction committed with the default
+//! `Durability::Immediate` (fsync before `commit` returns) before its caller is answered.
+//! Concurrent operations share transactions (group commit, see `writer.rs`); they are applied
+//! one after the other, which is what makes the conditional updates (`finish`, `ack`, `pop`)
+//! atomic without any locking of our own. Reads run on tokio's blocking pool. Lease deadlines are wall-clock
 //! milliseconds stored in the file, so a restarted process redelivers what a killed one held.
 
 mod blob;
 mod queue;
 mod state;
 mod tables;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ pub const DB_FILE: &str = "soma.redb";
 #[derive(Clone)]
 pub struct EmbeddedBackend {
     db: Arc<Database>,
+    writer: Arc<writer::Writer>,
     path: PathBuf,
 }
 
@@ -61,10 +64,9 @@ impl EmbeddedBackend {
             let txn = db.begin_write()?;
             tables::create_all(&txn)?;
             txn.commit()?;
-            Ok(EmbeddedBackend {
-                db: Arc::new(db),
-                path,
-            })
+            let db = Arc::new(db);
+            let writer = Arc::new(writer::Writer::start(Arc::clone(&db))?);
+            Ok(EmbeddedBackend { db, writer, path })
         })
         .await
     }
@@ -74,28 +76,20 @@ impl EmbeddedBackend {
         &self.path
     }
 
-    /// Runs `f` in a write transaction on the blocking pool; commits on `Commit::Yes`, aborts
-    /// (no fsync) on `Commit::No` and on error.
+    /// Runs `f` in a group write transaction (see `writer.rs`) and returns its value once
+    /// committed. `Commit::No` says it changed nothing. `f` may run twice (the first run
+    /// discarded) if another operation of its batch fails.
     async fn write<T, F>(&self, f: F) -> Result<T, JobsError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
     {
-        let db = self.db.clone();
-        run_blocking(move || {
-            let txn = db.begin_write()?;
-            match f(&txn)? {
-                Commit::Yes(value) => {
-                    txn.commit()?;
-                    Ok(value)
-                }
-                Commit::No(value) => {
-                    txn.abort()?;
-                    Ok(value)
-                }
-            }
-        })
-        .await
+        self.writer
+            .write(move |txn| match f(txn)? {
+                Commit::Yes(value) => Ok((true, value)),
+                Commit::No(value) => Ok((false, value)),
+            })
+            .await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, JobsError>

@@ -50,7 +50,7 @@ impl Queue for EmbeddedBackend {
                 .insert((api.as_str(), deadline, id.as_str()), ())?;
             let id = parse_id(&id)?;
             Ok(Commit::Yes(Some(Lease {
-                api,
+                api: api.clone(),
                 id,
                 token,
                 attempt,
