@@ -8,6 +8,11 @@ use soma_models::ModelOptions;
 
 use crate::GlobalArgs;
 
+/// Reads and validates a cortex.yaml; the error lists every problem, one per line.
+pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<soma_config::Config> {
+    soma_config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+}
+
 /// Model loading options from the global flags.
 pub(crate) fn model_options(global: &GlobalArgs) -> ModelOptions {
     ModelOptions {

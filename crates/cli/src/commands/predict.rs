@@ -44,7 +44,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         let location = ModelLocation::Local(std::path::absolute(&args.target)?);
         soma_models::load_location(&location, args.signature.as_deref(), &options).await?
     } else {
-        let config = soma_config::load(&args.target).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = super::load_config(&args.target)?;
         let api = match (&args.api, config.apis.as_slice()) {
             (Some(name), apis) => apis
                 .iter()

@@ -49,13 +49,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let config = match soma_config::load(&args.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let config = super::load_config(&args.config)?;
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| config.project_dir.join(".soma").join("data"));

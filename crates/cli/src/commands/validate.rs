@@ -19,13 +19,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let config = match soma_config::load(&args.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let config = super::load_config(&args.config)?;
     let options = super::model_options(global);
     let mut failed = false;
     println!("{}: {} API(s)", args.config.display(), config.apis.len());
