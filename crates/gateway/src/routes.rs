@@ -144,7 +144,9 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         )
     };
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
+        let over_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over_limit {
             too_large()
         } else {
             ApiError::new(
