@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Generate the TensorFlow SavedModel fixtures used by soma's tests.
 
-Usage: make_models.py OUTDIR
+Usage: make_models.py [OUTDIR]        (default: <repo>/fixtures/models)
 
-Everything is built into OUTDIR.tmp and then moved to OUTDIR (replacing any
-previous contents), so an interrupted run never leaves a half-written tree.
+Everything is built in a temporary sibling of OUTDIR and then renamed into
+place (the old tree is renamed aside first and deleted last), so an
+interrupted run never leaves a half-written tree.
 Models are seeded per model so repeated runs produce the same weights.
 
 Notes on how models are saved (TF 2.21 / Keras 3):
@@ -21,6 +22,10 @@ model folder holds only versions, or Cortex's layout check would reject it):
 Output values are flat (row-major). Floats are the exact value of the
 tensor element as a double; ints are exact; strings are UTF-8 text, or
 {"b64": "..."} when the bytes are not valid UTF-8 (inputs use the same form).
+
+OUTDIR/MANIFEST.json lists every fixture: path, layout, versions, signatures
+(input/output names, dtypes, shapes and graph tensor names, read from
+saved_model.pb) and what a fixture is for.
 """
 
 import base64
@@ -28,6 +33,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -245,6 +251,46 @@ def write_json(path, obj):
 
 
 # --------------------------------------------------------------------------
+# MANIFEST.json helpers
+# --------------------------------------------------------------------------
+
+def signature_defs(version_dir):
+    """Signatures as the C API sees them, read from saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    out = {}
+    for mg in sm.meta_graphs:
+        for key, sig in sorted(mg.signature_def.items()):
+            if key.startswith("__"):
+                continue
+
+            def tensors(m):
+                return {
+                    name: {
+                        "dtype": tf.as_dtype(t.dtype).name,
+                        "shape": [d.size for d in t.tensor_shape.dim],
+                        "tensor": t.name,
+                    }
+                    for name, t in sorted(m.items())
+                }
+
+            out[key] = {
+                "method": sig.method_name,
+                "inputs": tensors(sig.inputs),
+                "outputs": tensors(sig.outputs),
+            }
+    return out
+
+
+def rel_versions(tmp, model):
+    root = os.path.join(tmp, model)
+    return sorted((int(v) for v in os.listdir(root) if v.isdigit()))
+
+
+# --------------------------------------------------------------------------
 # cases
 # --------------------------------------------------------------------------
 
@@ -311,15 +357,42 @@ X2_CASES = [
 # main
 # --------------------------------------------------------------------------
 
+def default_outdir():
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "fixtures", "models")
+
+
 def main(argv):
-    if len(argv) != 2:
-        print(f"usage: {argv[0]} OUTDIR", file=sys.stderr)
+    if len(argv) > 2 or (len(argv) == 2 and argv[1] in ("-h", "--help")):
+        print(f"usage: {argv[0]} [OUTDIR]   (default: {default_outdir()})", file=sys.stderr)
         return 2
-    outdir = os.path.abspath(argv[1].rstrip("/"))
-    tmp = outdir + ".tmp"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    outdir = os.path.abspath(argv[1].rstrip("/") if len(argv) == 2 else default_outdir())
+    parent = os.path.dirname(outdir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(outdir)}.tmp-", dir=parent)
+    try:
+        build(tmp)
+        swap_into_place(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return 0
+
+
+def swap_into_place(tmp, outdir):
+    old = None
+    if os.path.exists(outdir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(outdir)}.old-",
+                               dir=os.path.dirname(outdir))
+        os.rmdir(old)
+        os.rename(outdir, old)
+    os.rename(tmp, outdir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build(tmp):
+    os.chmod(tmp, 0o755)
     P = lambda *parts: os.path.join(tmp, *parts)  # noqa: E731
     t0 = time.time()
 
@@ -413,13 +486,76 @@ def main(argv):
             f.write(data)
     log("invalid/*")
 
-    # swap into place --------------------------------------------------------
-    if os.path.exists(outdir):
-        shutil.rmtree(outdir)
-    os.makedirs(os.path.dirname(outdir), exist_ok=True)
-    os.rename(tmp, outdir)
-    print(f"wrote {outdir} in {time.time() - t0:.1f}s", flush=True)
-    return 0
+    write_json(P("MANIFEST.json"), manifest(tmp))
+    log(f"MANIFEST.json; built in {time.time() - t0:.1f}s")
+
+
+def manifest(tmp):
+    P = lambda *parts: os.path.join(tmp, *parts)  # noqa: E731
+    fixtures = []
+
+    def versioned(name, notes, expected=True):
+        versions = rel_versions(tmp, name)
+        fixtures.append({
+            "path": name,
+            "layout": "versioned",
+            "versions": versions,
+            "signatures": signature_defs(P(name, str(versions[0]))),
+            "expected": f"{name}.expected.json" if expected else None,
+            "notes": notes,
+        })
+
+    versioned("iris", "Keras MLP 4 -> 16 relu -> 3 softmax, model.export(); "
+              "versions 1, 2, 9, 10 have different weights (10 sorts after 9 numerically)")
+    fixtures.append({
+        "path": "iris_plain",
+        "layout": "plain (saved_model.pb at the top, no version folder; expected key \"1\")",
+        "versions": [],
+        "signatures": signature_defs(P("iris_plain")),
+        "expected": "iris_plain.expected.json",
+        "notes": "same kind of model as iris, own weights",
+    })
+    versioned("multi_io", "tf.Module; several named inputs/outputs incl. int64 beyond 2^53, "
+              "strings (one input not UTF-8), int32 output")
+    versioned("all_dtypes", "tf.Module; identity per dtype (in_<dtype> -> out_<dtype>) for "
+              + ", ".join(DTYPES) + "; raw_bytes returns b'\\xff\\xfe' per row (not UTF-8)")
+    versioned("two_signatures", "serving_default: y = 2x; triple: y = 3x")
+    versioned("predict_and_other", "no serving_default; predict: y = x + 1; other: y = x - 1")
+    versioned("ambiguous", "neither serving_default nor predict: alpha and beta (both identity)")
+    versioned("mlp1024", "Keras Dense 1024 -> 1024 relu -> 1024 relu -> 1024, model.export(); "
+              "~12 MB of float32 weights, for benchmarks")
+    fixtures.append({
+        "path": "zoo",
+        "layout": "Cortex models.dir: <model>/<version>/",
+        "models": {"iris": rel_versions(P("zoo"), "iris"),
+                   "multi_io": rel_versions(P("zoo"), "multi_io")},
+        "notes": "copies of iris/1, iris/2 and multi_io/1 (same expected outputs)",
+    })
+    fixtures.append({
+        "path": "neuron",
+        "layout": "Inferentia: <version>/saved_model.pb only (no variables/)",
+        "versions": [1],
+        "notes": "iris/1's saved_model.pb alone",
+    })
+    for path, notes in [
+        ("invalid/mixed", "version 1 is valid, but a non-numeric folder extra/ sits beside it"),
+        ("invalid/missing_index", "1/variables/variables.index deleted"),
+        ("invalid/empty", "empty folder"),
+        ("invalid/keras_saved_model_save",
+         "Keras 3 model written with tf.saved_model.save: loads, first run fails "
+         "(variables not found)"),
+        ("invalid/not_a_model",
+         "1/saved_model.pb is junk; fake variables files; passes layout checks, fails to load"),
+    ]:
+        fixtures.append({"path": path, "layout": "invalid", "notes": notes})
+    return {
+        "generator": "scripts/make_models.py",
+        "tensorflow": tf.__version__,
+        "tags": ["serve"],
+        "expected_format": "<model>.expected.json beside the model folder: "
+                           "{version: {signature: [{inputs, outputs: {name: {dtype, shape, values}}}]}}",
+        "fixtures": fixtures,
+    }
 
 
 if __name__ == "__main__":

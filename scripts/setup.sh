@@ -15,6 +15,20 @@ MODELS_STAMP="$MODELS/.stamp"
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# Several checkouts/engineers may run this at once: serialise on a per-checkout lock.
+if command -v flock >/dev/null 2>&1; then
+  LOCK="${TMPDIR:-/tmp}/soma-setup-$(pwd -P | sha256sum | cut -c1-16).lock"
+  exec 9>"$LOCK"
+  flock 9
+fi
+
+# An existing venv on another Python than 3.11 is rebuilt.
+if [ -x "$VENV/bin/python" ] &&
+  ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  echo "==> $VENV is not Python 3.11: recreating it"
+  rm -rf "$VENV"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   if [ -x "$PYTHON_PREFERRED" ]; then
     PY="$PYTHON_PREFERRED"
@@ -42,7 +56,15 @@ want="$(sha "$GEN")"
 have="$(cat "$MODELS_STAMP" 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "==> generating model fixtures in $MODELS"
-  TF_CPP_MIN_LOG_LEVEL=2 "$VENV/bin/python" "$GEN" "$MODELS"
+  # TensorFlow's start-up chatter goes to a log, shown only if generation fails.
+  log="$(mktemp)"
+  if ! TF_CPP_MIN_LOG_LEVEL=2 "$VENV/bin/python" "$GEN" "$MODELS" 2>"$log"; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "error: $GEN failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$MODELS_STAMP"
 else
   echo "==> model fixtures up to date"
