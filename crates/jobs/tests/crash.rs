@@ -78,6 +78,8 @@ struct ChildLog {
     /// Taken before the child started, so no lease of the child expires before
     /// `started + CHILD_LEASE`.
     started: Instant,
+    /// Taken after the SIGKILL: every lease of the child expires by `killed + CHILD_LEASE`.
+    killed: Instant,
     submitted: Vec<WorkloadId>,
     claimed: HashSet<WorkloadId>,
     finished: HashMap<WorkloadId, Status>,
@@ -114,6 +116,7 @@ fn run_and_kill(dir: &Path, kill_after: usize) -> ChildLog {
 
     let mut log = ChildLog {
         started,
+        killed: started,
         submitted: Vec::new(),
         claimed: HashSet::new(),
         finished: HashMap::new(),
@@ -151,6 +154,7 @@ fn run_and_kill(dir: &Path, kill_after: usize) -> ChildLog {
         }
     }
     child.kill().expect("SIGKILL child"); // std's kill() is SIGKILL on Unix
+    log.killed = Instant::now();
     let status = child.wait().expect("reap child");
     assert!(
         !status.success(),
@@ -249,8 +253,9 @@ async fn check_after_crash(dir: &Path, log: &ChildLog) {
             .expect("complete");
     }
 
-    // 3. After the leases expire, every workload the child held comes back.
-    let wait = CHILD_LEASE.saturating_sub(log.started.elapsed());
+    // 3. After the leases expire, every workload the child held comes back. (Leases taken
+    //    late in the child's life expire up to CHILD_LEASE after the kill, not the start.)
+    let wait = CHILD_LEASE.saturating_sub(log.killed.elapsed());
     tokio::time::sleep(wait + Duration::from_millis(200)).await;
     let late = drain(&backend, &api).await;
     let late_ids: HashSet<_> = late.iter().map(|c| c.lease.id.clone()).collect();
