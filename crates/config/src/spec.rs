@@ -57,6 +57,7 @@ impl fmt::Display for HandlerType {
     }
 }
 
+/// `handler.log_level` (default `info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Debug,
@@ -78,12 +79,14 @@ pub struct HandlerSpec {
     pub tensorflow_serving_image: Option<String>,
     pub env: BTreeMap<String, String>,
     pub log_level: LogLevel,
-    pub shm_size: Option<String>,
+    /// Size of the memory-backed `/dev/shm`; never more than `compute.mem`.
+    pub shm_size: Option<Memory>,
     pub dependencies: Dependencies,
     pub processes_per_replica: u32,
     pub threads_per_process: u32,
 }
 
+/// `handler.dependencies`: project-relative files installed at start (all optional).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependencies {
     pub pip: String,
@@ -125,16 +128,48 @@ pub struct ThreadPools {
     pub inter_op: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
+/// `compute`: what one replica asks for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Compute {
-    pub cpu: String,
-    pub mem: Option<String>,
+    /// Default `200m`, at least `20m`.
+    pub cpu: Cpu,
+    /// At least `20Mi` when given.
+    pub mem: Option<Memory>,
     pub gpu: u32,
+    /// 0 or 1 (Cortex's limit), not together with `gpu`.
     pub inf: u32,
+    /// `None`: any node group.
     pub node_groups: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone)]
+/// A CPU quantity as written (`200m`, `1`, `0.5`) and its value in millicores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cpu {
+    pub text: String,
+    pub millicores: f64,
+}
+
+/// A memory quantity as written (`512Mi`, `2G`, `1048576`) and its value in bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory {
+    pub text: String,
+    pub bytes: f64,
+}
+
+impl fmt::Display for Cpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// `autoscaling`, with Cortex's defaults. soma runs `init_replicas` workers.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Autoscaling {
     pub min_replicas: u32,
     pub max_replicas: u32,
@@ -150,14 +185,48 @@ pub struct Autoscaling {
     pub upscale_tolerance: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `update_strategy` (default 25% each; never both zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpdateStrategy {
-    pub max_surge: String,
-    pub max_unavailable: String,
+    pub max_surge: IntOrPercent,
+    pub max_unavailable: IntOrPercent,
+}
+
+/// A replica count or a percentage (0–100) of the replicas, like Kubernetes' IntOrString.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntOrPercent {
+    Int(u32),
+    Percent(u32),
+}
+
+impl IntOrPercent {
+    pub fn is_zero(self) -> bool {
+        matches!(self, IntOrPercent::Int(0) | IntOrPercent::Percent(0))
+    }
+}
+
+impl fmt::Display for IntOrPercent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntOrPercent::Int(n) => write!(f, "{n}"),
+            IntOrPercent::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Networking {
     /// Canonical: a leading `/`, no trailing `/`.
     pub endpoint: String,
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        })
+    }
 }

@@ -1,476 +1,854 @@
 //! Every validation rule, with the exact message and field path it reports.
 
-use std::path::Path;
-use std::time::Duration;
-
-use soma_config::{HandlerType, LogLevel, ModelSource, parse};
-use soma_core::ModelLocation;
+use serde_yaml::Value;
+use soma_config::{ConfigError, parse};
 
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("handler.py"), "class Handler: pass\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "").unwrap();
     std::fs::create_dir(dir.path().join("lib")).unwrap();
     dir
 }
 
-/// A valid tensorflow API with `extra` lines appended under `handler:` (4-space indent) or
-/// at the API level (2-space indent).
-fn api(extra_handler: &str, extra_api: &str) -> String {
-    format!(
-        "- name: iris\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: handler.py\n    models:\n      path: s3://bucket/iris/\n{extra_handler}{extra_api}"
+/// A valid tensorflow API, as YAML, to be edited by `set`.
+fn tf_api() -> Value {
+    serde_yaml::from_str(
+        "name: iris\nkind: AsyncAPI\nhandler:\n  type: tensorflow\n  path: handler.py\n  models:\n    path: s3://bucket/iris/\n",
     )
+    .unwrap()
 }
 
-fn errors(yaml: &str) -> Vec<String> {
+/// `api` with `yaml` (a YAML value) at the dotted `path`; `~` removes the key.
+fn set(mut api: Value, path: &str, yaml: &str) -> Value {
+    let keys: Vec<&str> = path.split('.').collect();
+    let (last, parents) = keys.split_last().unwrap();
+    let mut node = &mut api;
+    for key in parents {
+        if node.get(*key).is_none_or(Value::is_null) {
+            node[*key] = Value::Mapping(Default::default());
+        }
+        node = node.get_mut(*key).unwrap();
+    }
+    let map = node.as_mapping_mut().unwrap();
+    if yaml == "~" {
+        map.remove(*last);
+    } else {
+        map.insert((*last).into(), serde_yaml::from_str(yaml).unwrap());
+    }
+    api
+}
+
+fn python_api() -> Value {
+    let api = set(tf_api(), "handler.type", "python");
+    set(api, "handler.models", "~")
+}
+
+fn to_yaml(apis: &[Value]) -> String {
+    serde_yaml::to_string(&apis).unwrap()
+}
+
+/// Errors of `yaml` in a fresh project, with the temp-dir prefix of the file removed.
+fn errors_of(yaml: &str) -> Vec<String> {
     let dir = project();
     match parse(yaml, &dir.path().join("cortex.yaml")) {
         Ok(_) => Vec::new(),
-        Err(e) => {
-            e.0.iter()
-                .map(|e| {
-                    let text = e.to_string();
-                    // Drop the temp-dir file path: "<dir>/cortex.yaml: rest" -> "cortex.yaml: rest".
-                    text.rsplit_once("cortex.yaml: ")
-                        .map(|(_, rest)| format!("cortex.yaml: {rest}"))
-                        .unwrap_or(text)
-                })
-                .collect()
+        Err(e) => e.0.iter().map(relative).collect(),
+    }
+}
+
+fn relative(e: &ConfigError) -> String {
+    let mut e = e.clone();
+    e.file = e.file.file_name().unwrap().into();
+    e.to_string()
+}
+
+/// (rule, API, the one expected error).
+fn cases() -> Vec<(&'static str, Value, &'static str)> {
+    let tf = tf_api;
+    let py = python_api;
+    vec![
+        // API level
+        (
+            "name required",
+            set(tf(), "name", "~"),
+            "cortex.yaml: api at index 0 (AsyncAPI): name: must be defined",
+        ),
+        (
+            "kind required",
+            set(tf(), "kind", "~"),
+            "cortex.yaml: iris (unknown kind): kind: must be defined",
+        ),
+        (
+            "handler required",
+            set(tf(), "handler", "~"),
+            "cortex.yaml: iris (AsyncAPI): handler: must be defined",
+        ),
+        (
+            "name DNS-1035",
+            set(tf(), "name", "Iris_1"),
+            "cortex.yaml: Iris_1 (AsyncAPI): name: \"Iris_1\" must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+        ),
+        (
+            "name not ending in a dash",
+            set(tf(), "name", "iris-"),
+            "cortex.yaml: iris- (AsyncAPI): name: \"iris-\" must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+        ),
+        (
+            "name max 42",
+            set(tf(), "name", &"a".repeat(43)),
+            "cortex.yaml: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa (AsyncAPI): name: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" must be no more than 42 characters",
+        ),
+        (
+            "name not b-",
+            set(tf(), "name", "b-iris"),
+            "cortex.yaml: b-iris (AsyncAPI): name: \"b-iris\" cannot start with \"b-\"",
+        ),
+        (
+            "name is a string",
+            set(tf(), "name", "[a]"),
+            "cortex.yaml: api at index 0 (AsyncAPI): name: invalid type (expected string, found a list)",
+        ),
+        (
+            "other kinds",
+            set(tf(), "kind", "RealtimeAPI"),
+            "cortex.yaml: iris (RealtimeAPI): kind: kind RealtimeAPI is not supported by soma (only AsyncAPI)",
+        ),
+        (
+            "unknown kind",
+            set(tf(), "kind", "Lambda"),
+            "cortex.yaml: iris (Lambda): kind: invalid value (got \"Lambda\", must be \"RealtimeAPI\", \"BatchAPI\", \"TaskAPI\", \"AsyncAPI\", or \"TrafficSplitter\")",
+        ),
+        (
+            "unknown API key",
+            set(tf(), "pod", "{port: 8080}"),
+            "cortex.yaml: iris (AsyncAPI): key \"pod\" is not supported",
+        ),
+        // handler
+        (
+            "handler is a map",
+            set(tf(), "handler", "3"),
+            "cortex.yaml: iris (AsyncAPI): handler: invalid type (expected map, found the number 3)",
+        ),
+        (
+            "unknown handler key",
+            set(py(), "handler.predictor", "x"),
+            "cortex.yaml: iris (AsyncAPI): handler: key \"predictor\" is not supported",
+        ),
+        (
+            "type required",
+            set(py(), "handler.type", "~"),
+            "cortex.yaml: iris (AsyncAPI): handler: type: must be defined",
+        ),
+        (
+            "type onnx",
+            set(py(), "handler.type", "onnx"),
+            "cortex.yaml: iris (AsyncAPI): handler: type: the onnx handler type has been replaced by the python handler type; please use the python handler type instead (all onnx models are fully supported by the python handler type)",
+        ),
+        (
+            "type values",
+            set(py(), "handler.type", "pytorch"),
+            "cortex.yaml: iris (AsyncAPI): handler: type: invalid value (got \"pytorch\", must be \"python\" or \"tensorflow\")",
+        ),
+        (
+            "path required",
+            set(py(), "handler.path", "~"),
+            "cortex.yaml: iris (AsyncAPI): handler: path: must be defined",
+        ),
+        (
+            "path .py",
+            set(py(), "handler.path", "notes.txt"),
+            "cortex.yaml: iris (AsyncAPI): handler: path: notes.txt: must be a .py file",
+        ),
+        (
+            "path .pickle",
+            set(py(), "handler.path", "h.pickle"),
+            "cortex.yaml: iris (AsyncAPI): handler: path: h.pickle: pickled handlers (.pickle) are not supported by soma (they need the Python client's deploy call); point handler.path at a .py file that defines class Handler",
+        ),
+        (
+            "path inside the project",
+            set(py(), "handler.path", "../handler.py"),
+            "cortex.yaml: iris (AsyncAPI): handler: path: ../handler.py: must be a path relative to the project folder (the folder of the cortex.yaml), inside it",
+        ),
+        (
+            "models required for tensorflow",
+            set(tf(), "handler.models", "~"),
+            "cortex.yaml: iris (AsyncAPI): handler: models field must be defined for the tensorflow handler type",
+        ),
+        (
+            "models forbidden for python",
+            set(py(), "handler.models", "{path: s3://b/}"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: models is not a supported field for the python handler type",
+        ),
+        (
+            "multi_model_reloading",
+            set(py(), "handler.multi_model_reloading", "{path: s3://x/}"),
+            "cortex.yaml: iris (AsyncAPI): handler: multi_model_reloading: multi_model_reloading key is not supported for AsyncAPI kind",
+        ),
+        (
+            "server_side_batching",
+            set(py(), "handler.server_side_batching", "{max_batch_size: 8}"),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: server_side_batching key is not supported for AsyncAPI kind",
+        ),
+        (
+            "protobuf_path",
+            set(py(), "handler.protobuf_path", "x.proto"),
+            "cortex.yaml: iris (AsyncAPI): handler: protobuf_path: protobuf_path key is not supported for AsyncAPI kind",
+        ),
+        (
+            "processes_per_replica > 1",
+            set(py(), "handler.processes_per_replica", "2"),
+            "cortex.yaml: iris (AsyncAPI): handler: processes_per_replica: processes_per_replica key is not supported for AsyncAPI kind (an AsyncAPI replica runs one workload at a time; raise autoscaling.max_replicas instead)",
+        ),
+        (
+            "threads_per_process > 1",
+            set(py(), "handler.threads_per_process", "4"),
+            "cortex.yaml: iris (AsyncAPI): handler: threads_per_process: threads_per_process key is not supported for AsyncAPI kind (an AsyncAPI replica runs one workload at a time; raise autoscaling.max_replicas instead)",
+        ),
+        (
+            "threads_per_process >= 1",
+            set(py(), "handler.threads_per_process", "0"),
+            "cortex.yaml: iris (AsyncAPI): handler: threads_per_process: 0 must be greater than or equal to 1",
+        ),
+        (
+            "processes_per_replica integer",
+            set(py(), "handler.processes_per_replica", "one"),
+            "cortex.yaml: iris (AsyncAPI): handler: processes_per_replica: invalid type (expected integer, found the string \"one\")",
+        ),
+        (
+            "config is a map",
+            set(py(), "handler.config", "[1, 2]"),
+            "cortex.yaml: iris (AsyncAPI): handler: config: invalid type (expected map, found a list)",
+        ),
+        (
+            "config string keys",
+            set(py(), "handler.config", "{1: a}"),
+            "cortex.yaml: iris (AsyncAPI): handler: config: non string key found: 1",
+        ),
+        (
+            "python_path relative",
+            set(py(), "handler.python_path", "/abs"),
+            "cortex.yaml: iris (AsyncAPI): handler: python_path: /abs: must be a relative path",
+        ),
+        (
+            "python_path not ~",
+            set(py(), "handler.python_path", "~/lib"),
+            "cortex.yaml: iris (AsyncAPI): handler: python_path: ~/lib: must be a relative path",
+        ),
+        (
+            "python_path not ./",
+            set(py(), "handler.python_path", "./"),
+            "cortex.yaml: iris (AsyncAPI): handler: python_path: ./: is the project folder, which is on the Python path already; remove python_path",
+        ),
+        (
+            "python_path exists",
+            set(py(), "handler.python_path", "src"),
+            "cortex.yaml: iris (AsyncAPI): handler: python_path: src: folder does not exist in the project folder PROJECT",
+        ),
+        (
+            "python_path inside",
+            set(py(), "handler.python_path", "../lib"),
+            "cortex.yaml: iris (AsyncAPI): handler: python_path: ../lib: must be inside the project folder",
+        ),
+        (
+            "env CORTEX_",
+            set(py(), "handler.env", "{CORTEX_X: y}"),
+            "cortex.yaml: iris (AsyncAPI): handler: env: CORTEX_X: environment variables starting with CORTEX_ are reserved",
+        ),
+        (
+            "env strings",
+            set(py(), "handler.env", "{A: 1}"),
+            "cortex.yaml: iris (AsyncAPI): handler: env: A: invalid type (expected string, found the number 1)",
+        ),
+        (
+            "env is a map",
+            set(py(), "handler.env", "[A]"),
+            "cortex.yaml: iris (AsyncAPI): handler: env: invalid type (expected map of strings to strings, found a list)",
+        ),
+        (
+            "log_level values",
+            set(py(), "handler.log_level", "verbose"),
+            "cortex.yaml: iris (AsyncAPI): handler: log_level: invalid value (got \"verbose\", must be \"debug\", \"info\", \"warning\", or \"error\")",
+        ),
+        (
+            "shm_size quantity",
+            set(py(), "handler.shm_size", "lots"),
+            "cortex.yaml: iris (AsyncAPI): handler: shm_size: \"lots\" is not a valid quantity (e.g. 64Mi, 1Gi)",
+        ),
+        (
+            "shm_size <= mem",
+            set(set(py(), "handler.shm_size", "1Gi"), "compute.mem", "512Mi"),
+            "cortex.yaml: iris (AsyncAPI): handler: shm_size: handler.shm_size (1Gi) cannot exceed compute.mem (512Mi)",
+        ),
+        (
+            "dependencies keys",
+            set(py(), "handler.dependencies", "{npm: x}"),
+            "cortex.yaml: iris (AsyncAPI): handler: dependencies: key \"npm\" is not supported",
+        ),
+        (
+            "dependencies non-empty",
+            set(py(), "handler.dependencies", "{pip: ''}"),
+            "cortex.yaml: iris (AsyncAPI): handler: dependencies: pip: cannot be empty",
+        ),
+        (
+            "tensorflow_serving_image python",
+            set(
+                py(),
+                "handler.tensorflow_serving_image",
+                "tensorflow/serving:2.3.0",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: tensorflow_serving_image: tensorflow_serving_image is not a supported field for the python handler type",
+        ),
+        (
+            "image syntax",
+            set(py(), "handler.image", "Not An Image"),
+            "cortex.yaml: iris (AsyncAPI): handler: image: \"Not An Image\" is not a valid docker image path",
+        ),
+        // models
+        (
+            "models none of the three",
+            set(tf(), "handler.models", "{signature_key: x}"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: please specify only one of the following fields \"path\", \"paths\", or \"dir\"",
+        ),
+        (
+            "models all three",
+            set(
+                tf(),
+                "handler.models",
+                "{path: s3://a/, paths: [{name: x, path: s3://b/}], dir: s3://c/}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: please specify only one of the following fields \"path\", \"paths\", or \"dir\"",
+        ),
+        (
+            "models path+paths",
+            set(
+                tf(),
+                "handler.models",
+                "{path: s3://a/, paths: [{name: x, path: s3://b/}]}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: please specify either the path or paths field (both cannot be specified at the same time)",
+        ),
+        (
+            "models paths+dir",
+            set(
+                tf(),
+                "handler.models",
+                "{dir: s3://a/, paths: [{name: x, path: s3://b/}]}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: please specify either the paths or dir field (both cannot be specified at the same time)",
+        ),
+        (
+            "models path+dir",
+            set(tf(), "handler.models", "{path: s3://a/, dir: s3://b/}"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: please specify either the path or dir field (both cannot be specified at the same time)",
+        ),
+        (
+            "models cache_size",
+            set(tf(), "handler.models.cache_size", "2"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: cache_size key is not supported for AsyncAPI kind",
+        ),
+        (
+            "models disk_cache_size",
+            set(tf(), "handler.models.disk_cache_size", "2"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: disk_cache_size key is not supported for AsyncAPI kind",
+        ),
+        (
+            "models unknown key",
+            set(tf(), "handler.models.version", "1"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: key \"version\" is not supported",
+        ),
+        (
+            "model path scheme",
+            set(tf(), "handler.models.path", "gs://x"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: path: \"gs://x\": unsupported scheme; use s3://bucket/prefix/ or a local path",
+        ),
+        (
+            "model path bucket",
+            set(tf(), "handler.models.path", "s3:///x"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: path: \"s3:///x\": an S3 path needs a bucket (e.g. s3://bucket/my-dir/)",
+        ),
+        (
+            "model dir scheme",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.dir",
+                "gs://x",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: dir: \"gs://x\": unsupported scheme; use s3://bucket/prefix/ or a local path",
+        ),
+        (
+            "signature_key non-empty",
+            set(tf(), "handler.models.signature_key", "''"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: signature_key: cannot be empty",
+        ),
+        (
+            "paths non-empty",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: must contain at least 1 elements",
+        ),
+        (
+            "paths is a list",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "{a: b}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: invalid type (expected list of maps, found a map)",
+        ),
+        (
+            "paths name required",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{path: s3://b/}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: 0: name: must be defined",
+        ),
+        (
+            "paths path required",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: a: path: must be defined",
+        ),
+        (
+            "paths name characters",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a.b, path: s3://b/}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: a.b: name: \"a.b\" must contain only letters, numbers, underscores, and dashes",
+        ),
+        (
+            "paths reserved name",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: _cortex_default, path: s3://b/}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: _cortex_default: _cortex_default: is a reserved name; please specify a different model name",
+        ),
+        (
+            "paths unique names",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a, path: s3://b/}, {name: a, path: s3://c/}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: cannot have multiple models with the same name (a)",
+        ),
+        (
+            "paths signature_key non-empty",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a, path: s3://b/, signature_key: ''}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: a: signature_key: cannot be empty",
+        ),
+        (
+            "paths entry keys",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a, path: s3://b/, cache: 1}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: 0: key \"cache\" is not supported",
+        ),
+        (
+            "threads non-negative",
+            set(tf(), "handler.models.intra_op_threads", "-1"),
+            "cortex.yaml: iris (AsyncAPI): handler: models: intra_op_threads: -1 must be greater than or equal to 0",
+        ),
+        (
+            "paths threads integer",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a, path: s3://b/, inter_op_threads: many}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: a: inter_op_threads: invalid type (expected integer, found the string \"many\")",
+        ),
+        // compute
+        (
+            "cpu >= 20m",
+            set(tf(), "compute.cpu", "10m"),
+            "cortex.yaml: iris (AsyncAPI): compute: cpu: 10m must be greater than or equal to 20m",
+        ),
+        (
+            "cpu quantity",
+            set(tf(), "compute.cpu", "fast"),
+            "cortex.yaml: iris (AsyncAPI): compute: cpu: \"fast\" is not a valid quantity (e.g. 200m, 1, 0.5, 512Mi, 2Gi)",
+        ),
+        (
+            "mem >= 20Mi",
+            set(tf(), "compute.mem", "10Mi"),
+            "cortex.yaml: iris (AsyncAPI): compute: mem: 10Mi must be greater than or equal to 20Mi",
+        ),
+        (
+            "gpu >= 0",
+            set(tf(), "compute.gpu", "-1"),
+            "cortex.yaml: iris (AsyncAPI): compute: gpu: -1 must be greater than or equal to 0",
+        ),
+        (
+            "inf >= 0",
+            set(tf(), "compute.inf", "-2"),
+            "cortex.yaml: iris (AsyncAPI): compute: inf: -2 must be greater than or equal to 0",
+        ),
+        (
+            "gpu with inf",
+            set(set(tf(), "compute.gpu", "1"), "compute.inf", "1"),
+            "cortex.yaml: iris (AsyncAPI): compute: gpu and inf resources cannot be used together",
+        ),
+        (
+            "inf <= 1",
+            set(tf(), "compute.inf", "2"),
+            "cortex.yaml: iris (AsyncAPI): compute: inf: cannot request 2 Infs (currently only 1 Inf can be used per API replica, due to AWS's bug: https://github.com/aws/aws-neuron-sdk/issues/110)",
+        ),
+        (
+            "node_groups non-empty",
+            set(tf(), "compute.node_groups", "[]"),
+            "cortex.yaml: iris (AsyncAPI): compute: node_groups: must contain at least 1 elements",
+        ),
+        (
+            "node_groups names",
+            set(tf(), "compute.node_groups", "[a b]"),
+            "cortex.yaml: iris (AsyncAPI): compute: node_groups: \"a b\" must contain only letters, numbers, underscores, and dashes",
+        ),
+        (
+            "node_groups unique",
+            set(tf(), "compute.node_groups", "[ng, ng]"),
+            "cortex.yaml: iris (AsyncAPI): compute: node_groups: \"ng\" is duplicated",
+        ),
+        (
+            "compute keys",
+            set(tf(), "compute.disk", "1Gi"),
+            "cortex.yaml: iris (AsyncAPI): compute: key \"disk\" is not supported",
+        ),
+        // autoscaling
+        (
+            "min_replicas >= 0",
+            set(tf(), "autoscaling.min_replicas", "-1"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: min_replicas: -1 must be greater than or equal to 0",
+        ),
+        (
+            "max_replicas > 0",
+            set(tf(), "autoscaling.max_replicas", "0"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_replicas: 0 must be greater than 0",
+        ),
+        (
+            "init_replicas > 0",
+            set(
+                set(tf(), "autoscaling.min_replicas", "0"),
+                "autoscaling.init_replicas",
+                "0",
+            ),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: init_replicas: 0 must be greater than 0",
+        ),
+        (
+            "min <= max",
+            set(
+                set(tf(), "autoscaling.min_replicas", "5"),
+                "autoscaling.max_replicas",
+                "2",
+            ),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: min_replicas: min_replicas cannot be greater than max_replicas (5 > 2)",
+        ),
+        (
+            "init <= max",
+            set(tf(), "autoscaling.init_replicas", "200"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: init_replicas: init_replicas cannot be greater than max_replicas (200 > 100)",
+        ),
+        (
+            "init >= min",
+            set(
+                set(tf(), "autoscaling.min_replicas", "3"),
+                "autoscaling.init_replicas",
+                "2",
+            ),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: init_replicas: init_replicas cannot be less than min_replicas (2 < 3)",
+        ),
+        (
+            "max_replica_concurrency <= 30000",
+            set(tf(), "autoscaling.max_replica_concurrency", "30001"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_replica_concurrency: 30001 must be less than or equal to 30000",
+        ),
+        (
+            "max_replica_concurrency > 0",
+            set(tf(), "autoscaling.max_replica_concurrency", "0"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_replica_concurrency: 0 must be greater than 0",
+        ),
+        (
+            "target_replica_concurrency > 0",
+            set(tf(), "autoscaling.target_replica_concurrency", "0"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: target_replica_concurrency: 0 must be greater than 0",
+        ),
+        (
+            "target <= max concurrency",
+            set(
+                set(tf(), "autoscaling.max_replica_concurrency", "4"),
+                "autoscaling.target_replica_concurrency",
+                "8",
+            ),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: target_replica_concurrency: target_replica_concurrency cannot be greater than max_replica_concurrency (8 > 4)",
+        ),
+        (
+            "window >= 10s",
+            set(tf(), "autoscaling.window", "5s"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: window: 5s must be greater than or equal to 10s",
+        ),
+        (
+            "window multiple of 10s",
+            set(tf(), "autoscaling.window", "15s"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: window: 15s is not a multiple of 10s",
+        ),
+        (
+            "window duration",
+            set(tf(), "autoscaling.window", "soon"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: window: \"soon\" is not a valid duration (e.g. 60s, 5m, 1h30m)",
+        ),
+        (
+            "window is a string",
+            set(tf(), "autoscaling.window", "60"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: window: invalid type (expected string, found the number 60)",
+        ),
+        (
+            "stabilization >= 0",
+            set(tf(), "autoscaling.downscale_stabilization_period", "-5m"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: downscale_stabilization_period: -5m must be greater than or equal to 0s",
+        ),
+        (
+            "upscale stabilization duration",
+            set(tf(), "autoscaling.upscale_stabilization_period", "1 minute"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: upscale_stabilization_period: \"1 minute\" is not a valid duration (e.g. 60s, 5m, 1h30m)",
+        ),
+        (
+            "max_downscale_factor < 1",
+            set(tf(), "autoscaling.max_downscale_factor", "1"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_downscale_factor: 1 must be less than 1",
+        ),
+        (
+            "max_downscale_factor >= 0",
+            set(tf(), "autoscaling.max_downscale_factor", "-0.5"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_downscale_factor: -0.5 must be greater than or equal to 0",
+        ),
+        (
+            "max_upscale_factor > 1",
+            set(tf(), "autoscaling.max_upscale_factor", "1"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_upscale_factor: 1 must be greater than 1",
+        ),
+        (
+            "downscale_tolerance < 1",
+            set(tf(), "autoscaling.downscale_tolerance", "1.5"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: downscale_tolerance: 1.5 must be less than 1",
+        ),
+        (
+            "upscale_tolerance >= 0",
+            set(tf(), "autoscaling.upscale_tolerance", "-0.1"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: upscale_tolerance: -0.1 must be greater than or equal to 0",
+        ),
+        (
+            "factor is a number",
+            set(tf(), "autoscaling.max_upscale_factor", "big"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: max_upscale_factor: invalid type (expected float, found the string \"big\")",
+        ),
+        (
+            "autoscaling keys",
+            set(tf(), "autoscaling.target", "1"),
+            "cortex.yaml: iris (AsyncAPI): autoscaling: key \"target\" is not supported",
+        ),
+        // update_strategy
+        (
+            "surge and unavailable not both zero",
+            set(
+                set(tf(), "update_strategy.max_surge", "0"),
+                "update_strategy.max_unavailable",
+                "0%",
+            ),
+            "cortex.yaml: iris (AsyncAPI): update_strategy: max_surge and max_unavailable cannot both be zero",
+        ),
+        (
+            "percent <= 100",
+            set(tf(), "update_strategy.max_surge", "120%"),
+            "cortex.yaml: iris (AsyncAPI): update_strategy: max_surge: \"120%\" must be a non-negative integer or a percentage between 0% and 100% (e.g. 25%)",
+        ),
+        (
+            "int >= 0",
+            set(tf(), "update_strategy.max_unavailable", "-1"),
+            "cortex.yaml: iris (AsyncAPI): update_strategy: max_unavailable: \"-1\" must be a non-negative integer or a percentage between 0% and 100% (e.g. 25%)",
+        ),
+        (
+            "update_strategy keys",
+            set(tf(), "update_strategy.type", "Recreate"),
+            "cortex.yaml: iris (AsyncAPI): update_strategy: key \"type\" is not supported",
+        ),
+        // networking
+        (
+            "endpoint not /",
+            set(tf(), "networking.endpoint", "/"),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: \"/\" is not allowed (an endpoint cannot be \"/\")",
+        ),
+        (
+            "endpoint no //",
+            set(tf(), "networking.endpoint", "a//b"),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: \"a//b\" cannot contain adjacent slashes",
+        ),
+        (
+            "endpoint characters",
+            set(tf(), "networking.endpoint", "a b"),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: \"a b\" must contain only letters, numbers, underscores, dashes, periods, and slashes",
+        ),
+        (
+            "endpoint length",
+            set(tf(), "networking.endpoint", &"a".repeat(1001)),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: \"aaaaaaaaaaaaaaaaaaaa\"... must be no more than 1000 characters",
+        ),
+        (
+            "endpoint reserved",
+            set(tf(), "networking.endpoint", "/metrics/"),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: /metrics is reserved by the soma gateway (it serves /healthz, /readyz, /metrics)",
+        ),
+        (
+            "networking keys",
+            set(tf(), "networking.api_gateway", "none"),
+            "cortex.yaml: iris (AsyncAPI): networking: key \"api_gateway\" is not supported",
+        ),
+    ]
+}
+
+#[test]
+fn each_rule_reports_one_error_with_its_exact_path_and_message() {
+    let mut failures = Vec::new();
+    let cases = cases();
+    for (rule, api, expected) in &cases {
+        let dir = project();
+        let yaml = to_yaml(std::slice::from_ref(api));
+        let found: Vec<String> = match parse(&yaml, &dir.path().join("cortex.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(relative).collect(),
+        };
+        let expected = expected.replace("PROJECT", &dir.path().display().to_string());
+        if found != [expected.clone()] {
+            failures.push(format!(
+                "{rule}:\n  expected {expected:?}\n  found    {found:?}"
+            ));
         }
     }
-}
-
-fn assert_error(yaml: &str, expected: &str) {
-    let found = errors(yaml);
     assert!(
-        found.iter().any(|e| e == expected),
-        "expected {expected:?}\nfound {found:#?}"
+        failures.is_empty(),
+        "{} of {} rules failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
     );
 }
 
 #[test]
-fn a_minimal_api_gets_cortex_defaults() {
+fn errors_carry_the_api_and_the_field_path_as_data() {
     let dir = project();
-    let config = parse(&api("", ""), &dir.path().join("cortex.yaml")).unwrap();
-    let api = &config.apis[0];
-    assert_eq!(api.name, "iris");
-    assert_eq!(api.kind.to_string(), "AsyncAPI");
-    assert_eq!(api.handler.handler_type, HandlerType::TensorFlow);
-    assert_eq!(api.handler.log_level, LogLevel::Info);
-    assert!(api.handler.config.is_empty());
-    assert_eq!(api.handler.dependencies.pip, "requirements.txt");
-    assert_eq!(api.compute.cpu, "200m");
-    assert_eq!((api.compute.gpu, api.compute.inf), (0, 0));
-    let a = &api.autoscaling;
-    assert_eq!(
-        (
-            a.min_replicas,
-            a.max_replicas,
-            a.init_replicas,
-            a.max_replica_concurrency
-        ),
-        (1, 100, 1, 1024)
-    );
-    assert_eq!(a.window, Duration::from_secs(60));
-    assert_eq!(a.downscale_stabilization_period, Duration::from_secs(300));
-    assert_eq!(a.upscale_stabilization_period, Duration::from_secs(60));
-    assert_eq!((a.max_downscale_factor, a.max_upscale_factor), (0.75, 1.5));
-    assert_eq!(
-        (
-            a.downscale_tolerance,
-            a.upscale_tolerance,
-            a.target_replica_concurrency
-        ),
-        (0.05, 0.05, 1.0)
-    );
-    assert_eq!(api.update_strategy.max_surge, "25%");
-    assert_eq!(api.networking.endpoint, "/iris");
-    assert_eq!(config.project_dir, dir.path());
-}
-
-#[test]
-fn the_three_models_forms_and_local_paths() {
-    let dir = project();
-    let file = dir.path().join("cortex.yaml");
-    let single = parse(
-        &api("", "").replace("s3://bucket/iris/", "models/iris"),
-        &file,
-    )
-    .unwrap();
-    let ModelSource::Single(loc) = &single.apis[0].handler.models.as_ref().unwrap().source else {
-        panic!()
+    let yaml = to_yaml(&[set(tf_api(), "handler.models.path", "gs://x")]);
+    let errors = parse(&yaml, &dir.path().join("cortex.yaml")).unwrap_err();
+    let [e] = errors.0.as_slice() else {
+        panic!("{errors}")
     };
-    assert_eq!(loc, &ModelLocation::Local(dir.path().join("models/iris")));
-
-    let named = "- name: a\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: handler.py\n    models:\n      signature_key: predict\n      intra_op_threads: 2\n      paths:\n        - name: iris\n          path: s3://b/iris\n          inter_op_threads: 1\n        - name: other\n          path: /abs/other\n          signature_key: serving_default\n";
-    let config = parse(named, &file).unwrap();
-    let models = config.apis[0].handler.models.as_ref().unwrap();
-    assert_eq!(models.signature_key.as_deref(), Some("predict"));
-    assert_eq!(models.threads.intra_op, Some(2));
-    let ModelSource::Named(list) = &models.source else {
-        panic!()
-    };
-    assert_eq!(list[0].location.to_string(), "s3://b/iris/");
-    assert_eq!(list[0].threads.inter_op, Some(1));
-    assert_eq!(list[1].signature_key.as_deref(), Some("serving_default"));
-
-    let dir_form = api("", "").replace("path: s3://bucket/iris/", "dir: s3://bucket/zoo");
-    let config = parse(&dir_form, &file).unwrap();
-    assert!(matches!(
-        config.apis[0].handler.models.as_ref().unwrap().source,
-        ModelSource::Dir(_)
-    ));
-}
-
-#[test]
-fn models_rules() {
-    let both = api("", "").replace(
-        "      path: s3://bucket/iris/\n",
-        "      path: s3://a/\n      paths:\n        - name: x\n          path: s3://b/\n",
-    );
-    assert_error(
-        &both,
-        "cortex.yaml: iris (AsyncAPI): handler: models: please specify either the path or paths field (both cannot be specified at the same time)",
-    );
-    let none = api("", "").replace(
-        "      path: s3://bucket/iris/\n",
-        "      signature_key: x\n",
-    );
-    assert_error(
-        &none,
-        "cortex.yaml: iris (AsyncAPI): handler: models: please specify only one of the following fields \"path\", \"paths\", or \"dir\"",
-    );
-    let path_dir = api("", "").replace(
-        "      path: s3://bucket/iris/\n",
-        "      path: s3://a/\n      dir: s3://b/\n",
-    );
-    assert_error(
-        &path_dir,
-        "cortex.yaml: iris (AsyncAPI): handler: models: please specify either the path or dir field (both cannot be specified at the same time)",
-    );
-    let paths_dir = api("", "").replace(
-        "      path: s3://bucket/iris/\n",
-        "      dir: s3://a/\n      paths:\n        - name: x\n          path: s3://b/\n",
-    );
-    assert_error(
-        &paths_dir,
-        "cortex.yaml: iris (AsyncAPI): handler: models: please specify either the paths or dir field (both cannot be specified at the same time)",
-    );
-    let reserved = api("", "").replace(
-        "      path: s3://bucket/iris/\n",
-        "      paths:\n        - name: _cortex_default\n          path: s3://b/\n",
-    );
-    assert_error(
-        &reserved,
-        "cortex.yaml: iris (AsyncAPI): handler: models: paths: _cortex_default: _cortex_default: is a reserved name; please specify a different model name",
-    );
-    let dup = api("", "").replace("      path: s3://bucket/iris/\n", "      paths:\n        - name: a\n          path: s3://b/\n        - name: a\n          path: s3://c/\n");
-    assert_error(
-        &dup,
-        "cortex.yaml: iris (AsyncAPI): handler: models: paths: cannot have multiple models with the same name (a)",
-    );
-    let cache = api("      cache_size: 2\n", "");
-    assert_error(
-        &cache,
-        "cortex.yaml: iris (AsyncAPI): handler: models: cache_size key is not supported for AsyncAPI kind",
-    );
-    let scheme = api("", "").replace("s3://bucket/iris/", "gs://bucket/iris");
-    assert_error(
-        &scheme,
-        "cortex.yaml: iris (AsyncAPI): handler: models: path: \"gs://bucket/iris\": unsupported scheme; use s3://bucket/prefix/ or a local path",
-    );
-    let empty_key = api("", "").replace(
-        "      path: s3://bucket/iris/\n",
-        "      path: s3://bucket/iris/\n      signature_key: \"\"\n",
-    );
-    assert_error(
-        &empty_key,
-        "cortex.yaml: iris (AsyncAPI): handler: models: signature_key: must not be empty",
-    );
-}
-
-#[test]
-fn handler_rules() {
-    let base = "- name: p\n  kind: AsyncAPI\n  handler:\n    type: TYPE\n    path: handler.py\n";
-    assert_error(
-        &base.replace("TYPE", "onnx"),
-        "cortex.yaml: p (AsyncAPI): handler: type: the onnx handler type has been replaced by the python handler type; please use the python handler type instead (all onnx models are fully supported by the python handler type)",
-    );
-    assert_error(
-        &base.replace("TYPE", "tensorflow"),
-        "cortex.yaml: p (AsyncAPI): handler: models field must be defined for the tensorflow handler type",
-    );
-    let python_models = format!(
-        "{}    models:\n      path: s3://b/\n",
-        base.replace("TYPE", "python")
-    );
-    assert_error(
-        &python_models,
-        "cortex.yaml: p (AsyncAPI): handler: models: models is not a supported field for the python handler type",
-    );
-    let python = base.replace("TYPE", "python");
-    for (extra, expected) in [
-        (
-            "    server_side_batching:\n      max_batch_size: 8\n",
-            "handler: server_side_batching: server_side_batching key is not supported for AsyncAPI kind",
-        ),
-        (
-            "    multi_model_reloading:\n      path: s3://x/\n",
-            "handler: multi_model_reloading: multi_model_reloading key is not supported for AsyncAPI kind",
-        ),
-        (
-            "    protobuf_path: x.proto\n",
-            "handler: protobuf_path: protobuf_path key is not supported for AsyncAPI kind",
-        ),
-        (
-            "    env:\n      CORTEX_X: y\n",
-            "handler: env: CORTEX_X: environment variables starting with CORTEX_ are reserved",
-        ),
-        (
-            "    log_level: verbose\n",
-            "handler: log_level: invalid value \"verbose\"; must be one of debug, info, warning, error",
-        ),
-        (
-            "    python_path: /abs\n",
-            "handler: python_path: /abs: must be a relative path",
-        ),
-        (
-            "    python_path: ./\n",
-            "handler: python_path: ./: is the project folder, which is on the Python path already; remove python_path",
-        ),
-        (
-            "    tensorflow_serving_image: x\n",
-            "handler: tensorflow_serving_image: tensorflow_serving_image is not a supported field for the python handler type",
-        ),
-        (
-            "    config: [1, 2]\n",
-            "handler: config: must be a map with string keys",
-        ),
-        (
-            "    unknown_field: 1\n",
-            "handler: unknown_field: key is not supported",
-        ),
-        (
-            "    shm_size: 1Gi\n",
-            "handler: shm_size: handler.shm_size (1Gi) cannot exceed compute.mem (512Mi)",
-        ),
-    ] {
-        let yaml = format!("{python}{extra}  compute:\n    mem: 512Mi\n");
-        assert_error(&yaml, &format!("cortex.yaml: p (AsyncAPI): {expected}"));
-    }
-    let processes = format!("{python}    processes_per_replica: 2\n");
-    assert!(
-        errors(&processes)[0]
-            .contains("processes_per_replica key is not supported for AsyncAPI kind")
-    );
-    let missing_file = base
-        .replace("TYPE", "python")
-        .replace("handler.py", "nope.py");
-    assert!(
-        errors(&missing_file)[0].contains("handler: path: nope.py: file does not exist"),
-        "{:?}",
-        errors(&missing_file)
-    );
-    let pickle = base
-        .replace("TYPE", "python")
-        .replace("handler.py", "h.pickle");
-    assert!(errors(&pickle)[0].contains("not supported by soma"));
-    let good = format!(
-        "{python}    python_path: lib\n    env:\n      A: b\n    config:\n      k: [1, {{x: y}}]\n"
-    );
-    let dir = project();
-    let config = parse(&good, &dir.path().join("cortex.yaml")).unwrap();
-    assert_eq!(config.apis[0].handler.env["A"], "b");
+    assert_eq!(e.file, dir.path().join("cortex.yaml"));
+    assert_eq!(e.api.as_deref(), Some("iris (AsyncAPI)"));
+    assert_eq!(e.path, ["handler", "models", "path"]);
     assert_eq!(
-        config.apis[0].handler.config["k"],
-        serde_json::json!([1, {"x": "y"}])
+        e.message,
+        "\"gs://x\": unsupported scheme; use s3://bucket/prefix/ or a local path"
     );
 }
 
 #[test]
-fn api_level_rules() {
-    assert_error(
-        &api("", "").replace("name: iris", "name: Iris_1"),
-        "cortex.yaml: Iris_1 (AsyncAPI): name: must contain only lower case letters, numbers, and dashes, start with a letter, and cannot end with a dash",
-    );
-    assert_error(
-        &api("", "").replace("name: iris", "name: b-iris"),
-        "cortex.yaml: b-iris (AsyncAPI): name: cannot start with \"b-\"",
-    );
-    let long = "a".repeat(43);
-    assert_error(
-        &api("", "").replace("name: iris", &format!("name: {long}")),
-        &format!(
-            "cortex.yaml: {long} (AsyncAPI): name: must be no more than 42 characters (got 43)"
-        ),
-    );
-    assert_error(
-        &api("", "").replace("kind: AsyncAPI", "kind: RealtimeAPI"),
-        "cortex.yaml: iris (RealtimeAPI): kind: kind RealtimeAPI is not supported by soma (only AsyncAPI)",
-    );
-    assert_error(
-        &api("", "").replace("kind: AsyncAPI", "kind: Lambda"),
-        "cortex.yaml: iris (Lambda): kind: invalid value \"Lambda\"; must be one of RealtimeAPI, BatchAPI, TaskAPI, AsyncAPI, TrafficSplitter",
-    );
-    assert_error(
-        "- kind: AsyncAPI\n",
-        "cortex.yaml: API #1: name: key must be specified",
-    );
-    assert_error(
-        &api("", "  pod:\n    port: 8080\n"),
-        "cortex.yaml: iris (AsyncAPI): pod: key is not supported",
-    );
-    let twice = format!(
-        "{}{}",
-        api("", ""),
-        api("", "  networking:\n    endpoint: /other\n")
-    );
-    assert_error(
-        &twice,
-        "cortex.yaml: iris (AsyncAPI): name: an API with this name is defined more than once",
-    );
-    let clash = format!(
-        "{}{}",
-        api("", ""),
-        api("", "  networking:\n    endpoint: iris/\n").replace("name: iris", "name: other")
-    );
-    assert_error(
-        &clash,
-        "cortex.yaml: other (AsyncAPI): networking: endpoint: /iris is already used by API iris",
-    );
-}
-
-#[test]
-fn compute_autoscaling_update_and_networking_rules() {
-    for (extra, expected) in [
-        (
-            "  compute:\n    cpu: 10m\n",
-            "compute: cpu: must be at least 20m (got 10m)",
-        ),
-        (
-            "  compute:\n    mem: 10Mi\n",
-            "compute: mem: must be at least 20Mi (got 10Mi)",
-        ),
-        (
-            "  compute:\n    gpu: 1\n    inf: 1\n",
-            "compute: gpu and inf resources cannot be used together",
-        ),
-        (
-            "  compute:\n    inf: 2\n",
-            "compute: inf: cannot request 2 Infs (currently only 1 Inf can be used per API replica, due to AWS's bug: https://github.com/aws/aws-neuron-sdk/issues/110)",
-        ),
-        (
-            "  compute:\n    gpu: -1\n",
-            "compute: gpu: must be greater than or equal to 0 (got -1)",
-        ),
-        (
-            "  compute:\n    node_groups: []\n",
-            "compute: node_groups: must not be empty (omit it to use all node groups)",
-        ),
-        (
-            "  autoscaling:\n    min_replicas: 5\n    max_replicas: 2\n",
-            "autoscaling: min_replicas: min_replicas cannot be greater than max_replicas (5 > 2)",
-        ),
-        (
-            "  autoscaling:\n    init_replicas: 200\n",
-            "autoscaling: init_replicas: init_replicas cannot be greater than max_replicas (200 > 100)",
-        ),
-        (
-            "  autoscaling:\n    min_replicas: 3\n    init_replicas: 2\n",
-            "autoscaling: init_replicas: init_replicas cannot be less than min_replicas (2 < 3)",
-        ),
-        (
-            "  autoscaling:\n    window: 15s\n",
-            "autoscaling: window: must be at least 10s and a multiple of 10s (got 15s)",
-        ),
-        (
-            "  autoscaling:\n    max_upscale_factor: 1\n",
-            "autoscaling: max_upscale_factor: must be greater than 1",
-        ),
-        (
-            "  autoscaling:\n    max_downscale_factor: 1\n",
-            "autoscaling: max_downscale_factor: must be greater than or equal to 0 and less than 1",
-        ),
-        (
-            "  autoscaling:\n    downscale_tolerance: 1.5\n",
-            "autoscaling: downscale_tolerance: must be greater than or equal to 0 and less than 1",
-        ),
-        (
-            "  autoscaling:\n    upscale_tolerance: -0.1\n",
-            "autoscaling: upscale_tolerance: must be greater than or equal to 0",
-        ),
-        (
-            "  autoscaling:\n    max_replica_concurrency: 30001\n",
-            "autoscaling: max_replica_concurrency: must be between 1 and 30000 (got 30001)",
-        ),
-        (
-            "  autoscaling:\n    max_replica_concurrency: 4\n    target_replica_concurrency: 8\n",
-            "autoscaling: target_replica_concurrency: target_replica_concurrency cannot be greater than max_replica_concurrency (8 > 4)",
-        ),
-        (
-            "  autoscaling:\n    window: soon\n",
-            "autoscaling: window: \"soon\" is not a duration (use e.g. 60s, 5m, 1h)",
-        ),
-        (
-            "  update_strategy:\n    max_surge: 0\n    max_unavailable: 0%\n",
-            "update_strategy: max_surge and max_unavailable cannot both be zero",
-        ),
-        (
-            "  update_strategy:\n    max_surge: 120%\n",
-            "update_strategy: max_surge: \"120%\" must be an integer or a percentage between 0% and 100%",
-        ),
-        (
-            "  networking:\n    endpoint: /\n",
-            "networking: endpoint: cannot be \"/\"",
-        ),
-        (
-            "  networking:\n    endpoint: a//b\n",
-            "networking: endpoint: \"a//b\" cannot contain adjacent slashes",
-        ),
-        (
-            "  networking:\n    endpoint: a b\n",
-            "networking: endpoint: \"a b\" may contain only letters, numbers, '_', '-', '.' and '/'",
-        ),
-    ] {
-        assert_error(
-            &api("", extra),
-            &format!("cortex.yaml: iris (AsyncAPI): {expected}"),
-        );
-    }
-    let dir = project();
-    let config = parse(
-        &api(
-            "",
-            "  autoscaling:\n    min_replicas: 0\n  networking:\n    endpoint: team/iris/\n",
-        ),
-        &dir.path().join("cortex.yaml"),
-    )
-    .unwrap();
+fn rules_between_apis() {
+    let other = set(tf_api(), "name", "other");
+    let found = errors_of(&to_yaml(&[
+        tf_api(),
+        set(tf_api(), "networking.endpoint", "/x"),
+    ]));
     assert_eq!(
-        config.apis[0].autoscaling.init_replicas, 1,
-        "scale-to-zero APIs still start one worker"
+        found,
+        [
+            "cortex.yaml: iris (AsyncAPI): name: \"iris\" is defined more than once (API names must be unique)"
+        ]
     );
-    assert_eq!(config.apis[0].networking.endpoint, "/team/iris");
+    let found = errors_of(&to_yaml(&[
+        tf_api(),
+        set(other.clone(), "networking.endpoint", "iris/"),
+    ]));
+    assert_eq!(
+        found,
+        ["cortex.yaml: other (AsyncAPI): networking: endpoint: /iris is already used by API iris"]
+    );
+    let found = errors_of(&to_yaml(&[
+        tf_api(),
+        set(other.clone(), "networking.endpoint", "/iris/v2"),
+    ]));
+    assert_eq!(
+        found,
+        [
+            "cortex.yaml: other (AsyncAPI): networking: endpoint: /iris/v2 clashes with /iris of API iris (the gateway polls workloads at <endpoint>/<id>)"
+        ]
+    );
+    assert!(
+        errors_of(&to_yaml(&[
+            tf_api(),
+            set(other, "networking.endpoint", "/iris/v2/x")
+        ]))
+        .is_empty()
+    );
 }
 
 #[test]
-fn malformed_yaml_and_several_errors_at_once() {
-    let found = errors("- name: iris\n  kind: [AsyncAPI\n");
-    assert_eq!(found.len(), 1);
+fn several_errors_are_all_reported_in_schema_order() {
+    let api = set(tf_api(), "compute.cpu", "1m");
+    let api = set(api, "autoscaling.window", "5s");
+    let api = set(api, "handler.log_level", "loud");
+    let api = set(api, "surprise", "1");
+    let second = set(set(tf_api(), "name", "b"), "kind", "BatchAPI");
+    let found = errors_of(&to_yaml(&[api, second]));
+    assert_eq!(
+        found,
+        [
+            "cortex.yaml: iris (AsyncAPI): key \"surprise\" is not supported",
+            "cortex.yaml: iris (AsyncAPI): handler: log_level: invalid value (got \"loud\", must be \"debug\", \"info\", \"warning\", or \"error\")",
+            "cortex.yaml: iris (AsyncAPI): compute: cpu: 1m must be greater than or equal to 20m",
+            "cortex.yaml: iris (AsyncAPI): autoscaling: window: 5s must be greater than or equal to 10s",
+            "cortex.yaml: b (BatchAPI): kind: kind BatchAPI is not supported by soma (only AsyncAPI)",
+        ]
+    );
+}
+
+#[test]
+fn malformed_or_misshapen_files() {
+    let found = errors_of("- name: iris\n  kind: [AsyncAPI\n");
+    assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].starts_with("cortex.yaml: invalid YAML:") && found[0].contains("line"),
+        found[0].starts_with("cortex.yaml: invalid YAML: ") && found[0].contains("line 3"),
         "{found:?}"
     );
-    let found = errors("name: x\n");
-    assert!(!found.is_empty());
-    let found = errors(&api(
-        "",
-        "  compute:\n    cpu: 1m\n  autoscaling:\n    window: 5s\n",
-    ));
-    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(errors_of(""), ["cortex.yaml: no API is defined"]);
+    assert_eq!(errors_of("[]"), ["cortex.yaml: no API is defined"]);
+    assert_eq!(
+        errors_of("just text"),
+        ["cortex.yaml: invalid type (expected list of APIs, found the string \"just text\")"]
+    );
+    assert_eq!(
+        errors_of("- 3\n"),
+        ["cortex.yaml: api at index 0: invalid type (expected map, found the number 3)"]
+    );
+    let missing = tempfile::tempdir().unwrap().path().join("nope.yaml");
+    let e = soma_config::load(&missing).unwrap_err();
     assert!(
-        parse("", Path::new("cortex.yaml"))
-            .unwrap_err()
-            .to_string()
-            .contains("no API is defined")
+        e.to_string().contains("nope.yaml: cannot read the file: "),
+        "{e}"
     );
 }
