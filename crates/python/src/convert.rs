@@ -1,10 +1,122 @@
 //! Python ⇄ JSON values and soma tensors.
+//!
+//! Two directions with different rules: [`result_to_json`] is strict (a handler's result is
+//! stored and returned as JSON, so anything JSON cannot hold exactly is an error), while
+//! [`to_json`] is lenient (model inputs go on to soma's JSON → tensor rules, which know the
+//! signature's dtype and accept `{"b64": ...}` bytes and `"NaN"`).
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 use soma_core::{DType, Tensor, TensorData};
+
+/// How deep a handler result may nest. It bounds the recursion below (a list that contains
+/// itself must not overflow the thread's stack) and matches serde_json's parse limit, so
+/// every accepted result can be read back.
+const MAX_DEPTH: usize = 128;
+
+/// A handler's result as JSON. Accepts what `json.dumps(allow_nan=False)` accepts — dicts
+/// (keys str, int, float, bool or None, turned into strings as json.dumps does), lists,
+/// tuples, str, int, float, bool, None, and their subclasses — except integers beyond
+/// 64 bits, which JSON readers would round. The error names the offending value and where
+/// it is, e.g. `object at ["a"][0] is not a JSON value`.
+pub(crate) fn result_to_json(value: &Bound<'_, PyAny>) -> Result<Value, String> {
+    strict(value, &mut String::new(), 0)
+}
+
+fn strict(value: &Bound<'_, PyAny>, at: &mut String, depth: usize) -> Result<Value, String> {
+    let place = |at: &str| {
+        if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at {at}")
+        }
+    };
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "the value{} is nested more than {MAX_DEPTH} levels deep (or contains itself)",
+            place(at)
+        ));
+    }
+    if value.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if value.is_instance_of::<PyInt>() {
+        if let Ok(i) = value.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        return value
+            .extract::<u64>()
+            .map(Value::from)
+            .map_err(|_| format!("the integer {value}{} does not fit in 64 bits", place(at)));
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        return Number::from_f64(f.value())
+            .map(Value::Number)
+            .ok_or_else(|| format!("the float {value}{} is not allowed in JSON", place(at)));
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return s
+            .to_str()
+            .map(|s| Value::String(s.to_string()))
+            .map_err(|e| format!("the string{} is not valid Unicode: {e}", place(at)));
+    }
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        let mut items = Vec::new();
+        let iter = value.try_iter().map_err(|e| e.to_string())?;
+        for (index, item) in iter.enumerate() {
+            let item = item.map_err(|e| e.to_string())?;
+            let len = at.len();
+            at.push_str(&format!("[{index}]"));
+            items.push(strict(&item, at, depth + 1)?);
+            at.truncate(len);
+        }
+        return Ok(Value::Array(items));
+    }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let mut map = Map::new();
+        for (key, item) in dict.iter() {
+            let key = match strict(&key, &mut String::new(), MAX_DEPTH) {
+                Ok(Value::String(s)) => s,
+                Ok(Value::Null) => "null".to_string(),
+                Ok(scalar @ (Value::Bool(_) | Value::Number(_))) => scalar.to_string(),
+                _ => {
+                    return Err(format!(
+                        "the dict key {}{} is not a string",
+                        short_repr(&key),
+                        place(at)
+                    ));
+                }
+            };
+            let len = at.len();
+            at.push_str(&format!("[{}]", Value::String(key.clone())));
+            let item = strict(&item, at, depth + 1)?;
+            at.truncate(len);
+            map.insert(key, item);
+        }
+        return Ok(Value::Object(map));
+    }
+    let type_name = value
+        .get_type()
+        .name()
+        .map_or_else(|_| "object".to_string(), |n| n.to_string());
+    Err(format!("{type_name}{} is not a JSON value", place(at)))
+}
+
+/// `repr(value)`, cut short: error messages must stay readable.
+fn short_repr(value: &Bound<'_, PyAny>) -> String {
+    let text = value
+        .repr()
+        .map_or_else(|_| "<unprintable>".to_string(), |r| r.to_string());
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
 
 /// A Python value as JSON, for soma's JSON → tensor rules: bytes become `{"b64": ...}`,
 /// numpy values go through `.tolist()`.

@@ -1,7 +1,8 @@
 """soma's side of the handler contract, run inside the embedded interpreter.
 
-Loading, signature checks, payload decoding, calls and result encoding follow Cortex's
-AsyncAPI handler rules; Rust only moves bytes in and JSON text out.
+Loading, signature checks, payload decoding and calls follow Cortex's AsyncAPI handler
+rules. Rust moves the payload bytes in and turns the result into JSON (convert.rs), so the
+rules for results live in one place and big integers are caught rather than rounded.
 """
 
 import asyncio
@@ -44,19 +45,19 @@ def _check_signature(fn, method, required, optional):
     return names
 
 
-def load_handler(api, project_dir, handler_path, python_path, env, kind):
-    """Imports the handler module once and returns (class, init arg names, handle arg names)."""
+def load_handler(module_name, project_dir, handler_path, python_path, env, kind):
+    """Imports the handler module (once per host: its workers share `module_name`) and
+    returns (class, init arg names, handle arg names)."""
     with _LOAD_LOCK:
-        return _load_handler(api, project_dir, handler_path, python_path, env, kind)
+        return _load_handler(module_name, project_dir, handler_path, python_path, env, kind)
 
 
-def _load_handler(api, project_dir, handler_path, python_path, env, kind):
+def _load_handler(module_name, project_dir, handler_path, python_path, env, kind):
     os.environ.update(env)
     for path in (project_dir, os.path.join(project_dir, python_path) if python_path else None):
         if path and path not in sys.path:
             sys.path.insert(0, path)
     file = os.path.join(project_dir, handler_path)
-    module_name = "soma_handler_" + api.replace("-", "_")
     module = sys.modules.get(module_name)
     if module is None:
         with open(file, encoding="utf-8") as source:
@@ -93,17 +94,16 @@ class Worker:
         self.loop = None
 
     def handle(self, body, content_type, request_id):
-        """Runs one workload; returns its result as JSON text."""
+        """Runs one workload and returns the handler's result (Rust checks it is JSON)."""
         available = {"payload": _decode(body, content_type), "request_id": request_id}
         result = self.instance.handle_async(**{name: available[name] for name in self.handle_args})
         if inspect.isawaitable(result):
+            # The loop belongs to this worker's thread and lives as long as the instance,
+            # so tasks and clients an async handler keeps between calls stay usable.
             if self.loop is None:
                 self.loop = asyncio.new_event_loop()
             result = self.loop.run_until_complete(result)
-        try:
-            return json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"handler returned {type(result).__name__}, which is not JSON-serialisable: {error}") from None
+        return result
 
 
 def _decode(body, content_type):

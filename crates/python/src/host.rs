@@ -1,19 +1,27 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
 use soma_metrics::Registry;
 use soma_runtime::ModelSet;
 use tokio::sync::oneshot;
 
-use crate::interpreter::glue;
-use crate::metrics_client::MetricsClient;
-use crate::tf_client::TensorFlowClient;
+use crate::handler;
 use crate::{HandlerError, PyHostError};
+
+/// Stack of a handler thread. Rust's default for spawned threads (2 MiB) is smaller than
+/// what CPython's main thread normally gets (8 MiB); deep C recursion in a handler must
+/// raise RecursionError, not overflow the stack and take the process down. Only touched
+/// pages use memory.
+const STACK_SIZE: usize = 16 << 20;
+
+/// Makes each host's module name unique, so a second host for the same API (a reload, or
+/// a test) imports its own handler.py instead of reusing the first one's module.
+static HOSTS: AtomicU64 = AtomicU64::new(0);
 
 /// What a handler host needs to load and run an API's `Handler`.
 #[derive(Debug, Clone)]
@@ -46,6 +54,13 @@ struct Job {
 
 /// Running `Handler` instances of one API, one per dedicated OS thread.
 ///
+/// Why threads and instances: Cortex ran one workload at a time per replica, in a process
+/// with one `Handler`; soma's `workers` setting plays the part of replicas, so N workers are
+/// N instances, each used by one thread only (handlers need not be thread-safe). Python
+/// never runs on the async runtime's threads, where a slow handler would stall unrelated
+/// tasks; jobs reach a free thread through a channel and results come back on a oneshot.
+/// Threads wait for the GIL like any Python thread; TensorFlow calls release it.
+///
 /// Dropping the host closes the job channel; each thread exits after its current job.
 #[derive(Debug)]
 pub struct HandlerHost {
@@ -73,13 +88,24 @@ impl HandlerHost {
         let (jobs, receiver) = mpsc::channel::<JobHandle>();
         let receiver = Arc::new(Mutex::new(receiver));
         let spec = Arc::new(spec);
+        let module_name: Arc<str> = format!(
+            "soma_handler_{}_{}",
+            spec.api
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect::<String>(),
+            HOSTS.fetch_add(1, Ordering::Relaxed)
+        )
+        .into();
         let mut ready = Vec::with_capacity(workers);
         for index in 0..workers {
             let (init_tx, init_rx) = oneshot::channel();
             let (spec, receiver) = (Arc::clone(&spec), Arc::clone(&receiver));
+            let module_name = Arc::clone(&module_name);
             std::thread::Builder::new()
                 .name(format!("soma-py-{}-{index}", spec.api))
-                .spawn(move || worker_thread(&spec, &receiver, init_tx))
+                .stack_size(STACK_SIZE)
+                .spawn(move || worker_thread(&spec, &module_name, &receiver, init_tx))
                 .map_err(|e| PyHostError::Thread(e.to_string()))?;
             ready.push(init_rx);
         }
@@ -120,99 +146,32 @@ impl HandlerHost {
 
 fn worker_thread(
     spec: &HandlerSpec,
+    module_name: &str,
     receiver: &Mutex<mpsc::Receiver<JobHandle>>,
     init: oneshot::Sender<Result<(), PyHostError>>,
 ) {
-    let worker = match Python::attach(|py| create_worker(py, spec)) {
-        Ok(worker) => {
-            let _ = init.send(Ok(()));
-            worker
-        }
-        Err(error) => {
-            let _ = init.send(Err(error));
-            return;
-        }
-    };
-    loop {
-        // Waiting here holds the mutex but not the GIL: the next free thread takes the job.
-        let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(JobHandle(job)) = next else { break };
-        let result = Python::attach(|py| run(py, &worker, &job));
-        let _ = job.reply.send(result);
-    }
-    Python::attach(|_py| drop(worker));
-}
-
-fn create_worker(py: Python<'_>, spec: &HandlerSpec) -> Result<Py<PyAny>, PyHostError> {
-    let build = || -> PyResult<Py<PyAny>> {
-        let glue = glue(py)?;
-        let kind = if spec.models.is_some() {
-            "tensorflow"
-        } else {
-            "python"
+    // One attach for the thread's whole life, detached while idle, so the thread keeps a
+    // single Python thread state. Attaching per job would create and destroy one each time
+    // (PyGILState_Ensure/Release), and extensions that cache the thread state in their own
+    // thread-locals (pybind11's gil_scoped_acquire, used by TensorFlow) would then use a
+    // freed one: `tf.constant` crashed the process on the second call that way.
+    Python::attach(|py| {
+        let worker = match handler::create(py, spec, module_name) {
+            Ok(worker) => {
+                let _ = init.send(Ok(()));
+                worker
+            }
+            Err(error) => {
+                let _ = init.send(Err(error));
+                return;
+            }
         };
-        let env = PyDict::new(py);
-        for (key, value) in &spec.env {
-            env.set_item(key, value)?;
+        loop {
+            // Waiting holds the mutex but not the GIL: the next free thread takes the job.
+            let next = py.detach(|| receiver.lock().unwrap_or_else(|e| e.into_inner()).recv());
+            let Ok(JobHandle(job)) = next else { break };
+            let result = handler::call(py, &worker, &job.body, &job.content_type, &job.request_id);
+            let _ = job.reply.send(result);
         }
-        let python_path = spec
-            .python_path
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned());
-        let loaded = glue.call_method1(
-            "load_handler",
-            (
-                &spec.api,
-                spec.project_dir.to_string_lossy().as_ref(),
-                spec.handler_path.to_string_lossy().as_ref(),
-                python_path,
-                env,
-                kind,
-            ),
-        )?;
-        let config_json = serde_json::Value::Object(spec.config.clone()).to_string();
-        let config = py.import("json")?.call_method1("loads", (config_json,))?;
-        let tf_client = match &spec.models {
-            Some(models) => Some(Py::new(py, TensorFlowClient::new(Arc::clone(models)))?),
-            None => None,
-        };
-        let metrics = Py::new(py, MetricsClient::new(spec.metrics.clone()))?;
-        Ok(glue
-            .getattr("Worker")?
-            .call1((loaded, config, tf_client, metrics))?
-            .unbind())
-    };
-    build().map_err(|error| {
-        let (message, traceback) = describe(py, &error);
-        PyHostError::Init { message, traceback }
-    })
-}
-
-fn run(py: Python<'_>, worker: &Py<PyAny>, job: &Job) -> Result<serde_json::Value, HandlerError> {
-    let call = || -> PyResult<String> {
-        let body = PyBytes::new(py, &job.body);
-        worker
-            .bind(py)
-            .call_method1("handle", (body, &job.content_type, &job.request_id))?
-            .extract()
-    };
-    let text = call().map_err(|error| {
-        let (message, traceback) = describe(py, &error);
-        HandlerError { message, traceback }
-    })?;
-    serde_json::from_str(&text).map_err(|e| HandlerError {
-        message: format!("the handler's result is not valid JSON: {e}"),
-        traceback: None,
-    })
-}
-
-/// `(message, traceback)` of a Python exception, via glue.describe.
-fn describe(py: Python<'_>, error: &PyErr) -> (String, Option<String>) {
-    let value = error.value(py);
-    // A fetched exception keeps its traceback beside it; attach it so it can be formatted.
-    let _ = value.setattr("__traceback__", error.traceback(py));
-    let described = glue(py)
-        .and_then(|g| g.call_method1("describe", (value,)))
-        .and_then(|d| d.extract::<(String, Option<String>)>());
-    described.unwrap_or_else(|_| (error.to_string(), None))
+    });
 }

@@ -1,6 +1,7 @@
 //! The handler host with the real CPython of the project's venv. Python starts once per
-//! process, so all cases live in this one test binary (each API name is distinct because
-//! handler modules are cached by API).
+//! process, so all cases live in this one test binary; they run in parallel on its threads,
+//! like several APIs in one soma process. The slow `import tensorflow` runs in a child
+//! process (see `a_clean_environment_finds_the_venv`) so it cannot hold up the timing test.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -121,6 +122,11 @@ async fn errors_and_junk_results_fail_the_call_not_the_host() {
         "raising",
         "class Handler:\n    def __init__(self, config):\n        pass\n    def handle_async(self, payload):\n        \
          if payload == 'junk':\n            return object()\n        if payload == 'nan':\n            return {'x': float('nan')}\n        \
+         if payload == 'nested':\n            return {'a': [1, {'b': {1, 2}}]}\n        if payload == 'big':\n            return [2 ** 70]\n        \
+         if payload == 'cycle':\n            x = []\n            x.append(x)\n            return x\n        \
+         if payload == 'keys':\n            return ({1: 'one', None: 0, 'u': 2 ** 64 - 1, 'i': -2 ** 63}, 1.5)\n        \
+         if payload == 'exit':\n            import sys\n            sys.exit(3)\n        \
+         if payload == 'recurse':\n            x = []\n            for _ in range(100000):\n                x = [x]\n            return repr(x)\n        \
          raise ValueError('bad ' + payload)\n",
     )
     .await;
@@ -147,6 +153,27 @@ async fn errors_and_junk_results_fail_the_call_not_the_host() {
         .await
         .unwrap_err();
     assert!(err.message.contains("not JSON-serialisable"), "{err}");
+    let call = |payload: &'static str| host.handle(Bytes::from(payload), "text/plain", "r");
+    assert_eq!(
+        call("nested").await.unwrap_err().message,
+        r#"handler returned dict, which is not JSON-serialisable: set at ["a"][1]["b"] is not a JSON value"#
+    );
+    let err = call("big").await.unwrap_err();
+    assert!(
+        err.message
+            .ends_with("the integer 1180591620717411303424 at [0] does not fit in 64 bits"),
+        "{err}"
+    );
+    let err = call("cycle").await.unwrap_err();
+    assert!(err.message.contains("nested more than 128 levels"), "{err}");
+    assert_eq!(
+        call("keys").await.unwrap(),
+        json!([{"1": "one", "null": 0, "u": u64::MAX, "i": i64::MIN}, 1.5])
+    );
+    let err = call("exit").await.unwrap_err();
+    assert_eq!(err.message, "SystemExit: 3", "sys.exit must not end soma");
+    let err = call("recurse").await.unwrap_err();
+    assert!(err.message.starts_with("RecursionError"), "{err}");
     let err = host
         .handle(Bytes::from("y"), "text/plain", "r")
         .await
@@ -215,7 +242,7 @@ async fn metrics_client_records_and_rejects_reserved_names() {
     python();
     let dir = project(
         "class Handler:\n    def __init__(self, config, metrics_client):\n        self.m = metrics_client\n    \
-         def handle_async(self, payload):\n        if payload == 'reserved':\n            self.m.gauge('soma_x', 1)\n        \
+         def handle_async(self, payload):\n        if payload != 'ok':\n            name, tags = payload.split(' ')\n            self.m.gauge(name, 1, tags={tags: 'v'})\n        \
          self.m.increment('calls', tags={'kind': 'a'})\n        self.m.gauge('temperature', 21.5)\n        self.m.histogram('size', 3)\n        return {}\n",
     );
     let registry = Registry::new();
@@ -229,11 +256,25 @@ async fn metrics_client_records_and_rejects_reserved_names() {
     assert!(text.contains("calls{kind=\"a\"} 1\n"), "{text}");
     assert!(text.contains("temperature 21.5\n"), "{text}");
     assert!(text.contains("size_count 1\n"), "{text}");
-    let err = host
-        .handle(Bytes::from("reserved"), "text/plain", "r")
+    for (call, expected) in [
+        ("soma_x k", "reserved prefix \"soma_\""),
+        ("cortex_x k", "reserved prefix \"cortex_\""),
+        ("istio_x k", "reserved prefix \"istio_\""),
+        ("bad-name k", "bad-name"),
+        ("1x k", "1x"),
+        ("good bad-key", "bad-key"),
+    ] {
+        let err = host
+            .handle(Bytes::from(call), "text/plain", "r")
+            .await
+            .unwrap_err();
+        assert!(err.message.starts_with("ValueError: "), "{call}: {err}");
+        assert!(err.message.contains(expected), "{call}: {err}");
+    }
+    host.handle(Bytes::from("good_name: key"), "text/plain", "r")
         .await
-        .unwrap_err();
-    assert!(err.message.contains("reserved prefix"), "{err}");
+        .unwrap();
+    assert!(registry.render().contains("good_name:{key=\"v\"} 1\n"));
 }
 
 /// Doubles a float32 input `x` of shape (-1, 2) into `y`.
@@ -321,7 +362,7 @@ async fn tensorflow_client_predicts_from_lists_numpy_and_versions() {
 async fn workers_run_handlers_in_parallel() {
     python();
     let dir = project(
-        "import time\nclass Handler:\n    def __init__(self, config):\n        pass\n    def handle_async(self):\n        time.sleep(0.3)\n        return {}\n",
+        "import time\nclass Handler:\n    def __init__(self, config):\n        pass\n    def handle_async(self):\n        time.sleep(0.2)\n        return {}\n",
     );
     let mut spec = spec("parallel", dir.path(), None);
     spec.workers = 4;
@@ -343,8 +384,137 @@ async fn workers_run_handlers_in_parallel() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_millis(1000),
+        started.elapsed() < Duration::from_millis(700),
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Echoes a string input `s` (shape (-1)) as output `s`, with `n` = each string's length
+/// plus 2^62 (int64 values must reach Python exactly).
+#[derive(Debug)]
+struct Echo(BTreeMap<String, SignatureDef>);
+
+impl Echo {
+    fn new() -> Echo {
+        let info = |n: &str, dtype| TensorInfo {
+            tensor_name: format!("{n}:0"),
+            dtype,
+            shape: Some(vec![-1]),
+        };
+        let mut sig = SignatureDef::default();
+        sig.inputs.insert("s".into(), info("s", DType::String));
+        sig.outputs.insert("n".into(), info("n", DType::Int64));
+        sig.outputs.insert("s".into(), info("s", DType::String));
+        Echo([("serving_default".to_string(), sig)].into_iter().collect())
+    }
+}
+
+impl ModelRunner for Echo {
+    fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
+        &self.0
+    }
+    fn run(&self, _: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let strings = inputs[0].strings().unwrap_or_default().to_vec();
+        let n: Vec<i64> = strings.iter().map(|s| (1 << 62) + s.len() as i64).collect();
+        let shape = inputs[0].shape().to_vec();
+        Ok(vec![
+            Tensor::from_slice(shape.clone(), &n).unwrap(),
+            Tensor::from_strings(shape, strings).unwrap(),
+        ])
+    }
+}
+
+#[tokio::test]
+async fn tensorflow_client_strings_bytes_int64_and_latest() {
+    python();
+    let models = Arc::new(ModelSet::new("tf-strings", true));
+    models.insert(Arc::new(
+        Servable::new(SINGLE_MODEL_NAME, 3, Box::new(Echo::new()), None).unwrap(),
+    ));
+    let dir = project(
+        "import numpy as np\nclass Handler:\n    def __init__(self, tensorflow_client, config):\n        self.c = tensorflow_client\n    \
+         def handle_async(self):\n        out = self.c.predict({'s': ['héllo', b'\\xff\\x00']}, model_version='latest')\n        \
+         types = [type(v).__name__ for v in out['s']]\n        \
+         arr = self.c.predict({'s': np.array([b'ab', b'c'])}, model_version=3)\n        \
+         try:\n            self.c.predict({'s': ['x']}, model_version='v2')\n            bad = None\n        except ValueError as e:\n            bad = str(e)\n        \
+         return {'n': out['n'], 'exact': out['n'][0] == 2 ** 62 + 6, 'types': types, 'bytes': list(out['s'][1]), 'numpy_n': arr['n'], 'bad_version': bad}\n",
+    );
+    let host = HandlerHost::start(spec("tf-strings", dir.path(), Some(models)))
+        .await
+        .unwrap();
+    let out = host.handle(Bytes::new(), "text/plain", "r").await.unwrap();
+    let base = 1_i64 << 62;
+    assert_eq!(out["n"], json!([base + 6, base + 2]));
+    assert_eq!(out["exact"], true);
+    assert_eq!(out["types"], json!(["str", "bytes"]));
+    assert_eq!(out["bytes"], json!([255, 0]));
+    assert_eq!(out["numpy_n"], json!([base + 2, base + 1]));
+    assert!(
+        out["bad_version"]
+            .as_str()
+            .unwrap()
+            .contains("model_version must be either a parse-able numeric value or 'latest'"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn each_host_loads_its_own_module() {
+    python();
+    let first = project(
+        "class Handler:\n    def __init__(self, config):\n        pass\n    def handle_async(self):\n        return 1\n",
+    );
+    let second = project(
+        "class Handler:\n    def __init__(self, config):\n        pass\n    def handle_async(self):\n        return 2\n",
+    );
+    let a = HandlerHost::start(spec("same-api", first.path(), None))
+        .await
+        .unwrap();
+    let b = HandlerHost::start(spec("same-api", second.path(), None))
+        .await
+        .unwrap();
+    assert_eq!(a.handle(Bytes::new(), "text/plain", "r").await.unwrap(), 1);
+    assert_eq!(b.handle(Bytes::new(), "text/plain", "r").await.unwrap(), 2);
+}
+
+/// Runs `imports_numpy_and_tensorflow` in a child process started with an empty
+/// environment (no VIRTUAL_ENV, no pyenv shims on PATH, no PYTHONHOME): the venv must be
+/// found by walking up from the working folder, and libpython through the binary's rpath.
+#[test]
+fn a_clean_environment_finds_the_venv() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "imports_numpy_and_tensorflow"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/root")
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "slow (imports TensorFlow); run by a_clean_environment_finds_the_venv"]
+async fn imports_numpy_and_tensorflow() {
+    assert!(std::env::var_os("VIRTUAL_ENV").is_none());
+    let (host, _dir) = start(
+        "imports",
+        "import sys\nimport numpy as np\nimport tensorflow as tf\nclass Handler:\n    def __init__(self, config):\n        pass\n    \
+         def handle_async(self):\n        return {'prefix': sys.prefix, 'tf': tf.__version__, 'sum': float(tf.reduce_sum(tf.constant(np.arange(4.0))))}\n",
+    )
+    .await;
+    // Two calls: eager TensorFlow ops take the GIL through pybind11, which once crashed the
+    // process on the call after the one that imported TensorFlow.
+    host.handle(Bytes::new(), "text/plain", "r").await.unwrap();
+    let out = host.handle(Bytes::new(), "text/plain", "r").await.unwrap();
+    assert!(out["prefix"].as_str().unwrap().ends_with(".venv"), "{out}");
+    assert!(out["tf"].as_str().unwrap().starts_with("2."), "{out}");
+    assert_eq!(out["sum"], 6.0);
 }
