@@ -26,8 +26,13 @@ pub enum TfError {
         kind: ErrorKind,
         message: String,
     },
+    /// `TF_SessionRun` failed; `message` is TensorFlow's own (what TF Serving would return).
     #[error("{message}")]
-    Run { kind: ErrorKind, message: String },
+    Run {
+        code: &'static str,
+        kind: ErrorKind,
+        message: String,
+    },
     #[error("{0}")]
     InvalidInput(String),
     #[error("cannot read signatures: {0}")]

@@ -51,6 +51,10 @@ pub(crate) struct TF_TString {
     pub(crate) raw: [u8; 24],
 }
 
+// `TF_TString_Large` is {size_t size; size_t cap; char *ptr}: tensors of strings are arrays
+// of these, so a different size would misplace every element after the first.
+const _: () = assert!(std::mem::size_of::<TF_TString>() == 24);
+
 pub(crate) type Version = unsafe extern "C" fn() -> *const c_char;
 pub(crate) type NewStatus = unsafe extern "C" fn() -> *mut TF_Status;
 pub(crate) type DeleteStatus = unsafe extern "C" fn(*mut TF_Status);
@@ -105,4 +109,3 @@ pub(crate) type StringInit = unsafe extern "C" fn(*mut TF_TString);
 pub(crate) type StringCopy = unsafe extern "C" fn(*mut TF_TString, *const c_char, usize);
 pub(crate) type StringGetDataPointer = unsafe extern "C" fn(*const TF_TString) -> *const c_char;
 pub(crate) type StringGetSize = unsafe extern "C" fn(*const TF_TString) -> usize;
-pub(crate) type StringDealloc = unsafe extern "C" fn(*mut TF_TString);

@@ -12,6 +12,18 @@
 //!   threads at once, with no lock).
 //! * [`read_signatures`] parses the signatures out of a `saved_model.pb` without TensorFlow.
 //!
+//! Decisions worth knowing:
+//! * Signatures soma cannot run (sparse/composite tensors, `resource`/`variant`/unknown
+//!   dtypes) do not fail the load: they are left out of [`SavedModel::signatures`] and
+//!   listed with the reason in [`SavedModel::skipped_signatures`].
+//! * [`SavedModel::run`] checks each input's dtype and shape against the signature first
+//!   ([`TfError::InvalidInput`]); TensorFlow's own failures keep its code and message
+//!   ([`TfError::Run`], [`TfError::Load`]) and map to [`soma_core::ErrorKind`] via
+//!   [`TfError::kind`].
+//! * Every TensorFlow object is deleted on every path; string tensors are freed by
+//!   `TF_DeleteTensor` when their last reference goes (see `tensor.rs`), because an output
+//!   may share an input's buffer.
+//!
 //! This is the only crate of soma allowed `unsafe` code; each block says why it is sound.
 #![allow(unsafe_code)]
 

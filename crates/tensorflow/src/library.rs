@@ -72,7 +72,6 @@ api! {
     string_copy: StringCopy = "TF_StringCopy",
     string_get_data_pointer: StringGetDataPointer = "TF_StringGetDataPointer",
     string_get_size: StringGetSize = "TF_StringGetSize",
-    string_dealloc: StringDealloc = "TF_StringDealloc",
 }
 
 /// The library opened by [`TensorFlow::global`]; retried on the next call after a failure.
@@ -103,6 +102,12 @@ impl TensorFlow {
 
     /// The process-wide library: found with [`locate`] and opened once (opening costs
     /// 0.1–0.2 s and maps ~800 MB of code, so it is shared by every model).
+    ///
+    /// Once a library is open, later calls return it and ignore `explicit`. A failure is
+    /// not remembered: the next call looks again (so installing TensorFlow, or fixing
+    /// `SOMA_TENSORFLOW_LIB`, does not need a restart). That retry is why this is a
+    /// `Mutex<Option<_>>` rather than a `OnceLock` (whose fallible init is unstable); the
+    /// lock is held while opening, so concurrent first callers open the library once.
     pub fn global(explicit: Option<&Path>) -> Result<Arc<TensorFlow>, TfError> {
         let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tf) = global.as_ref() {
@@ -148,12 +153,19 @@ impl TensorFlow {
     }
 }
 
-/// Finds `libtensorflow_cc.so.2`: `explicit` (file or folder) → `SOMA_TENSORFLOW_LIB` →
-/// `$VIRTUAL_ENV` → a `.venv` in the current folder or its parents, or above the running
-/// executable. Python environments are searched under `lib/python3*/site-packages/tensorflow`.
+/// Finds `libtensorflow_cc.so.2`, in this order:
+/// 1. `explicit` (the file, or a folder holding it), if given; nothing else is tried;
+/// 2. else `SOMA_TENSORFLOW_LIB` (file or folder), if set; nothing else is tried;
+/// 3. `$VIRTUAL_ENV/lib/python3*/site-packages/tensorflow/`;
+/// 4. `.venv/lib/python3*/site-packages/tensorflow/` in the current folder and each of its
+///    ancestors, then in the running executable's folder and each of its ancestors.
+///
+/// The error lists every place tried and how to fix it.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, TfError> {
     let mut tried = Vec::new();
     let mut check = |candidate: PathBuf| -> Option<PathBuf> {
+        // A folder, or a missing path that does not look like a file name: the library
+        // would be inside it.
         let file = if candidate.is_dir() || candidate.extension().is_none() && !candidate.exists() {
             candidate.join(LIBRARY_FILE)
         } else {
@@ -168,10 +180,11 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, TfError> {
     if let Some(path) = explicit {
         return check(path.to_path_buf()).ok_or(TfError::LibraryNotFound { tried });
     }
-    if let Some(path) = std::env::var_os("SOMA_TENSORFLOW_LIB") {
+    if let Some(path) = std::env::var_os("SOMA_TENSORFLOW_LIB").filter(|p| !p.is_empty()) {
         return check(PathBuf::from(path)).ok_or(TfError::LibraryNotFound { tried });
     }
     let mut envs: Vec<PathBuf> = std::env::var_os("VIRTUAL_ENV")
+        .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .into_iter()
         .collect();
@@ -186,13 +199,10 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, TfError> {
         roots.push(dir);
     }
     for root in roots {
-        envs.extend(
-            root.ancestors()
-                .map(|a| a.join(".venv"))
-                .filter(|v| v.is_dir()),
-        );
+        envs.extend(root.ancestors().map(|a| a.join(".venv")));
     }
-    envs.dedup();
+    let mut seen = std::collections::HashSet::new();
+    envs.retain(|env| seen.insert(env.clone()));
     for env in envs {
         for site in site_packages(&env) {
             if let Some(found) = check(site.join("tensorflow")) {

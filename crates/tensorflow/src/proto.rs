@@ -73,7 +73,18 @@ pub(crate) struct ConfigProto {
     pub(crate) inter_op_parallelism_threads: i32,
 }
 
-/// The signatures of the `serve` MetaGraph of a `saved_model.pb`, read without TensorFlow.
+/// Signatures read from a MetaGraphDef: the runnable ones, and why the others were left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Signatures {
+    pub(crate) runnable: BTreeMap<String, SignatureDef>,
+    /// Signature key → the reason it cannot be served (sparse/composite tensors, or a
+    /// dtype soma cannot carry such as `resource`/`variant`/an unknown number).
+    pub(crate) skipped: BTreeMap<String, String>,
+}
+
+/// The runnable signatures of the `serve` MetaGraph of a `saved_model.pb`, read without
+/// TensorFlow (see [`SavedModel::signatures`](crate::SavedModel::signatures) for what is
+/// left out).
 pub fn read_signatures(saved_model_pb: &[u8]) -> Result<BTreeMap<String, SignatureDef>, TfError> {
     let model = SavedModelProto::decode(saved_model_pb)
         .map_err(|e| TfError::Proto(format!("saved_model.pb is not a SavedModel: {e}")))?;
@@ -87,51 +98,71 @@ pub fn read_signatures(saved_model_pb: &[u8]) -> Result<BTreeMap<String, Signatu
         })
         .or(model.meta_graphs.first())
         .ok_or_else(|| TfError::Proto("saved_model.pb has no MetaGraph".into()))?;
-    Ok(signatures(serve))
+    Ok(signatures(serve).runnable)
 }
 
 /// Decodes a serialized MetaGraphDef (as returned by `TF_LoadSessionFromSavedModel`).
-pub(crate) fn meta_graph_signatures(
-    bytes: &[u8],
-) -> Result<BTreeMap<String, SignatureDef>, TfError> {
+pub(crate) fn meta_graph_signatures(bytes: &[u8]) -> Result<Signatures, TfError> {
     let meta = MetaGraphDef::decode(bytes).map_err(|e| TfError::Proto(e.to_string()))?;
     Ok(signatures(&meta))
 }
 
-/// Runnable signatures: the init op is not one, and signatures with sparse/composite
-/// tensors or with dtypes soma cannot carry (resource, variant) are left out.
-fn signatures(meta: &MetaGraphDef) -> BTreeMap<String, SignatureDef> {
-    meta.signature_def
-        .iter()
-        .filter(|(key, _)| !key.starts_with("__"))
-        .filter_map(|(key, sig)| Some((key.clone(), convert(sig)?)))
-        .collect()
+/// Splits the signatures into runnable and skipped ones. `__saved_model_init_op` (and any
+/// other `__` key) is TensorFlow's own bookkeeping, not a signature, and is not listed.
+///
+/// Unsupported signatures are skipped rather than failing the load, because a SavedModel
+/// often carries extra signatures (e.g. for training) next to the one that is served; the
+/// reason is kept so that asking for a skipped signature can say why it is missing.
+fn signatures(meta: &MetaGraphDef) -> Signatures {
+    let mut out = Signatures::default();
+    for (key, sig) in &meta.signature_def {
+        if key.starts_with("__") {
+            continue;
+        }
+        match convert(sig) {
+            Ok(def) => {
+                out.runnable.insert(key.clone(), def);
+            }
+            Err(reason) => {
+                out.skipped.insert(key.clone(), reason);
+            }
+        }
+    }
+    out
 }
 
-fn convert(sig: &SignatureDefProto) -> Option<SignatureDef> {
-    let tensors = |map: &HashMap<String, TensorInfoProto>| -> Option<BTreeMap<String, TensorInfo>> {
+fn convert(sig: &SignatureDefProto) -> Result<SignatureDef, String> {
+    let tensors = |map: &HashMap<String, TensorInfoProto>, side: &str| {
         map.iter()
-            .map(|(name, info)| Some((name.clone(), tensor_info(info)?)))
-            .collect()
+            .map(|(name, info)| {
+                tensor_info(info)
+                    .map(|t| (name.clone(), t))
+                    .map_err(|e| format!("{side} '{name}' {e}"))
+            })
+            .collect::<Result<BTreeMap<_, _>, String>>()
     };
-    Some(SignatureDef {
+    Ok(SignatureDef {
         method_name: sig.method_name.clone(),
-        inputs: tensors(&sig.inputs)?,
-        outputs: tensors(&sig.outputs)?,
+        inputs: tensors(&sig.inputs, "input")?,
+        outputs: tensors(&sig.outputs, "output")?,
     })
 }
 
-fn tensor_info(info: &TensorInfoProto) -> Option<TensorInfo> {
-    let dtype = DType::from_proto(info.dtype).filter(|d| d.is_supported())?;
+fn tensor_info(info: &TensorInfoProto) -> Result<TensorInfo, String> {
     if info.name.is_empty() {
-        return None;
+        return Err("is a sparse or composite tensor, which soma cannot feed or fetch".into());
     }
+    let dtype = match DType::from_proto(info.dtype) {
+        Some(d) if d.is_supported() => d,
+        Some(d) => return Err(format!("has dtype {d}, which soma cannot carry")),
+        None => return Err(format!("has an unknown dtype (enum value {})", info.dtype)),
+    };
     let shape = match &info.tensor_shape {
         Some(shape) if shape.unknown_rank => None,
         Some(shape) => Some(shape.dim.iter().map(|d| d.size).collect()),
         None => None,
     };
-    Some(TensorInfo {
+    Ok(TensorInfo {
         tensor_name: info.name.clone(),
         dtype,
         shape,
@@ -172,6 +203,54 @@ mod tests {
             (0, -1)
         );
         assert!(config_proto(Some(0), Some(0)).is_empty());
+    }
+
+    #[test]
+    fn unsupported_signatures_are_skipped_with_a_reason() {
+        let info = |name: &str, dtype: i32| TensorInfoProto {
+            name: name.into(),
+            dtype,
+            tensor_shape: Some(TensorShapeProto {
+                dim: vec![DimProto { size: -1 }, DimProto { size: 4 }],
+                unknown_rank: false,
+            }),
+        };
+        let sig = |input: TensorInfoProto| SignatureDefProto {
+            inputs: HashMap::from([("x".to_string(), input)]),
+            outputs: HashMap::from([("y".to_string(), info("out:0", 1))]),
+            method_name: "tensorflow/serving/predict".into(),
+        };
+        let meta = MetaGraphDef {
+            meta_info_def: None,
+            signature_def: HashMap::from([
+                ("ok".to_string(), sig(info("in:0", 1))),
+                ("resource".to_string(), sig(info("in:0", 20))),
+                ("unknown".to_string(), sig(info("in:0", 77))),
+                ("sparse".to_string(), sig(info("", 1))),
+                ("__saved_model_init_op".to_string(), sig(info("in:0", 1))),
+            ]),
+        };
+        let found = meta_graph_signatures(&meta.encode_to_vec()).unwrap();
+        assert_eq!(found.runnable.keys().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(found.runnable["ok"].inputs["x"].shape, Some(vec![-1, 4]));
+        assert_eq!(
+            found.skipped,
+            BTreeMap::from([
+                (
+                    "resource".to_string(),
+                    "input 'x' has dtype resource, which soma cannot carry".to_string()
+                ),
+                (
+                    "sparse".to_string(),
+                    "input 'x' is a sparse or composite tensor, which soma cannot feed or fetch"
+                        .to_string()
+                ),
+                (
+                    "unknown".to_string(),
+                    "input 'x' has an unknown dtype (enum value 77)".to_string()
+                ),
+            ])
+        );
     }
 
     #[test]

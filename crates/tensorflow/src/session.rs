@@ -3,7 +3,7 @@ use std::ffi::{CString, c_char};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use soma_core::{SignatureDef, Tensor};
+use soma_core::{DType, SignatureDef, Tensor, TensorInfo, format_shape};
 
 use crate::error::classify;
 use crate::ffi::{TF_Graph, TF_Output, TF_Session, TF_Tensor};
@@ -27,11 +27,20 @@ pub struct SavedModel {
     graph: *mut TF_Graph,
     dir: PathBuf,
     signatures: BTreeMap<String, SignatureDef>,
+    skipped: BTreeMap<String, String>,
 }
 
-// SAFETY: a TF_Session may be run from several threads at once (TensorFlow's C API
-// documents `TF_SessionRun` as thread-safe), and the graph is only read after loading.
-// The pointers are freed once, in Drop, when no `&SavedModel` can exist any more.
+// SAFETY (Send + Sync):
+// * `TF_SessionRun` may be called from several threads at once on one session:
+//   tensorflow/core/public/session.h says "A Session allows concurrent calls to Run(),
+//   though a Session must be created / extended by a single thread"; soma creates it in
+//   `load` and never extends it. `TF_SessionRun` only reads the `TF_Session` wrapper (it
+//   extends the session from the graph only if the graph grew, and soma never adds nodes).
+// * The graph is only read after loading: c_api.h says "Graphs are thread-safe when used
+//   as directed", and `TF_GraphOperationByName` (in `prepare`) takes the graph's mutex.
+// * Nothing here is tied to the thread that created it, so moving the model is fine.
+// * The pointers are freed exactly once, in Drop, which needs `&mut self`, so no run can be
+//   in flight; `tf` (an Arc) keeps the library mapped until then.
 unsafe impl Send for SavedModel {}
 unsafe impl Sync for SavedModel {}
 
@@ -45,13 +54,39 @@ impl std::fmt::Debug for SavedModel {
 }
 
 /// A signature resolved to graph tensors, ready to run many times.
+///
+/// Inputs and outputs are in a fixed order: sorted by name, as in
+/// [`SignatureDef`]'s maps ([`input_names`](Self::input_names),
+/// [`output_names`](Self::output_names)).
 #[derive(Debug, Clone)]
 pub struct PreparedSignature {
     key: String,
     /// The session it belongs to: running it on another model is refused.
     owner: usize,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+    /// Declared dtype and shape of each input, checked before TensorFlow sees a tensor.
+    input_specs: Vec<TensorInfo>,
     pub(crate) inputs: Vec<Output>,
     pub(crate) outputs: Vec<Output>,
+}
+
+impl PreparedSignature {
+    /// The signature key, e.g. `serving_default`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Input names in the order [`SavedModel::run`] takes the tensors.
+    pub fn input_names(&self) -> &[String] {
+        &self.input_names
+    }
+
+    /// Output names in the order [`SavedModel::run`] returns them (output indexes refer
+    /// to this list).
+    pub fn output_names(&self) -> &[String] {
+        &self.output_names
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,15 +182,29 @@ impl SavedModel {
                 graph,
                 dir: dir.to_path_buf(),
                 signatures: BTreeMap::new(),
+                skipped: BTreeMap::new(),
             };
-            model.signatures = signatures?;
+            // TensorFlow produced this MetaGraphDef, so a decoding failure is internal (13).
+            let signatures = signatures.map_err(|e| load_error(13, e.to_string()))?;
+            model.signatures = signatures.runnable;
+            model.skipped = signatures.skipped;
             Ok(model)
         }
     }
 
     /// Runnable signatures by key (sorted), with inputs and outputs sorted by name.
+    ///
+    /// Left out: `__saved_model_init_op`, and signatures that soma cannot run (a sparse or
+    /// composite tensor, or a dtype such as `resource`/`variant`); those are listed with
+    /// the reason in [`skipped_signatures`](Self::skipped_signatures), and
+    /// [`prepare`](Self::prepare) names the reason too. The model still loads.
     pub fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
         &self.signatures
+    }
+
+    /// Signatures present in the model but not runnable by soma: key → reason.
+    pub fn skipped_signatures(&self) -> &BTreeMap<String, String> {
+        &self.skipped
     }
 
     pub fn dir(&self) -> &Path {
@@ -166,7 +215,10 @@ impl SavedModel {
     pub fn prepare(&self, key: &str) -> Result<PreparedSignature, TfError> {
         let signature = self.signatures.get(key).ok_or_else(|| TfError::Signature {
             signature: key.to_string(),
-            message: "no such signature".into(),
+            message: match self.skipped.get(key) {
+                Some(reason) => format!("cannot be served: {reason}"),
+                None => "no such signature".into(),
+            },
         })?;
         let resolve =
             |infos: &BTreeMap<String, soma_core::TensorInfo>| -> Result<Vec<Output>, TfError> {
@@ -178,6 +230,9 @@ impl SavedModel {
         Ok(PreparedSignature {
             key: key.to_string(),
             owner: self.session as usize,
+            input_names: signature.inputs.keys().cloned().collect(),
+            output_names: signature.outputs.keys().cloned().collect(),
+            input_specs: signature.inputs.values().cloned().collect(),
             inputs: resolve(&signature.inputs)?,
             outputs: resolve(&signature.outputs)?,
         })
@@ -228,13 +283,27 @@ impl SavedModel {
                 inputs.len()
             )));
         }
+        for ((tensor, spec), name) in inputs
+            .iter()
+            .zip(&signature.input_specs)
+            .zip(&signature.input_names)
+        {
+            check_input(&signature.key, name, tensor, spec)?;
+        }
         let selected: Vec<TF_Output> = match outputs {
             None => signature.outputs.iter().map(|o| o.raw()).collect(),
             Some(indexes) => indexes
                 .iter()
-                .map(|i| signature.outputs.get(*i).map(|o| o.raw()))
-                .collect::<Option<_>>()
-                .ok_or_else(|| TfError::InvalidInput("output index out of range".into()))?,
+                .map(|i| {
+                    signature.outputs.get(*i).map(|o| o.raw()).ok_or_else(|| {
+                        TfError::InvalidInput(format!(
+                            "signature '{}' has {} outputs; there is no output {i}",
+                            signature.key,
+                            signature.outputs.len()
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         };
         let feeds: Vec<TF_Output> = signature.inputs.iter().map(|o| o.raw()).collect();
         let values = inputs
@@ -245,7 +314,8 @@ impl SavedModel {
         let mut results: Vec<*mut TF_Tensor> = vec![std::ptr::null_mut(); selected.len()];
         let api = &self.tf.api;
         // SAFETY: all arrays have the lengths passed; input tensors live until `values`
-        // drops after the call; TensorFlow fills `results` with tensors we now own.
+        // drops after the call; TensorFlow fills `results` with tensors we now own (an output
+        // may share an input's buffer; buffers are reference-counted, see InputTensor).
         let ((), failed) = self.tf.with_status(|s| unsafe {
             (api.session_run)(
                 self.session,
@@ -265,8 +335,12 @@ impl SavedModel {
         drop(values);
         let mut out = Vec::with_capacity(results.len());
         let mut first_error = failed.map(|(code, message)| {
-            let (_, kind) = classify(code);
-            TfError::Run { kind, message }
+            let (code, kind) = classify(code);
+            TfError::Run {
+                code,
+                kind,
+                message,
+            }
         });
         for ptr in results {
             if ptr.is_null() {
@@ -284,6 +358,7 @@ impl SavedModel {
             Some(e) => Err(e),
             None if out.len() == selected.len() => Ok(out),
             None => Err(TfError::Run {
+                code: "INTERNAL",
                 kind: soma_core::ErrorKind::Internal,
                 message: "TensorFlow returned fewer outputs than requested".into(),
             }),
@@ -305,4 +380,34 @@ impl Drop for SavedModel {
             (api.delete_graph)(self.graph);
         }
     }
+}
+
+/// Refuses a tensor whose dtype or shape contradicts the signature, before TensorFlow sees
+/// it (TensorFlow would reject a wrong dtype too, with a less helpful message, and a wrong
+/// shape may only fail deep inside the graph, or not at all).
+fn check_input(key: &str, name: &str, tensor: &Tensor, spec: &TensorInfo) -> Result<(), TfError> {
+    let dtype: DType = tensor.dtype();
+    if dtype != spec.dtype {
+        return Err(TfError::InvalidInput(format!(
+            "signature '{key}': input '{name}' must be {}, not {dtype}",
+            spec.dtype
+        )));
+    }
+    if let Some(declared) = &spec.shape {
+        let shape = tensor.shape();
+        let fits = shape.len() == declared.len()
+            && shape
+                .iter()
+                .zip(declared)
+                .all(|(&n, &d)| d < 0 || n as i64 == d);
+        if !fits {
+            let given: Vec<i64> = shape.iter().map(|&n| n as i64).collect();
+            return Err(TfError::InvalidInput(format!(
+                "signature '{key}': input '{name}' has shape {}, which does not fit the declared {}",
+                format_shape(Some(&given)),
+                format_shape(Some(declared))
+            )));
+        }
+    }
+    Ok(())
 }

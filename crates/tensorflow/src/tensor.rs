@@ -9,13 +9,19 @@ use crate::{TensorFlow, TfError};
 
 /// A `TF_Tensor` built from a soma tensor, deleted on drop.
 ///
-/// `TF_AllocateTensor` hands out raw memory that `TF_DeleteTensor` frees without running
-/// the `TF_TString` destructors, so string elements (which may own heap memory) are
-/// initialised here and deallocated here before the tensor is deleted.
+/// String ownership. A string tensor holds `TF_TString` slots, and strings longer than 22
+/// bytes own a heap block. soma never frees those blocks itself: `TF_DeleteTensor`
+/// (`TensorInterface::Release` in tf_tensor.cc) runs `TF_TString_Dealloc` on every slot,
+/// but only when it drops the *last* reference to a buffer that TensorFlow allocated
+/// (`CanMove()`: refcount one and `TF_AllocateTensor`'s owns-memory flag). That matters
+/// because `TF_SessionRun` may hand back an output that shares the input's buffer (an
+/// `Identity` of a string input): freeing the strings when the input is deleted would
+/// leave that output reading emptied slots (this happened; see the test
+/// `long_strings_survive_an_identity`). With TensorFlow's rule the strings are freed
+/// exactly once, by whichever of the input and the output is deleted last.
 pub(crate) struct InputTensor<'tf> {
     tf: &'tf TensorFlow,
     pub(crate) ptr: *mut TF_Tensor,
-    strings: usize,
 }
 
 impl<'tf> InputTensor<'tf> {
@@ -39,23 +45,25 @@ impl<'tf> InputTensor<'tf> {
                         ));
                     }
                     if !bytes.is_empty() {
-                        std::ptr::copy_nonoverlapping(
-                            bytes.as_ptr(),
-                            (api.tensor_data)(ptr).cast::<u8>(),
-                            bytes.len(),
-                        );
+                        let data = (api.tensor_data)(ptr).cast::<u8>();
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+                        if tensor.dtype() == DType::Bool {
+                            // A C++ `bool` holding anything but 0 or 1 is undefined
+                            // behaviour in TensorFlow's kernels; soma's bytes are unchecked.
+                            let flags = std::slice::from_raw_parts_mut(data, bytes.len());
+                            for flag in flags {
+                                *flag = u8::from(*flag != 0);
+                            }
+                        }
                     }
-                    Ok(InputTensor {
-                        tf,
-                        ptr,
-                        strings: 0,
-                    })
+                    Ok(InputTensor { tf, ptr })
                 }
             }
             TensorData::Strings(items) => {
                 let size = items.len() * std::mem::size_of::<TF_TString>();
-                // SAFETY: the buffer holds exactly `items.len()` TF_TString slots; each is
-                // initialised (TF_StringInit) before it is written (TF_StringCopy copies).
+                // SAFETY: the buffer holds exactly `items.len()` TF_TString slots (24 bytes,
+                // `TF_TString` in ffi.rs); each is initialised (TF_StringInit) before it is
+                // written (TF_StringCopy copies the bytes, so `items` need not outlive it).
                 unsafe {
                     let ptr = (api.allocate_tensor)(
                         DType::String.to_proto(),
@@ -74,11 +82,7 @@ impl<'tf> InputTensor<'tf> {
                         (api.string_init)(slot);
                         (api.string_copy)(slot, item.as_ptr().cast::<c_char>(), item.len());
                     }
-                    Ok(InputTensor {
-                        tf,
-                        ptr,
-                        strings: items.len(),
-                    })
+                    Ok(InputTensor { tf, ptr })
                 }
             }
         }
@@ -87,18 +91,10 @@ impl<'tf> InputTensor<'tf> {
 
 impl Drop for InputTensor<'_> {
     fn drop(&mut self) {
-        let api = &self.tf.api;
-        // SAFETY: `ptr` came from TF_AllocateTensor and is deleted once; the first `strings`
-        // slots were initialised in `new`.
-        unsafe {
-            if self.strings > 0 {
-                let slots = (api.tensor_data)(self.ptr).cast::<TF_TString>();
-                for i in 0..self.strings {
-                    (api.string_dealloc)(slots.add(i));
-                }
-            }
-            (api.delete_tensor)(self.ptr);
-        }
+        // SAFETY: `ptr` came from TF_AllocateTensor and is deleted exactly once. String
+        // slots are freed by TF_DeleteTensor itself, if this is the buffer's last reference
+        // (see the type's documentation).
+        unsafe { (self.tf.api.delete_tensor)(self.ptr) };
     }
 }
 
@@ -144,6 +140,7 @@ pub(crate) unsafe fn take_output(tf: &TensorFlow, ptr: *mut TF_Tensor) -> Result
                     .map_err(|e| TfError::Proto(e.to_string()))
             }
             other => Err(TfError::Run {
+                code: "UNIMPLEMENTED",
                 kind: soma_core::ErrorKind::Unimplemented,
                 message: format!(
                     "the model returned a tensor of dtype {} that soma cannot carry",

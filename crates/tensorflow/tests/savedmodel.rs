@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Map;
-use soma_core::Tensor;
 use soma_core::json::{tensor_from_json, tensor_to_json};
+use soma_core::{DType, ErrorKind, Tensor, TensorData};
 use soma_tensorflow::{SavedModel, SessionOptions, TensorFlow, TfError, locate, read_signatures};
 use soma_testkit::{assert_outputs_match, expected_cases, fixtures};
 
@@ -139,6 +139,17 @@ fn a_keras_model_saved_with_tf_saved_model_save_loads_but_cannot_run() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("variable"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(
+        matches!(
+            err,
+            TfError::Run {
+                code: "FAILED_PRECONDITION",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -159,6 +170,14 @@ fn locate_lists_what_it_tried() {
         "{text}"
     );
     assert!(text.contains("scripts/setup.sh"), "{text}");
+    assert!(text.contains("SOMA_TENSORFLOW_LIB"), "{text}");
+    let TfError::LibraryNotFound { tried } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        tried,
+        &[PathBuf::from("/no/such/dir/libtensorflow_cc.so.2")]
+    );
     assert!(locate(None).is_ok(), "the project's .venv has TensorFlow");
 }
 
@@ -186,32 +205,191 @@ fn concurrent_runs_share_one_session() {
     }
 }
 
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096.0 / (1024.0 * 1024.0)
+#[test]
+fn iris_signatures_and_one_prediction() {
+    let tf = tf();
+    assert!(tf.version().starts_with("2."), "{}", tf.version());
+    let model = load(&version_dir("iris", 1)).unwrap();
+    assert!(model.skipped_signatures().is_empty());
+    let sig = &model.signatures()["serving_default"];
+    assert_eq!(sig.method_name, "tensorflow/serving/predict");
+    let x = &sig.inputs["x"];
+    assert_eq!(
+        (x.tensor_name.as_str(), x.dtype, x.shape.as_deref()),
+        ("serving_default_x:0", DType::Float, Some(&[-1i64, 4][..]))
+    );
+    let out = &sig.outputs["output_0"];
+    assert_eq!(
+        (out.dtype, out.shape.as_deref()),
+        (DType::Float, Some(&[-1i64, 3][..]))
+    );
+    let prepared = model.prepare("serving_default").unwrap();
+    assert_eq!(prepared.key(), "serving_default");
+    assert_eq!(prepared.input_names(), ["x"]);
+    assert_eq!(prepared.output_names(), ["output_0"]);
+    let input = Tensor::from_slice(vec![1, 4], &[5.1f32, 3.5, 1.4, 0.2]).unwrap();
+    let outputs = model.run(&prepared, &[&input], None).unwrap();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].shape(), [1, 3]);
+    let probabilities = outputs[0].to_vec::<f32>().unwrap();
+    let sum: f32 = probabilities.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-5, "{probabilities:?}");
+    assert!(probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+    // Bitwise what Python TensorFlow computed when the fixture was made.
+    let expected = expected_cases(&fixtures().join("iris"))
+        .into_iter()
+        .find(|c| c.version == 1 && c.signature == "serving_default")
+        .expect("iris.expected.json has serving_default for version 1");
+    let json = Map::from_iter([("output_0".to_string(), tensor_to_json(&outputs[0]))]);
+    if expected.inputs["x"] == serde_json::json!([[5.1, 3.5, 1.4, 0.2]]) {
+        assert_outputs_match(&json, &expected.outputs, "iris/1 serving_default");
+    }
+    // An empty batch is a valid input and gives an empty output.
+    let empty = Tensor::from_slice::<f32>(vec![0, 4], &[]).unwrap();
+    let outputs = model.run(&prepared, &[&empty], None).unwrap();
+    assert_eq!(outputs[0].shape(), [0, 3]);
 }
 
-/// Unloading must give the memory back: load and drop the model 50 times.
+/// Strings longer than 22 bytes live on the heap of their TF_TString. An `Identity` hands
+/// back an output sharing the input's buffer, so freeing the input's strings early would
+/// empty the output (it did, before the ownership fix in tensor.rs).
 #[test]
-fn load_unload_cycles_do_not_grow_memory() {
-    let dir = version_dir("mlp1024", 1);
-    drop(load(&dir).unwrap()); // first load maps kernels and allocator pools
-    let start = rss_mib();
-    let mut samples = Vec::new();
-    for cycle in 1..=50 {
-        let model = load(&dir).unwrap();
-        let prepared = model.prepare("serving_default").unwrap();
-        let input = Tensor::from_slice(vec![1, 1024], &vec![0.5f32; 1024]).unwrap();
-        model.run(&prepared, &[&input], None).unwrap();
-        drop(model);
-        if cycle % 10 == 0 {
-            samples.push((cycle, rss_mib()));
-        }
+fn long_strings_survive_an_identity() {
+    let model = load(&version_dir("all_dtypes", 1)).unwrap();
+    let sig = &model.signatures()["serving_default"];
+    let strings: Vec<Vec<u8>> = vec![
+        b"short".to_vec(),
+        vec![b'x'; 23],
+        Vec::new(),
+        vec![0xff, 0xfe, 0x00, 0x80],
+        (0..=255u8).cycle().take(1 << 20).collect(),
+    ];
+    let n = strings.len();
+    let inputs: Vec<Tensor> = sig
+        .inputs
+        .values()
+        .map(|info| match info.dtype {
+            DType::String => Tensor::from_strings(vec![n], strings.clone()).unwrap(),
+            dtype => {
+                let width = dtype.byte_size().unwrap();
+                Tensor::new(dtype, vec![n], TensorData::Fixed(vec![1; n * width])).unwrap()
+            }
+        })
+        .collect();
+    let prepared = model.prepare("serving_default").unwrap();
+    let outputs = model
+        .run(&prepared, &inputs.iter().collect::<Vec<_>>(), None)
+        .unwrap();
+    let out = |name: &str| {
+        let i = prepared
+            .output_names()
+            .iter()
+            .position(|n| n == name)
+            .unwrap();
+        &outputs[i]
+    };
+    assert_eq!(out("out_string").strings().unwrap(), &strings[..]);
+    assert_eq!(out("out_string").shape(), [n]);
+    for dtype in ["bfloat16", "float16", "float64", "uint64", "bool", "int8"] {
+        let (input, output) = (
+            &inputs[prepared
+                .input_names()
+                .iter()
+                .position(|x| *x == format!("in_{dtype}"))
+                .unwrap()],
+            out(&format!("out_{dtype}")),
+        );
+        assert_eq!(input, output, "{dtype}");
     }
-    let end = rss_mib();
-    eprintln!(
-        "RSS over 50 load/run/unload cycles of mlp1024 (25 MB of weights): start {start:.1} MiB, samples {samples:?}, end {end:.1} MiB"
+    // A subset of outputs, in the order asked for.
+    let picked = model
+        .run(
+            &prepared,
+            &inputs.iter().collect::<Vec<_>>(),
+            Some(&[prepared
+                .output_names()
+                .iter()
+                .position(|n| n == "out_string")
+                .unwrap()]),
+        )
+        .unwrap();
+    assert_eq!(picked.len(), 1);
+    assert_eq!(picked[0].strings().unwrap(), &strings[..]);
+}
+
+#[test]
+fn inputs_that_contradict_the_signature_are_refused_before_tensorflow() {
+    let model = load(&version_dir("iris", 1)).unwrap();
+    let prepared = model.prepare("serving_default").unwrap();
+    let int_input = Tensor::from_slice(vec![1, 4], &[1i64, 2, 3, 4]).unwrap();
+    let err = model.run(&prepared, &[&int_input], None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        err.to_string()
+            .contains("input 'x' must be float32, not int64"),
+        "{err}"
     );
-    assert!(end - start < 200.0, "RSS grew by {:.1} MiB", end - start);
+    let wrong_shape = Tensor::from_slice(vec![1, 3], &[1f32, 2., 3.]).unwrap();
+    let err = model.run(&prepared, &[&wrong_shape], None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has shape (1, 3), which does not fit the declared (-1, 4)"),
+        "{err}"
+    );
+    let good = Tensor::from_slice(vec![1, 4], &[1f32; 4]).unwrap();
+    let err = model.run(&prepared, &[], None).unwrap_err();
+    assert!(
+        err.to_string().contains("takes 1 inputs, 0 were given"),
+        "{err}"
+    );
+    let err = model.run(&prepared, &[&good], Some(&[1])).unwrap_err();
+    assert!(err.to_string().contains("there is no output 1"), "{err}");
+    let other = load(&version_dir("iris", 2)).unwrap();
+    let err = other.run(&prepared, &[&good], None).unwrap_err();
+    assert!(
+        err.to_string().contains("prepared for another model"),
+        "{err}"
+    );
+    let err = model.prepare("nope").unwrap_err();
+    assert_eq!(err.to_string(), "signature 'nope': no such signature");
+}
+
+#[test]
+fn junk_saved_model_pb_fails_with_tensorflow_code() {
+    let dir = std::env::temp_dir().join(format!("soma-tf-junk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("saved_model.pb"),
+        b"definitely not a protobuf \xff",
+    )
+    .unwrap();
+    let err = load(&dir).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    let TfError::Load { path, code, .. } = &err else {
+        panic!("not a load error: {err:?}");
+    };
+    assert_eq!(path, &dir);
+    assert!(!code.is_empty());
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
+    eprintln!("junk saved_model.pb: {err} [{:?}]", err.kind());
+}
+
+#[test]
+fn a_library_without_the_c_api_names_the_missing_symbol() {
+    // libtensorflow_framework.so.2 holds half of the C API; TF_Version is in the other half.
+    let framework = locate(None)
+        .unwrap()
+        .with_file_name("libtensorflow_framework.so.2");
+    let err = TensorFlow::load(&framework).unwrap_err();
+    let TfError::MissingSymbol { symbol, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*symbol, "TF_Version");
+    assert!(err.to_string().contains("TF_Version"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let err = TensorFlow::load(Path::new("/no/such/libtensorflow_cc.so.2")).unwrap_err();
+    assert!(matches!(err, TfError::LibraryOpen { .. }), "{err:?}");
 }
