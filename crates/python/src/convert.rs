@@ -39,31 +39,20 @@ fn strict(value: &Bound<'_, PyAny>, at: &mut String, depth: usize) -> Result<Val
             place(at)
         ));
     }
-    if value.is_none() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = value.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if value.is_instance_of::<PyInt>() {
-        if let Ok(i) = value.extract::<i64>() {
-            return Ok(Value::from(i));
-        }
-        return value
-            .extract::<u64>()
-            .map(Value::from)
-            .map_err(|_| format!("the integer {value}{} does not fit in 64 bits", place(at)));
+    if let Some(scalar) = common_scalar(value) {
+        return scalar.map_err(|problem| match problem {
+            ScalarProblem::TooBig => {
+                format!("the integer {value}{} does not fit in 64 bits", place(at))
+            }
+            ScalarProblem::NotUnicode(e) => {
+                format!("the string{} is not valid Unicode: {e}", place(at))
+            }
+        });
     }
     if let Ok(f) = value.cast::<PyFloat>() {
         return Number::from_f64(f.value())
             .map(Value::Number)
             .ok_or_else(|| format!("the float {value}{} is not allowed in JSON", place(at)));
-    }
-    if let Ok(s) = value.cast::<PyString>() {
-        return s
-            .to_str()
-            .map(|s| Value::String(s.to_string()))
-            .map_err(|e| format!("the string{} is not valid Unicode: {e}", place(at)));
     }
     if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
         let mut items = Vec::new();
@@ -107,6 +96,36 @@ fn strict(value: &Bound<'_, PyAny>, at: &mut String, depth: usize) -> Result<Val
     Err(format!("{type_name}{} is not a JSON value", place(at)))
 }
 
+/// Why a scalar could not become JSON; each direction words it its own way.
+enum ScalarProblem {
+    TooBig,
+    NotUnicode(PyErr),
+}
+
+/// None, bool, int (64 bits) and str, which both directions convert alike. `None` for any
+/// other type. (bool is tested before int: it is an int subclass in Python.)
+fn common_scalar(value: &Bound<'_, PyAny>) -> Option<Result<Value, ScalarProblem>> {
+    if value.is_none() {
+        return Some(Ok(Value::Null));
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Some(Ok(Value::Bool(b.is_true())));
+    }
+    if value.is_instance_of::<PyInt>() {
+        let number = value.extract::<i64>().map(Value::from);
+        let number = number.or_else(|_| value.extract::<u64>().map(Value::from));
+        return Some(number.map_err(|_| ScalarProblem::TooBig));
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Some(
+            s.to_str()
+                .map(|s| Value::String(s.to_string()))
+                .map_err(ScalarProblem::NotUnicode),
+        );
+    }
+    None
+}
+
 /// `repr(value)`, cut short: error messages must stay readable.
 fn short_repr(value: &Bound<'_, PyAny>) -> String {
     let text = value
@@ -121,18 +140,12 @@ fn short_repr(value: &Bound<'_, PyAny>) -> String {
 /// A Python value as JSON, for soma's JSON → tensor rules: bytes become `{"b64": ...}`,
 /// numpy values go through `.tolist()`.
 pub(crate) fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
-    if value.is_none() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = value.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if value.is_instance_of::<PyInt>() {
-        if let Ok(i) = value.extract::<i64>() {
-            return Ok(Value::from(i));
-        }
-        return value.extract::<u64>().map(Value::from).map_err(|_| {
-            PyValueError::new_err(format!("integer {value} does not fit in 64 bits"))
+    if let Some(scalar) = common_scalar(value) {
+        return scalar.map_err(|problem| match problem {
+            ScalarProblem::TooBig => {
+                PyValueError::new_err(format!("integer {value} does not fit in 64 bits"))
+            }
+            ScalarProblem::NotUnicode(e) => e,
         });
     }
     if let Ok(f) = value.cast::<PyFloat>() {
@@ -140,9 +153,6 @@ pub(crate) fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
         return Ok(
             Number::from_f64(x).map_or_else(|| Value::String(non_finite(x).into()), Value::Number)
         );
-    }
-    if let Ok(s) = value.cast::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_string()));
     }
     if let Ok(b) = value.cast::<PyBytes>() {
         return Ok(soma_core::json::b64_value(b.as_bytes()));
