@@ -15,6 +15,9 @@ pub enum RuntimeError {
     /// The model has no usable signature, or cannot run here.
     #[error("{0}")]
     Model(String),
+    /// The operation is not supported by this server (e.g. reloading a fixed model list).
+    #[error("{0}")]
+    Unsupported(String),
     /// The engine failed while running the model.
     #[error("{context}: {source}")]
     Engine {
@@ -30,6 +33,7 @@ impl RuntimeError {
             RuntimeError::NotFound(_) => ErrorKind::NotFound,
             RuntimeError::InvalidInput(_) => ErrorKind::InvalidArgument,
             RuntimeError::Model(_) => ErrorKind::FailedPrecondition,
+            RuntimeError::Unsupported(_) => ErrorKind::Unimplemented,
             RuntimeError::Engine { source, .. } => source.kind,
         }
     }

@@ -8,13 +8,17 @@
 //! * [`ModelSet`] holds every model and version of an API and resolves `model_name` /
 //!   `model_version` the way Cortex's `tensorflow_client` did, with errors that list what
 //!   is available. It is safe to share between threads and can be updated while serving.
+//! * [`hub`]: what the TF Serving REST/gRPC front ends need from the owner of the live
+//!   model set ([`ModelHub`]), with version states and policies as TF Serving names them.
 
 mod error;
+pub mod hub;
 mod model_set;
 mod servable;
 mod signature;
 
 pub use error::RuntimeError;
+pub use hub::{ModelHub, ServableState, StaticHub, VersionPolicy, VersionSelector, VersionStatus};
 pub use model_set::{ModelSet, SINGLE_MODEL_NAME};
 pub use servable::{Prediction, Servable};
 pub use signature::{choose_signature, warmup_inputs};

@@ -1,0 +1,205 @@
+//! The contract between the synchronous protocol front ends (TF Serving REST and gRPC) and
+//! whatever owns the live set of models.
+//!
+//! The protocol crates only see [`ModelHub`]: find a servable for a request, report version
+//! states, apply a new model list. The real implementation (repository watcher, version
+//! policy, load/warm-up/unload) lives elsewhere; [`StaticHub`] serves a fixed [`ModelSet`]
+//! and is what protocol tests use when they do not exercise reloading.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use soma_core::{ErrorKind, VersionSpec};
+
+use crate::{ModelSet, RuntimeError, Servable};
+
+/// TF Serving's `ServableState` (names and order as in `get_model_status.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServableState {
+    Start,
+    Loading,
+    Available,
+    Unloading,
+    End,
+}
+
+impl ServableState {
+    /// The enum value on the wire (`ModelVersionStatus.State`).
+    pub fn code(self) -> i32 {
+        match self {
+            ServableState::Start => 10,
+            ServableState::Loading => 20,
+            ServableState::Available => 30,
+            ServableState::Unloading => 40,
+            ServableState::End => 50,
+        }
+    }
+
+    /// TF Serving's JSON spelling, e.g. `AVAILABLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServableState::Start => "START",
+            ServableState::Loading => "LOADING",
+            ServableState::Available => "AVAILABLE",
+            ServableState::Unloading => "UNLOADING",
+            ServableState::End => "END",
+        }
+    }
+}
+
+/// The state of one model version; `error` is set when loading failed (state `END`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionStatus {
+    pub version: i64,
+    pub state: ServableState,
+    pub error: Option<(ErrorKind, String)>,
+}
+
+/// How a request names a version: TF Serving's `version` / `version_label`, or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    Latest,
+    Number(i64),
+    Label(String),
+}
+
+impl From<VersionSpec> for VersionSelector {
+    fn from(spec: VersionSpec) -> VersionSelector {
+        match spec {
+            VersionSpec::Latest => VersionSelector::Latest,
+            VersionSpec::Number(n) => VersionSelector::Number(n),
+        }
+    }
+}
+
+/// TF Serving's `model_version_policy`. The default is `Latest(1)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    Latest(u32),
+    All,
+    Specific(BTreeSet<i64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> VersionPolicy {
+        VersionPolicy::Latest(1)
+    }
+}
+
+/// One entry of TF Serving's `model_config_list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub name: String,
+    /// A local folder or an `s3://bucket/prefix`.
+    pub base_path: String,
+    pub policy: VersionPolicy,
+    pub labels: BTreeMap<String, i64>,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the synchronous front ends need from the model owner.
+pub trait ModelHub: Send + Sync + 'static {
+    /// The names of the models served, sorted.
+    fn models(&self) -> Vec<String>;
+
+    /// The servable that answers a request. Only `AVAILABLE` versions are returned;
+    /// `Latest` is the highest available version.
+    fn servable(
+        &self,
+        model: &str,
+        version: &VersionSelector,
+    ) -> Result<Arc<Servable>, RuntimeError>;
+
+    /// Every known version of `model` (or only `version`), ascending by version.
+    /// Unknown model or version: `RuntimeError::NotFound`.
+    fn status(
+        &self,
+        model: &str,
+        version: Option<&VersionSelector>,
+    ) -> Result<Vec<VersionStatus>, RuntimeError>;
+
+    /// Replaces the served model list (TF Serving's `HandleReloadConfigRequest`): models
+    /// not in `models` are unloaded, new ones are loaded. Resolves once the new list is
+    /// applied; an error names what could not be applied.
+    fn reload(&self, models: Vec<ModelConfig>) -> BoxFuture<'_, Result<(), RuntimeError>>;
+}
+
+/// A fixed set of loaded models: every loaded version is `AVAILABLE`; reloading is refused.
+#[derive(Debug)]
+pub struct StaticHub {
+    models: Arc<ModelSet>,
+}
+
+impl StaticHub {
+    pub fn new(models: Arc<ModelSet>) -> StaticHub {
+        StaticHub { models }
+    }
+}
+
+impl ModelHub for StaticHub {
+    fn models(&self) -> Vec<String> {
+        self.models
+            .list()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    fn servable(
+        &self,
+        model: &str,
+        version: &VersionSelector,
+    ) -> Result<Arc<Servable>, RuntimeError> {
+        let spec = match version {
+            VersionSelector::Latest => VersionSpec::Latest,
+            VersionSelector::Number(n) => VersionSpec::Number(*n),
+            VersionSelector::Label(label) => {
+                return Err(RuntimeError::NotFound(format!(
+                    "model '{model}' has no version label '{label}'"
+                )));
+            }
+        };
+        self.models.resolve(Some(model), spec)
+    }
+
+    fn status(
+        &self,
+        model: &str,
+        version: Option<&VersionSelector>,
+    ) -> Result<Vec<VersionStatus>, RuntimeError> {
+        let available = |v: i64| VersionStatus {
+            version: v,
+            state: ServableState::Available,
+            error: None,
+        };
+        match version {
+            None => {
+                let versions = self
+                    .models
+                    .list()
+                    .into_iter()
+                    .find(|(name, _)| name == model)
+                    .map(|(_, versions)| versions)
+                    .ok_or_else(|| {
+                        RuntimeError::NotFound(format!(
+                            "Could not find any versions of model {model}"
+                        ))
+                    })?;
+                Ok(versions.into_iter().map(available).collect())
+            }
+            Some(selector) => Ok(vec![available(self.servable(model, selector)?.version())]),
+        }
+    }
+
+    fn reload(&self, _models: Vec<ModelConfig>) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async {
+            Err(RuntimeError::Unsupported(
+                "this server's model list is fixed; reloading the model config is not supported"
+                    .to_string(),
+            ))
+        })
+    }
+}
