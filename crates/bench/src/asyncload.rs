@@ -4,12 +4,14 @@
 //! * light load: one workload at a time, submit → poll (every 0.2 ms) → completed; p50/p99;
 //! * sustained: `workloads` submitted by `concurrency` clients as fast as they can; throughput
 //!   from the first submit to the last completion.
+//!
+//! Every client keeps one HTTP/1.1 connection open, as HTTP client libraries do.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use soma_testkit::http;
+use soma_testkit::HttpConnection;
 
 pub(crate) fn run(
     addr: &str,
@@ -18,11 +20,12 @@ pub(crate) fn run(
     workloads: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
+    let mut connection = HttpConnection::connect(addr)?;
     let light: Vec<Duration> = (0..300)
         .map(|_| {
             let started = Instant::now();
-            let id = submit(addr, endpoint, payload)?;
-            wait_completed(addr, endpoint, &id, Duration::from_micros(200))?;
+            let id = submit(&mut connection, endpoint, payload)?;
+            wait_completed(&mut connection, endpoint, &id, Duration::from_micros(200))?;
             Ok(started.elapsed())
         })
         .collect::<anyhow::Result<_>>()?;
@@ -39,8 +42,9 @@ pub(crate) fn run(
         let clients: Vec<_> = (0..concurrency)
             .map(|_| {
                 scope.spawn(move || {
+                    let mut connection = HttpConnection::connect(addr)?;
                     (0..per_client)
-                        .map(|_| submit(addr, endpoint, payload))
+                        .map(|_| submit(&mut connection, endpoint, payload))
                         .collect::<anyhow::Result<Vec<_>>>()
                 })
             })
@@ -54,8 +58,9 @@ pub(crate) fn run(
     .flatten()
     .collect();
     let submitted = started.elapsed();
+    let mut connection = HttpConnection::connect(addr)?;
     for id in &ids {
-        wait_completed(addr, endpoint, id, Duration::from_millis(2))?;
+        wait_completed(&mut connection, endpoint, id, Duration::from_millis(2))?;
     }
     let total = started.elapsed();
     println!(
@@ -69,9 +74,12 @@ pub(crate) fn run(
     Ok(())
 }
 
-fn submit(addr: &str, endpoint: &str, payload: &[u8]) -> anyhow::Result<String> {
-    let response = http(
-        addr,
+fn submit(
+    connection: &mut HttpConnection,
+    endpoint: &str,
+    payload: &[u8],
+) -> anyhow::Result<String> {
+    let response = connection.request(
         "POST",
         endpoint,
         &[("Content-Type", "application/json")],
@@ -84,10 +92,15 @@ fn submit(addr: &str, endpoint: &str, payload: &[u8]) -> anyhow::Result<String> 
     value["id"].as_str().map(str::to_string).context("no id")
 }
 
-fn wait_completed(addr: &str, endpoint: &str, id: &str, poll: Duration) -> anyhow::Result<()> {
+fn wait_completed(
+    connection: &mut HttpConnection,
+    endpoint: &str,
+    id: &str,
+    poll: Duration,
+) -> anyhow::Result<()> {
     let path = format!("{endpoint}/{id}");
     loop {
-        let response = http(addr, "GET", &path, &[], b"")?;
+        let response = connection.request("GET", &path, &[], b"")?;
         let value: Value = serde_json::from_slice(&response.body)?;
         match value["status"].as_str() {
             Some("completed") => return Ok(()),

@@ -16,7 +16,7 @@ use crate::error::JobsError;
 use crate::model::{
     ApiName, Lease, Outcome, Status, Timestamp, WorkloadId, WorkloadRecord, payload_key,
 };
-use crate::traits::{BlobStore, Queue, StateStore};
+use crate::traits::{AtomicSteps, BlobStore, Queue, StateStore, Taken};
 
 /// Deliveries after which `claim` gives up on a workload whose worker keeps disappearing.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -27,6 +27,8 @@ pub struct Backend {
     pub queue: Arc<dyn Queue>,
     pub states: Arc<dyn StateStore>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Set when one store holds all three and can run each sequence as one write.
+    atomic: Option<Arc<dyn AtomicSteps>>,
     max_attempts: u32,
 }
 
@@ -62,6 +64,7 @@ impl Backend {
             queue,
             states,
             blobs,
+            atomic: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
@@ -72,6 +75,17 @@ impl Backend {
         S: Queue + StateStore + BlobStore + 'static,
     {
         Backend::new(store.clone(), store.clone(), store)
+    }
+
+    /// Like [`from_store`](Self::from_store) for a store that can also run each sequence
+    /// (submit, claim, complete) as one atomic write; the backend then does so.
+    pub fn from_atomic_store<S>(store: Arc<S>) -> Backend
+    where
+        S: Queue + StateStore + BlobStore + AtomicSteps + 'static,
+    {
+        let mut backend = Backend::new(store.clone(), store.clone(), store.clone());
+        backend.atomic = Some(store);
+        backend
     }
 
     /// Deliveries a workload gets before `claim` marks it failed instead of handing it out
@@ -108,6 +122,12 @@ impl Backend {
         content_type: &str,
         body: Bytes,
     ) -> Result<(), JobsError> {
+        let key = payload_key(api, id);
+        if let Some(atomic) = &self.atomic {
+            let record =
+                WorkloadRecord::new(api.clone(), id.clone(), content_type, Timestamp::now());
+            return atomic.enqueue(&record, &key, body).await;
+        }
         // Checked first so a duplicate does not overwrite the original's payload.
         if self.states.get(api, id).await?.is_some() {
             return Err(JobsError::AlreadyExists {
@@ -118,9 +138,7 @@ impl Backend {
         // Order matters: a queue entry must never point at a missing record or payload. A
         // crash in between leaves only an unreferenced payload, or an `in_queue` record no
         // worker will see (the caller never got the id, so nobody polls it).
-        self.blobs
-            .put(&payload_key(api, id), body, content_type)
-            .await?;
+        self.blobs.put(&key, body, content_type).await?;
         let record = WorkloadRecord::new(api.clone(), id.clone(), content_type, Timestamp::now());
         self.states.create(&record).await?;
         self.queue.push(api, id).await
@@ -152,15 +170,16 @@ impl Backend {
         lease: Duration,
     ) -> Result<Option<Claimed>, JobsError> {
         loop {
-            let Some(lease) = self.queue.pop(api, lease).await? else {
+            let Some(Taken {
+                lease,
+                record,
+                payload,
+            }) = self.take(api, lease).await?
+            else {
                 return Ok(None);
             };
             let key = payload_key(api, &lease.id);
-            let Some(record) = self
-                .states
-                .mark_in_progress(api, &lease.id, Timestamp::now())
-                .await?
-            else {
+            let Some(record) = record else {
                 warn!(%api, id = %lease.id, "queued workload has no record; dropping it");
                 self.queue.ack(&lease).await?;
                 continue;
@@ -182,7 +201,7 @@ impl Backend {
                 self.drop_with_error(&lease, &key, error).await?;
                 continue;
             }
-            let Some((payload, content_type)) = self.blobs.get(&key).await? else {
+            let Some((payload, content_type)) = payload else {
                 let error = "the workload's payload is missing from storage".to_string();
                 warn!(%api, id = %lease.id, "{error}");
                 self.drop_with_error(&lease, &key, error).await?;
@@ -195,6 +214,29 @@ impl Backend {
                 content_type,
             }));
         }
+    }
+
+    /// Pops the next item, marks it `in_progress` and reads its payload (unless final).
+    async fn take(&self, api: &ApiName, lease: Duration) -> Result<Option<Taken>, JobsError> {
+        if let Some(atomic) = &self.atomic {
+            return atomic.take(api, lease, Timestamp::now()).await;
+        }
+        let Some(lease) = self.queue.pop(api, lease).await? else {
+            return Ok(None);
+        };
+        let record = self
+            .states
+            .mark_in_progress(api, &lease.id, Timestamp::now())
+            .await?;
+        let payload = match &record {
+            Some(r) if !r.status.is_final() => self.blobs.get(&payload_key(api, &lease.id)).await?,
+            _ => None,
+        };
+        Ok(Some(Taken {
+            lease,
+            record,
+            payload,
+        }))
     }
 
     async fn drop_with_error(
@@ -217,6 +259,10 @@ impl Backend {
     /// this call set the final status.
     pub async fn complete(&self, claimed: &Claimed, outcome: Outcome) -> Result<bool, JobsError> {
         let lease = &claimed.lease;
+        if let Some(atomic) = &self.atomic {
+            let key = payload_key(&lease.api, &lease.id);
+            return atomic.settle(lease, &key, outcome, Timestamp::now()).await;
+        }
         let won = self
             .states
             .finish(&lease.api, &lease.id, outcome, Timestamp::now())

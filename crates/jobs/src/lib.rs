@@ -12,6 +12,8 @@
 //!   [`complete`](Backend::complete), [`cancel`](Backend::cancel),
 //!   [`expire`](Backend::expire)). The ordering rules that make crashes harmless live there,
 //!   once, for every backend.
+//! * [`AtomicSteps`]: optional; a store that holds all three on one transactional engine
+//!   runs each of `Backend`'s sequences (submit, claim, complete) as one write.
 //! * [`EmbeddedBackend`]: the default, one redb file `<data_dir>/soma.redb`.
 //! * [`MemoryBackend`]: in-memory, **for tests of other crates only**.
 //! * `conformance` (feature `conformance`): the behaviour suite every backend must pass.
@@ -32,6 +34,11 @@
 //! committed state (copy-on-write B-trees with checksummed commit slots), all in a single
 //! file. That gives crash safety without a home-made log format, a C toolchain (SQLite,
 //! RocksDB) or a server process.
+//!
+//! A workload costs the embedded backend three transactions: submit (fsync before the id is
+//! returned), claim (committed without waiting for an fsync: losing it in a crash only makes
+//! the workload visible again; the writer makes it durable within milliseconds of idleness)
+//! and complete (fsync). Concurrent callers share transactions (group commit).
 
 mod backend;
 mod embedded;
@@ -51,7 +58,7 @@ pub use model::{
     ApiName, Lease, Outcome, QueueStats, Status, StatusCounts, Timestamp, WorkloadId,
     WorkloadRecord, payload_key,
 };
-pub use traits::{BlobStore, Queue, StateStore};
+pub use traits::{AtomicSteps, BlobStore, Queue, StateStore, Taken};
 
 /// Cortex's retention of finished workloads (its S3 lifecycle rule), for callers that want
 /// the same default.

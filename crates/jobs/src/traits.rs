@@ -97,3 +97,46 @@ pub trait BlobStore: Send + Sync + Debug {
     /// Deletes `key`; deleting an absent key succeeds.
     async fn delete(&self, key: &str) -> Result<(), JobsError>;
 }
+
+/// What [`AtomicSteps::take`] hands out: a fresh lease, the record after
+/// `mark_in_progress` (`None` for an unknown id) and the payload (read only when the record
+/// is not final).
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub lease: Lease,
+    pub record: Option<WorkloadRecord>,
+    pub payload: Option<(Bytes, String)>,
+}
+
+/// Optional, for a store that implements all three traits on one transactional engine: each
+/// of [`Backend`](crate::Backend)'s multi-step sequences as one atomic write. Same outcome as
+/// the steps in order (the conformance suite holds both paths to it), one commit instead of
+/// three, and no half-done sequence to repair after a crash.
+#[async_trait]
+pub trait AtomicSteps: Send + Sync + Debug {
+    /// `BlobStore::put` of the payload, `StateStore::create`, `Queue::push`.
+    async fn enqueue(
+        &self,
+        record: &WorkloadRecord,
+        payload_key: &str,
+        payload: Bytes,
+    ) -> Result<(), JobsError>;
+
+    /// `Queue::pop`, `StateStore::mark_in_progress` and `BlobStore::get` of its payload.
+    async fn take(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Taken>, JobsError>;
+
+    /// `StateStore::finish`, `BlobStore::delete` of the payload, `Queue::ack`. Returns
+    /// whether this call set the final status.
+    async fn settle(
+        &self,
+        lease: &Lease,
+        payload_key: &str,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> Result<bool, JobsError>;
+}

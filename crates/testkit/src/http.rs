@@ -91,3 +91,62 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         data = data.get(size + 2..)?;
     }
 }
+
+/// A kept-alive HTTP/1.1 connection for load generators: requests one after the other on
+/// one TCP connection, as client libraries with a connection pool do. Responses must carry
+/// a `Content-Length` (soma's do).
+#[derive(Debug)]
+pub struct HttpConnection {
+    addr: String,
+    stream: std::io::BufReader<TcpStream>,
+}
+
+impl HttpConnection {
+    pub fn connect(addr: &str) -> std::io::Result<HttpConnection> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(HttpConnection {
+            addr: addr.to_string(),
+            stream: std::io::BufReader::new(stream),
+        })
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        use std::io::BufRead as _;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.stream.get_mut().write_all(&request)?;
+
+        let bad = |what: &str| std::io::Error::other(format!("bad HTTP response ({what})"));
+        let mut raw = Vec::new();
+        loop {
+            let before = raw.len();
+            if self.stream.read_until(b'\n', &mut raw)? == 0 {
+                return Err(bad("connection closed"));
+            }
+            if raw[before..] == *b"\r\n" {
+                break;
+            }
+        }
+        let mut response = parse(&raw)?;
+        let length: usize = response
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("no Content-Length"))?;
+        response.body = vec![0; length];
+        self.stream.read_exact(&mut response.body)?;
+        Ok(response)
+    }
+}

@@ -14,6 +14,6 @@ mod moto;
 mod paths;
 
 pub use expected::{ExpectedCase, assert_outputs_match, expected_cases};
-pub use http::{HttpResponse, http};
+pub use http::{HttpConnection, HttpResponse, http};
 pub use moto::MotoServer;
 pub use paths::{fixtures, free_port, repo_root, venv_bin};

@@ -95,11 +95,25 @@ impl WorkerPool {
     }
 }
 
+/// Outcomes a worker may still be storing while it runs the next workload.
+const MAX_SETTLING: usize = 4;
+
 async fn work(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let options = &shared.options;
+    // Storing an outcome is a durable write; the worker does not wait for it before taking
+    // the next workload (the workload stays leased until it is stored, so a crash meanwhile
+    // only means it runs again).
+    let mut settling = JoinSet::new();
     while !*shutdown.borrow() {
+        while settling.try_join_next().is_some() {}
+        if settling.len() >= MAX_SETTLING {
+            settling.join_next().await;
+        }
         match shared.backend.claim(&shared.api, options.lease).await {
-            Ok(Some(claimed)) => process(&shared, claimed).await,
+            Ok(Some(claimed)) => {
+                let settle = process(&shared, claimed).await;
+                settling.spawn(settle.in_current_span());
+            }
             Ok(None) => {
                 tokio::select! {
                     () = shared.wake.notified() => {}
@@ -113,13 +127,15 @@ async fn work(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+    while settling.join_next().await.is_some() {}
 }
 
-async fn process(shared: &Shared, claimed: Claimed) {
+/// Runs the handler on one workload and returns the future that stores its outcome.
+async fn process(shared: &Arc<Shared>, claimed: Claimed) -> impl Future<Output = ()> + use<> {
     let api = shared.api.as_str();
     let id = claimed.record.id.clone();
     let span = info_span!("workload", %id);
-    async {
+    let outcome = async {
         info!(attempt = claimed.record.attempts, "processing workload");
         if let Some(wait) = since(claimed.record.created_at.system_time()) {
             let _ = shared.metrics.observe(
@@ -144,21 +160,37 @@ async fn process(shared: &Shared, claimed: Claimed) {
                 Outcome::Failed { error: failure.message }
             }
         };
-        let status = outcome.status();
-        store_outcome(shared, &claimed, outcome).await;
         let _ = shared.metrics.gauge_add("soma_async_busy_workers", "Workers running a workload.", &[("api_name", api)], -1.0);
+        (outcome, started.elapsed())
+    }
+    .instrument(span.clone())
+    .await;
+    let shared = Arc::clone(shared);
+    async move {
+        let (outcome, took) = outcome;
+        let status = outcome.status();
+        store_outcome(&shared, &claimed, outcome).await;
+        let api = shared.api.as_str();
         let labels = [("api_name", api), ("status", status.as_str())];
-        let _ = shared.metrics.counter_add("soma_async_workloads_total", "Finished workloads by final status.", &labels, 1.0);
+        let _ = shared.metrics.counter_add(
+            "soma_async_workloads_total",
+            "Finished workloads by final status.",
+            &labels,
+            1.0,
+        );
         let _ = shared.metrics.observe(
             "soma_async_processing_seconds",
             "Time spent running the handler.",
             &labels,
-            started.elapsed().as_secs_f64(),
+            took.as_secs_f64(),
         );
-        info!(status = status.as_str(), millis = started.elapsed().as_millis() as u64, "workload processing complete");
+        info!(
+            status = status.as_str(),
+            millis = took.as_millis() as u64,
+            "workload processing complete"
+        );
     }
     .instrument(span)
-    .await;
 }
 
 /// Runs `work` while renewing the lease, so long workloads are not redelivered.

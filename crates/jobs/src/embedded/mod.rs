@@ -1,12 +1,15 @@
 //! [`EmbeddedBackend`]: queue, states and payloads in one redb file, `<data_dir>/soma.redb`.
 //!
-//! Every write operation runs in a redb write transaction committed with the default
-//! `Durability::Immediate` (fsync before `commit` returns) before its caller is answered.
+//! Every write that creates or finishes a workload runs in a redb write transaction committed
+//! with `Durability::Immediate` (fsync before `commit` returns) before its caller is
+//! answered. Steps whose loss in a crash only makes a workload visible again (pop, extend,
+//! ack, mark `in_progress`) are committed lazily and reach the disk within milliseconds.
 //! Concurrent operations share transactions (group commit, see `writer.rs`); they are applied
 //! one after the other, which is what makes the conditional updates (`finish`, `ack`, `pop`)
 //! atomic without any locking of our own. Reads run on tokio's blocking pool. Lease deadlines are wall-clock
 //! milliseconds stored in the file, so a restarted process redelivers what a killed one held.
 
+mod atomic;
 mod blob;
 mod queue;
 mod state;
@@ -48,7 +51,7 @@ impl EmbeddedBackend {
     /// After an unclean shutdown redb repairs the file here, which can take a while for a
     /// large file. Fails with `Unavailable` if another process has the file open.
     pub async fn open(data_dir: &Path) -> Result<Backend, JobsError> {
-        Ok(Backend::from_store(Arc::new(
+        Ok(Backend::from_atomic_store(Arc::new(
             EmbeddedBackend::open_store(data_dir).await?,
         )))
     }
@@ -85,13 +88,37 @@ impl EmbeddedBackend {
         F: Fn(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
     {
         self.writer
-            .write(move |txn| match f(txn)? {
-                Commit::Yes(value) => Ok((true, value)),
-                Commit::No(value) => Ok((false, value)),
+            .write(writer::Commitment::Durable, move |txn| {
+                Ok(f(txn)?.into_parts())
             })
             .await
     }
 
+    /// Like [`write`](Self::write), answered before the commit is on disk (see `writer.rs`):
+    /// for steps whose loss in a crash only makes a workload visible again.
+    async fn write_lazy<T, F>(&self, f: F) -> Result<T, JobsError>
+    where
+        T: Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
+    {
+        self.writer
+            .write(
+                writer::Commitment::Lazy,
+                move |txn| Ok(f(txn)?.into_parts()),
+            )
+            .await
+    }
+
+    /// A point lookup (a few B-tree pages, usually cached), run in place: a hop to the
+    /// blocking pool would cost more than the read.
+    fn lookup<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, TxError>,
+    ) -> Result<T, JobsError> {
+        Ok(f(&self.db.begin_read().map_err(TxError::from)?)?)
+    }
+
+    /// A read that may scan many entries, on tokio's blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T, JobsError>
     where
         T: Send + 'static,
@@ -106,6 +133,27 @@ impl EmbeddedBackend {
 enum Commit<T> {
     Yes(T),
     No(T),
+}
+
+impl<T> Commit<T> {
+    fn new(changed: bool, value: T) -> Commit<T> {
+        if changed {
+            Commit::Yes(value)
+        } else {
+            Commit::No(value)
+        }
+    }
+
+    fn into_parts(self) -> (bool, T) {
+        match self {
+            Commit::Yes(value) => (true, value),
+            Commit::No(value) => (false, value),
+        }
+    }
+
+    fn into_value(self) -> T {
+        self.into_parts().1
+    }
 }
 
 /// Errors inside a transaction closure; converted to [`JobsError`] at the async boundary so

@@ -13,55 +13,17 @@ use crate::traits::Queue;
 impl Queue for EmbeddedBackend {
     async fn push(&self, api: &ApiName, id: &WorkloadId) -> Result<(), JobsError> {
         let (api, id) = (api.clone(), id.clone());
-        self.write(move |txn| {
-            let key = (api.as_str(), id.as_str());
-            let mut queued = txn.open_table(QUEUED)?;
-            if queued.get(key)?.is_some() || txn.open_table(LEASES)?.get(key)?.is_some() {
-                return Ok(Commit::No(()));
-            }
-            let seq = next_seq(txn)?;
-            txn.open_table(READY)?
-                .insert((api.as_str(), seq), (id.as_str(), now_millis()))?;
-            queued.insert(key, seq)?;
-            Ok(Commit::Yes(()))
-        })
-        .await
+        self.write(move |txn| push(txn, &api, &id)).await
     }
 
     async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
         let api = api.clone();
-        self.write(move |txn| {
-            let now = now_millis();
-            let taken = match take_expired(txn, &api, now)? {
-                Some(taken) => Some(taken),
-                None => take_ready(txn, &api)?,
-            };
-            let Some((id, attempt)) = taken else {
-                // Nothing changed: abort instead of paying an fsync per empty poll.
-                return Ok(Commit::No(None));
-            };
-            let token = next_seq(txn)?.to_string();
-            let deadline = now.saturating_add(millis(lease));
-            txn.open_table(LEASES)?.insert(
-                (api.as_str(), id.as_str()),
-                (token.as_str(), deadline, attempt),
-            )?;
-            txn.open_table(DEADLINES)?
-                .insert((api.as_str(), deadline, id.as_str()), ())?;
-            let id = parse_id(&id)?;
-            Ok(Commit::Yes(Some(Lease {
-                api: api.clone(),
-                id,
-                token,
-                attempt,
-            })))
-        })
-        .await
+        self.write_lazy(move |txn| pop(txn, &api, lease)).await
     }
 
     async fn extend(&self, lease: &Lease, by: Duration) -> Result<(), JobsError> {
         let lease = lease.clone();
-        self.write(move |txn| {
+        self.write_lazy(move |txn| {
             let Some((_, old_deadline, attempt)) = held(txn, &lease)? else {
                 return Err(JobsError::LeaseLost {
                     api: lease.api.clone(),
@@ -83,16 +45,7 @@ impl Queue for EmbeddedBackend {
 
     async fn ack(&self, lease: &Lease) -> Result<bool, JobsError> {
         let lease = lease.clone();
-        self.write(move |txn| {
-            let Some((_, deadline, _)) = held(txn, &lease)? else {
-                return Ok(Commit::No(false));
-            };
-            let (api, id) = (lease.api.as_str(), lease.id.as_str());
-            txn.open_table(LEASES)?.remove((api, id))?;
-            txn.open_table(DEADLINES)?.remove((api, deadline, id))?;
-            Ok(Commit::Yes(true))
-        })
-        .await
+        self.write_lazy(move |txn| ack(txn, &lease)).await
     }
 
     async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError> {
@@ -142,6 +95,67 @@ impl Queue for EmbeddedBackend {
         })
         .await
     }
+}
+
+/// [`Queue::push`] inside `txn`.
+pub(super) fn push(
+    txn: &WriteTransaction,
+    api: &ApiName,
+    id: &WorkloadId,
+) -> Result<Commit<()>, TxError> {
+    let key = (api.as_str(), id.as_str());
+    let mut queued = txn.open_table(QUEUED)?;
+    if queued.get(key)?.is_some() || txn.open_table(LEASES)?.get(key)?.is_some() {
+        return Ok(Commit::No(()));
+    }
+    let seq = next_seq(txn)?;
+    txn.open_table(READY)?
+        .insert((api.as_str(), seq), (id.as_str(), now_millis()))?;
+    queued.insert(key, seq)?;
+    Ok(Commit::Yes(()))
+}
+
+/// [`Queue::pop`] inside `txn`.
+pub(super) fn pop(
+    txn: &WriteTransaction,
+    api: &ApiName,
+    lease: Duration,
+) -> Result<Commit<Option<Lease>>, TxError> {
+    let now = now_millis();
+    let taken = match take_expired(txn, api, now)? {
+        Some(taken) => Some(taken),
+        None => take_ready(txn, api)?,
+    };
+    let Some((id, attempt)) = taken else {
+        // Nothing changed: abort instead of paying an fsync per empty poll.
+        return Ok(Commit::No(None));
+    };
+    let token = next_seq(txn)?.to_string();
+    let deadline = now.saturating_add(millis(lease));
+    txn.open_table(LEASES)?.insert(
+        (api.as_str(), id.as_str()),
+        (token.as_str(), deadline, attempt),
+    )?;
+    txn.open_table(DEADLINES)?
+        .insert((api.as_str(), deadline, id.as_str()), ())?;
+    let id = parse_id(&id)?;
+    Ok(Commit::Yes(Some(Lease {
+        api: api.clone(),
+        id,
+        token,
+        attempt,
+    })))
+}
+
+/// [`Queue::ack`] inside `txn`.
+pub(super) fn ack(txn: &WriteTransaction, lease: &Lease) -> Result<Commit<bool>, TxError> {
+    let Some((_, deadline, _)) = held(txn, lease)? else {
+        return Ok(Commit::No(false));
+    };
+    let (api, id) = (lease.api.as_str(), lease.id.as_str());
+    txn.open_table(LEASES)?.remove((api, id))?;
+    txn.open_table(DEADLINES)?.remove((api, deadline, id))?;
+    Ok(Commit::Yes(true))
 }
 
 /// Removes the earliest expired lease of `api`, returning (id, next attempt).

@@ -19,21 +19,7 @@ const EXPIRE_BATCH: usize = 1000;
 impl StateStore for EmbeddedBackend {
     async fn create(&self, record: &WorkloadRecord) -> Result<(), JobsError> {
         let record = record.clone();
-        self.write(move |txn| {
-            let key = (record.api.as_str(), record.id.as_str());
-            let mut records = txn.open_table(RECORDS)?;
-            if records.get(key)?.is_some() {
-                return Err(JobsError::AlreadyExists {
-                    api: record.api.clone(),
-                    id: record.id.clone(),
-                }
-                .into());
-            }
-            records.insert(key, encode(&record)?.as_slice())?;
-            bump(txn, &record.api, record.status, 1)?;
-            Ok(Commit::Yes(()))
-        })
-        .await
+        self.write(move |txn| create(txn, &record)).await
     }
 
     async fn get(
@@ -41,13 +27,11 @@ impl StateStore for EmbeddedBackend {
         api: &ApiName,
         id: &WorkloadId,
     ) -> Result<Option<WorkloadRecord>, JobsError> {
-        let (api, id) = (api.clone(), id.clone());
-        self.read(move |txn| {
+        self.lookup(|txn| {
             let records = txn.open_table(RECORDS)?;
             let stored = records.get((api.as_str(), id.as_str()))?;
             stored.map(|v| decode(v.value())).transpose()
         })
-        .await
     }
 
     async fn mark_in_progress(
@@ -57,23 +41,8 @@ impl StateStore for EmbeddedBackend {
         now: Timestamp,
     ) -> Result<Option<WorkloadRecord>, JobsError> {
         let (api, id) = (api.clone(), id.clone());
-        self.write(move |txn| {
-            let Some(mut record) = load(txn, &api, &id)? else {
-                return Ok(Commit::No(None));
-            };
-            if record.status.is_final() {
-                return Ok(Commit::No(Some(record)));
-            }
-            let before = record.status;
-            record.start(now);
-            store(txn, &record)?;
-            if before != record.status {
-                bump(txn, &api, before, -1)?;
-                bump(txn, &api, record.status, 1)?;
-            }
-            Ok(Commit::Yes(Some(record)))
-        })
-        .await
+        self.write_lazy(move |txn| mark_in_progress(txn, &api, &id, now))
+            .await
     }
 
     async fn finish(
@@ -84,37 +53,16 @@ impl StateStore for EmbeddedBackend {
         now: Timestamp,
     ) -> Result<bool, JobsError> {
         let (api, id) = (api.clone(), id.clone());
-        self.write(move |txn| {
-            let Some(mut record) = load(txn, &api, &id)? else {
-                return Ok(Commit::No(false));
-            };
-            if record.status.is_final() {
-                return Ok(Commit::No(false));
-            }
-            let before = record.status;
-            record.finish(&outcome, now);
-            store(txn, &record)?;
-            bump(txn, &api, before, -1)?;
-            bump(txn, &api, record.status, 1)?;
-            if let Outcome::Completed { result } = &outcome {
-                txn.open_table(RESULTS)?
-                    .insert((api.as_str(), id.as_str()), result.as_ref())?;
-            }
-            txn.open_table(FINISHED)?
-                .insert((now.unix_millis(), api.as_str(), id.as_str()), ())?;
-            Ok(Commit::Yes(true))
-        })
-        .await
+        self.write(move |txn| finish(txn, &api, &id, &outcome, now))
+            .await
     }
 
     async fn result(&self, api: &ApiName, id: &WorkloadId) -> Result<Option<Bytes>, JobsError> {
-        let (api, id) = (api.clone(), id.clone());
-        self.read(move |txn| {
+        self.lookup(|txn| {
             let results = txn.open_table(RESULTS)?;
             let stored = results.get((api.as_str(), id.as_str()))?;
             Ok(stored.map(|v| Bytes::copy_from_slice(v.value())))
         })
-        .await
     }
 
     async fn expire(
@@ -143,8 +91,7 @@ impl StateStore for EmbeddedBackend {
     }
 
     async fn counts(&self, api: &ApiName) -> Result<StatusCounts, JobsError> {
-        let api = api.clone();
-        self.read(move |txn| {
+        self.lookup(|txn| {
             let table = txn.open_table(COUNTS)?;
             let mut counts = StatusCounts::default();
             for status in Status::ALL {
@@ -154,8 +101,77 @@ impl StateStore for EmbeddedBackend {
             }
             Ok(counts)
         })
-        .await
     }
+}
+
+/// [`StateStore::create`] inside `txn`.
+pub(super) fn create(
+    txn: &WriteTransaction,
+    record: &WorkloadRecord,
+) -> Result<Commit<()>, TxError> {
+    let key = (record.api.as_str(), record.id.as_str());
+    let mut records = txn.open_table(RECORDS)?;
+    if records.get(key)?.is_some() {
+        return Err(JobsError::AlreadyExists {
+            api: record.api.clone(),
+            id: record.id.clone(),
+        }
+        .into());
+    }
+    records.insert(key, encode(record)?.as_slice())?;
+    bump(txn, &record.api, record.status, 1)?;
+    Ok(Commit::Yes(()))
+}
+
+/// [`StateStore::mark_in_progress`] inside `txn`.
+pub(super) fn mark_in_progress(
+    txn: &WriteTransaction,
+    api: &ApiName,
+    id: &WorkloadId,
+    now: Timestamp,
+) -> Result<Commit<Option<WorkloadRecord>>, TxError> {
+    let Some(mut record) = load(txn, api, id)? else {
+        return Ok(Commit::No(None));
+    };
+    if record.status.is_final() {
+        return Ok(Commit::No(Some(record)));
+    }
+    let before = record.status;
+    record.start(now);
+    store(txn, &record)?;
+    if before != record.status {
+        bump(txn, api, before, -1)?;
+        bump(txn, api, record.status, 1)?;
+    }
+    Ok(Commit::Yes(Some(record)))
+}
+
+/// [`StateStore::finish`] inside `txn`.
+pub(super) fn finish(
+    txn: &WriteTransaction,
+    api: &ApiName,
+    id: &WorkloadId,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<Commit<bool>, TxError> {
+    let Some(mut record) = load(txn, api, id)? else {
+        return Ok(Commit::No(false));
+    };
+    if record.status.is_final() {
+        return Ok(Commit::No(false));
+    }
+    let before = record.status;
+    record.finish(outcome, now);
+    store(txn, &record)?;
+    bump(txn, api, before, -1)?;
+    bump(txn, api, record.status, 1)?;
+    if let Outcome::Completed { result } = outcome {
+        txn.open_table(RESULTS)?
+            .insert((api.as_str(), id.as_str()), result.as_ref())?;
+    }
+    txn.open_table(FINISHED)?
+        .insert((now.unix_millis(), api.as_str(), id.as_str()), ())?;
+    Ok(Commit::Yes(true))
 }
 
 fn expire_batch(

@@ -1,0 +1,75 @@
+//! The embedded backend commits deliveries (pop, mark `in_progress`) without waiting for an
+//! fsync, and promises to make them durable within milliseconds. The attempt count that
+//! stops a payload from crashing the process forever depends on that promise, so this test
+//! checks it with a real SIGKILL: a child claims a workload and then idles (no further
+//! writes that could carry the claim to disk); after the kill, the next delivery must be
+//! attempt 2.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use soma_jobs::{ApiName, EmbeddedBackend};
+
+const CHILD_DIR_ENV: &str = "SOMA_JOBS_LAZY_CHILD_DIR";
+const LEASE: Duration = Duration::from_millis(300);
+
+fn api() -> ApiName {
+    ApiName::parse("lazy").expect("api name")
+}
+
+#[test]
+#[ignore = "helper process for `a_claim_reaches_the_disk_without_further_writes`"]
+fn lazy_child_helper() {
+    let dir = std::env::var(CHILD_DIR_ENV).expect("run by the lazy flush test only");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let backend = EmbeddedBackend::open(Path::new(&dir)).await.expect("open");
+        backend
+            .submit(&api(), "text/plain", Bytes::from_static(b"x"))
+            .await
+            .expect("submit");
+        let claimed = backend.claim(&api(), LEASE).await.expect("claim");
+        let claimed = claimed.expect("queued");
+        println!(
+            "claimed {} attempt {}",
+            claimed.lease.id, claimed.record.attempts
+        );
+        // Idle until killed, like a handler that is about to crash the process.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    });
+}
+
+#[tokio::test]
+async fn a_claim_reaches_the_disk_without_further_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--ignored", "--exact", "lazy_child_helper", "--nocapture"])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let claimed = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.starts_with("claimed "))
+        .expect("the child claims the workload");
+    assert!(claimed.ends_with(" attempt 1"), "{claimed}");
+    // Well past the writer's idle flush (2 ms), well short of anything else happening.
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+
+    let backend = EmbeddedBackend::open(dir.path()).await.expect("reopen");
+    tokio::time::sleep(LEASE).await;
+    let again = backend.claim(&api(), LEASE).await.expect("claim");
+    let again = again.expect("the killed delivery is handed out again");
+    assert_eq!(
+        again.record.attempts, 2,
+        "the first delivery was lost in the crash, so a crashing payload would never be stopped"
+    );
+}
