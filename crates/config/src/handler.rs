@@ -44,11 +44,7 @@ pub(crate) fn handler(
     let path = walker
         .required(map, AT, "path")
         .and_then(|v| handler_path(walker, v, project_dir));
-    for key in [
-        "multi_model_reloading",
-        "server_side_batching",
-        "protobuf_path",
-    ] {
+    for key in ["multi_model_reloading", "protobuf_path"] {
         if get(map, key).is_some() {
             walker.error(
                 &with(AT, key),
@@ -105,6 +101,7 @@ pub(crate) fn handler(
     };
     let shm_size = get(map, "shm_size").and_then(|v| shm_size(walker, v, compute));
     let dependencies = dependencies(walker, get(map, "dependencies"));
+    let server_side_batching = crate::batching::optional(walker, AT, map);
     if !walker.clean_since(mark) {
         return None;
     }
@@ -122,6 +119,7 @@ pub(crate) fn handler(
         dependencies: dependencies?,
         processes_per_replica,
         threads_per_process,
+        server_side_batching,
     })
 }
 

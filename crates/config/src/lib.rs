@@ -29,7 +29,8 @@
 //!     (a quantity, ≤ `compute.mem`), `dependencies` [{pip: requirements.txt, conda:
 //!     conda-packages.txt, shell: dependencies.sh}];
 //!   * `processes_per_replica`, `threads_per_process` [1; AsyncAPI allows only 1];
-//!   * `multi_model_reloading`, `server_side_batching`, `protobuf_path` are rejected.
+//!   * `multi_model_reloading`, `protobuf_path` are rejected; `server_side_batching` (a
+//!     RealtimeAPI field in Cortex) is accepted, for the handler or per `models.paths` entry.
 //! * `compute`: `cpu` [200m; a quantity ≥ 20m: `1`, `0.5`, `500m`], `mem` (≥ 20Mi: `Ki`,
 //!   `Mi`, `Gi`, `k`/`K`, `M`, `G`, plain bytes), `gpu` [0], `inf` [0; at most 1, not with
 //!   `gpu`], `node_groups` [any; a non-empty list of [a-zA-Z0-9_-] names].
@@ -65,6 +66,7 @@
 
 mod api;
 mod autoscaling;
+mod batching;
 mod compute;
 mod duration;
 mod error;

@@ -25,6 +25,7 @@ const ENTRY_KEYS: &[&str] = &[
     "signature_key",
     "intra_op_threads",
     "inter_op_threads",
+    "server_side_batching",
 ];
 const AT: &[&str] = &["handler", "models"];
 /// Cortex's internal name for the model of `models.path`.
@@ -147,12 +148,14 @@ fn named(walker: &mut Walker, value: &Value, project_dir: &Path) -> Option<Vec<N
         let signature_key = get(map, "signature_key")
             .and_then(|v| walker.non_empty(&with(&here, "signature_key"), v));
         let threads = thread_pools(walker, &here, map);
+        let server_side_batching = crate::batching::optional(walker, &here, map);
         if let (Some(name), Some(location)) = (name, location) {
             models.push(NamedModel {
                 name,
                 location,
                 signature_key,
                 threads,
+                server_side_batching,
             });
         }
     }

@@ -84,6 +84,25 @@ pub struct HandlerSpec {
     pub dependencies: Dependencies,
     pub processes_per_replica: u32,
     pub threads_per_process: u32,
+    /// Server-side batching for every model of the API (an entry of `models.paths` may
+    /// set its own).
+    pub server_side_batching: Option<ServerSideBatching>,
+}
+
+/// `server_side_batching`: concurrent predictions on one model merged into one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSideBatching {
+    /// 2..=1024, as Cortex.
+    pub max_batch_size: usize,
+    pub batch_interval: BatchInterval,
+}
+
+/// How long a batch waits for more requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchInterval {
+    Fixed(std::time::Duration),
+    /// soma extension: adapt to the arrival rate (no wait at light load).
+    Auto,
 }
 
 /// `handler.dependencies`: project-relative files installed at start (all optional).
@@ -117,6 +136,8 @@ pub struct NamedModel {
     pub location: ModelLocation,
     pub signature_key: Option<String>,
     pub threads: ThreadPools,
+    /// Overrides `handler.server_side_batching` for this model.
+    pub server_side_batching: Option<ServerSideBatching>,
 }
 
 /// soma extension (`intra_op_threads`, `inter_op_threads`): TensorFlow's thread-pool sizes.

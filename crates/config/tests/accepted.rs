@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use soma_config::{
-    ApiKind, Config, HandlerType, IntOrPercent, LogLevel, ModelSource, ThreadPools, parse,
+    ApiKind, BatchInterval, Config, HandlerType, IntOrPercent, LogLevel, ModelSource,
+    ServerSideBatching, ThreadPools, parse,
 };
 use soma_core::ModelLocation;
 
@@ -261,4 +262,32 @@ fn load_reads_the_file_and_uses_its_folder_as_the_project() {
         .map(|a| a.networking.endpoint.as_str())
         .collect();
     assert_eq!(endpoints, ["/a", "/b"]);
+}
+
+#[test]
+fn server_side_batching_for_the_api_and_per_model() {
+    let dir = project();
+    let yaml = format!(
+        "{TF}      paths:\n        - name: a\n          path: s3://b/a\n        - name: b\n          path: s3://b/b\n          server_side_batching: {{max_batch_size: 64, batch_interval: auto}}\n    server_side_batching:\n      max_batch_size: 8\n      batch_interval: 2ms\n"
+    );
+    let config = ok(dir.path(), &yaml);
+    let handler = &config.apis[0].handler;
+    assert_eq!(
+        handler.server_side_batching,
+        Some(ServerSideBatching {
+            max_batch_size: 8,
+            batch_interval: BatchInterval::Fixed(Duration::from_millis(2)),
+        })
+    );
+    let ModelSource::Named(list) = &handler.models.as_ref().unwrap().source else {
+        panic!()
+    };
+    assert_eq!(list[0].server_side_batching, None);
+    assert_eq!(
+        list[1].server_side_batching,
+        Some(ServerSideBatching {
+            max_batch_size: 64,
+            batch_interval: BatchInterval::Auto,
+        })
+    );
 }

@@ -186,9 +186,58 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             "cortex.yaml: iris (AsyncAPI): handler: multi_model_reloading: multi_model_reloading key is not supported for AsyncAPI kind",
         ),
         (
-            "server_side_batching",
-            set(py(), "handler.server_side_batching", "{max_batch_size: 8}"),
-            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: server_side_batching key is not supported for AsyncAPI kind",
+            "server_side_batching without batch_interval",
+            set(
+                tf_api(),
+                "handler.server_side_batching",
+                "{max_batch_size: 8}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: batch_interval: must be defined",
+        ),
+        (
+            "server_side_batching max_batch_size below 2",
+            set(
+                tf_api(),
+                "handler.server_side_batching",
+                "{max_batch_size: 1, batch_interval: 1ms}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: max_batch_size: 1 must be greater than or equal to 2",
+        ),
+        (
+            "server_side_batching max_batch_size above 1024",
+            set(
+                tf_api(),
+                "handler.server_side_batching",
+                "{max_batch_size: 2000, batch_interval: 1ms}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: max_batch_size: 2000 must be less than or equal to 1024",
+        ),
+        (
+            "server_side_batching batch_interval zero",
+            set(
+                tf_api(),
+                "handler.server_side_batching",
+                "{max_batch_size: 8, batch_interval: 0s}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: batch_interval: 0s must be greater than 0s",
+        ),
+        (
+            "server_side_batching batch_interval not a duration",
+            set(
+                tf_api(),
+                "handler.server_side_batching",
+                "{max_batch_size: 8, batch_interval: soon}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: batch_interval: \"soon\" is not a valid duration (e.g. 5ms, 100us) or \"auto\"",
+        ),
+        (
+            "server_side_batching unknown key",
+            set(
+                tf_api(),
+                "handler.server_side_batching",
+                "{max_batch_size: 8, batch_interval: auto, size: 3}",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: server_side_batching: key \"size\" is not supported",
         ),
         (
             "protobuf_path",

@@ -1,8 +1,11 @@
-use soma_config::{ApiSpec, ModelSource, ThreadPools as ConfigThreads};
+use soma_config::{
+    ApiSpec, BatchInterval, ModelSource, ServerSideBatching, ThreadPools as ConfigThreads,
+};
 use soma_core::ModelLocation;
 use soma_core::runner::ThreadPools;
 use soma_repository::Validator;
 use soma_runtime::SINGLE_MODEL_NAME;
+use soma_runtime::batching::{BatchOptions, BatchWindow};
 
 use crate::ModelsError;
 
@@ -13,6 +16,8 @@ pub struct ModelEntry {
     pub location: ModelLocation,
     pub signature_key: Option<String>,
     pub threads: ThreadPools,
+    /// Server-side batching (`server_side_batching`), if enabled for this model.
+    pub batching: Option<BatchOptions>,
 }
 
 /// The models of an API: one for `models.path`, one per entry of `models.paths`, and one per
@@ -23,12 +28,14 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
         return Ok((Vec::new(), false));
     };
     let default_threads = threads(&models.threads);
+    let api_batching = api.handler.server_side_batching;
     let entry =
         |name: &str, location: &ModelLocation, key: Option<&String>, t: ThreadPools| ModelEntry {
             name: name.to_string(),
             location: location.clone(),
             signature_key: key.or(models.signature_key.as_ref()).cloned(),
             threads: t,
+            batching: api_batching.map(batch_options),
         };
     Ok(match &models.source {
         ModelSource::Single(location) => (
@@ -44,7 +51,11 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
                         intra_op: own.intra_op.or(default_threads.intra_op),
                         inter_op: own.inter_op.or(default_threads.inter_op),
                     };
-                    entry(&m.name, &m.location, m.signature_key.as_ref(), t)
+                    let mut e = entry(&m.name, &m.location, m.signature_key.as_ref(), t);
+                    if let Some(own) = m.server_side_batching {
+                        e.batching = Some(batch_options(own));
+                    }
+                    e
                 })
                 .collect();
             (list, false)
@@ -73,5 +84,18 @@ fn threads(config: &ConfigThreads) -> ThreadPools {
     ThreadPools {
         intra_op: config.intra_op,
         inter_op: config.inter_op,
+    }
+}
+
+/// Cortex's two batching fields; the rest keeps TF Serving's defaults. Cortex's
+/// `batch_interval` is the longest wait for a batch to fill.
+pub fn batch_options(config: ServerSideBatching) -> BatchOptions {
+    BatchOptions {
+        max_batch_size: config.max_batch_size,
+        window: match config.batch_interval {
+            BatchInterval::Fixed(d) => BatchWindow::Fixed(d),
+            BatchInterval::Auto => BatchWindow::Auto,
+        },
+        ..BatchOptions::default()
     }
 }

@@ -17,7 +17,7 @@ mod tf_runner;
 
 use std::path::PathBuf;
 
-pub use entries::{ModelEntry, entries};
+pub use entries::{ModelEntry, batch_options, entries};
 pub use error::ModelsError;
 pub use inspect::{ModelReport, VersionReport, inspect_api};
 pub use load::{load_api, load_entry, load_location};
@@ -30,4 +30,6 @@ pub struct ModelOptions {
     pub tensorflow_lib: Option<PathBuf>,
     /// Cache for models downloaded from S3.
     pub cache_dir: PathBuf,
+    /// Where batching metrics (batch sizes, waits) are recorded, if anywhere.
+    pub metrics: Option<soma_metrics::Registry>,
 }

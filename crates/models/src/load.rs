@@ -34,6 +34,7 @@ pub async fn load_location(
         location: location.clone(),
         signature_key: signature_key.map(str::to_string),
         threads: ThreadPools::default(),
+        batching: None,
     };
     load_entry(&set, &entry, Validator::TensorFlow, options).await?;
     Ok(set)
@@ -57,9 +58,10 @@ pub async fn load_entry(
     let tf = tensorflow(options).await?;
     for &version in model.versions.keys() {
         let dir = cache.fetch(&model, version).await?;
-        let (tf, entry) = (Arc::clone(&tf), entry.clone());
+        let (tf, entry, metrics) = (Arc::clone(&tf), entry.clone(), options.metrics.clone());
         let servable =
-            tokio::task::spawn_blocking(move || load_version(&tf, &entry, version, dir)).await??;
+            tokio::task::spawn_blocking(move || load_version(&tf, &entry, version, dir, metrics))
+                .await??;
         set.insert(Arc::new(servable));
     }
     Ok(())
@@ -76,6 +78,7 @@ fn load_version(
     entry: &ModelEntry,
     version: i64,
     dir: PathBuf,
+    metrics: Option<soma_metrics::Registry>,
 ) -> Result<Servable, ModelsError> {
     let started = Instant::now();
     let runner = TfRunner::load(tf, &dir, entry.threads)?;
@@ -85,7 +88,12 @@ fn load_version(
         Box::new(runner),
         entry.signature_key.as_deref(),
     )?;
+    // Warm up before batching is on: the warm-up run needs no batch.
     servable.warm_up()?;
+    let servable = match &entry.batching {
+        Some(options) => servable.with_batching(options.clone(), metrics)?,
+        None => servable,
+    };
     tracing::info!(
         model = %entry.name,
         version,

@@ -18,6 +18,12 @@ pub enum RuntimeError {
     /// The operation is not supported by this server (e.g. reloading a fixed model list).
     #[error("{0}")]
     Unsupported(String),
+    /// A bounded queue (server-side batching) is full; retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The request's deadline passed before it ran.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The engine failed while running the model.
     #[error("{context}: {source}")]
     Engine {
@@ -34,6 +40,8 @@ impl RuntimeError {
             RuntimeError::InvalidInput(_) => ErrorKind::InvalidArgument,
             RuntimeError::Model(_) => ErrorKind::FailedPrecondition,
             RuntimeError::Unsupported(_) => ErrorKind::Unimplemented,
+            RuntimeError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            RuntimeError::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
             RuntimeError::Engine { source, .. } => source.kind,
         }
     }

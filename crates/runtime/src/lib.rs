@@ -11,6 +11,7 @@
 //! * [`hub`]: what the TF Serving REST/gRPC front ends need from the owner of the live
 //!   model set ([`ModelHub`]), with version states and policies as TF Serving names them.
 
+pub mod batching;
 mod error;
 pub mod hub;
 mod model_set;

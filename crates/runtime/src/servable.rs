@@ -1,10 +1,13 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
 use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
 
+use crate::batching::{BatchOptions, Batcher};
 use crate::{RuntimeError, choose_signature, warmup_inputs};
 
 /// One loaded model version, with the signature it serves by default.
@@ -12,8 +15,10 @@ use crate::{RuntimeError, choose_signature, warmup_inputs};
 pub struct Servable {
     model: String,
     version: i64,
-    runner: Box<dyn ModelRunner>,
+    runner: Arc<dyn ModelRunner>,
     default_signature: String,
+    /// Server-side batching, if enabled for this model.
+    batcher: Option<Batcher>,
 }
 
 /// The outputs of one prediction, and which model version produced them.
@@ -49,9 +54,35 @@ impl Servable {
         Ok(Servable {
             model,
             version,
-            runner,
+            runner: Arc::from(runner),
             default_signature,
+            batcher: None,
         })
+    }
+
+    /// Turns on server-side batching (see [`crate::batching`]); batch sizes and waits are
+    /// recorded in `metrics`. Invalid options are an `InvalidInput` error naming the field.
+    pub fn with_batching(
+        mut self,
+        options: BatchOptions,
+        metrics: Option<soma_metrics::Registry>,
+    ) -> Result<Servable, RuntimeError> {
+        options.validate().map_err(|e| {
+            RuntimeError::InvalidInput(format!("batching of {}: {e}", self.label()))
+        })?;
+        self.batcher = Some(Batcher::new(
+            Arc::clone(&self.runner),
+            &self.model,
+            self.version,
+            options,
+            metrics,
+        ));
+        Ok(self)
+    }
+
+    /// The batching options, if batching is on.
+    pub fn batching(&self) -> Option<&BatchOptions> {
+        self.batcher.as_ref().map(Batcher::options)
     }
 
     pub fn model(&self) -> &str {
@@ -121,7 +152,7 @@ impl Servable {
             .iter()
             .map(|(name, info)| tensor_from_json(name, &inputs[name], info))
             .collect::<Result<Vec<_>, _>>()?;
-        self.run(key, sig, &tensors.iter().collect::<Vec<_>>())
+        self.run(key, sig, tensors, None)
     }
 
     /// Predicts from tensors; dtypes and shapes are checked against the signature.
@@ -132,34 +163,68 @@ impl Servable {
     ) -> Result<Prediction, RuntimeError> {
         let (key, sig) = self.signature(signature)?;
         self.check_names(key, sig, inputs.keys())?;
-        let mut ordered = Vec::with_capacity(sig.inputs.len());
         for (name, info) in &sig.inputs {
-            let tensor = &inputs[name];
-            check_tensor(name, tensor, info)?;
-            ordered.push(tensor);
+            check_tensor(name, &inputs[name], info)?;
         }
-        self.run(key, sig, &ordered)
+        if self.batcher.is_some() {
+            let owned = sig.inputs.keys().map(|name| inputs[name].clone()).collect();
+            return self.run(key, sig, owned, None);
+        }
+        let ordered: Vec<&Tensor> = sig.inputs.keys().map(|name| &inputs[name]).collect();
+        let outputs = self.run_now(key, &ordered)?;
+        Ok(self.prediction(key, sig, outputs))
     }
 
+    /// Like [`predict`](Self::predict), taking the inputs by value (no copy when batching)
+    /// and failing with `DeadlineExceeded` if `deadline` passes while waiting for a batch.
+    pub fn predict_owned(
+        &self,
+        signature: Option<&str>,
+        mut inputs: BTreeMap<String, Tensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction, RuntimeError> {
+        let (key, sig) = self.signature(signature)?;
+        self.check_names(key, sig, inputs.keys())?;
+        let mut ordered = Vec::with_capacity(sig.inputs.len());
+        for (name, info) in &sig.inputs {
+            let tensor = inputs.remove(name).expect("names were checked");
+            check_tensor(name, &tensor, info)?;
+            ordered.push(tensor);
+        }
+        self.run(key, sig, ordered, deadline)
+    }
+
+    /// Runs checked inputs (in signature order), through the batcher if there is one.
     fn run(
         &self,
         key: &str,
         sig: &SignatureDef,
-        inputs: &[&Tensor],
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
     ) -> Result<Prediction, RuntimeError> {
-        let outputs = self
-            .runner
+        let outputs = match &self.batcher {
+            Some(batcher) => batcher.run(key, inputs, deadline)?,
+            None => self.run_now(key, &inputs.iter().collect::<Vec<_>>())?,
+        };
+        Ok(self.prediction(key, sig, outputs))
+    }
+
+    fn run_now(&self, key: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.runner
             .run(key, inputs)
             .map_err(|source| RuntimeError::Engine {
                 context: format!("{} signature '{key}'", self.label()),
                 source,
-            })?;
-        Ok(Prediction {
+            })
+    }
+
+    fn prediction(&self, key: &str, sig: &SignatureDef, outputs: Vec<Tensor>) -> Prediction {
+        Prediction {
             model: self.model.clone(),
             version: self.version,
             signature: key.to_string(),
             outputs: sig.outputs.keys().cloned().zip(outputs).collect(),
-        })
+        }
     }
 
     fn check_names<'a>(

@@ -74,11 +74,14 @@ pub async fn serve(
         readiness.set(&api.name, ApiState::Starting);
     }
     let (stop_tx, stop) = watch::channel(false);
+    let metrics = Registry::new();
+    let mut options = options.clone();
+    options.models.metrics = Some(metrics.clone());
     let shared = Arc::new(Shared {
         project_dir: config.project_dir.clone(),
         options: options.clone(),
         backend: backend.clone(),
-        metrics: Registry::new(),
+        metrics,
         readiness: readiness.clone(),
         wake: Arc::new(Notify::new()),
         stop,

@@ -18,6 +18,7 @@ pub(crate) fn model_options(global: &GlobalArgs) -> ModelOptions {
     ModelOptions {
         tensorflow_lib: global.tensorflow_lib.clone(),
         cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        metrics: None,
     }
 }
 
