@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyString};
 use soma_core::json::tensor_from_json;
@@ -97,6 +97,7 @@ fn to_py_error(error: RuntimeError) -> PyErr {
         ErrorKind::InvalidArgument | ErrorKind::NotFound => {
             PyValueError::new_err(error.to_string())
         }
+        ErrorKind::DeadlineExceeded => PyTimeoutError::new_err(error.to_string()),
         _ => PyRuntimeError::new_err(error.to_string()),
     }
 }
