@@ -81,6 +81,11 @@ pub struct ManagedModel {
     /// `models.path` this is `_cortex_default` while `config.name` is the public name.
     pub servable_name: String,
     pub signature_key: Option<String>,
+    /// TF Serving semantics: a model whose default signature soma cannot choose (several
+    /// signatures, none `serving_default` or `predict`) still loads, warmed up with its
+    /// first signature; TF Serving clients name the signature they want anyway. `false`
+    /// keeps soma's rule (a cortex.yaml API must say `signature_key`).
+    pub any_signature: bool,
     pub threads: ThreadPools,
     /// An async API's model set to keep in step (AVAILABLE versions inserted, unloaded
     /// ones removed).
@@ -93,6 +98,7 @@ impl ManagedModel {
             servable_name: config.name.clone(),
             config,
             signature_key: None,
+            any_signature: true,
             threads: ThreadPools::default(),
             mirror: None,
         }
@@ -103,6 +109,7 @@ impl ManagedModel {
         self.config.base_path == other.config.base_path
             && self.servable_name == other.servable_name
             && self.signature_key == other.signature_key
+            && self.any_signature == other.any_signature
             && self.threads == other.threads
             && match (&self.mirror, &other.mirror) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),

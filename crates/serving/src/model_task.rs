@@ -338,11 +338,19 @@ fn load_blocking(
     let tf = TensorFlow::global(tf_lib.as_deref()).map_err(|e| (e.kind(), e.to_string()))?;
     let runner = soma_models::TfRunner::load(&tf, &dir, spec.threads)
         .map_err(|e| (e.kind(), e.to_string()))?;
+    let mut key = spec.signature_key.clone();
+    if key.is_none() && spec.any_signature {
+        let sigs = soma_core::runner::ModelRunner::signatures(&runner);
+        let label = format!("model '{}' version {version}", spec.servable_name);
+        if soma_runtime::choose_signature(sigs, None, &label).is_err() {
+            key = sigs.keys().next().cloned();
+        }
+    }
     let servable = Servable::new(
         &spec.servable_name,
         version,
         Box::new(runner),
-        spec.signature_key.as_deref(),
+        key.as_deref(),
     )
     .map_err(|e| (e.kind(), e.to_string()))?;
     servable.warm_up().map_err(|e| (e.kind(), e.to_string()))?;
