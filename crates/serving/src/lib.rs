@@ -29,6 +29,7 @@
 //! closed, but the allocator may keep some of the freed pages, so RSS after a swap can stay
 //! above the pre-swap level (the same as TF Serving; see the README for a measurement).
 
+mod config_file;
 mod manager;
 mod model_task;
 mod policy;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use config_file::{ConfigFileError, parse_model_config_file};
 pub use manager::ModelManager;
 use soma_core::runner::ThreadPools;
 use soma_repository::S3Settings;
