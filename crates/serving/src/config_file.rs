@@ -257,7 +257,7 @@ pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFil
                 seen_list = true;
                 for config in message(&field)? {
                     if config.name != "config" {
-                        return Err(unknown(&config, "model_config_list", &["config"]));
+                        return Err(unknown(config, "model_config_list", &["config"]));
                     }
                     let model = model_config(config)?;
                     if models.iter().any(|m: &ModelConfig| m.name == model.name) {
