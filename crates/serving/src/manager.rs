@@ -66,16 +66,7 @@ impl ModelManager {
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
-            if let Some(running) = tasks.remove(&name) {
-                let (tx, rx) = oneshot::channel();
-                if running.commands.send(Command::Stop(tx)).await.is_ok() {
-                    let _ = rx.await;
-                }
-            }
-            self.models
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&name);
+            self.stop(&mut tasks, &name).await;
         }
         for (name, spec) in wanted {
             let result = match tasks.get_mut(&name) {
@@ -99,6 +90,57 @@ impl ModelManager {
             0 => Ok(()),
             _ => Err(RuntimeError::Model(errors.join("; "))),
         }
+    }
+
+    /// Adds models next to the ones served (`soma serve` adds each API's models). A name
+    /// already served is refused; the others are added even if one fails to load (the
+    /// error lists the failures; such a model stays registered with its failed versions).
+    pub async fn add(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
+        let mut tasks = self.tasks.lock().await;
+        if let Some(taken) = models.iter().find(|m| tasks.contains_key(&m.config.name)) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "model {} is already served",
+                taken.config.name
+            )));
+        }
+        let mut errors = Vec::new();
+        for spec in models {
+            let name = spec.config.name.clone();
+            match self.start(spec.clone()).await {
+                Ok((commands, started)) => {
+                    tasks.insert(name, Running { spec, commands });
+                    if let Err(e) = started {
+                        errors.push(e.to_string());
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(RuntimeError::Model(errors.join("; "))),
+        }
+    }
+
+    /// Unloads and forgets the named models (unknown names are ignored).
+    pub async fn remove(&self, names: &[String]) {
+        let mut tasks = self.tasks.lock().await;
+        for name in names {
+            self.stop(&mut tasks, name).await;
+        }
+    }
+
+    async fn stop(&self, tasks: &mut BTreeMap<String, Running>, name: &str) {
+        if let Some(running) = tasks.remove(name) {
+            let (tx, rx) = oneshot::channel();
+            if running.commands.send(Command::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        self.models
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 
     /// Starts a model's task after its first poll and load. A model whose path cannot be

@@ -87,7 +87,12 @@ impl ModelTask {
 
     /// Polls every interval and answers commands until stopped or the manager is dropped.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut ticker = tokio::time::interval(self.options.poll_interval);
+        // A zero period would make tokio panic (and spin); 10 ms is as fast as it gets.
+        let period = self
+            .options
+            .poll_interval
+            .max(std::time::Duration::from_millis(10));
+        let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
