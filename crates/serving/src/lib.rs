@@ -18,6 +18,11 @@
 //!   [`ManagerOptions::allow_labels_for_unavailable`] is set (a config breaking that rule
 //!   is refused and the previous labels stay).
 //!
+//! [`parse_model_config_file`] reads TF Serving's `--model_config_file` (text proto) into
+//! the [`ModelConfig`](soma_runtime::hub::ModelConfig)s that [`ModelHub::reload`](soma_runtime::ModelHub::reload)
+//! applies; [`ModelManager::add`] / [`ModelManager::remove`] let `soma serve` register each
+//! API's models next to the others.
+//!
 //! Requests take a read lock only to clone an `Arc<Servable>`; unloading drops the map's
 //! `Arc`, so in-flight predictions finish on the old version, which is freed when the last
 //! one returns. [`ManagedModel::mirror`] keeps an async API's [`ModelSet`](soma_runtime::ModelSet)
