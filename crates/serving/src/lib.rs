@@ -19,13 +19,13 @@
 //!   is refused and the previous labels stay).
 //!
 //! [`parse_model_config_file`] reads TF Serving's `--model_config_file` (text proto) into
-//! the [`ModelConfig`](soma_runtime::hub::ModelConfig)s that [`ModelHub::reload`](soma_runtime::ModelHub::reload)
+//! the `ModelConfig`s that [`ModelHub::reload`](soma_runtime::ModelHub::reload)
 //! applies; [`ModelManager::add`] / [`ModelManager::remove`] let `soma serve` register each
 //! API's models next to the others.
 //!
 //! Requests take a read lock only to clone an `Arc<Servable>`; unloading drops the map's
 //! `Arc`, so in-flight predictions finish on the old version, which is freed when the last
-//! one returns. [`ManagedModel::mirror`] keeps an async API's [`ModelSet`](soma_runtime::ModelSet)
+//! one returns. [`ManagedModel::mirror`] keeps an async API's `ModelSet`
 //! (what the Python `tensorflow_client` reads) in step with the same versions.
 //!
 //! **Memory during a swap:** the new version is fully loaded while the old one still
