@@ -2,10 +2,10 @@
 //! `tensorflow_model_server --rest_api_port` for the common requests.
 //!
 //! * `GET /v1/models/{m}[/versions/{v}|/labels/{l}]`: `GetModelStatusResponse` as JSON;
-//!   `.../metadata`: the model spec and its `signature_def` map ([`status`]).
+//!   `.../metadata`: the model spec and its `signature_def` map (`status.rs`).
 //! * `POST ...:predict`: row (`instances`) and columnar (`inputs`) formats, responses
 //!   `predictions` / `outputs` written with a port of rapidjson's pretty writer so that the
-//!   bytes match TF Serving's ([`writer`]); `{"b64": ...}` in, and out for outputs whose alias
+//!   bytes match TF Serving's (`writer.rs`); `{"b64": ...}` in, and out for outputs whose alias
 //!   ends in `_bytes`; bare `NaN`/`Infinity` tokens in and out. Values go through
 //!   `soma_core::json`, the same codec as every other soma API. Float values are printed as
 //!   the shortest decimal that round-trips at the tensor's precision.
