@@ -358,6 +358,17 @@ fn load_blocking(
         key.as_deref(),
     )
     .map_err(|e| (e.kind(), e.to_string()))?;
-    servable.warm_up().map_err(|e| (e.kind(), e.to_string()))?;
+    // Classify/regress signatures take serialized tf.Examples: the zero-valued warm-up input
+    // (an empty example) fails any model with a required feature, so they are not warmed up
+    // (TF Serving only warms up from assets.extra/tf_serving_warmup_requests either).
+    let takes_examples = servable.signature(None).is_ok_and(|(_, sig)| {
+        matches!(
+            sig.method_name.as_str(),
+            "tensorflow/serving/classify" | "tensorflow/serving/regress"
+        )
+    });
+    if !takes_examples {
+        servable.warm_up().map_err(|e| (e.kind(), e.to_string()))?;
+    }
     Ok(servable)
 }
