@@ -2,6 +2,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -99,7 +101,7 @@ fn versions(server: &Server, model: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn single_model_mode_picks_up_new_versions() {
+fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("iris");
     copy_dir(&fixtures().join("iris/1"), &repo.join("1"));
@@ -113,12 +115,55 @@ fn single_model_mode_picks_up_new_versions() {
         &tmp.path().join("cache"),
     );
     assert_eq!(predict(&server, "iris").0, 200);
+
+    // A client predicts in a loop over HTTP while versions come and go.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (addr, stop) = (server.addr.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
+                match http(&addr, "POST", "/v1/models/iris:predict", &[], body) {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(r.text()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
     copy_dir(&fixtures().join("iris/2"), &tmp.path().join("staging"));
     std::fs::rename(tmp.path().join("staging"), repo.join("2")).unwrap();
     wait_for(&server, "version 2", |s| {
         versions(s, "iris") == [("1".into(), "END".into()), ("2".into(), "AVAILABLE".into())]
     });
-    assert_eq!(predict(&server, "iris").0, 200);
+    std::fs::remove_dir_all(repo.join("1")).unwrap();
+    // A broken version 3 (loads, fails its warm-up) leaves version 2 serving.
+    copy_dir(
+        &fixtures().join("invalid/keras_saved_model_save/1"),
+        &tmp.path().join("staging"),
+    );
+    std::fs::rename(tmp.path().join("staging"), repo.join("3")).unwrap();
+    wait_for(&server, "version 3 to fail", |s| {
+        versions(s, "iris").contains(&("3".into(), "END".into()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 10, "only {ok} requests");
+
+    let (_, status) = get(&server, "/v1/models/iris/versions/3");
+    let broken = &status["model_version_status"][0];
+    assert_eq!(broken["state"], "END");
+    assert_eq!(broken["status"]["error_code"], "FAILED_PRECONDITION");
+    let message = broken["status"]["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("failed its warm-up prediction"),
+        "{message}"
+    );
+    let (_, latest) = get(&server, "/v1/models/iris/metadata");
+    assert_eq!(latest["model_spec"]["version"], "2");
 }
 
 #[test]

@@ -487,3 +487,46 @@ async fn an_empty_hub_is_not_ready() {
     assert_eq!(response.status, 503);
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_prediction_times_out_with_504() {
+    let cache = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));
+    let config = ModelConfig {
+        name: "mlp".into(),
+        base_path: fixtures().join("mlp1024").display().to_string(),
+        policy: VersionPolicy::Latest(1),
+        labels: BTreeMap::new(),
+    };
+    manager.reload(vec![config]).await.unwrap();
+    let options = RestOptions {
+        timeout: Duration::from_millis(1),
+        ..RestOptions::default()
+    };
+    let app = router(Arc::new(manager), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // 512 rows of 1024 values: parsing and running take far longer than 1 ms.
+    let row: Vec<f32> = (0..1024).map(|i| i as f32 / 1024.0).collect();
+    let body = json!({"instances": vec![row; 512]}).to_string();
+    let response = tokio::task::spawn_blocking(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/models/mlp:predict",
+            &[],
+            body.as_bytes(),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (response.status, response.text()),
+        (
+            504,
+            "{ \"error\": \"Request timed out after 1 ms\" }".to_string()
+        )
+    );
+}

@@ -244,6 +244,22 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
         "Servable not found for request: Latest(plain)"
     );
 
+    // add() refuses a name in use; remove() forgets a model.
+    let again = ManagedModel::new(config("iris", &iris, VersionPolicy::All));
+    let err = manager.add(vec![again]).await.unwrap_err();
+    assert_eq!(err.to_string(), "model iris is already served");
+    manager
+        .add(vec![ManagedModel::new(config(
+            "extra",
+            &plain,
+            VersionPolicy::All,
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(manager.models(), ["extra", "iris"]);
+    manager.remove(&["extra".to_string()]).await;
+    assert_eq!(manager.models(), ["iris"]);
+
     // A base path without versions fails the reload with the reason.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
