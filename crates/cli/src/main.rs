@@ -55,6 +55,9 @@ enum Command {
     /// Run every API of a cortex.yaml: HTTP gateway, durable queue, workers, Python handlers
     /// and TensorFlow, in one process.
     Serve(commands::serve::Args),
+    /// Serve models like TensorFlow Serving's `tensorflow_model_server`, with its flags
+    /// (`--rest_api_port`, `--model_name`, `--model_base_path`, `--model_config_file`, ...).
+    Tfserving(commands::tfserving::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => commands::validate::run(args, &cli.global).await,
             Command::Predict(args) => commands::predict::run(args, &cli.global).await,
             Command::Serve(args) => commands::serve::run(args, &cli.global).await,
+            Command::Tfserving(args) => commands::tfserving::run(args, &cli.global).await,
         }
     });
     match result {

@@ -458,6 +458,62 @@ fn non_finite(x: f64) -> Value {
     Value::String(token.to_string())
 }
 
+/// Makes TF Serving's non-standard JSON parseable: the bare tokens `NaN`, `Infinity` and
+/// `-Infinity` (accepted by TF Serving's parser, rejected by RFC 8259 parsers) are quoted
+/// wherever they stand as values, so that [`tensor_from_json`] reads them as the
+/// non-finite floats it already accepts in string form. Text inside strings is untouched.
+pub fn quote_non_finite_tokens(text: &str) -> std::borrow::Cow<'_, str> {
+    const TOKENS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
+    if !TOKENS.iter().any(|t| text.contains(t)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = TOKENS.iter().find(|t| rest.starts_with(**t)) {
+            out.push('"');
+            out.push_str(token);
+            out.push('"');
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod non_finite_tests {
+    use super::quote_non_finite_tokens;
+
+    #[test]
+    fn bare_tokens_are_quoted_outside_strings_only() {
+        assert_eq!(
+            quote_non_finite_tokens(
+                r#"{"x": [NaN, -Infinity, Infinity, "NaN and Infinity", "a\"NaN"]}"#
+            ),
+            r#"{"x": ["NaN", "-Infinity", "Infinity", "NaN and Infinity", "a\"NaN"]}"#
+        );
+        assert!(matches!(
+            quote_non_finite_tokens("[1, 2]"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -24,9 +24,13 @@ pub struct ServeOptions {
     /// The project's Python environment (a venv); `None` searches for `.venv`.
     pub python_env: Option<PathBuf>,
     pub models: ModelOptions,
+    /// How often model folders are polled for new and removed versions.
+    pub model_poll_interval: Duration,
 }
 
 impl ServeOptions {
     pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// TF Serving's `--file_system_poll_wait_seconds` default.
+    pub const DEFAULT_MODEL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 }

@@ -12,7 +12,11 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
-use crate::{ServeOptions, python_handler};
+use soma_rest::RestOptions;
+use soma_runtime::ModelHub;
+use soma_serving::{ManagerOptions, ModelManager};
+
+use crate::{ServeOptions, live_models, python_handler};
 
 /// Why `soma serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,11 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(
+        "API '{api}': endpoint {endpoint} lies under the TF Serving REST paths (/v1/..., \
+         /v2/health/...) that soma serves on the same port; choose another endpoint"
+    )]
+    ShadowedEndpoint { api: String, endpoint: String },
 }
 
 /// What every API's start-up task shares.
@@ -40,6 +49,7 @@ struct Shared {
     readiness: Readiness,
     wake: Arc<Notify>,
     stop: watch::Receiver<bool>,
+    models: Arc<ModelManager>,
 }
 
 /// Runs every API of `config` until `shutdown` resolves, then stops accepting requests, lets
@@ -69,14 +79,35 @@ pub async fn serve(
             })
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
+    if let Some(route) = routes
+        .iter()
+        .find(|r| live_models::shadowed_endpoint(&r.endpoint))
+    {
+        return Err(ServeError::ShadowedEndpoint {
+            api: route.api.to_string(),
+            endpoint: route.endpoint.clone(),
+        });
+    }
     let readiness = Readiness::new();
     for api in &config.apis {
         readiness.set(&api.name, ApiState::Starting);
     }
     let (stop_tx, stop) = watch::channel(false);
     let metrics = Registry::new();
-    let mut options = options.clone();
-    options.models.metrics = Some(metrics.clone());
+    let models = Arc::new(ModelManager::new(ManagerOptions {
+        tensorflow_lib: options.models.tensorflow_lib.clone(),
+        poll_interval: options.model_poll_interval,
+        metrics: Some(metrics.clone()),
+        ..ManagerOptions::new(options.models.cache_dir.clone())
+    }));
+    let rest = soma_rest::routes(
+        Arc::clone(&models) as Arc<dyn ModelHub>,
+        RestOptions {
+            body_limit: options.body_limit,
+            metrics: metrics.clone(),
+            ..RestOptions::default()
+        },
+    );
     let shared = Arc::new(Shared {
         project_dir: config.project_dir.clone(),
         options: options.clone(),
@@ -85,6 +116,7 @@ pub async fn serve(
         readiness: readiness.clone(),
         wake: Arc::new(Notify::new()),
         stop,
+        models,
     });
     let gateway = Arc::new(Gateway {
         config: GatewayConfig {
@@ -113,6 +145,7 @@ pub async fn serve(
     println!(
         "soma: health http://{addr}/healthz , readiness http://{addr}/readyz , metrics http://{addr}/metrics"
     );
+    println!("soma: TF Serving REST API http://{addr}/v1/models/<api>[.<model>]");
 
     let mut starting = JoinSet::new();
     for api in config.apis {
@@ -126,11 +159,12 @@ pub async fn serve(
         async move { wait_for_stop(retention_stop).await },
     ));
 
-    let http = axum::serve(listener, router(gateway)).with_graceful_shutdown(async move {
-        shutdown.await;
-        info!("shutting down: no new requests; running workloads get the grace period");
-        let _ = stop_tx.send(true);
-    });
+    let http =
+        axum::serve(listener, router(gateway).merge(rest)).with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down: no new requests; running workloads get the grace period");
+            let _ = stop_tx.send(true);
+        });
     let served = http.await.map_err(ServeError::Http);
 
     let mut pools = Vec::new();
@@ -156,11 +190,13 @@ async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
         .max(1);
     let started = async {
         let models = match api.handler.models {
-            Some(_) => Some(
+            // Inferentia APIs: load_api explains why they cannot run here.
+            Some(_) if api.compute.inf > 0 => Some(
                 soma_models::load_api(&api, &shared.options.models)
                     .await
                     .map_err(|e| e.to_string())?,
             ),
+            Some(_) => Some(live_models::load(&api, &shared.models).await?),
             None => None,
         };
         python_handler::start(

@@ -1,5 +1,6 @@
 pub(crate) mod predict;
 pub(crate) mod serve;
+pub(crate) mod tfserving;
 pub(crate) mod validate;
 
 use std::path::PathBuf;

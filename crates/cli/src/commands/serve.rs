@@ -43,6 +43,10 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
     lease: Duration,
 
+    /// How often model folders are polled for new and removed version folders.
+    #[arg(long, env = "SOMA_MODEL_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    model_poll_interval: Duration,
+
     /// The project's Python environment (a venv with the handlers' packages).
     #[arg(long, env = "SOMA_PYTHON_ENV", value_name = "DIR")]
     python_env: Option<PathBuf>,
@@ -63,6 +67,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         lease: args.lease,
         python_env: args.python_env,
         models: super::model_options(global),
+        model_poll_interval: args.model_poll_interval,
     };
     soma_server::serve(config, options, shutdown_signal())
         .await
@@ -71,7 +76,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,364 @@
+//! `soma tfserving`: a drop-in for `tensorflow_model_server`, taking its flags as it spells
+//! them (`--rest_api_port=8501 --model_name=iris --model_base_path=/models/iris`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use soma_core::runner::ThreadPools;
+use soma_rest::RestOptions;
+use soma_runtime::ModelHub;
+use soma_runtime::hub::ModelConfig;
+use soma_serving::{ManagerOptions, ModelManager, parse_model_config_file};
+
+use crate::GlobalArgs;
+
+/// TF Serving's model server flags (the common ones; anything else is rejected).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// gRPC port (TF Serving's default 8500).
+    #[arg(long = "port", default_value_t = 8500, value_name = "PORT")]
+    port: u16,
+
+    /// REST port; 0 (the default, as in TF Serving) turns REST off.
+    #[arg(long = "rest_api_port", default_value_t = 0, value_name = "PORT")]
+    rest_api_port: u16,
+
+    /// Milliseconds a REST request may take before it fails with 504.
+    #[arg(
+        long = "rest_api_timeout_in_ms",
+        default_value_t = 30_000,
+        value_name = "MS"
+    )]
+    rest_api_timeout_in_ms: u64,
+
+    /// The model's name in single-model mode.
+    #[arg(long = "model_name", default_value = "default", value_name = "NAME")]
+    model_name: String,
+
+    /// The model's folder (version sub-folders) in single-model mode: local or s3://.
+    #[arg(long = "model_base_path", value_name = "PATH")]
+    model_base_path: Option<String>,
+
+    /// A text-proto `model_config_list` (instead of --model_name/--model_base_path).
+    #[arg(long = "model_config_file", value_name = "FILE")]
+    model_config_file: Option<PathBuf>,
+
+    /// Seconds between re-reads of --model_config_file; 0 reads it once.
+    #[arg(
+        long = "model_config_file_poll_wait_seconds",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    model_config_file_poll_wait_seconds: u64,
+
+    /// Seconds between polls of each base path for new or removed versions; 0 polls only
+    /// at start.
+    #[arg(
+        long = "file_system_poll_wait_seconds",
+        default_value_t = 1,
+        value_name = "SECONDS"
+    )]
+    file_system_poll_wait_seconds: u64,
+
+    /// TensorFlow intra-op threads per model; 0 lets soma/TensorFlow choose.
+    #[arg(
+        long = "tensorflow_intra_op_parallelism",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    tensorflow_intra_op_parallelism: u32,
+
+    /// TensorFlow inter-op threads per model; 0 lets soma/TensorFlow choose.
+    #[arg(
+        long = "tensorflow_inter_op_parallelism",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    tensorflow_inter_op_parallelism: u32,
+
+    /// Let version labels point at versions that are not (yet) available.
+    #[arg(long = "allow_version_labels_for_unavailable_models", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    allow_version_labels_for_unavailable_models: bool,
+
+    /// Server-side batching of predict requests.
+    #[arg(long = "enable_batching", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_batching: bool,
+
+    /// A text-proto `BatchingParameters` file (with --enable_batching).
+    #[arg(long = "batching_parameters_file", value_name = "FILE")]
+    batching_parameters_file: Option<PathBuf>,
+}
+
+/// What the flags ask for, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) grpc_port: u16,
+    pub(crate) rest_port: Option<u16>,
+    pub(crate) rest_timeout: Duration,
+    pub(crate) models: Vec<ModelConfig>,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) config_file_poll: Option<Duration>,
+    pub(crate) fs_poll: Duration,
+    pub(crate) threads: ThreadPools,
+    pub(crate) allow_labels_for_unavailable: bool,
+    /// Passed through for the batching implementation: `Some(file)` when --enable_batching
+    /// (the file may be absent: TF Serving's defaults).
+    pub(crate) batching: Option<Option<PathBuf>>,
+}
+
+/// "Never again" for a poll interval of 0 (tokio intervals need a finite period).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Settings {
+    pub(crate) fn from_args(args: Args, cwd: &Path) -> anyhow::Result<Settings> {
+        let absolute = |path: &str| {
+            if path.contains("://") || Path::new(path).is_absolute() {
+                path.to_string()
+            } else {
+                cwd.join(path).display().to_string()
+            }
+        };
+        let models = match (&args.model_config_file, &args.model_base_path) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--model_config_file and --model_base_path are mutually exclusive: list every \
+                 model in the config file"
+            ),
+            (None, None) => anyhow::bail!(
+                "no model to serve: give --model_base_path (with --model_name) or \
+                 --model_config_file"
+            ),
+            (None, Some(base)) => vec![ModelConfig {
+                name: args.model_name.clone(),
+                base_path: absolute(base),
+                policy: Default::default(),
+                labels: Default::default(),
+            }],
+            (Some(file), None) => read_config_file(file)?
+                .into_iter()
+                .map(|m| ModelConfig {
+                    base_path: absolute(&m.base_path),
+                    ..m
+                })
+                .collect(),
+        };
+        if args.batching_parameters_file.is_some() && !args.enable_batching {
+            anyhow::bail!("--batching_parameters_file needs --enable_batching");
+        }
+        let nonzero = |n: u32| (n > 0).then_some(n);
+        Ok(Settings {
+            grpc_port: args.port,
+            rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
+            rest_timeout: Duration::from_millis(args.rest_api_timeout_in_ms),
+            models,
+            config_file: args.model_config_file,
+            config_file_poll: (args.model_config_file_poll_wait_seconds > 0)
+                .then(|| Duration::from_secs(args.model_config_file_poll_wait_seconds)),
+            fs_poll: match args.file_system_poll_wait_seconds {
+                0 => NEVER,
+                s => Duration::from_secs(s),
+            },
+            threads: ThreadPools {
+                intra_op: nonzero(args.tensorflow_intra_op_parallelism),
+                inter_op: nonzero(args.tensorflow_inter_op_parallelism),
+            },
+            allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
+            batching: args
+                .enable_batching
+                .then_some(args.batching_parameters_file),
+        })
+    }
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<Vec<ModelConfig>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --model_config_file {}", path.display()))?;
+    parse_model_config_file(&text).with_context(|| format!("{}", path.display()))
+}
+
+pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir().context("the current directory")?;
+    let settings = Settings::from_args(args, &cwd)?;
+    let model_options = super::model_options(global);
+    let manager = Arc::new(ModelManager::new(ManagerOptions {
+        tensorflow_lib: model_options.tensorflow_lib,
+        poll_interval: settings.fs_poll,
+        threads: settings.threads,
+        allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
+        ..ManagerOptions::new(model_options.cache_dir)
+    }));
+    if let Some(batching) = &settings.batching {
+        // LEAD: batching. The flags are parsed and checked here; hand `batching` (the
+        // parameters file, or None for TF Serving's defaults) to the batching layer.
+        tracing::warn!(file = ?batching, "--enable_batching is accepted but batching is not wired in yet");
+    }
+    manager
+        .reload(settings.models.clone())
+        .await
+        .context("loading the models")?;
+    tracing::info!(models = ?manager.models(), "models loaded");
+
+    // LEAD: gRPC. Start the gRPC server (crates/grpc) on 0.0.0.0:`settings.grpc_port`
+    // with `Arc::clone(&manager) as Arc<dyn ModelHub>` here; until then --port is parsed
+    // and reported but not served.
+    tracing::warn!(
+        port = settings.grpc_port,
+        "the gRPC server is not wired in yet; --port is not served"
+    );
+
+    if let (Some(file), Some(every)) = (settings.config_file.clone(), settings.config_file_poll) {
+        tokio::spawn(poll_config_file(Arc::clone(&manager), file, every));
+    }
+    let Some(rest_port) = settings.rest_port else {
+        anyhow::bail!(
+            "nothing to serve: set --rest_api_port (the gRPC server is not wired in yet)"
+        );
+    };
+    let options = RestOptions {
+        timeout: settings.rest_timeout,
+        body_limit: 256 * 1024 * 1024,
+        ..RestOptions::default()
+    };
+    let app = soma_rest::router(manager as Arc<dyn ModelHub>, options);
+    // TF Serving listens on every interface.
+    let addr = SocketAddr::from(([0, 0, 0, 0], rest_port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, "TF Serving REST API listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(super::serve::shutdown_signal())
+        .await
+        .context("REST server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// TF Serving's `--model_config_file_poll_wait_seconds`: a changed file replaces the model
+/// list; a file that does not parse is reported and the running list kept.
+async fn poll_config_file(manager: Arc<ModelManager>, file: PathBuf, every: Duration) {
+    let mut last = std::fs::read_to_string(&file).ok();
+    loop {
+        tokio::time::sleep(every).await;
+        let text = std::fs::read_to_string(&file).ok();
+        if text == last {
+            continue;
+        }
+        last = text;
+        match read_config_file(&file) {
+            Ok(models) => match manager.reload(models).await {
+                Ok(()) => tracing::info!(file = %file.display(), "model config reloaded"),
+                Err(e) => tracing::warn!(error = %e, "model config reload"),
+            },
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "model config file"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(["soma", "tfserving"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Command::Tfserving(args) = cli.command else {
+            unreachable!()
+        };
+        Settings::from_args(args, Path::new("/work")).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn tf_serving_flags_as_spelled_by_tf_serving() {
+        let s = parse(&[
+            "--port=9000",
+            "--rest_api_port",
+            "8501",
+            "--model_name=iris",
+            "--model_base_path=models/iris",
+            "--file_system_poll_wait_seconds=5",
+            "--rest_api_timeout_in_ms=1500",
+            "--tensorflow_intra_op_parallelism=2",
+            "--enable_batching",
+            "--allow_version_labels_for_unavailable_models=true",
+        ])
+        .unwrap();
+        assert_eq!(s.grpc_port, 9000);
+        assert_eq!(s.rest_port, Some(8501));
+        assert_eq!(s.rest_timeout, Duration::from_millis(1500));
+        assert_eq!(s.fs_poll, Duration::from_secs(5));
+        assert_eq!(s.models[0].name, "iris");
+        assert_eq!(s.models[0].base_path, "/work/models/iris");
+        assert_eq!(s.threads.intra_op, Some(2));
+        assert_eq!(s.threads.inter_op, None);
+        assert_eq!(s.batching, Some(None));
+        assert!(s.allow_labels_for_unavailable);
+
+        let defaults = parse(&["--model_base_path=s3://bucket/m"]).unwrap();
+        assert_eq!(defaults.grpc_port, 8500);
+        assert_eq!(defaults.rest_port, None);
+        assert_eq!(defaults.models[0].name, "default");
+        assert_eq!(defaults.models[0].base_path, "s3://bucket/m");
+        assert_eq!(defaults.fs_poll, Duration::from_secs(1));
+        assert_eq!(defaults.rest_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.batching, None);
+    }
+
+    #[test]
+    fn bad_flags_are_rejected_with_a_message() {
+        let unknown = parse(&["--model_base_path=/m", "--grpc_max_threads=4"]).unwrap_err();
+        assert!(
+            unknown.contains("unexpected argument '--grpc_max_threads' found"),
+            "{unknown}"
+        );
+        let port = parse(&["--model_base_path=/m", "--rest_api_port=http"]).unwrap_err();
+        assert!(
+            port.contains("invalid value 'http' for '--rest_api_port <PORT>'"),
+            "{port}"
+        );
+        assert_eq!(
+            parse(&[]).unwrap_err(),
+            "no model to serve: give --model_base_path (with --model_name) or --model_config_file"
+        );
+        assert_eq!(
+            parse(&["--model_base_path=/m", "--model_config_file=/c"]).unwrap_err(),
+            "--model_config_file and --model_base_path are mutually exclusive: list every model \
+             in the config file"
+        );
+        assert_eq!(
+            parse(&["--model_base_path=/m", "--batching_parameters_file=/b"]).unwrap_err(),
+            "--batching_parameters_file needs --enable_batching"
+        );
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("models.config");
+        std::fs::write(
+            &file,
+            "model_config_list {\n  config { name: 'a' base_path: 'rel/a' }\n}\n",
+        )
+        .unwrap();
+        let flag = format!("--model_config_file={}", file.display());
+        let s = parse(&[&flag]).unwrap();
+        assert_eq!(s.models[0].base_path, "/work/rel/a");
+        std::fs::write(&file, "model_config_list {\n  config { nam: 'a' }\n}\n").unwrap();
+        assert_eq!(
+            parse(&[&flag]).unwrap_err(),
+            format!(
+                "{}: line 2, column 12: unknown field 'nam' in config (expected name, \
+                 base_path, model_platform, model_version_policy, version_labels)",
+                file.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! `soma serve` also serves its APIs' models on the TF Serving REST paths, and a version
+//! folder uploaded while it runs goes live for REST and the Python handlers alike.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Soma, project};
+use serde_json::{Value, json};
+use soma_testkit::{assert_outputs_match, expected_cases, fixtures};
+
+const LATEST_PY: &str = r#"
+class Handler:
+    def __init__(self, tensorflow_client, config):
+        self.client = tensorflow_client
+
+    def handle_async(self, payload):
+        return self.client.predict(payload)
+"#;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn states(soma: &Soma, model: &str) -> Vec<(String, String)> {
+    let (_, status) = soma.get_json(&format!("/v1/models/{model}"));
+    status["model_version_status"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or_default().to_string(),
+                v["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rest_and_handlers_share_the_live_versions() {
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repo_dir.path().join("iris");
+    copy_dir(&fixtures().join("iris/1"), &repo.join("1"));
+    let yaml = format!(
+        "- name: live\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      path: {}\n\
+         - name: named\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      paths:\n        - name: two\n          path: {}\n          signature_key: triple\n",
+        repo.display(),
+        fixtures().join("two_signatures").display(),
+    );
+    let dir = project(&[("cortex.yaml", &yaml), ("latest.py", LATEST_PY)]);
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &["--model-poll-interval", "200ms"],
+    );
+    soma.wait_ready(Duration::from_secs(120));
+
+    let iris = expected_cases(&fixtures().join("iris"));
+    let case = |version: i64| {
+        iris.iter()
+            .find(|c| c.version == version && c.signature == "serving_default")
+            .unwrap()
+    };
+    let rest_predict = |model: &str, body: Value| {
+        let r = soma
+            .request(
+                "POST",
+                &format!("/v1/models/{model}:predict"),
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice::<Value>(&r.body).unwrap()["outputs"].clone()
+    };
+    let handler_predict = |inputs: &serde_json::Map<String, Value>| {
+        let id = soma.submit(
+            "/live",
+            "application/json",
+            Value::Object(inputs.clone()).to_string().as_bytes(),
+        );
+        let done = soma.wait_final("/live", &id, Duration::from_secs(30));
+        assert_eq!(done["status"], "completed", "{done}");
+        done["result"].as_object().unwrap().clone()
+    };
+
+    assert_eq!(states(&soma, "live"), [("1".into(), "AVAILABLE".into())]);
+    let out = rest_predict("live", json!({"inputs": case(1).inputs}));
+    assert_outputs_match(
+        &serde_json::Map::from_iter([("output_0".to_string(), out)]),
+        &case(1).outputs,
+        "REST v1",
+    );
+    assert_outputs_match(
+        &handler_predict(&case(1).inputs),
+        &case(1).outputs,
+        "handler v1",
+    );
+    // Named models are `<api>.<model>`.
+    let two = rest_predict(
+        "named.two",
+        json!({"signature_name": "triple", "inputs": [[1.0, -2.0]]}),
+    );
+    assert_eq!(two, json!([[3.0, -6.0]]));
+
+    // Upload version 2: both front ends move to it.
+    copy_dir(&fixtures().join("iris/2"), &repo_dir.path().join("staging"));
+    std::fs::rename(repo_dir.path().join("staging"), repo.join("2")).unwrap();
+    wait("version 2 over REST", || {
+        states(&soma, "live")
+            == [
+                ("1".into(), "AVAILABLE".into()),
+                ("2".into(), "AVAILABLE".into()),
+            ]
+    });
+    assert_outputs_match(
+        &handler_predict(&case(2).inputs),
+        &case(2).outputs,
+        "handler v2",
+    );
+    // Remove version 1: unloaded.
+    std::fs::remove_dir_all(repo.join("1")).unwrap();
+    wait("version 1 unloaded", || {
+        states(&soma, "live") == [("1".into(), "END".into()), ("2".into(), "AVAILABLE".into())]
+    });
+    let (code, _) = soma.get_json("/v2/health/ready");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn an_endpoint_under_the_rest_paths_is_refused() {
+    let yaml = "- name: bad\n  kind: AsyncAPI\n  handler:\n    type: python\n    path: h.py\n  networking:\n    endpoint: /v1/models/x\n";
+    let dir = project(&[
+        ("cortex.yaml", yaml),
+        ("h.py", "class Handler:\n    pass\n"),
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soma"))
+        .arg("serve")
+        .arg(dir.path().join("cortex.yaml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("API 'bad': endpoint /v1/models/x lies under the TF Serving REST paths"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,230 @@
+//! `soma tfserving` end to end: the real binary with TF Serving's flags, over HTTP.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use soma_testkit::{fixtures, free_port, http};
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str], cache: &Path) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .arg("tfserving")
+        .arg(format!("--rest_api_port={port}"))
+        .args(args)
+        .env("SOMA_CACHE_DIR", cache)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    wait_for(&server, "ready", |s| get(s, "/v2/health/ready").0 == 200);
+    server
+}
+
+fn get(server: &Server, path: &str) -> (u16, Value) {
+    match http(&server.addr, "GET", path, &[], b"") {
+        Ok(r) => (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        ),
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn predict(server: &Server, model: &str) -> (u16, String) {
+    let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
+    let r = http(
+        &server.addr,
+        "POST",
+        &format!("/v1/models/{model}:predict"),
+        &[],
+        body,
+    )
+    .unwrap();
+    (r.status, r.text())
+}
+
+fn wait_for(server: &Server, what: &str, mut done: impl FnMut(&Server) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(server) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn versions(server: &Server, model: &str) -> Vec<(String, String)> {
+    let (_, status) = get(server, &format!("/v1/models/{model}"));
+    status["model_version_status"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_string(),
+                v["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("iris");
+    copy_dir(&fixtures().join("iris/1"), &repo.join("1"));
+    let base = format!("--model_base_path={}", repo.display());
+    let server = start(
+        &[
+            "--model_name=iris",
+            &base,
+            "--file_system_poll_wait_seconds=1",
+        ],
+        &tmp.path().join("cache"),
+    );
+    assert_eq!(predict(&server, "iris").0, 200);
+
+    // A client predicts in a loop over HTTP while versions come and go.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (addr, stop) = (server.addr.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
+                match http(&addr, "POST", "/v1/models/iris:predict", &[], body) {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(r.text()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    copy_dir(&fixtures().join("iris/2"), &tmp.path().join("staging"));
+    std::fs::rename(tmp.path().join("staging"), repo.join("2")).unwrap();
+    wait_for(&server, "version 2", |s| {
+        versions(s, "iris") == [("1".into(), "END".into()), ("2".into(), "AVAILABLE".into())]
+    });
+    std::fs::remove_dir_all(repo.join("1")).unwrap();
+    // A broken version 3 (loads, fails its warm-up) leaves version 2 serving.
+    copy_dir(
+        &fixtures().join("invalid/keras_saved_model_save/1"),
+        &tmp.path().join("staging"),
+    );
+    std::fs::rename(tmp.path().join("staging"), repo.join("3")).unwrap();
+    wait_for(&server, "version 3 to fail", |s| {
+        versions(s, "iris").contains(&("3".into(), "END".into()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 10, "only {ok} requests");
+
+    let (_, status) = get(&server, "/v1/models/iris/versions/3");
+    let broken = &status["model_version_status"][0];
+    assert_eq!(broken["state"], "END");
+    assert_eq!(broken["status"]["error_code"], "FAILED_PRECONDITION");
+    let message = broken["status"]["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("failed its warm-up prediction"),
+        "{message}"
+    );
+    let (_, latest) = get(&server, "/v1/models/iris/metadata");
+    assert_eq!(latest["model_spec"]["version"], "2");
+}
+
+#[test]
+fn config_file_mode_reloads_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("models.config");
+    let entry = |name: &str, model: &str| {
+        format!(
+            "config {{ name: '{name}' base_path: '{}' model_platform: 'tensorflow' }}\n",
+            fixtures().join(model).display()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!("model_config_list {{\n{}}}\n", entry("a", "iris")),
+    )
+    .unwrap();
+    let flag = format!("--model_config_file={}", config.display());
+    let server = start(
+        &[&flag, "--model_config_file_poll_wait_seconds=1"],
+        &tmp.path().join("cache"),
+    );
+    assert_eq!(predict(&server, "a").0, 200);
+    assert_eq!(predict(&server, "b").0, 404);
+    std::fs::write(
+        &config,
+        format!("model_config_list {{\n{}}}\n", entry("b", "iris_plain")),
+    )
+    .unwrap();
+    wait_for(&server, "model b", |s| predict(s, "b").0 == 200);
+    wait_for(&server, "model a to go", |s| predict(s, "a").0 == 404);
+}
+
+#[test]
+fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .args([
+            "tfserving",
+            "--model_base_path=/m",
+            "--enable_model_warmup_typo",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unexpected argument '--enable_model_warmup_typo' found"),
+        "{stderr}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing");
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .args(["tfserving", "--rest_api_port=1"])
+        .arg(format!("--model_base_path={}", missing.display()))
+        .env("SOMA_CACHE_DIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loading the models") && stderr.contains("model default: "),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,260 @@
+//! TensorFlow Serving's REST API over any [`ModelHub`], byte-compatible with
+//! `tensorflow_model_server --rest_api_port` for the common requests.
+//!
+//! * `GET /v1/models/{m}[/versions/{v}|/labels/{l}]`: `GetModelStatusResponse` as JSON;
+//!   `.../metadata`: the model spec and its `signature_def` map (`status.rs`).
+//! * `POST ...:predict`: row (`instances`) and columnar (`inputs`) formats, responses
+//!   `predictions` / `outputs` written with a port of rapidjson's pretty writer so that the
+//!   bytes match TF Serving's (`writer.rs`); `{"b64": ...}` in, and out for outputs whose alias
+//!   ends in `_bytes`; bare `NaN`/`Infinity` tokens in and out. Values go through
+//!   `soma_core::json`, the same codec as every other soma API. Float values are printed as
+//!   the shortest decimal that round-trips at the tensor's precision.
+//! * `POST ...:classify` / `:regress` are answered for signatures of those method names;
+//!   other signatures get TF Serving's method-name error.
+//! * Errors are `{ "error": "..." }` with the HTTP code from [`error::http_status`], the one
+//!   place that maps status codes.
+//! * `GET /v2/health/live`, `/v2/health/ready` (every model has an AVAILABLE version) and
+//!   `/metrics` (Prometheus).
+//!
+//! Predictions run on tokio's blocking threads (TensorFlow calls block), never on the async
+//! workers, bounded by [`RestOptions::timeout`] (TF Serving's `--rest_api_timeout_in_ms`).
+
+mod classify;
+pub mod error;
+mod path;
+mod predict;
+mod status;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use soma_core::ErrorKind;
+use soma_metrics::Registry;
+use soma_runtime::{ModelHub, ServableState, VersionSelector};
+
+use crate::error::{RestError, json_response};
+use crate::path::Route;
+
+/// Limits and shared services of the REST front end.
+#[derive(Debug, Clone)]
+pub struct RestOptions {
+    /// Largest accepted request body (413 beyond it).
+    pub body_limit: usize,
+    /// How long a prediction may take (504 beyond it); TF Serving's default is 30 s.
+    pub timeout: Duration,
+    pub metrics: Registry,
+}
+
+impl Default for RestOptions {
+    fn default() -> RestOptions {
+        RestOptions {
+            body_limit: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+            metrics: Registry::new(),
+        }
+    }
+}
+
+struct Rest {
+    hub: Arc<dyn ModelHub>,
+    options: RestOptions,
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest")
+            .field("models", &self.hub.models())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// The TF Serving paths and the health endpoints, to merge into another router (the
+/// `serve` gateway, which has its own `/metrics`).
+pub fn routes(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
+    stateful_routes().with_state(Arc::new(Rest { hub, options }))
+}
+
+fn stateful_routes() -> Router<Arc<Rest>> {
+    Router::new()
+        .route("/v1/{*path}", any(dispatch))
+        .route("/v1/models", any(dispatch))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+}
+
+/// A complete server: [`routes`], `/metrics`, `/v1` paths in any letter case (TF Serving
+/// matches them case-insensitively) and 404 for anything else.
+pub fn router(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
+    let metrics = options.metrics.clone();
+    stateful_routes()
+        .route("/metrics", get(move || async move { prometheus(&metrics) }))
+        .fallback(any_case_v1)
+        .with_state(Arc::new(Rest { hub, options }))
+}
+
+async fn any_case_v1(state: State<Arc<Rest>>, method: Method, uri: Uri, body: Body) -> Response {
+    if uri
+        .path()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/v1/"))
+    {
+        dispatch(state, method, uri, body).await
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+fn prometheus(metrics: &Registry) -> Response {
+    let mut response = metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn live() -> Response {
+    json_response(StatusCode::OK, "{\"live\":true}".into())
+}
+
+/// Ready once every model has an AVAILABLE version (and there is at least one model).
+async fn ready(State(rest): State<Arc<Rest>>) -> Response {
+    let models = rest.hub.models();
+    let available = |m: &String| {
+        rest.hub
+            .status(m, None)
+            .is_ok_and(|versions| versions.iter().any(|v| v.state == ServableState::Available))
+    };
+    let ready = !models.is_empty() && models.iter().all(available);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(code, format!("{{\"ready\":{ready}}}"))
+}
+
+async fn dispatch(State(rest): State<Arc<Rest>>, method: Method, uri: Uri, body: Body) -> Response {
+    match handle(&rest, &method, uri.path(), body).await {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(rest: &Rest, method: &Method, path: &str, body: Body) -> Result<String, RestError> {
+    match path::parse(method, path)? {
+        Route::Status { model, version } => {
+            let versions = rest.hub.status(&model, version.as_ref())?;
+            Ok(status::status_json(&versions))
+        }
+        Route::Metadata { model, version } => {
+            let servable = rest.hub.servable(&model, &version)?;
+            Ok(status::metadata_json(&model, &servable))
+        }
+        Route::Infer {
+            model,
+            version,
+            method,
+        } => {
+            let started = Instant::now();
+            let result = infer(rest, &model, &version, method, body).await;
+            record(rest, &model, method, &result, started);
+            result
+        }
+    }
+}
+
+async fn infer(
+    rest: &Rest,
+    model: &str,
+    version: &VersionSelector,
+    method: path::Method,
+    body: Body,
+) -> Result<String, RestError> {
+    let body = read_body(body, rest.options.body_limit).await?;
+    let servable = rest.hub.servable(model, version)?;
+    let task = tokio::task::spawn_blocking(move || match method {
+        path::Method::Predict => predict::predict(&servable, &body),
+        path::Method::Classify => classify::classify(&servable, &body),
+        path::Method::Regress => classify::regress(&servable, &body),
+    });
+    match tokio::time::timeout(rest.options.timeout, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(RestError::new(
+            ErrorKind::Internal,
+            format!("the prediction task failed: {join}"),
+        )),
+        Err(_) => Err(RestError::new(
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "Request timed out after {} ms",
+                rest.options.timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) => {
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let mut error = RestError::invalid(if over_limit {
+                format!("the request body is larger than the limit of {limit} bytes")
+            } else {
+                format!("cannot read the request body: {e}")
+            });
+            if over_limit {
+                error.http = Some(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            Err(error)
+        }
+    }
+}
+
+fn record(
+    rest: &Rest,
+    model: &str,
+    method: path::Method,
+    result: &Result<String, RestError>,
+    started: Instant,
+) {
+    let api = match method {
+        path::Method::Predict => "predict",
+        path::Method::Classify => "classify",
+        path::Method::Regress => "regress",
+    };
+    let status = match result {
+        Ok(_) => "OK",
+        Err(e) => e.kind.as_str(),
+    };
+    let metrics = &rest.options.metrics;
+    let _ = metrics.counter_add(
+        ":tensorflow:serving:request_count",
+        "The number of requests, by model, API, entrypoint and status (TF Serving's name).",
+        &[
+            ("model_name", model),
+            ("API", api),
+            ("entrypoint", "REST"),
+            ("status", status),
+        ],
+        1.0,
+    );
+    if result.is_ok() {
+        let _ = metrics.observe(
+            "soma_rest_request_latency_seconds",
+            "Latency of successful REST inference requests.",
+            &[("model_name", model), ("API", api)],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}

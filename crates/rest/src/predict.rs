@@ -1,0 +1,334 @@
+//! `:predict`: TF Serving's row (`instances`) and columnar (`inputs`) request formats and
+//! their responses (`json_tensor.cc`), on top of soma's JSON tensor codec.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use soma_core::json::{b64_value, quote_non_finite_tokens, tensor_to_json};
+use soma_core::{DType, SignatureDef, Tensor};
+use soma_runtime::Servable;
+
+use crate::error::RestError;
+use crate::writer::PrettyWriter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Row,
+    Columnar,
+}
+
+/// Parses a request body the way TF Serving's `ParseJson` does (NaN/Infinity allowed; the
+/// top level must be an object).
+pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, RestError> {
+    if body.is_empty() {
+        return Err(RestError::invalid(
+            "JSON Parse error: The document is empty",
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        RestError::invalid(format!(
+            "JSON Parse error: Invalid encoding in string. ({e})"
+        ))
+    })?;
+    let value: Value = serde_json::from_str(&quote_non_finite_tokens(text))
+        .map_err(|e| RestError::invalid(format!("JSON Parse error: {e}")))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(RestError::invalid("JSON Parse error: Is not object")),
+    }
+}
+
+/// The optional `signature_name`.
+pub(crate) fn signature_name(doc: &Map<String, Value>) -> Result<Option<&str>, RestError> {
+    match doc.get("signature_name") {
+        None => Ok(None),
+        Some(Value::String(name)) => Ok(Some(name)),
+        Some(_) => Err(RestError::invalid(
+            "'signature_name' key must be a string value.",
+        )),
+    }
+}
+
+/// Runs a predict request on `servable` and renders the response body.
+pub(crate) fn predict(servable: &Servable, body: &[u8]) -> Result<String, RestError> {
+    let doc = parse_body(body)?;
+    let (key, sig) = signature(servable, signature_name(&doc)?)?;
+    let (format, inputs) = request_inputs(&doc, sig)?;
+    let prediction = servable.predict_json(Some(key), &inputs)?;
+    render(&prediction.outputs, format)
+}
+
+/// TF Serving's signature lookup: `serving_default` unless named.
+pub(crate) fn signature<'s>(
+    servable: &'s Servable,
+    name: Option<&str>,
+) -> Result<(&'s str, &'s SignatureDef), RestError> {
+    let name = name.filter(|n| !n.is_empty()).unwrap_or("serving_default");
+    servable
+        .signatures()
+        .get_key_value(name)
+        .map(|(k, s)| (k.as_str(), s))
+        .ok_or_else(|| {
+            RestError::new(
+                soma_core::ErrorKind::FailedPrecondition,
+                format!("Serving signature key \"{name}\" not found."),
+            )
+        })
+}
+
+fn is_b64_object(value: &Value) -> bool {
+    matches!(value, Value::Object(map) if map.len() == 1 && map.contains_key("b64"))
+}
+
+fn is_element_object(value: &Value) -> bool {
+    value.is_object() && !is_b64_object(value)
+}
+
+/// The inputs by name, as nested JSON lists for [`Servable::predict_json`].
+fn request_inputs(
+    doc: &Map<String, Value>,
+    sig: &SignatureDef,
+) -> Result<(Format, Map<String, Value>), RestError> {
+    let both = || {
+        RestError::invalid(
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        )
+    };
+    match (doc.get("instances"), doc.get("inputs")) {
+        (Some(_), Some(_)) => Err(both()),
+        (Some(instances), None) => Ok((Format::Row, rows(instances, sig)?)),
+        (None, Some(inputs)) => Ok((Format::Columnar, columns(inputs, sig)?)),
+        (None, None) => Err(RestError::invalid("Missing 'inputs' or 'instances' key")),
+    }
+}
+
+fn rows(instances: &Value, sig: &SignatureDef) -> Result<Map<String, Value>, RestError> {
+    let Value::Array(items) = instances else {
+        return Err(RestError::invalid(
+            "Excepting 'instances' to be an list/array",
+        ));
+    };
+    let Some(first) = items.first() else {
+        return Err(RestError::invalid("No values in 'instances' array"));
+    };
+    if !first.is_object() && sig.inputs.len() > 1 {
+        return Err(RestError::invalid(
+            "instances is a plain list, but expecting list of objects as multiple input \
+             tensors required as per tensorinfo_map",
+        ));
+    }
+    let names: Vec<&String> = sig.inputs.keys().collect();
+    if !is_element_object(first) {
+        for (i, item) in items.iter().enumerate() {
+            if is_element_object(item) {
+                return Err(RestError::invalid(format!(
+                    "Expecting value/list but got object at item {i} of input list"
+                )));
+            }
+        }
+        let mut inputs = Map::new();
+        if let Some(name) = names.first() {
+            inputs.insert((*name).clone(), instances.clone());
+        }
+        return Ok(inputs);
+    }
+    let mut columns: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(object) = item.as_object().filter(|_| is_element_object(item)) else {
+            return Err(RestError::invalid(format!(
+                "Expecting object but got list at item {i} of input list"
+            )));
+        };
+        for (name, value) in object {
+            if !sig.inputs.contains_key(name) {
+                return Err(RestError::invalid(format!(
+                    "Failed to process element: {i} key: {name} of 'instances' list. Error: \
+                     JSON object: does not have named input: {name}"
+                )));
+            }
+            columns.entry(name).or_default().push(value.clone());
+        }
+        if object.len() != names.len() {
+            let keys: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+            return Err(RestError::invalid(format!(
+                "Failed to process element: {i} of 'instances' list. JSON object: {item} must \
+                 only have keys: {}",
+                keys.join(",")
+            )));
+        }
+    }
+    Ok(columns
+        .into_iter()
+        .map(|(name, values)| (name.to_string(), Value::Array(values)))
+        .collect())
+}
+
+fn columns(inputs: &Value, sig: &SignatureDef) -> Result<Map<String, Value>, RestError> {
+    if !is_element_object(inputs) {
+        if sig.inputs.len() > 1 {
+            return Err(RestError::invalid(
+                "inputs is a plain value/list, but expecting an object as multiple input \
+                 tensors required as per tensorinfo_map",
+            ));
+        }
+        let mut map = Map::new();
+        if let Some(name) = sig.inputs.keys().next() {
+            map.insert(name.clone(), inputs.clone());
+        }
+        return Ok(map);
+    }
+    let object = inputs.as_object().cloned().unwrap_or_default();
+    let mut map = Map::new();
+    for name in sig.inputs.keys() {
+        let value = object.get(name).ok_or_else(|| {
+            RestError::invalid(format!("Missing named input: {name} in 'inputs' object."))
+        })?;
+        map.insert(name.clone(), value.clone());
+    }
+    Ok(map)
+}
+
+/// An output as JSON: `_bytes` string outputs become `{"b64": ...}` (TF Serving's rule),
+/// other strings stay text (or `{"b64"}` when not UTF-8, which JSON cannot carry).
+pub(crate) fn output_json(name: &str, tensor: &Tensor) -> Value {
+    let value = tensor_to_json(tensor);
+    if tensor.dtype() == DType::String && name.ends_with("_bytes") {
+        to_b64(value)
+    } else {
+        value
+    }
+}
+
+fn to_b64(value: Value) -> Value {
+    match value {
+        Value::String(text) => b64_value(text.as_bytes()),
+        Value::Array(items) => Value::Array(items.into_iter().map(to_b64).collect()),
+        other => other,
+    }
+}
+
+/// Float outputs may hold `NaN`/`Infinity`, written as TF Serving's bare tokens.
+pub(crate) fn is_float(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::Float | DType::Double | DType::Half | DType::Bfloat16
+    )
+}
+
+fn render(outputs: &BTreeMap<String, Tensor>, format: Format) -> Result<String, RestError> {
+    if outputs.is_empty() {
+        return Err(RestError::invalid(
+            "Cannot convert empty tensor map to JSON",
+        ));
+    }
+    let values: Vec<(&String, Value, bool)> = outputs
+        .iter()
+        .map(|(name, t)| (name, output_json(name, t), is_float(t.dtype())))
+        .collect();
+    let many = values.len() > 1;
+    let mut w = PrettyWriter::new();
+    w.start_object();
+    match format {
+        Format::Row => {
+            let batch = batch_size(outputs)?;
+            w.key("predictions");
+            w.start_array();
+            for row in 0..batch {
+                if many {
+                    w.start_object();
+                }
+                w.single_line_arrays = true;
+                for (name, value, float) in &values {
+                    if many {
+                        w.key(name);
+                    }
+                    w.value(&value[row], *float);
+                }
+                w.single_line_arrays = false;
+                if many {
+                    w.end_object();
+                }
+            }
+            w.end_array();
+        }
+        Format::Columnar => {
+            w.key("outputs");
+            if many {
+                w.start_object();
+            }
+            for (name, value, float) in &values {
+                if many {
+                    w.key(name);
+                }
+                w.value(value, *float);
+            }
+            if many {
+                w.end_object();
+            }
+        }
+    }
+    w.end_object();
+    Ok(w.finish())
+}
+
+/// Row format needs every output batched the same (`MakeRowFormatJsonFromTensors`).
+fn batch_size(outputs: &BTreeMap<String, Tensor>) -> Result<usize, RestError> {
+    let mut batch = 0;
+    for (name, tensor) in outputs {
+        let Some(&size) = tensor.shape().first() else {
+            return Err(RestError::invalid(format!(
+                "Tensor name: {name} has no shape information "
+            )));
+        };
+        if size < 1 {
+            return Err(RestError::invalid(format!(
+                "Tensor name: {name} has invalid batch size: {size}"
+            )));
+        }
+        if batch != 0 && batch != size {
+            return Err(RestError::invalid(format!(
+                "Tensor name: {name} has inconsistent batch size: {size} expecting: {batch}"
+            )));
+        }
+        batch = size;
+    }
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn bytes_outputs_are_base64_and_other_strings_text() {
+        let t = Tensor::from_strings(vec![2], vec![b"hi".to_vec(), vec![0xff]]).unwrap();
+        assert_eq!(
+            output_json("image_bytes", &t),
+            json!([{"b64": "aGk="}, {"b64": "/w=="}])
+        );
+        assert_eq!(output_json("label", &t), json!(["hi", {"b64": "/w=="}]));
+    }
+
+    #[test]
+    fn row_format_needs_one_batch_size() {
+        let a = Tensor::from_slice(vec![2], &[1f32, 2.0]).unwrap();
+        let b = Tensor::from_slice(vec![3], &[1f32, 2.0, 3.0]).unwrap();
+        let outputs = BTreeMap::from([("a".to_string(), a), ("b".to_string(), b.clone())]);
+        assert_eq!(
+            render(&outputs, Format::Row).unwrap_err().message,
+            "Tensor name: b has inconsistent batch size: 3 expecting: 2"
+        );
+        let scalar = BTreeMap::from([("s".to_string(), Tensor::scalar(1f32))]);
+        assert_eq!(
+            render(&scalar, Format::Row).unwrap_err().message,
+            "Tensor name: s has no shape information "
+        );
+        let two = BTreeMap::from([("a".to_string(), b.clone()), ("b".to_string(), b)]);
+        assert_eq!(
+            render(&two, Format::Row).unwrap(),
+            "{\n    \"predictions\": [\n        {\n            \"a\": 1.0,\n            \"b\": 1.0\n        },\n        {\n            \"a\": 2.0,\n            \"b\": 2.0\n        },\n        {\n            \"a\": 3.0,\n            \"b\": 3.0\n        }\n    ]\n}"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `:classify` and `:regress` against a TF1-style SavedModel with those signatures (written
+//! by real TensorFlow at test time), compared with TensorFlow's own results.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use soma_rest::{RestOptions, router};
+use soma_runtime::ModelHub;
+use soma_runtime::hub::ModelConfig;
+use soma_serving::{ManagerOptions, ModelManager};
+use soma_testkit::{http, repo_root, venv_bin};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_and_regress_match_tensorflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("cls");
+    let script = repo_root().join("crates/rest/tests/support/classify_model.py");
+    let out = Command::new(venv_bin("python"))
+        .arg(script)
+        .arg(&model)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let manager = ModelManager::new(ManagerOptions::new(tmp.path().join("cache")));
+    let config = ModelConfig {
+        name: "cls".into(),
+        base_path: model.display().to_string(),
+        policy: Default::default(),
+        labels: Default::default(),
+    };
+    manager.reload(vec![config]).await.unwrap();
+    let app = router(
+        Arc::new(manager) as Arc<dyn ModelHub>,
+        RestOptions::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let post = move |path: &'static str, body: Value| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                http(&addr, "POST", path, &[], body.to_string().as_bytes()).unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let examples = json!([{"x": [1.0, 2.0]}, {"x": [3.0, -1.0], "w": [2.0]}]);
+    for (case, body) in [
+        ("plain", json!({"examples": examples})),
+        (
+            "context",
+            json!({"context": {"w": 3.0}, "examples": examples}),
+        ),
+    ] {
+        let want = &expected[case];
+        let response = post("/v1/models/cls:classify", body.clone()).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let got: Value = serde_json::from_slice(&response.body).unwrap();
+        for (row, results) in got["results"].as_array().unwrap().iter().enumerate() {
+            for (k, pair) in results.as_array().unwrap().iter().enumerate() {
+                assert_eq!(pair[0], want["classes"][row][k], "{case}");
+                let score = pair[1].as_f64().unwrap() as f32;
+                assert_eq!(
+                    score,
+                    want["scores"][row][k].as_f64().unwrap() as f32,
+                    "{case}"
+                );
+            }
+        }
+        let mut regress = body;
+        regress["signature_name"] = json!("regress");
+        let response = post("/v1/models/cls:regress", regress).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let got: Value = serde_json::from_slice(&response.body).unwrap();
+        let values: Vec<f32> = got["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let want: Vec<f32> = want["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(values, want, "{case}");
+    }
+    // The response layout is TF Serving's.
+    let response = post(
+        "/v1/models/cls:regress",
+        json!({"signature_name": "regress", "examples": [{"x": [1.0, 2.0]}]}),
+    )
+    .await;
+    assert_eq!(response.text(), "{\n    \"results\": [3.0]\n}");
+    // Predict-style calls on a classify signature, and bad examples.
+    let response = post(
+        "/v1/models/cls:classify",
+        json!({"examples": [{"x": [1.0, 2.0]}], "context": [1]}),
+    )
+    .await;
+    assert_eq!(
+        (response.status, response.text()),
+        (
+            400,
+            "{ \"error\": \"Example must be JSON object but got JSON array\" }".to_string()
+        )
+    );
+    let response = post("/v1/models/cls:classify", json!({"instances": [1]})).await;
+    assert_eq!(
+        response.text(),
+        "{ \"error\": \"When method is classify, key 'examples' is expected and was not found\" }"
+    );
+    let response = post(
+        "/v1/models/cls:regress",
+        json!({"examples": [{"x": [1.0, 2.0]}]}),
+    )
+    .await;
+    assert_eq!(
+        response.text(),
+        "{ \"error\": \"Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/classify\" }"
+    );
+}

@@ -1,0 +1,532 @@
+//! The REST API over a real ModelManager and real TensorFlow, request by request, compared
+//! with what TF Serving answers (bodies and status codes from its sources and docs).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use soma_core::json::quote_non_finite_tokens;
+use soma_rest::{RestOptions, router};
+use soma_runtime::hub::ModelConfig;
+use soma_runtime::{ModelHub, ModelSet, StaticHub, VersionPolicy};
+use soma_serving::{ManagerOptions, ModelManager};
+use soma_testkit::{HttpResponse, assert_outputs_match, expected_cases, fixtures, http};
+
+const MODELS: [&str; 8] = [
+    "iris",
+    "iris_plain",
+    "multi_io",
+    "all_dtypes",
+    "two_signatures",
+    "predict_and_other",
+    "ambiguous",
+    "mlp1024",
+];
+
+struct Server {
+    addr: String,
+    _runtime: tokio::runtime::Runtime,
+    _cache: tempfile::TempDir,
+}
+
+/// One server for the whole file: every fixture model, iris with all its versions and a
+/// label `stable` on version 2.
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));
+        let configs = MODELS
+            .iter()
+            .map(|name| ModelConfig {
+                name: name.to_string(),
+                base_path: fixtures().join(name).display().to_string(),
+                policy: if *name == "iris" {
+                    VersionPolicy::All
+                } else {
+                    VersionPolicy::Latest(1)
+                },
+                labels: if *name == "iris" {
+                    BTreeMap::from([("stable".to_string(), 2)])
+                } else {
+                    BTreeMap::new()
+                },
+            })
+            .collect();
+        runtime.block_on(manager.reload(configs)).unwrap();
+        let options = RestOptions {
+            body_limit: 1 << 20,
+            ..RestOptions::default()
+        };
+        let app = router(Arc::new(manager), options);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server {
+            addr,
+            _runtime: runtime,
+            _cache: cache,
+        }
+    })
+}
+
+fn get(path: &str) -> HttpResponse {
+    http(&server().addr, "GET", path, &[], b"").unwrap()
+}
+
+fn post(path: &str, body: &str) -> HttpResponse {
+    let headers = [("Content-Type", "application/json")];
+    http(&server().addr, "POST", path, &headers, body.as_bytes()).unwrap()
+}
+
+/// Parses a TF Serving body (bare NaN/Infinity allowed).
+fn parse(response: &HttpResponse) -> Value {
+    serde_json::from_str(&quote_non_finite_tokens(&response.text()))
+        .unwrap_or_else(|e| panic!("{e}: {}", response.text()))
+}
+
+fn assert_error(response: HttpResponse, status: u16, message: &str) {
+    assert_eq!(
+        (response.status, response.text()),
+        (status, format!("{{ \"error\": {} }}", json!(message))),
+    );
+    assert_eq!(response.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn model_status_is_tf_servings_json() {
+    let response = get("/v1/models/iris/versions/2");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.text(),
+        "{\n \"model_version_status\": [\n  {\n   \"version\": \"2\",\n   \"state\": \"AVAILABLE\",\n   \"status\": {\n    \"error_code\": \"OK\",\n    \"error_message\": \"\"\n   }\n  }\n ]\n}\n"
+    );
+    let all = parse(&get("/v1/models/iris"));
+    let versions: Vec<&str> = all["model_version_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1", "2", "9", "10"]);
+    let labelled = parse(&get("/v1/models/iris/labels/stable"));
+    assert_eq!(labelled["model_version_status"][0]["version"], "2");
+    // Case-insensitive paths, as TF Serving's regexes.
+    assert_eq!(get("/V1/MODELS/iris/VERSIONS/9").status, 200);
+
+    assert_error(
+        get("/v1/models/nope"),
+        404,
+        "Could not find any versions of model nope",
+    );
+    assert_error(
+        get("/v1/models/iris/versions/3"),
+        404,
+        "Could not find version 3 of model iris",
+    );
+    assert_error(
+        get("/v1/models/iris/labels/canary"),
+        404,
+        "Unrecognized servable version label: canary",
+    );
+    assert_error(get("/v1/models"), 400, "Missing model name in request.");
+    assert_error(
+        get("/v1/models/iris/versions/x"),
+        400,
+        "Malformed request: GET /v1/models/iris/versions/x",
+    );
+}
+
+#[test]
+fn metadata_is_tf_servings_hand_glued_json() {
+    let response = get("/v1/models/two_signatures/metadata");
+    assert_eq!(response.status, 200);
+    let tensor = |name: &str| {
+        format!(
+            "{{\n     \"dtype\": \"DT_FLOAT\",\n     \"tensor_shape\": {{\n      \"dim\": [\n       {{\n        \"size\": \"-1\",\n        \"name\": \"\"\n       }},\n       {{\n        \"size\": \"2\",\n        \"name\": \"\"\n       }}\n      ],\n      \"unknown_rank\": false\n     }},\n     \"name\": \"{name}\"\n    }}"
+        )
+    };
+    let signature = |input: &str, output: &str| {
+        format!(
+            "{{\n   \"inputs\": {{\n    \"x\": {}\n   }},\n   \"outputs\": {{\n    \"y\": {}\n   }},\n   \"method_name\": \"tensorflow/serving/predict\"\n  }}",
+            tensor(input),
+            tensor(output)
+        )
+    };
+    let text = response.text();
+    let outputs: Value = parse(&response);
+    let out = |sig: &str| {
+        outputs["metadata"]["signature_def"]["signature_def"][sig]["outputs"]["y"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let expected = format!(
+        "{{\n\"model_spec\":{{\n \"name\": \"two_signatures\",\n \"signature_name\": \"\",\n \"version\": \"1\"\n}}\n,\n\"metadata\": {{\"signature_def\": {{\n \"signature_def\": {{\n  \"serving_default\": {},\n  \"triple\": {}\n }}\n}}\n}}\n}}\n",
+        signature("serving_default_x:0", &out("serving_default")),
+        signature("triple_x:0", &out("triple")),
+    );
+    assert_eq!(text, expected);
+    assert_error(
+        get("/v1/models/nope/metadata"),
+        404,
+        "Servable not found for request: Latest(nope)",
+    );
+    assert_error(
+        get("/v1/models/iris/versions/3/metadata"),
+        404,
+        "Servable not found for request: Specific(iris, 3)",
+    );
+}
+
+#[test]
+fn row_format_response_bytes_match_tf_serving() {
+    let response = post(
+        "/v1/models/two_signatures:predict",
+        r#"{"instances": [[1.0, -2.0], [0.5, 3]]}"#,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.text(),
+        "{\n    \"predictions\": [[2.0, -4.0], [1.0, 6.0]\n    ]\n}"
+    );
+    let columnar = post(
+        "/v1/models/two_signatures:predict",
+        r#"{"signature_name": "triple", "inputs": {"x": [[1.0, -2.0]]}}"#,
+    );
+    assert_eq!(
+        columnar.text(),
+        "{\n    \"outputs\": [\n        [\n            3.0,\n            -6.0\n        ]\n    ]\n}"
+    );
+    // Bare NaN/Infinity tokens in and out.
+    let response = post(
+        "/v1/models/two_signatures:predict",
+        r#"{"instances": [[NaN, -Infinity]]}"#,
+    );
+    assert_eq!(
+        response.text(),
+        "{\n    \"predictions\": [[NaN, -Infinity]\n    ]\n}"
+    );
+}
+
+/// The inputs of an expected case in row format (each input split along dimension 0).
+fn as_instances(inputs: &Map<String, Value>) -> Option<Value> {
+    let rows = inputs.values().next()?.as_array()?.len();
+    let mut instances = Vec::new();
+    for row in 0..rows {
+        let mut object = Map::new();
+        for (name, value) in inputs {
+            let items = value.as_array()?;
+            if items.len() != rows {
+                return None;
+            }
+            object.insert(name.clone(), items[row].clone());
+        }
+        instances.push(Value::Object(object));
+    }
+    Some(Value::Array(instances))
+}
+
+#[test]
+fn every_fixture_case_equals_tensorflow_in_both_formats() {
+    let mut checked = 0;
+    for model in MODELS {
+        for case in expected_cases(&fixtures().join(model)) {
+            let path = if model == "iris" {
+                format!("/v1/models/iris/versions/{}:predict", case.version)
+            } else {
+                format!("/v1/models/{model}:predict")
+            };
+            let context = format!("{model} v{} {}", case.version, case.signature);
+            let body = json!({"signature_name": case.signature, "inputs": case.inputs});
+            let response = post(&path, &body.to_string());
+            assert_eq!(response.status, 200, "{context}: {}", response.text());
+            let outputs = parse(&response)["outputs"].clone();
+            let actual = match outputs {
+                Value::Object(map) if case.outputs.len() > 1 => map,
+                single => {
+                    let name = case.outputs.keys().next().unwrap().clone();
+                    Map::from_iter([(name, single)])
+                }
+            };
+            assert_outputs_match(&actual, &case.outputs, &format!("{context} columnar"));
+
+            let Some(instances) = as_instances(&case.inputs) else {
+                continue;
+            };
+            let instances = match (case.inputs.len(), instances) {
+                (1, Value::Array(rows)) => Value::Array(
+                    rows.into_iter()
+                        .map(|r| r.as_object().unwrap().values().next().unwrap().clone())
+                        .collect(),
+                ),
+                (_, rows) => rows,
+            };
+            let body = json!({"signature_name": case.signature, "instances": instances});
+            let response = post(&path, &body.to_string());
+            assert_eq!(response.status, 200, "{context}: {}", response.text());
+            let rows = parse(&response)["predictions"].as_array().unwrap().clone();
+            let mut actual = Map::new();
+            for name in case.outputs.keys() {
+                let column = if case.outputs.len() == 1 {
+                    rows.clone()
+                } else {
+                    rows.iter().map(|r| r[name].clone()).collect()
+                };
+                actual.insert(name.clone(), Value::Array(column));
+            }
+            assert_outputs_match(&actual, &case.outputs, &format!("{context} row"));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 16,
+        "only {checked} cases checked in both formats"
+    );
+}
+
+#[test]
+fn predict_errors_are_tf_servings() {
+    let iris = "/v1/models/iris:predict";
+    let multi = "/v1/models/multi_io:predict";
+    assert_error(
+        post(iris, ""),
+        400,
+        "JSON Parse error: The document is empty",
+    );
+    let bad = post(iris, "{\"instances\": [");
+    assert_eq!(bad.status, 400);
+    assert!(
+        parse(&bad)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("JSON Parse error: ")
+    );
+    assert_error(post(iris, "[1]"), 400, "JSON Parse error: Is not object");
+    assert_error(
+        post(iris, r#"{"instances": [[1,2,3,4]], "inputs": [[1,2,3,4]]}"#),
+        400,
+        "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+    );
+    assert_error(post(iris, "{}"), 400, "Missing 'inputs' or 'instances' key");
+    assert_error(
+        post(iris, r#"{"instances": {"x": 1}}"#),
+        400,
+        "Excepting 'instances' to be an list/array",
+    );
+    assert_error(
+        post(iris, r#"{"instances": []}"#),
+        400,
+        "No values in 'instances' array",
+    );
+    assert_error(
+        post(iris, r#"{"signature_name": 3, "instances": [[1,2,3,4]]}"#),
+        400,
+        "'signature_name' key must be a string value.",
+    );
+    assert_error(
+        post(
+            iris,
+            r#"{"signature_name": "nope", "instances": [[1,2,3,4]]}"#,
+        ),
+        400,
+        "Serving signature key \"nope\" not found.",
+    );
+    // predict_and_other has no serving_default: TF Serving needs the name.
+    assert_error(
+        post(
+            "/v1/models/predict_and_other:predict",
+            r#"{"instances": [[1,2]]}"#,
+        ),
+        400,
+        "Serving signature key \"serving_default\" not found.",
+    );
+    assert_error(
+        post(multi, r#"{"instances": [[1,2,3]]}"#),
+        400,
+        "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
+    );
+    assert_error(
+        post(
+            multi,
+            r#"{"instances": [{"features": [1,2,3], "ids": 1, "names": "a", "z": 1}]}"#,
+        ),
+        400,
+        "Failed to process element: 0 key: z of 'instances' list. Error: JSON object: does not have named input: z",
+    );
+    assert_error(
+        post(multi, r#"{"instances": [{"features": [1,2,3], "ids": 1}]}"#),
+        400,
+        "Failed to process element: 0 of 'instances' list. JSON object: {\"features\":[1,2,3],\"ids\":1} must only have keys: features,ids,names",
+    );
+    assert_error(
+        post(
+            multi,
+            r#"{"instances": [{"features": [1,2,3], "ids": 1, "names": "a"}, [1]]}"#,
+        ),
+        400,
+        "Expecting object but got list at item 1 of input list",
+    );
+    assert_error(
+        post(iris, r#"{"instances": [[1,2,3,4], {"x": [1,2,3,4]}]}"#),
+        400,
+        "Expecting value/list but got object at item 1 of input list",
+    );
+    assert_error(
+        post(multi, r#"{"inputs": [[1,2,3]]}"#),
+        400,
+        "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map",
+    );
+    assert_error(
+        post(multi, r#"{"inputs": {"features": [[1,2,3]], "ids": [1]}}"#),
+        400,
+        "Missing named input: names in 'inputs' object.",
+    );
+    let wrong_type = post(iris, r#"{"instances": [["a", 2, 3, 4]]}"#);
+    assert_eq!(wrong_type.status, 400, "{}", wrong_type.text());
+    assert!(
+        wrong_type.text().contains("input 'x'"),
+        "{}",
+        wrong_type.text()
+    );
+
+    assert_error(
+        post("/v1/models/nope:predict", r#"{"instances": [1]}"#),
+        404,
+        "Servable not found for request: Latest(nope)",
+    );
+    assert_error(
+        post(
+            "/v1/models/iris/versions/3:predict",
+            r#"{"instances": [1]}"#,
+        ),
+        404,
+        "Servable not found for request: Specific(iris, 3)",
+    );
+    assert_error(
+        post(
+            "/v1/models/iris/labels/canary:predict",
+            r#"{"instances": [1]}"#,
+        ),
+        404,
+        "Unrecognized servable version label: canary",
+    );
+    let labelled = post(
+        "/v1/models/iris/labels/stable:predict",
+        r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#,
+    );
+    assert_eq!(labelled.status, 200);
+    assert_error(
+        post("/v1/models/iris", "{}"),
+        400,
+        "Malformed request: POST /v1/models/iris",
+    );
+    assert_error(
+        post("/v1/models/iris:classify", r#"{"examples": [{"x": 1}]}"#),
+        400,
+        "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/predict",
+    );
+    assert_error(
+        post("/v1/models/iris:regress", r#"{"examples": [{"x": 1}]}"#),
+        400,
+        "Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/predict",
+    );
+    let big = format!("{{\"instances\": [{}]}}", "1,".repeat(1 << 20));
+    let response = post(iris, &big);
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert!(
+        response
+            .text()
+            .contains("larger than the limit of 1048576 bytes")
+    );
+}
+
+#[test]
+fn health_and_metrics() {
+    let live = get("/v2/health/live");
+    assert_eq!((live.status, live.text()), (200, "{\"live\":true}".into()));
+    let ready = get("/v2/health/ready");
+    assert_eq!(
+        (ready.status, ready.text()),
+        (200, "{\"ready\":true}".into())
+    );
+    post(
+        "/v1/models/iris:predict",
+        r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#,
+    );
+    let metrics = get("/metrics").text();
+    assert!(
+        metrics.contains(
+            ":tensorflow:serving:request_count{API=\"predict\",entrypoint=\"REST\",model_name=\"iris\",status=\"OK\"}"
+        ),
+        "{metrics}"
+    );
+    assert_eq!(get("/elsewhere").status, 404);
+}
+
+#[tokio::test]
+async fn an_empty_hub_is_not_ready() {
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(Arc::new(ModelSet::new("x", false))));
+    let app = router(hub, RestOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = tokio::task::spawn_blocking(move || {
+        http(&addr, "GET", "/v2/health/ready", &[], b"").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.status, 503);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_prediction_times_out_with_504() {
+    let cache = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));
+    let config = ModelConfig {
+        name: "mlp".into(),
+        base_path: fixtures().join("mlp1024").display().to_string(),
+        policy: VersionPolicy::Latest(1),
+        labels: BTreeMap::new(),
+    };
+    manager.reload(vec![config]).await.unwrap();
+    let options = RestOptions {
+        timeout: Duration::from_millis(1),
+        ..RestOptions::default()
+    };
+    let app = router(Arc::new(manager), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // 512 rows of 1024 values: parsing and running take far longer than 1 ms.
+    let row: Vec<f32> = (0..1024).map(|i| i as f32 / 1024.0).collect();
+    let body = json!({"instances": vec![row; 512]}).to_string();
+    let response = tokio::task::spawn_blocking(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/models/mlp:predict",
+            &[],
+            body.as_bytes(),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (response.status, response.text()),
+        (
+            504,
+            "{ \"error\": \"Request timed out after 1 ms\" }".to_string()
+        )
+    );
+}

@@ -1,0 +1,72 @@
+//! An API's models through the shared [`ModelManager`]: the same live versions for the
+//! Python handlers' `tensorflow_client` (the API's [`ModelSet`], kept in step) and for the
+//! TF Serving REST paths.
+
+use std::sync::Arc;
+
+use soma_config::ApiSpec;
+use soma_runtime::hub::ModelConfig;
+use soma_runtime::{ModelSet, VersionPolicy};
+use soma_serving::{ManagedModel, ModelManager};
+
+/// The TF Serving name of an API's model: the API's name for `models.path`, else
+/// `<api>.<model>` (a `.` cannot occur in API names, so names never collide).
+pub(crate) fn hub_name(api: &str, model: &str, single: bool) -> String {
+    if single {
+        api.to_string()
+    } else {
+        format!("{api}.{model}")
+    }
+}
+
+/// Registers every model of `api` with the manager (every version folder served, as
+/// Cortex did) and returns the API's model set. On failure the API's models are removed
+/// again and the error says why.
+pub(crate) async fn load(api: &ApiSpec, manager: &ModelManager) -> Result<Arc<ModelSet>, String> {
+    let (entries, single) = soma_models::entries(api).await.map_err(|e| e.to_string())?;
+    let set = Arc::new(ModelSet::new(&api.name, single));
+    let models: Vec<ManagedModel> = entries
+        .into_iter()
+        .map(|entry| ManagedModel {
+            config: ModelConfig {
+                name: hub_name(&api.name, &entry.name, single),
+                base_path: entry.location.to_string(),
+                policy: VersionPolicy::All,
+                labels: Default::default(),
+            },
+            servable_name: entry.name,
+            signature_key: entry.signature_key,
+            any_signature: false,
+            threads: entry.threads,
+            batching: entry.batching,
+            mirror: Some(Arc::clone(&set)),
+        })
+        .collect();
+    let names: Vec<String> = models.iter().map(|m| m.config.name.clone()).collect();
+    if let Err(e) = manager.add(models).await {
+        manager.remove(&names).await;
+        return Err(e.to_string());
+    }
+    Ok(set)
+}
+
+/// A cortex.yaml endpoint under TF Serving's REST paths would be shadowed by them.
+pub(crate) fn shadowed_endpoint(endpoint: &str) -> bool {
+    let lower = endpoint.to_ascii_lowercase();
+    lower == "/v1" || lower.starts_with("/v1/") || lower.starts_with("/v2/health")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_shadowing() {
+        assert_eq!(hub_name("iris", "_cortex_default", true), "iris");
+        assert_eq!(hub_name("zoo", "iris", false), "zoo.iris");
+        assert!(shadowed_endpoint("/V1/models/x"));
+        assert!(shadowed_endpoint("/v2/health/ready"));
+        assert!(!shadowed_endpoint("/v1x"));
+        assert!(!shadowed_endpoint("/iris"));
+    }
+}

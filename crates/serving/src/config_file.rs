@@ -1,0 +1,565 @@
+//! TF Serving's `--model_config_file`: the text-proto `ModelServerConfig` subset
+//!
+//! ```text
+//! model_config_list {
+//!   config {
+//!     name: "iris"
+//!     base_path: "/models/iris"            # or s3://bucket/prefix
+//!     model_platform: "tensorflow"
+//!     model_version_policy { latest { num_versions: 2 } }   # | all {} | specific { versions: 1 versions: 3 }
+//!     version_labels { key: "stable" value: 1 }
+//!   }
+//! }
+//! ```
+//!
+//! Protobuf text format rules that real files use are accepted: `#` comments, `'` or `"`
+//! strings, optional `:` before `{`, `<...>` as braces, `,`/`;` separators and
+//! `versions: [1, 2]` lists. Every error names its line and column.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use soma_runtime::VersionPolicy;
+use soma_runtime::hub::ModelConfig;
+
+/// A problem in a config file, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct ConfigFileError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    line: usize,
+    column: usize,
+}
+
+impl Pos {
+    fn error(self, message: impl Into<String>) -> ConfigFileError {
+        ConfigFileError {
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Str(String),
+    Int(i64),
+    Punct(char),
+}
+
+fn describe(token: &Token) -> String {
+    match token {
+        Token::Ident(s) => format!("'{s}'"),
+        Token::Str(s) => format!("string {s:?}"),
+        Token::Int(n) => format!("number {n}"),
+        Token::Punct(c) => format!("'{c}'"),
+    }
+}
+
+fn tokenize(text: &str) -> Result<Vec<(Token, Pos)>, ConfigFileError> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    let (mut line, mut column) = (1, 1);
+    while let Some(&c) = chars.peek() {
+        let pos = Pos { line, column };
+        let mut advance = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+            let c = chars.next();
+            if c == Some('\n') {
+                line += 1;
+                column = 1;
+            } else {
+                column += 1;
+            }
+            c
+        };
+        if c.is_whitespace() {
+            advance(&mut chars);
+        } else if c == '#' {
+            while chars.peek().is_some_and(|&c| c != '\n') {
+                advance(&mut chars);
+            }
+        } else if c == '"' || c == '\'' {
+            advance(&mut chars);
+            let mut value = String::new();
+            loop {
+                match advance(&mut chars) {
+                    None | Some('\n') => return Err(pos.error("unterminated string")),
+                    Some('\\') => match advance(&mut chars) {
+                        Some('n') => value.push('\n'),
+                        Some('t') => value.push('\t'),
+                        Some(other) => value.push(other),
+                        None => return Err(pos.error("unterminated string")),
+                    },
+                    Some(q) if q == c => break,
+                    Some(other) => value.push(other),
+                }
+            }
+            tokens.push((Token::Str(value), pos));
+        } else if c.is_ascii_digit() || c == '-' || c == '+' {
+            let mut word = String::new();
+            while chars
+                .peek()
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
+            {
+                word.extend(advance(&mut chars));
+            }
+            let number = word
+                .parse::<i64>()
+                .map_err(|_| pos.error(format!("invalid integer '{word}'")))?;
+            tokens.push((Token::Int(number), pos));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut word = String::new();
+            while chars
+                .peek()
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                word.extend(advance(&mut chars));
+            }
+            tokens.push((Token::Ident(word), pos));
+        } else if "{}<>[]:,;".contains(c) {
+            advance(&mut chars);
+            tokens.push((Token::Punct(c), pos));
+        } else {
+            return Err(pos.error(format!("unexpected character '{c}'")));
+        }
+    }
+    Ok(tokens)
+}
+
+/// A parsed field value: a scalar, a nested message, or a `[...]` list of scalars.
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(Token),
+    Message(Vec<Field>),
+    List(Vec<(Token, Pos)>),
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    pos: Pos,
+    value: Value,
+}
+
+struct Parser {
+    tokens: Vec<(Token, Pos)>,
+    next: usize,
+    end: Pos,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&(Token, Pos)> {
+        self.tokens.get(self.next)
+    }
+
+    fn bump(&mut self) -> Option<(Token, Pos)> {
+        let token = self.tokens.get(self.next).cloned();
+        self.next += 1;
+        token
+    }
+
+    fn punct(&self, c: char) -> bool {
+        matches!(self.peek(), Some((Token::Punct(p), _)) if *p == c)
+    }
+
+    /// Fields until `close` (or the end of input when `None`).
+    fn fields(&mut self, close: Option<(char, Pos)>) -> Result<Vec<Field>, ConfigFileError> {
+        let mut fields = Vec::new();
+        loop {
+            let Some((token, pos)) = self.bump() else {
+                return match close {
+                    None => Ok(fields),
+                    Some((c, open)) => Err(self.end.error(format!(
+                        "missing '{c}' to close the '{}' at line {}, column {}",
+                        if c == '}' { '{' } else { '<' },
+                        open.line,
+                        open.column
+                    ))),
+                };
+            };
+            match token {
+                Token::Punct(c) if Some(c) == close.map(|(c, _)| c) => return Ok(fields),
+                Token::Punct(',' | ';') => continue,
+                Token::Ident(name) => {
+                    let value = self.value(&name, pos)?;
+                    fields.push(Field { name, pos, value });
+                }
+                other => {
+                    return Err(
+                        pos.error(format!("expected a field name, found {}", describe(&other)))
+                    );
+                }
+            }
+        }
+    }
+
+    fn value(&mut self, name: &str, at: Pos) -> Result<Value, ConfigFileError> {
+        let colon = self.punct(':');
+        if colon {
+            self.bump();
+        }
+        let Some((token, pos)) = self.bump() else {
+            return Err(self.end.error(format!("missing value for '{name}'")));
+        };
+        match token {
+            Token::Punct('{') => Ok(Value::Message(self.fields(Some(('}', pos)))?)),
+            Token::Punct('<') => Ok(Value::Message(self.fields(Some(('>', pos)))?)),
+            Token::Punct('[') => {
+                let mut items = Vec::new();
+                loop {
+                    match self.bump() {
+                        Some((Token::Punct(']'), _)) => return Ok(Value::List(items)),
+                        Some((Token::Punct(','), _)) => {}
+                        Some((t @ (Token::Int(_) | Token::Str(_) | Token::Ident(_)), p)) => {
+                            items.push((t, p))
+                        }
+                        Some((t, p)) => {
+                            return Err(p.error(format!("unexpected {} in a list", describe(&t))));
+                        }
+                        None => return Err(pos.error("missing ']' to close this list")),
+                    }
+                }
+            }
+            t @ (Token::Int(_) | Token::Str(_) | Token::Ident(_)) if colon => Ok(Value::Scalar(t)),
+            t => Err(at.error(format!(
+                "expected ':' or '{{' after '{name}', found {}",
+                describe(&t)
+            ))),
+        }
+    }
+}
+
+/// Parses a `--model_config_file` into the models it lists.
+pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
+    let tokens = tokenize(text)?;
+    let end = Pos {
+        line: text.lines().count().max(1),
+        column: text.lines().last().map_or(1, |l| l.chars().count() + 1),
+    };
+    let mut parser = Parser {
+        tokens,
+        next: 0,
+        end,
+    };
+    let top = parser.fields(None)?;
+    let mut models = Vec::new();
+    let mut seen_list = false;
+    for field in top {
+        match field.name.as_str() {
+            "model_config_list" if !seen_list => {
+                seen_list = true;
+                for config in message(&field)? {
+                    if config.name != "config" {
+                        return Err(unknown(config, "model_config_list", &["config"]));
+                    }
+                    let model = model_config(config)?;
+                    if models.iter().any(|m: &ModelConfig| m.name == model.name) {
+                        return Err(config
+                            .pos
+                            .error(format!("model name '{}' is used twice", model.name)));
+                    }
+                    models.push(model);
+                }
+            }
+            "model_config_list" => {
+                return Err(field.pos.error("model_config_list is given twice"));
+            }
+            _ => return Err(unknown(&field, "the config file", &["model_config_list"])),
+        }
+    }
+    Ok(models)
+}
+
+fn unknown(field: &Field, within: &str, known: &[&str]) -> ConfigFileError {
+    field.pos.error(format!(
+        "unknown field '{}' in {within} (expected {})",
+        field.name,
+        known.join(", ")
+    ))
+}
+
+fn message(field: &Field) -> Result<&[Field], ConfigFileError> {
+    match &field.value {
+        Value::Message(fields) => Ok(fields),
+        _ => Err(field
+            .pos
+            .error(format!("'{}' must be a message ({{ ... }})", field.name))),
+    }
+}
+
+fn string(field: &Field) -> Result<String, ConfigFileError> {
+    match &field.value {
+        Value::Scalar(Token::Str(s)) => Ok(s.clone()),
+        _ => Err(field
+            .pos
+            .error(format!("'{}' must be a quoted string", field.name))),
+    }
+}
+
+fn int(field: &Field) -> Result<i64, ConfigFileError> {
+    match &field.value {
+        Value::Scalar(Token::Int(n)) => Ok(*n),
+        _ => Err(field
+            .pos
+            .error(format!("'{}' must be an integer", field.name))),
+    }
+}
+
+fn model_config(config: &Field) -> Result<ModelConfig, ConfigFileError> {
+    let (mut name, mut base_path) = (None, None);
+    let mut policy = VersionPolicy::default();
+    let mut labels = BTreeMap::new();
+    for field in message(config)? {
+        match field.name.as_str() {
+            "name" => name = Some(string(field)?),
+            "base_path" => base_path = Some(string(field)?),
+            "model_platform" => {
+                let platform = string(field)?;
+                if platform != "tensorflow" {
+                    return Err(field.pos.error(format!(
+                        "model_platform '{platform}' is not supported (only 'tensorflow')"
+                    )));
+                }
+            }
+            "model_version_policy" => policy = version_policy(field)?,
+            "version_labels" => {
+                let (key, value) = label(field)?;
+                labels.insert(key, value);
+            }
+            _ => {
+                return Err(unknown(
+                    field,
+                    "config",
+                    &[
+                        "name",
+                        "base_path",
+                        "model_platform",
+                        "model_version_policy",
+                        "version_labels",
+                    ],
+                ));
+            }
+        }
+    }
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| config.pos.error("config has no name"))?;
+    let base_path = base_path.filter(|p| !p.is_empty()).ok_or_else(|| {
+        config
+            .pos
+            .error(format!("config '{name}' has no base_path"))
+    })?;
+    Ok(ModelConfig {
+        name,
+        base_path,
+        policy,
+        labels,
+    })
+}
+
+fn version_policy(field: &Field) -> Result<VersionPolicy, ConfigFileError> {
+    let fields = message(field)?;
+    let [choice] = fields else {
+        return Err(field
+            .pos
+            .error("model_version_policy needs exactly one of latest, all, specific"));
+    };
+    match choice.name.as_str() {
+        "latest" => {
+            let mut n = 1;
+            for f in message(choice)? {
+                if f.name != "num_versions" {
+                    return Err(unknown(f, "latest", &["num_versions"]));
+                }
+                n = u32::try_from(int(f)?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| f.pos.error("num_versions must be a positive integer"))?;
+            }
+            Ok(VersionPolicy::Latest(n))
+        }
+        "all" => match message(choice)? {
+            [] => Ok(VersionPolicy::All),
+            [f, ..] => Err(unknown(f, "all", &[])),
+        },
+        "specific" => {
+            let mut versions = BTreeSet::new();
+            for f in message(choice)? {
+                if f.name != "versions" {
+                    return Err(unknown(f, "specific", &["versions"]));
+                }
+                match &f.value {
+                    Value::List(items) => {
+                        for (token, pos) in items {
+                            match token {
+                                Token::Int(n) => versions.insert(*n),
+                                _ => return Err(pos.error("versions must be integers")),
+                            };
+                        }
+                    }
+                    _ => {
+                        versions.insert(int(f)?);
+                    }
+                }
+            }
+            if versions.is_empty() {
+                return Err(choice.pos.error("specific needs at least one version"));
+            }
+            Ok(VersionPolicy::Specific(versions))
+        }
+        _ => Err(unknown(
+            choice,
+            "model_version_policy",
+            &["latest", "all", "specific"],
+        )),
+    }
+}
+
+fn label(field: &Field) -> Result<(String, i64), ConfigFileError> {
+    let (mut key, mut value) = (None, None);
+    for f in message(field)? {
+        match f.name.as_str() {
+            "key" => key = Some(string(f)?),
+            "value" => value = Some(int(f)?),
+            _ => return Err(unknown(f, "version_labels", &["key", "value"])),
+        }
+    }
+    match (key, value) {
+        (Some(k), Some(v)) => Ok((k, v)),
+        _ => Err(field.pos.error("version_labels needs a key and a value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse_model_config_file(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_documented_forms() {
+        let text = r#"
+# two models
+model_config_list {
+  config {
+    name: 'iris'
+    base_path: "/models/iris"
+    model_platform: "tensorflow"
+    model_version_policy { specific { versions: 1 versions: 2 } }
+    version_labels { key: 'stable' value: 1 }
+    version_labels { key: 'canary' value: 2 }
+  }
+  config: <
+    name: "mlp", base_path: "s3://bucket/mlp";
+    model_version_policy: { latest: { num_versions: 2 } }
+  >
+  config { name: "all" base_path: "/a" model_version_policy { all {} } }
+  config { name: "list" base_path: "/l" model_version_policy { specific { versions: [3, 4] } } }
+}
+"#;
+        let models = parse_model_config_file(text).unwrap();
+        assert_eq!(models.len(), 4);
+        assert_eq!(models[0].name, "iris");
+        assert_eq!(models[0].base_path, "/models/iris");
+        assert_eq!(
+            models[0].policy,
+            VersionPolicy::Specific(BTreeSet::from([1, 2]))
+        );
+        assert_eq!(
+            models[0].labels,
+            BTreeMap::from([("stable".into(), 1), ("canary".into(), 2)])
+        );
+        assert_eq!(models[1].policy, VersionPolicy::Latest(2));
+        assert_eq!(models[1].base_path, "s3://bucket/mlp");
+        assert_eq!(models[2].policy, VersionPolicy::All);
+        assert_eq!(
+            models[3].policy,
+            VersionPolicy::Specific(BTreeSet::from([3, 4]))
+        );
+        assert_eq!(parse_model_config_file("").unwrap(), []);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        assert_eq!(
+            err("model_config_list {\n  config {\n    nme: 'x'\n  }\n}"),
+            "line 3, column 5: unknown field 'nme' in config (expected name, base_path, \
+             model_platform, model_version_policy, version_labels)"
+        );
+        assert_eq!(
+            err("model_config_list {\n  config { name: 'x' base_path: '/x'\n}"),
+            "line 3, column 2: missing '}' to close the '{' at line 1, column 19"
+        );
+        assert_eq!(
+            err("model_config_list { config { name: 'x } }"),
+            "line 1, column 36: unterminated string"
+        );
+        assert_eq!(
+            err("model_config_list { config { name: x base_path: '/x' } }"),
+            "line 1, column 30: 'name' must be a quoted string"
+        );
+        assert_eq!(
+            err("model_config_list { config { base_path: '/x' } }"),
+            "line 1, column 21: config has no name"
+        );
+        assert_eq!(
+            err("model_config_list { config { name: 'x' } }"),
+            "line 1, column 21: config 'x' has no base_path"
+        );
+        assert_eq!(
+            err(
+                "model_config_list { config { name: 'x' base_path: '/x' model_platform: 'onnx' } }"
+            ),
+            "line 1, column 56: model_platform 'onnx' is not supported (only 'tensorflow')"
+        );
+        assert_eq!(
+            err(
+                "model_config_list { config { name: 'x' base_path: '/x'\n model_version_policy { latest { num_versions: 0 } } } }"
+            ),
+            "line 2, column 34: num_versions must be a positive integer"
+        );
+        assert_eq!(
+            err(
+                "model_config_list { config { name: 'x' base_path: '/x'\n model_version_policy { newest {} } } }"
+            ),
+            "line 2, column 25: unknown field 'newest' in model_version_policy (expected latest, all, specific)"
+        );
+        assert_eq!(
+            err(
+                "model_config_list { config { name: 'x' base_path: '/x'\n version_labels { key: 'a' } } }"
+            ),
+            "line 2, column 2: version_labels needs a key and a value"
+        );
+        assert_eq!(
+            err("custom_model_config {}"),
+            "line 1, column 1: unknown field 'custom_model_config' in the config file (expected model_config_list)"
+        );
+        assert_eq!(
+            err(
+                "model_config_list { config { name: 'x' base_path: '/x' } config { name: 'x' base_path: '/y' } }"
+            ),
+            "line 1, column 58: model name 'x' is used twice"
+        );
+        assert_eq!(
+            err("model_config_list { config { name: 'x' base_path: '/x' version: 3 } }"),
+            "line 1, column 56: unknown field 'version' in config (expected name, base_path, model_platform, model_version_policy, version_labels)"
+        );
+        assert_eq!(
+            err("model_config_list { = }"),
+            "line 1, column 21: unexpected character '='"
+        );
+        assert_eq!(
+            err("model_config_list 3"),
+            "line 1, column 1: expected ':' or '{' after 'model_config_list', found number 3"
+        );
+    }
+}

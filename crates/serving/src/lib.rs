@@ -1,0 +1,139 @@
+//! The live model set behind soma's TF Serving front ends (REST, gRPC) and the async APIs.
+//!
+//! [`ModelManager`] is the real [`ModelHub`](soma_runtime::ModelHub). Each model
+//! ([`ManagedModel`]: a TF Serving `ModelConfig` plus how to load it) gets one background
+//! task that owns a repository [`Watcher`](soma_repository::Watcher) polling its base path
+//! (local or `s3://`) every `poll_interval` (TF Serving's `--file_system_poll_wait_seconds`)
+//! and is the only writer of that model's versions:
+//!
+//! * the version policy (`latest N`, `all`, `specific`) picks the wanted versions among the
+//!   settled version folders, skipping versions that failed to load;
+//! * a wanted version goes START → LOADING → AVAILABLE: fetched (S3 through the cache),
+//!   loaded with TensorFlow and warmed up on a blocking thread, and only then published;
+//! * versions no longer wanted go UNLOADING → END **after** the new ones are AVAILABLE
+//!   (TF Serving's availability-preserving order), so "latest" never has a gap;
+//! * a version that fails to load stays in the status as END with its error and is never
+//!   wanted again until its files change, so a broken N+1 leaves N serving;
+//! * labels may only point at AVAILABLE versions unless
+//!   [`ManagerOptions::allow_labels_for_unavailable`] is set (a config breaking that rule
+//!   is refused and the previous labels stay).
+//!
+//! [`parse_model_config_file`] reads TF Serving's `--model_config_file` (text proto) into
+//! the `ModelConfig`s that [`ModelHub::reload`](soma_runtime::ModelHub::reload)
+//! applies; [`ModelManager::add`] / [`ModelManager::remove`] let `soma serve` register each
+//! API's models next to the others.
+//!
+//! Requests take a read lock only to clone an `Arc<Servable>`; unloading drops the map's
+//! `Arc`, so in-flight predictions finish on the old version, which is freed when the last
+//! one returns. [`ManagedModel::mirror`] keeps an async API's `ModelSet`
+//! (what the Python `tensorflow_client` reads) in step with the same versions.
+//!
+//! **Memory during a swap:** the new version is fully loaded while the old one still
+//! serves, so for a moment both are in memory (like TF Serving). With `latest 1` the peak is
+//! about twice the model's size; after the old version is dropped its TensorFlow session is
+//! closed, but the allocator may keep some of the freed pages, so RSS after a swap can stay
+//! above the pre-swap level (the same as TF Serving; see the README for a measurement).
+
+mod config_file;
+mod manager;
+mod model_task;
+mod policy;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config_file::{ConfigFileError, parse_model_config_file};
+pub use manager::ModelManager;
+use soma_core::runner::ThreadPools;
+use soma_repository::S3Settings;
+use soma_runtime::ModelSet;
+use soma_runtime::batching::BatchOptions;
+use soma_runtime::hub::ModelConfig;
+
+/// Settings shared by every model of a manager.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// `libtensorflow_cc.so.2` or its folder; `None` searches the Python environment.
+    pub tensorflow_lib: Option<PathBuf>,
+    /// Where S3 versions are downloaded.
+    pub cache_dir: PathBuf,
+    /// How often each base path is listed (TF Serving: `--file_system_poll_wait_seconds`).
+    pub poll_interval: Duration,
+    /// Thread pools of models added through [`ModelHub::reload`](soma_runtime::ModelHub::reload).
+    pub threads: ThreadPools,
+    /// TF Serving's `--allow_version_labels_for_unavailable_models`.
+    pub allow_labels_for_unavailable: bool,
+    pub s3: S3Settings,
+    /// Where batching metrics are recorded (batch sizes and waits), if anywhere.
+    pub metrics: Option<soma_metrics::Registry>,
+    /// Server-side batching of models added through
+    /// [`ModelHub::reload`](soma_runtime::ModelHub::reload) (TF Serving's `--enable_batching`).
+    pub batching: Option<BatchOptions>,
+}
+
+impl ManagerOptions {
+    pub fn new(cache_dir: PathBuf) -> ManagerOptions {
+        ManagerOptions {
+            tensorflow_lib: None,
+            cache_dir,
+            poll_interval: Duration::from_secs(1),
+            threads: ThreadPools::default(),
+            allow_labels_for_unavailable: false,
+            s3: S3Settings::default(),
+            metrics: None,
+            batching: None,
+        }
+    }
+}
+
+/// One served model: its TF Serving config and how its versions are loaded.
+#[derive(Debug, Clone)]
+pub struct ManagedModel {
+    pub config: ModelConfig,
+    /// The name the servables carry (and their key in `mirror`); for a cortex.yaml API with
+    /// `models.path` this is `_cortex_default` while `config.name` is the public name.
+    pub servable_name: String,
+    pub signature_key: Option<String>,
+    /// TF Serving semantics: a model whose default signature soma cannot choose (several
+    /// signatures, none `serving_default` or `predict`) still loads, warmed up with its
+    /// first signature; TF Serving clients name the signature they want anyway. `false`
+    /// keeps soma's rule (a cortex.yaml API must say `signature_key`).
+    pub any_signature: bool,
+    pub threads: ThreadPools,
+    /// Server-side batching of this model's versions, if on.
+    pub batching: Option<BatchOptions>,
+    /// An async API's model set to keep in step (AVAILABLE versions inserted, unloaded
+    /// ones removed).
+    pub mirror: Option<Arc<ModelSet>>,
+}
+
+impl ManagedModel {
+    pub fn new(config: ModelConfig) -> ManagedModel {
+        ManagedModel {
+            servable_name: config.name.clone(),
+            config,
+            signature_key: None,
+            any_signature: true,
+            threads: ThreadPools::default(),
+            batching: None,
+            mirror: None,
+        }
+    }
+
+    /// Same files and loading settings: a config change needs no reload of the versions.
+    fn same_source(&self, other: &ManagedModel) -> bool {
+        self.config.base_path == other.config.base_path
+            && self.servable_name == other.servable_name
+            && self.signature_key == other.signature_key
+            && self.any_signature == other.any_signature
+            && self.threads == other.threads
+            && self.batching == other.batching
+            && match (&self.mirror, &other.mirror) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}

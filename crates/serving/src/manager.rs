@@ -1,0 +1,237 @@
+//! [`ModelManager`]: owns the model tasks and answers the front ends' [`ModelHub`] calls.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use soma_core::ModelLocation;
+use soma_repository::ModelCache;
+use soma_runtime::hub::{BoxFuture, ModelConfig};
+use soma_runtime::{ModelHub, RuntimeError, Servable, VersionSelector, VersionStatus};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::model_task::{Command, ModelTask, Models};
+use crate::{ManagedModel, ManagerOptions};
+
+/// The live set of models (see the crate docs).
+#[derive(Debug)]
+pub struct ModelManager {
+    options: Arc<ManagerOptions>,
+    models: Models,
+    cache: Arc<ModelCache>,
+    /// The running model tasks; the lock also serialises reloads.
+    tasks: Mutex<BTreeMap<String, Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    spec: ManagedModel,
+    commands: mpsc::Sender<Command>,
+}
+
+impl ModelManager {
+    pub fn new(options: ManagerOptions) -> ModelManager {
+        let cache = ModelCache::with_settings(options.cache_dir.clone(), options.s3.clone());
+        ModelManager {
+            options: Arc::new(options),
+            models: Arc::default(),
+            cache: Arc::new(cache),
+            tasks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Replaces the model list: models not in `models` are unloaded, new ones are loaded
+    /// (resolves once their first versions are AVAILABLE or failed), and models whose base
+    /// path stayed the same get their new policy and labels without a reload. The error lists
+    /// every model that could not be applied; the others are applied regardless.
+    pub async fn apply(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
+        let mut tasks = self.tasks.lock().await;
+        let mut errors = Vec::new();
+        let mut wanted: BTreeMap<String, ManagedModel> = BTreeMap::new();
+        for model in models {
+            let name = model.config.name.clone();
+            if wanted.insert(name.clone(), model).is_some() {
+                return Err(RuntimeError::InvalidInput(format!(
+                    "model {name} is configured more than once"
+                )));
+            }
+        }
+        let stale: Vec<String> = tasks
+            .iter()
+            .filter(|(name, running)| {
+                wanted
+                    .get(*name)
+                    .is_none_or(|w| !running.spec.same_source(w))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            self.stop(&mut tasks, &name).await;
+        }
+        for (name, spec) in wanted {
+            let result = match tasks.get_mut(&name) {
+                Some(running) => {
+                    running.spec = spec.clone();
+                    configure(running, spec.config).await
+                }
+                None => match self.start(spec.clone()).await {
+                    Ok((commands, started)) => {
+                        tasks.insert(name.clone(), Running { spec, commands });
+                        started
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                errors.push(e.to_string());
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(RuntimeError::Model(errors.join("; "))),
+        }
+    }
+
+    /// Adds models next to the ones served (`soma serve` adds each API's models). A name
+    /// already served is refused; the others are added even if one fails to load (the
+    /// error lists the failures; such a model stays registered with its failed versions).
+    pub async fn add(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
+        let mut tasks = self.tasks.lock().await;
+        if let Some(taken) = models.iter().find(|m| tasks.contains_key(&m.config.name)) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "model {} is already served",
+                taken.config.name
+            )));
+        }
+        let mut errors = Vec::new();
+        for spec in models {
+            let name = spec.config.name.clone();
+            match self.start(spec.clone()).await {
+                Ok((commands, started)) => {
+                    tasks.insert(name, Running { spec, commands });
+                    if let Err(e) = started {
+                        errors.push(e.to_string());
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(RuntimeError::Model(errors.join("; "))),
+        }
+    }
+
+    /// Unloads and forgets the named models (unknown names are ignored).
+    pub async fn remove(&self, names: &[String]) {
+        let mut tasks = self.tasks.lock().await;
+        for name in names {
+            self.stop(&mut tasks, name).await;
+        }
+    }
+
+    async fn stop(&self, tasks: &mut BTreeMap<String, Running>, name: &str) {
+        if let Some(running) = tasks.remove(name) {
+            let (tx, rx) = oneshot::channel();
+            if running.commands.send(Command::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        self.models
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Starts a model's task after its first poll and load. A model whose path cannot be
+    /// parsed is not started; one whose versions fail to load is (its status shows why).
+    async fn start(
+        &self,
+        spec: ManagedModel,
+    ) -> Result<(mpsc::Sender<Command>, Result<(), RuntimeError>), RuntimeError> {
+        let location =
+            ModelLocation::parse(&spec.config.base_path, Path::new("/")).map_err(|e| {
+                RuntimeError::InvalidInput(format!("model {}: base_path {e}", spec.config.name))
+            })?;
+        let mut task = ModelTask::new(
+            spec,
+            location,
+            Arc::clone(&self.options),
+            Arc::clone(&self.models),
+            Arc::clone(&self.cache),
+        );
+        let started = task.start().await;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(task.run(rx));
+        Ok((tx, started))
+    }
+
+    fn read<T>(
+        &self,
+        model: &str,
+        f: impl FnOnce(&crate::state::ModelState) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        match models.get(model) {
+            Some(state) => f(state),
+            None => Err(RuntimeError::NotFound(format!(
+                "Could not find any versions of model {model}"
+            ))),
+        }
+    }
+}
+
+async fn configure(running: &Running, config: ModelConfig) -> Result<(), RuntimeError> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || RuntimeError::Model(format!("model {}: its task stopped", config.name));
+    running
+        .commands
+        .send(Command::Configure(config.clone(), tx))
+        .await
+        .map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
+}
+
+impl ModelHub for ModelManager {
+    fn models(&self) -> Vec<String> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.keys().cloned().collect()
+    }
+
+    fn servable(
+        &self,
+        model: &str,
+        version: &VersionSelector,
+    ) -> Result<Arc<Servable>, RuntimeError> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        match models.get(model) {
+            Some(state) => state.servable(model, version),
+            None => Err(RuntimeError::NotFound(crate::state::not_found_text(
+                model, version,
+            ))),
+        }
+    }
+
+    fn status(
+        &self,
+        model: &str,
+        version: Option<&VersionSelector>,
+    ) -> Result<Vec<VersionStatus>, RuntimeError> {
+        self.read(model, |state| state.status(model, version))
+    }
+
+    fn reload(&self, models: Vec<ModelConfig>) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let threads = self.options.threads;
+            let specs = models
+                .into_iter()
+                .map(|config| ManagedModel {
+                    threads,
+                    batching: self.options.batching.clone(),
+                    ..ManagedModel::new(config)
+                })
+                .collect();
+            self.apply(specs).await
+        })
+    }
+}

@@ -1,0 +1,381 @@
+//! One background task per model: polls its base path and loads/unloads versions.
+//!
+//! All changes to a model go through its task (polls and config updates alike), so two
+//! loads of the same model never race; requests only read the shared [`ModelState`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use soma_core::ErrorKind;
+use soma_repository::{ModelCache, RepositoryEvent, Validator, WatchSource, Watcher};
+use soma_runtime::hub::ModelConfig;
+use soma_runtime::{RuntimeError, Servable, ServableState};
+use soma_tensorflow::TensorFlow;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::state::{ModelState, VersionEntry};
+use crate::{ManagedModel, ManagerOptions, policy};
+
+pub(crate) type Models = Arc<RwLock<BTreeMap<String, ModelState>>>;
+
+/// What the manager asks of a model's task; each gets an answer once applied.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// New policy / labels for the same base path.
+    Configure(ModelConfig, oneshot::Sender<Result<(), RuntimeError>>),
+    /// Unload every version and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+pub(crate) struct ModelTask {
+    spec: ManagedModel,
+    options: Arc<ManagerOptions>,
+    models: Models,
+    watcher: Watcher,
+    cache: Arc<ModelCache>,
+    /// Versions whose files changed since they were loaded: loaded again on the next apply.
+    stale: BTreeSet<i64>,
+    /// The last listing problem, reported when the model has no version at all.
+    problem: Option<String>,
+}
+
+impl ModelTask {
+    pub(crate) fn new(
+        spec: ManagedModel,
+        location: soma_core::ModelLocation,
+        options: Arc<ManagerOptions>,
+        models: Models,
+        cache: Arc<ModelCache>,
+    ) -> ModelTask {
+        let source = WatchSource::model(spec.config.name.clone(), location);
+        let watcher = Watcher::with_settings(
+            [source],
+            Validator::TensorFlow,
+            options.poll_interval,
+            options.s3.clone(),
+        );
+        ModelTask {
+            spec,
+            options,
+            models,
+            watcher,
+            cache,
+            stale: BTreeSet::new(),
+            problem: None,
+        }
+    }
+
+    /// The first poll and load; the error names what failed (the model stays registered
+    /// so its status shows the failed versions).
+    pub(crate) async fn start(&mut self) -> Result<(), RuntimeError> {
+        let events = self.watcher.poll_once().await;
+        self.note(events);
+        if self.present().is_empty() {
+            let why = self.problem.clone().unwrap_or_else(|| {
+                "no version folders (integer names holding saved_model.pb) found".to_string()
+            });
+            return Err(RuntimeError::NotFound(format!(
+                "model {}: {why}",
+                self.spec.config.name
+            )));
+        }
+        self.apply().await
+    }
+
+    /// Polls every interval and answers commands until stopped or the manager is dropped.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // A zero period would make tokio panic (and spin); 10 ms is as fast as it gets.
+        let period = self
+            .options
+            .poll_interval
+            .max(std::time::Duration::from_millis(10));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let events = self.watcher.poll_once().await;
+                    if !events.is_empty() {
+                        self.note(events);
+                        if let Err(e) = self.apply().await {
+                            tracing::warn!(model = %self.spec.config.name, error = %e, "model update");
+                        }
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Configure(config, reply)) => {
+                        self.spec.config = config;
+                        let _ = reply.send(self.apply().await);
+                    }
+                    Some(Command::Stop(reply)) => {
+                        self.unload_all();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => {
+                        self.unload_all();
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.config.name
+    }
+
+    fn note(&mut self, events: Vec<RepositoryEvent>) {
+        for event in events {
+            match event {
+                RepositoryEvent::VersionChanged { version, .. } => {
+                    self.stale.insert(version);
+                    self.forget_failure(version);
+                }
+                RepositoryEvent::VersionAdded { version, .. }
+                | RepositoryEvent::VersionRemoved { version, .. } => {
+                    self.forget_failure(version);
+                }
+                RepositoryEvent::Error { error, .. } => self.problem = Some(error),
+            }
+        }
+    }
+
+    /// New files for a version that failed: it gets another chance.
+    fn forget_failure(&self, version: i64) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(model) = models.get_mut(self.name())
+            && model
+                .versions
+                .get(&version)
+                .is_some_and(|v| v.error.is_some())
+        {
+            model.versions.remove(&version);
+        }
+    }
+
+    fn present(&self) -> BTreeSet<i64> {
+        self.watcher
+            .model(self.name())
+            .map(|m| m.versions.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads what the policy wants (newest state of the folder), then unloads the rest,
+    /// then applies the labels. Load errors are kept on their versions and returned.
+    async fn apply(&mut self) -> Result<(), RuntimeError> {
+        let mut errors = Vec::new();
+        loop {
+            let present = self.present();
+            let (loaded, failed) = self.loaded_and_failed();
+            let wanted = policy::wanted(&self.spec.config.policy, &present, &failed);
+            let next = wanted
+                .iter()
+                .rev()
+                .find(|v| !loaded.contains(v) || self.stale.contains(v))
+                .copied();
+            let Some(version) = next else {
+                let unwanted: Vec<i64> = loaded.difference(&wanted).copied().collect();
+                for version in unwanted {
+                    self.unload(version);
+                }
+                break;
+            };
+            self.stale.remove(&version);
+            if let Err(e) = self.load(version).await {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = self.apply_labels() {
+            errors.push(e);
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(RuntimeError::Model(errors.join("; "))),
+        }
+    }
+
+    fn loaded_and_failed(&self) -> (BTreeSet<i64>, BTreeSet<i64>) {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let mut loaded = BTreeSet::new();
+        let mut failed = BTreeSet::new();
+        if let Some(model) = models.get(self.name()) {
+            for (&v, entry) in &model.versions {
+                if entry.servable.is_some() {
+                    loaded.insert(v);
+                } else if entry.error.is_some() {
+                    failed.insert(v);
+                }
+            }
+        }
+        (loaded, failed)
+    }
+
+    fn set_state(&self, version: i64, update: impl FnOnce(&mut VersionEntry)) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let model = models
+            .entry(self.name().to_string())
+            .or_insert_with(|| ModelState::new(self.spec.config.clone()));
+        model.config = self.spec.config.clone();
+        let entry = model
+            .versions
+            .entry(version)
+            .or_insert_with(|| VersionEntry::new(ServableState::Start));
+        update(entry);
+    }
+
+    async fn load(&mut self, version: i64) -> Result<(), String> {
+        self.set_state(version, |e| {
+            // A reload of a changed version keeps the old one serving until the new is ready.
+            if e.servable.is_none() {
+                e.state = ServableState::Loading;
+                e.error = None;
+            }
+        });
+        let started = Instant::now();
+        match self.load_servable(version).await {
+            Ok(servable) => {
+                let servable = Arc::new(servable);
+                if let Some(mirror) = &self.spec.mirror {
+                    mirror.insert(Arc::clone(&servable));
+                }
+                self.set_state(version, |e| {
+                    e.state = ServableState::Available;
+                    e.error = None;
+                    e.servable = Some(servable);
+                });
+                tracing::info!(
+                    model = %self.name(),
+                    version,
+                    millis = started.elapsed().as_millis() as u64,
+                    "model version available"
+                );
+                Ok(())
+            }
+            Err((kind, message)) => {
+                tracing::warn!(model = %self.name(), version, error = %message, "model version failed to load");
+                let text = format!("version {version}: {message}");
+                self.set_state(version, |e| {
+                    if e.servable.is_none() {
+                        e.state = ServableState::End;
+                        e.error = Some((kind, message));
+                    }
+                });
+                Err(text)
+            }
+        }
+    }
+
+    async fn load_servable(&self, version: i64) -> Result<Servable, (ErrorKind, String)> {
+        let failed = |kind: ErrorKind, e: &dyn std::fmt::Display| (kind, e.to_string());
+        let model = self.watcher.model(self.name()).cloned().ok_or_else(|| {
+            (
+                ErrorKind::NotFound,
+                format!("model {} has no versions", self.name()),
+            )
+        })?;
+        let dir = self
+            .cache
+            .fetch(&model, version)
+            .await
+            .map_err(|e| failed(e.kind(), &e))?;
+        let spec = self.spec.clone();
+        let tf_lib = self.options.tensorflow_lib.clone();
+        let metrics = self.options.metrics.clone();
+        tokio::task::spawn_blocking(move || load_blocking(tf_lib, &spec, version, dir, metrics))
+            .await
+            .map_err(|e| failed(ErrorKind::Internal, &e))?
+    }
+
+    fn unload(&self, version: i64) {
+        if let Some(mirror) = &self.spec.mirror {
+            mirror.remove(&self.spec.servable_name, version);
+        }
+        // UNLOADING then END: the map's Arc is dropped here; requests that hold a clone
+        // finish on it and the model is freed when the last one returns.
+        self.set_state(version, |e| e.state = ServableState::Unloading);
+        self.set_state(version, |e| {
+            e.servable = None;
+            e.state = ServableState::End;
+        });
+        tracing::info!(model = %self.name(), version, "model version unloaded");
+    }
+
+    fn unload_all(&self) {
+        let (loaded, _) = self.loaded_and_failed();
+        for version in loaded {
+            self.unload(version);
+        }
+    }
+
+    /// TF Serving's rule: a label may only point at an AVAILABLE version (unless allowed).
+    fn apply_labels(&self) -> Result<(), String> {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let Some(model) = models.get_mut(self.name()) else {
+            return Ok(());
+        };
+        let wanted = &self.spec.config.labels;
+        if !self.options.allow_labels_for_unavailable {
+            for (label, &version) in wanted {
+                if model.available(version).is_none() {
+                    return Err(format!(
+                        "Request to assign label to version {version} of model {}, which is \
+                         not currently available for inference (label '{label}')",
+                        self.name()
+                    ));
+                }
+            }
+        }
+        model.labels = wanted.clone();
+        Ok(())
+    }
+}
+
+fn load_blocking(
+    tf_lib: Option<PathBuf>,
+    spec: &ManagedModel,
+    version: i64,
+    dir: PathBuf,
+    metrics: Option<soma_metrics::Registry>,
+) -> Result<Servable, (ErrorKind, String)> {
+    let tf = TensorFlow::global(tf_lib.as_deref()).map_err(|e| (e.kind(), e.to_string()))?;
+    let runner = soma_models::TfRunner::load(&tf, &dir, spec.threads)
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    let mut key = spec.signature_key.clone();
+    if key.is_none() && spec.any_signature {
+        let sigs = soma_core::runner::ModelRunner::signatures(&runner);
+        let label = format!("model '{}' version {version}", spec.servable_name);
+        if soma_runtime::choose_signature(sigs, None, &label).is_err() {
+            key = sigs.keys().next().cloned();
+        }
+    }
+    let servable = Servable::new(
+        &spec.servable_name,
+        version,
+        Box::new(runner),
+        key.as_deref(),
+    )
+    .map_err(|e| (e.kind(), e.to_string()))?;
+    // Classify/regress signatures take serialized tf.Examples: the zero-valued warm-up input
+    // (an empty example) fails any model with a required feature, so they are not warmed up
+    // (TF Serving only warms up from assets.extra/tf_serving_warmup_requests either).
+    let takes_examples = servable.signature(None).is_ok_and(|(_, sig)| {
+        matches!(
+            sig.method_name.as_str(),
+            "tensorflow/serving/classify" | "tensorflow/serving/regress"
+        )
+    });
+    if !takes_examples {
+        servable.warm_up().map_err(|e| (e.kind(), e.to_string()))?;
+    }
+    match &spec.batching {
+        Some(options) => servable
+            .with_batching(options.clone(), metrics)
+            .map_err(|e| (e.kind(), e.to_string())),
+        None => Ok(servable),
+    }
+}

@@ -1,0 +1,123 @@
+//! The shared, lock-protected view of every model's versions that requests read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use soma_core::ErrorKind;
+use soma_runtime::hub::ModelConfig;
+use soma_runtime::{RuntimeError, Servable, ServableState, VersionSelector, VersionStatus};
+
+/// One version as requests and status calls see it.
+#[derive(Debug, Clone)]
+pub(crate) struct VersionEntry {
+    pub(crate) state: ServableState,
+    pub(crate) error: Option<(ErrorKind, String)>,
+    /// Set only while `AVAILABLE`.
+    pub(crate) servable: Option<Arc<Servable>>,
+}
+
+impl VersionEntry {
+    pub(crate) fn new(state: ServableState) -> VersionEntry {
+        VersionEntry {
+            state,
+            error: None,
+            servable: None,
+        }
+    }
+}
+
+/// One model: its config, labels in force and versions.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelState {
+    pub(crate) config: ModelConfig,
+    /// The labels applied (a config whose labels point at unavailable versions is refused).
+    pub(crate) labels: BTreeMap<String, i64>,
+    pub(crate) versions: BTreeMap<i64, VersionEntry>,
+}
+
+impl ModelState {
+    pub(crate) fn new(config: ModelConfig) -> ModelState {
+        ModelState {
+            config,
+            labels: BTreeMap::new(),
+            versions: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn available(&self, version: i64) -> Option<&Arc<Servable>> {
+        self.versions
+            .get(&version)
+            .filter(|v| v.state == ServableState::Available)
+            .and_then(|v| v.servable.as_ref())
+    }
+
+    /// TF Serving's lookup and its error messages (`Servable not found for request: ...`).
+    pub(crate) fn servable(
+        &self,
+        model: &str,
+        selector: &VersionSelector,
+    ) -> Result<Arc<Servable>, RuntimeError> {
+        let found = match selector {
+            VersionSelector::Latest => self
+                .versions
+                .iter()
+                .rev()
+                .find_map(|(&v, _)| self.available(v)),
+            VersionSelector::Number(n) => self.available(*n),
+            VersionSelector::Label(label) => {
+                let version = self.labels.get(label).ok_or_else(|| {
+                    RuntimeError::NotFound(format!("Unrecognized servable version label: {label}"))
+                })?;
+                self.available(*version)
+            }
+        };
+        found
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(not_found_text(model, selector)))
+    }
+
+    pub(crate) fn status(
+        &self,
+        model: &str,
+        selector: Option<&VersionSelector>,
+    ) -> Result<Vec<VersionStatus>, RuntimeError> {
+        let status = |(&version, entry): (&i64, &VersionEntry)| VersionStatus {
+            version,
+            state: entry.state,
+            error: entry.error.clone(),
+        };
+        let version = match selector {
+            None if self.versions.is_empty() => {
+                return Err(RuntimeError::NotFound(format!(
+                    "Could not find any versions of model {model}"
+                )));
+            }
+            None => return Ok(self.versions.iter().map(status).collect()),
+            Some(VersionSelector::Latest) => {
+                return self
+                    .status(model, None)
+                    .map(|all| all.into_iter().last().into_iter().collect());
+            }
+            Some(VersionSelector::Number(n)) => *n,
+            Some(VersionSelector::Label(label)) => *self.labels.get(label).ok_or_else(|| {
+                RuntimeError::NotFound(format!("Unrecognized servable version label: {label}"))
+            })?,
+        };
+        self.versions
+            .get_key_value(&version)
+            .map(|found| vec![status(found)])
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("Could not find version {version} of model {model}"))
+            })
+    }
+}
+
+/// `Servable not found for request: Latest(iris)` / `Specific(iris, 3)`, as TF Serving.
+pub(crate) fn not_found_text(model: &str, selector: &VersionSelector) -> String {
+    let request = match selector {
+        VersionSelector::Latest => format!("Latest({model})"),
+        VersionSelector::Number(n) => format!("Specific({model}, {n})"),
+        VersionSelector::Label(label) => format!("Label({model}, {label})"),
+    };
+    format!("Servable not found for request: {request}")
+}

@@ -1,0 +1,345 @@
+//! The manager over real TensorFlow and real folders (and moto for S3): versions appear,
+//! disappear and break while requests run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use soma_repository::S3Settings;
+use soma_runtime::hub::ModelConfig;
+use soma_runtime::{ModelHub, ModelSet, ServableState, VersionPolicy, VersionSelector};
+use soma_serving::{ManagedModel, ManagerOptions, ModelManager};
+use soma_testkit::{MotoServer, fixtures};
+
+const POLL: Duration = Duration::from_millis(100);
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Copies a version folder under a temporary name and renames it in, like an upload tool.
+fn publish(from: &Path, repo: &Path, version: i64) {
+    let tmp = repo.join(format!(".tmp-{version}"));
+    copy_dir(from, &tmp);
+    std::fs::rename(tmp, repo.join(version.to_string())).unwrap();
+}
+
+fn options(cache: &Path) -> ManagerOptions {
+    ManagerOptions {
+        poll_interval: POLL,
+        ..ManagerOptions::new(cache.to_path_buf())
+    }
+}
+
+fn config(name: &str, base_path: &Path, policy: VersionPolicy) -> ModelConfig {
+    ModelConfig {
+        name: name.to_string(),
+        base_path: base_path.display().to_string(),
+        policy,
+        labels: BTreeMap::new(),
+    }
+}
+
+fn iris_input() -> Map<String, Value> {
+    json!({"x": [[5.1, 3.5, 1.4, 0.2]]})
+        .as_object()
+        .cloned()
+        .unwrap()
+}
+
+fn states(hub: &dyn ModelHub, model: &str) -> Vec<(i64, ServableState)> {
+    hub.status(model, None)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.version, s.state))
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn latest(hub: &dyn ModelHub, model: &str) -> Option<i64> {
+    hub.servable(model, &VersionSelector::Latest)
+        .ok()
+        .map(|s| s.version())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("iris");
+    std::fs::create_dir_all(&repo).unwrap();
+    publish(&fixtures().join("iris/1"), &repo, 1);
+    let mirror = Arc::new(ModelSet::new("api", false));
+    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
+    let spec = ManagedModel {
+        mirror: Some(Arc::clone(&mirror)),
+        ..ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)))
+    };
+    manager.apply(vec![spec]).await.unwrap();
+    assert_eq!(states(&*manager, "iris"), [(1, ServableState::Available)]);
+
+    // A client loops on "latest" for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let versions_seen = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let client = {
+        let (hub, stop, ok, failed, seen) = (
+            Arc::clone(&manager),
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failed),
+            Arc::clone(&versions_seen),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let result = hub
+                    .servable("iris", &VersionSelector::Latest)
+                    .and_then(|s| s.predict_json(None, &iris_input()));
+                match result {
+                    Ok(p) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        seen.lock().unwrap().insert(p.version);
+                    }
+                    Err(e) => {
+                        eprintln!("request failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+
+    publish(&fixtures().join("iris/2"), &repo, 2);
+    wait_until("version 2 to serve", || {
+        latest(&*manager, "iris") == Some(2)
+    })
+    .await;
+    wait_until("version 1 to unload", || {
+        states(&*manager, "iris") == [(1, ServableState::End), (2, ServableState::Available)]
+    })
+    .await;
+    // The async API's set follows: only version 2 left.
+    assert_eq!(mirror.list(), [("iris".to_string(), vec![2])]);
+    std::fs::remove_dir_all(repo.join("1")).unwrap();
+
+    // A broken version 3 (loads, fails its warm-up) never replaces version 2.
+    publish(
+        &fixtures().join("invalid/keras_saved_model_save/1"),
+        &repo,
+        3,
+    );
+    wait_until("version 3 to fail", || {
+        manager
+            .status("iris", Some(&VersionSelector::Number(3)))
+            .is_ok_and(|s| s[0].state == ServableState::End)
+    })
+    .await;
+    tokio::time::sleep(POLL * 5).await;
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    let broken = &manager
+        .status("iris", Some(&VersionSelector::Number(3)))
+        .unwrap()[0];
+    let (_, message) = broken.error.as_ref().expect("version 3 keeps its error");
+    assert!(
+        message.contains("failed its warm-up prediction"),
+        "{message}"
+    );
+    assert_eq!(latest(&*manager, "iris"), Some(2));
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    assert_eq!(*versions_seen.lock().unwrap(), BTreeSet::from([1, 2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_models_and_checks_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(options(&tmp.path().join("cache")));
+    let iris = fixtures().join("iris");
+    let plain = fixtures().join("iris_plain");
+    manager
+        .reload(vec![config("iris", &iris, VersionPolicy::All)])
+        .await
+        .unwrap();
+    assert_eq!(manager.models(), ["iris"]);
+    assert_eq!(latest(&manager, "iris"), Some(10));
+
+    // Policy change on the same path: no reload of the kept versions; a label added.
+    let mut pinned = config(
+        "iris",
+        &iris,
+        VersionPolicy::Specific(BTreeSet::from([2, 9])),
+    );
+    pinned.labels.insert("stable".into(), 2);
+    manager
+        .reload(vec![
+            pinned.clone(),
+            config("plain", &plain, VersionPolicy::Latest(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(manager.models(), ["iris", "plain"]);
+    assert_eq!(latest(&manager, "iris"), Some(9));
+    let labelled = manager
+        .servable("iris", &VersionSelector::Label("stable".into()))
+        .unwrap();
+    assert_eq!(labelled.version(), 2);
+    assert_eq!(
+        states(&manager, "iris"),
+        [
+            (1, ServableState::End),
+            (2, ServableState::Available),
+            (9, ServableState::Available),
+            (10, ServableState::End)
+        ]
+    );
+
+    // A label on a version that is not available is refused, the old label stays.
+    let mut bad = pinned.clone();
+    bad.labels.insert("canary".into(), 10);
+    let err = manager.reload(vec![bad]).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "Request to assign label to version 10 of model iris, which is not currently \
+             available for inference"
+        ),
+        "{err}"
+    );
+    assert!(
+        manager
+            .servable("iris", &VersionSelector::Label("canary".into()))
+            .is_err()
+    );
+    // ... and "plain" was removed by that reload, which applied everything else.
+    assert_eq!(manager.models(), ["iris"]);
+    let gone = manager.status("plain", None).unwrap_err();
+    assert_eq!(
+        gone.to_string(),
+        "Could not find any versions of model plain"
+    );
+    let missing = manager
+        .servable("plain", &VersionSelector::Latest)
+        .unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "Servable not found for request: Latest(plain)"
+    );
+
+    // add() refuses a name in use; remove() forgets a model.
+    let again = ManagedModel::new(config("iris", &iris, VersionPolicy::All));
+    let err = manager.add(vec![again]).await.unwrap_err();
+    assert_eq!(err.to_string(), "model iris is already served");
+    manager
+        .add(vec![ManagedModel::new(config(
+            "extra",
+            &plain,
+            VersionPolicy::All,
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(manager.models(), ["extra", "iris"]);
+    manager.remove(&["extra".to_string()]).await;
+    assert_eq!(manager.models(), ["iris"]);
+
+    // A base path without versions fails the reload with the reason.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = manager
+        .reload(vec![config("e", &empty, VersionPolicy::Latest(1))])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("model e: "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_versions_go_live() {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let tmp = tempfile::tempdir().unwrap();
+    let options = ManagerOptions {
+        s3: S3Settings {
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            session_token: None,
+        },
+        ..options(&tmp.path().join("cache"))
+    };
+    let manager = ModelManager::new(options);
+    let cfg = ModelConfig {
+        base_path: "s3://models/iris".into(),
+        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    manager.reload(vec![cfg]).await.unwrap();
+    assert_eq!(latest(&manager, "iris"), Some(1));
+    moto.upload_dir(&fixtures().join("iris/9"), "models", "iris/9");
+    wait_until("s3 version 9", || latest(&manager, "iris") == Some(9)).await;
+    let p = manager
+        .servable("iris", &VersionSelector::Latest)
+        .unwrap()
+        .predict_json(None, &iris_input())
+        .unwrap();
+    assert_eq!(p.version, 9);
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+/// Prints RSS before, during (both versions loaded) and after a swap of mlp1024; run with
+/// `--ignored --nocapture` (alone, so no other test shares the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn memory_during_a_swap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo: PathBuf = tmp.path().join("mlp");
+    std::fs::create_dir_all(&repo).unwrap();
+    let source = fixtures().join("mlp1024/1");
+    publish(&source, &repo, 1);
+    let mirror = Arc::new(ModelSet::new("api", false));
+    let manager = ModelManager::new(options(&tmp.path().join("cache")));
+    let spec = ManagedModel {
+        mirror: Some(Arc::clone(&mirror)),
+        ..ManagedModel::new(config("mlp", &repo, VersionPolicy::Latest(1)))
+    };
+    manager.apply(vec![spec]).await.unwrap();
+    let before = rss_mib();
+    publish(&source, &repo, 2);
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while states(&manager, "mlp") != [(1, ServableState::End), (2, ServableState::Available)] {
+        peak = peak.max(rss_mib());
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = rss_mib();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = rss_mib();
+    println!(
+        "mlp1024 swap RSS MiB: before {before:.0}, peak during {peak:.0}, right after {after:.0}, 1 s later {settled:.0}"
+    );
+}
