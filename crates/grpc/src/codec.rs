@@ -313,7 +313,7 @@ fn narrow<T: Element + TryFrom<i32>>(
 /// The native-endian bytes of the values given in the dtype's typed field.
 fn typed_values(dtype: DType, p: &TensorProto) -> Result<Vec<u8>, CodecError> {
     let pairs = |field: &'static str, n: usize| {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Ok(())
         } else {
             Err(CodecError::OddComplex { field, actual: n })

@@ -33,14 +33,12 @@ pub(crate) fn version_status(v: &VersionStatus) -> ModelVersionStatus {
 
 /// The model list of a ReloadConfigRequest, checked.
 pub(crate) fn model_configs(config: Option<ModelServerConfig>) -> Result<Vec<ModelConfig>, Status> {
-    let list = match config.and_then(|c| c.config) {
-        Some(model_server_config::Config::ModelConfigList(list)) => list,
-        _ => {
-            return Err(invalid(
-                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only \
-                 ModelConfigList is currently supported",
-            ));
-        }
+    let Some(model_server_config::Config::ModelConfigList(list)) = config.and_then(|c| c.config)
+    else {
+        return Err(invalid(
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. Only \
+             ModelConfigList is currently supported",
+        ));
     };
     let mut names = BTreeSet::new();
     list.config
