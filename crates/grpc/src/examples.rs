@@ -17,7 +17,7 @@ use soma_grpc_proto::tensorflow::serving::{
 use soma_runtime::Servable;
 use tonic::Status;
 
-use crate::status::{from_runtime, invalid, status};
+use crate::status::{from_runtime, invalid};
 
 pub(crate) const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
 pub(crate) const REGRESS_METHOD: &str = "tensorflow/serving/regress";
@@ -62,10 +62,9 @@ fn signature<'a>(
     method: &str,
 ) -> Result<(&'a str, &'a SignatureDef), Status> {
     let (key, sig) = servable.signature(name).map_err(|e| match name {
-        Some(name) if e.kind() == ErrorKind::NotFound => status(
-            ErrorKind::FailedPrecondition,
-            format!("No signature was found with name: {name}"),
-        ),
+        Some(name) if e.kind() == ErrorKind::NotFound => {
+            invalid(format!("No signature was found with the name: {name}"))
+        }
         _ => from_runtime(&e),
     })?;
     let kind = if method == CLASSIFY_METHOD {
@@ -81,6 +80,22 @@ fn signature<'a>(
     }
     if sig.inputs.len() != 1 {
         return Err(invalid("Expected one input Tensor."));
+    }
+    let outputs_ok = if method == CLASSIFY_METHOD {
+        (1..=2).contains(&sig.outputs.len())
+    } else {
+        sig.outputs.len() == 1
+    };
+    if !outputs_ok {
+        let expected = if method == CLASSIFY_METHOD {
+            "one or two output Tensors"
+        } else {
+            "one output Tensor"
+        };
+        return Err(invalid(format!(
+            "Expected {expected}, found {}",
+            sig.outputs.len()
+        )));
     }
     if !sig.inputs.contains_key(INPUTS) {
         return Err(invalid(format!(

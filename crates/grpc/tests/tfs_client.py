@@ -519,6 +519,8 @@ def check_classifier(check, stub, classifier):
         input=input_list(),
     )
     check.expect_error("multi_inference two models", lambda: stub.MultiInference(bad, timeout=TIMEOUT), C.INVALID_ARGUMENT, "must access the same model name")
+    unknown = classification_pb2.ClassificationRequest(model_spec=spec(name, signature="nope"), input=input_list())
+    check.expect_error("classify unknown signature", lambda: stub.Classify(unknown, timeout=TIMEOUT), C.INVALID_ARGUMENT, "No signature was found with the name: nope")
     wrong = regression_pb2.RegressionRequest(model_spec=spec(name, signature="classify_x"), input=input_list())
     check.expect_error("regress a classify signature", lambda: stub.Regress(wrong, timeout=TIMEOUT), C.INVALID_ARGUMENT, "Expected regression signature method_name to be tensorflow/serving/regress")
 
