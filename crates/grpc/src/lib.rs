@@ -19,7 +19,9 @@
 //!   read lock), then decoding, TensorFlow and encoding run on tokio's blocking pool. There
 //!   is no lock around predictions; TensorFlow's own thread pools do the parallel work.
 //! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
-//!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server.
+//!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
+//!   prediction whose response would be over it (checked before sending, with a message
+//!   that names the limit).
 
 pub mod codec;
 pub mod examples;
@@ -75,6 +77,7 @@ pub async fn serve(
     let limit = options.max_message_bytes;
     let predictions = PredictionServiceServer::new(service::Predictions {
         hub: Arc::clone(&hub),
+        max_response_bytes: limit,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -36,6 +36,7 @@ async fn blocking<T: Send + 'static>(
 #[derive(Clone)]
 pub(crate) struct Predictions {
     pub(crate) hub: Arc<dyn ModelHub>,
+    pub(crate) max_response_bytes: usize,
 }
 
 impl std::fmt::Debug for Predictions {
@@ -55,8 +56,12 @@ impl PredictionService for Predictions {
         let request = request.into_inner();
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
+        let limit = self.max_response_bytes;
         let response = blocking(move || {
-            predict::predict(&servable, &target, request.inputs, &request.output_filter)
+            let response =
+                predict::predict(&servable, &target, request.inputs, &request.output_filter)?;
+            check_size(&response, limit)?;
+            Ok(response)
         })
         .await?;
         Ok(Response::new(response))
@@ -125,6 +130,22 @@ impl PredictionService for Predictions {
             blocking(move || multi_inference(&servable, tasks, request.input.as_ref())).await?;
         Ok(Response::new(response))
     }
+}
+
+/// tonic would fail an oversized response with a generic OUT_OF_RANGE after the work is
+/// done; saying why, with the code a C++ gRPC server uses, is more useful.
+fn check_size(response: &impl prost::Message, limit: usize) -> Result<(), Status> {
+    let size = response.encoded_len();
+    if size > limit {
+        return Err(status(
+            ErrorKind::ResourceExhausted,
+            format!(
+                "the response is {size} bytes, more than the server's maximum message size of \
+                 {limit} bytes; request fewer or smaller outputs (output_filter, a smaller batch)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Each task's target and method, after TF Serving's consistency checks.
