@@ -223,22 +223,16 @@ impl ModelService for Models {
         &self,
         request: Request<GetModelStatusRequest>,
     ) -> Result<Response<GetModelStatusResponse>, Status> {
-        let target = Target::from_spec(request.get_ref().model_spec.as_ref())?;
-        let version = request
-            .get_ref()
-            .model_spec
-            .as_ref()
+        let spec = request.get_ref().model_spec.as_ref();
+        let target = Target::from_spec(spec)?;
+        // No version in the request: every version of the model.
+        let version = spec
             .and_then(|s| s.version_choice.as_ref())
-            .map(|_| target.version.clone());
+            .map(|_| &target.version);
         let versions = self
             .hub
-            .status(&target.name, version.as_ref())
-            .map_err(|e| match (&target.version, e.kind()) {
-                (soma_runtime::VersionSelector::Label(label), ErrorKind::NotFound) => {
-                    invalid(format!("Unrecognized servable version label: {label}"))
-                }
-                _ => from_runtime(&e),
-            })?;
+            .status(&target.name, version)
+            .map_err(|e| target.unknown_label(&e).unwrap_or_else(|| from_runtime(&e)))?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: versions.iter().map(version_status).collect(),
         }))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use soma_core::ErrorKind;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, model_spec::VersionChoice};
-use soma_runtime::{ModelHub, Servable, VersionSelector};
+use soma_runtime::{ModelHub, RuntimeError, Servable, VersionSelector};
 use tonic::Status;
 
 use crate::status::{from_runtime, invalid, status};
@@ -38,12 +38,8 @@ impl Target {
     /// The servable for this request; only AVAILABLE versions are served.
     pub(crate) fn resolve(&self, hub: &dyn ModelHub) -> Result<Arc<Servable>, Status> {
         hub.servable(&self.name, &self.version).map_err(|e| {
-            match (&self.version, e.kind()) {
-                // TF Serving treats an unknown label as a bad request, not a missing servable.
-                (VersionSelector::Label(label), ErrorKind::NotFound) => {
-                    invalid(format!("Unrecognized servable version label: {label}"))
-                }
-                (_, ErrorKind::NotFound) => status(
+            self.unknown_label(&e).unwrap_or_else(|| match e.kind() {
+                ErrorKind::NotFound => status(
                     ErrorKind::NotFound,
                     format!(
                         "Servable not found for request: {}; {e}",
@@ -51,8 +47,18 @@ impl Target {
                     ),
                 ),
                 _ => from_runtime(&e),
-            }
+            })
         })
+    }
+
+    /// TF Serving treats an unknown label as a bad request, not a missing servable.
+    pub(crate) fn unknown_label(&self, error: &RuntimeError) -> Option<Status> {
+        match (&self.version, error.kind()) {
+            (VersionSelector::Label(label), ErrorKind::NotFound) => Some(invalid(format!(
+                "Unrecognized servable version label: {label}"
+            ))),
+            _ => None,
+        }
     }
 
     /// TF Serving's rendering of a servable request: `Latest(iris)`, `Specific(iris, 2)`.
