@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON_PREFERRED=/root/.pyenv/versions/3.11.7/bin/python3.11
 VENV=.venv
 REQ=scripts/requirements.txt
+REQ_NODEPS=scripts/requirements-nodeps.txt
 REQ_STAMP="$VENV/.soma-requirements.sha256"
 GEN=scripts/make_models.py
 MODELS=fixtures/models
@@ -42,11 +43,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-want="$(sha "$REQ")"
+want="$(cat "$REQ" "$REQ_NODEPS" | sha256sum | cut -d' ' -f1)"
 have="$(cat "$REQ_STAMP" 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "==> installing Python requirements"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+  # Packages whose declared dependencies would pull a second TensorFlow (see the file).
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$REQ_NODEPS"
   echo "$want" > "$REQ_STAMP"
 else
   echo "==> Python requirements up to date"

@@ -12,6 +12,7 @@ use soma_testkit::{fixtures, free_port, http};
 struct Server {
     child: Child,
     addr: String,
+    grpc: String,
 }
 
 impl Drop for Server {
@@ -23,9 +24,11 @@ impl Drop for Server {
 
 fn start(args: &[&str], cache: &Path) -> Server {
     let port = free_port();
+    let grpc_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_soma"))
         .arg("tfserving")
         .arg(format!("--rest_api_port={port}"))
+        .arg(format!("--port={grpc_port}"))
         .args(args)
         .env("SOMA_CACHE_DIR", cache)
         .env("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +39,7 @@ fn start(args: &[&str], cache: &Path) -> Server {
     let server = Server {
         child,
         addr: format!("127.0.0.1:{port}"),
+        grpc: format!("127.0.0.1:{grpc_port}"),
     };
     wait_for(&server, "ready", |s| get(s, "/v2/health/ready").0 == 200);
     server
@@ -225,6 +229,133 @@ fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("loading the models") && stderr.contains("model default: "),
+        "{stderr}"
+    );
+}
+
+/// TF Serving's official Python client (`tensorflow-serving-api`) against the gRPC port of
+/// `soma tfserving` with batching on: Predict, GetModelMetadata, GetModelStatus, then
+/// HandleReloadConfigRequest swaps the model list on the live manager.
+const OFFICIAL_CLIENT: &str = r#"
+import json, sys, grpc, numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (predict_pb2, get_model_metadata_pb2, get_model_status_pb2,
+    model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc)
+from tensorflow_serving.config import model_server_config_pb2
+
+addr, multi_io = sys.argv[1], sys.argv[2]
+channel = grpc.insecure_channel(addr)
+predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+models = model_service_pb2_grpc.ModelServiceStub(channel)
+out = {}
+
+request = predict_pb2.PredictRequest()
+request.model_spec.name = "iris"
+request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
+response = predictions.Predict(request, timeout=30)
+out["iris_version"] = response.model_spec.version.value
+out["iris_outputs"] = sorted(response.outputs.keys())
+
+meta = get_model_metadata_pb2.GetModelMetadataRequest()
+meta.model_spec.name = "iris"
+meta.metadata_field.append("signature_def")
+out["metadata_type"] = predictions.GetModelMetadata(meta, timeout=30).metadata["signature_def"].type_url
+
+status = get_model_status_pb2.GetModelStatusRequest()
+status.model_spec.name = "iris"
+out["status"] = [(v.version, v.state) for v in models.GetModelStatus(status, timeout=30).model_version_status]
+
+reload = model_management_pb2.ReloadConfigRequest()
+config = model_server_config_pb2.ModelServerConfig()
+entry = config.model_config_list.config.add()
+entry.name = "multi"
+entry.base_path = multi_io
+entry.model_platform = "tensorflow"
+reload.config.CopyFrom(config)
+out["reload"] = models.HandleReloadConfigRequest(reload, timeout=60).status.error_code
+
+try:
+    predictions.Predict(request, timeout=30)
+    out["iris_after"] = "OK"
+except grpc.RpcError as e:
+    out["iris_after"] = e.code().name
+status.model_spec.name = "multi"
+out["multi_status"] = [v.state for v in models.GetModelStatus(status, timeout=30).model_version_status]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
+    let work = tempfile::tempdir().unwrap();
+    let batching = work.path().join("batching.pbtxt");
+    std::fs::write(
+        &batching,
+        "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 500 }\n",
+    )
+    .unwrap();
+    let server = start(
+        &[
+            "--model_name=iris",
+            &format!("--model_base_path={}", fixtures().join("iris").display()),
+            "--enable_batching",
+            &format!("--batching_parameters_file={}", batching.display()),
+        ],
+        work.path(),
+    );
+    let output = Command::new(soma_testkit::venv_bin("python"))
+        .arg("-c")
+        .arg(OFFICIAL_CLIENT)
+        .arg(&server.grpc)
+        .arg(fixtures().join("multi_io"))
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["iris_version"], 10, "latest is the numerically highest");
+    assert_eq!(out["iris_outputs"], serde_json::json!(["output_0"]));
+    assert_eq!(
+        out["metadata_type"],
+        "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    );
+    assert_eq!(
+        out["status"],
+        serde_json::json!([[10, 30]]),
+        "v10 AVAILABLE"
+    );
+    assert_eq!(out["reload"], 0, "reload OK");
+    assert_eq!(out["iris_after"], "NOT_FOUND", "iris left the model list");
+    assert_eq!(out["multi_status"], serde_json::json!([30]));
+}
+
+#[test]
+fn a_bad_batching_parameters_file_stops_the_process_with_its_line() {
+    let work = tempfile::tempdir().unwrap();
+    let batching = work.path().join("batching.pbtxt");
+    std::fs::write(&batching, "num_batch_threads { value: 0 }\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .args([
+            "tfserving",
+            "--rest_api_port=0",
+            "--port=0",
+            "--model_name=iris",
+        ])
+        .arg(format!(
+            "--model_base_path={}",
+            fixtures().join("iris").display()
+        ))
+        .arg("--enable_batching")
+        .arg(format!("--batching_parameters_file={}", batching.display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 1, column 1: num_batch_threads must be positive"),
         "{stderr}"
     );
 }

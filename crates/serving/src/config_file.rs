@@ -1,4 +1,5 @@
-//! TF Serving's `--model_config_file`: the text-proto `ModelServerConfig` subset
+//! TF Serving's text-proto files: `--model_config_file` (the `ModelServerConfig` subset
+//! below) and `--batching_parameters_file` ([`parse_batching_parameters`]).
 //!
 //! ```text
 //! model_config_list {
@@ -17,8 +18,10 @@
 //! `versions: [1, 2]` lists. Every error names its line and column.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use soma_runtime::VersionPolicy;
+use soma_runtime::batching::{BatchOptions, BatchWindow};
 use soma_runtime::hub::ModelConfig;
 
 /// A problem in a config file, at a 1-based line and column.
@@ -560,6 +563,191 @@ model_config_list {
         assert_eq!(
             err("model_config_list 3"),
             "line 1, column 1: expected ':' or '{' after 'model_config_list', found number 3"
+        );
+    }
+}
+
+/// Parses TF Serving's `--batching_parameters_file` (a text-proto `BatchingParameters`).
+/// Numeric fields are `google.protobuf` wrappers (`max_batch_size { value: 128 }`); the bare
+/// form `max_batch_size: 128` is accepted too. Unset fields keep TF Serving's defaults
+/// ([`BatchOptions::default`]); invalid values are errors that name the field.
+pub fn parse_batching_parameters(text: &str) -> Result<BatchOptions, ConfigFileError> {
+    let tokens = tokenize(text)?;
+    let end = Pos {
+        line: text.lines().count().max(1),
+        column: text.lines().last().map_or(1, |l| l.chars().count() + 1),
+    };
+    let mut parser = Parser {
+        tokens,
+        next: 0,
+        end,
+    };
+    let mut options = BatchOptions::default();
+    let mut positions: Vec<(&'static str, Pos)> = Vec::new();
+    let top = parser.fields(None)?;
+    for field in &top {
+        let count = |field: &Field| -> Result<usize, ConfigFileError> {
+            let n = wrapped(field, int)?;
+            usize::try_from(n).map_err(|_| {
+                field
+                    .pos
+                    .error(format!("'{}' must not be negative", field.name))
+            })
+        };
+        let name: &'static str = match field.name.as_str() {
+            "max_batch_size" => {
+                options.max_batch_size = count(field)?;
+                "max_batch_size"
+            }
+            "batch_timeout_micros" => {
+                let micros = count(field)?;
+                options.window = BatchWindow::Fixed(Duration::from_micros(micros as u64));
+                "batch_timeout_micros"
+            }
+            "max_enqueued_batches" => {
+                options.max_enqueued_batches = count(field)?;
+                "max_enqueued_batches"
+            }
+            "num_batch_threads" => {
+                options.num_batch_threads = count(field)?;
+                "num_batch_threads"
+            }
+            "allowed_batch_sizes" => {
+                match &field.value {
+                    Value::List(items) => {
+                        for (token, pos) in items {
+                            let Token::Int(n) = token else {
+                                return Err(pos.error("allowed_batch_sizes must be integers"));
+                            };
+                            options
+                                .allowed_batch_sizes
+                                .push(usize::try_from(*n).map_err(|_| {
+                                    pos.error("allowed_batch_sizes must not be negative")
+                                })?);
+                        }
+                    }
+                    _ => options.allowed_batch_sizes.push(count(field)?),
+                }
+                "allowed_batch_sizes"
+            }
+            "pad_variable_length_inputs" => {
+                options.pad_variable_length_inputs = wrapped(field, boolean)?;
+                "pad_variable_length_inputs"
+            }
+            // Accepted for compatibility; soma has no named thread pools and never splits a
+            // request (one larger than max_batch_size runs on its own).
+            "thread_pool_name" | "enable_large_batch_splitting" | "max_execution_batch_size" => {
+                continue;
+            }
+            _ => {
+                return Err(unknown(
+                    field,
+                    "the batching parameters",
+                    &[
+                        "max_batch_size",
+                        "batch_timeout_micros",
+                        "max_enqueued_batches",
+                        "num_batch_threads",
+                        "allowed_batch_sizes",
+                        "pad_variable_length_inputs",
+                        "thread_pool_name",
+                        "enable_large_batch_splitting",
+                        "max_execution_batch_size",
+                    ],
+                ));
+            }
+        };
+        positions.push((name, field.pos));
+    }
+    options.validate().map_err(|message| {
+        // The field the message names first.
+        let pos = positions
+            .iter()
+            .filter_map(|(name, pos)| message.find(name).map(|at| (at, *pos)))
+            .min_by_key(|(at, _)| *at)
+            .map_or(Pos { line: 1, column: 1 }, |(_, pos)| pos);
+        pos.error(message)
+    })?;
+    Ok(options)
+}
+
+/// The value of a wrapper message (`{ value: x }`) or a bare scalar.
+fn wrapped<T>(
+    field: &Field,
+    read: fn(&Field) -> Result<T, ConfigFileError>,
+) -> Result<T, ConfigFileError> {
+    match &field.value {
+        Value::Message(inner) => match inner.as_slice() {
+            [value] if value.name == "value" => read(value),
+            _ => Err(field
+                .pos
+                .error(format!("'{}' must be {{ value: ... }}", field.name))),
+        },
+        _ => read(field),
+    }
+}
+
+fn boolean(field: &Field) -> Result<bool, ConfigFileError> {
+    match &field.value {
+        Value::Scalar(Token::Ident(s)) if s == "true" => Ok(true),
+        Value::Scalar(Token::Ident(s)) if s == "false" => Ok(false),
+        _ => Err(field
+            .pos
+            .error(format!("'{}' must be true or false", field.name))),
+    }
+}
+
+#[cfg(test)]
+mod batching_tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_file_and_defaults() {
+        let options = parse_batching_parameters(
+            "max_batch_size { value: 128 }\nbatch_timeout_micros { value: 0 }\n\
+             max_enqueued_batches { value: 1000000 }\nnum_batch_threads { value: 8 }\n",
+        )
+        .unwrap();
+        assert_eq!(options.max_batch_size, 128);
+        assert_eq!(options.window, BatchWindow::Fixed(Duration::ZERO));
+        assert_eq!(options.max_enqueued_batches, 1_000_000);
+        assert_eq!(options.num_batch_threads, 8);
+        assert_eq!(
+            parse_batching_parameters("").unwrap(),
+            BatchOptions::default()
+        );
+        let options = parse_batching_parameters(
+            "max_batch_size: 8\nallowed_batch_sizes: 2\nallowed_batch_sizes: [4, 8]\n\
+             pad_variable_length_inputs: true\nbatch_timeout_micros { value: 500 }",
+        )
+        .unwrap();
+        assert_eq!(options.allowed_batch_sizes, [2, 4, 8]);
+        assert!(options.pad_variable_length_inputs);
+        assert_eq!(
+            options.window,
+            BatchWindow::Fixed(Duration::from_micros(500))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_place() {
+        let error = |text: &str| parse_batching_parameters(text).unwrap_err().to_string();
+        assert_eq!(
+            error("max_batch_size { value: 0 }"),
+            "line 1, column 1: max_batch_size must be positive"
+        );
+        assert_eq!(
+            error("\nnum_batch_threads { value: -1 }"),
+            "line 2, column 1: 'num_batch_threads' must not be negative"
+        );
+        assert_eq!(
+            error("max_batch_size { value: 8 }\nallowed_batch_sizes: 4"),
+            "line 2, column 1: the last entry of allowed_batch_sizes (4) must equal max_batch_size (8)"
+        );
+        assert!(error("batch_size: 3").starts_with("line 1, column 1: unknown field 'batch_size'"));
+        assert_eq!(
+            error("pad_variable_length_inputs: 1"),
+            "line 1, column 1: 'pad_variable_length_inputs' must be true or false"
         );
     }
 }

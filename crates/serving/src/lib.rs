@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config_file::{ConfigFileError, parse_model_config_file};
+pub use config_file::{ConfigFileError, parse_batching_parameters, parse_model_config_file};
 pub use manager::ModelManager;
 use soma_core::runner::ThreadPools;
 use soma_repository::S3Settings;

@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use soma_core::runner::ThreadPools;
+use soma_grpc::GrpcOptions;
 use soma_rest::RestOptions;
 use soma_runtime::ModelHub;
+use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
-use soma_serving::{ManagerOptions, ModelManager, parse_model_config_file};
+use soma_serving::{
+    ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
+};
 
 use crate::GlobalArgs;
 
@@ -22,6 +26,15 @@ pub(crate) struct Args {
     /// gRPC port (TF Serving's default 8500).
     #[arg(long = "port", default_value_t = 8500, value_name = "PORT")]
     port: u16,
+
+    /// gRPC channel arguments, `key=value,...`; `grpc.max_receive_message_length` and
+    /// `grpc.max_send_message_length` set the message size limit (default: 2 GiB - 1).
+    #[arg(
+        long = "grpc_channel_arguments",
+        default_value = "",
+        value_name = "ARGS"
+    )]
+    grpc_channel_arguments: String,
 
     /// REST port; 0 (the default, as in TF Serving) turns REST off.
     #[arg(long = "rest_api_port", default_value_t = 0, value_name = "PORT")]
@@ -100,6 +113,7 @@ pub(crate) struct Args {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Settings {
     pub(crate) grpc_port: u16,
+    pub(crate) grpc: GrpcOptions,
     pub(crate) rest_port: Option<u16>,
     pub(crate) rest_timeout: Duration,
     pub(crate) models: Vec<ModelConfig>,
@@ -154,6 +168,7 @@ impl Settings {
         let nonzero = |n: u32| (n > 0).then_some(n);
         Ok(Settings {
             grpc_port: args.port,
+            grpc: grpc_options(&args.grpc_channel_arguments)?,
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
             rest_timeout: Duration::from_millis(args.rest_api_timeout_in_ms),
             models,
@@ -186,57 +201,114 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     let cwd = std::env::current_dir().context("the current directory")?;
     let settings = Settings::from_args(args, &cwd)?;
     let model_options = super::model_options(global);
+    let metrics = soma_metrics::Registry::new();
+    let batching = match &settings.batching {
+        None => None,
+        Some(None) => Some(BatchOptions::default()),
+        Some(Some(file)) => Some(read_batching_file(file)?),
+    };
     let manager = Arc::new(ModelManager::new(ManagerOptions {
         tensorflow_lib: model_options.tensorflow_lib,
         poll_interval: settings.fs_poll,
         threads: settings.threads,
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
+        metrics: Some(metrics.clone()),
+        batching,
         ..ManagerOptions::new(model_options.cache_dir)
     }));
-    if let Some(batching) = &settings.batching {
-        // LEAD: batching. The flags are parsed and checked here; hand `batching` (the
-        // parameters file, or None for TF Serving's defaults) to the batching layer.
-        tracing::warn!(file = ?batching, "--enable_batching is accepted but batching is not wired in yet");
-    }
     manager
         .reload(settings.models.clone())
         .await
         .context("loading the models")?;
     tracing::info!(models = ?manager.models(), "models loaded");
 
-    // LEAD: gRPC. Start the gRPC server (crates/grpc) on 0.0.0.0:`settings.grpc_port`
-    // with `Arc::clone(&manager) as Arc<dyn ModelHub>` here; until then --port is parsed
-    // and reported but not served.
-    tracing::warn!(
-        port = settings.grpc_port,
-        "the gRPC server is not wired in yet; --port is not served"
-    );
-
+    let mut servers = tokio::task::JoinSet::new();
+    if settings.grpc_port != 0 {
+        // TF Serving listens on every interface.
+        let addr = SocketAddr::from(([0, 0, 0, 0], settings.grpc_port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--port)"))?;
+        tracing::info!(%addr, "TF Serving gRPC API listening");
+        let hub = Arc::clone(&manager) as Arc<dyn ModelHub>;
+        let grpc = settings.grpc.clone();
+        servers.spawn(async move {
+            soma_grpc::serve(hub, listener, grpc, super::serve::shutdown_signal())
+                .await
+                .context("gRPC server")
+        });
+    }
     if let (Some(file), Some(every)) = (settings.config_file.clone(), settings.config_file_poll) {
         tokio::spawn(poll_config_file(Arc::clone(&manager), file, every));
     }
-    let Some(rest_port) = settings.rest_port else {
-        anyhow::bail!(
-            "nothing to serve: set --rest_api_port (the gRPC server is not wired in yet)"
-        );
-    };
-    let options = RestOptions {
-        timeout: settings.rest_timeout,
-        body_limit: 256 * 1024 * 1024,
-        ..RestOptions::default()
-    };
-    let app = soma_rest::router(manager as Arc<dyn ModelHub>, options);
-    // TF Serving listens on every interface.
-    let addr = SocketAddr::from(([0, 0, 0, 0], rest_port));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "TF Serving REST API listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(super::serve::shutdown_signal())
-        .await
-        .context("REST server")?;
+    if let Some(rest_port) = settings.rest_port {
+        let options = RestOptions {
+            timeout: settings.rest_timeout,
+            body_limit: 256 * 1024 * 1024,
+            metrics,
+        };
+        let app = soma_rest::router(Arc::clone(&manager) as Arc<dyn ModelHub>, options);
+        let addr = SocketAddr::from(([0, 0, 0, 0], rest_port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--rest_api_port)"))?;
+        tracing::info!(%addr, "TF Serving REST API listening");
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(super::serve::shutdown_signal())
+                .await
+                .context("REST server")
+        });
+    }
+    if servers.is_empty() {
+        anyhow::bail!("nothing to serve: --port and --rest_api_port are both 0");
+    }
+    while let Some(done) = servers.join_next().await {
+        done.context("server task")??;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// TF Serving's `--grpc_channel_arguments`: the message size limits are applied (the smaller
+/// of the two if both are given); other arguments are accepted and logged as ignored.
+fn grpc_options(arguments: &str) -> anyhow::Result<GrpcOptions> {
+    let mut options = GrpcOptions::default();
+    let mut limit: Option<usize> = None;
+    for argument in arguments
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let Some((key, value)) = argument.split_once('=') else {
+            anyhow::bail!("--grpc_channel_arguments: {argument:?} is not key=value");
+        };
+        match key.trim() {
+            "grpc.max_receive_message_length" | "grpc.max_send_message_length" => {
+                let bytes: i64 = value.trim().parse().with_context(|| {
+                    format!("--grpc_channel_arguments: {key} must be an integer")
+                })?;
+                // gRPC: -1 means unlimited.
+                let bytes = if bytes < 0 {
+                    i32::MAX as usize
+                } else {
+                    bytes as usize
+                };
+                limit = Some(limit.map_or(bytes, |l| l.min(bytes)));
+            }
+            other => tracing::warn!(argument = other, "gRPC channel argument ignored"),
+        }
+    }
+    if let Some(limit) = limit {
+        options.max_message_bytes = limit;
+    }
+    Ok(options)
+}
+
+fn read_batching_file(path: &Path) -> anyhow::Result<BatchOptions> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --batching_parameters_file {}", path.display()))?;
+    parse_batching_parameters(&text)
+        .with_context(|| format!("--batching_parameters_file {}", path.display()))
 }
 
 /// TF Serving's `--model_config_file_poll_wait_seconds`: a changed file replaces the model

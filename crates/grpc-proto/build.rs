@@ -1,0 +1,26 @@
+//! Compiles TF Serving's .proto files with protox (a protobuf compiler in Rust), so building
+//! soma needs no system `protoc`, then generates prost messages and tonic services.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+const SERVICES: [&str; 2] = [
+    "tensorflow_serving/apis/prediction_service.proto",
+    "tensorflow_serving/apis/model_service.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new("proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let descriptors = protox::compile(SERVICES, [root])?;
+    // Kept for tests that compare the contract with the official Python descriptors.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("descriptors.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

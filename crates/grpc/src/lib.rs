@@ -1,0 +1,95 @@
+//! TensorFlow Serving-compatible gRPC for soma.
+//!
+//! [`serve`] runs tonic services for `tensorflow.serving.PredictionService` (Predict,
+//! GetModelMetadata, Classify, Regress, MultiInference) and `tensorflow.serving.ModelService`
+//! (GetModelStatus, HandleReloadConfigRequest) over an `Arc<dyn ModelHub>`; the messages
+//! come from `soma-grpc-proto`, so TF Serving's own clients work unchanged.
+//!
+//! Design:
+//! * [`codec`]: `TensorProto` <-> `soma_core::Tensor`, both the typed fields and
+//!   `tensor_content`, TF's one-value broadcasting, and errors instead of TF's silent
+//!   padding. Outputs use the typed fields, as TF Serving does.
+//! * `spec`: `ModelSpec` -> hub lookup, with TF Serving's messages (`Servable not found for
+//!   request: Latest(m)`, `Unrecognized servable version label: l`, ...).
+//! * `predict`, [`examples`]: the request semantics of TF Serving (default signature,
+//!   input/output alias checks, `output_filter`, SignatureDefMap in `google.protobuf.Any`,
+//!   tf.Example batches for classify/regress).
+//! * [`status::grpc_code`]: the one mapping from `soma_core::ErrorKind` to gRPC codes.
+//! * Concurrency: the servable is resolved on the async runtime (a map lookup under a short
+//!   read lock), then decoding, TensorFlow and encoding run on tokio's blocking pool. There
+//!   is no lock around predictions; TensorFlow's own thread pools do the parallel work.
+//! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
+//!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
+//!   prediction whose response would be over it (checked before sending, with a message
+//!   that names the limit).
+
+pub mod codec;
+pub mod examples;
+mod limit;
+mod models;
+mod predict;
+mod service;
+mod spec;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
+use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use soma_runtime::ModelHub;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use status::grpc_code;
+
+/// Settings of the gRPC server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcOptions {
+    /// The largest request or response message, in bytes. TF Serving allows `i32::MAX`.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> GrpcOptions {
+        GrpcOptions {
+            max_message_bytes: i32::MAX as usize,
+        }
+    }
+}
+
+/// Why the gRPC server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the hub's models over gRPC on `listener` until `shutdown` resolves; in-flight
+/// requests are allowed to finish.
+pub async fn serve(
+    hub: Arc<dyn ModelHub>,
+    listener: TcpListener,
+    options: GrpcOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GrpcError> {
+    let limit = options.max_message_bytes;
+    let predictions = PredictionServiceServer::new(service::Predictions {
+        hub: Arc::clone(&hub),
+        max_response_bytes: limit,
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let models = ModelServiceServer::new(service::Models { hub })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .layer(limit::layer())
+        .add_service(predictions)
+        .add_service(models)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Predict and GetModelMetadata.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use prost::Message;
+use soma_core::{ErrorKind, SignatureDef, Tensor, TensorInfo};
+use soma_grpc_proto::SIGNATURE_DEF_MAP_TYPE_URL;
+use soma_grpc_proto::tensorflow::serving::{
+    GetModelMetadataRequest, GetModelMetadataResponse, PredictResponse, SignatureDefMap,
+};
+use soma_grpc_proto::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_info};
+use soma_runtime::Servable;
+use tonic::Status;
+
+use crate::codec::{tensor_from_proto, tensor_into_proto};
+use crate::spec::{Target, response_spec};
+use crate::status::{from_runtime, invalid, status};
+
+const SIGNATURE_DEF_FIELD: &str = "signature_def";
+
+/// Runs one PredictRequest on `servable` (called on a blocking thread).
+pub(crate) fn predict(
+    servable: &Servable,
+    target: &Target,
+    inputs: HashMap<String, TensorProto>,
+    output_filter: &[String],
+) -> Result<PredictResponse, Status> {
+    let (key, signature) =
+        servable
+            .signature(target.signature.as_deref())
+            .map_err(|e| match target.signature.as_deref() {
+                Some(name) if e.kind() == ErrorKind::NotFound => status(
+                    ErrorKind::FailedPrecondition,
+                    format!("Serving signature key \"{name}\" not found."),
+                ),
+                _ => from_runtime(&e),
+            })?;
+    check_input_names(signature, &inputs)?;
+    let outputs = selected_outputs(signature, output_filter)?;
+    let mut tensors = BTreeMap::new();
+    for (alias, proto) in &inputs {
+        let tensor = tensor_from_proto(proto)
+            .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
+        tensors.insert(alias.clone(), tensor);
+    }
+    let prediction = servable
+        .predict(Some(key), &tensors)
+        .map_err(|e| from_runtime(&e))?;
+    let mut produced = prediction.outputs;
+    let outputs = outputs
+        .into_iter()
+        .filter_map(|alias| {
+            let tensor: Tensor = produced.remove(&alias)?;
+            Some((alias, tensor_into_proto(tensor)))
+        })
+        .collect();
+    Ok(PredictResponse {
+        model_spec: Some(response_spec(servable, Some(key))),
+        outputs,
+    })
+}
+
+/// TF Serving's check and message for missing or extra inputs.
+fn check_input_names(
+    signature: &SignatureDef,
+    inputs: &HashMap<String, TensorProto>,
+) -> Result<(), Status> {
+    let sent: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
+    let wanted: BTreeSet<&str> = signature.inputs.keys().map(String::as_str).collect();
+    if sent == wanted {
+        return Ok(());
+    }
+    let join = |set: &BTreeSet<&str>| set.iter().copied().collect::<Vec<_>>().join(",");
+    let extra: BTreeSet<&str> = sent.difference(&wanted).copied().collect();
+    let missing: BTreeSet<&str> = wanted.difference(&sent).copied().collect();
+    if sent.len() == wanted.len() {
+        let alias = extra.first().expect("same size, different sets");
+        return Err(invalid(format!(
+            "input tensor alias not found in signature: {alias}. Inputs expected to be in the set {{{}}}.",
+            join(&wanted)
+        )));
+    }
+    Err(invalid(format!(
+        "input size does not match signature: {}!={} len({{{}}}) != len({{{}}}). Sent extra: {{{}}}. Missing but required: {{{}}}.",
+        sent.len(),
+        wanted.len(),
+        join(&sent),
+        join(&wanted),
+        join(&extra),
+        join(&missing)
+    )))
+}
+
+/// The output aliases to return: `output_filter`, or every output of the signature.
+fn selected_outputs(signature: &SignatureDef, filter: &[String]) -> Result<Vec<String>, Status> {
+    if filter.is_empty() {
+        return Ok(signature.outputs.keys().cloned().collect());
+    }
+    let mut seen = BTreeSet::new();
+    for alias in filter {
+        if !signature.outputs.contains_key(alias) {
+            let names: Vec<&str> = signature.outputs.keys().map(String::as_str).collect();
+            return Err(invalid(format!(
+                "output tensor alias not found in signature: {alias} Outputs expected to be in the set {{{}}}.",
+                names.join(",")
+            )));
+        }
+        if !seen.insert(alias) {
+            return Err(invalid(format!("duplicate output tensor alias: {alias}")));
+        }
+    }
+    Ok(filter.to_vec())
+}
+
+/// Validates a GetModelMetadataRequest before any model is looked up.
+pub(crate) fn check_metadata_request(request: &GetModelMetadataRequest) -> Result<(), Status> {
+    if request.metadata_field.is_empty() {
+        return Err(invalid(
+            "GetModelMetadataRequest must specify at least one metadata_field",
+        ));
+    }
+    if let Some(field) = request
+        .metadata_field
+        .iter()
+        .find(|f| *f != SIGNATURE_DEF_FIELD)
+    {
+        return Err(invalid(format!("Metadata field {field} is not supported")));
+    }
+    Ok(())
+}
+
+/// The servable's signatures, packed as TF Serving packs them.
+pub(crate) fn metadata(servable: &Servable) -> GetModelMetadataResponse {
+    let map = SignatureDefMap {
+        signature_def: servable
+            .signatures()
+            .iter()
+            .map(|(key, sig)| (key.clone(), signature_to_proto(sig)))
+            .collect(),
+    };
+    let any = prost_types::Any {
+        type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),
+        value: map.encode_to_vec(),
+    };
+    GetModelMetadataResponse {
+        model_spec: Some(response_spec(servable, None)),
+        metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into(),
+    }
+}
+
+pub(crate) fn signature_to_proto(signature: &SignatureDef) -> tf::SignatureDef {
+    let infos = |map: &BTreeMap<String, TensorInfo>| {
+        map.iter()
+            .map(|(alias, info)| (alias.clone(), tensor_info_to_proto(info)))
+            .collect()
+    };
+    tf::SignatureDef {
+        inputs: infos(&signature.inputs),
+        outputs: infos(&signature.outputs),
+        method_name: signature.method_name.clone(),
+        defaults: HashMap::new(),
+    }
+}
+
+fn tensor_info_to_proto(info: &TensorInfo) -> tf::TensorInfo {
+    let shape = match &info.shape {
+        None => TensorShapeProto {
+            dim: Vec::new(),
+            unknown_rank: true,
+        },
+        Some(dims) => TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|d| tf::tensor_shape_proto::Dim {
+                    size: *d,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        },
+    };
+    tf::TensorInfo {
+        dtype: info.dtype.to_proto(),
+        tensor_shape: Some(shape),
+        encoding: Some(tensor_info::Encoding::Name(info.tensor_name.clone())),
+    }
+}

@@ -1,0 +1,262 @@
+//! The tonic services. Each RPC resolves its servable on the async runtime (a map lookup),
+//! then decodes, predicts and encodes on tokio's blocking pool so that TensorFlow never
+//! blocks the reactor; requests share no lock, so they run in parallel.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use soma_core::ErrorKind;
+use soma_grpc_proto::tensorflow::serving::{
+    self as pb, ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
+    GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, InferenceResult,
+    MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse,
+    RegressionRequest, RegressionResponse, ReloadConfigRequest, ReloadConfigResponse,
+    inference_result, model_service_server::ModelService,
+    prediction_service_server::PredictionService,
+};
+use soma_runtime::{ModelHub, Servable};
+use tonic::{Request, Response, Status};
+
+use crate::examples::{self, CLASSIFY_METHOD, REGRESS_METHOD};
+use crate::models::{model_configs, version_status};
+use crate::predict;
+use crate::spec::{Target, response_spec};
+use crate::status::{from_runtime, invalid, status};
+
+/// Runs CPU-heavy work (tensor codecs, TensorFlow) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| status(ErrorKind::Internal, format!("prediction task failed: {e}")))?
+}
+
+/// `tensorflow.serving.PredictionService` over a [`ModelHub`].
+#[derive(Clone)]
+pub(crate) struct Predictions {
+    pub(crate) hub: Arc<dyn ModelHub>,
+    pub(crate) max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for Predictions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Predictions")
+            .field("models", &self.hub.models())
+            .finish()
+    }
+}
+
+#[tonic::async_trait]
+impl PredictionService for Predictions {
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let request = request.into_inner();
+        let target = Target::from_spec(request.model_spec.as_ref())?;
+        let servable = target.resolve(self.hub.as_ref())?;
+        let limit = self.max_response_bytes;
+        let response = blocking(move || {
+            let response =
+                predict::predict(&servable, &target, request.inputs, &request.output_filter)?;
+            check_size(&response, limit)?;
+            Ok(response)
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let target = Target::from_spec(request.model_spec.as_ref())?;
+        predict::check_metadata_request(&request)?;
+        let servable = target.resolve(self.hub.as_ref())?;
+        Ok(Response::new(predict::metadata(&servable)))
+    }
+
+    async fn classify(
+        &self,
+        request: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        let request = request.into_inner();
+        let target = Target::from_spec(request.model_spec.as_ref())?;
+        let servable = target.resolve(self.hub.as_ref())?;
+        let response = blocking(move || {
+            let examples = examples::serialize_input(request.input.as_ref())?;
+            let (key, result) =
+                examples::classify(&servable, target.signature.as_deref(), examples)?;
+            Ok(ClassificationResponse {
+                model_spec: Some(response_spec(&servable, Some(&key))),
+                result: Some(result),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn regress(
+        &self,
+        request: Request<RegressionRequest>,
+    ) -> Result<Response<RegressionResponse>, Status> {
+        let request = request.into_inner();
+        let target = Target::from_spec(request.model_spec.as_ref())?;
+        let servable = target.resolve(self.hub.as_ref())?;
+        let response = blocking(move || {
+            let examples = examples::serialize_input(request.input.as_ref())?;
+            let (key, result) =
+                examples::regress(&servable, target.signature.as_deref(), examples)?;
+            Ok(RegressionResponse {
+                model_spec: Some(response_spec(&servable, Some(&key))),
+                result: Some(result),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn multi_inference(
+        &self,
+        request: Request<MultiInferenceRequest>,
+    ) -> Result<Response<MultiInferenceResponse>, Status> {
+        let request = request.into_inner();
+        let tasks = check_tasks(&request)?;
+        // Every task runs on the version the first task resolves to, as in TF Serving.
+        let servable = tasks[0].0.resolve(self.hub.as_ref())?;
+        let response =
+            blocking(move || multi_inference(&servable, tasks, request.input.as_ref())).await?;
+        Ok(Response::new(response))
+    }
+}
+
+/// tonic would fail an oversized response with a generic OUT_OF_RANGE after the work is
+/// done; saying why, with the code a C++ gRPC server uses, is more useful.
+fn check_size(response: &impl prost::Message, limit: usize) -> Result<(), Status> {
+    let size = response.encoded_len();
+    if size > limit {
+        return Err(status(
+            ErrorKind::ResourceExhausted,
+            format!(
+                "the response is {size} bytes, more than the server's maximum message size of \
+                 {limit} bytes; request fewer or smaller outputs (output_filter, a smaller batch)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Each task's target and method, after TF Serving's consistency checks.
+fn check_tasks(request: &MultiInferenceRequest) -> Result<Vec<(Target, String)>, Status> {
+    if request.tasks.is_empty() {
+        return Err(invalid("MultiInferenceRequest has no tasks"));
+    }
+    let mut targets = Vec::with_capacity(request.tasks.len());
+    let mut signatures = BTreeSet::new();
+    for task in &request.tasks {
+        let target = Target::from_spec(task.model_spec.as_ref())?;
+        if target.name != request.tasks[0].model_spec.as_ref().map_or("", |s| &s.name) {
+            return Err(invalid(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+            ));
+        }
+        let signature = target.signature.clone().unwrap_or_default();
+        if !signatures.insert(signature.clone()) {
+            return Err(invalid(format!(
+                "Duplicate evaluation of signature: {signature}"
+            )));
+        }
+        if task.method_name != CLASSIFY_METHOD && task.method_name != REGRESS_METHOD {
+            return Err(invalid(format!(
+                "Unsupported signature method_name: {}",
+                task.method_name
+            )));
+        }
+        targets.push((target, task.method_name.clone()));
+    }
+    Ok(targets)
+}
+
+fn multi_inference(
+    servable: &Servable,
+    tasks: Vec<(Target, String)>,
+    input: Option<&pb::Input>,
+) -> Result<MultiInferenceResponse, Status> {
+    let examples = examples::serialize_input(input)?;
+    let mut results = Vec::with_capacity(tasks.len());
+    for (target, method) in tasks {
+        let signature = target.signature.as_deref();
+        let (key, result) = if method == CLASSIFY_METHOD {
+            let (key, r) = examples::classify(servable, signature, examples.clone())?;
+            (key, inference_result::Result::ClassificationResult(r))
+        } else {
+            let (key, r) = examples::regress(servable, signature, examples.clone())?;
+            (key, inference_result::Result::RegressionResult(r))
+        };
+        results.push(InferenceResult {
+            model_spec: Some(response_spec(servable, Some(&key))),
+            result: Some(result),
+        });
+    }
+    Ok(MultiInferenceResponse { results })
+}
+
+/// `tensorflow.serving.ModelService` over a [`ModelHub`].
+#[derive(Clone)]
+pub(crate) struct Models {
+    pub(crate) hub: Arc<dyn ModelHub>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("models", &self.hub.models())
+            .finish()
+    }
+}
+
+#[tonic::async_trait]
+impl ModelService for Models {
+    async fn get_model_status(
+        &self,
+        request: Request<GetModelStatusRequest>,
+    ) -> Result<Response<GetModelStatusResponse>, Status> {
+        let spec = request.get_ref().model_spec.as_ref();
+        let target = Target::from_spec(spec)?;
+        // No version in the request: every version of the model.
+        let version = spec
+            .and_then(|s| s.version_choice.as_ref())
+            .map(|_| &target.version);
+        let versions = self
+            .hub
+            .status(&target.name, version)
+            .map_err(|e| target.unknown_label(&e).unwrap_or_else(|| from_runtime(&e)))?;
+        Ok(Response::new(GetModelStatusResponse {
+            model_version_status: versions.iter().map(version_status).collect(),
+        }))
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        request: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        let configs = model_configs(request.into_inner().config)?;
+        self.hub.reload(configs).await.map_err(|e| {
+            tracing::warn!(error = %e, "gRPC model config reload failed");
+            from_runtime(&e)
+        })?;
+        Ok(Response::new(ReloadConfigResponse {
+            status: Some(pb::StatusProto {
+                error_code: grpc_code_ok(),
+                error_message: String::new(),
+            }),
+            metric: Vec::new(),
+        }))
+    }
+}
+
+fn grpc_code_ok() -> i32 {
+    tonic::Code::Ok as i32
+}

@@ -1,0 +1,117 @@
+//! Message size limits: a request over `max_message_bytes` and a prediction whose response
+//! would be over it both get RESOURCE_EXHAUSTED, and the server keeps serving.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use soma_core::runner::{ModelRunner, RunError};
+use soma_core::{DType, SignatureDef, Tensor, TensorInfo};
+use soma_grpc::GrpcOptions;
+use soma_grpc::codec::tensor_into_content_proto;
+use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use soma_runtime::{ModelHub, ModelSet, Servable, StaticHub};
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const LIMIT: usize = 1 << 20;
+
+/// Repeats its float input `factor` times: small requests, large responses.
+#[derive(Debug)]
+struct Repeat {
+    signatures: BTreeMap<String, SignatureDef>,
+    factor: usize,
+}
+
+impl ModelRunner for Repeat {
+    fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
+        &self.signatures
+    }
+
+    fn run(&self, _signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let values = inputs[0].to_vec::<f32>().unwrap().repeat(self.factor);
+        Ok(vec![
+            Tensor::from_slice(vec![values.len()], &values).unwrap(),
+        ])
+    }
+}
+
+fn repeat_model() -> Servable {
+    let info = |name: &str| TensorInfo {
+        tensor_name: format!("{name}:0"),
+        dtype: DType::Float,
+        shape: Some(vec![-1]),
+    };
+    let signature = SignatureDef {
+        method_name: "tensorflow/serving/predict".into(),
+        inputs: BTreeMap::from([("x".to_string(), info("x"))]),
+        outputs: BTreeMap::from([("y".to_string(), info("y"))]),
+    };
+    let runner = Repeat {
+        signatures: BTreeMap::from([("serving_default".to_string(), signature)]),
+        factor: 4,
+    };
+    Servable::new("repeat", 1, Box::new(runner), None).unwrap()
+}
+
+fn request(elements: usize) -> PredictRequest {
+    let x = Tensor::from_slice(vec![elements], &vec![1.0f32; elements]).unwrap();
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "repeat".into(),
+            ..ModelSpec::default()
+        }),
+        inputs: [("x".to_string(), tensor_into_content_proto(x))].into(),
+        output_filter: vec![],
+    }
+}
+
+#[tokio::test]
+async fn oversized_requests_and_responses_are_resource_exhausted() {
+    let set = Arc::new(ModelSet::new("limits", false));
+    set.insert(Arc::new(repeat_model()));
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let options = GrpcOptions {
+        max_message_bytes: LIMIT,
+    };
+    tokio::spawn(soma_grpc::serve(
+        hub,
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let mut client = PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+
+    // 4 bytes per float: LIMIT / 4 floats is just over the limit once framed.
+    let err = client.predict(request(LIMIT / 4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("message length too large"),
+        "{err:?}"
+    );
+
+    // A quarter of the limit in, four times as much out.
+    let err = client.predict(request(LIMIT / 16)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("maximum message size of {LIMIT} bytes")),
+        "{err:?}"
+    );
+
+    // Within the limits, the same server still answers.
+    let response = client
+        .predict(request(LIMIT / 64))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.outputs["y"].float_val.len(),
+        LIMIT / 64 * 4,
+        "every value comes back"
+    );
+}
