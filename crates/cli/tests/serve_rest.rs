@@ -166,3 +166,60 @@ fn an_endpoint_under_the_rest_paths_is_refused() {
         "{stderr}"
     );
 }
+
+/// `--grpc-listen`: TF Serving's official Python client predicts on an API's model; reloading
+/// the model list is refused (it comes from cortex.yaml).
+#[test]
+fn serve_speaks_grpc_with_the_official_client_and_refuses_reloads() {
+    let yaml = format!(
+        "- name: iris\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      path: {}\n",
+        fixtures().join("iris").display()
+    );
+    let dir = project(&[("cortex.yaml", &yaml), ("latest.py", LATEST_PY)]);
+    let grpc = format!("127.0.0.1:{}", soma_testkit::free_port());
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &["--grpc-listen", &grpc],
+    );
+    soma.wait_ready(Duration::from_secs(120));
+    let script = r#"
+import json, sys, grpc, numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+channel = grpc.insecure_channel(sys.argv[1])
+request = predict_pb2.PredictRequest()
+request.model_spec.name = "iris"
+request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
+response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+out = {"version": response.model_spec.version.value}
+reload = model_management_pb2.ReloadConfigRequest()
+entry = reload.config.model_config_list.config.add()
+entry.name = "other"
+entry.base_path = "/models/other"
+try:
+    model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(reload, timeout=30)
+    out["reload"] = "OK"
+except grpc.RpcError as e:
+    out["reload"] = e.code().name
+    out["message"] = e.details()
+print(json.dumps(out))
+"#;
+    let output = std::process::Command::new(soma_testkit::venv_bin("python"))
+        .args(["-c", script, &grpc])
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["version"], 10);
+    assert_eq!(out["reload"], "UNIMPLEMENTED");
+    assert!(
+        out["message"].as_str().unwrap().contains("cortex.yaml"),
+        "{out}"
+    );
+}

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use soma_config::ApiSpec;
-use soma_runtime::hub::ModelConfig;
-use soma_runtime::{ModelSet, VersionPolicy};
+use soma_runtime::hub::{BoxFuture, ModelConfig, VersionSelector, VersionStatus};
+use soma_runtime::{ModelHub, ModelSet, RuntimeError, Servable, VersionPolicy};
 use soma_serving::{ManagedModel, ModelManager};
 
 /// The TF Serving name of an API's model: the API's name for `models.path`, else
@@ -48,6 +48,45 @@ pub(crate) async fn load(api: &ApiSpec, manager: &ModelManager) -> Result<Arc<Mo
         return Err(e.to_string());
     }
     Ok(set)
+}
+
+/// The manager as the TF Serving front ends of `soma serve` see it: the model list comes
+/// from cortex.yaml, so TF Serving's `HandleReloadConfigRequest` (which replaces the whole
+/// list) is refused instead of unloading the APIs' models. New versions still go live.
+#[derive(Debug)]
+pub(crate) struct CortexHub(pub(crate) Arc<ModelManager>);
+
+impl ModelHub for CortexHub {
+    fn models(&self) -> Vec<String> {
+        self.0.models()
+    }
+
+    fn servable(
+        &self,
+        model: &str,
+        version: &VersionSelector,
+    ) -> Result<Arc<Servable>, RuntimeError> {
+        self.0.servable(model, version)
+    }
+
+    fn status(
+        &self,
+        model: &str,
+        version: Option<&VersionSelector>,
+    ) -> Result<Vec<VersionStatus>, RuntimeError> {
+        self.0.status(model, version)
+    }
+
+    fn reload(&self, _models: Vec<ModelConfig>) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async {
+            Err(RuntimeError::Unsupported(
+                "soma serve takes its models from cortex.yaml; reloading the model config \
+                 is only supported by soma tfserving (new versions in the model folders go \
+                 live by themselves)"
+                    .to_string(),
+            ))
+        })
+    }
 }
 
 /// A cortex.yaml endpoint under TF Serving's REST paths would be shadowed by them.

@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub models: ModelOptions,
     /// How often model folders are polled for new and removed versions.
     pub model_poll_interval: Duration,
+    /// Where TF Serving's gRPC API is served, if anywhere.
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 impl ServeOptions {

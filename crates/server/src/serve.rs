@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
+use soma_grpc::GrpcOptions;
 use soma_rest::RestOptions;
 use soma_runtime::ModelHub;
 use soma_serving::{ManagerOptions, ModelManager};
@@ -100,8 +101,9 @@ pub async fn serve(
         metrics: Some(metrics.clone()),
         ..ManagerOptions::new(options.models.cache_dir.clone())
     }));
+    let hub: Arc<dyn ModelHub> = Arc::new(live_models::CortexHub(Arc::clone(&models)));
     let rest = soma_rest::routes(
-        Arc::clone(&models) as Arc<dyn ModelHub>,
+        Arc::clone(&hub),
         RestOptions {
             body_limit: options.body_limit,
             metrics: metrics.clone(),
@@ -146,6 +148,25 @@ pub async fn serve(
         "soma: health http://{addr}/healthz , readiness http://{addr}/readyz , metrics http://{addr}/metrics"
     );
     println!("soma: TF Serving REST API http://{addr}/v1/models/<api>[.<model>]");
+    if let Some(grpc_addr) = options.grpc_listen {
+        let grpc = tokio::net::TcpListener::bind(grpc_addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: grpc_addr,
+                source,
+            })?;
+        println!(
+            "soma: TF Serving gRPC API {}",
+            grpc.local_addr().map_err(ServeError::Http)?
+        );
+        let stop = shared.stop.clone();
+        tokio::spawn(async move {
+            let serving = soma_grpc::serve(hub, grpc, GrpcOptions::default(), wait_for_stop(stop));
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "the gRPC server stopped");
+            }
+        });
+    }
 
     let mut starting = JoinSet::new();
     for api in config.apis {

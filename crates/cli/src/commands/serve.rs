@@ -47,6 +47,10 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_MODEL_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     model_poll_interval: Duration,
 
+    /// Also serve TF Serving's gRPC API (PredictionService, ModelService) on this address.
+    #[arg(long, env = "SOMA_GRPC_LISTEN", value_name = "ADDR")]
+    grpc_listen: Option<std::net::SocketAddr>,
+
     /// The project's Python environment (a venv with the handlers' packages).
     #[arg(long, env = "SOMA_PYTHON_ENV", value_name = "DIR")]
     python_env: Option<PathBuf>,
@@ -68,6 +72,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         python_env: args.python_env,
         models: super::model_options(global),
         model_poll_interval: args.model_poll_interval,
+        grpc_listen: args.grpc_listen,
     };
     soma_server::serve(config, options, shutdown_signal())
         .await
