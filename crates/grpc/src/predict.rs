@@ -24,6 +24,7 @@ pub(crate) fn predict(
     target: &Target,
     inputs: HashMap<String, TensorProto>,
     output_filter: &[String],
+    deadline: Option<std::time::Instant>,
 ) -> Result<PredictResponse, Status> {
     let (key, signature) =
         servable
@@ -44,7 +45,7 @@ pub(crate) fn predict(
         tensors.insert(alias.clone(), tensor);
     }
     let prediction = servable
-        .predict(Some(key), &tensors)
+        .predict_owned(Some(key), tensors, deadline)
         .map_err(|e| from_runtime(&e))?;
     let mut produced = prediction.outputs;
     let outputs = outputs

@@ -32,6 +32,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| status(ErrorKind::Internal, format!("prediction task failed: {e}")))?
 }
 
+/// The client's deadline, from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn deadline<T>(request: &Request<T>) -> Option<std::time::Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// `tensorflow.serving.PredictionService` over a [`ModelHub`].
 #[derive(Clone)]
 pub(crate) struct Predictions {
@@ -53,13 +70,19 @@ impl PredictionService for Predictions {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
+        let deadline = deadline(&request);
         let request = request.into_inner();
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
         let limit = self.max_response_bytes;
         let response = blocking(move || {
-            let response =
-                predict::predict(&servable, &target, request.inputs, &request.output_filter)?;
+            let response = predict::predict(
+                &servable,
+                &target,
+                request.inputs,
+                &request.output_filter,
+                deadline,
+            )?;
             check_size(&response, limit)?;
             Ok(response)
         })
@@ -259,4 +282,30 @@ impl ModelService for Models {
 
 fn grpc_code_ok() -> i32 {
     tonic::Code::Ok as i32
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn with_timeout(value: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", value.parse().unwrap());
+        request
+    }
+
+    #[test]
+    fn grpc_timeout_header_becomes_a_deadline() {
+        let now = Instant::now();
+        let d = deadline(&with_timeout("250m")).unwrap();
+        assert!(d >= now + Duration::from_millis(250) && d < now + Duration::from_secs(2));
+        let d = deadline(&with_timeout("2S")).unwrap();
+        assert!(d >= now + Duration::from_secs(2));
+        assert!(deadline(&with_timeout("10x")).is_none());
+        assert!(deadline(&Request::new(())).is_none());
+    }
 }

@@ -181,8 +181,9 @@ async fn infer(
 ) -> Result<String, RestError> {
     let body = read_body(body, rest.options.body_limit).await?;
     let servable = rest.hub.servable(model, version)?;
+    let deadline = std::time::Instant::now() + rest.options.timeout;
     let task = tokio::task::spawn_blocking(move || match method {
-        path::Method::Predict => predict::predict(&servable, &body),
+        path::Method::Predict => predict::predict(&servable, &body, deadline),
         path::Method::Classify => classify::classify(&servable, &body),
         path::Method::Regress => classify::regress(&servable, &body),
     });

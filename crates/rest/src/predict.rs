@@ -50,11 +50,16 @@ pub(crate) fn signature_name(doc: &Map<String, Value>) -> Result<Option<&str>, R
 }
 
 /// Runs a predict request on `servable` and renders the response body.
-pub(crate) fn predict(servable: &Servable, body: &[u8]) -> Result<String, RestError> {
+/// A batched request still waiting at `deadline` fails with DEADLINE_EXCEEDED.
+pub(crate) fn predict(
+    servable: &Servable,
+    body: &[u8],
+    deadline: std::time::Instant,
+) -> Result<String, RestError> {
     let doc = parse_body(body)?;
     let (key, sig) = signature(servable, signature_name(&doc)?)?;
     let (format, inputs) = request_inputs(&doc, sig)?;
-    let prediction = servable.predict_json(Some(key), &inputs)?;
+    let prediction = servable.predict_json_until(Some(key), &inputs, Some(deadline))?;
     render(&prediction.outputs, format)
 }
 

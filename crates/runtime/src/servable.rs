@@ -145,6 +145,17 @@ impl Servable {
         signature: Option<&str>,
         inputs: &Map<String, Value>,
     ) -> Result<Prediction, RuntimeError> {
+        self.predict_json_until(signature, inputs, None)
+    }
+
+    /// Like [`predict_json`](Self::predict_json), failing with `DeadlineExceeded` if
+    /// `deadline` passes while the request waits for a batch.
+    pub fn predict_json_until(
+        &self,
+        signature: Option<&str>,
+        inputs: &Map<String, Value>,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction, RuntimeError> {
         let (key, sig) = self.signature(signature)?;
         self.check_names(key, sig, inputs.keys())?;
         let tensors = sig
@@ -152,7 +163,7 @@ impl Servable {
             .iter()
             .map(|(name, info)| tensor_from_json(name, &inputs[name], info))
             .collect::<Result<Vec<_>, _>>()?;
-        self.run(key, sig, tensors, None)
+        self.run(key, sig, tensors, deadline)
     }
 
     /// Predicts from tensors; dtypes and shapes are checked against the signature.
