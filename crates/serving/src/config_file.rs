@@ -570,7 +570,9 @@ model_config_list {
 /// Parses TF Serving's `--batching_parameters_file` (a text-proto `BatchingParameters`).
 /// Numeric fields are `google.protobuf` wrappers (`max_batch_size { value: 128 }`); the bare
 /// form `max_batch_size: 128` is accepted too. Unset fields keep TF Serving's defaults
-/// ([`BatchOptions::default`]); invalid values are errors that name the field.
+/// ([`BatchOptions::default`]); invalid values are errors that name the field. soma
+/// extension: `batch_timeout_micros: auto` (or `{ value: auto }`) adapts the window to the
+/// arrival rate (see [`BatchWindow::Auto`]).
 pub fn parse_batching_parameters(text: &str) -> Result<BatchOptions, ConfigFileError> {
     let tokens = tokenize(text)?;
     let end = Pos {
@@ -600,8 +602,12 @@ pub fn parse_batching_parameters(text: &str) -> Result<BatchOptions, ConfigFileE
                 "max_batch_size"
             }
             "batch_timeout_micros" => {
-                let micros = count(field)?;
-                options.window = BatchWindow::Fixed(Duration::from_micros(micros as u64));
+                // soma extension: `auto` adapts the window to the arrival rate.
+                options.window = if wrapped(field, is_auto)? {
+                    BatchWindow::Auto
+                } else {
+                    BatchWindow::Fixed(Duration::from_micros(count(field)? as u64))
+                };
                 "batch_timeout_micros"
             }
             "max_enqueued_batches" => {
@@ -685,6 +691,10 @@ fn wrapped<T>(
         },
         _ => read(field),
     }
+}
+
+fn is_auto(field: &Field) -> Result<bool, ConfigFileError> {
+    Ok(matches!(&field.value, Value::Scalar(Token::Ident(s)) if s == "auto"))
 }
 
 fn boolean(field: &Field) -> Result<bool, ConfigFileError> {
