@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Soma, project};
 use serde_json::{Value, json};
-use soma_testkit::{assert_outputs_match, expected_cases, fixtures};
+use soma_testkit::{assert_outputs_match, copy_dir, expected_cases, fixtures};
 
 const LATEST_PY: &str = r#"
 class Handler:
@@ -18,19 +17,6 @@ class Handler:
     def handle_async(self, payload):
         return self.client.predict(payload)
 "#;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 fn states(soma: &Soma, model: &str) -> Vec<(String, String)> {
     let (_, status) = soma.get_json(&format!("/v1/models/{model}"));

@@ -23,6 +23,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The HTTP status for this class: TF Serving's `ToHTTPStatusCode` (`http_server.cc`),
+    /// used by every HTTP front end (the async gateway and the TF Serving REST API) so that
+    /// the mapping lives in one place.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::ResourceExhausted => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Unimplemented => 501,
+            ErrorKind::DeadlineExceeded => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
     /// TensorFlow's name for the code, e.g. `INVALID_ARGUMENT`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,17 +4,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use soma_core::ErrorKind;
 
-/// The one place where error classes become HTTP status codes (TF Serving's mapping).
+/// [`ErrorKind::http_status`] as an axum status code.
 pub fn status_for(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// An error answer: `{"error": message}` with a status code.

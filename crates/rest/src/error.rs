@@ -38,17 +38,9 @@ impl From<RuntimeError> for RestError {
     }
 }
 
-/// TF Serving's `ToHTTPStatusCode` (`http_server.cc`), for the codes soma produces.
+/// [`ErrorKind::http_status`] as an axum status code.
 pub fn http_status(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// A JSON body with `Content-Type: application/json`.

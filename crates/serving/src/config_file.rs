@@ -239,19 +239,23 @@ impl Parser {
     }
 }
 
-/// Parses a `--model_config_file` into the models it lists.
-pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
-    let tokens = tokenize(text)?;
+/// The fields of a whole text-proto file.
+fn top_level_fields(text: &str) -> Result<Vec<Field>, ConfigFileError> {
     let end = Pos {
         line: text.lines().count().max(1),
         column: text.lines().last().map_or(1, |l| l.chars().count() + 1),
     };
     let mut parser = Parser {
-        tokens,
+        tokens: tokenize(text)?,
         next: 0,
         end,
     };
-    let top = parser.fields(None)?;
+    parser.fields(None)
+}
+
+/// Parses a `--model_config_file` into the models it lists.
+pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
+    let top = top_level_fields(text)?;
     let mut models = Vec::new();
     let mut seen_list = false;
     for field in top {
@@ -574,19 +578,9 @@ model_config_list {
 /// extension: `batch_timeout_micros: auto` (or `{ value: auto }`) adapts the window to the
 /// arrival rate (see [`BatchWindow::Auto`]).
 pub fn parse_batching_parameters(text: &str) -> Result<BatchOptions, ConfigFileError> {
-    let tokens = tokenize(text)?;
-    let end = Pos {
-        line: text.lines().count().max(1),
-        column: text.lines().last().map_or(1, |l| l.chars().count() + 1),
-    };
-    let mut parser = Parser {
-        tokens,
-        next: 0,
-        end,
-    };
     let mut options = BatchOptions::default();
     let mut positions: Vec<(&'static str, Pos)> = Vec::new();
-    let top = parser.fields(None)?;
+    let top = top_level_fields(text)?;
     for field in &top {
         let count = |field: &Field| -> Result<usize, ConfigFileError> {
             let n = wrapped(field, int)?;

@@ -12,22 +12,9 @@ use soma_repository::S3Settings;
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ModelHub, ModelSet, ServableState, VersionPolicy, VersionSelector};
 use soma_serving::{ManagedModel, ManagerOptions, ModelManager};
-use soma_testkit::{MotoServer, fixtures};
+use soma_testkit::{MotoServer, copy_dir, fixtures};
 
 const POLL: Duration = Duration::from_millis(100);
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// Copies a version folder under a temporary name and renames it in, like an upload tool.
 fn publish(from: &Path, repo: &Path, version: i64) {
