@@ -55,6 +55,12 @@ enum Command {
     /// Run every API of a cortex.yaml: HTTP gateway, durable queue, workers, Python handlers
     /// and TensorFlow, in one process.
     Serve(commands::serve::Args),
+    /// Run only the HTTP gateway of a cortex.yaml's APIs (no Python, no TensorFlow), on the
+    /// shared Redis + S3 backend; `soma worker` processes run the workloads.
+    Gateway(commands::serve::Args),
+    /// Run only the workers (handlers, models) of a cortex.yaml's APIs, on the shared
+    /// Redis + S3 backend; HTTP serves only /healthz, /readyz and /metrics.
+    Worker(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,12 @@ fn main() -> ExitCode {
             Command::Validate(args) => commands::validate::run(args, &cli.global).await,
             Command::Predict(args) => commands::predict::run(args, &cli.global).await,
             Command::Serve(args) => commands::serve::run(args, &cli.global).await,
+            Command::Gateway(args) => {
+                commands::scale::run(args, &cli.global, soma_server::Role::Gateway).await
+            }
+            Command::Worker(args) => {
+                commands::scale::run(args, &cli.global, soma_server::Role::Worker).await
+            }
         }
     });
     match result {

@@ -4,10 +4,15 @@
 //! answers and workloads can be accepted while models load), then each API loads its models
 //! and constructs its `Handler` in the background; an API whose start-up fails stays
 //! not-ready with the error on `/readyz`, and its accepted workloads stay queued.
+//!
+//! [`serve_with`] runs one [`Role`] on a given backend: `soma gateway` (HTTP only, no Python
+//! or TensorFlow) and `soma worker` (handlers) processes share a Redis + S3 backend.
 
 mod options;
 mod python_handler;
+mod role;
 mod serve;
 
 pub use options::ServeOptions;
-pub use serve::{ServeError, serve};
+pub use role::Role;
+pub use serve::{ServeError, serve, serve_with};

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
-use crate::{ServeOptions, python_handler};
+use crate::{Role, ServeOptions, python_handler};
 
 /// Why `soma serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,20 @@ pub async fn serve(
             path: options.data_dir.clone(),
             source,
         })?;
-    let routes = config
+    serve_with(config, options, backend, Role::Both, shutdown).await
+}
+
+/// Like [`serve`] on an already opened `backend`, in one [`Role`]: the gateway role mounts
+/// the API routes and never starts Python or TensorFlow; the worker role runs the handlers
+/// and serves only `/healthz`, `/readyz` and `/metrics`.
+pub async fn serve_with(
+    config: Config,
+    options: ServeOptions,
+    backend: Backend,
+    role: Role,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let all_routes = config
         .apis
         .iter()
         .map(|api| {
@@ -69,9 +82,20 @@ pub async fn serve(
             })
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
+    let routes = if role.runs_gateway() {
+        all_routes
+    } else {
+        Vec::new()
+    };
     let readiness = Readiness::new();
     for api in &config.apis {
-        readiness.set(&api.name, ApiState::Starting);
+        // A gateway alone is ready at once: it only stores and reads workloads.
+        let state = if role.runs_workers() {
+            ApiState::Starting
+        } else {
+            ApiState::Ready
+        };
+        readiness.set(&api.name, state);
     }
     let (stop_tx, stop) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -112,8 +136,10 @@ pub async fn serve(
     );
 
     let mut starting = JoinSet::new();
-    for api in config.apis {
-        starting.spawn(start_api(api, shared.clone()));
+    if role.runs_workers() {
+        for api in config.apis {
+            starting.spawn(start_api(api, shared.clone()));
+        }
     }
     let retention_stop = shared.stop.clone();
     tokio::spawn(soma_jobs::run_retention(

@@ -1,4 +1,5 @@
 pub(crate) mod predict;
+pub(crate) mod scale;
 pub(crate) mod serve;
 pub(crate) mod validate;
 

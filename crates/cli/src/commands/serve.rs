@@ -11,7 +11,10 @@ use crate::GlobalArgs;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The cortex.yaml whose APIs to run.
-    config: PathBuf,
+    pub(crate) config: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) backend: super::scale::BackendArgs,
 
     /// Address of the HTTP gateway.
     #[arg(long, env = "SOMA_LISTEN", default_value = "127.0.0.1:8888")]
@@ -50,10 +53,34 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(&args.config)?;
+    let options = options(&args, &config, global);
+    match args.backend.backend {
+        super::scale::BackendKind::Embedded => {
+            soma_server::serve(config, options, shutdown_signal())
+                .await
+                .context("soma serve")?;
+        }
+        super::scale::BackendKind::Redis => {
+            let backend = args.backend.connect_remote().await?;
+            let role = soma_server::Role::Both;
+            soma_server::serve_with(config, options, backend, role, shutdown_signal())
+                .await
+                .context("soma serve")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn options(
+    args: &Args,
+    config: &soma_config::Config,
+    global: &GlobalArgs,
+) -> ServeOptions {
     let data_dir = args
         .data_dir
+        .clone()
         .unwrap_or_else(|| config.project_dir.join(".soma").join("data"));
-    let options = ServeOptions {
+    ServeOptions {
         listen: args.listen,
         data_dir,
         body_limit: args.body_limit,
@@ -61,17 +88,13 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         grace: args.grace,
         workers: args.workers,
         lease: args.lease,
-        python_env: args.python_env,
+        python_env: args.python_env.clone(),
         models: super::model_options(global),
-    };
-    soma_server::serve(config, options, shutdown_signal())
-        .await
-        .context("soma serve")?;
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
