@@ -11,6 +11,7 @@
 mod options;
 mod python_handler;
 mod role;
+mod scaling;
 mod serve;
 
 pub use options::ServeOptions;

@@ -7,7 +7,7 @@ use soma_config::{ApiSpec, Config};
 use soma_gateway::{ApiRoute, ApiState, Gateway, GatewayConfig, Readiness, router};
 use soma_jobs::{ApiName, Backend, EmbeddedBackend, JobsError};
 use soma_metrics::Registry;
-use soma_worker::{WorkerOptions, WorkerPool};
+use soma_worker::WorkerPool;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
@@ -32,14 +32,14 @@ pub enum ServeError {
 
 /// What every API's start-up task shares.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     project_dir: PathBuf,
-    options: ServeOptions,
-    backend: Backend,
-    metrics: Registry,
+    pub(crate) options: ServeOptions,
+    pub(crate) backend: Backend,
+    pub(crate) metrics: Registry,
     readiness: Readiness,
-    wake: Arc<Notify>,
-    stop: watch::Receiver<bool>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 /// Runs every API of `config` until `shutdown` resolves, then stops accepting requests, lets
@@ -172,11 +172,7 @@ pub async fn serve_with(
 /// not ready (visible on `/readyz` and in the log); its workloads stay queued.
 async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
     let name = api.name.clone();
-    let workers = shared
-        .options
-        .workers
-        .unwrap_or(api.autoscaling.init_replicas as usize)
-        .max(1);
+    let workers = crate::scaling::capacity(&api, &shared.options);
     let started = async {
         let models = match api.handler.models {
             Some(_) => Some(
@@ -206,20 +202,8 @@ async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
             info!(api = %name, workers, "API ready");
             shared.readiness.set(&name, ApiState::Ready);
             let api_name = ApiName::parse(&name).ok()?;
-            let options = WorkerOptions {
-                workers,
-                lease: shared.options.lease,
-                renew_every: shared.options.lease / 4,
-                ..WorkerOptions::default()
-            };
-            Some(WorkerPool::spawn(
-                api_name,
-                shared.backend.clone(),
-                handler,
-                options,
-                shared.metrics.clone(),
-                shared.wake.clone(),
-                shared.stop.clone(),
+            Some(crate::scaling::spawn_workers(
+                &api, api_name, handler, workers, &shared,
             ))
         }
         Err(message) => {

@@ -37,9 +37,19 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     grace: Duration,
 
-    /// Workers per API (default: the API's `autoscaling.init_replicas`).
+    /// A fixed number of workers per API. Without it each API autoscales between its
+    /// `autoscaling.min_replicas` and `max_replicas` (capped by --max-workers), starting at
+    /// `init_replicas`, following the queue length like Cortex.
     #[arg(long, env = "SOMA_WORKERS")]
     workers: Option<usize>,
+
+    /// Most workers an autoscaled API gets in this process.
+    #[arg(long, env = "SOMA_MAX_WORKERS", default_value_t = ServeOptions::DEFAULT_MAX_WORKERS)]
+    max_workers: usize,
+
+    /// How often the autoscaler decides (Cortex: 10s).
+    #[arg(long, env = "SOMA_AUTOSCALE_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    autoscale_every: Duration,
 
     /// How long a running workload is held before it may be delivered again (renewed while
     /// the handler runs; after a crash it is the redelivery delay).
@@ -87,6 +97,8 @@ pub(crate) fn options(
         retention: args.retention,
         grace: args.grace,
         workers: args.workers,
+        max_workers: args.max_workers.max(1),
+        autoscale_every: args.autoscale_every,
         lease: args.lease,
         python_env: args.python_env.clone(),
         models: super::model_options(global),
