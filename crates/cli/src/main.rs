@@ -61,6 +61,11 @@ enum Command {
     /// Run only the workers (handlers, models) of a cortex.yaml's APIs, on the shared
     /// Redis + S3 backend; HTTP serves only /healthz, /readyz and /metrics.
     Worker(commands::serve::Args),
+    /// Show every API of a running soma (workers, queue, in flight, completed/failed, p50
+    /// processing time), or one workload with `soma get <api> <id>`.
+    Get(commands::ops::GetArgs),
+    /// Cancel a queued workload (`cancelled`); a running one is not interrupted.
+    Delete(commands::ops::DeleteArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,8 @@ fn main() -> ExitCode {
             Command::Validate(args) => commands::validate::run(args, &cli.global).await,
             Command::Predict(args) => commands::predict::run(args, &cli.global).await,
             Command::Serve(args) => commands::serve::run(args, &cli.global).await,
+            Command::Get(args) => commands::ops::get(args),
+            Command::Delete(args) => commands::ops::delete(args),
             Command::Gateway(args) => {
                 commands::scale::run(args, &cli.global, soma_server::Role::Gateway).await
             }

@@ -62,6 +62,12 @@ pub(crate) fn spawn_workers(
         ..WorkerOptions::default()
     };
     if shared.options.workers.is_some() {
+        let _ = shared.metrics.gauge_set(
+            "soma_async_worker_slots",
+            "Worker slots the autoscaler allows.",
+            &[("api_name", name.as_str())],
+            capacity as f64,
+        );
         return WorkerPool::spawn(
             name,
             shared.backend.clone(),

@@ -1,3 +1,5 @@
+pub(crate) mod http_client;
+pub(crate) mod ops;
 pub(crate) mod predict;
 pub(crate) mod scale;
 pub(crate) mod serve;
