@@ -23,6 +23,18 @@ if command -v flock >/dev/null 2>&1; then
   flock 9
 fi
 
+# redis-server for the Redis + S3 backend tests (soma_testkit::RedisServer). Installed only
+# when missing; needs root (CI machines) or sudo.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+else
+  echo "==> redis-server present"
+fi
+
 # An existing venv on another Python than 3.11 is rebuilt.
 if [ -x "$VENV/bin/python" ] &&
   ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then

@@ -58,6 +58,17 @@ enum Command {
     /// Serve models like TensorFlow Serving's `tensorflow_model_server`, with its flags
     /// (`--rest_api_port`, `--model_name`, `--model_base_path`, `--model_config_file`, ...).
     Tfserving(commands::tfserving::Args),
+    /// Run only the HTTP gateway of a cortex.yaml's APIs (no Python, no TensorFlow), on the
+    /// shared Redis + S3 backend; `soma worker` processes run the workloads.
+    Gateway(commands::serve::Args),
+    /// Run only the workers (handlers, models) of a cortex.yaml's APIs, on the shared
+    /// Redis + S3 backend; HTTP serves only /healthz, /readyz and /metrics.
+    Worker(commands::serve::Args),
+    /// Show every API of a running soma (workers, queue, in flight, completed/failed, p50
+    /// processing time), or one workload with `soma get <api> <id>`.
+    Get(commands::ops::GetArgs),
+    /// Cancel a queued workload (`cancelled`); a running one is not interrupted.
+    Delete(commands::ops::DeleteArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +90,14 @@ fn main() -> ExitCode {
             Command::Predict(args) => commands::predict::run(args, &cli.global).await,
             Command::Serve(args) => commands::serve::run(args, &cli.global).await,
             Command::Tfserving(args) => commands::tfserving::run(args, &cli.global).await,
+            Command::Get(args) => commands::ops::get(args),
+            Command::Delete(args) => commands::ops::delete(args),
+            Command::Gateway(args) => {
+                commands::scale::run(args, &cli.global, soma_server::Role::Gateway).await
+            }
+            Command::Worker(args) => {
+                commands::scale::run(args, &cli.global, soma_server::Role::Worker).await
+            }
         }
     });
     match result {

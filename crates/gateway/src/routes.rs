@@ -50,6 +50,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(crate::ops::APIS_PATH, get(crate::ops::apis))
         .fallback(dispatch)
         .layer(cors())
         .with_state(gateway)
@@ -74,6 +75,7 @@ fn cors() -> CorsLayer {
             Method::HEAD,
             Method::POST,
             Method::PUT,
+            Method::DELETE,
             Method::OPTIONS,
         ])
         .allow_headers(headers.map(|h| h.parse().expect("static header name")))
@@ -100,7 +102,10 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
         }
         return match *request.method() {
             Method::GET | Method::HEAD => status(&gateway, route, id).await.into_response(),
-            _ => method_not_allowed("GET"),
+            Method::DELETE => crate::ops::cancel(&gateway, route, id)
+                .await
+                .into_response(),
+            _ => method_not_allowed("GET, DELETE"),
         };
     }
     ApiError::new(StatusCode::NOT_FOUND, format!("no API at {path}")).into_response()
@@ -272,7 +277,7 @@ fn count_request(gateway: &Gateway, route: &ApiRoute, method: &str, code: Status
     );
 }
 
-fn json_response(code: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(code: StatusCode, body: String) -> Response {
     let mut response = (code, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

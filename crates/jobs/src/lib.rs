@@ -16,6 +16,11 @@
 //!   runs each of `Backend`'s sequences (submit, claim, complete) as one write.
 //! * [`EmbeddedBackend`]: the default, one redb file `<data_dir>/soma.redb`.
 //! * [`MemoryBackend`]: in-memory, **for tests of other crates only**.
+//! * [`connect_remote`]: [`RedisStore`] (queue + states, sorted sets and Lua scripts; see
+//!   its module docs for the key layout and why not Streams) with [`S3BlobStore`] payloads
+//!   (`<prefix>/workloads/<api>/<id>/payload`, Cortex's layout), for N gateways and M
+//!   workers on several machines. Configured by [`RemoteSettings`] (a file section and
+//!   `SOMA_REDIS_URL`, `SOMA_S3_URL`, ... variables, see the `config` module).
 //! * `conformance` (feature `conformance`): the behaviour suite every backend must pass.
 //!
 //! # Guarantees
@@ -41,16 +46,21 @@
 //! and complete (fsync). Concurrent callers share transactions (group commit).
 
 mod backend;
+mod config;
 mod embedded;
 mod error;
 mod memory;
 mod model;
+mod redis_store;
+mod remote;
+mod s3;
 mod traits;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use backend::{Backend, CancelResult, Claimed, DEFAULT_MAX_ATTEMPTS, run_retention};
+pub use config::{RedactedUrl, RemoteConfig, RemoteConfigError, RemoteSettings};
 pub use embedded::{DB_FILE, EmbeddedBackend};
 pub use error::{BoxError, JobsError};
 pub use memory::MemoryBackend;
@@ -58,6 +68,9 @@ pub use model::{
     ApiName, Lease, Outcome, QueueStats, Status, StatusCounts, Timestamp, WorkloadId,
     WorkloadRecord, payload_key,
 };
+pub use redis_store::RedisStore;
+pub use remote::connect_remote;
+pub use s3::S3BlobStore;
 pub use traits::{AtomicSteps, BlobStore, Queue, StateStore, Taken};
 
 /// Cortex's retention of finished workloads (its S3 lifecycle rule), for callers that want

@@ -10,11 +10,16 @@
 //! old one removed from the folder is unloaded. The Python handlers' `tensorflow_client`
 //! and the TF Serving REST paths (`/v1/models/...`, mounted on the gateway's listener) see
 //! the same live versions.
+//! [`serve_with`] runs one [`Role`] on a given backend: `soma gateway` (HTTP only, no Python
+//! or TensorFlow) and `soma worker` (handlers) processes share a Redis + S3 backend.
 
 mod live_models;
 mod options;
 mod python_handler;
+mod role;
+mod scaling;
 mod serve;
 
 pub use options::ServeOptions;
-pub use serve::{ServeError, serve};
+pub use role::Role;
+pub use serve::{ServeError, serve, serve_with};

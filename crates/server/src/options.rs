@@ -17,8 +17,13 @@ pub struct ServeOptions {
     pub retention: Duration,
     /// How long running workloads may take to finish after a shutdown signal.
     pub grace: Duration,
-    /// Workers per API; `None` uses the API's `autoscaling.init_replicas`.
+    /// Fixed workers per API; `None` autoscales each API between its `min_replicas` and
+    /// `max_replicas` (Cortex's algorithm), starting at `init_replicas`.
     pub workers: Option<usize>,
+    /// Upper bound on an autoscaled API's workers in this process (one handler thread each).
+    pub max_workers: usize,
+    /// How often the autoscaler decides (Cortex: 10 s).
+    pub autoscale_every: Duration,
     /// How long a running workload is held before another worker may take it over.
     pub lease: Duration,
     /// The project's Python environment (a venv); `None` searches for `.venv`.
@@ -32,6 +37,8 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+    pub const DEFAULT_MAX_WORKERS: usize = 8;
+    pub const DEFAULT_AUTOSCALE_EVERY: Duration = Duration::from_secs(10);
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     /// TF Serving's `--file_system_poll_wait_seconds` default.
     pub const DEFAULT_MODEL_POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -7,7 +7,7 @@ use soma_config::{ApiSpec, Config};
 use soma_gateway::{ApiRoute, ApiState, Gateway, GatewayConfig, Readiness, router};
 use soma_jobs::{ApiName, Backend, EmbeddedBackend, JobsError};
 use soma_metrics::Registry;
-use soma_worker::{WorkerOptions, WorkerPool};
+use soma_worker::WorkerPool;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
@@ -17,7 +17,7 @@ use soma_rest::RestOptions;
 use soma_runtime::ModelHub;
 use soma_serving::{ManagerOptions, ModelManager};
 
-use crate::{ServeOptions, live_models, python_handler};
+use crate::{Role, ServeOptions, live_models, python_handler};
 
 /// Why `soma serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +42,14 @@ pub enum ServeError {
 
 /// What every API's start-up task shares.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     project_dir: PathBuf,
-    options: ServeOptions,
-    backend: Backend,
-    metrics: Registry,
+    pub(crate) options: ServeOptions,
+    pub(crate) backend: Backend,
+    pub(crate) metrics: Registry,
     readiness: Readiness,
-    wake: Arc<Notify>,
-    stop: watch::Receiver<bool>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) stop: watch::Receiver<bool>,
     models: Arc<ModelManager>,
 }
 
@@ -66,7 +66,20 @@ pub async fn serve(
             path: options.data_dir.clone(),
             source,
         })?;
-    let routes = config
+    serve_with(config, options, backend, Role::Both, shutdown).await
+}
+
+/// Like [`serve`] on an already opened `backend`, in one [`Role`]: the gateway role mounts
+/// the API routes and never starts Python or TensorFlow; the worker role runs the handlers
+/// and serves only `/healthz`, `/readyz` and `/metrics`.
+pub async fn serve_with(
+    config: Config,
+    options: ServeOptions,
+    backend: Backend,
+    role: Role,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let all_routes = config
         .apis
         .iter()
         .map(|api| {
@@ -80,7 +93,7 @@ pub async fn serve(
             })
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
-    if let Some(route) = routes
+    if let Some(route) = all_routes
         .iter()
         .find(|r| live_models::shadowed_endpoint(&r.endpoint))
     {
@@ -89,9 +102,20 @@ pub async fn serve(
             endpoint: route.endpoint.clone(),
         });
     }
+    let routes = if role.runs_gateway() {
+        all_routes
+    } else {
+        Vec::new()
+    };
     let readiness = Readiness::new();
     for api in &config.apis {
-        readiness.set(&api.name, ApiState::Starting);
+        // A gateway alone is ready at once: it only stores and reads workloads.
+        let state = if role.runs_workers() {
+            ApiState::Starting
+        } else {
+            ApiState::Ready
+        };
+        readiness.set(&api.name, state);
     }
     let (stop_tx, stop) = watch::channel(false);
     let metrics = Registry::new();
@@ -147,8 +171,14 @@ pub async fn serve(
     println!(
         "soma: health http://{addr}/healthz , readiness http://{addr}/readyz , metrics http://{addr}/metrics"
     );
-    println!("soma: TF Serving REST API http://{addr}/v1/models/<api>[.<model>]");
-    if let Some(grpc_addr) = options.grpc_listen {
+    // The models live where the workers run; a gateway alone has none to serve.
+    let rest = if role.runs_workers() {
+        println!("soma: TF Serving REST API http://{addr}/v1/models/<api>[.<model>]");
+        rest
+    } else {
+        axum::Router::new()
+    };
+    if let Some(grpc_addr) = options.grpc_listen.filter(|_| role.runs_workers()) {
         let grpc = tokio::net::TcpListener::bind(grpc_addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -169,8 +199,10 @@ pub async fn serve(
     }
 
     let mut starting = JoinSet::new();
-    for api in config.apis {
-        starting.spawn(start_api(api, shared.clone()));
+    if role.runs_workers() {
+        for api in config.apis {
+            starting.spawn(start_api(api, shared.clone()));
+        }
     }
     let retention_stop = shared.stop.clone();
     tokio::spawn(soma_jobs::run_retention(
@@ -204,11 +236,7 @@ pub async fn serve(
 /// not ready (visible on `/readyz` and in the log); its workloads stay queued.
 async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
     let name = api.name.clone();
-    let workers = shared
-        .options
-        .workers
-        .unwrap_or(api.autoscaling.init_replicas as usize)
-        .max(1);
+    let workers = crate::scaling::capacity(&api, &shared.options);
     let started = async {
         let models = match api.handler.models {
             // Inferentia APIs: load_api explains why they cannot run here.
@@ -240,20 +268,8 @@ async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
             info!(api = %name, workers, "API ready");
             shared.readiness.set(&name, ApiState::Ready);
             let api_name = ApiName::parse(&name).ok()?;
-            let options = WorkerOptions {
-                workers,
-                lease: shared.options.lease,
-                renew_every: shared.options.lease / 4,
-                ..WorkerOptions::default()
-            };
-            Some(WorkerPool::spawn(
-                api_name,
-                shared.backend.clone(),
-                handler,
-                options,
-                shared.metrics.clone(),
-                shared.wake.clone(),
-                shared.stop.clone(),
+            Some(crate::scaling::spawn_workers(
+                &api, api_name, handler, workers, &shared,
             ))
         }
         Err(message) => {

@@ -4,6 +4,8 @@
 //!   Python environment are (created by `scripts/setup.sh`).
 //! * [`MotoServer`]: a real S3-compatible server (`moto_server`) on a free loopback port,
 //!   stopped when dropped, with helpers to create buckets and upload folders.
+//! * [`RedisServer`]: a real `redis-server` (append-only on) on a free port with a temporary
+//!   data directory, stoppable and restartable for outage tests.
 //! * [`expected_cases`], [`assert_outputs_match`]: the outputs Python TensorFlow gave for
 //!   each fixture (`expected.json`), and the comparison soma's outputs must pass.
 //! * [`http`]: a bare HTTP/1.1 client for black-box tests of `soma serve`.
@@ -12,8 +14,10 @@ mod expected;
 mod http;
 mod moto;
 mod paths;
+mod redis;
 
 pub use expected::{ExpectedCase, assert_outputs_match, expected_cases};
 pub use http::{HttpConnection, HttpResponse, http};
 pub use moto::MotoServer;
 pub use paths::{copy_dir, fixtures, free_port, repo_root, venv_bin};
+pub use redis::RedisServer;

@@ -6,9 +6,14 @@
 //! process) runs the workload again. The final status is written once
 //! (`soma_jobs::Backend::complete` is conditional), so a redelivered workload never ends with
 //! two results.
+//!
+//! Autoscaling: a pool has a fixed number of slots, of which [`run_autoscaler`] lets a
+//! varying number claim work, following Cortex's algorithm (see [`Autoscaler`]).
 
+mod autoscale;
 mod handler;
 mod pool;
 
+pub use autoscale::{Autoscaler, AutoscalerParams, AutoscalerTiming, run_autoscaler};
 pub use handler::{HandlerFailure, Workload, WorkloadHandler};
 pub use pool::{WorkerOptions, WorkerPool};

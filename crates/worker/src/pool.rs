@@ -67,6 +67,28 @@ impl WorkerPool {
         wake: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
     ) -> WorkerPool {
+        let slots = options.workers.max(1);
+        // A fixed count: the sender is dropped, the value never changes.
+        let (_, active) = watch::channel(slots);
+        WorkerPool::spawn_scaled(
+            api, backend, handler, options, metrics, wake, active, shutdown,
+        )
+    }
+
+    /// Like [`spawn`](Self::spawn) with `options.workers` slots of which only the first
+    /// `active` (e.g. set by [`run_autoscaler`](crate::run_autoscaler)) claim work; a slot
+    /// above the count finishes its running workload and then waits. 0 pauses claiming.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_scaled(
+        api: ApiName,
+        backend: Backend,
+        handler: Arc<dyn WorkloadHandler>,
+        options: WorkerOptions,
+        metrics: Registry,
+        wake: Arc<Notify>,
+        active: watch::Receiver<usize>,
+        shutdown: watch::Receiver<bool>,
+    ) -> WorkerPool {
         let shared = Arc::new(Shared {
             api: api.clone(),
             backend,
@@ -78,7 +100,11 @@ impl WorkerPool {
         let mut tasks = JoinSet::new();
         for index in 0..shared.options.workers.max(1) {
             let span = info_span!("worker", api = %api, index);
-            tasks.spawn(work(shared.clone(), shutdown.clone()).instrument(span));
+            let slot = Slot {
+                index,
+                active: active.clone(),
+            };
+            tasks.spawn(work(shared.clone(), slot, shutdown.clone()).instrument(span));
         }
         WorkerPool { tasks, api }
     }
@@ -98,7 +124,13 @@ impl WorkerPool {
 /// Outcomes a worker may still be storing while it runs the next workload.
 const MAX_SETTLING: usize = 4;
 
-async fn work(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// A worker's place in the pool: it claims work only while `index < *active`.
+struct Slot {
+    index: usize,
+    active: watch::Receiver<usize>,
+}
+
+async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver<bool>) {
     let options = &shared.options;
     // Storing an outcome is a durable write; the worker does not wait for it before taking
     // the next workload (the workload stays leased until it is stored, so a crash meanwhile
@@ -108,6 +140,18 @@ async fn work(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         while settling.try_join_next().is_some() {}
         if settling.len() >= MAX_SETTLING {
             settling.join_next().await;
+        }
+        if slot.index >= *slot.active.borrow_and_update() {
+            tokio::select! {
+                changed = slot.active.changed() => {
+                    if changed.is_err() {
+                        // The count can no longer change: this slot stays idle.
+                        let _ = shutdown.changed().await;
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+            continue;
         }
         match shared.backend.claim(&shared.api, options.lease).await {
             Ok(Some(claimed)) => {

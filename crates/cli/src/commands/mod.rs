@@ -1,4 +1,7 @@
+pub(crate) mod http_client;
+pub(crate) mod ops;
 pub(crate) mod predict;
+pub(crate) mod scale;
 pub(crate) mod serve;
 pub(crate) mod tfserving;
 pub(crate) mod validate;

@@ -11,7 +11,10 @@ use crate::GlobalArgs;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The cortex.yaml whose APIs to run.
-    config: PathBuf,
+    pub(crate) config: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) backend: super::scale::BackendArgs,
 
     /// Address of the HTTP gateway.
     #[arg(long, env = "SOMA_LISTEN", default_value = "127.0.0.1:8888")]
@@ -34,9 +37,19 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     grace: Duration,
 
-    /// Workers per API (default: the API's `autoscaling.init_replicas`).
+    /// A fixed number of workers per API. Without it each API autoscales between its
+    /// `autoscaling.min_replicas` and `max_replicas` (capped by --max-workers), starting at
+    /// `init_replicas`, following the queue length like Cortex.
     #[arg(long, env = "SOMA_WORKERS")]
     workers: Option<usize>,
+
+    /// Most workers an autoscaled API gets in this process.
+    #[arg(long, env = "SOMA_MAX_WORKERS", default_value_t = ServeOptions::DEFAULT_MAX_WORKERS)]
+    max_workers: usize,
+
+    /// How often the autoscaler decides (Cortex: 10s).
+    #[arg(long, env = "SOMA_AUTOSCALE_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    autoscale_every: Duration,
 
     /// How long a running workload is held before it may be delivered again (renewed while
     /// the handler runs; after a crash it is the redelivery delay).
@@ -58,26 +71,48 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(&args.config)?;
+    let options = options(&args, &config, global);
+    match args.backend.backend {
+        super::scale::BackendKind::Embedded => {
+            soma_server::serve(config, options, shutdown_signal())
+                .await
+                .context("soma serve")?;
+        }
+        super::scale::BackendKind::Redis => {
+            let backend = args.backend.connect_remote().await?;
+            let role = soma_server::Role::Both;
+            soma_server::serve_with(config, options, backend, role, shutdown_signal())
+                .await
+                .context("soma serve")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn options(
+    args: &Args,
+    config: &soma_config::Config,
+    global: &GlobalArgs,
+) -> ServeOptions {
     let data_dir = args
         .data_dir
+        .clone()
         .unwrap_or_else(|| config.project_dir.join(".soma").join("data"));
-    let options = ServeOptions {
+    ServeOptions {
         listen: args.listen,
         data_dir,
         body_limit: args.body_limit,
         retention: args.retention,
         grace: args.grace,
         workers: args.workers,
+        max_workers: args.max_workers.max(1),
+        autoscale_every: args.autoscale_every,
         lease: args.lease,
-        python_env: args.python_env,
+        python_env: args.python_env.clone(),
         models: super::model_options(global),
         model_poll_interval: args.model_poll_interval,
         grpc_listen: args.grpc_listen,
-    };
-    soma_server::serve(config, options, shutdown_signal())
-        .await
-        .context("soma serve")?;
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -18,16 +18,30 @@ pub struct Soma {
 impl Soma {
     /// Starts `soma serve <config>` on a free port with its data in `data_dir`.
     pub fn serve(config: &Path, data_dir: &Path, extra: &[&str]) -> Soma {
+        let mut args = vec!["--data-dir", data_dir.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Soma::start("serve", config, data_dir, &args, &[])
+    }
+
+    /// Starts `soma <command> <config> --listen <free port> <extra>` with `env` added, logging
+    /// to a file beside `log_base`, and waits until `/healthz` answers.
+    pub fn start(
+        command: &str,
+        config: &Path,
+        log_base: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Soma {
         let addr = format!("127.0.0.1:{}", free_port());
-        let log = data_dir.with_extension(format!("{}.log", addr.replace([':', '.'], "-")));
+        let log = log_base.with_extension(format!("{}.log", addr.replace([':', '.'], "-")));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_soma"))
-            .arg("serve")
+            .arg(command)
             .arg(config)
-            .args(["--listen", &addr, "--data-dir"])
-            .arg(data_dir)
+            .args(["--listen", &addr])
             .args(extra)
             .env("SOMA_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
             .stdin(Stdio::null())

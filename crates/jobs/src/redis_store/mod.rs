@@ -1,0 +1,147 @@
+//! Queue and state store on Redis ([`RedisStore`]).
+//!
+//! # Why sorted sets + Lua, not Streams
+//!
+//! Streams with consumer groups give leases through the pending-entries list and
+//! `XAUTOCLAIM`, but the [`Queue`](crate::Queue) contract needs three things they do not
+//! offer directly: `push` must be a no-op while the id is queued *or* leased (streams append
+//! duplicates), `remove` must delete one never-delivered entry by workload id (cancel), and
+//! `ack`/`extend` must fail for a stale delivery (streams have no per-delivery token;
+//! `XCLAIM` only checks idle time). Each would need a side index kept consistent with the
+//! stream by a script anyway. Plain sorted sets plus a few short Lua scripts express the
+//! contract one to one and keep every conditional change atomic:
+//!
+//! | key (below the key prefix `P`)  | type | content |
+//! |---|---|---|
+//! | `P:q:<api>:ready`  | ZSET | never-popped ids, score = push sequence (FIFO) |
+//! | `P:q:<api>:since`  | HASH | id → push time (ms, Redis clock), for the oldest-age metric |
+//! | `P:q:<api>:leases` | ZSET | popped ids, score = lease deadline (ms, Redis clock) |
+//! | `P:q:<api>:lease`  | HASH | id → `<token>:<attempt>` of the current delivery |
+//! | `P:seq`            | STRING | counter for push order and lease tokens |
+//! | `P:rec:<api>:<id>` | STRING | the [`WorkloadRecord`](crate::WorkloadRecord) as JSON |
+//! | `P:res:<api>:<id>` | STRING | result bytes of a completed workload |
+//! | `P:counts:<api>`   | HASH | status → number of records |
+//! | `P:finished`       | ZSET | `<api>/<status>/<id>`, score = finish time (µs), for expiry |
+//!
+//! A lease of a dead consumer needs no reaper: `pop` hands out expired leases first (the
+//! deadline is checked against Redis' own clock inside the script), with the attempt counted.
+//!
+//! Record updates are compare-and-set: read the JSON, apply the shared Rust transition
+//! (`WorkloadRecord::start`/`finish`, the same code the other backends run), and write it
+//! back with a script that only succeeds if the stored bytes are still the ones read; on a
+//! conflict the update is retried on the fresh record. So the first final status wins and
+//! status counts stay exact.
+//!
+//! # Durability
+//!
+//! Redis acknowledges writes from memory. Run it with `appendonly yes` (and
+//! `appendfsync everysec` or `always`) so that accepted workloads survive a Redis restart;
+//! `docs/deploy.md` shows the settings.
+//!
+//! # Outages
+//!
+//! The connection is a [`ConnectionManager`]: while Redis is down every call fails at once
+//! with [`JobsError::Unavailable`] (HTTP 503 at the gateway) and the manager reconnects in
+//! the background, so service resumes by itself when Redis is back.
+
+mod queue;
+mod scripts;
+mod state;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedactedUrl;
+use crate::error::JobsError;
+use crate::model::{ApiName, WorkloadId};
+
+/// How long one Redis command may take before the call fails as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Redis-backed [`Queue`](crate::Queue) and [`StateStore`](crate::StateStore).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    /// Key prefix including the trailing `:`.
+    prefix: String,
+    url: RedactedUrl,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects (failing fast if Redis cannot be reached) and checks it answers `PING`.
+    /// Every key starts with `<key_prefix>:`.
+    pub async fn connect(url: &RedactedUrl, key_prefix: &str) -> Result<RedisStore, JobsError> {
+        let client = redis::Client::open(url.expose()).map_err(|e| unavailable(url, e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Reconnect attempts happen in the background; a call during an outage fails at
+            // once instead of waiting through a long retry series.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| unavailable(url, e))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(url, e))?;
+        Ok(RedisStore {
+            conn,
+            prefix: format!("{}:", key_prefix.trim_end_matches(':')),
+            url: url.clone(),
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        // Cheap clone of a multiplexed handle.
+        self.conn.clone()
+    }
+
+    fn queue_key(&self, api: &ApiName, part: &str) -> String {
+        format!("{}q:{api}:{part}", self.prefix)
+    }
+
+    fn seq_key(&self) -> String {
+        format!("{}seq", self.prefix)
+    }
+
+    fn record_key(&self, api: &ApiName, id: &WorkloadId) -> String {
+        format!("{}rec:{api}:{id}", self.prefix)
+    }
+
+    fn result_key(&self, api: &ApiName, id: &WorkloadId) -> String {
+        format!("{}res:{api}:{id}", self.prefix)
+    }
+
+    fn counts_key(&self, api: &ApiName) -> String {
+        format!("{}counts:{api}", self.prefix)
+    }
+
+    fn finished_key(&self) -> String {
+        format!("{}finished", self.prefix)
+    }
+
+    fn err(&self, e: redis::RedisError) -> JobsError {
+        unavailable(&self.url, e)
+    }
+}
+
+fn unavailable(url: &RedactedUrl, e: redis::RedisError) -> JobsError {
+    JobsError::Unavailable {
+        backend: "redis",
+        source: format!("{url}: {e}").into(),
+    }
+}

@@ -1,0 +1,181 @@
+//! The Lua scripts behind every Redis operation that reads and then writes. Redis runs a
+//! script atomically (no other command interleaves), so each conditional change is one
+//! indivisible step, exactly like a redb write transaction in the embedded backend.
+//!
+//! Lease deadlines use Redis' own clock (`TIME`), so gateways and workers on different
+//! machines agree on when a lease expired even if their clocks drift.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// `now_ms()`: milliseconds on the Redis server's clock.
+const NOW: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{NOW}\n{body}"))
+}
+
+/// KEYS: ready, leases, since, seq. ARGV: id. Appends `id` unless it is queued or leased.
+pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[1], seq, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], now_ms())
+return 1
+",
+    )
+});
+
+/// KEYS: ready, leases, since, seq, lease info. ARGV: lease ms.
+/// Returns `{id, token, attempt}` or nil. Expired leases first (they are the oldest).
+pub(super) static POP: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local now = now_ms()
+local id
+local attempt = 1
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1)
+if #expired > 0 then
+  id = expired[1]
+  local info = redis.call('HGET', KEYS[5], id)
+  if info then attempt = tonumber(string.match(info, ':(%d+)$')) + 1 end
+else
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #first == 0 then return false end
+  id = first[1]
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+local token = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
+redis.call('HSET', KEYS[5], id, token .. ':' .. attempt)
+return {id, tostring(token), attempt}
+",
+    )
+});
+
+/// KEYS: leases, lease info. ARGV: id, token, lease ms. 1 if the token still holds the lease.
+pub(super) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local info = redis.call('HGET', KEYS[2], ARGV[1])
+if not info or string.match(info, '^(%d+):') ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[3]), ARGV[1])
+return 1
+",
+    )
+});
+
+/// KEYS: leases, lease info. ARGV: id, token. 1 if the token held the lease (now deleted).
+pub(super) static ACK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local info = redis.call('HGET', KEYS[2], ARGV[1])
+if not info or string.match(info, '^(%d+):') ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+",
+    )
+});
+
+/// KEYS: ready, since. ARGV: id. 1 if a never-popped item was removed.
+pub(super) static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// KEYS: ready, leases, since. Returns `{queued, in_flight, oldest age ms or -1}`.
+pub(super) static STATS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local now = now_ms()
+local ready = redis.call('ZCARD', KEYS[1])
+local expired = redis.call('ZCOUNT', KEYS[2], '-inf', now)
+local leased = redis.call('ZCARD', KEYS[2])
+local oldest = -1
+local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+if #first > 0 then
+  local since = redis.call('HGET', KEYS[3], first[1])
+  if since then oldest = tonumber(since) end
+end
+local e = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+if #e > 0 then
+  local deadline = tonumber(e[2])
+  if oldest < 0 or deadline < oldest then oldest = deadline end
+end
+local age = -1
+if oldest >= 0 then age = math.max(0, now - oldest) end
+return {ready + expired, leased - expired, age}
+",
+    )
+});
+
+/// KEYS: record, counts. ARGV: record json, status. 0 if the record exists already.
+pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
+",
+    )
+});
+
+/// Compare-and-set of a record. KEYS: record, counts, result, finished index.
+/// ARGV: expected json, new json, old status, new status, finished score ('' = not final),
+/// finished index member, '1' to store ARGV[8] as the result.
+/// 0 when the stored record is no longer the expected one (the caller re-reads and retries).
+pub(super) static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= ARGV[4] then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+end
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6]) end
+if ARGV[7] == '1' then redis.call('SET', KEYS[3], ARGV[8]) end
+return 1
+",
+    )
+});
+
+/// KEYS: finished index. ARGV: cutoff (µs, exclusive), key prefix, batch size.
+/// Deletes up to a batch of final records that finished before the cutoff, with their
+/// results and counts, and returns their index members (`api/status/id`).
+pub(super) static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(members) do
+  local api, status, id = string.match(m, '^([^/]+)/([^/]+)/([^/]+)$')
+  if api then
+    redis.call('DEL', ARGV[2] .. 'rec:' .. api .. ':' .. id, ARGV[2] .. 'res:' .. api .. ':' .. id)
+    redis.call('HINCRBY', ARGV[2] .. 'counts:' .. api, status, -1)
+  end
+  redis.call('ZREM', KEYS[1], m)
+end
+return members
+",
+    )
+});

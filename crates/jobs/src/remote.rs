@@ -1,0 +1,26 @@
+//! Opening the Redis + S3 backend from a [`RemoteConfig`].
+
+use std::sync::Arc;
+
+use soma_repository::S3Settings;
+
+use crate::backend::Backend;
+use crate::config::RemoteConfig;
+use crate::error::JobsError;
+use crate::redis_store::RedisStore;
+use crate::s3::S3BlobStore;
+
+/// Connects to Redis (queue + states) and S3 (payloads). Fails fast, with the reason, when
+/// Redis does not answer, the bucket is missing or S3 cannot be reached.
+pub async fn connect_remote(config: &RemoteConfig) -> Result<Backend, JobsError> {
+    let redis = Arc::new(RedisStore::connect(&config.redis_url, &config.redis_key_prefix).await?);
+    let settings = S3Settings {
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        access_key_id: config.s3_credentials.as_ref().map(|(id, _)| id.clone()),
+        secret_access_key: config.s3_credentials.as_ref().map(|(_, key)| key.clone()),
+        ..S3Settings::default()
+    };
+    let blobs = S3BlobStore::open(&config.bucket, &config.s3_prefix, &settings).await?;
+    Ok(Backend::new(redis.clone(), redis, Arc::new(blobs)))
+}

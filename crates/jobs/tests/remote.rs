@@ -1,0 +1,111 @@
+//! The Redis + S3 backend against a real `redis-server` and `moto_server`: the shared
+//! conformance suite, fail-fast start-up checks, and an outage of Redis.
+
+use std::time::Duration;
+
+use soma_core::ErrorKind;
+use soma_jobs::{ApiName, Backend, RedactedUrl, RemoteConfig, Status, conformance, connect_remote};
+use soma_testkit::{MotoServer, RedisServer};
+
+const BUCKET: &str = "soma-jobs";
+
+fn config(redis: &RedisServer, moto: &MotoServer, bucket: &str) -> RemoteConfig {
+    RemoteConfig {
+        redis_url: RedactedUrl::parse_redis(&redis.url()).expect("redis url"),
+        redis_key_prefix: "test".into(),
+        bucket: bucket.into(),
+        s3_prefix: "some/prefix".into(),
+        s3_endpoint: Some(moto.endpoint()),
+        s3_region: Some("us-east-1".into()),
+        s3_credentials: Some(("test".into(), "test".into())),
+    }
+}
+
+async fn servers() -> (RedisServer, MotoServer, Backend) {
+    let (redis, moto) = tokio::task::spawn_blocking(|| (RedisServer::start(), MotoServer::start()))
+        .await
+        .expect("start servers");
+    moto.create_bucket(BUCKET);
+    let backend = connect_remote(&config(&redis, &moto, BUCKET))
+        .await
+        .expect("connect to redis + s3");
+    (redis, moto, backend)
+}
+
+/// Every conformance case, in turn, on one shared Redis + S3 store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_redis_and_s3() {
+    let (_redis, _moto, backend) = servers().await;
+    conformance::run_all(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_fails_fast_on_missing_bucket_or_redis() {
+    let (redis, moto) = tokio::task::spawn_blocking(|| (RedisServer::start(), MotoServer::start()))
+        .await
+        .expect("start servers");
+    let err = connect_remote(&config(&redis, &moto, "no-such-bucket"))
+        .await
+        .expect_err("missing bucket must fail");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("no-such-bucket"), "{err}");
+
+    let mut down = config(&redis, &moto, BUCKET);
+    let port = soma_testkit::free_port();
+    down.redis_url = RedactedUrl::parse_redis(&format!("redis://:pw@127.0.0.1:{port}")).unwrap();
+    let started = std::time::Instant::now();
+    let err = connect_remote(&down).await.expect_err("no redis must fail");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    let message = err.to_string();
+    assert!(message.contains(&port.to_string()), "{message}");
+    assert!(!message.contains(":pw@"), "password leaked: {message}");
+}
+
+/// While Redis is down calls fail as `Unavailable`; after a restart (append-only file on)
+/// the same client works again and nothing accepted before the outage is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_unavailable_then_recovers() {
+    let (mut redis, _moto, backend) = servers().await;
+    let api = ApiName::parse("outage").unwrap();
+    let before = backend
+        .submit(&api, "application/json", "{}".into())
+        .await
+        .expect("submit");
+
+    redis.stop();
+    let err = backend
+        .submit(&api, "application/json", "{}".into())
+        .await
+        .expect_err("submit while redis is down");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let err = backend
+        .status(&api, &before)
+        .await
+        .expect_err("status while down");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+
+    tokio::task::block_in_place(|| redis.restart());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let record = loop {
+        match backend.status(&api, &before).await {
+            Ok(found) => break found,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (record, _) = record.expect("workload accepted before the outage survived");
+    assert_eq!(record.status, Status::InQueue);
+    let claimed = backend
+        .claim(&api, Duration::from_secs(30))
+        .await
+        .expect("claim after recovery")
+        .expect("the queued workload");
+    assert_eq!(claimed.lease.id, before);
+}
