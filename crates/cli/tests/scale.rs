@@ -247,7 +247,15 @@ fn a_redis_outage_gives_503_and_loses_no_accepted_workload() {
     assert!(before > 100, "too few accepted: {before}");
     // Submissions resumed after the restart (the last accepted came after the 503s).
     wait_all_completed(&gateway, &accepted, Duration::from_secs(120));
-    assert_eq!(cluster.count("completed") as usize, accepted.len());
+    // A 503 may come after Redis applied part of a submission (the reply was lost): such a
+    // workload can still run, so a few more completions than accepted ids are legitimate;
+    // fewer would mean an accepted one was lost.
+    let completed = cluster.count("completed") as usize;
+    assert!(
+        completed >= accepted.len() && completed <= accepted.len() + failed_over,
+        "completed {completed}, accepted {}, 503s {failed_over}",
+        accepted.len()
+    );
     assert!(
         worker.get_json("/healthz").0 == 200 && gateway.get_json("/healthz").0 == 200,
         "both processes stay up"

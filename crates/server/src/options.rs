@@ -33,7 +33,9 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
-    pub const DEFAULT_MAX_WORKERS: usize = 8;
+    /// Each worker slot has its own `Handler` instance (constructed at start-up), so the cap
+    /// keeps start-up time and memory in check.
+    pub const DEFAULT_MAX_WORKERS: usize = 4;
     pub const DEFAULT_AUTOSCALE_EVERY: Duration = Duration::from_secs(10);
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 }

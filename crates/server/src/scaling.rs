@@ -59,6 +59,8 @@ pub(crate) fn spawn_workers(
         workers: capacity,
         lease: shared.options.lease,
         renew_every: shared.options.lease / 4,
+        // Submissions from other processes (soma gateway) cannot wake this one: poll often.
+        poll_interval: std::time::Duration::from_millis(200),
         ..WorkerOptions::default()
     };
     if shared.options.workers.is_some() {
