@@ -24,6 +24,10 @@ pub struct ServeOptions {
     pub max_workers: usize,
     /// How often the autoscaler decides (Cortex: 10 s).
     pub autoscale_every: Duration,
+    /// Longest sleep of an idle worker between queue polls. Submissions in the same process
+    /// wake workers at once; those of other processes (a shared backend) are seen at the
+    /// next poll, so keep it short there.
+    pub poll_interval: Duration,
     /// How long a running workload is held before another worker may take it over.
     pub lease: Duration,
     /// The project's Python environment (a venv); `None` searches for `.venv`.

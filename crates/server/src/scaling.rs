@@ -59,8 +59,7 @@ pub(crate) fn spawn_workers(
         workers: capacity,
         lease: shared.options.lease,
         renew_every: shared.options.lease / 4,
-        // Submissions from other processes (soma gateway) cannot wake this one: poll often.
-        poll_interval: std::time::Duration::from_millis(200),
+        poll_interval: shared.options.poll_interval,
         ..WorkerOptions::default()
     };
     if shared.options.workers.is_some() {
