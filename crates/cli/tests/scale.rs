@@ -310,3 +310,18 @@ fn start_up_checks_fail_fast_with_a_clear_message() {
     );
     assert!(err.contains("SOMA_REDIS_URL"), "{err}");
 }
+
+/// `soma serve --backend redis` runs both halves in one process on the shared backend, and a
+/// separate gateway on the same backend feeds it.
+#[test]
+fn serve_on_redis_runs_both_halves_and_takes_work_from_other_gateways() {
+    let cluster = Cluster::start();
+    let serve = cluster.spawn("serve", "serve", &["--workers", "2"]);
+    serve.wait_ready(Duration::from_secs(60));
+    let gateway = cluster.spawn_gateway();
+    let mut ids = submit_n(&serve, 0, 20);
+    ids.extend(submit_n(&gateway, 20, 40));
+    wait_all_completed(&serve, &ids, Duration::from_secs(60));
+    wait_all_completed(&gateway, &ids, Duration::from_secs(60));
+    assert_eq!(cluster.count("completed"), 40);
+}
