@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Async iris throughput: `soma serve` on the embedded backend vs 1 gateway + 1, 2, 4
-# `soma worker` processes on Redis (redis-server, appendonly) + S3 (moto_server), all on this
-# machine. Needs `cargo build --release -p soma -p soma-bench` and redis-server.
+# `soma worker` processes on Redis (redis-server, appendonly) + S3 (moto_server) vs Celery
+# with 1, 2, 4 worker processes on the same Redis as broker (scripts/celery_iris.py), all on
+# this machine. Needs `cargo build --release -p soma -p soma-bench`, redis-server, and celery +
+# redis in the venv ($CELERY_VENV, default .venv; scripts/requirements.txt pins them).
 # Usage: scripts/bench-scale.sh [workloads] [clients]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,6 +15,7 @@ BENCH=target/release/soma-bench
 CONFIG=examples/iris/cortex.yaml
 SAMPLE=examples/iris/sample.json
 export TF_CPP_MIN_LOG_LEVEL=2 SOMA_LOG=warn
+CELERY_VENV="$(cd "${CELERY_VENV:-.venv}" && pwd)"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -67,4 +70,21 @@ for n in 1 2 4; do
   "$BENCH" async "127.0.0.1:$port" /iris "$SAMPLE" "$WORKLOADS" "$CLIENTS"
   kill "$gw" "${workers[@]}"; wait "$gw" "${workers[@]}" || true
   unset SOMA_BACKEND
+done
+
+echo "== celery 5.5 + redis broker/backend: celery worker -c N (prefork, acks_late, prefetch 1)"
+for n in 1 2 4; do
+  export CELERY_BROKER="redis://127.0.0.1:$REDIS_PORT/1"
+  (cd scripts && exec "$CELERY_VENV/bin/celery" -A celery_iris worker -c "$n" --pool prefork \
+    --without-gossip --without-mingle --loglevel warning) &
+  cw=$!
+  # Ready once a ping task round-trips (every child has then loaded TensorFlow lazily or not).
+  for _ in $(seq 300); do
+    (cd scripts && "$CELERY_VENV/bin/celery" -A celery_iris inspect ping -t 1 >/dev/null 2>&1) && break
+    sleep 0.2
+  done
+  echo "-- $n celery worker process(es)"
+  (cd scripts && "$CELERY_VENV/bin/python" celery_iris.py "../$SAMPLE" "$WORKLOADS" "$CLIENTS")
+  kill "$cw"; wait "$cw" || true
+  redis-cli -p "$REDIS_PORT" -n 1 flushdb >/dev/null
 done
