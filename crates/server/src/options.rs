@@ -24,6 +24,10 @@ pub struct ServeOptions {
     pub max_workers: usize,
     /// How often the autoscaler decides (Cortex: 10 s).
     pub autoscale_every: Duration,
+    /// Longest sleep of an idle worker between queue polls. Submissions in the same process
+    /// wake workers at once; those of other processes (a shared backend) are seen at the
+    /// next poll, so keep it short there.
+    pub poll_interval: Duration,
     /// How long a running workload is held before another worker may take it over.
     pub lease: Duration,
     /// The project's Python environment (a venv); `None` searches for `.venv`.
@@ -37,7 +41,9 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
-    pub const DEFAULT_MAX_WORKERS: usize = 8;
+    /// Each worker slot has its own `Handler` instance (constructed at start-up), so the cap
+    /// keeps start-up time and memory in check.
+    pub const DEFAULT_MAX_WORKERS: usize = 4;
     pub const DEFAULT_AUTOSCALE_EVERY: Duration = Duration::from_secs(10);
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     /// TF Serving's `--file_system_poll_wait_seconds` default.

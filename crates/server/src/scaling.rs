@@ -59,6 +59,7 @@ pub(crate) fn spawn_workers(
         workers: capacity,
         lease: shared.options.lease,
         renew_every: shared.options.lease / 4,
+        poll_interval: shared.options.poll_interval,
         ..WorkerOptions::default()
     };
     if shared.options.workers.is_some() {

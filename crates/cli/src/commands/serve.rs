@@ -107,6 +107,12 @@ pub(crate) fn options(
         workers: args.workers,
         max_workers: args.max_workers.max(1),
         autoscale_every: args.autoscale_every,
+        // A shared backend gets submissions from other processes, which cannot wake this
+        // one's idle workers; Redis answers an empty poll in well under a millisecond.
+        poll_interval: match args.backend.backend {
+            super::scale::BackendKind::Embedded => Duration::from_secs(1),
+            super::scale::BackendKind::Redis => Duration::from_millis(20),
+        },
         lease: args.lease,
         python_env: args.python_env.clone(),
         models: super::model_options(global),
