@@ -7,6 +7,7 @@
 //! | payload location `s3://bucket[/prefix]` | `s3_url` | `SOMA_S3_URL` | required |
 //! | S3 endpoint (MinIO, moto, ...) | `s3_endpoint` | `SOMA_S3_ENDPOINT`, then `AWS_ENDPOINT_URL(_S3)` | AWS |
 //! | S3 region | `s3_region` | `SOMA_S3_REGION`, then `AWS_REGION` | `us-east-1` |
+//! | payloads up to this many bytes are kept in Redis, larger ones in S3 (`0`: all in S3) | `inline_payload_bytes` | `SOMA_INLINE_PAYLOAD_BYTES` | 65536 |
 //!
 //! S3 credentials come only from the standard AWS variables (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from the file. A password in the
@@ -23,6 +24,7 @@ pub struct RemoteSettings {
     pub s3_url: Option<String>,
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
+    pub inline_payload_bytes: Option<String>,
 }
 
 /// A resolved Redis + S3 configuration.
@@ -37,6 +39,8 @@ pub struct RemoteConfig {
     pub s3_region: Option<String>,
     /// Explicit S3 keys (tests, embedding programs); `None` = the AWS variables.
     pub s3_credentials: Option<(String, String)>,
+    /// Payloads up to this size live in Redis (see [`TieredBlobStore`](crate::TieredBlobStore)).
+    pub inline_payload_limit: usize,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for RemoteConfig {
             .field("s3_prefix", &self.s3_prefix)
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_region", &self.s3_region)
+            .field("inline_payload_limit", &self.inline_payload_limit)
             .field(
                 "s3_credentials",
                 &self.s3_credentials.as_ref().map(|_| "<set>"),
@@ -83,6 +88,7 @@ impl RemoteSettings {
         pick(&mut self.s3_url, "SOMA_S3_URL");
         pick(&mut self.s3_endpoint, "SOMA_S3_ENDPOINT");
         pick(&mut self.s3_region, "SOMA_S3_REGION");
+        pick(&mut self.inline_payload_bytes, "SOMA_INLINE_PAYLOAD_BYTES");
         self
     }
 
@@ -107,7 +113,19 @@ impl RemoteSettings {
             .redis_key_prefix
             .clone()
             .unwrap_or_else(|| "soma".to_string());
+        let inline_payload_limit = match self.inline_payload_bytes.as_deref() {
+            None => crate::DEFAULT_INLINE_LIMIT,
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| RemoteConfigError::Invalid {
+                    what: "inline_payload_bytes",
+                    value: text.to_string(),
+                    reason: "expected a number of bytes".to_string(),
+                })?,
+        };
         Ok(RemoteConfig {
+            inline_payload_limit,
             redis_url,
             redis_key_prefix,
             bucket,

@@ -54,6 +54,7 @@ mod model;
 mod redis_store;
 mod remote;
 mod s3;
+mod tiered;
 mod traits;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -71,6 +72,7 @@ pub use model::{
 pub use redis_store::RedisStore;
 pub use remote::connect_remote;
 pub use s3::S3BlobStore;
+pub use tiered::{DEFAULT_INLINE_LIMIT, IN_LARGE_STORE, TieredBlobStore};
 pub use traits::{AtomicSteps, BlobStore, Queue, StateStore, Taken};
 
 /// Cortex's retention of finished workloads (its S3 lifecycle rule), for callers that want

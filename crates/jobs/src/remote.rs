@@ -9,8 +9,10 @@ use crate::config::RemoteConfig;
 use crate::error::JobsError;
 use crate::redis_store::RedisStore;
 use crate::s3::S3BlobStore;
+use crate::tiered::TieredBlobStore;
 
-/// Connects to Redis (queue + states) and S3 (payloads). Fails fast, with the reason, when
+/// Connects to Redis (queue, states and payloads up to `inline_payload_limit`) and S3
+/// (larger payloads). Fails fast, with the reason, when
 /// Redis does not answer, the bucket is missing or S3 cannot be reached.
 pub async fn connect_remote(config: &RemoteConfig) -> Result<Backend, JobsError> {
     let redis = Arc::new(RedisStore::connect(&config.redis_url, &config.redis_key_prefix).await?);
@@ -21,6 +23,7 @@ pub async fn connect_remote(config: &RemoteConfig) -> Result<Backend, JobsError>
         secret_access_key: config.s3_credentials.as_ref().map(|(_, key)| key.clone()),
         ..S3Settings::default()
     };
-    let blobs = S3BlobStore::open(&config.bucket, &config.s3_prefix, &settings).await?;
+    let s3 = S3BlobStore::open(&config.bucket, &config.s3_prefix, &settings).await?;
+    let blobs = TieredBlobStore::new(redis.clone(), Arc::new(s3), config.inline_payload_limit);
     Ok(Backend::new(redis.clone(), redis, Arc::new(blobs)))
 }

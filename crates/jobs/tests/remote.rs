@@ -18,6 +18,7 @@ fn config(redis: &RedisServer, moto: &MotoServer, bucket: &str) -> RemoteConfig 
         s3_endpoint: Some(moto.endpoint()),
         s3_region: Some("us-east-1".into()),
         s3_credentials: Some(("test".into(), "test".into())),
+        inline_payload_limit: soma_jobs::DEFAULT_INLINE_LIMIT,
     }
 }
 
@@ -32,11 +33,71 @@ async fn servers() -> (RedisServer, MotoServer, Backend) {
     (redis, moto, backend)
 }
 
-/// Every conformance case, in turn, on one shared Redis + S3 store.
+/// Every conformance case, in turn, on one shared Redis + S3 store (small payloads in Redis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_redis_and_s3() {
     let (_redis, _moto, backend) = servers().await;
     conformance::run_all(&backend).await;
+}
+
+/// The same with every payload in S3 (`inline_payload_bytes: 0`, Cortex's layout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_with_every_payload_in_s3() {
+    let (redis, moto) = tokio::task::spawn_blocking(|| (RedisServer::start(), MotoServer::start()))
+        .await
+        .expect("start servers");
+    moto.create_bucket(BUCKET);
+    let config = RemoteConfig {
+        inline_payload_limit: 0,
+        ..config(&redis, &moto, BUCKET)
+    };
+    let backend = connect_remote(&config).await.expect("connect");
+    conformance::run_all(&backend).await;
+}
+
+/// Small payloads never touch S3; large ones are S3 objects in Cortex's layout, removed with
+/// their workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_payloads_stay_in_redis_and_large_ones_go_to_s3() {
+    let (_redis, moto, backend) = servers().await;
+    let api = ApiName::parse("tiers").unwrap();
+    let small = backend
+        .submit(&api, "application/json", bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let large_body = bytes::Bytes::from(vec![b'x'; soma_jobs::DEFAULT_INLINE_LIMIT + 1]);
+    let large = backend
+        .submit(&api, "application/octet-stream", large_body.clone())
+        .await
+        .unwrap();
+    let objects = moto.list_keys(BUCKET);
+    let object = format!("some/prefix/workloads/tiers/{large}/payload");
+    assert_eq!(
+        objects,
+        vec![object.clone()],
+        "only the large payload is in S3"
+    );
+    assert!(!objects.iter().any(|k| k.contains(small.as_str())));
+    let mut claimed = Vec::new();
+    while let Some(c) = backend.claim(&api, Duration::from_secs(30)).await.unwrap() {
+        claimed.push(c);
+    }
+    let big = claimed
+        .iter()
+        .find(|c| c.lease.id == large)
+        .expect("large claimed");
+    assert_eq!(big.payload, large_body);
+    assert_eq!(big.content_type, "application/octet-stream");
+    for c in &claimed {
+        let done = soma_jobs::Outcome::Completed {
+            result: bytes::Bytes::from_static(b"{}"),
+        };
+        backend.complete(c, done).await.unwrap();
+    }
+    assert!(
+        moto.list_keys(BUCKET).is_empty(),
+        "the payload object is deleted on completion"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

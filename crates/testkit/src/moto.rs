@@ -85,9 +85,30 @@ impl MotoServer {
         }
     }
 
-    /// A bare HTTP/1.1 request, returning the status code. moto does not verify signatures,
-    /// but it routes requests to its S3 backend by the shape of the Authorization header.
+    /// Every object key in `bucket`, sorted.
+    pub fn list_keys(&self, bucket: &str) -> Vec<String> {
+        let (status, body) = self
+            .exchange("GET", &format!("/{bucket}?list-type=2"), &[])
+            .expect("list objects");
+        assert!(status < 300, "listing {bucket}: HTTP {status}");
+        let mut keys: Vec<String> = body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split("</Key>").next())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+
     fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<u16> {
+        self.exchange(method, path, body).map(|(status, _)| status)
+    }
+
+    /// A bare HTTP/1.1 request, returning the status code and the response text. moto does
+    /// not verify signatures, but it routes requests to its S3 backend by the shape of the
+    /// Authorization header.
+    fn exchange(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let head = format!(
@@ -101,11 +122,13 @@ impl MotoServer {
         stream.write_all(body)?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
-        let text = String::from_utf8_lossy(&response);
-        text.split_whitespace()
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
             .nth(1)
             .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text}")))
+            .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text}")))?;
+        Ok((status, text))
     }
 }
 

@@ -22,6 +22,7 @@
 //! | `P:res:<api>:<id>` | STRING | result bytes of a completed workload |
 //! | `P:counts:<api>`   | HASH | status → number of records |
 //! | `P:finished`       | ZSET | `<api>/<status>/<id>`, score = finish time (µs), for expiry |
+//! | `P:blob:<key>`     | HASH | `ct`, `body`: small payloads (see [`TieredBlobStore`](crate::TieredBlobStore)) |
 //!
 //! A lease of a dead consumer needs no reaper: `pop` hands out expired leases first (the
 //! deadline is checked against Redis' own clock inside the script), with the attempt counted.
@@ -44,6 +45,7 @@
 //! with [`JobsError::Unavailable`] (HTTP 503 at the gateway) and the manager reconnects in
 //! the background, so service resumes by itself when Redis is back.
 
+mod blob;
 mod queue;
 mod scripts;
 mod state;
@@ -60,7 +62,8 @@ use crate::model::{ApiName, WorkloadId};
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A Redis-backed [`Queue`](crate::Queue) and [`StateStore`](crate::StateStore).
+/// A Redis-backed [`Queue`](crate::Queue) and [`StateStore`](crate::StateStore), and a
+/// [`BlobStore`](crate::BlobStore) for small payloads.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -132,6 +135,10 @@ impl RedisStore {
 
     fn finished_key(&self) -> String {
         format!("{}finished", self.prefix)
+    }
+
+    fn blob_key(&self, key: &str) -> String {
+        format!("{}blob:{key}", self.prefix)
     }
 
     fn err(&self, e: redis::RedisError) -> JobsError {
