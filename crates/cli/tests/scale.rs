@@ -235,7 +235,12 @@ fn a_redis_outage_gives_503_and_loses_no_accepted_workload() {
         });
         std::thread::sleep(Duration::from_secs(2));
         cluster.redis.stop();
-        std::thread::sleep(Duration::from_secs(4));
+        std::thread::sleep(Duration::from_secs(1));
+        // The gateway says it is not ready, and why, while its storage is down.
+        let (code, body) = gateway.get_json("/readyz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body["storage"]["error"].is_string(), "{body}");
+        std::thread::sleep(Duration::from_secs(3));
         cluster.redis.restart();
         std::thread::sleep(Duration::from_secs(4));
         stop.store(true, Ordering::SeqCst);

@@ -220,13 +220,23 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
             (api, value)
         })
         .collect();
-    let ready = gateway.readiness.all_ready();
+    // Ready also means the storage answers: a gateway on a shared backend that cannot reach
+    // Redis would only answer 503 to submissions.
+    let storage = match gateway.config.routes.first() {
+        Some(route) => gateway.backend.queue.stats(&route.api).await.err(),
+        None => None,
+    };
+    let ready = gateway.readiness.all_ready() && storage.is_none();
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(code, json!({ "ready": ready, "apis": apis }).to_string())
+    let mut body = json!({ "ready": ready, "apis": apis });
+    if let Some(error) = storage {
+        body["storage"] = json!({ "error": error.to_string() });
+    }
+    json_response(code, body.to_string())
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
