@@ -58,6 +58,11 @@ done
 echo "$status"
 case "$status" in *'"completed"'*) ;; *) echo "the workload did not complete" >&2; exit 1 ;; esac
 
+echo
+echo "==> the same model, synchronously, on TF Serving's REST API: POST /v1/models/iris:predict"
+curl -sf -X POST "http://127.0.0.1:$port/v1/models/iris:predict" -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+echo
+
 kill -TERM $server
 wait $server || true
 trap - EXIT
