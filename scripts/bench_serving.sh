@@ -8,7 +8,8 @@
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
 # Usage: bash scripts/bench_serving.sh [seconds per measurement, default 8]
-# Prints one markdown row per measurement, and the mean batch size of every batching run.
+# Prints one markdown row per measurement (server CPU: user + system time of the server's
+# processes per request), and the mean batch size of every batching run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-8}
@@ -20,6 +21,7 @@ models=(iris mlp1024)
 levels=(1 8 64)
 grpc_port=18500 rest_port=18501 fastapi_port=18601
 tmp=$(mktemp -d)
+server=
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 cat >"$tmp/models.config" <<EOF
@@ -67,42 +69,57 @@ start_fastapi() { # <workers>: sets $server
 stop() {
   kill "$server"
   wait "$server" 2>/dev/null || true
+  server=
 }
 
-row() { # <section> <server label> <soma-bench output line>
+cpu_ticks() { # CPU time (user + system, in clock ticks) of $server and its children
+  local p total=0
+  for p in "$server" $(pgrep -P "$server" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
+measure() { # <section> <server label> <model> <soma-bench args...>
+  local out before=0 after=0
+  [ -n "$server" ] && before=$(cpu_ticks)
+  if ! out=$("$bench" "${@:4}" --seconds "$seconds" 2>"$tmp/bench.err"); then
+    cat "$tmp/bench.err" >&2
+    exit 1
+  fi
+  [ -n "$server" ] && after=$(cpu_ticks)
   # "rest iris c=8: 1234 req/s  p50 0.123 ms  p99 0.456 ms  errors 0 of 1234"
-  echo "$3" | awk -v s="$1" -v l="$2" '/ c=[0-9]+: / {
+  echo "$out" | awk -v s="$1" -v l="$2" -v m="$3" -v ticks=$((after - before)) \
+    -v hz="$(getconf CLK_TCK)" -v span="$((seconds + 1))" -v measured="${server:+1}" '
+    / c=[0-9]+: / {
       c = $3; sub(/^c=/, "", c); sub(/:$/, "", c)
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s, $2, c, l, $4, $7, $10, $13 " of " $15
+      # Server CPU per request over warm-up + measurement (the warm-up second counted at
+      # the measured rate).
+      cpu = (measured && $4 > 0) ? sprintf("%.0f", ticks / hz * 1e6 / ($4 * span)) : "-"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, m, c, l, $4, $7, $10, cpu, $13 " of " $15
     }'
-  echo "$3" | grep -v ' c=[0-9]*: ' | sed 's/^/    /' || true
+  echo "$out" | grep -v ' c=[0-9]*: ' | sed 's/^/    /' || true
 }
 
-measure() { # <section> <label> <soma-bench args...>
-  local out
-  out=$("$bench" "${@:3}" --seconds "$seconds")
-  row "$1" "$2" "$out"
-}
-
-batch_sizes() { # <label>: mean rows per TensorFlow run, from /metrics
-  curl -s "http://127.0.0.1:$rest_port/metrics" | awk -v l="$1" '
-    /^soma_batch_size_sum/ { match($0, /model_name="[^"]*"/); m = substr($0, RSTART + 12, RLENGTH - 13); sum[m] = $NF }
-    /^soma_batch_size_count/ { match($0, /model_name="[^"]*"/); m = substr($0, RSTART + 12, RLENGTH - 13); n[m] = $NF }
-    END { for (m in n) if (n[m] > 0) printf "    %s: %s mean batch %.1f rows over %d runs\n", l, m, sum[m] / n[m], n[m] }'
+batch_totals() { # <model>: "rows runs" so far of its batching histogram, from /metrics
+  curl -s "http://127.0.0.1:$rest_port/metrics" | awk -v m="model_name=\"$1\"" '
+    index($0, m) && /^soma_batch_size_sum/ { sum = $NF }
+    index($0, m) && /^soma_batch_size_count/ { n = $NF }
+    END { printf "%d %d\n", sum, n }'
 }
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r); $(date -u +%FT%TZ); ${seconds} s per measurement after 1 s warm-up"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| § | model | conns | server | req/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| § | model | conns | server | req/s | p50 ms | p99 ms | server CPU µs/req | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
 
 # §4 soma REST and gRPC (batching off).
 start_soma
 for m in "${models[@]}"; do
   for c in "${levels[@]}"; do
-    measure 4 "soma REST" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
-    measure 4 "soma gRPC" grpc "127.0.0.1:$grpc_port" "$m" "$data/$m.json" --connections "$c"
+    measure 4 "soma REST" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
+    measure 4 "soma gRPC" "$m" grpc "127.0.0.1:$grpc_port" "$m" "$data/$m.json" --connections "$c"
   done
 done
 stop
@@ -110,7 +127,7 @@ stop
 # §4 the floor.
 for m in "${models[@]}"; do
   for c in "${levels[@]}"; do
-    measure 4 "floor" floor "fixtures/models/$m" --body "$data/$m.json" --threads "$c"
+    measure 4 "floor" "$m" floor "fixtures/models/$m" --body "$data/$m.json" --threads "$c"
   done
 done
 
@@ -119,7 +136,7 @@ for workers in 1 2; do
   start_fastapi "$workers"
   for m in "${models[@]}"; do
     for c in "${levels[@]}"; do
-      measure 4 "FastAPI ${workers}w" rest "127.0.0.1:$fastapi_port" "$m" "$data/$m.json" --connections "$c"
+      measure 4 "FastAPI ${workers}w" "$m" rest "127.0.0.1:$fastapi_port" "$m" "$data/$m.json" --connections "$c"
     done
   done
   stop
@@ -133,10 +150,14 @@ for mode in off fixed auto; do
   esac
   for m in "${models[@]}"; do
     for c in 64 1; do
-      measure 5 "REST batching $mode" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
+      read -r rows runs < <(batch_totals "$m")
+      measure 5 "REST batching $mode" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
+      read -r rows2 runs2 < <(batch_totals "$m")
+      [ "$mode" = off ] || [ "$runs2" -le "$runs" ] ||
+        awk -v r=$((rows2 - rows)) -v n=$((runs2 - runs)) \
+          'BEGIN { printf "    (mean batch %.1f rows over %d TensorFlow runs)\n", r / n, n }'
     done
   done
-  [ "$mode" = off ] || batch_sizes "batching $mode"
   stop
 done
 echo

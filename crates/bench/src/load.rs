@@ -63,9 +63,8 @@ pub(crate) fn single_input(
     body: &[u8],
     inputs: &BTreeMap<String, TensorInfo>,
 ) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    let (name, info) = match inputs.iter().collect::<Vec<_>>()[..] {
-        [one] => one,
-        _ => bail!("the load generators send row-format bodies: one input only"),
+    let [(name, info)] = inputs.iter().collect::<Vec<_>>()[..] else {
+        bail!("the load generators send row-format bodies: one input only")
     };
     let tensor = tensor_from_json(name, &instances(body)?, info)?;
     Ok([(name.clone(), tensor)].into())
