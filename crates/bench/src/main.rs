@@ -2,7 +2,12 @@
 //!
 //! * `predict <model version dir> [iterations] [rounds]` (below);
 //! * `async <host:port> <endpoint> <payload.json> [workloads] [concurrency]` (asyncload.rs);
-//! * `async-floor <cortex.yaml> <payload.json> [calls]` (floor.rs).
+//! * `async-floor <cortex.yaml> <payload.json> [calls]` (floor.rs);
+//! * `rest <host:port> <model> <body.json> --connections N --seconds S` (restload.rs),
+//!   `grpc ...` with the same arguments (grpcload.rs) and
+//!   `floor <model-dir> --threads N --seconds S [--body body.json]` (predictfloor.rs): the
+//!   synchronous serving benchmarks (closed loop; req/s, p50, p99, errors), sharing load.rs.
+//!   The request bodies of BENCHMARKS.md are in `crates/bench/data/`.
 //!
 //! `predict`: per-call latency of
 //! TensorFlow through four layers, on one row of ones, in one process and one run:
@@ -32,6 +37,10 @@ use soma_tensorflow::{SavedModel, SessionOptions, TensorFlow};
 
 mod asyncload;
 mod floor;
+mod grpcload;
+mod load;
+mod predictfloor;
+mod restload;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,10 +70,15 @@ fn main() -> anyhow::Result<()> {
                 number(3, 2000)?,
             ))
         }
+        Some("rest") => restload::run(&args[1..]),
+        Some("grpc") => grpcload::run(&args[1..]),
+        Some("floor") => predictfloor::run(&args[1..]),
         _ => bail!(
             "usage: soma-bench predict <model version dir> [iterations] [rounds]\n       \
              soma-bench async <host:port> <endpoint> <payload.json> [workloads] [concurrency]\n       \
-             soma-bench async-floor <cortex.yaml> <payload.json> [calls]"
+             soma-bench async-floor <cortex.yaml> <payload.json> [calls]\n       \
+             soma-bench rest|grpc <host:port> <model> <body.json> --connections N --seconds S [--warmup S]\n       \
+             soma-bench floor <model-dir> --threads N --seconds S [--body body.json] [--warmup S]"
         ),
     }
 }

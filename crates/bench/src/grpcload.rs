@@ -1,0 +1,154 @@
+//! `soma-bench grpc <host:port> <model> <body.json> --connections N --seconds S [--warmup S]`:
+//! N tonic `PredictionService` clients, each on its own channel (one HTTP/2 connection),
+//! call Predict in a loop, as `soma-bench rest` does over REST.
+//!
+//! The body is the same row-format JSON file as for REST; it becomes a `tensor_content`
+//! TensorProto for the input named by the model's `serving_default` signature, which is
+//! read once with GetModelMetadata.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use prost::Message as _;
+use soma_core::{DType, TensorInfo};
+use soma_grpc::codec::tensor_into_content_proto;
+use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use soma_grpc_proto::tensorflow::serving::{
+    GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap,
+};
+use tonic::transport::Channel;
+
+use crate::load::{self, ClientResult, LoadOptions, Window};
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let [addr, model, body, flags @ ..] = args else {
+        bail!("usage: soma-bench grpc <host:port> <model> <body.json> --connections N --seconds S");
+    };
+    let options = LoadOptions::parse(flags, "--connections")?;
+    let body = load::read_body(body)?;
+    let url = format!("http://{addr}");
+    let request = current_thread()?.block_on(async {
+        let channel = Channel::from_shared(url.clone())?.connect().await?;
+        let mut client = PredictionServiceClient::new(channel);
+        let request = predict_request(&mut client, model, &body).await?;
+        // Fail fast on a wrong model or body instead of reporting only errors.
+        client
+            .predict(request.clone())
+            .await
+            .context("first Predict")?;
+        anyhow::Ok(request)
+    })?;
+
+    // Like the REST generator: one OS thread per connection, here with its own
+    // single-threaded runtime, so the client side costs about the same per request and no
+    // task hops between threads (a shared multi-threaded runtime was slower on 2 cores).
+    let window = Window::new(&options);
+    let clients: Vec<ClientResult> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..options.clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    current_thread()?.block_on(async {
+                        let channel = Channel::from_shared(url.clone())?.connect().await?;
+                        let client = PredictionServiceClient::new(channel);
+                        anyhow::Ok(client_loop(client, request.clone(), window).await)
+                    })
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("client thread"))
+            .collect::<anyhow::Result<_>>()
+    })?;
+    load::report(&format!("grpc {model}"), &options, clients);
+    Ok(())
+}
+
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+async fn client_loop(
+    mut client: PredictionServiceClient<Channel>,
+    request: PredictRequest,
+    window: Window,
+) -> ClientResult {
+    let mut result = ClientResult::default();
+    loop {
+        let started = Instant::now();
+        if started >= window.end {
+            return result;
+        }
+        let outcome = client.predict(request.clone()).await;
+        if started < window.start {
+            continue;
+        }
+        match outcome {
+            Ok(_) => result.latencies.push(started.elapsed()),
+            Err(status) => result.error(|| format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+/// The Predict request for `body`, its input named and typed by the model's metadata.
+async fn predict_request(
+    client: &mut PredictionServiceClient<Channel>,
+    model: &str,
+    body: &[u8],
+) -> anyhow::Result<PredictRequest> {
+    let spec = ModelSpec {
+        name: model.to_string(),
+        ..ModelSpec::default()
+    };
+    let metadata = client
+        .get_model_metadata(GetModelMetadataRequest {
+            model_spec: Some(spec.clone()),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .context("GetModelMetadata")?
+        .into_inner();
+    let any = metadata
+        .metadata
+        .get("signature_def")
+        .context("no signature_def in the metadata")?;
+    let map = SignatureDefMap::decode(any.value.as_slice())?;
+    let signature = map
+        .signature_def
+        .get("serving_default")
+        .context("no serving_default signature")?;
+    let inputs: BTreeMap<String, TensorInfo> = signature
+        .inputs
+        .iter()
+        .map(|(name, info)| {
+            let dtype = DType::from_proto(info.dtype)
+                .with_context(|| format!("input {name}: unknown dtype {}", info.dtype))?;
+            let shape = info
+                .tensor_shape
+                .as_ref()
+                .filter(|s| !s.unknown_rank)
+                .map(|s| s.dim.iter().map(|d| d.size).collect());
+            let tensor_name = String::new();
+            Ok((
+                name.clone(),
+                TensorInfo {
+                    tensor_name,
+                    dtype,
+                    shape,
+                },
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let inputs = load::single_input(body, &inputs)?
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor_into_content_proto(tensor)))
+        .collect();
+    Ok(PredictRequest {
+        model_spec: Some(spec),
+        inputs,
+        output_filter: vec![],
+    })
+}

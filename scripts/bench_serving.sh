@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The synchronous serving benchmarks of BENCHMARKS.md §4 and §5, in one run on this machine:
+#
+# §4: iris and mlp1024 at 1, 8 and 64 connections: soma tfserving REST and gRPC, the floor
+#     (Servable::predict in a loop in-process from as many threads) and the FastAPI + uvicorn
+#     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers.
+# §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
+#     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
+#
+# Usage: bash scripts/bench_serving.sh [seconds per measurement, default 8]
+# Prints one markdown row per measurement (server CPU: user + system time of the server's
+# processes per request), and the mean batch size of every batching run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+seconds=${1:-8}
+cargo build --release --quiet --bin soma --bin soma-bench
+export TF_CPP_MIN_LOG_LEVEL=2 SOMA_LOG=warn
+bench=target/release/soma-bench
+data=crates/bench/data
+models=(iris mlp1024)
+levels=(1 8 64)
+grpc_port=18500 rest_port=18501 fastapi_port=18601
+tmp=$(mktemp -d)
+server=
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+cat >"$tmp/models.config" <<EOF
+model_config_list {
+  config { name: "iris" base_path: "$PWD/fixtures/models/iris" model_platform: "tensorflow" }
+  config { name: "mlp1024" base_path: "$PWD/fixtures/models/mlp1024" model_platform: "tensorflow" }
+}
+EOF
+# Fixed window: a batch closes when 64 rows (every client of the 64-connection run) are in
+# or 1 ms after its first request, about the cost of one mlp1024 call here, so waiting
+# for a full batch never costs more than running one more batch would.
+printf 'max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n' >"$tmp/fixed.txt"
+printf 'max_batch_size { value: 64 }\nbatch_timeout_micros: auto\n' >"$tmp/auto.txt"
+
+wait_for() { # <url> [method]: until it answers 200
+  for _ in $(seq 1 600); do
+    curl -sf -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "error: $1 never answered" >&2
+  exit 1
+}
+
+start_soma() { # [extra flags...]: soma tfserving on both models; sets $server
+  target/release/soma tfserving --port "$grpc_port" --rest_api_port "$rest_port" \
+    --model_config_file "$tmp/models.config" "$@" >"$tmp/soma.log" 2>&1 &
+  server=$!
+  wait_for "http://127.0.0.1:$rest_port/v2/health/ready"
+}
+
+start_fastapi() { # <workers>: sets $server
+  .venv/bin/python scripts/bench_fastapi.py --port "$fastapi_port" --workers "$1" \
+    iris=fixtures/models/iris mlp1024=fixtures/models/mlp1024 >"$tmp/fastapi.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 600); do
+    curl -sf -o /dev/null -H 'Content-Type: application/json' -d @"$data/iris.json" \
+      "http://127.0.0.1:$fastapi_port/v1/models/iris:predict" && return 0
+    sleep 0.1
+  done
+  echo "error: FastAPI never answered" >&2
+  cat "$tmp/fastapi.log" >&2
+  exit 1
+}
+
+stop() {
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  server=
+}
+
+cpu_ticks() { # CPU time (user + system, in clock ticks) of $server and its children
+  local p total=0
+  for p in "$server" $(pgrep -P "$server" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
+measure() { # <section> <server label> <model> <soma-bench args...>
+  local out before=0 after=0
+  [ -n "$server" ] && before=$(cpu_ticks)
+  if ! out=$("$bench" "${@:4}" --seconds "$seconds" 2>"$tmp/bench.err"); then
+    cat "$tmp/bench.err" >&2
+    exit 1
+  fi
+  [ -n "$server" ] && after=$(cpu_ticks)
+  # "rest iris c=8: 1234 req/s  p50 0.123 ms  p99 0.456 ms  errors 0 of 1234"
+  echo "$out" | awk -v s="$1" -v l="$2" -v m="$3" -v ticks=$((after - before)) \
+    -v hz="$(getconf CLK_TCK)" -v span="$((seconds + 1))" -v measured="${server:+1}" '
+    / c=[0-9]+: / {
+      c = $3; sub(/^c=/, "", c); sub(/:$/, "", c)
+      # Server CPU per request over warm-up + measurement (the warm-up second counted at
+      # the measured rate).
+      cpu = (measured && $4 > 0) ? sprintf("%.0f", ticks / hz * 1e6 / ($4 * span)) : "-"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, m, c, l, $4, $7, $10, cpu, $13 " of " $15
+    }'
+  echo "$out" | grep -v ' c=[0-9]*: ' | sed 's/^/    /' || true
+}
+
+batch_totals() { # <model>: "rows runs" so far of its batching histogram, from /metrics
+  curl -s "http://127.0.0.1:$rest_port/metrics" | awk -v m="model_name=\"$1\"" '
+    index($0, m) && /^soma_batch_size_sum/ { sum = $NF }
+    index($0, m) && /^soma_batch_size_count/ { n = $NF }
+    END { printf "%d %d\n", sum, n }'
+}
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r); $(date -u +%FT%TZ); ${seconds} s per measurement after 1 s warm-up"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| § | model | conns | server | req/s | p50 ms | p99 ms | server CPU µs/req | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
+
+# §4 soma REST and gRPC (batching off).
+start_soma
+for m in "${models[@]}"; do
+  for c in "${levels[@]}"; do
+    measure 4 "soma REST" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
+    measure 4 "soma gRPC" "$m" grpc "127.0.0.1:$grpc_port" "$m" "$data/$m.json" --connections "$c"
+  done
+done
+stop
+
+# §4 the floor.
+for m in "${models[@]}"; do
+  for c in "${levels[@]}"; do
+    measure 4 "floor" "$m" floor "fixtures/models/$m" --body "$data/$m.json" --threads "$c"
+  done
+done
+
+# §4 and §5 FastAPI, 1 and 2 workers.
+for workers in 1 2; do
+  start_fastapi "$workers"
+  for m in "${models[@]}"; do
+    for c in "${levels[@]}"; do
+      measure 4 "FastAPI ${workers}w" "$m" rest "127.0.0.1:$fastapi_port" "$m" "$data/$m.json" --connections "$c"
+    done
+  done
+  stop
+done
+
+# §5 REST with batching off, fixed and auto, at 64 then 1 connections.
+for mode in off fixed auto; do
+  case $mode in
+  off) start_soma ;;
+  *) start_soma --enable_batching --batching_parameters_file "$tmp/$mode.txt" ;;
+  esac
+  for m in "${models[@]}"; do
+    for c in 64 1; do
+      read -r rows runs < <(batch_totals "$m")
+      measure 5 "REST batching $mode" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
+      read -r rows2 runs2 < <(batch_totals "$m")
+      [ "$mode" = off ] || [ "$runs2" -le "$runs" ] ||
+        awk -v r=$((rows2 - rows)) -v n=$((runs2 - runs)) \
+          'BEGIN { printf "    (mean batch %.1f rows over %d TensorFlow runs)\n", r / n, n }'
+    done
+  done
+  stop
+done
+echo
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
