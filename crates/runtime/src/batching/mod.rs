@@ -61,6 +61,26 @@ struct SignatureQueue {
     state: Mutex<QueueState>,
     /// Signalled on every arrival, for a leader waiting out its window.
     arrived: Condvar,
+    /// Requests inside [`Batcher::run`] for this signature (waiting or running). An `auto`
+    /// window only waits when some other request is active: a lone client's next request
+    /// cannot arrive before this one returns, however fast it sends them.
+    active: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as active for as long as it lives.
+struct Active<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Active<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Active(counter)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 struct QueueState {
@@ -142,6 +162,18 @@ impl Batcher {
             _ => return self.run_alone(signature, &inputs),
         };
         let queue = self.queue(signature);
+        let _active = Active::enter(&queue.active);
+        let never_waits = matches!(self.options.window, BatchWindow::Auto)
+            || self.options.window == BatchWindow::Fixed(Duration::ZERO);
+        if never_waits
+            && self.options.padded_size(rows) == rows
+            && queue.active.load(std::sync::atomic::Ordering::SeqCst) == 1
+            && let Some(_permit) = self.permits.try_acquire()
+        {
+            // Nobody to batch with (and nobody waiting), and no window to wait out: no queue,
+            // no hand-off, no delay.
+            return self.run_alone(signature, &inputs);
+        }
         let request = Arc::new(Request {
             inputs,
             rows,
@@ -262,7 +294,8 @@ impl Batcher {
             }
             BatchWindow::Auto => {
                 let until = me.enqueued + AUTO_MAX_WAIT;
-                while !full(&state) && state.gap < AUTO_MAX_WAIT.as_secs_f64() {
+                let others_active = || queue.active.load(std::sync::atomic::Ordering::SeqCst) > 1;
+                while !full(&state) && state.gap < AUTO_MAX_WAIT.as_secs_f64() && others_active() {
                     let now = Instant::now();
                     if now >= until {
                         break;
@@ -519,6 +552,16 @@ impl Permits {
             free: Mutex::new(count),
             released: Condvar::new(),
         }
+    }
+
+    /// A permit if one is free now.
+    fn try_acquire(&self) -> Option<Permit<'_>> {
+        let mut free = lock(&self.free);
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(Permit(self))
     }
 
     /// A permit, or `None` if `deadline` passes first.
