@@ -519,8 +519,13 @@ impl Batcher {
         }
     }
 
+    /// The signature's queue; allocates its key only the first time (this is on every
+    /// request's path).
     fn queue(&self, signature: &str) -> Arc<SignatureQueue> {
         let mut queues = lock(&self.queues);
+        if let Some(queue) = queues.get(signature) {
+            return Arc::clone(queue);
+        }
         Arc::clone(queues.entry(signature.to_string()).or_default())
     }
 }
