@@ -1,6 +1,7 @@
 //! The tonic services. Each RPC resolves its servable on the async runtime (a map lookup),
 //! then decodes, predicts and encodes on tokio's blocking pool so that TensorFlow never
-//! blocks the reactor; requests share no lock, so they run in parallel.
+//! blocks the reactor (models whose runs take microseconds excepted, see [`blocking`]);
+//! requests share no lock, so they run in parallel.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,10 +24,16 @@ use crate::predict;
 use crate::spec::{Target, response_spec};
 use crate::status::{from_runtime, invalid, status};
 
-/// Runs CPU-heavy work (tensor codecs, TensorFlow) off the async runtime.
+/// Runs CPU-heavy work (tensor codecs, TensorFlow) off the async runtime, unless the model
+/// [runs quickly](Servable::runs_quickly): then the hand-off to another thread and back would
+/// cost more than the work, which runs in place.
 async fn blocking<T: Send + 'static>(
+    quick: bool,
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
+    if quick {
+        return work();
+    }
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| status(ErrorKind::Internal, format!("prediction task failed: {e}")))?
@@ -75,7 +82,7 @@ impl PredictionService for Predictions {
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
         let limit = self.max_response_bytes;
-        let response = blocking(move || {
+        let response = blocking(servable.runs_quickly(), move || {
             let response = predict::predict(
                 &servable,
                 &target,
@@ -108,7 +115,7 @@ impl PredictionService for Predictions {
         let request = request.into_inner();
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
-        let response = blocking(move || {
+        let response = blocking(servable.runs_quickly(), move || {
             let examples = examples::serialize_input(request.input.as_ref())?;
             let (key, result) =
                 examples::classify(&servable, target.signature.as_deref(), examples)?;
@@ -128,7 +135,7 @@ impl PredictionService for Predictions {
         let request = request.into_inner();
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
-        let response = blocking(move || {
+        let response = blocking(servable.runs_quickly(), move || {
             let examples = examples::serialize_input(request.input.as_ref())?;
             let (key, result) =
                 examples::regress(&servable, target.signature.as_deref(), examples)?;
@@ -149,8 +156,10 @@ impl PredictionService for Predictions {
         let tasks = check_tasks(&request)?;
         // Every task runs on the version the first task resolves to, as in TF Serving.
         let servable = tasks[0].0.resolve(self.hub.as_ref())?;
-        let response =
-            blocking(move || multi_inference(&servable, tasks, request.input.as_ref())).await?;
+        let response = blocking(servable.runs_quickly(), move || {
+            multi_inference(&servable, tasks, request.input.as_ref())
+        })
+        .await?;
         Ok(Response::new(response))
     }
 }

@@ -16,8 +16,11 @@
 //! * `GET /v2/health/live`, `/v2/health/ready` (every model has an AVAILABLE version) and
 //!   `/metrics` (Prometheus).
 //!
-//! Predictions run on tokio's blocking threads (TensorFlow calls block), never on the async
-//! workers, bounded by [`RestOptions::timeout`] (TF Serving's `--rest_api_timeout_in_ms`).
+//! Predictions run on tokio's blocking threads (TensorFlow calls block), bounded by
+//! [`RestOptions::timeout`] (TF Serving's `--rest_api_timeout_in_ms`), except small requests
+//! to a model whose runs take microseconds ([`soma_runtime::Servable::runs_quickly`]): those
+//! are answered in place, because the hand-off to another thread would cost more than the
+//! prediction.
 
 mod classify;
 pub mod error;
@@ -182,11 +185,26 @@ async fn infer(
     let body = read_body(body, rest.options.body_limit).await?;
     let servable = rest.hub.servable(model, version)?;
     let deadline = std::time::Instant::now() + rest.options.timeout;
-    let task = tokio::task::spawn_blocking(move || match method {
+    // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
+    // the work to another thread and back would.
+    let small = body.len() <= INLINE_BODY_LIMIT;
+    if small
+        && method == path::Method::Predict
+        && servable.may_answer_now()
+        && let Some(answer) = predict::predict_now(&servable, &body)
+    {
+        return answer;
+    }
+    let in_place = small && servable.runs_quickly();
+    let run = move || match method {
         path::Method::Predict => predict::predict(&servable, &body, deadline),
         path::Method::Classify => classify::classify(&servable, &body),
         path::Method::Regress => classify::regress(&servable, &body),
-    });
+    };
+    if in_place {
+        return run();
+    }
+    let task = tokio::task::spawn_blocking(run);
     match tokio::time::timeout(rest.options.timeout, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(RestError::new(
@@ -202,6 +220,10 @@ async fn infer(
         )),
     }
 }
+
+/// Requests up to this size on a [quick](soma_runtime::Servable::runs_quickly) model are
+/// answered on the async thread that read them (JSON parsing is ~1 µs per 100 bytes).
+const INLINE_BODY_LIMIT: usize = 16 * 1024;
 
 async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
     match axum::body::to_bytes(body, limit).await {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use soma_core::json::{b64_value, quote_non_finite_tokens, tensor_to_json};
 use soma_core::{DType, SignatureDef, Tensor};
-use soma_runtime::Servable;
+use soma_runtime::{Prediction, RuntimeError, Servable};
 
 use crate::error::RestError;
 use crate::writer::PrettyWriter;
@@ -56,11 +56,42 @@ pub(crate) fn predict(
     body: &[u8],
     deadline: std::time::Instant,
 ) -> Result<String, RestError> {
-    let doc = parse_body(body)?;
-    let (key, sig) = signature(servable, signature_name(&doc)?)?;
-    let (format, inputs) = request_inputs(&doc, sig)?;
-    let prediction = servable.predict_json_until(Some(key), &inputs, Some(deadline))?;
-    render(&prediction.outputs, format)
+    let answer = predict_with(body, servable, |key, inputs| {
+        Some(servable.predict_json_until(Some(key), inputs, Some(deadline)))
+    });
+    answer.expect("predict_json_until always answers")
+}
+
+/// Like [`predict`] if the prediction needs no waiting for a batch
+/// ([`Servable::try_predict_json_now`]); `None` if it would.
+pub(crate) fn predict_now(servable: &Servable, body: &[u8]) -> Option<Result<String, RestError>> {
+    predict_with(body, servable, |key, inputs| {
+        servable.try_predict_json_now(Some(key), inputs)
+    })
+}
+
+/// Parses the request, lets `run` predict (`None`: not now) and renders the response.
+fn predict_with(
+    body: &[u8],
+    servable: &Servable,
+    run: impl FnOnce(&str, &Map<String, Value>) -> Option<Result<Prediction, RuntimeError>>,
+) -> Option<Result<String, RestError>> {
+    let request = (|| {
+        let doc = parse_body(body)?;
+        let (key, sig) = signature(servable, signature_name(&doc)?)?;
+        let (format, inputs) = request_inputs(&doc, sig)?;
+        Ok::<_, RestError>((key, format, inputs))
+    })();
+    let (key, format, inputs) = match request {
+        Ok(request) => request,
+        Err(e) => return Some(Err(e)),
+    };
+    let prediction = run(key, &inputs)?;
+    Some(
+        prediction
+            .map_err(RestError::from)
+            .and_then(|p| render(&p.outputs, format)),
+    )
 }
 
 /// TF Serving's signature lookup: `serving_default` unless named.

@@ -21,7 +21,7 @@ mod signature;
 pub use error::RuntimeError;
 pub use hub::{ModelHub, ServableState, StaticHub, VersionPolicy, VersionSelector, VersionStatus};
 pub use model_set::{ModelSet, SINGLE_MODEL_NAME};
-pub use servable::{Prediction, Servable};
+pub use servable::{Prediction, QUICK_RUN, Servable};
 pub use signature::{choose_signature, warmup_inputs};
 
 #[cfg(test)]

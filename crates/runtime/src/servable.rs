@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use soma_core::json::{tensor_from_json, tensor_to_json};
@@ -19,7 +20,14 @@ pub struct Servable {
     default_signature: String,
     /// Server-side batching, if enabled for this model.
     batcher: Option<Batcher>,
+    /// Moving average of a TensorFlow run of this version, in nanoseconds (0: not measured
+    /// yet); see [`Servable::runs_quickly`].
+    run_nanos: AtomicU64,
 }
+
+/// A prediction whose TensorFlow run takes at most this long on average may run on the
+/// caller's async thread (see [`Servable::runs_quickly`]).
+pub const QUICK_RUN: Duration = Duration::from_micros(100);
 
 /// The outputs of one prediction, and which model version produced them.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +65,7 @@ impl Servable {
             runner: Arc::from(runner),
             default_signature,
             batcher: None,
+            run_nanos: AtomicU64::new(0),
         })
     }
 
@@ -78,6 +87,42 @@ impl Servable {
             metrics,
         ));
         Ok(self)
+    }
+
+    /// Whether a prediction on this version is cheap enough to run in place on an async
+    /// runtime's thread instead of being handed to a blocking pool: batching is off (a
+    /// batched request may wait for others) and its predictions have held their callers at
+    /// most [`QUICK_RUN`] on average (for a batched model, waiting included). On a small model the hand-off (two thread wake-ups) costs more than the
+    /// prediction itself. The average follows the model, so a version whose runs get slower
+    /// (bigger inputs, a loaded machine) goes back to the pool after a few requests.
+    pub fn runs_quickly(&self) -> bool {
+        self.batcher.is_none() && self.quick_on_average()
+    }
+
+    /// Whether [`try_predict_json_now`](Self::try_predict_json_now) may answer: predictions
+    /// have held their callers at most [`QUICK_RUN`] on average, and batching, if on, never
+    /// makes a lone request wait.
+    pub fn may_answer_now(&self) -> bool {
+        self.batcher.as_ref().is_none_or(Batcher::never_waits) && self.quick_on_average()
+    }
+
+    fn quick_on_average(&self) -> bool {
+        let nanos = self.run_nanos.load(Ordering::Relaxed);
+        nanos != 0 && nanos <= QUICK_RUN.as_nanos() as u64
+    }
+
+    /// Folds one run's duration into the moving average (weight 1/8; the first run sets it).
+    fn record_run(&self, took: Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.run_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        // Concurrent updates may overwrite each other; an average that misses a sample is
+        // still an average.
+        self.run_nanos.store(new.max(1), Ordering::Relaxed);
     }
 
     /// The batching options, if batching is on.
@@ -156,6 +201,40 @@ impl Servable {
         inputs: &Map<String, Value>,
         deadline: Option<Instant>,
     ) -> Result<Prediction, RuntimeError> {
+        let (key, sig, tensors) = self.json_tensors(signature, inputs)?;
+        self.run(key, sig, tensors, deadline)
+    }
+
+    /// Like [`predict_json`](Self::predict_json) if the prediction needs no waiting (no
+    /// batching, or a lone request under a window that never waits); `None` if it would
+    /// have to wait for a batch, to be retried where blocking is allowed. Invalid inputs are
+    /// reported at once.
+    pub fn try_predict_json_now(
+        &self,
+        signature: Option<&str>,
+        inputs: &Map<String, Value>,
+    ) -> Option<Result<Prediction, RuntimeError>> {
+        let tensors = match self.json_tensors(signature, inputs) {
+            Ok(tensors) => tensors,
+            Err(e) => return Some(Err(e)),
+        };
+        let (key, sig, tensors) = tensors;
+        let Some(batcher) = &self.batcher else {
+            return Some(self.run(key, sig, tensors, None));
+        };
+        let started = Instant::now();
+        let outputs = batcher.try_run_now(key, tensors).ok()?;
+        self.record_run(started.elapsed());
+        Some(outputs.map(|outputs| self.prediction(key, sig, outputs)))
+    }
+
+    /// The signature and its inputs as tensors (in the signature's order), checked.
+    #[allow(clippy::type_complexity)]
+    fn json_tensors(
+        &self,
+        signature: Option<&str>,
+        inputs: &Map<String, Value>,
+    ) -> Result<(&str, &SignatureDef, Vec<Tensor>), RuntimeError> {
         let (key, sig) = self.signature(signature)?;
         self.check_names(key, sig, inputs.keys())?;
         let tensors = sig
@@ -163,7 +242,7 @@ impl Servable {
             .iter()
             .map(|(name, info)| tensor_from_json(name, &inputs[name], info))
             .collect::<Result<Vec<_>, _>>()?;
-        self.run(key, sig, tensors, deadline)
+        Ok((key, sig, tensors))
     }
 
     /// Predicts from tensors; dtypes and shapes are checked against the signature.
@@ -214,19 +293,25 @@ impl Servable {
         deadline: Option<Instant>,
     ) -> Result<Prediction, RuntimeError> {
         let outputs = match &self.batcher {
-            Some(batcher) => batcher.run(key, inputs, deadline)?,
+            Some(batcher) => {
+                let started = Instant::now();
+                let outputs = batcher.run(key, inputs, deadline);
+                self.record_run(started.elapsed());
+                outputs?
+            }
             None => self.run_now(key, &inputs.iter().collect::<Vec<_>>())?,
         };
         Ok(self.prediction(key, sig, outputs))
     }
 
     fn run_now(&self, key: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        self.runner
-            .run(key, inputs)
-            .map_err(|source| RuntimeError::Engine {
-                context: format!("{} signature '{key}'", self.label()),
-                source,
-            })
+        let started = Instant::now();
+        let outputs = self.runner.run(key, inputs);
+        self.record_run(started.elapsed());
+        outputs.map_err(|source| RuntimeError::Engine {
+            context: format!("{} signature '{key}'", self.label()),
+            source,
+        })
     }
 
     fn prediction(&self, key: &str, sig: &SignatureDef, outputs: Vec<Tensor>) -> Prediction {
@@ -299,4 +384,85 @@ fn check_tensor(name: &str, tensor: &Tensor, info: &TensorInfo) -> Result<(), Ru
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use soma_core::runner::RunError;
+
+    use super::*;
+    use crate::batching::BatchOptions;
+    use crate::fake::Doubler;
+
+    /// The fake model, taking as long per run as the test says.
+    #[derive(Debug)]
+    struct Timed {
+        inner: Doubler,
+        takes: Arc<Mutex<Duration>>,
+    }
+
+    impl ModelRunner for Timed {
+        fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
+            self.inner.signatures()
+        }
+
+        fn run(&self, signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
+            std::thread::sleep(*self.takes.lock().unwrap());
+            self.inner.run(signature, inputs)
+        }
+    }
+
+    fn timed(takes: Duration) -> (Servable, Arc<Mutex<Duration>>) {
+        let takes = Arc::new(Mutex::new(takes));
+        let runner = Timed {
+            inner: Doubler::new(),
+            takes: Arc::clone(&takes),
+        };
+        let servable = Servable::new("m", 1, Box::new(runner), None).unwrap();
+        (servable, takes)
+    }
+
+    fn predict(servable: &Servable) {
+        let x = Tensor::from_slice(vec![1, 2], &[1.0f32, 2.0]).unwrap();
+        let inputs = BTreeMap::from([("x".to_string(), x)]);
+        servable.predict(None, &inputs).unwrap();
+    }
+
+    #[test]
+    fn quick_only_once_measured_fast_and_not_after_it_slows_down() {
+        let (servable, takes) = timed(Duration::ZERO);
+        assert!(!servable.runs_quickly(), "unmeasured counts as slow");
+        predict(&servable);
+        assert!(servable.runs_quickly());
+
+        *takes.lock().unwrap() = QUICK_RUN * 4;
+        for _ in 0..16 {
+            predict(&servable);
+        }
+        assert!(!servable.runs_quickly(), "the average follows slow runs");
+
+        *takes.lock().unwrap() = Duration::ZERO;
+        for _ in 0..64 {
+            predict(&servable);
+        }
+        assert!(
+            servable.runs_quickly(),
+            "and comes back when they are fast again"
+        );
+    }
+
+    #[test]
+    fn batched_models_never_run_in_place() {
+        let (servable, _) = timed(Duration::ZERO);
+        let servable = servable
+            .with_batching(BatchOptions::default(), None)
+            .unwrap();
+        predict(&servable);
+        assert!(
+            !servable.runs_quickly(),
+            "a batched request may wait for others"
+        );
+    }
 }

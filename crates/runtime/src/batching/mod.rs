@@ -163,16 +163,8 @@ impl Batcher {
         };
         let queue = self.queue(signature);
         let _active = Active::enter(&queue.active);
-        let never_waits = matches!(self.options.window, BatchWindow::Auto)
-            || self.options.window == BatchWindow::Fixed(Duration::ZERO);
-        if never_waits
-            && self.options.padded_size(rows) == rows
-            && queue.active.load(std::sync::atomic::Ordering::SeqCst) == 1
-            && let Some(_permit) = self.permits.try_acquire()
-        {
-            // Nobody to batch with (and nobody waiting), and no window to wait out: no queue,
-            // no hand-off, no delay.
-            return self.run_alone(signature, &inputs);
+        if let Some(outputs) = self.run_if_lone(signature, &queue, &inputs, rows) {
+            return outputs;
         }
         let request = Arc::new(Request {
             inputs,
@@ -211,6 +203,51 @@ impl Batcher {
         }
         self.lead(signature, &queue, &request);
         take_result(&request)
+    }
+
+    /// Whether a lone request runs at once: the window is `auto` or zero, so a request that
+    /// finds nobody to batch with does not wait for one.
+    pub fn never_waits(&self) -> bool {
+        matches!(self.options.window, BatchWindow::Auto)
+            || self.options.window == BatchWindow::Fixed(Duration::ZERO)
+    }
+
+    /// Runs `inputs` now if that needs no waiting: the window [never waits](Self::never_waits),
+    /// no other request for the signature is active and a batch thread is free. Otherwise
+    /// gives the inputs back, for the caller to [`run`](Self::run) them where blocking is
+    /// allowed. Lets an async server answer a lone request in place.
+    pub fn try_run_now(
+        &self,
+        signature: &str,
+        inputs: Vec<Tensor>,
+    ) -> Result<Result<Vec<Tensor>, RuntimeError>, Vec<Tensor>> {
+        let rows = match rows::request_rows(&inputs) {
+            Some(rows) if rows > 0 && rows <= self.options.max_batch_size => rows,
+            _ => return Err(inputs),
+        };
+        let queue = self.queue(signature);
+        let _active = Active::enter(&queue.active);
+        self.run_if_lone(signature, &queue, &inputs, rows)
+            .ok_or(inputs)
+    }
+
+    /// The lone request's path (the caller is counted in `queue.active`): nobody to batch
+    /// with (and nobody waiting), and no window to wait out: no queue, no hand-off, no delay.
+    fn run_if_lone(
+        &self,
+        signature: &str,
+        queue: &SignatureQueue,
+        inputs: &[Tensor],
+        rows: usize,
+    ) -> Option<Result<Vec<Tensor>, RuntimeError>> {
+        if self.never_waits()
+            && self.options.padded_size(rows) == rows
+            && queue.active.load(std::sync::atomic::Ordering::SeqCst) == 1
+            && let Some(_permit) = self.permits.try_acquire()
+        {
+            return Some(self.run_alone(signature, inputs));
+        }
+        None
     }
 
     /// Waits as a follower. `Ok(true)` if promoted to leader, `Ok(false)` once the result is

@@ -296,3 +296,40 @@ fn scalars_and_oversized_requests_run_alone() {
         .unwrap();
     assert_eq!(scalar[0].to_vec::<f32>().unwrap(), [4.0]);
 }
+
+#[test]
+fn try_run_now_answers_only_a_lone_request_under_a_window_that_never_waits() {
+    let auto = BatchOptions {
+        num_batch_threads: 1,
+        window: BatchWindow::Auto,
+        ..BatchOptions::default()
+    };
+    let runner = Recorder::new(true);
+    let lone = batcher(&runner, auto.clone());
+    let outputs = lone
+        .try_run_now("serving_default", vec![rows(1, 2, 1.0)])
+        .expect("a lone request runs now")
+        .unwrap();
+    assert_eq!(outputs[0].to_vec::<f32>().unwrap(), [2.0, 4.0]);
+
+    // Another request is running: this one would have to wait, so it is handed back.
+    let runner = Recorder::new(false);
+    let busy = batcher(&runner, auto);
+    let running = occupy(&busy);
+    let given_back = busy
+        .try_run_now("serving_default", vec![rows(1, 2, 3.0)])
+        .expect_err("it would wait");
+    assert_eq!(given_back[0].to_vec::<f32>().unwrap(), [3.0, 4.0]);
+    runner.open();
+    assert!(running.join().unwrap().is_ok());
+
+    // A fixed window always waits for company.
+    let runner = Recorder::new(true);
+    let windowed = batcher(&runner, windowed());
+    assert!(
+        windowed
+            .try_run_now("serving_default", vec![rows(1, 2, 1.0)])
+            .is_err()
+    );
+    assert!(runner.runs().is_empty(), "{:?}", runner.runs());
+}
