@@ -8,7 +8,7 @@ use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
 use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
 
-use crate::batching::{BatchOptions, Batcher};
+use crate::batching::{BatchOptions, BatchWindow, Batcher};
 use crate::{RuntimeError, choose_signature, warmup_inputs};
 
 /// One loaded model version, with the signature it serves by default.
@@ -205,10 +205,11 @@ impl Servable {
         self.run(key, sig, tensors, deadline)
     }
 
-    /// Like [`predict_json`](Self::predict_json) if the prediction needs no waiting (no
-    /// batching, or a lone request under a window that never waits); `None` if it would
-    /// have to wait for a batch, to be retried where blocking is allowed. Invalid inputs are
-    /// reported at once.
+    /// Like [`predict_json`](Self::predict_json) if the prediction needs no waiting: no
+    /// batching, a lone request under a window that never waits, or any request under
+    /// `auto` (see below); `None` if it would have to wait for a batch, to be retried where
+    /// blocking is allowed. Invalid inputs are reported at once. Meant for async servers,
+    /// on models that [may answer now](Self::may_answer_now).
     pub fn try_predict_json_now(
         &self,
         signature: Option<&str>,
@@ -223,7 +224,17 @@ impl Servable {
             return Some(self.run(key, sig, tensors, None));
         };
         let started = Instant::now();
-        let outputs = batcher.try_run_now(key, tensors).ok()?;
+        let outputs = match batcher.try_run_now(key, tensors) {
+            Ok(outputs) => outputs,
+            // Others are active. Joining them would mean handing this request to a blocking
+            // thread and back, which costs more than a run this quick saves: under `auto`
+            // (soma's choice of when to batch) it runs on its own, now. Requests from
+            // blocking threads (Python handlers) still batch.
+            Err(tensors) if batcher.options().window == BatchWindow::Auto => {
+                self.run_now(key, &tensors.iter().collect::<Vec<_>>())
+            }
+            Err(_) => return None,
+        };
         self.record_run(started.elapsed());
         Some(outputs.map(|outputs| self.prediction(key, sig, outputs)))
     }
@@ -451,6 +462,37 @@ mod tests {
             servable.runs_quickly(),
             "and comes back when they are fast again"
         );
+    }
+
+    #[test]
+    fn under_auto_a_request_is_answered_now_even_while_others_run() {
+        use crate::batching::BatchWindow;
+
+        let json = serde_json::json!({"x": [[1.0, 2.0]]});
+        let inputs = json.as_object().unwrap();
+        for (window, answers) in [
+            (BatchWindow::Auto, true),
+            (BatchWindow::Fixed(Duration::from_millis(5)), false),
+        ] {
+            let (servable, _) = timed(Duration::from_millis(200));
+            let options = BatchOptions {
+                window,
+                ..BatchOptions::default()
+            };
+            let servable = Arc::new(servable.with_batching(options, None).unwrap());
+            let running = {
+                let servable = Arc::clone(&servable);
+                std::thread::spawn(move || predict(&servable))
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            let answer = servable.try_predict_json_now(None, inputs);
+            assert_eq!(answer.is_some(), answers, "{window:?}");
+            if let Some(answer) = answer {
+                let y = &answer.unwrap().outputs["y"];
+                assert_eq!(y.to_vec::<f32>().unwrap(), [2.0, 4.0]);
+            }
+            running.join().unwrap();
+        }
     }
 
     #[test]
