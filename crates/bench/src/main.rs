@@ -42,6 +42,10 @@ mod load;
 mod predictfloor;
 mod restload;
 
+/// The same allocator as `soma`, so that the in-process floors are measured like the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, default: usize| -> anyhow::Result<usize> {
