@@ -71,6 +71,29 @@ impl std::fmt::Debug for Predictions {
     }
 }
 
+/// A Classify- or Regress-style run: serialized examples in, a typed result out.
+type ExamplesRun<R> = fn(&Servable, Option<&str>, Vec<Vec<u8>>) -> Result<(String, R), Status>;
+
+impl Predictions {
+    /// Classify and Regress: resolves the model, runs `run` on the request's examples and
+    /// returns the response's model spec (with the signature used) and result.
+    async fn run_examples<R: Send + 'static>(
+        &self,
+        spec: Option<&pb::ModelSpec>,
+        input: Option<pb::Input>,
+        run: ExamplesRun<R>,
+    ) -> Result<(pb::ModelSpec, R), Status> {
+        let target = Target::from_spec(spec)?;
+        let servable = target.resolve(self.hub.as_ref())?;
+        blocking(servable.runs_quickly(), move || {
+            let examples = examples::serialize_input(input.as_ref())?;
+            let (key, result) = run(&servable, target.signature.as_deref(), examples)?;
+            Ok((response_spec(&servable, Some(&key)), result))
+        })
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl PredictionService for Predictions {
     async fn predict(
@@ -113,19 +136,17 @@ impl PredictionService for Predictions {
         request: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
         let request = request.into_inner();
-        let target = Target::from_spec(request.model_spec.as_ref())?;
-        let servable = target.resolve(self.hub.as_ref())?;
-        let response = blocking(servable.runs_quickly(), move || {
-            let examples = examples::serialize_input(request.input.as_ref())?;
-            let (key, result) =
-                examples::classify(&servable, target.signature.as_deref(), examples)?;
-            Ok(ClassificationResponse {
-                model_spec: Some(response_spec(&servable, Some(&key))),
-                result: Some(result),
-            })
-        })
-        .await?;
-        Ok(Response::new(response))
+        let (model_spec, result) = self
+            .run_examples(
+                request.model_spec.as_ref(),
+                request.input,
+                examples::classify,
+            )
+            .await?;
+        Ok(Response::new(ClassificationResponse {
+            model_spec: Some(model_spec),
+            result: Some(result),
+        }))
     }
 
     async fn regress(
@@ -133,19 +154,17 @@ impl PredictionService for Predictions {
         request: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
         let request = request.into_inner();
-        let target = Target::from_spec(request.model_spec.as_ref())?;
-        let servable = target.resolve(self.hub.as_ref())?;
-        let response = blocking(servable.runs_quickly(), move || {
-            let examples = examples::serialize_input(request.input.as_ref())?;
-            let (key, result) =
-                examples::regress(&servable, target.signature.as_deref(), examples)?;
-            Ok(RegressionResponse {
-                model_spec: Some(response_spec(&servable, Some(&key))),
-                result: Some(result),
-            })
-        })
-        .await?;
-        Ok(Response::new(response))
+        let (model_spec, result) = self
+            .run_examples(
+                request.model_spec.as_ref(),
+                request.input,
+                examples::regress,
+            )
+            .await?;
+        Ok(Response::new(RegressionResponse {
+            model_spec: Some(model_spec),
+            result: Some(result),
+        }))
     }
 
     async fn multi_inference(
