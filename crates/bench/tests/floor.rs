@@ -1,17 +1,10 @@
 //! `soma-bench floor` on the real TensorFlow runtime: it loads a fixture, calls it from
 //! several threads and reports throughput with zero errors; bad arguments are refused.
 
-use std::process::Command;
+mod common;
 
+use common::bench;
 use soma_testkit::fixtures;
-
-fn bench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_soma-bench"))
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .expect("soma-bench runs")
-}
 
 #[test]
 fn floor_measures_the_iris_fixture_from_several_threads() {
@@ -29,32 +22,9 @@ fn floor_measures_the_iris_fixture_from_several_threads() {
         "--warmup",
         "0.1",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // The highest version of the base path, 3 threads, no failed call.
-    let line = stdout.lines().next().unwrap();
-    assert!(
-        line.starts_with("floor ") && line.contains("iris/10 c=3: "),
-        "{line}"
-    );
-    assert!(
-        line.ends_with("errors 0 of ") || line.contains(" errors 0 of "),
-        "{line}"
-    );
-    let rate: f64 = line
-        .split(": ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(rate > 0.0, "{line}");
+    let iris = fixtures().join("iris/10");
+    common::measured_rate(&out, &format!("floor {} c=3", iris.display()));
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! input name from GetModelMetadata, keeps its channels busy with zero errors, and a model
 //! the server does not have is reported, not measured.
 
+mod common;
+
 use std::sync::Arc;
 
 use soma_core::{ModelLocation, runner::ThreadPools};
@@ -44,10 +46,7 @@ async fn grpc_drives_soma_grpc_server() {
 
     let run = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_soma-bench"))
-                .args(args)
-                .output()
-                .unwrap()
+            common::bench(&args.iter().map(String::as_str).collect::<Vec<_>>())
         })
     };
     let args = |model: &str| -> Vec<String> {
@@ -67,22 +66,7 @@ async fn grpc_drives_soma_grpc_server() {
         .to_vec()
     };
     let out = run(args("iris")).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().next().unwrap();
-    assert!(line.starts_with("grpc iris c=3: "), "{line}");
-    assert!(line.contains(" errors 0 of "), "{line}");
-    let rate: f64 = line["grpc iris c=3: ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(rate > 0.0, "{line}");
+    common::measured_rate(&out, "grpc iris c=3");
 
     let out = run(args("nope")).await.unwrap();
     assert!(!out.status.success());

@@ -2,7 +2,10 @@
 //! `scripts/bench_fastapi.py` (which this also tests): it keeps its connections busy with zero
 //! errors, and a model the server does not have is reported, not measured.
 
-use std::process::{Child, Command, Output};
+mod common;
+
+use common::bench;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use soma_testkit::{fixtures, free_port, http, repo_root, venv_bin};
@@ -34,13 +37,6 @@ fn fastapi(port: u16) -> Server {
     server
 }
 
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_soma-bench"))
-        .args(args)
-        .output()
-        .expect("soma-bench runs")
-}
-
 #[test]
 fn rest_drives_the_fastapi_peer() {
     let port = free_port();
@@ -60,22 +56,7 @@ fn rest_drives_the_fastapi_peer() {
         "--warmup",
         "0.2",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().next().unwrap();
-    assert!(line.starts_with("rest iris c=2: "), "{line}");
-    assert!(line.contains(" errors 0 of "), "{line}");
-    let rate: f64 = line["rest iris c=2: ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(rate > 0.0, "{line}");
+    common::measured_rate(&out, "rest iris c=2");
 
     let out = bench(&["rest", &addr, "nope", body, "--seconds", "0.2"]);
     assert!(!out.status.success());

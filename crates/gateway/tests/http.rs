@@ -1,5 +1,7 @@
 //! The gateway's HTTP contract, driven in-process (no socket) over the in-memory backend.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,26 +9,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use soma_gateway::{ApiRoute, ApiState, Gateway, GatewayConfig, Readiness, router};
-use soma_jobs::{ApiName, MemoryBackend, Outcome};
+use soma_gateway::{ApiState, Gateway, router};
+use soma_jobs::{ApiName, Outcome};
 use tower::ServiceExt as _;
 
 fn gateway() -> Arc<Gateway> {
-    let readiness = Readiness::new();
-    readiness.set("iris", ApiState::Starting);
-    Arc::new(Gateway {
-        config: GatewayConfig {
-            routes: vec![ApiRoute {
-                api: ApiName::parse("iris").unwrap(),
-                endpoint: "/team/iris".into(),
-            }],
-            body_limit: 64,
-        },
-        backend: MemoryBackend::backend(),
-        readiness,
-        metrics: soma_metrics::Registry::new(),
-        work_available: Arc::default(),
-    })
+    common::gateway(ApiState::Starting)
 }
 
 async fn call(gw: &Arc<Gateway>, request: Request<Body>) -> (StatusCode, String, Option<String>) {

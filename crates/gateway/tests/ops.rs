@@ -1,32 +1,20 @@
 //! `DELETE /<endpoint>/<id>` (cancel) and `GET /_soma/apis`, in-process over the memory
 //! backend.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
-use soma_gateway::{APIS_PATH, ApiRoute, ApiState, Gateway, GatewayConfig, Readiness, router};
-use soma_jobs::{ApiName, MemoryBackend};
+use soma_gateway::{APIS_PATH, ApiState, Gateway, router};
+use soma_jobs::ApiName;
 use tower::ServiceExt as _;
 
 fn gateway() -> Arc<Gateway> {
-    let readiness = Readiness::new();
-    readiness.set("iris", ApiState::Ready);
-    Arc::new(Gateway {
-        config: GatewayConfig {
-            routes: vec![ApiRoute {
-                api: ApiName::parse("iris").unwrap(),
-                endpoint: "/team/iris".into(),
-            }],
-            body_limit: 64,
-        },
-        backend: MemoryBackend::backend(),
-        readiness,
-        metrics: soma_metrics::Registry::new(),
-        work_available: Arc::default(),
-    })
+    common::gateway(ApiState::Ready)
 }
 
 async fn call(
