@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Soma, project};
+use common::{Soma, project, version_states, wait_until as wait};
 use serde_json::{Value, json};
 use soma_testkit::{assert_outputs_match, copy_dir, expected_cases, fixtures};
 
@@ -19,26 +19,7 @@ class Handler:
 "#;
 
 fn states(soma: &Soma, model: &str) -> Vec<(String, String)> {
-    let (_, status) = soma.get_json(&format!("/v1/models/{model}"));
-    status["model_version_status"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|v| {
-            (
-                v["version"].as_str().unwrap_or_default().to_string(),
-                v["state"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn wait(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    version_states(&soma.get_json(&format!("/v1/models/{model}")).1)
 }
 
 #[test]

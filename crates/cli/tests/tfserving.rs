@@ -1,13 +1,16 @@
 //! `soma tfserving` end to end: the real binary with TF Serving's flags, over HTTP.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use soma_testkit::{copy_dir, fixtures, free_port, http};
+
+use common::{version_states, wait_until};
 
 struct Server {
     child: Child,
@@ -69,26 +72,11 @@ fn predict(server: &Server, model: &str) -> (u16, String) {
 }
 
 fn wait_for(server: &Server, what: &str, mut done: impl FnMut(&Server) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(server) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(what, || done(server));
 }
 
 fn versions(server: &Server, model: &str) -> Vec<(String, String)> {
-    let (_, status) = get(server, &format!("/v1/models/{model}"));
-    status["model_version_status"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|v| {
-            (
-                v["version"].as_str().unwrap().to_string(),
-                v["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    version_states(&get(server, &format!("/v1/models/{model}")).1)
 }
 
 #[test]
