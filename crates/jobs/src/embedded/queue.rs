@@ -19,6 +19,9 @@ impl Queue for EmbeddedBackend {
     }
 
     async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
+        if !self.maybe_visible(api)? {
+            return Ok(None);
+        }
         let api = api.clone();
         self.write_lazy(move |txn| pop(txn, &api, lease)).await
     }
@@ -96,6 +99,32 @@ impl Queue for EmbeddedBackend {
             Ok(stats)
         })
         .await
+    }
+}
+
+impl EmbeddedBackend {
+    /// Whether `api` has a visible item, as of a read transaction: a pop finding nothing
+    /// (an idle worker polling) is answered from it, without a write transaction. An item
+    /// pushed meanwhile is found by the next poll, as if the pop had come a moment earlier.
+    pub(super) fn maybe_visible(&self, api: &ApiName) -> Result<bool, JobsError> {
+        self.lookup(|txn| {
+            let api = api.as_str();
+            if txn
+                .open_table(READY)?
+                .range((api, 0)..=(api, u64::MAX))?
+                .next()
+                .is_some()
+            {
+                return Ok(true);
+            }
+            let now = now_millis();
+            let expired = txn
+                .open_table(DEADLINES)?
+                .range((api, 0, "")..(api, now.saturating_add(1), ""))?
+                .next()
+                .is_some();
+            Ok(expired)
+        })
     }
 }
 
