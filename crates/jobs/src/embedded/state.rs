@@ -110,7 +110,7 @@ pub(super) fn create(txn: &Tx<'_>, record: &WorkloadRecord) -> Result<Commit<()>
         .into());
     }
     records.insert(key, encode(record)?.as_slice())?;
-    txn.bump(&record.api.as_str(), record.status, 1);
+    txn.bump(record.api.as_str(), record.status, 1);
     Ok(Commit::Yes(()))
 }
 
@@ -187,7 +187,7 @@ fn expire_batch(txn: &Tx<'_>, cutoff: u64) -> Result<Vec<(ApiName, WorkloadId)>,
             .transpose()?;
         results.remove((api.as_str(), id.as_str()))?;
         if let Some(record) = removed {
-            txn.bump(&record.api.as_str(), record.status, -1);
+            txn.bump(record.api.as_str(), record.status, -1);
             expired.push((record.api, record.id));
         }
     }
