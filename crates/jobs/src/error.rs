@@ -12,7 +12,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JobsError {
-    /// A workload id that is not a canonical UUID v4.
+    /// A workload id that is not a canonical UUID v4 or v7.
     #[error("invalid workload id '{value}': {reason}")]
     InvalidId { value: String, reason: String },
     /// An API name that cannot be used as a storage key.

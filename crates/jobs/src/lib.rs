@@ -43,7 +43,16 @@
 //! A workload costs the embedded backend three transactions: submit (fsync before the id is
 //! returned), claim (committed without waiting for an fsync: losing it in a crash only makes
 //! the workload visible again; the writer makes it durable within milliseconds of idleness)
-//! and complete (fsync). Concurrent callers share transactions (group commit).
+//! and complete (fsync). Concurrent callers share transactions (group commit). What a
+//! transaction costs is mostly the B-tree pages it rewrites, so:
+//! * workload ids are UUID v7 (time-ordered): the workloads of one group commit share leaf
+//!   pages of the tables keyed by id instead of each dirtying its own;
+//! * the status counts and the sequence counter are kept in memory by the writer and
+//!   written by durable commits only (on disk they always match the last durable commit);
+//! * an idle worker's empty poll is answered from a read transaction, without the writer.
+//!
+//! The file layout is unchanged by these (no schema version so far): data directories of
+//! earlier versions open as they are, with their v4 ids.
 
 mod backend;
 mod config;

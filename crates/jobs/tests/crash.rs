@@ -180,11 +180,39 @@ async fn drain(backend: &Backend, api: &ApiName) -> Vec<soma_jobs::Claimed> {
     claimed
 }
 
+/// The status counts (kept in memory, written by durable commits only) match the records:
+/// those of the acknowledged submissions, plus at most one submission the child did not
+/// see acknowledged.
+async fn check_counts(backend: &Backend, api: &ApiName, log: &ChildLog, when: &str) {
+    let counts = backend.states.counts(api).await.expect("counts");
+    let mut tally: HashMap<Status, u64> = HashMap::new();
+    for id in &log.submitted {
+        let (record, _) = backend
+            .status(api, id)
+            .await
+            .expect("status")
+            .expect("record");
+        *tally.entry(record.status).or_default() += 1;
+    }
+    let mut extra = 0;
+    for status in Status::ALL {
+        let expected = tally.get(&status).copied().unwrap_or(0);
+        let actual = counts.get(status);
+        assert!(
+            actual == expected || actual == expected + 1,
+            "{when}: {status} counted {actual}, records {expected} ({counts:?})"
+        );
+        extra += actual - expected;
+    }
+    assert!(extra <= 1, "{when}: {counts:?} vs {tally:?}");
+}
+
 async fn check_after_crash(dir: &Path, log: &ChildLog) {
     let backend = EmbeddedBackend::open(dir)
         .await
         .expect("reopen after SIGKILL");
     let api = api();
+    check_counts(&backend, &api, log, "after the SIGKILL").await;
     let submitted: HashSet<_> = log.submitted.iter().cloned().collect();
 
     // 1. Every acknowledged submission and outcome survived.
@@ -314,6 +342,11 @@ async fn check_after_crash(dir: &Path, log: &ChildLog) {
         (0, 0),
         "queue not drained: {stats:?}"
     );
+    check_counts(&backend, &api, log, "after draining").await;
+    drop(backend);
+    // And once more from the file, after a clean close.
+    let backend = EmbeddedBackend::open(dir).await.expect("reopen");
+    check_counts(&backend, &api, log, "after a clean close").await;
 }
 
 #[test]

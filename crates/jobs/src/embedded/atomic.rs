@@ -36,6 +36,9 @@ impl AtomicSteps for EmbeddedBackend {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Option<Taken>, JobsError> {
+        if !self.maybe_visible(api)? {
+            return Ok(None);
+        }
         let api = api.clone();
         self.write_lazy(move |txn| {
             let Commit::Yes(Some(lease)) = queue::pop(txn, &api, lease)? else {

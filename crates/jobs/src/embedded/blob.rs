@@ -2,7 +2,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::tables::BLOBS;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use super::writer::Tx;
 
 use super::{Commit, EmbeddedBackend, TxError};
 use crate::error::JobsError;
@@ -37,7 +39,7 @@ impl BlobStore for EmbeddedBackend {
 
 /// [`BlobStore::put`] inside `txn`.
 pub(super) fn put(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     key: &str,
     body: &[u8],
     content_type: &str,
@@ -47,10 +49,7 @@ pub(super) fn put(
 }
 
 /// [`BlobStore::get`] inside a write transaction (reads what the transaction sees).
-pub(super) fn get_in(
-    txn: &WriteTransaction,
-    key: &str,
-) -> Result<Option<(Bytes, String)>, TxError> {
+pub(super) fn get_in(txn: &Tx<'_>, key: &str) -> Result<Option<(Bytes, String)>, TxError> {
     let blobs = txn.open_table(BLOBS)?;
     let stored = blobs.get(key)?;
     Ok(stored.map(|v| {
@@ -60,7 +59,7 @@ pub(super) fn get_in(
 }
 
 /// [`BlobStore::delete`] inside `txn`.
-pub(super) fn delete(txn: &WriteTransaction, key: &str) -> Result<Commit<()>, TxError> {
+pub(super) fn delete(txn: &Tx<'_>, key: &str) -> Result<Commit<()>, TxError> {
     let removed = txn.open_table(BLOBS)?.remove(key)?.is_some();
     Ok(if removed {
         Commit::Yes(())

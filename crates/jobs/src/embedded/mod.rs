@@ -18,9 +18,9 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use crate::backend::Backend;
 use crate::error::JobsError;
@@ -34,6 +34,7 @@ pub const DB_FILE: &str = "soma.redb";
 pub struct EmbeddedBackend {
     db: Arc<Database>,
     writer: Arc<writer::Writer>,
+    counters: Arc<Mutex<writer::Counters>>,
     path: PathBuf,
 }
 
@@ -67,11 +68,25 @@ impl EmbeddedBackend {
             let txn = db.begin_write()?;
             tables::create_all(&txn)?;
             txn.commit()?;
+            let counters = Arc::new(Mutex::new(writer::Counters::load(&db)?));
             let db = Arc::new(db);
-            let writer = Arc::new(writer::Writer::start(Arc::clone(&db))?);
-            Ok(EmbeddedBackend { db, writer, path })
+            let writer = Arc::new(writer::Writer::start(
+                Arc::clone(&db),
+                Arc::clone(&counters),
+            )?);
+            Ok(EmbeddedBackend {
+                db,
+                writer,
+                counters,
+                path,
+            })
         })
         .await
+    }
+
+    /// The committed status counts and sequence counter, kept by the writer.
+    fn counters(&self) -> MutexGuard<'_, writer::Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Path of the database file.
@@ -85,7 +100,7 @@ impl EmbeddedBackend {
     async fn write<T, F>(&self, f: F) -> Result<T, JobsError>
     where
         T: Send + 'static,
-        F: Fn(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
+        F: Fn(&writer::Tx<'_>) -> Result<Commit<T>, TxError> + Send + 'static,
     {
         self.writer
             .write(writer::Commitment::Durable, move |txn| {
@@ -99,7 +114,7 @@ impl EmbeddedBackend {
     async fn write_lazy<T, F>(&self, f: F) -> Result<T, JobsError>
     where
         T: Send + 'static,
-        F: Fn(&WriteTransaction) -> Result<Commit<T>, TxError> + Send + 'static,
+        F: Fn(&writer::Tx<'_>) -> Result<Commit<T>, TxError> + Send + 'static,
     {
         self.writer
             .write(

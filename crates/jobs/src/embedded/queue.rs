@@ -1,9 +1,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
-use super::tables::{DEADLINES, LEASES, QUEUED, READY, next_seq};
+use super::writer::Tx;
+
+use super::tables::{DEADLINES, LEASES, QUEUED, READY};
 use super::{Commit, EmbeddedBackend, TxError, millis, now_millis};
 use crate::error::JobsError;
 use crate::model::{ApiName, Lease, QueueStats, WorkloadId};
@@ -17,6 +19,9 @@ impl Queue for EmbeddedBackend {
     }
 
     async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
+        if !self.maybe_visible(api)? {
+            return Ok(None);
+        }
         let api = api.clone();
         self.write_lazy(move |txn| pop(txn, &api, lease)).await
     }
@@ -97,18 +102,40 @@ impl Queue for EmbeddedBackend {
     }
 }
 
+impl EmbeddedBackend {
+    /// Whether `api` has a visible item, as of a read transaction: a pop finding nothing
+    /// (an idle worker polling) is answered from it, without a write transaction. An item
+    /// pushed meanwhile is found by the next poll, as if the pop had come a moment earlier.
+    pub(super) fn maybe_visible(&self, api: &ApiName) -> Result<bool, JobsError> {
+        self.lookup(|txn| {
+            let api = api.as_str();
+            if txn
+                .open_table(READY)?
+                .range((api, 0)..=(api, u64::MAX))?
+                .next()
+                .is_some()
+            {
+                return Ok(true);
+            }
+            let now = now_millis();
+            let expired = txn
+                .open_table(DEADLINES)?
+                .range((api, 0, "")..(api, now.saturating_add(1), ""))?
+                .next()
+                .is_some();
+            Ok(expired)
+        })
+    }
+}
+
 /// [`Queue::push`] inside `txn`.
-pub(super) fn push(
-    txn: &WriteTransaction,
-    api: &ApiName,
-    id: &WorkloadId,
-) -> Result<Commit<()>, TxError> {
+pub(super) fn push(txn: &Tx<'_>, api: &ApiName, id: &WorkloadId) -> Result<Commit<()>, TxError> {
     let key = (api.as_str(), id.as_str());
     let mut queued = txn.open_table(QUEUED)?;
     if queued.get(key)?.is_some() || txn.open_table(LEASES)?.get(key)?.is_some() {
         return Ok(Commit::No(()));
     }
-    let seq = next_seq(txn)?;
+    let seq = txn.next_seq();
     txn.open_table(READY)?
         .insert((api.as_str(), seq), (id.as_str(), now_millis()))?;
     queued.insert(key, seq)?;
@@ -117,7 +144,7 @@ pub(super) fn push(
 
 /// [`Queue::pop`] inside `txn`.
 pub(super) fn pop(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     api: &ApiName,
     lease: Duration,
 ) -> Result<Commit<Option<Lease>>, TxError> {
@@ -130,7 +157,7 @@ pub(super) fn pop(
         // Nothing changed: abort instead of paying an fsync per empty poll.
         return Ok(Commit::No(None));
     };
-    let token = next_seq(txn)?.to_string();
+    let token = txn.next_seq().to_string();
     let deadline = now.saturating_add(millis(lease));
     txn.open_table(LEASES)?.insert(
         (api.as_str(), id.as_str()),
@@ -148,7 +175,7 @@ pub(super) fn pop(
 }
 
 /// [`Queue::ack`] inside `txn`.
-pub(super) fn ack(txn: &WriteTransaction, lease: &Lease) -> Result<Commit<bool>, TxError> {
+pub(super) fn ack(txn: &Tx<'_>, lease: &Lease) -> Result<Commit<bool>, TxError> {
     let Some((_, deadline, _)) = held(txn, lease)? else {
         return Ok(Commit::No(false));
     };
@@ -159,11 +186,7 @@ pub(super) fn ack(txn: &WriteTransaction, lease: &Lease) -> Result<Commit<bool>,
 }
 
 /// Removes the earliest expired lease of `api`, returning (id, next attempt).
-fn take_expired(
-    txn: &WriteTransaction,
-    api: &ApiName,
-    now: u64,
-) -> Result<Option<(String, u32)>, TxError> {
+fn take_expired(txn: &Tx<'_>, api: &ApiName, now: u64) -> Result<Option<(String, u32)>, TxError> {
     let mut deadlines = txn.open_table(DEADLINES)?;
     let first = deadlines
         .range((api.as_str(), 0, "")..(api.as_str(), now.saturating_add(1), ""))?
@@ -188,7 +211,7 @@ fn take_expired(
 }
 
 /// Removes the first never-popped item of `api`, returning (id, attempt 1).
-fn take_ready(txn: &WriteTransaction, api: &ApiName) -> Result<Option<(String, u32)>, TxError> {
+fn take_ready(txn: &Tx<'_>, api: &ApiName) -> Result<Option<(String, u32)>, TxError> {
     let mut ready = txn.open_table(READY)?;
     let first = ready
         .range((api.as_str(), 0)..=(api.as_str(), u64::MAX))?
@@ -208,7 +231,7 @@ fn take_ready(txn: &WriteTransaction, api: &ApiName) -> Result<Option<(String, u
 }
 
 /// The stored lease (token, deadline, attempt) if `lease` is still the current holder.
-fn held(txn: &WriteTransaction, lease: &Lease) -> Result<Option<(String, u64, u32)>, TxError> {
+fn held(txn: &Tx<'_>, lease: &Lease) -> Result<Option<(String, u64, u32)>, TxError> {
     let leases = txn.open_table(LEASES)?;
     let stored = leases
         .get((lease.api.as_str(), lease.id.as_str()))?

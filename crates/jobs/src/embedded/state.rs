@@ -2,13 +2,15 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use super::writer::Tx;
 
 use super::queue::corrupt;
-use super::tables::{COUNTS, FINISHED, RECORDS, RESULTS};
+use super::tables::{FINISHED, RECORDS, RESULTS};
 use super::{Commit, EmbeddedBackend, TxError};
 use crate::error::JobsError;
-use crate::model::{ApiName, Outcome, Status, StatusCounts, Timestamp, WorkloadId, WorkloadRecord};
+use crate::model::{ApiName, Outcome, StatusCounts, Timestamp, WorkloadId, WorkloadRecord};
 use crate::traits::StateStore;
 
 /// Final records removed per transaction by `expire`, so one retention pass over a large
@@ -91,24 +93,13 @@ impl StateStore for EmbeddedBackend {
     }
 
     async fn counts(&self, api: &ApiName) -> Result<StatusCounts, JobsError> {
-        self.lookup(|txn| {
-            let table = txn.open_table(COUNTS)?;
-            let mut counts = StatusCounts::default();
-            for status in Status::ALL {
-                if let Some(n) = table.get((api.as_str(), status.as_str()))? {
-                    *counts.get_mut(status) = n.value();
-                }
-            }
-            Ok(counts)
-        })
+        // Kept in memory by the writer (see `writer.rs`): no disk read.
+        Ok(self.counters().status_counts(api.as_str()))
     }
 }
 
 /// [`StateStore::create`] inside `txn`.
-pub(super) fn create(
-    txn: &WriteTransaction,
-    record: &WorkloadRecord,
-) -> Result<Commit<()>, TxError> {
+pub(super) fn create(txn: &Tx<'_>, record: &WorkloadRecord) -> Result<Commit<()>, TxError> {
     let key = (record.api.as_str(), record.id.as_str());
     let mut records = txn.open_table(RECORDS)?;
     if records.get(key)?.is_some() {
@@ -119,13 +110,13 @@ pub(super) fn create(
         .into());
     }
     records.insert(key, encode(record)?.as_slice())?;
-    bump(txn, &record.api, record.status, 1)?;
+    txn.bump(record.api.as_str(), record.status, 1);
     Ok(Commit::Yes(()))
 }
 
 /// [`StateStore::mark_in_progress`] inside `txn`.
 pub(super) fn mark_in_progress(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     api: &ApiName,
     id: &WorkloadId,
     now: Timestamp,
@@ -140,15 +131,15 @@ pub(super) fn mark_in_progress(
     record.start(now);
     store(txn, &record)?;
     if before != record.status {
-        bump(txn, api, before, -1)?;
-        bump(txn, api, record.status, 1)?;
+        txn.bump(api.as_str(), before, -1);
+        txn.bump(api.as_str(), record.status, 1);
     }
     Ok(Commit::Yes(Some(record)))
 }
 
 /// [`StateStore::finish`] inside `txn`.
 pub(super) fn finish(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     api: &ApiName,
     id: &WorkloadId,
     outcome: &Outcome,
@@ -163,8 +154,8 @@ pub(super) fn finish(
     let before = record.status;
     record.finish(outcome, now);
     store(txn, &record)?;
-    bump(txn, api, before, -1)?;
-    bump(txn, api, record.status, 1)?;
+    txn.bump(api.as_str(), before, -1);
+    txn.bump(api.as_str(), record.status, 1);
     if let Outcome::Completed { result } = outcome {
         txn.open_table(RESULTS)?
             .insert((api.as_str(), id.as_str()), result.as_ref())?;
@@ -174,10 +165,7 @@ pub(super) fn finish(
     Ok(Commit::Yes(true))
 }
 
-fn expire_batch(
-    txn: &WriteTransaction,
-    cutoff: u64,
-) -> Result<Vec<(ApiName, WorkloadId)>, TxError> {
+fn expire_batch(txn: &Tx<'_>, cutoff: u64) -> Result<Vec<(ApiName, WorkloadId)>, TxError> {
     let mut finished = txn.open_table(FINISHED)?;
     let mut keys = Vec::new();
     for entry in finished
@@ -199,37 +187,24 @@ fn expire_batch(
             .transpose()?;
         results.remove((api.as_str(), id.as_str()))?;
         if let Some(record) = removed {
-            bump(txn, &record.api, record.status, -1)?;
+            txn.bump(record.api.as_str(), record.status, -1);
             expired.push((record.api, record.id));
         }
     }
     Ok(expired)
 }
 
-fn load(
-    txn: &WriteTransaction,
-    api: &ApiName,
-    id: &WorkloadId,
-) -> Result<Option<WorkloadRecord>, TxError> {
+fn load(txn: &Tx<'_>, api: &ApiName, id: &WorkloadId) -> Result<Option<WorkloadRecord>, TxError> {
     let records = txn.open_table(RECORDS)?;
     let stored = records.get((api.as_str(), id.as_str()))?;
     stored.map(|v| decode(v.value())).transpose()
 }
 
-fn store(txn: &WriteTransaction, record: &WorkloadRecord) -> Result<(), TxError> {
+fn store(txn: &Tx<'_>, record: &WorkloadRecord) -> Result<(), TxError> {
     txn.open_table(RECORDS)?.insert(
         (record.api.as_str(), record.id.as_str()),
         encode(record)?.as_slice(),
     )?;
-    Ok(())
-}
-
-fn bump(txn: &WriteTransaction, api: &ApiName, status: Status, delta: i64) -> Result<(), TxError> {
-    let mut counts = txn.open_table(COUNTS)?;
-    let key = (api.as_str(), status.as_str());
-    let current = counts.get(key)?.map_or(0, |v| v.value());
-    let next = current.saturating_add_signed(delta);
-    counts.insert(key, next)?;
     Ok(())
 }
 

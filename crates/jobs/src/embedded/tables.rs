@@ -1,6 +1,6 @@
 //! Table layout. Keys are tuples so that one API's entries are contiguous and ordered.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 
 use super::TxError;
 
@@ -11,7 +11,8 @@ pub(super) const RESULTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition
 /// (finished_at ms, api, id): index of final records for `expire`
 pub(super) const FINISHED: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("finished");
-/// (api, status) -> number of records, kept in step with RECORDS so `counts` does not scan
+/// (api, status) -> number of records, so `counts` does not scan; written by durable
+/// commits only, in step with RECORDS as of that commit (see `writer.rs`)
 pub(super) const COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counts");
 /// key -> (content type, body)
 pub(super) const BLOBS: TableDefinition<&str, (&str, &[u8])> = TableDefinition::new("blobs");
@@ -25,7 +26,8 @@ pub(super) const LEASES: TableDefinition<(&str, &str), (&str, u64, u32)> =
 /// (api, deadline ms, id): LEASES ordered by deadline, to find expired ones first
 pub(super) const DEADLINES: TableDefinition<(&str, u64, &str), ()> =
     TableDefinition::new("deadlines");
-/// name -> counter; holds `next_seq`, the monotonic source of queue order and lease tokens
+/// name -> counter; holds `next_seq`, the monotonic source of queue order and lease tokens;
+/// written by durable commits only (see `writer.rs`)
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), TxError> {
@@ -40,12 +42,4 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), TxError> {
     txn.open_table(DEADLINES)?;
     txn.open_table(META)?;
     Ok(())
-}
-
-/// Increments and returns the database-wide sequence number.
-pub(super) fn next_seq(txn: &WriteTransaction) -> Result<u64, TxError> {
-    let mut meta = txn.open_table(META)?;
-    let next = meta.get("next_seq")?.map_or(0, |v| v.value()) + 1;
-    meta.insert("next_seq", next)?;
-    Ok(next)
 }
