@@ -39,6 +39,18 @@ pub trait Queue: Send + Sync + Debug {
     async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError>;
 
     async fn stats(&self, api: &ApiName) -> Result<QueueStats, JobsError>;
+
+    /// Returns when an item may have been pushed to `api` since the last call, by any
+    /// process, or after `timeout`, whichever comes first. Idle consumers call it between
+    /// empty `pop`s; a return is only a hint (another consumer may take the item first), so
+    /// spurious returns are allowed. The default sleeps `timeout`: a backend that cannot see
+    /// other processes' pushes leaves them to the next poll (in-process pushes wake workers
+    /// through their own signal).
+    async fn wait_for_push(&self, api: &ApiName, timeout: Duration) -> Result<(), JobsError> {
+        let _ = api;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
 }
 
 /// Workload records and results. Every status change is one atomic conditional write.

@@ -17,6 +17,7 @@
 //! | `P:q:<api>:since`  | HASH | id → push time (ms, Redis clock), for the oldest-age metric |
 //! | `P:q:<api>:leases` | ZSET | popped ids, score = lease deadline (ms, Redis clock) |
 //! | `P:q:<api>:lease`  | HASH | id → `<token>:<attempt>` of the current delivery |
+//! | `P:q:<api>:wake`   | LIST | wake tokens (at most 32) pushed with each item, see below |
 //! | `P:seq`            | STRING | counter for push order and lease tokens |
 //! | `P:rec:<api>:<id>` | STRING | the [`WorkloadRecord`](crate::WorkloadRecord) as JSON |
 //! | `P:res:<api>:<id>` | STRING | result bytes of a completed workload |
@@ -26,6 +27,16 @@
 //!
 //! A lease of a dead consumer needs no reaper: `pop` hands out expired leases first (the
 //! deadline is checked against Redis' own clock inside the script), with the attempt counted.
+//!
+//! # Waking idle workers
+//!
+//! Every push also pushes a token to the API's wake list. An idle worker, after an empty
+//! pop, blocks in `BLPOP` on that list (on a connection of its own: a blocking command would
+//! stall every other call multiplexed on the shared one) for at most its poll interval, so a
+//! workload submitted by any gateway is picked up within a round trip instead of at the next
+//! poll. Tokens carry no data: a stale one (left while all workers were busy) only causes one
+//! empty pop, and a lost one (a waiter that gave up) only falls back to the poll. Queue
+//! contents, leases and redelivery never depend on the wake list.
 //!
 //! Record updates are compare-and-set: read the JSON, apply the shared Rust transition
 //! (`WorkloadRecord::start`/`finish`, the same code the other backends run), and write it
@@ -50,9 +61,11 @@ mod queue;
 mod scripts;
 mod state;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 
 use crate::config::RedactedUrl;
 use crate::error::JobsError;
@@ -67,6 +80,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    client: redis::Client,
+    /// Idle connections for blocking waits ([`Queue::wait_for_push`](crate::Queue)), one
+    /// per concurrent waiter, reused.
+    waiters: Arc<Mutex<Vec<MultiplexedConnection>>>,
     /// Key prefix including the trailing `:`.
     prefix: String,
     url: RedactedUrl,
@@ -103,6 +120,8 @@ impl RedisStore {
             .map_err(|e| unavailable(url, e))?;
         Ok(RedisStore {
             conn,
+            client,
+            waiters: Arc::default(),
             prefix: format!("{}:", key_prefix.trim_end_matches(':')),
             url: url.clone(),
         })
@@ -111,6 +130,29 @@ impl RedisStore {
     fn conn(&self) -> ConnectionManager {
         // Cheap clone of a multiplexed handle.
         self.conn.clone()
+    }
+
+    /// A connection of its own for one blocking command that may take `longest`.
+    async fn waiter(&self, longest: Duration) -> Result<MultiplexedConnection, JobsError> {
+        let idle = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(conn) = idle {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(longest + RESPONSE_TIMEOUT));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Returns a waiter connection whose command completed, for reuse.
+    fn return_waiter(&self, conn: MultiplexedConnection) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
     }
 
     fn queue_key(&self, api: &ApiName, part: &str) -> String {

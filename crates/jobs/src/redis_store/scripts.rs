@@ -21,9 +21,15 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{NOW}\n{body}"))
 }
 
-/// KEYS: ready, leases, since, seq. ARGV: id. Appends `id` unless it is queued or leased.
+/// Wake tokens kept in the wake list while no consumer is blocked on it. Each token only
+/// makes one idle consumer pop once, so a few are enough; the cap keeps the list tiny when
+/// every consumer is busy and nobody takes them.
+pub(super) const WAKE_TOKENS: usize = 32;
+
+/// KEYS: ready, leases, since, seq, wake. ARGV: id. Appends `id` unless it is queued or
+/// leased, and then pushes a wake token for a consumer blocked on the wake list (`BLPOP`).
 pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    script(&format!(
         r"
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
@@ -31,9 +37,12 @@ end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], seq, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], now_ms())
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, {})
 return 1
 ",
-    )
+        WAKE_TOKENS - 1
+    ))
 });
 
 /// KEYS: ready, leases, since, seq, lease info. ARGV: lease ms.
