@@ -6,7 +6,7 @@ use soma_jobs::{ApiName, Backend, Claimed, Outcome};
 use soma_metrics::Registry;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument as _, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::{HandlerFailure, Workload, WorkloadHandler};
 
@@ -19,9 +19,16 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// How often a running workload's lease is renewed (well under `lease`).
     pub renew_every: Duration,
-    /// Longest sleep of an idle worker between queue polls. In-process submissions wake
-    /// workers at once; the poll is for workloads submitted by other processes.
+    /// Longest wait of an idle worker between queue polls. In-process submissions wake
+    /// workers at once, and so do other processes' on a backend that signals pushes (Redis:
+    /// `Queue::wait_for_push`); the poll is the fallback.
     pub poll_interval: Duration,
+    /// Claim the slot's next workload while the current one runs, so the claim's storage
+    /// round trips overlap the handler (like Celery's prefetch). The handler still runs one
+    /// workload at a time per slot; the prefetched one is leased, marked `in_progress` and
+    /// has its lease renewed while it waits, and after a crash it is delivered again like a
+    /// running one. Worth it on a remote backend, where a claim costs network round trips.
+    pub prefetch: bool,
     /// Pause after a storage error before trying again.
     pub error_backoff: Duration,
 }
@@ -33,6 +40,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(60),
             renew_every: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
+            prefetch: false,
             error_backoff: Duration::from_secs(1),
         }
     }
@@ -130,16 +138,34 @@ struct Slot {
     active: watch::Receiver<usize>,
 }
 
+impl Slot {
+    fn may_claim(&self) -> bool {
+        self.index < *self.active.borrow()
+    }
+}
+
 async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver<bool>) {
     let options = &shared.options;
     // Storing an outcome is a durable write; the worker does not wait for it before taking
     // the next workload (the workload stays leased until it is stored, so a crash meanwhile
     // only means it runs again).
     let mut settling = JoinSet::new();
-    while !*shutdown.borrow() {
+    // A workload claimed while the previous one ran; it is run before anything else, also
+    // after shutdown or a scale-down (it is leased to this worker already).
+    let mut prefetched: Option<Claimed> = None;
+    loop {
         while settling.try_join_next().is_some() {}
         if settling.len() >= MAX_SETTLING {
             settling.join_next().await;
+        }
+        if let Some(claimed) = prefetched.take() {
+            let (settle, next) = run_and_prefetch(&shared, &slot, &shutdown, claimed).await;
+            settling.spawn(settle.in_current_span());
+            prefetched = next;
+            continue;
+        }
+        if *shutdown.borrow() {
+            break;
         }
         if slot.index >= *slot.active.borrow_and_update() {
             tokio::select! {
@@ -154,14 +180,22 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
             continue;
         }
         match shared.backend.claim(&shared.api, options.lease).await {
-            Ok(Some(claimed)) => {
-                let settle = process(&shared, claimed).await;
-                settling.spawn(settle.in_current_span());
-            }
+            Ok(Some(claimed)) => prefetched = Some(claimed),
             Ok(None) => {
+                let pushed = async {
+                    let waited = shared
+                        .backend
+                        .queue
+                        .wait_for_push(&shared.api, options.poll_interval)
+                        .await;
+                    if let Err(e) = waited {
+                        debug!(error = %e, "cannot wait for new work; polling");
+                        tokio::time::sleep(options.poll_interval).await;
+                    }
+                };
                 tokio::select! {
                     () = shared.wake.notified() => {}
-                    () = tokio::time::sleep(options.poll_interval) => {}
+                    () = pushed => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -172,6 +206,48 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
         }
     }
     while settling.join_next().await.is_some() {}
+}
+
+/// Runs `claimed` and, with [`WorkerOptions::prefetch`], claims the slot's next workload
+/// meanwhile. Returns the future storing the outcome and the prefetched workload.
+///
+/// A started claim is always awaited, never dropped half-way (that could leave a workload
+/// leased to nobody until the lease runs out); the prefetched workload's lease is renewed
+/// until the current one is done.
+async fn run_and_prefetch(
+    shared: &Arc<Shared>,
+    slot: &Slot,
+    shutdown: &watch::Receiver<bool>,
+    claimed: Claimed,
+) -> (impl Future<Output = ()> + use<>, Option<Claimed>) {
+    let prefetch = shared.options.prefetch && !*shutdown.borrow() && slot.may_claim();
+    if !prefetch {
+        return (process(shared, claimed).await, None);
+    }
+    let done = Notify::new();
+    let current = async {
+        let settle = process(shared, claimed).await;
+        done.notify_one();
+        settle
+    };
+    let next = async {
+        match shared
+            .backend
+            .claim(&shared.api, shared.options.lease)
+            .await
+        {
+            Ok(Some(next)) => {
+                with_lease_renewal(shared, &next, done.notified()).await;
+                Some(next)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "cannot claim the next workload; retrying after this one");
+                None
+            }
+        }
+    };
+    tokio::join!(current, next)
 }
 
 /// Runs the handler on one workload and returns the future that stores its outcome.

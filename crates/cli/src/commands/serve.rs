@@ -107,12 +107,13 @@ pub(crate) fn options(
         workers: args.workers,
         max_workers: args.max_workers.max(1),
         autoscale_every: args.autoscale_every,
-        // A shared backend gets submissions from other processes, which cannot wake this
-        // one's idle workers; Redis answers an empty poll in well under a millisecond.
-        poll_interval: match args.backend.backend {
-            super::scale::BackendKind::Embedded => Duration::from_secs(1),
-            super::scale::BackendKind::Redis => Duration::from_millis(20),
-        },
+        // On Redis, idle workers block on the queue's wake list, so submissions of other
+        // processes wake them at once; the poll is only a fallback (e.g. for workloads whose
+        // lease expired, which no push announces).
+        poll_interval: Duration::from_secs(1),
+        // A claim on Redis costs round trips; overlapping it with the handler keeps the
+        // worker busy. The embedded claim is a local transaction.
+        prefetch: matches!(args.backend.backend, super::scale::BackendKind::Redis),
         lease: args.lease,
         python_env: args.python_env.clone(),
         models: super::model_options(global),
