@@ -143,9 +143,11 @@ pub trait AtomicSteps: Send + Sync + Debug {
     ) -> Result<Option<Taken>, JobsError>;
 
     /// `StateStore::finish`, `BlobStore::delete` of the payload, `Queue::ack`. Returns
-    /// whether this call set the final status.
+    /// whether this call set the final status. `record` is the record as `take` handed it
+    /// out (a store may compare against it instead of reading the stored one).
     async fn settle(
         &self,
+        record: &WorkloadRecord,
         lease: &Lease,
         payload_key: &str,
         outcome: Outcome,

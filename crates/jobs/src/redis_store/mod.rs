@@ -60,6 +60,9 @@ mod blob;
 mod queue;
 mod scripts;
 mod state;
+mod steps;
+
+pub(crate) use steps::RedisSteps;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,7 +130,7 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> ConnectionManager {
         // Cheap clone of a multiplexed handle.
         self.conn.clone()
     }
@@ -155,35 +158,39 @@ impl RedisStore {
             .push(conn);
     }
 
-    fn queue_key(&self, api: &ApiName, part: &str) -> String {
+    pub(super) fn queue_key(&self, api: &ApiName, part: &str) -> String {
         format!("{}q:{api}:{part}", self.prefix)
     }
 
-    fn seq_key(&self) -> String {
+    pub(super) fn seq_key(&self) -> String {
         format!("{}seq", self.prefix)
     }
 
-    fn record_key(&self, api: &ApiName, id: &WorkloadId) -> String {
+    pub(super) fn record_key(&self, api: &ApiName, id: &WorkloadId) -> String {
         format!("{}rec:{api}:{id}", self.prefix)
     }
 
-    fn result_key(&self, api: &ApiName, id: &WorkloadId) -> String {
+    pub(super) fn record_key_prefix(&self, api: &ApiName) -> String {
+        format!("{}rec:{api}:", self.prefix)
+    }
+
+    pub(super) fn result_key(&self, api: &ApiName, id: &WorkloadId) -> String {
         format!("{}res:{api}:{id}", self.prefix)
     }
 
-    fn counts_key(&self, api: &ApiName) -> String {
+    pub(super) fn counts_key(&self, api: &ApiName) -> String {
         format!("{}counts:{api}", self.prefix)
     }
 
-    fn finished_key(&self) -> String {
+    pub(super) fn finished_key(&self) -> String {
         format!("{}finished", self.prefix)
     }
 
-    fn blob_key(&self, key: &str) -> String {
+    pub(super) fn blob_key(&self, key: &str) -> String {
         format!("{}blob:{key}", self.prefix)
     }
 
-    fn err(&self, e: redis::RedisError) -> JobsError {
+    pub(super) fn err(&self, e: redis::RedisError) -> JobsError {
         unavailable(&self.url, e)
     }
 }

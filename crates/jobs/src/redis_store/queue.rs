@@ -8,7 +8,7 @@ use crate::error::JobsError;
 use crate::model::{ApiName, Lease, QueueStats, WorkloadId};
 use crate::traits::Queue;
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
