@@ -67,10 +67,12 @@ for n in $PROCS; do
   "$SOMA" gateway "$CONFIG" --listen "127.0.0.1:$port" &
   gw=$!
   workers=()
+  wports=()
   for i in $(seq "$n"); do
     wport="$(free_port)"
     "$SOMA" worker "$CONFIG" --listen "127.0.0.1:$wport" --workers 1 &
     workers+=($!)
+    wports+=("$wport")
     wait_http "127.0.0.1:$wport" /readyz
   done
   wait_http "127.0.0.1:$port" /readyz
@@ -79,7 +81,12 @@ for n in $PROCS; do
   "$BENCH" async "127.0.0.1:$port" /iris "$SAMPLE" "$WORKLOADS" "$CLIENTS"
   if [[ -n "${BENCH_REDIS_STATS:-}" ]]; then
     redis-cli -p "$REDIS_PORT" info commandstats | grep -E '^cmdstat' | sort -t= -k2 -n -r | head -20
-    ps -o pid,time,comm -p "$gw" "${workers[@]}" "${PIDS[0]}"
+    for wport in "${wports[@]}"; do
+      curl -s "http://127.0.0.1:$wport/metrics" | grep -E '^soma_async_(processing|queue_wait)_seconds_(sum|count)' || true
+    done
+    for p in "$gw" "${workers[@]}" "${PIDS[0]}"; do
+      echo "cpu seconds (user+system) of pid $p $(tr -d '\0' </proc/$p/cmdline | cut -c1-40): $(awk '{print ($14+$15)/100}' /proc/$p/stat)"
+    done
   fi
   kill "$gw" "${workers[@]}"; wait "$gw" "${workers[@]}" || true
   unset SOMA_BACKEND

@@ -68,14 +68,14 @@ fn fast_options(workers: usize) -> WorkerOptions {
         lease: Duration::from_secs(5),
         renew_every: Duration::from_secs(1),
         poll_interval: Duration::from_millis(20),
-        prefetch: false,
+        prefetch: 0,
         error_backoff: Duration::from_millis(20),
     }
 }
 
 fn prefetching(workers: usize) -> WorkerOptions {
     WorkerOptions {
-        prefetch: true,
+        prefetch: 2,
         ..fast_options(workers)
     }
 }
@@ -309,8 +309,8 @@ async fn prefetched_workloads_keep_their_lease_and_run_one_at_a_time() {
     );
 }
 
-/// On shutdown a prefetched workload is run (it is leased to this worker already); the
-/// queued one behind it stays queued.
+/// On shutdown the prefetched workloads (2) are run, as they are leased to this worker
+/// already; the queued one behind them stays queued.
 #[tokio::test]
 async fn shutdown_runs_the_prefetched_workload() {
     let run = start(
@@ -319,7 +319,7 @@ async fn shutdown_runs_the_prefetched_workload() {
         MemoryBackend::backend(),
     );
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         ids.push(
             run.backend
                 .submit(&run.api, "text/plain", Bytes::new())
@@ -344,7 +344,12 @@ async fn shutdown_runs_the_prefetched_workload() {
     }
     assert_eq!(
         statuses,
-        [Status::Completed, Status::Completed, Status::InQueue]
+        [
+            Status::Completed,
+            Status::Completed,
+            Status::Completed,
+            Status::InQueue
+        ]
     );
 }
 
