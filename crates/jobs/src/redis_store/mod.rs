@@ -38,6 +38,13 @@
 //! empty pop, and a lost one (a waiter that gave up) only falls back to the poll. Queue
 //! contents, leases and redelivery never depend on the wake list.
 //!
+//! # Round trips
+//!
+//! The trait methods are one script or command each, so a workload costs 5 round trips to
+//! submit, 4 to claim and 5 to settle step by step. [`RedisSteps`] (what `connect_remote`
+//! uses) runs the three sequences as 1, 2 and 1 scripts for payloads kept in Redis; see its
+//! module.
+//!
 //! Record updates are compare-and-set: read the JSON, apply the shared Rust transition
 //! (`WorkloadRecord::start`/`finish`, the same code the other backends run), and write it
 //! back with a script that only succeeds if the stored bytes are still the ones read; on a
