@@ -162,15 +162,7 @@ impl Backend {
         api: &ApiName,
         id: &WorkloadId,
     ) -> Result<Option<(WorkloadRecord, Option<Bytes>)>, JobsError> {
-        let Some(record) = self.states.get(api, id).await? else {
-            return Ok(None);
-        };
-        let result = if record.status == Status::Completed {
-            self.states.result(api, id).await?
-        } else {
-            None
-        };
-        Ok(Some((record, result)))
+        self.states.get_with_result(api, id).await
     }
 
     /// Hands out the next workload of `api` under a lease of `lease`, skipping (and

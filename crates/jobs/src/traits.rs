@@ -89,6 +89,24 @@ pub trait StateStore: Send + Sync + Debug {
     /// The result bytes of a completed workload.
     async fn result(&self, api: &ApiName, id: &WorkloadId) -> Result<Option<Bytes>, JobsError>;
 
+    /// The record and, if it is `completed`, the result bytes: `get`, then `result`. A
+    /// remote store may read both at once (one round trip per status poll).
+    async fn get_with_result(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+    ) -> Result<Option<(WorkloadRecord, Option<Bytes>)>, JobsError> {
+        let Some(record) = self.get(api, id).await? else {
+            return Ok(None);
+        };
+        let result = if record.status == crate::model::Status::Completed {
+            self.result(api, id).await?
+        } else {
+            None
+        };
+        Ok(Some((record, result)))
+    }
+
     /// Deletes final records (and their results) that finished before `older_than`, in every
     /// API, and returns their ids. Non-final records are never expired.
     async fn expire(&self, older_than: SystemTime)

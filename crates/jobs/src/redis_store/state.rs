@@ -187,6 +187,29 @@ impl StateStore for RedisStore {
         Ok(raw.map(Bytes::from))
     }
 
+    async fn get_with_result(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+    ) -> Result<Option<(WorkloadRecord, Option<Bytes>)>, JobsError> {
+        // Both keys in one round trip. The result is written in the same script that makes
+        // the record `completed`, so a completed record read here comes with its result.
+        let (raw, result): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
+            .arg(self.record_key(api, id))
+            .arg(self.result_key(api, id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let record = decode(&raw)?;
+        let result = result
+            .filter(|_| record.status == Status::Completed)
+            .map(Bytes::from);
+        Ok(Some((record, result)))
+    }
+
     async fn expire(
         &self,
         older_than: SystemTime,
