@@ -5,12 +5,17 @@
 # this machine. Needs `cargo build --release -p soma -p soma-bench`, redis-server, and celery +
 # redis in the venv ($CELERY_VENV, default .venv; scripts/requirements.txt pins them).
 # Usage: scripts/bench-scale.sh [workloads] [clients]
+# Environment: SOMA_BIN (default target/release/soma) picks the soma binary, e.g. to compare two
+# builds; BENCH_PARTS (default "embedded redis celery") picks the parts to run; BENCH_PROCS
+# (default "1 2 4") the worker process counts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 WORKLOADS="${1:-2000}"
 CLIENTS="${2:-8}"
-SOMA=target/release/soma
+SOMA="${SOMA_BIN:-target/release/soma}"
+PARTS="${BENCH_PARTS:-embedded redis celery}"
+PROCS="${BENCH_PROCS:-1 2 4}"
 BENCH=target/release/soma-bench
 CONFIG=examples/iris/cortex.yaml
 SAMPLE=examples/iris/sample.json
@@ -41,8 +46,9 @@ curl -sf -X PUT "http://127.0.0.1:$MOTO_PORT/bench" -H 'Authorization: AWS4-HMAC
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 export SOMA_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" SOMA_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
-echo "== embedded: soma serve --workers 1, 2, 4"
-for n in 1 2 4; do
+if [[ " $PARTS " == *" embedded "* ]]; then
+echo "== embedded: soma serve --workers $PROCS"
+for n in $PROCS; do
   port="$(free_port)"
   "$SOMA" serve "$CONFIG" --listen "127.0.0.1:$port" --data-dir "$WORK/embedded-$n" --workers "$n" &
   pid=$!
@@ -51,29 +57,45 @@ for n in 1 2 4; do
   "$BENCH" async "127.0.0.1:$port" /iris "$SAMPLE" "$WORKLOADS" "$CLIENTS"
   kill "$pid"; wait "$pid" || true
 done
+fi
 
-echo "== redis + s3: 1 soma gateway + N soma worker processes (--workers 1 each)"
-for n in 1 2 4; do
+if [[ " $PARTS " == *" redis "* ]]; then
+echo "== redis + s3 ($SOMA): 1 soma gateway + N soma worker processes (--workers 1 each)"
+for n in $PROCS; do
   export SOMA_BACKEND=redis SOMA_S3_URL="s3://bench/run-$n" SOMA_REDIS_KEY_PREFIX="run-$n"
   port="$(free_port)"
   "$SOMA" gateway "$CONFIG" --listen "127.0.0.1:$port" &
   gw=$!
   workers=()
+  wports=()
   for i in $(seq "$n"); do
     wport="$(free_port)"
     "$SOMA" worker "$CONFIG" --listen "127.0.0.1:$wport" --workers 1 &
     workers+=($!)
+    wports+=("$wport")
     wait_http "127.0.0.1:$wport" /readyz
   done
   wait_http "127.0.0.1:$port" /readyz
   echo "-- $n worker process(es)"
+  [[ -n "${BENCH_REDIS_STATS:-}" ]] && redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
   "$BENCH" async "127.0.0.1:$port" /iris "$SAMPLE" "$WORKLOADS" "$CLIENTS"
+  if [[ -n "${BENCH_REDIS_STATS:-}" ]]; then
+    redis-cli -p "$REDIS_PORT" info commandstats | grep -E '^cmdstat' | sort -t= -k2 -n -r | head -20
+    for wport in "${wports[@]}"; do
+      curl -s "http://127.0.0.1:$wport/metrics" | grep -E '^soma_async_(processing|queue_wait)_seconds_(sum|count)' || true
+    done
+    for p in "$gw" "${workers[@]}" "${PIDS[0]}"; do
+      echo "cpu seconds (user+system) of pid $p $(tr -d '\0' </proc/$p/cmdline | cut -c1-40): $(awk '{print ($14+$15)/100}' /proc/$p/stat)"
+    done
+  fi
   kill "$gw" "${workers[@]}"; wait "$gw" "${workers[@]}" || true
   unset SOMA_BACKEND
 done
+fi
 
+if [[ " $PARTS " == *" celery "* ]]; then
 echo "== celery 5.5 + redis broker/backend: celery worker -c N (prefork, acks_late, prefetch 1)"
-for n in 1 2 4; do
+for n in $PROCS; do
   export CELERY_BROKER="redis://127.0.0.1:$REDIS_PORT/1"
   (cd scripts && exec "$CELERY_VENV/bin/celery" -A celery_iris worker -c "$n" --pool prefork \
     --without-gossip --without-mingle --loglevel warning) &
@@ -88,3 +110,4 @@ for n in 1 2 4; do
   kill "$cw"; wait "$cw" || true
   redis-cli -p "$REDIS_PORT" -n 1 flushdb >/dev/null
 done
+fi

@@ -88,6 +88,18 @@ impl Backend {
         backend
     }
 
+    /// Three stores and the [`AtomicSteps`] that runs each sequence over them.
+    pub(crate) fn with_atomic_steps(
+        queue: Arc<dyn Queue>,
+        states: Arc<dyn StateStore>,
+        blobs: Arc<dyn BlobStore>,
+        atomic: Arc<dyn AtomicSteps>,
+    ) -> Backend {
+        let mut backend = Backend::new(queue, states, blobs);
+        backend.atomic = Some(atomic);
+        backend
+    }
+
     /// Deliveries a workload gets before `claim` marks it failed instead of handing it out
     /// again (a payload that crashes the worker would otherwise loop forever). At least 1.
     pub fn with_max_attempts(mut self, max_attempts: u32) -> Backend {
@@ -150,15 +162,7 @@ impl Backend {
         api: &ApiName,
         id: &WorkloadId,
     ) -> Result<Option<(WorkloadRecord, Option<Bytes>)>, JobsError> {
-        let Some(record) = self.states.get(api, id).await? else {
-            return Ok(None);
-        };
-        let result = if record.status == Status::Completed {
-            self.states.result(api, id).await?
-        } else {
-            None
-        };
-        Ok(Some((record, result)))
+        self.states.get_with_result(api, id).await
     }
 
     /// Hands out the next workload of `api` under a lease of `lease`, skipping (and
@@ -261,7 +265,9 @@ impl Backend {
         let lease = &claimed.lease;
         if let Some(atomic) = &self.atomic {
             let key = payload_key(&lease.api, &lease.id);
-            return atomic.settle(lease, &key, outcome, Timestamp::now()).await;
+            return atomic
+                .settle(&claimed.record, lease, &key, outcome, Timestamp::now())
+                .await;
         }
         let won = self
             .states

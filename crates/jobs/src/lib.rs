@@ -13,7 +13,9 @@
 //!   [`expire`](Backend::expire)). The ordering rules that make crashes harmless live there,
 //!   once, for every backend.
 //! * [`AtomicSteps`]: optional; a store that holds all three on one transactional engine
-//!   runs each of `Backend`'s sequences (submit, claim, complete) as one write.
+//!   runs each of `Backend`'s sequences (submit, claim, complete) as one write. The Redis +
+//!   S3 backend implements it too (Lua scripts: 1, 2 and 1 round trips) for payloads kept in
+//!   Redis.
 //! * [`EmbeddedBackend`]: the default, one redb file `<data_dir>/soma.redb`.
 //! * [`MemoryBackend`]: in-memory, **for tests of other crates only**.
 //! * [`connect_remote`]: [`RedisStore`] (queue + states, sorted sets and Lua scripts; see

@@ -7,7 +7,7 @@ use soma_repository::S3Settings;
 use crate::backend::Backend;
 use crate::config::RemoteConfig;
 use crate::error::JobsError;
-use crate::redis_store::RedisStore;
+use crate::redis_store::{RedisSteps, RedisStore};
 use crate::s3::S3BlobStore;
 use crate::tiered::TieredBlobStore;
 
@@ -24,6 +24,23 @@ pub async fn connect_remote(config: &RemoteConfig) -> Result<Backend, JobsError>
         ..S3Settings::default()
     };
     let s3 = S3BlobStore::open(&config.bucket, &config.s3_prefix, &settings).await?;
-    let blobs = TieredBlobStore::new(redis.clone(), Arc::new(s3), config.inline_payload_limit);
-    Ok(Backend::new(redis.clone(), redis, Arc::new(blobs)))
+    let large: Arc<dyn crate::BlobStore> = Arc::new(s3);
+    let blobs: Arc<dyn crate::BlobStore> = Arc::new(TieredBlobStore::new(
+        redis.clone(),
+        large.clone(),
+        config.inline_payload_limit,
+    ));
+    // Submit, claim and settle in one or two round trips each (see `RedisSteps`).
+    let steps = RedisSteps {
+        redis: redis.clone(),
+        blobs: blobs.clone(),
+        large,
+        inline_limit: config.inline_payload_limit,
+    };
+    Ok(Backend::with_atomic_steps(
+        redis.clone(),
+        redis,
+        blobs,
+        Arc::new(steps),
+    ))
 }

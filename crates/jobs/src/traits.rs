@@ -39,6 +39,18 @@ pub trait Queue: Send + Sync + Debug {
     async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError>;
 
     async fn stats(&self, api: &ApiName) -> Result<QueueStats, JobsError>;
+
+    /// Returns when an item may have been pushed to `api` since the last call, by any
+    /// process, or after `timeout`, whichever comes first. Idle consumers call it between
+    /// empty `pop`s; a return is only a hint (another consumer may take the item first), so
+    /// spurious returns are allowed. The default sleeps `timeout`: a backend that cannot see
+    /// other processes' pushes leaves them to the next poll (in-process pushes wake workers
+    /// through their own signal).
+    async fn wait_for_push(&self, api: &ApiName, timeout: Duration) -> Result<(), JobsError> {
+        let _ = api;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
 }
 
 /// Workload records and results. Every status change is one atomic conditional write.
@@ -76,6 +88,24 @@ pub trait StateStore: Send + Sync + Debug {
 
     /// The result bytes of a completed workload.
     async fn result(&self, api: &ApiName, id: &WorkloadId) -> Result<Option<Bytes>, JobsError>;
+
+    /// The record and, if it is `completed`, the result bytes: `get`, then `result`. A
+    /// remote store may read both at once (one round trip per status poll).
+    async fn get_with_result(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+    ) -> Result<Option<(WorkloadRecord, Option<Bytes>)>, JobsError> {
+        let Some(record) = self.get(api, id).await? else {
+            return Ok(None);
+        };
+        let result = if record.status == crate::model::Status::Completed {
+            self.result(api, id).await?
+        } else {
+            None
+        };
+        Ok(Some((record, result)))
+    }
 
     /// Deletes final records (and their results) that finished before `older_than`, in every
     /// API, and returns their ids. Non-final records are never expired.
@@ -131,9 +161,11 @@ pub trait AtomicSteps: Send + Sync + Debug {
     ) -> Result<Option<Taken>, JobsError>;
 
     /// `StateStore::finish`, `BlobStore::delete` of the payload, `Queue::ack`. Returns
-    /// whether this call set the final status.
+    /// whether this call set the final status. `record` is the record as `take` handed it
+    /// out (a store may compare against it instead of reading the stored one).
     async fn settle(
         &self,
+        record: &WorkloadRecord,
         lease: &Lease,
         payload_key: &str,
         outcome: Outcome,

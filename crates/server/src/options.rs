@@ -28,6 +28,9 @@ pub struct ServeOptions {
     /// wake workers at once; those of other processes (a shared backend) are seen at the
     /// next poll, so keep it short there.
     pub poll_interval: Duration,
+    /// Workloads each worker slot claims ahead while it runs one
+    /// ([`soma_worker::WorkerOptions::prefetch`]); pays off on a remote backend.
+    pub prefetch: usize,
     /// How long a running workload is held before another worker may take it over.
     pub lease: Duration,
     /// The project's Python environment (a venv); `None` searches for `.venv`.

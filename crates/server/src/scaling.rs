@@ -60,6 +60,7 @@ pub(crate) fn spawn_workers(
         lease: shared.options.lease,
         renew_every: shared.options.lease / 4,
         poll_interval: shared.options.poll_interval,
+        prefetch: shared.options.prefetch,
         ..WorkerOptions::default()
     };
     if shared.options.workers.is_some() {

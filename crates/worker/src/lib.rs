@@ -7,6 +7,13 @@
 //! (`soma_jobs::Backend::complete` is conditional), so a redelivered workload never ends with
 //! two results.
 //!
+//! Waiting and prefetch: an idle worker waits for the in-process wake-up or
+//! `Queue::wait_for_push` (Redis: a blocking pop on the API's wake list, so submissions of
+//! other processes start at once), with `WorkerOptions::poll_interval` as the fallback. With
+//! `WorkerOptions::prefetch` a worker claims its next workloads on background tasks while
+//! its handler runs (the claims' round trips overlap the handler); they stay leased, with
+//! their leases renewed, until the worker runs them one after the other.
+//!
 //! Autoscaling: a pool has a fixed number of slots, of which [`run_autoscaler`] lets a
 //! varying number claim work, following Cortex's algorithm (see [`Autoscaler`]).
 

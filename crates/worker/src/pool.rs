@@ -1,3 +1,4 @@
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -6,7 +7,7 @@ use soma_jobs::{ApiName, Backend, Claimed, Outcome};
 use soma_metrics::Registry;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument as _, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::{HandlerFailure, Workload, WorkloadHandler};
 
@@ -19,9 +20,18 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// How often a running workload's lease is renewed (well under `lease`).
     pub renew_every: Duration,
-    /// Longest sleep of an idle worker between queue polls. In-process submissions wake
-    /// workers at once; the poll is for workloads submitted by other processes.
+    /// Longest wait of an idle worker between queue polls. In-process submissions wake
+    /// workers at once, and so do other processes' on a backend that signals pushes (Redis:
+    /// `Queue::wait_for_push`); the poll is the fallback.
     pub poll_interval: Duration,
+    /// Workloads a slot claims ahead while it runs the current one (0: none), so claims'
+    /// storage round trips overlap the handler and each other (like Celery's prefetch). The
+    /// handler still runs one workload at a time per slot; a prefetched one is leased,
+    /// marked `in_progress` and has its lease renewed while it waits, and after a crash it
+    /// is delivered again like a running one. Worth it on a remote backend, where a claim
+    /// costs network round trips; keep it small, as prefetched work waits for its slot even
+    /// if another slot is idle.
+    pub prefetch: usize,
     /// Pause after a storage error before trying again.
     pub error_backoff: Duration,
 }
@@ -33,6 +43,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(60),
             renew_every: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
+            prefetch: 0,
             error_backoff: Duration::from_secs(1),
         }
     }
@@ -130,48 +141,153 @@ struct Slot {
     active: watch::Receiver<usize>,
 }
 
+impl Slot {
+    fn may_claim(&self) -> bool {
+        self.index < *self.active.borrow()
+    }
+}
+
 async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver<bool>) {
     let options = &shared.options;
     // Storing an outcome is a durable write; the worker does not wait for it before taking
     // the next workload (the workload stays leased until it is stored, so a crash meanwhile
     // only means it runs again).
     let mut settling = JoinSet::new();
-    while !*shutdown.borrow() {
+    // Claims started ahead (`options.prefetch`), oldest first. Each is run before anything
+    // else, also after shutdown or a scale-down: it may be leased to this worker already.
+    let mut prefetching: VecDeque<Prefetch> = VecDeque::new();
+    loop {
         while settling.try_join_next().is_some() {}
         if settling.len() >= MAX_SETTLING {
             settling.join_next().await;
         }
-        if slot.index >= *slot.active.borrow_and_update() {
-            tokio::select! {
-                changed = slot.active.changed() => {
-                    if changed.is_err() {
-                        // The count can no longer change: this slot stays idle.
-                        let _ = shutdown.changed().await;
-                    }
-                }
-                _ = shutdown.changed() => {}
+        let claimed = if let Some(prefetch) = prefetching.pop_front() {
+            match prefetch.take().await {
+                Some(claimed) => claimed,
+                // The queue was empty; claim (or wait) below once the others are in.
+                None => continue,
             }
-            continue;
-        }
-        match shared.backend.claim(&shared.api, options.lease).await {
-            Ok(Some(claimed)) => {
-                let settle = process(&shared, claimed).await;
-                settling.spawn(settle.in_current_span());
+        } else {
+            if *shutdown.borrow() {
+                break;
             }
-            Ok(None) => {
+            if slot.index >= *slot.active.borrow_and_update() {
                 tokio::select! {
-                    () = shared.wake.notified() => {}
-                    () = tokio::time::sleep(options.poll_interval) => {}
+                    changed = slot.active.changed() => {
+                        if changed.is_err() {
+                            // The count can no longer change: this slot stays idle.
+                            let _ = shutdown.changed().await;
+                        }
+                    }
                     _ = shutdown.changed() => {}
                 }
+                continue;
             }
+            match shared.backend.claim(&shared.api, options.lease).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => {
+                    wait_for_work(&shared, &mut shutdown).await;
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot claim work; retrying");
+                    tokio::time::sleep(options.error_backoff).await;
+                    continue;
+                }
+            }
+        };
+        while prefetching.len() < options.prefetch && !*shutdown.borrow() && slot.may_claim() {
+            prefetching.push_back(Prefetch::start(&shared));
+        }
+        let settle = process(&shared, claimed).await;
+        settling.spawn(settle.in_current_span());
+    }
+    while settling.join_next().await.is_some() {}
+}
+
+/// Waits for a push (in this process or, if the backend signals them, any), the poll
+/// interval or shutdown.
+async fn wait_for_work(shared: &Shared, shutdown: &mut watch::Receiver<bool>) {
+    let poll_interval = shared.options.poll_interval;
+    let pushed = async {
+        let waited = shared
+            .backend
+            .queue
+            .wait_for_push(&shared.api, poll_interval)
+            .await;
+        if let Err(e) = waited {
+            debug!(error = %e, "cannot wait for new work; polling");
+            tokio::time::sleep(poll_interval).await;
+        }
+    };
+    tokio::select! {
+        () = shared.wake.notified() => {}
+        () = pushed => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// A claim started ahead of time, on a task of its own so that it overlaps the handler and
+/// other claims. The task is never aborted (a claim dropped half-way could leave a workload
+/// leased to nobody until the lease runs out); once it has a workload it renews the lease
+/// until the slot takes it.
+struct Prefetch {
+    task: Option<tokio::task::JoinHandle<Option<Claimed>>>,
+    taken: Arc<Notify>,
+}
+
+impl Drop for Prefetch {
+    /// Dropped without being taken (the pool was aborted): stop renewing, so that the lease
+    /// runs out and the workload is delivered again.
+    fn drop(&mut self) {
+        self.taken.notify_one();
+    }
+}
+
+impl Prefetch {
+    fn start(shared: &Arc<Shared>) -> Prefetch {
+        let taken = Arc::new(Notify::new());
+        let (shared, signal) = (Arc::clone(shared), Arc::clone(&taken));
+        let task = tokio::spawn(
+            async move {
+                match shared
+                    .backend
+                    .claim(&shared.api, shared.options.lease)
+                    .await
+                {
+                    Ok(Some(claimed)) => {
+                        with_lease_renewal(&shared, &claimed, signal.notified()).await;
+                        Some(claimed)
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        warn!(error = %e, "cannot claim a workload ahead; retrying later");
+                        None
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Prefetch {
+            task: Some(task),
+            taken,
+        }
+    }
+
+    /// The claimed workload (waiting for the claim if needed), its lease no longer renewed
+    /// here; `None` if the queue was empty.
+    async fn take(mut self) -> Option<Claimed> {
+        // A stored permit if the claim is still running: the renewal then ends at once.
+        self.taken.notify_one();
+        let task = self.task.take()?;
+        match task.await {
+            Ok(claimed) => claimed,
             Err(e) => {
-                warn!(error = %e, "cannot claim work; retrying");
-                tokio::time::sleep(options.error_backoff).await;
+                error!(error = %e, "a prefetch task failed");
+                None
             }
         }
     }
-    while settling.join_next().await.is_some() {}
 }
 
 /// Runs the handler on one workload and returns the future that stores its outcome.

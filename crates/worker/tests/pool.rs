@@ -1,4 +1,5 @@
-//! Worker behaviour over the in-memory backend with small Rust handlers.
+//! Worker behaviour over the in-memory backend with small Rust handlers, and the wake-up of
+//! idle workers over a real `redis-server`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use soma_jobs::{ApiName, Backend, MemoryBackend, Status, WorkloadId};
+use soma_jobs::{ApiName, Backend, MemoryBackend, RedactedUrl, RedisStore, Status, WorkloadId};
 use soma_metrics::Registry;
 use soma_worker::{HandlerFailure, WorkerOptions, WorkerPool, Workload, WorkloadHandler};
 use tokio::sync::{Notify, watch};
@@ -67,7 +68,15 @@ fn fast_options(workers: usize) -> WorkerOptions {
         lease: Duration::from_secs(5),
         renew_every: Duration::from_secs(1),
         poll_interval: Duration::from_millis(20),
+        prefetch: 0,
         error_backoff: Duration::from_millis(20),
+    }
+}
+
+fn prefetching(workers: usize) -> WorkerOptions {
+    WorkerOptions {
+        prefetch: 2,
+        ..fast_options(workers)
     }
 }
 
@@ -93,7 +102,16 @@ async fn wait_final(
 
 #[tokio::test]
 async fn processes_every_workload_once() {
-    let run = start(Duration::ZERO, fast_options(2), MemoryBackend::backend());
+    processes_every_workload_once_with(fast_options(2)).await;
+}
+
+#[tokio::test]
+async fn processes_every_workload_once_with_prefetch() {
+    processes_every_workload_once_with(prefetching(2)).await;
+}
+
+async fn processes_every_workload_once_with(options: WorkerOptions) {
+    let run = start(Duration::ZERO, options, MemoryBackend::backend());
     let mut ids = Vec::new();
     for i in 0..20 {
         let body = Bytes::from(vec![b'x'; i]);
@@ -250,4 +268,133 @@ async fn shutdown_leaves_queued_work_queued() {
         Status::InQueue,
         "the queued one stays queued"
     );
+}
+
+/// A prefetched workload waits while the current one runs: its lease is renewed meanwhile,
+/// so it is not delivered a second time, and the handler runs one workload at a time.
+#[tokio::test]
+async fn prefetched_workloads_keep_their_lease_and_run_one_at_a_time() {
+    let options = WorkerOptions {
+        lease: Duration::from_millis(300),
+        renew_every: Duration::from_millis(100),
+        ..prefetching(1)
+    };
+    let run = start(
+        Duration::from_millis(700),
+        options,
+        MemoryBackend::backend(),
+    );
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(
+            run.backend
+                .submit(&run.api, "text/plain", Bytes::new())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second is claimed (prefetched) while the first runs.
+    let stats = run.backend.queue.stats(&run.api).await.unwrap();
+    assert_eq!((stats.queued, stats.in_flight), (0, 2));
+    for id in &ids {
+        let (status, _, attempts, _) = wait_final(&run.backend, &run.api, id).await;
+        assert_eq!((status, attempts), (Status::Completed, 1), "ran twice");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "the two ran concurrently: {:?}",
+        started.elapsed()
+    );
+}
+
+/// On shutdown the prefetched workloads (2) are run, as they are leased to this worker
+/// already; the queued one behind them stays queued.
+#[tokio::test]
+async fn shutdown_runs_the_prefetched_workload() {
+    let run = start(
+        Duration::from_millis(200),
+        prefetching(1),
+        MemoryBackend::backend(),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            run.backend
+                .submit(&run.api, "text/plain", Bytes::new())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    run.stop.send(true).unwrap();
+    run.pool.drain(Duration::from_secs(5)).await;
+    let mut statuses = Vec::new();
+    for id in ids {
+        statuses.push(
+            run.backend
+                .status(&run.api, &id)
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            Status::Completed,
+            Status::Completed,
+            Status::Completed,
+            Status::InQueue
+        ]
+    );
+}
+
+/// A workload submitted through another connection (as by a gateway in another process,
+/// which cannot signal this process' workers) is picked up at once by an idle worker, not
+/// at its next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_wake_up_for_workloads_of_other_processes() {
+    let redis = tokio::task::spawn_blocking(soma_testkit::RedisServer::start)
+        .await
+        .unwrap();
+    let url = RedactedUrl::parse_redis(&redis.url()).unwrap();
+    let connect = || async {
+        Backend::from_store(Arc::new(RedisStore::connect(&url, "wake").await.unwrap()))
+    };
+    let poll_interval = Duration::from_secs(5);
+    let options = WorkerOptions {
+        poll_interval,
+        ..fast_options(2)
+    };
+    let run = start(Duration::ZERO, options, connect().await);
+    let gateway = connect().await;
+    for _ in 0..5 {
+        // Both workers have found the queue empty and are idle.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let submitted = Instant::now();
+        let id = gateway
+            .submit(&run.api, "text/plain", Bytes::new())
+            .await
+            .unwrap();
+        let deadline = submitted + Duration::from_millis(500);
+        loop {
+            let record = gateway.status(&run.api, &id).await.unwrap().unwrap().0;
+            if record.status == Status::Completed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {:?} {:?} after submission (poll interval {poll_interval:?})",
+                record.status,
+                submitted.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    run.stop.send(true).unwrap();
+    run.pool.drain(Duration::from_secs(5)).await;
 }

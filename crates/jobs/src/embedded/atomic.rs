@@ -62,6 +62,7 @@ impl AtomicSteps for EmbeddedBackend {
 
     async fn settle(
         &self,
+        _record: &WorkloadRecord,
         lease: &Lease,
         payload_key: &str,
         outcome: Outcome,

@@ -17,6 +17,7 @@
 //! | `P:q:<api>:since`  | HASH | id → push time (ms, Redis clock), for the oldest-age metric |
 //! | `P:q:<api>:leases` | ZSET | popped ids, score = lease deadline (ms, Redis clock) |
 //! | `P:q:<api>:lease`  | HASH | id → `<token>:<attempt>` of the current delivery |
+//! | `P:q:<api>:wake`   | LIST | wake tokens (at most 32) pushed with each item, see below |
 //! | `P:seq`            | STRING | counter for push order and lease tokens |
 //! | `P:rec:<api>:<id>` | STRING | the [`WorkloadRecord`](crate::WorkloadRecord) as JSON |
 //! | `P:res:<api>:<id>` | STRING | result bytes of a completed workload |
@@ -26,6 +27,23 @@
 //!
 //! A lease of a dead consumer needs no reaper: `pop` hands out expired leases first (the
 //! deadline is checked against Redis' own clock inside the script), with the attempt counted.
+//!
+//! # Waking idle workers
+//!
+//! Every push also pushes a token to the API's wake list. An idle worker, after an empty
+//! pop, blocks in `BLPOP` on that list (on a connection of its own: a blocking command would
+//! stall every other call multiplexed on the shared one) for at most its poll interval, so a
+//! workload submitted by any gateway is picked up within a round trip instead of at the next
+//! poll. Tokens carry no data: a stale one (left while all workers were busy) only causes one
+//! empty pop, and a lost one (a waiter that gave up) only falls back to the poll. Queue
+//! contents, leases and redelivery never depend on the wake list.
+//!
+//! # Round trips
+//!
+//! The trait methods are one script or command each, so a workload costs 5 round trips to
+//! submit, 4 to claim and 5 to settle step by step. [`RedisSteps`] (what `connect_remote`
+//! uses) runs the three sequences as 1, 2 and 1 scripts for payloads kept in Redis; see its
+//! module.
 //!
 //! Record updates are compare-and-set: read the JSON, apply the shared Rust transition
 //! (`WorkloadRecord::start`/`finish`, the same code the other backends run), and write it
@@ -49,10 +67,15 @@ mod blob;
 mod queue;
 mod scripts;
 mod state;
+mod steps;
 
+pub(crate) use steps::RedisSteps;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 
 use crate::config::RedactedUrl;
 use crate::error::JobsError;
@@ -67,6 +90,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    client: redis::Client,
+    /// Idle connections for blocking waits ([`Queue::wait_for_push`](crate::Queue)), one
+    /// per concurrent waiter, reused.
+    waiters: Arc<Mutex<Vec<MultiplexedConnection>>>,
     /// Key prefix including the trailing `:`.
     prefix: String,
     url: RedactedUrl,
@@ -103,45 +130,74 @@ impl RedisStore {
             .map_err(|e| unavailable(url, e))?;
         Ok(RedisStore {
             conn,
+            client,
+            waiters: Arc::default(),
             prefix: format!("{}:", key_prefix.trim_end_matches(':')),
             url: url.clone(),
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> ConnectionManager {
         // Cheap clone of a multiplexed handle.
         self.conn.clone()
     }
 
-    fn queue_key(&self, api: &ApiName, part: &str) -> String {
+    /// A connection of its own for one blocking command that may take `longest`.
+    async fn waiter(&self, longest: Duration) -> Result<MultiplexedConnection, JobsError> {
+        let idle = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(conn) = idle {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(longest + RESPONSE_TIMEOUT));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Returns a waiter connection whose command completed, for reuse.
+    fn return_waiter(&self, conn: MultiplexedConnection) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+
+    pub(super) fn queue_key(&self, api: &ApiName, part: &str) -> String {
         format!("{}q:{api}:{part}", self.prefix)
     }
 
-    fn seq_key(&self) -> String {
+    pub(super) fn seq_key(&self) -> String {
         format!("{}seq", self.prefix)
     }
 
-    fn record_key(&self, api: &ApiName, id: &WorkloadId) -> String {
+    pub(super) fn record_key(&self, api: &ApiName, id: &WorkloadId) -> String {
         format!("{}rec:{api}:{id}", self.prefix)
     }
 
-    fn result_key(&self, api: &ApiName, id: &WorkloadId) -> String {
+    pub(super) fn record_key_prefix(&self, api: &ApiName) -> String {
+        format!("{}rec:{api}:", self.prefix)
+    }
+
+    pub(super) fn result_key(&self, api: &ApiName, id: &WorkloadId) -> String {
         format!("{}res:{api}:{id}", self.prefix)
     }
 
-    fn counts_key(&self, api: &ApiName) -> String {
+    pub(super) fn counts_key(&self, api: &ApiName) -> String {
         format!("{}counts:{api}", self.prefix)
     }
 
-    fn finished_key(&self) -> String {
+    pub(super) fn finished_key(&self) -> String {
         format!("{}finished", self.prefix)
     }
 
-    fn blob_key(&self, key: &str) -> String {
+    pub(super) fn blob_key(&self, key: &str) -> String {
         format!("{}blob:{key}", self.prefix)
     }
 
-    fn err(&self, e: redis::RedisError) -> JobsError {
+    pub(super) fn err(&self, e: redis::RedisError) -> JobsError {
         unavailable(&self.url, e)
     }
 }

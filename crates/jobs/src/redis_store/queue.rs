@@ -8,7 +8,7 @@ use crate::error::JobsError;
 use crate::model::{ApiName, Lease, QueueStats, WorkloadId};
 use crate::traits::Queue;
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -20,6 +20,7 @@ impl Queue for RedisStore {
             .key(self.queue_key(api, "leases"))
             .key(self.queue_key(api, "since"))
             .key(self.seq_key())
+            .key(self.queue_key(api, "wake"))
             .arg(id.as_str())
             .invoke_async(&mut self.conn())
             .await
@@ -108,5 +109,32 @@ impl Queue for RedisStore {
             in_flight: u64::try_from(in_flight).unwrap_or(0),
             oldest_queued_age: u64::try_from(age).ok().map(Duration::from_millis),
         })
+    }
+
+    async fn wait_for_push(&self, api: &ApiName, timeout: Duration) -> Result<(), JobsError> {
+        let mut conn = self.waiter(timeout).await?;
+        let store = self.clone();
+        let key = self.queue_key(api, "wake");
+        // On a task of its own: if the caller stops waiting (woken in-process, shutdown),
+        // the command still completes and the connection is reused rather than left with a
+        // reply pending. Its token, if any, is then lost, which only delays another waiter
+        // until its poll.
+        let wait = tokio::spawn(async move {
+            let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
+                .arg(&key)
+                .arg(timeout.as_secs_f64().max(0.001))
+                .query_async(&mut conn)
+                .await;
+            match popped {
+                Ok(_) => {
+                    store.return_waiter(conn);
+                    Ok(())
+                }
+                Err(e) => Err(store.err(e)),
+            }
+        });
+        wait.await.map_err(|e| JobsError::Internal {
+            message: format!("waiting for a push: {e}"),
+        })?
     }
 }

@@ -21,9 +21,15 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{NOW}\n{body}"))
 }
 
-/// KEYS: ready, leases, since, seq. ARGV: id. Appends `id` unless it is queued or leased.
+/// Wake tokens kept in the wake list while no consumer is blocked on it. Each token only
+/// makes one idle consumer pop once, so a few are enough; the cap keeps the list tiny when
+/// every consumer is busy and nobody takes them.
+pub(super) const WAKE_TOKENS: usize = 32;
+
+/// KEYS: ready, leases, since, seq, wake. ARGV: id. Appends `id` unless it is queued or
+/// leased, and then pushes a wake token for a consumer blocked on the wake list (`BLPOP`).
 pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    script(&format!(
         r"
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
@@ -31,9 +37,12 @@ end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], seq, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], now_ms())
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, {})
 return 1
 ",
-    )
+        WAKE_TOKENS - 1
+    ))
 });
 
 /// KEYS: ready, leases, since, seq, lease info. ARGV: lease ms.
@@ -176,6 +185,95 @@ for _, m in ipairs(members) do
   redis.call('ZREM', KEYS[1], m)
 end
 return members
+",
+    )
+});
+
+/// [`POP`] (same KEYS and ARGV[1]) that also returns the popped workload's record JSON and
+/// its payload hash's `ct` and `body` (nil when absent): `{id, token, attempt, record, ct,
+/// body}`. Their keys depend on the popped id, so they are built from ARGV[2] (record key
+/// prefix) and ARGV[3], ARGV[4] (payload key before and after the id); fine on a single
+/// Redis (the `EXPIRE` script does the same), not on Redis Cluster.
+pub(super) static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local now = now_ms()
+local id
+local attempt = 1
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1)
+if #expired > 0 then
+  id = expired[1]
+  local info = redis.call('HGET', KEYS[5], id)
+  if info then attempt = tonumber(string.match(info, ':(%d+)$')) + 1 end
+else
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #first == 0 then return false end
+  id = first[1]
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+local token = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
+redis.call('HSET', KEYS[5], id, token .. ':' .. attempt)
+local record = redis.call('GET', ARGV[2] .. id)
+local blob = redis.call('HMGET', ARGV[3] .. id .. ARGV[4], 'ct', 'body')
+return {id, tostring(token), attempt, record, blob[1], blob[2]}
+",
+    )
+});
+
+/// Submit of a payload kept in Redis (or of the marker of one in S3) in one step.
+/// KEYS: record, counts, blob, ready, leases, since, seq, wake.
+/// ARGV: record json, status, content type, body, id.
+/// 0 if the record exists (nothing written), -1 if a payload is stored under the key
+/// already (nothing written: the caller takes the step-by-step path, which cleans up), else 1.
+pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    script(&format!(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('HSET', KEYS[3], 'ct', ARGV[3], 'body', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+if redis.call('ZSCORE', KEYS[4], ARGV[5]) or redis.call('ZSCORE', KEYS[5], ARGV[5]) then
+  return 1
+end
+local seq = redis.call('INCR', KEYS[7])
+redis.call('ZADD', KEYS[4], seq, ARGV[5])
+redis.call('HSET', KEYS[6], ARGV[5], now_ms())
+redis.call('LPUSH', KEYS[8], '1')
+redis.call('LTRIM', KEYS[8], 0, {})
+return 1
+",
+        WAKE_TOKENS - 1
+    ))
+});
+
+/// Settle in one step: [`TRANSITION`] of the record, then delete the payload and ack.
+/// KEYS: record, counts, result, finished index, blob, leases, lease info.
+/// ARGV 1-8: as for TRANSITION; ARGV[9]: id, ARGV[10]: token, ARGV[11]: content type of a
+/// large-store marker.
+/// 0 on a conflict (nothing written); 2 when the payload is in the large store (only the
+/// record was written: the caller deletes the payload, then acks); else 1.
+pub(super) static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= ARGV[4] then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+end
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6]) end
+if ARGV[7] == '1' then redis.call('SET', KEYS[3], ARGV[8]) end
+if redis.call('HGET', KEYS[5], 'ct') == ARGV[11] then return 2 end
+redis.call('DEL', KEYS[5])
+local info = redis.call('HGET', KEYS[7], ARGV[9])
+if info and string.match(info, '^(%d+):') == ARGV[10] then
+  redis.call('ZREM', KEYS[6], ARGV[9])
+  redis.call('HDEL', KEYS[7], ARGV[9])
+end
+return 1
 ",
     )
 });

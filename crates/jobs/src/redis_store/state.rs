@@ -19,21 +19,50 @@ fn micros(t: SystemTime) -> u64 {
     u64::try_from(micros).unwrap_or(u64::MAX)
 }
 
-fn encode(record: &WorkloadRecord) -> Result<Vec<u8>, JobsError> {
+pub(super) fn encode(record: &WorkloadRecord) -> Result<Vec<u8>, JobsError> {
     serde_json::to_vec(record).map_err(|e| JobsError::Internal {
         message: format!("encoding record {}: {e}", record.id),
     })
 }
 
-fn decode(bytes: &[u8]) -> Result<WorkloadRecord, JobsError> {
+pub(super) fn decode(bytes: &[u8]) -> Result<WorkloadRecord, JobsError> {
     serde_json::from_slice(bytes).map_err(|e| JobsError::Corrupt {
         what: format!("stored workload record: {e}"),
     })
 }
 
+/// ARGV 1 to 8 of the `TRANSITION` script (and of `SETTLE`, which starts with it).
+pub(super) fn transition_args(
+    old_raw: &[u8],
+    old: &WorkloadRecord,
+    new: &WorkloadRecord,
+    result: Option<&Bytes>,
+) -> Result<Vec<Vec<u8>>, JobsError> {
+    let finished_score = new
+        .finished_at
+        .filter(|_| new.status.is_final())
+        .map(|t| micros(t.system_time()).to_string())
+        .unwrap_or_default();
+    let member = format!("{}/{}/{}", new.api, new.status, new.id);
+    let (has_result, result) = match result {
+        Some(bytes) => (b"1".to_vec(), bytes.to_vec()),
+        None => (b"0".to_vec(), Vec::new()),
+    };
+    Ok(vec![
+        old_raw.to_vec(),
+        encode(new)?,
+        old.status.as_str().as_bytes().to_vec(),
+        new.status.as_str().as_bytes().to_vec(),
+        finished_score.into_bytes(),
+        member.into_bytes(),
+        has_result,
+        result,
+    ])
+}
+
 impl RedisStore {
     /// The stored JSON bytes (compared byte for byte by the transition script) and the record.
-    async fn load(
+    pub(super) async fn load(
         &self,
         api: &ApiName,
         id: &WorkloadId,
@@ -48,7 +77,7 @@ impl RedisStore {
     }
 
     /// Replaces `old` by `new` if the stored bytes are still `old`; `false` on a conflict.
-    async fn transition(
+    pub(super) async fn transition(
         &self,
         old_raw: &[u8],
         old: &WorkloadRecord,
@@ -56,28 +85,15 @@ impl RedisStore {
         result: Option<&Bytes>,
     ) -> Result<bool, JobsError> {
         let (api, id) = (&new.api, &new.id);
-        let finished_score = new
-            .finished_at
-            .filter(|_| new.status.is_final())
-            .map(|t| micros(t.system_time()).to_string())
-            .unwrap_or_default();
-        let member = format!("{api}/{}/{id}", new.status);
         let mut invocation = TRANSITION.prepare_invoke();
         invocation
             .key(self.record_key(api, id))
             .key(self.counts_key(api))
             .key(self.result_key(api, id))
-            .key(self.finished_key())
-            .arg(old_raw)
-            .arg(encode(new)?)
-            .arg(old.status.as_str())
-            .arg(new.status.as_str())
-            .arg(finished_score)
-            .arg(member);
-        match result {
-            Some(bytes) => invocation.arg("1").arg(bytes.as_ref()),
-            None => invocation.arg("0").arg(""),
-        };
+            .key(self.finished_key());
+        for arg in transition_args(old_raw, old, new, result)? {
+            invocation.arg(arg);
+        }
         let applied: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -169,6 +185,29 @@ impl StateStore for RedisStore {
             .await
             .map_err(|e| self.err(e))?;
         Ok(raw.map(Bytes::from))
+    }
+
+    async fn get_with_result(
+        &self,
+        api: &ApiName,
+        id: &WorkloadId,
+    ) -> Result<Option<(WorkloadRecord, Option<Bytes>)>, JobsError> {
+        // Both keys in one round trip. The result is written in the same script that makes
+        // the record `completed`, so a completed record read here comes with its result.
+        let (raw, result): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
+            .arg(self.record_key(api, id))
+            .arg(self.result_key(api, id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let record = decode(&raw)?;
+        let result = result
+            .filter(|_| record.status == Status::Completed)
+            .map(Bytes::from);
+        Ok(Some((record, result)))
     }
 
     async fn expire(
