@@ -8,11 +8,14 @@
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
 # Usage: bash scripts/bench_serving.sh [seconds per measurement, default 8]
+# Environment: BENCH_SECTIONS (default "4 5") picks the sections to run; §5 measures its own
+# FastAPI rows, so it stands alone (the machine's speed drifts within a long run).
 # Prints one markdown row per measurement (server CPU: user + system time of the server's
 # processes per request), and the mean batch size of every batching run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-8}
+sections=${BENCH_SECTIONS:-4 5}
 cargo build --release --quiet --bin soma --bin soma-bench
 export TF_CPP_MIN_LOG_LEVEL=2 SOMA_LOG=warn
 bench=target/release/soma-bench
@@ -114,6 +117,9 @@ echo
 echo "| § | model | conns | server | req/s | p50 ms | p99 ms | server CPU µs/req | errors |"
 echo "|---|---|---|---|---|---|---|---|---|"
 
+section() { [[ " $sections " == *" $1 "* ]]; }
+
+if section 4; then
 # §4 soma REST and gRPC (batching off).
 start_soma
 for m in "${models[@]}"; do
@@ -141,8 +147,18 @@ for workers in 1 2; do
   done
   stop
 done
+fi
 
-# §5 REST with batching off, fixed and auto, at 64 then 1 connections.
+section 5 || exit 0
+# §5 the FastAPI peer (2 workers, its best in §4), then REST with batching off, fixed and
+# auto, at 64 then 1 connections.
+start_fastapi 2
+for m in "${models[@]}"; do
+  for c in 64 1; do
+    measure 5 "FastAPI 2w" "$m" rest "127.0.0.1:$fastapi_port" "$m" "$data/$m.json" --connections "$c"
+  done
+done
+stop
 for mode in off fixed auto; do
   case $mode in
   off) start_soma ;;

@@ -15,6 +15,7 @@ pub mod batching;
 mod error;
 pub mod hub;
 mod model_set;
+mod run_clock;
 mod servable;
 mod signature;
 

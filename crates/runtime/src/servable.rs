@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -9,6 +8,7 @@ use soma_core::runner::ModelRunner;
 use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
 
 use crate::batching::{BatchOptions, BatchWindow, Batcher};
+use crate::run_clock::{RunClock, TimedRunner};
 use crate::{RuntimeError, choose_signature, warmup_inputs};
 
 /// One loaded model version, with the signature it serves by default.
@@ -20,12 +20,12 @@ pub struct Servable {
     default_signature: String,
     /// Server-side batching, if enabled for this model.
     batcher: Option<Batcher>,
-    /// Moving average of a TensorFlow run of this version, in nanoseconds (0: not measured
-    /// yet); see [`Servable::runs_quickly`].
-    run_nanos: AtomicU64,
+    /// How long this version's TensorFlow runs take (the runner times them); see
+    /// [`Servable::runs_quickly`].
+    run_clock: Arc<RunClock>,
 }
 
-/// A prediction whose TensorFlow run takes at most this long on average may run on the
+/// A model whose TensorFlow runs typically take at most this long may run predictions on the
 /// caller's async thread (see [`Servable::runs_quickly`]).
 pub const QUICK_RUN: Duration = Duration::from_micros(100);
 
@@ -59,13 +59,14 @@ impl Servable {
         let model = model.into();
         let label = format!("model '{model}' version {version}");
         let default_signature = choose_signature(runner.signatures(), signature_key, &label)?;
+        let run_clock = Arc::new(RunClock::new(QUICK_RUN));
         Ok(Servable {
             model,
             version,
-            runner: Arc::from(runner),
+            runner: Arc::new(TimedRunner::new(runner, Arc::clone(&run_clock))),
             default_signature,
             batcher: None,
-            run_nanos: AtomicU64::new(0),
+            run_clock,
         })
     }
 
@@ -91,38 +92,24 @@ impl Servable {
 
     /// Whether a prediction on this version is cheap enough to run in place on an async
     /// runtime's thread instead of being handed to a blocking pool: batching is off (a
-    /// batched request may wait for others) and its predictions have held their callers at
-    /// most [`QUICK_RUN`] on average (for a batched model, waiting included). On a small model the hand-off (two thread wake-ups) costs more than the
-    /// prediction itself. The average follows the model, so a version whose runs get slower
-    /// (bigger inputs, a loaded machine) goes back to the pool after a few requests.
+    /// batched request may wait for others) and most of its recent TensorFlow runs took at
+    /// most [`QUICK_RUN`]. On a small model the hand-off (two thread wake-ups) costs more
+    /// than the prediction itself. The measure follows the model, so a version whose runs
+    /// get slower (bigger inputs, a loaded machine) goes back to the pool after a few
+    /// requests.
     pub fn runs_quickly(&self) -> bool {
-        self.batcher.is_none() && self.quick_on_average()
+        self.batcher.is_none() && self.runs_are_quick()
     }
 
-    /// Whether [`try_predict_json_now`](Self::try_predict_json_now) may answer: predictions
-    /// have held their callers at most [`QUICK_RUN`] on average, and batching, if on, never
-    /// makes a lone request wait.
+    /// Whether [`try_predict_json_now`](Self::try_predict_json_now) may answer: most recent
+    /// TensorFlow runs (batched ones included, waiting for a batch not) took at most
+    /// [`QUICK_RUN`], and batching, if on, never makes a lone request wait.
     pub fn may_answer_now(&self) -> bool {
-        self.batcher.as_ref().is_none_or(Batcher::never_waits) && self.quick_on_average()
+        self.batcher.as_ref().is_none_or(Batcher::never_waits) && self.runs_are_quick()
     }
 
-    fn quick_on_average(&self) -> bool {
-        let nanos = self.run_nanos.load(Ordering::Relaxed);
-        nanos != 0 && nanos <= QUICK_RUN.as_nanos() as u64
-    }
-
-    /// Folds one run's duration into the moving average (weight 1/8; the first run sets it).
-    fn record_run(&self, took: Duration) {
-        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let old = self.run_nanos.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        // Concurrent updates may overwrite each other; an average that misses a sample is
-        // still an average.
-        self.run_nanos.store(new.max(1), Ordering::Relaxed);
+    fn runs_are_quick(&self) -> bool {
+        self.run_clock.is_quick()
     }
 
     /// The batching options, if batching is on.
@@ -223,7 +210,6 @@ impl Servable {
         let Some(batcher) = &self.batcher else {
             return Some(self.run(key, sig, tensors, None));
         };
-        let started = Instant::now();
         let outputs = match batcher.try_run_now(key, tensors) {
             Ok(outputs) => outputs,
             // Others are active. Joining them would mean handing this request to a blocking
@@ -235,7 +221,6 @@ impl Servable {
             }
             Err(_) => return None,
         };
-        self.record_run(started.elapsed());
         Some(outputs.map(|outputs| self.prediction(key, sig, outputs)))
     }
 
@@ -304,25 +289,19 @@ impl Servable {
         deadline: Option<Instant>,
     ) -> Result<Prediction, RuntimeError> {
         let outputs = match &self.batcher {
-            Some(batcher) => {
-                let started = Instant::now();
-                let outputs = batcher.run(key, inputs, deadline);
-                self.record_run(started.elapsed());
-                outputs?
-            }
+            Some(batcher) => batcher.run(key, inputs, deadline)?,
             None => self.run_now(key, &inputs.iter().collect::<Vec<_>>())?,
         };
         Ok(self.prediction(key, sig, outputs))
     }
 
     fn run_now(&self, key: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        let started = Instant::now();
-        let outputs = self.runner.run(key, inputs);
-        self.record_run(started.elapsed());
-        outputs.map_err(|source| RuntimeError::Engine {
-            context: format!("{} signature '{key}'", self.label()),
-            source,
-        })
+        self.runner
+            .run(key, inputs)
+            .map_err(|source| RuntimeError::Engine {
+                context: format!("{} signature '{key}'", self.label()),
+                source,
+            })
     }
 
     fn prediction(&self, key: &str, sig: &SignatureDef, outputs: Vec<Tensor>) -> Prediction {
@@ -452,7 +431,7 @@ mod tests {
         for _ in 0..16 {
             predict(&servable);
         }
-        assert!(!servable.runs_quickly(), "the average follows slow runs");
+        assert!(!servable.runs_quickly(), "the measure follows slow runs");
 
         *takes.lock().unwrap() = Duration::ZERO;
         for _ in 0..64 {
@@ -493,6 +472,26 @@ mod tests {
             }
             running.join().unwrap();
         }
+    }
+
+    #[test]
+    fn waiting_for_a_batch_does_not_count_as_a_slow_run() {
+        let (servable, _) = timed(Duration::ZERO);
+        let options = BatchOptions {
+            window: BatchWindow::Fixed(Duration::from_millis(20)),
+            ..BatchOptions::default()
+        };
+        let servable = servable.with_batching(options, None).unwrap();
+        let started = Instant::now();
+        predict(&servable);
+        assert!(
+            started.elapsed() >= Duration::from_millis(20),
+            "waited out the window"
+        );
+        assert!(
+            servable.runs_are_quick(),
+            "the run was quick; only the wait was long"
+        );
     }
 
     #[test]
