@@ -333,3 +333,33 @@ fn try_run_now_answers_only_a_lone_request_under_a_window_that_never_waits() {
     );
     assert!(runner.runs().is_empty(), "{:?}", runner.runs());
 }
+
+#[test]
+fn under_auto_a_lone_client_sending_back_to_back_never_waits_for_company() {
+    // Before the fix, `auto` waited up to its 1 ms window on every request of a single client
+    // (arrivals looked close together): 100 requests took 64 ms here, against well under 1 ms.
+    let runner = Recorder::new(true);
+    let auto = batcher(
+        &runner,
+        BatchOptions {
+            window: BatchWindow::Auto,
+            ..BatchOptions::default()
+        },
+    );
+    let started = Instant::now();
+    for i in 0..100 {
+        let outputs = auto
+            .run("serving_default", vec![rows(1, 2, i as f32)], None)
+            .unwrap();
+        assert_eq!(
+            outputs[0].to_vec::<f32>().unwrap(),
+            doubled(&rows(1, 2, i as f32))
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < super::AUTO_MAX_WAIT * 20,
+        "100 lone requests took {took:?}: some waited for a batch"
+    );
+    assert_eq!(runner.runs().len(), 100, "each ran alone");
+}
