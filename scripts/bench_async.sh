@@ -46,4 +46,5 @@ for interval in 2ms auto; do
   rm -f "$file"
 done
 echo "== floor"
-target/release/soma-bench async-floor examples/iris/cortex.yaml examples/iris/sample.json 3000
+# As many calls as workloads, so the floor is measured over as long a stretch as the runs.
+target/release/soma-bench async-floor examples/iris/cortex.yaml examples/iris/sample.json "$workloads"
