@@ -18,16 +18,49 @@ use crate::status::{from_runtime, invalid, status};
 
 const SIGNATURE_DEF_FIELD: &str = "signature_def";
 
-/// Runs one PredictRequest on `servable` (called on a blocking thread).
+/// Runs one PredictRequest on `servable` (called on a blocking thread: it may wait for a
+/// batch).
 pub(crate) fn predict(
     servable: &Servable,
     target: &Target,
-    inputs: HashMap<String, TensorProto>,
+    inputs: &HashMap<String, TensorProto>,
     output_filter: &[String],
     deadline: Option<std::time::Instant>,
 ) -> Result<PredictResponse, Status> {
-    let (key, signature) =
-        servable
+    predict_with(servable, target, inputs, output_filter, |key, tensors| {
+        Some(servable.predict_owned(Some(key), tensors, deadline))
+    })
+    .unwrap_or_else(|| Err(status(ErrorKind::Internal, "the prediction did not run")))
+}
+
+/// Like [`predict`] if the prediction needs no waiting for a batch
+/// ([`Servable::try_predict_owned_now`]), for the async thread that read the request; `None`
+/// if it would wait.
+pub(crate) fn predict_now(
+    servable: &Servable,
+    target: &Target,
+    inputs: &HashMap<String, TensorProto>,
+    output_filter: &[String],
+) -> Option<Result<PredictResponse, Status>> {
+    predict_with(servable, target, inputs, output_filter, |key, tensors| {
+        servable.try_predict_owned_now(Some(key), tensors)
+    })
+}
+
+/// Checks and decodes the request, lets `run` predict (`None`: not now) and builds the
+/// response.
+fn predict_with(
+    servable: &Servable,
+    target: &Target,
+    inputs: &HashMap<String, TensorProto>,
+    output_filter: &[String],
+    run: impl FnOnce(
+        &str,
+        BTreeMap<String, Tensor>,
+    ) -> Option<Result<soma_runtime::Prediction, soma_runtime::RuntimeError>>,
+) -> Option<Result<PredictResponse, Status>> {
+    let request = (|| {
+        let (key, signature) = servable
             .signature(target.signature.as_deref())
             .map_err(|e| match target.signature.as_deref() {
                 Some(name) if e.kind() == ErrorKind::NotFound => status(
@@ -36,18 +69,24 @@ pub(crate) fn predict(
                 ),
                 _ => from_runtime(&e),
             })?;
-    check_input_names(signature, &inputs)?;
-    let outputs = selected_outputs(signature, output_filter)?;
-    let mut tensors = BTreeMap::new();
-    for (alias, proto) in &inputs {
-        let tensor = tensor_from_proto(proto)
-            .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
-        tensors.insert(alias.clone(), tensor);
-    }
-    let prediction = servable
-        .predict_owned(Some(key), tensors, deadline)
-        .map_err(|e| from_runtime(&e))?;
-    let mut produced = prediction.outputs;
+        check_input_names(signature, inputs)?;
+        let outputs = selected_outputs(signature, output_filter)?;
+        let mut tensors = BTreeMap::new();
+        for (alias, proto) in inputs {
+            let tensor = tensor_from_proto(proto)
+                .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
+            tensors.insert(alias.clone(), tensor);
+        }
+        Ok::<_, Status>((key, outputs, tensors))
+    })();
+    let (key, outputs, tensors) = match request {
+        Ok(request) => request,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut produced = match run(key, tensors)? {
+        Ok(prediction) => prediction.outputs,
+        Err(e) => return Some(Err(from_runtime(&e))),
+    };
     let outputs = outputs
         .into_iter()
         .filter_map(|alias| {
@@ -55,10 +94,10 @@ pub(crate) fn predict(
             Some((alias, tensor_into_proto(tensor)))
         })
         .collect();
-    Ok(PredictResponse {
+    Some(Ok(PredictResponse {
         model_spec: Some(response_spec(servable, Some(key))),
         outputs,
-    })
+    }))
 }
 
 /// TF Serving's check and message for missing or extra inputs.

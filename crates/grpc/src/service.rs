@@ -105,11 +105,21 @@ impl PredictionService for Predictions {
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
         let limit = self.max_response_bytes;
+        // A quick model answers here when that needs no waiting for a batch (under `auto`
+        // batching too), as REST does: see `Servable::may_answer_now`.
+        if servable.may_answer_now()
+            && let Some(response) =
+                predict::predict_now(&servable, &target, &request.inputs, &request.output_filter)
+        {
+            let response = response?;
+            check_size(&response, limit)?;
+            return Ok(Response::new(response));
+        }
         let response = blocking(servable.runs_quickly(), move || {
             let response = predict::predict(
                 &servable,
                 &target,
-                request.inputs,
+                &request.inputs,
                 &request.output_filter,
                 deadline,
             )?;

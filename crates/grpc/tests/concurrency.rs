@@ -1,6 +1,7 @@
 //! Predictions run on the blocking pool, in parallel, without holding up the async runtime:
 //! sixteen requests to a model that takes 300 ms each finish together, and a status call
 //! made meanwhile answers at once even though the runtime has only two worker threads.
+//! A quick model under `auto` batching answers in place, each request with its own rows.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,12 +22,15 @@ use tonic::transport::Channel;
 const RUN_TIME: Duration = Duration::from_millis(300);
 const REQUESTS: usize = 16;
 
-/// Echoes its input after blocking the calling thread, like a TensorFlow session run.
+/// Echoes its input after blocking the calling thread for `takes`, like a TensorFlow
+/// session run.
 #[derive(Debug)]
 struct SlowEcho {
     signatures: BTreeMap<String, SignatureDef>,
+    takes: Duration,
     running: AtomicUsize,
     most_at_once: AtomicUsize,
+    runs: Arc<AtomicUsize>,
 }
 
 impl ModelRunner for SlowEcho {
@@ -37,13 +41,23 @@ impl ModelRunner for SlowEcho {
     fn run(&self, _signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
-        std::thread::sleep(RUN_TIME);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        if self.takes < Duration::from_millis(1) {
+            // A short run busy-waits: sleeping would overshoot by the timer's slack.
+            let started = Instant::now();
+            while started.elapsed() < self.takes {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::sleep(self.takes);
+        }
         self.running.fetch_sub(1, Ordering::SeqCst);
         Ok(vec![inputs[0].clone()])
     }
 }
 
-fn slow_model() -> Servable {
+/// The echo model; the counter counts its runs.
+fn echo_model(takes: Duration) -> (Servable, Arc<AtomicUsize>) {
     let info = |name: &str| TensorInfo {
         tensor_name: format!("{name}:0"),
         dtype: DType::Float,
@@ -54,25 +68,28 @@ fn slow_model() -> Servable {
         inputs: BTreeMap::from([("x".to_string(), info("x"))]),
         outputs: BTreeMap::from([("y".to_string(), info("y"))]),
     };
+    let runs = Arc::new(AtomicUsize::new(0));
     let runner = SlowEcho {
         signatures: BTreeMap::from([("serving_default".to_string(), signature)]),
+        takes,
         running: AtomicUsize::new(0),
         most_at_once: AtomicUsize::new(0),
+        runs: Arc::clone(&runs),
     };
-    Servable::new("slow", 1, Box::new(runner), None).unwrap()
+    let servable = Servable::new("slow", 1, Box::new(runner), None).unwrap();
+    (servable, runs)
 }
 
-fn spec() -> Option<ModelSpec> {
-    Some(ModelSpec {
-        name: "slow".into(),
-        ..ModelSpec::default()
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn predictions_run_in_parallel_off_the_async_runtime() {
+/// Serves `servable` as model "slow" at the URL returned; the sender stops the server.
+async fn serve(
+    servable: Servable,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
+) {
     let set = Arc::new(ModelSet::new("slow", false));
-    set.insert(Arc::new(slow_model()));
+    set.insert(Arc::new(servable));
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -85,24 +102,46 @@ async fn predictions_run_in_parallel_off_the_async_runtime() {
             stopped.await.ok();
         },
     ));
-    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    (url, stop, server)
+}
+
+async fn connect(url: &str) -> Channel {
+    Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Predicts `[i]` and checks the answer is `[i]`.
+async fn echo(channel: Channel, i: usize) {
+    let mut client = PredictionServiceClient::new(channel);
+    let x = Tensor::from_slice(vec![1], &[i as f32]).unwrap();
+    let request = PredictRequest {
+        model_spec: spec(),
+        inputs: [("x".to_string(), tensor_into_proto(x))].into(),
+        output_filter: vec![],
+    };
+    let response = client.predict(request).await.unwrap().into_inner();
+    let y = tensor_from_proto(&response.outputs["y"]).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![i as f32]);
+}
+
+fn spec() -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: "slow".into(),
+        ..ModelSpec::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_run_in_parallel_off_the_async_runtime() {
+    let (url, stop, server) = serve(echo_model(RUN_TIME).0).await;
+    let channel = connect(&url).await;
 
     let started = Instant::now();
     let calls: Vec<_> = (0..REQUESTS)
-        .map(|i| {
-            let mut client = PredictionServiceClient::new(channel.clone());
-            tokio::spawn(async move {
-                let x = Tensor::from_slice(vec![1], &[i as f32]).unwrap();
-                let request = PredictRequest {
-                    model_spec: spec(),
-                    inputs: [("x".to_string(), tensor_into_proto(x))].into(),
-                    output_filter: vec![],
-                };
-                let response = client.predict(request).await.unwrap().into_inner();
-                let y = tensor_from_proto(&response.outputs["y"]).unwrap();
-                assert_eq!(y.to_vec::<f32>().unwrap(), vec![i as f32]);
-            })
-        })
+        .map(|i| tokio::spawn(echo(channel.clone(), i)))
         .collect();
 
     // While every prediction is blocked in the model, the runtime still answers.
@@ -129,6 +168,43 @@ async fn predictions_run_in_parallel_off_the_async_runtime() {
     assert!(
         took < RUN_TIME * 3,
         "{REQUESTS} predictions of {RUN_TIME:?} took {took:?}: they did not run in parallel"
+    );
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_auto_batching_a_quick_model_answers_each_request_in_place() {
+    use soma_runtime::batching::{BatchOptions, BatchWindow};
+
+    // Quick (under soma_runtime::QUICK_RUN), but long enough for concurrent requests to
+    // meet in the batcher if they went there.
+    let (servable, runs) = echo_model(Duration::from_micros(50));
+    let options = BatchOptions {
+        window: BatchWindow::Auto,
+        ..BatchOptions::default()
+    };
+    let (url, stop, server) = serve(servable.with_batching(options, None).unwrap()).await;
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(connect(&url).await);
+    }
+    // The first run measures the model (unmeasured counts as slow, so it goes to the pool).
+    echo(channels[0].clone(), 1000).await;
+
+    // 8 connections with 8 requests each, all at once.
+    let calls: Vec<_> = (0..64)
+        .map(|i| tokio::spawn(echo(channels[i % 8].clone(), i)))
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Through the batcher, requests arriving together would have shared runs.
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        65,
+        "each request ran on its own, where it was read"
     );
 
     stop.send(()).unwrap();

@@ -202,11 +202,33 @@ impl Servable {
         signature: Option<&str>,
         inputs: &Map<String, Value>,
     ) -> Option<Result<Prediction, RuntimeError>> {
-        let tensors = match self.json_tensors(signature, inputs) {
-            Ok(tensors) => tensors,
-            Err(e) => return Some(Err(e)),
-        };
-        let (key, sig, tensors) = tensors;
+        match self.json_tensors(signature, inputs) {
+            Ok((key, sig, tensors)) => self.try_run_now(key, sig, tensors),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`try_predict_json_now`](Self::try_predict_json_now) for tensor inputs (dtypes and
+    /// shapes checked against the signature), as [`predict_owned`](Self::predict_owned) takes
+    /// them.
+    pub fn try_predict_owned_now(
+        &self,
+        signature: Option<&str>,
+        inputs: BTreeMap<String, Tensor>,
+    ) -> Option<Result<Prediction, RuntimeError>> {
+        match self.ordered_tensors(signature, inputs) {
+            Ok((key, sig, tensors)) => self.try_run_now(key, sig, tensors),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Runs checked inputs now if that needs no waiting for a batch; `None` if it would.
+    fn try_run_now(
+        &self,
+        key: &str,
+        sig: &SignatureDef,
+        tensors: Vec<Tensor>,
+    ) -> Option<Result<Prediction, RuntimeError>> {
         let Some(batcher) = &self.batcher else {
             return Some(self.run(key, sig, tensors, None));
         };
@@ -222,6 +244,24 @@ impl Servable {
             Err(_) => return None,
         };
         Some(outputs.map(|outputs| self.prediction(key, sig, outputs)))
+    }
+
+    /// The signature and `inputs` in the signature's order, names, dtypes and shapes checked.
+    #[allow(clippy::type_complexity)]
+    fn ordered_tensors(
+        &self,
+        signature: Option<&str>,
+        mut inputs: BTreeMap<String, Tensor>,
+    ) -> Result<(&str, &SignatureDef, Vec<Tensor>), RuntimeError> {
+        let (key, sig) = self.signature(signature)?;
+        self.check_names(key, sig, inputs.keys())?;
+        let mut ordered = Vec::with_capacity(sig.inputs.len());
+        for (name, info) in &sig.inputs {
+            let tensor = inputs.remove(name).expect("names were checked");
+            check_tensor(name, &tensor, info)?;
+            ordered.push(tensor);
+        }
+        Ok((key, sig, ordered))
     }
 
     /// The signature and its inputs as tensors (in the signature's order), checked.
@@ -266,17 +306,10 @@ impl Servable {
     pub fn predict_owned(
         &self,
         signature: Option<&str>,
-        mut inputs: BTreeMap<String, Tensor>,
+        inputs: BTreeMap<String, Tensor>,
         deadline: Option<Instant>,
     ) -> Result<Prediction, RuntimeError> {
-        let (key, sig) = self.signature(signature)?;
-        self.check_names(key, sig, inputs.keys())?;
-        let mut ordered = Vec::with_capacity(sig.inputs.len());
-        for (name, info) in &sig.inputs {
-            let tensor = inputs.remove(name).expect("names were checked");
-            check_tensor(name, &tensor, info)?;
-            ordered.push(tensor);
-        }
+        let (key, sig, ordered) = self.ordered_tensors(signature, inputs)?;
         self.run(key, sig, ordered, deadline)
     }
 
@@ -448,29 +481,37 @@ mod tests {
         use crate::batching::BatchWindow;
 
         let json = serde_json::json!({"x": [[1.0, 2.0]]});
-        let inputs = json.as_object().unwrap();
-        for (window, answers) in [
-            (BatchWindow::Auto, true),
-            (BatchWindow::Fixed(Duration::from_millis(5)), false),
-        ] {
-            let (servable, _) = timed(Duration::from_millis(200));
-            let options = BatchOptions {
-                window,
-                ..BatchOptions::default()
-            };
-            let servable = Arc::new(servable.with_batching(options, None).unwrap());
-            let running = {
-                let servable = Arc::clone(&servable);
-                std::thread::spawn(move || predict(&servable))
-            };
-            std::thread::sleep(Duration::from_millis(50));
-            let answer = servable.try_predict_json_now(None, inputs);
-            assert_eq!(answer.is_some(), answers, "{window:?}");
-            if let Some(answer) = answer {
-                let y = &answer.unwrap().outputs["y"];
-                assert_eq!(y.to_vec::<f32>().unwrap(), [2.0, 4.0]);
+        let tensors = || {
+            let x = Tensor::from_slice(vec![1, 2], &[1.0f32, 2.0]).unwrap();
+            BTreeMap::from([("x".to_string(), x)])
+        };
+        type TryNow<'a> = &'a dyn Fn(&Servable) -> Option<Result<Prediction, RuntimeError>>;
+        let from_json: TryNow = &|s| s.try_predict_json_now(None, json.as_object().unwrap());
+        let from_tensors: TryNow = &|s| s.try_predict_owned_now(None, tensors());
+        for (variant, try_now) in [("json", from_json), ("tensors", from_tensors)] {
+            for (window, answers) in [
+                (BatchWindow::Auto, true),
+                (BatchWindow::Fixed(Duration::from_millis(5)), false),
+            ] {
+                let (servable, _) = timed(Duration::from_millis(200));
+                let options = BatchOptions {
+                    window,
+                    ..BatchOptions::default()
+                };
+                let servable = Arc::new(servable.with_batching(options, None).unwrap());
+                let running = {
+                    let servable = Arc::clone(&servable);
+                    std::thread::spawn(move || predict(&servable))
+                };
+                std::thread::sleep(Duration::from_millis(50));
+                let answer = try_now(&servable);
+                assert_eq!(answer.is_some(), answers, "{variant} {window:?}");
+                if let Some(answer) = answer {
+                    let y = &answer.unwrap().outputs["y"];
+                    assert_eq!(y.to_vec::<f32>().unwrap(), [2.0, 4.0]);
+                }
+                running.join().unwrap();
             }
-            running.join().unwrap();
         }
     }
 
