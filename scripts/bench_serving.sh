@@ -149,7 +149,7 @@ for workers in 1 2; do
 done
 fi
 
-section 5 || exit 0
+if section 5; then
 # §5 the FastAPI peer (2 workers, its best in §4), then REST with batching off, fixed and
 # auto, at 64 then 1 connections.
 start_fastapi 2
@@ -176,5 +176,6 @@ for mode in off fixed auto; do
   done
   stop
 done
+fi
 echo
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -28,8 +28,6 @@ const REQUESTS: usize = 16;
 struct SlowEcho {
     signatures: BTreeMap<String, SignatureDef>,
     takes: Duration,
-    running: AtomicUsize,
-    most_at_once: AtomicUsize,
     runs: Arc<AtomicUsize>,
 }
 
@@ -39,8 +37,6 @@ impl ModelRunner for SlowEcho {
     }
 
     fn run(&self, _signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_at_once.fetch_max(now, Ordering::SeqCst);
         self.runs.fetch_add(1, Ordering::SeqCst);
         if self.takes < Duration::from_millis(1) {
             // A short run busy-waits: sleeping would overshoot by the timer's slack.
@@ -51,7 +47,6 @@ impl ModelRunner for SlowEcho {
         } else {
             std::thread::sleep(self.takes);
         }
-        self.running.fetch_sub(1, Ordering::SeqCst);
         Ok(vec![inputs[0].clone()])
     }
 }
@@ -72,8 +67,6 @@ fn echo_model(takes: Duration) -> (Servable, Arc<AtomicUsize>) {
     let runner = SlowEcho {
         signatures: BTreeMap::from([("serving_default".to_string(), signature)]),
         takes,
-        running: AtomicUsize::new(0),
-        most_at_once: AtomicUsize::new(0),
         runs: Arc::clone(&runs),
     };
     let servable = Servable::new("slow", 1, Box::new(runner), None).unwrap();

@@ -98,18 +98,14 @@ impl Servable {
     /// get slower (bigger inputs, a loaded machine) goes back to the pool after a few
     /// requests.
     pub fn runs_quickly(&self) -> bool {
-        self.batcher.is_none() && self.runs_are_quick()
+        self.batcher.is_none() && self.run_clock.is_quick()
     }
 
     /// Whether [`try_predict_json_now`](Self::try_predict_json_now) may answer: most recent
     /// TensorFlow runs (batched ones included, waiting for a batch not) took at most
     /// [`QUICK_RUN`], and batching, if on, never makes a lone request wait.
     pub fn may_answer_now(&self) -> bool {
-        self.batcher.as_ref().is_none_or(Batcher::never_waits) && self.runs_are_quick()
-    }
-
-    fn runs_are_quick(&self) -> bool {
-        self.run_clock.is_quick()
+        self.batcher.as_ref().is_none_or(Batcher::never_waits) && self.run_clock.is_quick()
     }
 
     /// The batching options, if batching is on.
@@ -530,7 +526,7 @@ mod tests {
             "waited out the window"
         );
         assert!(
-            servable.runs_are_quick(),
+            servable.run_clock.is_quick(),
             "the run was quick; only the wait was long"
         );
     }
