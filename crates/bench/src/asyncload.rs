@@ -68,11 +68,14 @@ pub(crate) fn run(
             })
             .collect();
         drop(submitted_ids);
-        for client in clients {
-            client.join().expect("client thread")?;
-        }
+        let submitting = clients
+            .into_iter()
+            .try_for_each(|client| client.join().expect("client thread"));
         let submitted = started.elapsed();
+        // The poller's error first: a failed workload also stops the submitters, whose own
+        // error then only says that the poller stopped.
         let polled = poller.join().expect("poller thread")?;
+        submitting?;
         anyhow::Ok((submitted, polled))
     })?;
     let total = started.elapsed();
