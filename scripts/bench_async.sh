@@ -16,12 +16,22 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 run() { # <label> <cortex.yaml> <workers>
   local data
   data=$(mktemp -d -p "$tmp")
-  target/release/soma serve "$2" --listen "127.0.0.1:$port" --data-dir "$data" --workers "$3" >/dev/null 2>&1 &
+  # A server left over on the port would answer in place of the one under test.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "error: port $port is already in use (a server left over from another run?)" >&2
+    exit 1
+  fi
+  target/release/soma serve "$2" --listen "127.0.0.1:$port" --data-dir "$data" --workers "$3" >"$tmp/soma.log" 2>&1 &
   local server=$!
   for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
   done
+  if ! kill -0 "$server" 2>/dev/null; then
+    echo "error: soma serve exited; its log:" >&2
+    cat "$tmp/soma.log" >&2
+    exit 1
+  fi
   echo "== $1"
   target/release/soma-bench async "127.0.0.1:$port" /iris examples/iris/sample.json "$workloads" "$clients"
   curl -s "http://127.0.0.1:$port/metrics" | grep -E '^soma_batch_size_(sum|count)' || true

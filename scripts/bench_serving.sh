@@ -39,6 +39,23 @@ EOF
 printf 'max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n' >"$tmp/fixed.txt"
 printf 'max_batch_size { value: 64 }\nbatch_timeout_micros: auto\n' >"$tmp/auto.txt"
 
+# A server left over on one of the fixed ports would answer in place of the one under test.
+require_free() { # <port>...
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "error: port $port is already in use (a server left over from another run?)" >&2
+      exit 1
+    fi
+  done
+}
+
+alive() { # <pid> <name>: the server we started is the one that answered
+  kill -0 "$1" 2>/dev/null && return 0
+  echo "error: $2 exited; its log:" >&2
+  cat "$tmp/$2.log" >&2
+  exit 1
+}
+
 wait_for() { # <url> [method]: until it answers 200
   for _ in $(seq 1 600); do
     curl -sf -o /dev/null "$1" && return 0
@@ -49,19 +66,22 @@ wait_for() { # <url> [method]: until it answers 200
 }
 
 start_soma() { # [extra flags...]: soma tfserving on both models; sets $server
+  require_free "$grpc_port" "$rest_port"
   target/release/soma tfserving --port "$grpc_port" --rest_api_port "$rest_port" \
     --model_config_file "$tmp/models.config" "$@" >"$tmp/soma.log" 2>&1 &
   server=$!
   wait_for "http://127.0.0.1:$rest_port/v2/health/ready"
+  alive "$server" soma
 }
 
 start_fastapi() { # <workers>: sets $server
+  require_free "$fastapi_port"
   .venv/bin/python scripts/bench_fastapi.py --port "$fastapi_port" --workers "$1" \
     iris=fixtures/models/iris mlp1024=fixtures/models/mlp1024 >"$tmp/fastapi.log" 2>&1 &
   server=$!
   for _ in $(seq 1 600); do
     curl -sf -o /dev/null -H 'Content-Type: application/json' -d @"$data/iris.json" \
-      "http://127.0.0.1:$fastapi_port/v1/models/iris:predict" && return 0
+      "http://127.0.0.1:$fastapi_port/v1/models/iris:predict" && alive "$server" fastapi && return 0
     sleep 0.1
   done
   echo "error: FastAPI never answered" >&2
