@@ -45,32 +45,43 @@ return 1
     ))
 });
 
+/// `pop_lease()`: the pop shared by [`POP`] and [`TAKE`] (KEYS: ready, leases, since, seq,
+/// lease info; ARGV[1]: lease ms). Leases the next visible id, expired leases first (they are
+/// the oldest), and returns `id, token, attempt`, or nil when nothing is visible.
+const POP_LEASE: &str = r"
+local function pop_lease()
+  local now = now_ms()
+  local id
+  local attempt = 1
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1)
+  if #expired > 0 then
+    id = expired[1]
+    local info = redis.call('HGET', KEYS[5], id)
+    if info then attempt = tonumber(string.match(info, ':(%d+)$')) + 1 end
+  else
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+    if #first == 0 then return nil end
+    id = first[1]
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[3], id)
+  end
+  local token = redis.call('INCR', KEYS[4])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
+  redis.call('HSET', KEYS[5], id, token .. ':' .. attempt)
+  return id, token, attempt
+end
+";
+
 /// KEYS: ready, leases, since, seq, lease info. ARGV: lease ms.
 /// Returns `{id, token, attempt}` or nil. Expired leases first (they are the oldest).
 pub(super) static POP: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
-local now = now_ms()
-local id
-local attempt = 1
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1)
-if #expired > 0 then
-  id = expired[1]
-  local info = redis.call('HGET', KEYS[5], id)
-  if info then attempt = tonumber(string.match(info, ':(%d+)$')) + 1 end
-else
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #first == 0 then return false end
-  id = first[1]
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[3], id)
-end
-local token = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
-redis.call('HSET', KEYS[5], id, token .. ':' .. attempt)
-return {id, tostring(token), attempt}
+    script(&format!(
+        r"{POP_LEASE}
+local id, token, attempt = pop_lease()
+if not id then return false end
+return {{id, tostring(token), attempt}}
 ",
-    )
+    ))
 });
 
 /// KEYS: leases, lease info. ARGV: id, token, lease ms. 1 if the token still holds the lease.
@@ -195,31 +206,15 @@ return members
 /// prefix) and ARGV[3], ARGV[4] (payload key before and after the id); fine on a single
 /// Redis (the `EXPIRE` script does the same), not on Redis Cluster.
 pub(super) static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
-local now = now_ms()
-local id
-local attempt = 1
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1)
-if #expired > 0 then
-  id = expired[1]
-  local info = redis.call('HGET', KEYS[5], id)
-  if info then attempt = tonumber(string.match(info, ':(%d+)$')) + 1 end
-else
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #first == 0 then return false end
-  id = first[1]
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[3], id)
-end
-local token = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), id)
-redis.call('HSET', KEYS[5], id, token .. ':' .. attempt)
+    script(&format!(
+        r"{POP_LEASE}
+local id, token, attempt = pop_lease()
+if not id then return false end
 local record = redis.call('GET', ARGV[2] .. id)
 local blob = redis.call('HMGET', ARGV[3] .. id .. ARGV[4], 'ct', 'body')
-return {id, tostring(token), attempt, record, blob[1], blob[2]}
+return {{id, tostring(token), attempt, record, blob[1], blob[2]}}
 ",
-    )
+    ))
 });
 
 /// Submit of a payload kept in Redis (or of the marker of one in S3) in one step.
