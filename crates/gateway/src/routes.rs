@@ -244,26 +244,9 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     for route in &gateway.config.routes {
         let labels = [("api_name", route.api.as_str())];
         if let Ok(stats) = gateway.backend.queue.stats(&route.api).await {
-            let age = stats.oldest_queued_age.map_or(0.0, |d| d.as_secs_f64());
-            let m = &gateway.metrics;
-            let _ = m.gauge_set(
-                "soma_async_queued",
-                "Workloads waiting in the queue.",
-                &labels,
-                stats.queued as f64,
-            );
-            let _ = m.gauge_set(
-                "soma_async_in_flight",
-                "Workloads leased by a worker.",
-                &labels,
-                stats.in_flight as f64,
-            );
-            let _ = m.gauge_set(
-                "soma_async_oldest_queued_age_seconds",
-                "Age of the oldest queued workload.",
-                &labels,
-                age,
-            );
+            for (name, help, value) in stats.gauges() {
+                let _ = gateway.metrics.gauge_set(name, help, &labels, value);
+            }
         }
     }
     let mut response = gateway.metrics.render().into_response();

@@ -368,6 +368,31 @@ pub struct QueueStats {
     pub oldest_queued_age: Option<Duration>,
 }
 
+impl QueueStats {
+    /// The stats as Prometheus gauges, `(name, help, value)`: what the gateway's `/metrics`
+    /// and the worker process's autoscaler both export, under the same names.
+    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 3] {
+        let age = self.oldest_queued_age.map_or(0.0, |d| d.as_secs_f64());
+        [
+            (
+                "soma_async_queued",
+                "Workloads waiting in the queue.",
+                self.queued as f64,
+            ),
+            (
+                "soma_async_in_flight",
+                "Workloads leased by a worker.",
+                self.in_flight as f64,
+            ),
+            (
+                "soma_async_oldest_queued_age_seconds",
+                "Age of the oldest queued workload.",
+                age,
+            ),
+        ]
+    }
+}
+
 /// Number of records per status for one API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatusCounts {
@@ -507,5 +532,24 @@ mod tests {
         );
         assert_eq!(record.status, Status::Failed);
         assert_eq!(record.attempts, 1);
+    }
+
+    #[test]
+    fn queue_stats_export_as_three_gauges() {
+        let stats = QueueStats {
+            queued: 5,
+            in_flight: 2,
+            oldest_queued_age: Some(Duration::from_millis(1500)),
+        };
+        let values: Vec<(&str, f64)> = stats.gauges().iter().map(|g| (g.0, g.2)).collect();
+        assert_eq!(
+            values,
+            [
+                ("soma_async_queued", 5.0),
+                ("soma_async_in_flight", 2.0),
+                ("soma_async_oldest_queued_age_seconds", 1.5),
+            ]
+        );
+        assert_eq!(QueueStats::default().gauges()[2].2, 0.0);
     }
 }

@@ -213,25 +213,9 @@ pub async fn run_autoscaler(
         match backend.queue.stats(&api).await {
             Ok(stats) => {
                 autoscaler.observe(Instant::now(), (stats.queued + stats.in_flight) as f64);
-                let age = stats.oldest_queued_age.map_or(0.0, |d| d.as_secs_f64());
-                let _ = metrics.gauge_set(
-                    "soma_async_queued",
-                    "Workloads waiting in the queue.",
-                    &labels,
-                    stats.queued as f64,
-                );
-                let _ = metrics.gauge_set(
-                    "soma_async_in_flight",
-                    "Workloads leased by a worker.",
-                    &labels,
-                    stats.in_flight as f64,
-                );
-                let _ = metrics.gauge_set(
-                    "soma_async_oldest_queued_age_seconds",
-                    "Age of the oldest queued workload.",
-                    &labels,
-                    age,
-                );
+                for (name, help, value) in stats.gauges() {
+                    let _ = metrics.gauge_set(name, help, &labels, value);
+                }
             }
             Err(error) => warn!(%api, %error, "autoscaler cannot read the queue length"),
         }
