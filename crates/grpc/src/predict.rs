@@ -47,8 +47,39 @@ pub(crate) fn predict_now(
     })
 }
 
-/// Checks and decodes the request, lets `run` predict (`None`: not now) and builds the
-/// response.
+/// A PredictRequest checked against the servable: the signature key, the outputs to return
+/// and the decoded input tensors.
+type Decoded<'a> = (&'a str, Vec<String>, BTreeMap<String, Tensor>);
+
+/// Checks the request's signature, input names and output filter, and decodes its tensors.
+fn decode<'a>(
+    servable: &'a Servable,
+    target: &Target,
+    inputs: &HashMap<String, TensorProto>,
+    output_filter: &[String],
+) -> Result<Decoded<'a>, Status> {
+    let (key, signature) =
+        servable
+            .signature(target.signature.as_deref())
+            .map_err(|e| match target.signature.as_deref() {
+                Some(name) if e.kind() == ErrorKind::NotFound => status(
+                    ErrorKind::FailedPrecondition,
+                    format!("Serving signature key \"{name}\" not found."),
+                ),
+                _ => from_runtime(&e),
+            })?;
+    check_input_names(signature, inputs)?;
+    let outputs = selected_outputs(signature, output_filter)?;
+    let mut tensors = BTreeMap::new();
+    for (alias, proto) in inputs {
+        let tensor = tensor_from_proto(proto)
+            .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
+        tensors.insert(alias.clone(), tensor);
+    }
+    Ok((key, outputs, tensors))
+}
+
+/// Decodes the request, lets `run` predict (`None`: not now) and builds the response.
 fn predict_with(
     servable: &Servable,
     target: &Target,
@@ -59,28 +90,8 @@ fn predict_with(
         BTreeMap<String, Tensor>,
     ) -> Option<Result<soma_runtime::Prediction, soma_runtime::RuntimeError>>,
 ) -> Option<Result<PredictResponse, Status>> {
-    let request = (|| {
-        let (key, signature) = servable
-            .signature(target.signature.as_deref())
-            .map_err(|e| match target.signature.as_deref() {
-                Some(name) if e.kind() == ErrorKind::NotFound => status(
-                    ErrorKind::FailedPrecondition,
-                    format!("Serving signature key \"{name}\" not found."),
-                ),
-                _ => from_runtime(&e),
-            })?;
-        check_input_names(signature, inputs)?;
-        let outputs = selected_outputs(signature, output_filter)?;
-        let mut tensors = BTreeMap::new();
-        for (alias, proto) in inputs {
-            let tensor = tensor_from_proto(proto)
-                .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
-            tensors.insert(alias.clone(), tensor);
-        }
-        Ok::<_, Status>((key, outputs, tensors))
-    })();
-    let (key, outputs, tensors) = match request {
-        Ok(request) => request,
+    let (key, outputs, tensors) = match decode(servable, target, inputs, output_filter) {
+        Ok(decoded) => decoded,
         Err(e) => return Some(Err(e)),
     };
     let mut produced = match run(key, tensors)? {
