@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: per-thread free lists suit the many small, short-lived
-/// allocations of request handling (TensorFlow's own C++ allocations still use glibc).
+/// allocations of request handling. Built with mimalloc's `override` feature, the binary also
+/// exports `malloc`/`free`/`posix_memalign`/..., so TensorFlow and libpython, which the dynamic
+/// linker resolves against the executable first, allocate from mimalloc too.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
