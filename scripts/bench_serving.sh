@@ -4,18 +4,21 @@
 # §4: iris and mlp1024 at 1, 8 and 64 connections: soma tfserving REST and gRPC, the floor
 #     (Servable::predict in a loop in-process from as many threads) and the FastAPI + uvicorn
 #     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers.
+# §4c: iris and mlp1024 at 1, 8 and 64 connections again, with load generators written in C
+#     (wrk for REST, h2load for gRPC; Debian's wrk and nghttp2-client), which leave more of
+#     the shared cores to the server than soma-bench's clients do; skipped if they are missing.
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
 # Usage: bash scripts/bench_serving.sh [seconds per measurement, default 8]
-# Environment: BENCH_SECTIONS (default "4 5") picks the sections to run; §5 measures its own
+# Environment: BENCH_SECTIONS (default "4 4c 5") picks the sections to run; §5 measures its own
 # FastAPI rows, so it stands alone (the machine's speed drifts within a long run).
 # Prints one markdown row per measurement (server CPU: user + system time of the server's
 # processes per request), and the mean batch size of every batching run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-8}
-sections=${BENCH_SECTIONS:-4 5}
+sections=${BENCH_SECTIONS:-4 4c 5}
 cargo build --release --quiet --bin soma --bin soma-bench
 export TF_CPP_MIN_LOG_LEVEL=2 SOMA_LOG=warn
 bench=target/release/soma-bench
@@ -124,6 +127,59 @@ measure() { # <section> <server label> <model> <soma-bench args...>
   echo "$out" | grep -v ' c=[0-9]*: ' | sed 's/^/    /' || true
 }
 
+# Runs "$@" (wrk or h2load) after a warm-up run; its output goes to $tmp/c.out, its CPU time
+# (user + system seconds) to $tmp/c.time, the server's CPU ticks over the run to $tmp/c.ticks.
+run_c() { # <command...>
+  local before after
+  "${@/__SECONDS__/1}" >/dev/null
+  before=$(cpu_ticks)
+  { TIMEFORMAT='%U %S'; time "${@/__SECONDS__/$seconds}" >"$tmp/c.out"; } 2>"$tmp/c.time"
+  after=$(cpu_ticks)
+  echo $((after - before)) >"$tmp/c.ticks"
+}
+
+c_row() { # <label> <model> <conns> <req/s> <p50 ms> <p99 ms> <requests> <errors>
+  awk -v l="$1" -v m="$2" -v c="$3" -v rate="$4" -v p50="$5" -v p99="$6" -v n="$7" -v e="$8" \
+    -v ticks="$(cat "$tmp/c.ticks")" -v hz="$(getconf CLK_TCK)" -v client="$(cat "$tmp/c.time")" '
+    BEGIN {
+      split(client, t, " ")
+      printf "| 4c | %s | %s | %s | %.0f | %s | %s | %.0f | %d of %d |\n", m, c, l, rate, p50, p99, \
+        ticks / hz * 1e6 / n, e, n + e
+      printf "    (load generator CPU: %.0f µs per request)\n", (t[1] + t[2]) * 1e6 / n
+    }'
+}
+
+measure_wrk() { # <model> <conns>
+  cat >"$tmp/wrk.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("$data/$1.json", "rb")); wrk.body = f:read("*a"); f:close()
+done = function(s, latency)
+  local e = s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout + s.errors.status
+  io.write(string.format("RESULT %.1f %.3f %.3f %d %d\n", s.requests / (s.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, s.requests - s.errors.status, e))
+end
+EOF
+  run_c wrk -t1 -c"$2" -d__SECONDS__s -s "$tmp/wrk.lua" "http://127.0.0.1:$rest_port/v1/models/$1:predict"
+  read -r _ rate p50 p99 n e < <(grep '^RESULT' "$tmp/c.out")
+  c_row "soma REST (wrk)" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
+}
+
+measure_h2load() { # <model> <conns>: one HTTP/2 connection per client, one stream at a time
+  "$bench" grpc-body "127.0.0.1:$grpc_port" "$1" "$data/$1.json" "$tmp/$1.grpc"
+  run_c h2load -t1 -c"$2" -m1 -D__SECONDS__ -d "$tmp/$1.grpc" --log-file="$tmp/h2.log" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://127.0.0.1:$grpc_port/tensorflow.serving.PredictionService/Predict"
+  # The per-request log: start µs, HTTP status, duration µs.
+  read -r p50 p99 < <(awk '$2 == 200 { print $3 }' "$tmp/h2.log" | sort -n | awk '
+    { d[NR] = $1 } END { printf "%.3f %.3f\n", d[int(NR * 0.5)] / 1000, d[int(NR * 0.99)] / 1000 }')
+  read -r rate n e < <(awk '
+    /^finished in/ { rate = $4 }
+    /^requests:/ { ok = $8; bad = $10 + $12 + $14 }
+    END { print rate, ok, bad }' "$tmp/c.out")
+  c_row "soma gRPC (h2load)" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
+}
+
 batch_totals() { # <model>: "rows runs" so far of its batching histogram, from /metrics
   curl -s "http://127.0.0.1:$rest_port/metrics" | awk -v m="model_name=\"$1\"" '
     index($0, m) && /^soma_batch_size_sum/ { sum = $NF }
@@ -167,6 +223,23 @@ for workers in 1 2; do
   done
   stop
 done
+fi
+
+if section 4c; then
+if command -v wrk >/dev/null && command -v h2load >/dev/null; then
+  # h2load sees HTTP/2 statuses only (a gRPC error arrives with HTTP 200): grpc-body checks
+  # the request with a real Predict first, and the soma-bench rows above count gRPC errors.
+  start_soma
+  for m in "${models[@]}"; do
+    for c in "${levels[@]}"; do
+      measure_wrk "$m" "$c"
+      measure_h2load "$m" "$c"
+    done
+  done
+  stop
+else
+  echo "(§4c skipped: wrk and h2load not installed; apt-get install wrk nghttp2-client)"
+fi
 fi
 
 if section 5; then

@@ -5,6 +5,10 @@
 //! The body is the same row-format JSON file as for REST; it becomes a `tensor_content`
 //! TensorProto for the input named by the model's `serving_default` signature, which is
 //! read once with GetModelMetadata.
+//!
+//! `soma-bench grpc-body <host:port> <model> <body.json> <out>` writes that request as it goes
+//! on the wire (a gRPC message: 1 flag byte, 4 bytes of length, the PredictRequest), for
+//! load generators that send a fixed body, such as `h2load` (`scripts/bench_serving.sh`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -63,6 +67,32 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     })?;
     load::report(&format!("grpc {model}"), &options, clients);
     Ok(())
+}
+
+pub(crate) fn write_body(args: &[String]) -> anyhow::Result<()> {
+    let [addr, model, body, out] = args else {
+        bail!("usage: soma-bench grpc-body <host:port> <model> <body.json> <out>");
+    };
+    let body = load::read_body(body)?;
+    let request = current_thread()?.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut client = PredictionServiceClient::new(channel);
+        let request = predict_request(&mut client, model, &body).await?;
+        client
+            .predict(request.clone())
+            .await
+            .context("Predict with the request")?;
+        anyhow::Ok(request)
+    })?;
+    let message = request.encode_to_vec();
+    let length = u32::try_from(message.len()).context("request over 4 GiB")?;
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0); // not compressed
+    framed.extend_from_slice(&length.to_be_bytes());
+    framed.extend_from_slice(&message);
+    std::fs::write(out, framed).with_context(|| format!("writing {out}"))
 }
 
 fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {

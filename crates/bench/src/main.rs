@@ -4,7 +4,8 @@
 //! * `async <host:port> <endpoint> <payload.json> [workloads] [concurrency]` (asyncload.rs);
 //! * `async-floor <cortex.yaml> <payload.json> [calls]` (floor.rs);
 //! * `rest <host:port> <model> <body.json> --connections N --seconds S` (restload.rs),
-//!   `grpc ...` with the same arguments (grpcload.rs) and
+//!   `grpc ...` with the same arguments (grpcload.rs; `grpc-body ... <out>` writes the
+//!   framed request for other load generators) and
 //!   `floor <model-dir> --threads N --seconds S [--body body.json]` (predictfloor.rs): the
 //!   synchronous serving benchmarks (closed loop; req/s, p50, p99, errors), sharing load.rs.
 //!   The request bodies of BENCHMARKS.md are in `crates/bench/data/`.
@@ -76,12 +77,14 @@ fn main() -> anyhow::Result<()> {
         }
         Some("rest") => restload::run(&args[1..]),
         Some("grpc") => grpcload::run(&args[1..]),
+        Some("grpc-body") => grpcload::write_body(&args[1..]),
         Some("floor") => predictfloor::run(&args[1..]),
         _ => bail!(
             "usage: soma-bench predict <model version dir> [iterations] [rounds]\n       \
              soma-bench async <host:port> <endpoint> <payload.json> [workloads] [concurrency]\n       \
              soma-bench async-floor <cortex.yaml> <payload.json> [calls]\n       \
              soma-bench rest|grpc <host:port> <model> <body.json> --connections N --seconds S [--warmup S]\n       \
+             soma-bench grpc-body <host:port> <model> <body.json> <out>\n       \
              soma-bench floor <model-dir> --threads N --seconds S [--body body.json] [--warmup S]"
         ),
     }
