@@ -32,17 +32,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let options = LoadOptions::parse(flags, "--connections")?;
     let body = load::read_body(body)?;
     let url = format!("http://{addr}");
-    let request = current_thread()?.block_on(async {
-        let channel = Channel::from_shared(url.clone())?.connect().await?;
-        let mut client = PredictionServiceClient::new(channel);
-        let request = predict_request(&mut client, model, &body).await?;
-        // Fail fast on a wrong model or body instead of reporting only errors.
-        client
-            .predict(request.clone())
-            .await
-            .context("first Predict")?;
-        anyhow::Ok(request)
-    })?;
+    let request = checked_request(&url, model, &body)?;
 
     // Like the REST generator: one OS thread per connection, here with its own
     // single-threaded runtime, so the client side costs about the same per request and no
@@ -74,18 +64,7 @@ pub(crate) fn write_body(args: &[String]) -> anyhow::Result<()> {
         bail!("usage: soma-bench grpc-body <host:port> <model> <body.json> <out>");
     };
     let body = load::read_body(body)?;
-    let request = current_thread()?.block_on(async {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        let mut client = PredictionServiceClient::new(channel);
-        let request = predict_request(&mut client, model, &body).await?;
-        client
-            .predict(request.clone())
-            .await
-            .context("Predict with the request")?;
-        anyhow::Ok(request)
-    })?;
+    let request = checked_request(&format!("http://{addr}"), model, &body)?;
     let message = request.encode_to_vec();
     let length = u32::try_from(message.len()).context("request over 4 GiB")?;
     let mut framed = Vec::with_capacity(5 + message.len());
@@ -93,6 +72,21 @@ pub(crate) fn write_body(args: &[String]) -> anyhow::Result<()> {
     framed.extend_from_slice(&length.to_be_bytes());
     framed.extend_from_slice(&message);
     std::fs::write(out, framed).with_context(|| format!("writing {out}"))
+}
+
+/// The Predict request for `body`, sent once so that a wrong model or body fails here
+/// instead of showing up only as errors in the results.
+fn checked_request(url: &str, model: &str, body: &[u8]) -> anyhow::Result<PredictRequest> {
+    current_thread()?.block_on(async {
+        let channel = Channel::from_shared(url.to_string())?.connect().await?;
+        let mut client = PredictionServiceClient::new(channel);
+        let request = predict_request(&mut client, model, body).await?;
+        client
+            .predict(request.clone())
+            .await
+            .context("first Predict")?;
+        anyhow::Ok(request)
+    })
 }
 
 fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
