@@ -166,7 +166,6 @@ EOF
 }
 
 measure_h2load() { # <model> <conns>: one HTTP/2 connection per client, one stream at a time
-  "$bench" grpc-body "127.0.0.1:$grpc_port" "$1" "$data/$1.json" "$tmp/$1.grpc"
   run_c h2load -t1 -c"$2" -m1 -D__SECONDS__ -d "$tmp/$1.grpc" --log-file="$tmp/h2.log" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://127.0.0.1:$grpc_port/tensorflow.serving.PredictionService/Predict"
@@ -231,6 +230,7 @@ if command -v wrk >/dev/null && command -v h2load >/dev/null; then
   # the request with a real Predict first, and the soma-bench rows above count gRPC errors.
   start_soma
   for m in "${models[@]}"; do
+    "$bench" grpc-body "127.0.0.1:$grpc_port" "$m" "$data/$m.json" "$tmp/$m.grpc"
     for c in "${levels[@]}"; do
       measure_wrk "$m" "$c"
       measure_h2load "$m" "$c"
