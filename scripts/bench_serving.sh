@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The synchronous serving benchmarks of BENCHMARKS.md §4 and §5, in one run on this machine:
 #
-# §4: iris and mlp1024 at 1, 8 and 64 connections: soma tfserving REST and gRPC, the floor
+# §4: iris and mlp1024 at 1, 8 and 64 connections: soma tfserving REST and gRPC (one
+#     connection per request in flight, and at 8 and 64 also all on one channel), the floor
 #     (Servable::predict in a loop in-process from as many threads) and the FastAPI + uvicorn
 #     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers.
 # §4c: iris and mlp1024 at 1, 8 and 64 connections again, with load generators written in C
-#     (wrk for REST, h2load for gRPC; Debian's wrk and nghttp2-client), which leave more of
-#     the shared cores to the server than soma-bench's clients do; skipped if they are missing.
+#     (wrk for REST, h2load for gRPC, at 8 and 64 also on one connection; Debian's wrk and
+#     nghttp2-client), which leave more of the shared cores to the server than soma-bench's
+#     clients do; skipped if they are missing.
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
@@ -118,11 +120,15 @@ measure() { # <section> <server label> <model> <soma-bench args...>
   echo "$out" | awk -v s="$1" -v l="$2" -v m="$3" -v ticks=$((after - before)) \
     -v hz="$(getconf CLK_TCK)" -v span="$((seconds + 1))" -v measured="${server:+1}" '
     / c=[0-9]+: / {
-      c = $3; sub(/^c=/, "", c); sub(/:$/, "", c)
+      # The label before "c=N:" may be several words ("grpc iris channels=1").
+      for (i = 1; $i !~ /^c=[0-9]+:$/; i++) {}
+      c = $i; sub(/^c=/, "", c); sub(/:$/, "", c)
+      rate = $(i + 1)
       # Server CPU per request over warm-up + measurement (the warm-up second counted at
       # the measured rate).
-      cpu = (measured && $4 > 0) ? sprintf("%.0f", ticks / hz * 1e6 / ($4 * span)) : "-"
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, m, c, l, $4, $7, $10, cpu, $13 " of " $15
+      cpu = (measured && rate > 0) ? sprintf("%.0f", ticks / hz * 1e6 / (rate * span)) : "-"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, m, c, l, rate, $(i + 4), \
+        $(i + 7), cpu, $(i + 10) " of " $(i + 12)
     }'
   echo "$out" | grep -v ' c=[0-9]*: ' | sed 's/^/    /' || true
 }
@@ -165,8 +171,12 @@ EOF
   c_row "soma REST (wrk)" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
 }
 
-measure_h2load() { # <model> <conns>: one HTTP/2 connection per client, one stream at a time
-  run_c h2load -t1 -c"$2" -m1 -D__SECONDS__ -d "$tmp/$1.grpc" --log-file="$tmp/h2.log" \
+# <model> <requests in flight> [connections]: by default one HTTP/2 connection per request in
+# flight (one stream at a time each); with fewer connections, their streams run concurrently.
+measure_h2load() {
+  local conns=${3:-$2} label="soma gRPC (h2load)"
+  [ "$conns" = "$2" ] || label="soma gRPC (h2load), $conns conn."
+  run_c h2load -t1 -c"$conns" -m$(($2 / conns)) -D__SECONDS__ -d "$tmp/$1.grpc" --log-file="$tmp/h2.log" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://127.0.0.1:$grpc_port/tensorflow.serving.PredictionService/Predict"
   # The per-request log: start µs, HTTP status, duration µs.
@@ -176,7 +186,7 @@ measure_h2load() { # <model> <conns>: one HTTP/2 connection per client, one stre
     /^finished in/ { rate = $4 }
     /^requests:/ { ok = $8; bad = $10 + $12 + $14 }
     END { print rate, ok, bad }' "$tmp/c.out")
-  c_row "soma gRPC (h2load)" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
+  c_row "$label" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
 }
 
 batch_totals() { # <model>: "rows runs" so far of its batching histogram, from /metrics
@@ -201,6 +211,9 @@ for m in "${models[@]}"; do
   for c in "${levels[@]}"; do
     measure 4 "soma REST" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
     measure 4 "soma gRPC" "$m" grpc "127.0.0.1:$grpc_port" "$m" "$data/$m.json" --connections "$c"
+    # gRPC as its clients usually run: every request in flight on one shared channel.
+    [ "$c" = 1 ] || measure 4 "soma gRPC, 1 channel" "$m" grpc "127.0.0.1:$grpc_port" "$m" \
+      "$data/$m.json" --connections "$c" --channels 1
   done
 done
 stop
@@ -234,6 +247,7 @@ if command -v wrk >/dev/null && command -v h2load >/dev/null; then
     for c in "${levels[@]}"; do
       measure_wrk "$m" "$c"
       measure_h2load "$m" "$c"
+      [ "$c" = 1 ] || measure_h2load "$m" "$c" 1
     done
   done
   stop

@@ -1,6 +1,10 @@
-//! `soma-bench grpc <host:port> <model> <body.json> --connections N --seconds S [--warmup S]`:
-//! N tonic `PredictionService` clients, each on its own channel (one HTTP/2 connection),
-//! call Predict in a loop, as `soma-bench rest` does over REST.
+//! `soma-bench grpc <host:port> <model> <body.json> --connections N [--channels K] --seconds S
+//! [--warmup S]`: N tonic `PredictionService` callers call Predict in a loop, as
+//! `soma-bench rest` does over REST. By default each has its own channel (one HTTP/2
+//! connection, one request in flight on it). With `--channels K` the N callers share K
+//! channels, their requests in flight together as concurrent streams of each connection: how
+//! gRPC clients are usually used (the official Python client's channel, `ghz`'s default of
+//! one connection), and what HTTP/1.1 (REST) cannot do.
 //!
 //! The body is the same row-format JSON file as for REST; it becomes a `tensor_content`
 //! TensorProto for the input named by the model's `serving_default` signature, which is
@@ -29,23 +33,39 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let [addr, model, body, flags @ ..] = args else {
         bail!("usage: soma-bench grpc <host:port> <model> <body.json> --connections N --seconds S");
     };
-    let options = LoadOptions::parse(flags, "--connections")?;
+    let (channels, flags) = load::take_flag(flags, "--channels")?;
+    let options = LoadOptions::parse(&flags, "--connections")?;
+    let channels = channels.unwrap_or(options.clients);
+    if channels == 0 || channels > options.clients {
+        bail!(
+            "--channels must be between 1 and --connections ({})",
+            options.clients
+        );
+    }
     let body = load::read_body(body)?;
     let url = format!("http://{addr}");
     let request = checked_request(&url, model, &body)?;
 
-    // Like the REST generator: one OS thread per connection, here with its own
-    // single-threaded runtime, so the client side costs about the same per request and no
-    // task hops between threads (a shared multi-threaded runtime was slower on 2 cores).
+    // Like the REST generator: one OS thread per channel, here with its own single-threaded
+    // runtime, so the client side costs about the same per request and no task hops between
+    // threads (a shared multi-threaded runtime was slower on 2 cores). The callers of a
+    // channel are tasks on its thread.
     let window = Window::new(&options);
     let clients: Vec<ClientResult> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..options.clients)
-            .map(|_| {
-                scope.spawn(|| {
+        let threads: Vec<_> = (0..channels)
+            .map(|i| {
+                let callers =
+                    options.clients / channels + usize::from(i < options.clients % channels);
+                let (url, request) = (&url, &request);
+                scope.spawn(move || {
                     current_thread()?.block_on(async {
                         let channel = Channel::from_shared(url.clone())?.connect().await?;
                         let client = PredictionServiceClient::new(channel);
-                        anyhow::Ok(client_loop(client, request.clone(), window).await)
+                        let mut loops = tokio::task::JoinSet::new();
+                        for _ in 0..callers {
+                            loops.spawn(client_loop(client.clone(), request.clone(), window));
+                        }
+                        anyhow::Ok(loops.join_all().await)
                     })
                 })
             })
@@ -53,9 +73,16 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         threads
             .into_iter()
             .map(|t| t.join().expect("client thread"))
-            .collect::<anyhow::Result<_>>()
-    })?;
-    load::report(&format!("grpc {model}"), &options, clients);
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    let label = match channels {
+        k if k == options.clients => format!("grpc {model}"),
+        k => format!("grpc {model} channels={k}"),
+    };
+    load::report(&label, &options, clients);
     Ok(())
 }
 

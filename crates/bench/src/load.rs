@@ -49,6 +49,26 @@ impl LoadOptions {
     }
 }
 
+/// Removes `flag` and its value (a positive count) from `flags`, for options that only one
+/// generator has; the rest go to [`LoadOptions::parse`].
+pub(crate) fn take_flag(
+    flags: &[String],
+    flag: &str,
+) -> anyhow::Result<(Option<usize>, Vec<String>)> {
+    let Some(at) = flags.iter().position(|f| f == flag) else {
+        return Ok((None, flags.to_vec()));
+    };
+    let value = flags
+        .get(at + 1)
+        .with_context(|| format!("{flag} needs a value"))?;
+    let count = value
+        .parse()
+        .with_context(|| format!("{flag}: not a number: {value}"))?;
+    let mut rest = flags.to_vec();
+    rest.drain(at..at + 2);
+    Ok((Some(count), rest))
+}
+
 /// The `instances` of a TF Serving row-format body (`{"instances": [[...]]}`).
 pub(crate) fn instances(body: &[u8]) -> anyhow::Result<Value> {
     let value: Value = serde_json::from_slice(body).context("body is not JSON")?;
@@ -181,6 +201,23 @@ mod tests {
         assert!(e.to_string().contains("--seconds needs a value"), "{e}");
         let e = LoadOptions::parse(&flags("--connections 0"), "--connections").unwrap_err();
         assert!(e.to_string().contains("must be positive"), "{e}");
+    }
+
+    #[test]
+    fn a_generator_specific_flag_is_taken_out() {
+        let (channels, rest) = take_flag(
+            &flags("--connections 8 --channels 2 --seconds 1"),
+            "--channels",
+        )
+        .unwrap();
+        assert_eq!(channels, Some(2));
+        assert_eq!(rest, flags("--connections 8 --seconds 1"));
+        let (channels, rest) = take_flag(&flags("--connections 8"), "--channels").unwrap();
+        assert_eq!((channels, rest), (None, flags("--connections 8")));
+        let e = take_flag(&flags("--channels"), "--channels").unwrap_err();
+        assert!(e.to_string().contains("--channels needs a value"), "{e}");
+        let e = take_flag(&flags("--channels two"), "--channels").unwrap_err();
+        assert!(e.to_string().contains("not a number: two"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `soma-bench grpc` against soma's real gRPC front end (TensorFlow behind it): it reads the
-//! input name from GetModelMetadata, keeps its channels busy with zero errors, and a model
-//! the server does not have is reported, not measured.
+//! input name from GetModelMetadata, keeps its channels busy with zero errors (one per caller,
+//! or callers sharing channels with `--channels`), and a model the server does not have is
+//! reported, not measured.
 
 mod common;
 
@@ -67,6 +68,19 @@ async fn grpc_drives_soma_grpc_server() {
     };
     let out = run(args("iris")).await.unwrap();
     common::measured_rate(&out, "grpc iris c=3");
+
+    let shared = [args("iris"), vec!["--channels".into(), "2".into()]].concat();
+    let out = run(shared).await.unwrap();
+    common::measured_rate(&out, "grpc iris channels=2 c=3");
+
+    let too_many = [args("iris"), vec!["--channels".into(), "4".into()]].concat();
+    let out = run(too_many).await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--channels must be between 1 and --connections (3)"),
+        "{stderr}"
+    );
 
     let out = run(args("nope")).await.unwrap();
     assert!(!out.status.success());
