@@ -18,6 +18,8 @@
 //! * Concurrency: the servable is resolved on the async runtime (a map lookup under a short
 //!   read lock), then decoding, TensorFlow and encoding run on tokio's blocking pool. There
 //!   is no lock around predictions; TensorFlow's own thread pools do the parallel work.
+//! * Metrics: Predict, Classify, Regress and MultiInference are counted by status and timed
+//!   in [`GrpcOptions::metrics`], as REST requests are (`entrypoint="GRPC"`).
 //! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
 //!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
 //!   prediction whose response would be over it (checked before sending, with a message
@@ -37,6 +39,7 @@ use std::sync::Arc;
 
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use soma_metrics::Registry;
 use soma_runtime::ModelHub;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -45,16 +48,20 @@ use tonic::transport::server::TcpIncoming;
 pub use status::grpc_code;
 
 /// Settings of the gRPC server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GrpcOptions {
     /// The largest request or response message, in bytes. TF Serving allows `i32::MAX`.
     pub max_message_bytes: usize,
+    /// Where inference requests are counted and timed (TF Serving's `request_count`, with
+    /// `entrypoint="GRPC"`); share it with the REST front end's to serve both on `/metrics`.
+    pub metrics: Registry,
 }
 
 impl Default for GrpcOptions {
     fn default() -> GrpcOptions {
         GrpcOptions {
             max_message_bytes: i32::MAX as usize,
+            metrics: Registry::new(),
         }
     }
 }
@@ -78,6 +85,7 @@ pub async fn serve(
     let predictions = PredictionServiceServer::new(service::Predictions {
         hub: Arc::clone(&hub),
         max_response_bytes: limit,
+        metrics: options.metrics,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -15,6 +15,7 @@ use soma_grpc_proto::tensorflow::serving::{
     inference_result, model_service_server::ModelService,
     prediction_service_server::PredictionService,
 };
+use soma_metrics::{Entrypoint, Registry};
 use soma_runtime::{ModelHub, Servable};
 use tonic::{Request, Response, Status};
 
@@ -22,7 +23,7 @@ use crate::examples::{self, CLASSIFY_METHOD, REGRESS_METHOD};
 use crate::models::{model_configs, version_status};
 use crate::predict;
 use crate::spec::{Target, response_spec};
-use crate::status::{from_runtime, invalid, status};
+use crate::status::{code_name, from_runtime, invalid, status};
 
 /// Runs CPU-heavy work (tensor codecs, TensorFlow) off the async runtime, unless the model
 /// [runs quickly](Servable::runs_quickly): then the hand-off to another thread and back would
@@ -61,6 +62,7 @@ fn deadline<T>(request: &Request<T>) -> Option<std::time::Instant> {
 pub(crate) struct Predictions {
     pub(crate) hub: Arc<dyn ModelHub>,
     pub(crate) max_response_bytes: usize,
+    pub(crate) metrics: Registry,
 }
 
 impl std::fmt::Debug for Predictions {
@@ -75,6 +77,54 @@ impl std::fmt::Debug for Predictions {
 type ExamplesRun<R> = fn(&Servable, Option<&str>, Vec<Vec<u8>>) -> Result<(String, R), Status>;
 
 impl Predictions {
+    /// Awaits an inference RPC and records it in the request metrics under `api` (TF
+    /// Serving's label: `Predict`, `Classify`, ...) and the model the request named.
+    async fn recorded<T>(
+        &self,
+        api: &'static str,
+        model: String,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let status = result
+            .as_ref()
+            .map_or_else(|s| code_name(s.code()), |_| "OK");
+        self.metrics
+            .record_request(Entrypoint::Grpc, &model, api, status, started.elapsed());
+        result.map(Response::new)
+    }
+
+    async fn predict(&self, request: Request<PredictRequest>) -> Result<PredictResponse, Status> {
+        let deadline = deadline(&request);
+        let request = request.into_inner();
+        let target = Target::from_spec(request.model_spec.as_ref())?;
+        let servable = target.resolve(self.hub.as_ref())?;
+        let limit = self.max_response_bytes;
+        // A quick model answers here when that needs no waiting for a batch (under `auto`
+        // batching too), as REST does: see `Servable::may_answer_now`.
+        if servable.may_answer_now()
+            && let Some(response) =
+                predict::predict_now(&servable, &target, &request.inputs, &request.output_filter)
+        {
+            let response = response?;
+            check_size(&response, limit)?;
+            return Ok(response);
+        }
+        blocking(servable.runs_quickly(), move || {
+            let response = predict::predict(
+                &servable,
+                &target,
+                &request.inputs,
+                &request.output_filter,
+                deadline,
+            )?;
+            check_size(&response, limit)?;
+            Ok(response)
+        })
+        .await
+    }
+
     /// Classify and Regress: resolves the model, runs `run` on the request's examples and
     /// returns the response's model spec (with the signature used) and result.
     async fn run_examples<R: Send + 'static>(
@@ -92,6 +142,55 @@ impl Predictions {
         })
         .await
     }
+
+    async fn classify(
+        &self,
+        request: ClassificationRequest,
+    ) -> Result<ClassificationResponse, Status> {
+        let (model_spec, result) = self
+            .run_examples(
+                request.model_spec.as_ref(),
+                request.input,
+                examples::classify,
+            )
+            .await?;
+        Ok(ClassificationResponse {
+            model_spec: Some(model_spec),
+            result: Some(result),
+        })
+    }
+
+    async fn regress(&self, request: RegressionRequest) -> Result<RegressionResponse, Status> {
+        let (model_spec, result) = self
+            .run_examples(
+                request.model_spec.as_ref(),
+                request.input,
+                examples::regress,
+            )
+            .await?;
+        Ok(RegressionResponse {
+            model_spec: Some(model_spec),
+            result: Some(result),
+        })
+    }
+
+    async fn multi_inference(
+        &self,
+        request: MultiInferenceRequest,
+    ) -> Result<MultiInferenceResponse, Status> {
+        let tasks = check_tasks(&request)?;
+        // Every task runs on the version the first task resolves to, as in TF Serving.
+        let servable = tasks[0].0.resolve(self.hub.as_ref())?;
+        blocking(servable.runs_quickly(), move || {
+            multi_inference(&servable, tasks, request.input.as_ref())
+        })
+        .await
+    }
+}
+
+/// The model a request names ("" if it names none), for the metrics.
+fn model_name(spec: Option<&pb::ModelSpec>) -> String {
+    spec.map(|spec| spec.name.clone()).unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -100,34 +199,9 @@ impl PredictionService for Predictions {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
-        let deadline = deadline(&request);
-        let request = request.into_inner();
-        let target = Target::from_spec(request.model_spec.as_ref())?;
-        let servable = target.resolve(self.hub.as_ref())?;
-        let limit = self.max_response_bytes;
-        // A quick model answers here when that needs no waiting for a batch (under `auto`
-        // batching too), as REST does: see `Servable::may_answer_now`.
-        if servable.may_answer_now()
-            && let Some(response) =
-                predict::predict_now(&servable, &target, &request.inputs, &request.output_filter)
-        {
-            let response = response?;
-            check_size(&response, limit)?;
-            return Ok(Response::new(response));
-        }
-        let response = blocking(servable.runs_quickly(), move || {
-            let response = predict::predict(
-                &servable,
-                &target,
-                &request.inputs,
-                &request.output_filter,
-                deadline,
-            )?;
-            check_size(&response, limit)?;
-            Ok(response)
-        })
-        .await?;
-        Ok(Response::new(response))
+        let model = model_name(request.get_ref().model_spec.as_ref());
+        self.recorded("Predict", model, Predictions::predict(self, request))
+            .await
     }
 
     async fn get_model_metadata(
@@ -146,17 +220,9 @@ impl PredictionService for Predictions {
         request: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
         let request = request.into_inner();
-        let (model_spec, result) = self
-            .run_examples(
-                request.model_spec.as_ref(),
-                request.input,
-                examples::classify,
-            )
-            .await?;
-        Ok(Response::new(ClassificationResponse {
-            model_spec: Some(model_spec),
-            result: Some(result),
-        }))
+        let model = model_name(request.model_spec.as_ref());
+        self.recorded("Classify", model, Predictions::classify(self, request))
+            .await
     }
 
     async fn regress(
@@ -164,17 +230,9 @@ impl PredictionService for Predictions {
         request: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
         let request = request.into_inner();
-        let (model_spec, result) = self
-            .run_examples(
-                request.model_spec.as_ref(),
-                request.input,
-                examples::regress,
-            )
-            .await?;
-        Ok(Response::new(RegressionResponse {
-            model_spec: Some(model_spec),
-            result: Some(result),
-        }))
+        let model = model_name(request.model_spec.as_ref());
+        self.recorded("Regress", model, Predictions::regress(self, request))
+            .await
     }
 
     async fn multi_inference(
@@ -182,14 +240,14 @@ impl PredictionService for Predictions {
         request: Request<MultiInferenceRequest>,
     ) -> Result<Response<MultiInferenceResponse>, Status> {
         let request = request.into_inner();
-        let tasks = check_tasks(&request)?;
-        // Every task runs on the version the first task resolves to, as in TF Serving.
-        let servable = tasks[0].0.resolve(self.hub.as_ref())?;
-        let response = blocking(servable.runs_quickly(), move || {
-            multi_inference(&servable, tasks, request.input.as_ref())
-        })
-        .await?;
-        Ok(Response::new(response))
+        let first = request.tasks.first().and_then(|t| t.model_spec.as_ref());
+        let model = model_name(first);
+        self.recorded(
+            "MultiInference",
+            model,
+            Predictions::multi_inference(self, request),
+        )
+        .await
     }
 }
 

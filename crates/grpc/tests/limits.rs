@@ -76,6 +76,7 @@ async fn oversized_requests_and_responses_are_resource_exhausted() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let options = GrpcOptions {
         max_message_bytes: LIMIT,
+        ..GrpcOptions::default()
     };
     tokio::spawn(soma_grpc::serve(
         hub,

@@ -280,6 +280,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(Arc::clone(&set)));
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
+        ..GrpcOptions::default()
     };
     let (port, stop, server) = start(hub, main_options).await;
 

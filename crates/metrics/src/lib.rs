@@ -7,7 +7,9 @@
 
 mod registry;
 mod render;
+mod requests;
 
 pub use registry::{
     DEFAULT_BUCKETS, Kind, MetricError, Registry, validate_label_name, validate_metric_name,
 };
+pub use requests::{Entrypoint, REQUEST_COUNT, REQUEST_LATENCY};

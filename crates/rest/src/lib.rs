@@ -39,7 +39,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use soma_core::ErrorKind;
-use soma_metrics::Registry;
+use soma_metrics::{Entrypoint, Registry};
 use soma_runtime::{ModelHub, ServableState, VersionSelector};
 
 use crate::error::{RestError, json_response};
@@ -260,24 +260,7 @@ fn record(
         Ok(_) => "OK",
         Err(e) => e.kind.as_str(),
     };
-    let metrics = &rest.options.metrics;
-    let _ = metrics.counter_add(
-        ":tensorflow:serving:request_count",
-        "The number of requests, by model, API, entrypoint and status (TF Serving's name).",
-        &[
-            ("model_name", model),
-            ("API", api),
-            ("entrypoint", "REST"),
-            ("status", status),
-        ],
-        1.0,
-    );
-    if result.is_ok() {
-        let _ = metrics.observe(
-            "soma_rest_request_latency_seconds",
-            "Latency of successful REST inference requests.",
-            &[("model_name", model), ("API", api)],
-            started.elapsed().as_secs_f64(),
-        );
-    }
+    rest.options
+        .metrics
+        .record_request(Entrypoint::Rest, model, api, status, started.elapsed());
 }

@@ -469,6 +469,12 @@ fn health_and_metrics() {
         ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "soma_request_latency_seconds_count{API=\"predict\",entrypoint=\"REST\",model_name=\"iris\"} 1"
+        ),
+        "{metrics}"
+    );
     assert_eq!(get("/elsewhere").status, 404);
 }
 

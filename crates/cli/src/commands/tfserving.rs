@@ -110,7 +110,7 @@ pub(crate) struct Args {
 }
 
 /// What the flags ask for, checked.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) grpc_port: u16,
     pub(crate) grpc: GrpcOptions,
@@ -231,7 +231,10 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             .with_context(|| format!("cannot listen on {addr} (--port)"))?;
         tracing::info!(%addr, "TF Serving gRPC API listening");
         let hub = Arc::clone(&manager) as Arc<dyn ModelHub>;
-        let grpc = settings.grpc.clone();
+        let grpc = GrpcOptions {
+            metrics: metrics.clone(),
+            ..settings.grpc.clone()
+        };
         servers.spawn(async move {
             soma_grpc::serve(hub, listener, grpc, super::serve::shutdown_signal())
                 .await
