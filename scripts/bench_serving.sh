@@ -138,6 +138,8 @@ measure() { # <section> <server label> <model> <soma-bench args...>
 run_c() { # <command...>
   local before after
   "${@/__SECONDS__/1}" >/dev/null
+  # h2load appends to its --log-file: only the measured run's requests may be in it.
+  rm -f "$tmp/h2.log"
   before=$(cpu_ticks)
   { TIMEFORMAT='%U %S'; time "${@/__SECONDS__/$seconds}" >"$tmp/c.out"; } 2>"$tmp/c.time"
   after=$(cpu_ticks)
