@@ -42,6 +42,8 @@ pub enum MetricError {
         existing: &'static str,
         requested: &'static str,
     },
+    #[error("tag {0:?} is given twice")]
+    DuplicateLabel(String),
     #[error("counter {0:?} can only increase; got a negative value")]
     NegativeCounter(String),
     #[error("metric {0:?}: the value is not a finite number")]
@@ -166,19 +168,23 @@ impl Registry {
         value: f64,
         apply: impl FnOnce(&mut Series, f64),
     ) -> Result<(), MetricError> {
-        validate_metric_name(name)?;
-        for (label, _) in labels {
-            validate_label_name(label)?;
-        }
         if !value.is_finite() {
             return Err(MetricError::NotFinite(name.to_string()));
         }
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let family = families.entry(name.to_string()).or_insert_with(|| Family {
-            help: help.to_string(),
-            kind,
-            series: BTreeMap::new(),
-        });
+        // Names and labels are checked when their family or series is created; updating an
+        // existing series (every request's case) allocates nothing.
+        if !families.contains_key(name) {
+            validate_metric_name(name)?;
+            validate_labels(labels)?;
+            let family = Family {
+                help: help.to_string(),
+                kind,
+                series: BTreeMap::new(),
+            };
+            families.insert(name.to_string(), family);
+        }
+        let family = families.get_mut(name).expect("inserted above");
         if family.kind != kind {
             return Err(MetricError::KindConflict {
                 name: name.to_string(),
@@ -186,6 +192,11 @@ impl Registry {
                 requested: kind.as_str(),
             });
         }
+        if let Some(series) = find_series(&mut family.series, labels) {
+            apply(series, value);
+            return Ok(());
+        }
+        validate_labels(labels)?;
         let series = family
             .series
             .entry(owned(labels))
@@ -200,6 +211,42 @@ impl Registry {
         apply(series, value);
         Ok(())
     }
+}
+
+/// Every label name valid, none twice.
+fn validate_labels(labels: &[(&str, &str)]) -> Result<(), MetricError> {
+    for (i, (label, _)) in labels.iter().enumerate() {
+        validate_label_name(label)?;
+        if labels[..i].iter().any(|(earlier, _)| earlier == label) {
+            return Err(MetricError::DuplicateLabel(label.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Families with at most this many series are scanned for a series instead of building the
+/// owned, sorted key a map lookup needs (several allocations per update).
+const SCAN_LIMIT: usize = 32;
+
+/// The existing series for `labels`, given in any order.
+fn find_series<'a>(
+    series: &'a mut BTreeMap<Labels, Series>,
+    labels: &[(&str, &str)],
+) -> Option<&'a mut Series> {
+    if series.len() > SCAN_LIMIT {
+        return series.get_mut(&owned(labels));
+    }
+    // A stored key has distinct label names, so when every one of its pairs is among as many
+    // given pairs, the given pairs are the same set.
+    series
+        .iter_mut()
+        .find(|(key, _)| {
+            key.len() == labels.len()
+                && key
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| k == lk && v == lv))
+        })
+        .map(|(_, series)| series)
 }
 
 fn owned(labels: &[(&str, &str)]) -> Labels {

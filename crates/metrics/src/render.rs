@@ -149,6 +149,24 @@ mod tests {
             r.gauge_set("n", "", &[], f64::NAN),
             Err(MetricError::NotFinite(_))
         ));
+        assert!(matches!(
+            r.gauge_set("d", "", &[("a", "1"), ("a", "2")], 1.0),
+            Err(MetricError::DuplicateLabel(_))
+        ));
+        // The same labels twice are refused on an existing family too, and do not match its
+        // series with those labels once each.
+        r.gauge_set("d", "", &[("a", "1"), ("b", "2")], 1.0)
+            .unwrap();
+        assert!(matches!(
+            r.gauge_set("d", "", &[("a", "1"), ("a", "1")], 1.0),
+            Err(MetricError::DuplicateLabel(_))
+        ));
+        // A rejected update leaves nothing behind: no family, no series.
+        let text = r.render();
+        assert!(!text.contains("# TYPE ok"), "{text}");
+        assert!(!text.contains("# TYPE 9lives"), "{text}");
+        assert!(text.contains("d{a=\"1\",b=\"2\"} 1\n"), "{text}");
+        assert_eq!(text.matches("\nd{").count(), 1, "{text}");
     }
 
     #[test]
@@ -160,5 +178,35 @@ mod tests {
             .unwrap();
         assert!(r.render().contains("c{a=\"1\",b=\"x\\\"y\"} 2\n"));
         assert_eq!(r.value("c", &[("a", "1"), ("b", "x\"y")]), Some(2.0));
+    }
+
+    #[test]
+    fn series_are_found_in_families_small_and_large() {
+        let r = Registry::new();
+        // Past the size where a family is scanned, series are looked up by their sorted key.
+        for round in 1..=2 {
+            for i in 0..100 {
+                let i = i.to_string();
+                if round == 1 {
+                    r.counter_add("c", "", &[("model", "m"), ("id", &i)], 1.0)
+                        .unwrap();
+                } else {
+                    r.counter_add("c", "", &[("id", &i), ("model", "m")], 1.0)
+                        .unwrap();
+                }
+            }
+        }
+        for i in [0, 31, 32, 99] {
+            let i = i.to_string();
+            assert_eq!(r.value("c", &[("model", "m"), ("id", &i)]), Some(2.0));
+        }
+        // A subset or superset of a series' labels is another series.
+        r.counter_add("s", "", &[("a", "1"), ("b", "2")], 1.0)
+            .unwrap();
+        r.counter_add("s", "", &[("a", "1")], 1.0).unwrap();
+        r.counter_add("s", "", &[("a", "1"), ("b", "2"), ("c", "3")], 1.0)
+            .unwrap();
+        assert_eq!(r.value("s", &[("b", "2"), ("a", "1")]), Some(1.0));
+        assert_eq!(r.value("s", &[("a", "1")]), Some(1.0));
     }
 }
