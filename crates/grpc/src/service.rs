@@ -95,7 +95,13 @@ impl Predictions {
         result.map(Response::new)
     }
 
-    async fn predict(&self, request: Request<PredictRequest>) -> Result<PredictResponse, Status> {
+    // The inference RPCs' work; the `PredictionService` methods below wrap each in
+    // `recorded`.
+
+    async fn serve_predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<PredictResponse, Status> {
         let deadline = deadline(&request);
         let request = request.into_inner();
         let target = Target::from_spec(request.model_spec.as_ref())?;
@@ -143,7 +149,7 @@ impl Predictions {
         .await
     }
 
-    async fn classify(
+    async fn serve_classify(
         &self,
         request: ClassificationRequest,
     ) -> Result<ClassificationResponse, Status> {
@@ -160,7 +166,10 @@ impl Predictions {
         })
     }
 
-    async fn regress(&self, request: RegressionRequest) -> Result<RegressionResponse, Status> {
+    async fn serve_regress(
+        &self,
+        request: RegressionRequest,
+    ) -> Result<RegressionResponse, Status> {
         let (model_spec, result) = self
             .run_examples(
                 request.model_spec.as_ref(),
@@ -174,7 +183,7 @@ impl Predictions {
         })
     }
 
-    async fn multi_inference(
+    async fn serve_multi_inference(
         &self,
         request: MultiInferenceRequest,
     ) -> Result<MultiInferenceResponse, Status> {
@@ -200,7 +209,7 @@ impl PredictionService for Predictions {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let model = model_name(request.get_ref().model_spec.as_ref());
-        self.recorded("Predict", model, Predictions::predict(self, request))
+        self.recorded("Predict", model, self.serve_predict(request))
             .await
     }
 
@@ -221,7 +230,7 @@ impl PredictionService for Predictions {
     ) -> Result<Response<ClassificationResponse>, Status> {
         let request = request.into_inner();
         let model = model_name(request.model_spec.as_ref());
-        self.recorded("Classify", model, Predictions::classify(self, request))
+        self.recorded("Classify", model, self.serve_classify(request))
             .await
     }
 
@@ -231,7 +240,7 @@ impl PredictionService for Predictions {
     ) -> Result<Response<RegressionResponse>, Status> {
         let request = request.into_inner();
         let model = model_name(request.model_spec.as_ref());
-        self.recorded("Regress", model, Predictions::regress(self, request))
+        self.recorded("Regress", model, self.serve_regress(request))
             .await
     }
 
@@ -242,12 +251,8 @@ impl PredictionService for Predictions {
         let request = request.into_inner();
         let first = request.tasks.first().and_then(|t| t.model_spec.as_ref());
         let model = model_name(first);
-        self.recorded(
-            "MultiInference",
-            model,
-            Predictions::multi_inference(self, request),
-        )
-        .await
+        self.recorded("MultiInference", model, self.serve_multi_inference(request))
+            .await
     }
 }
 
