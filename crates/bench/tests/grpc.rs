@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use soma_core::{ModelLocation, runner::ThreadPools};
+use soma_core::ModelLocation;
 use soma_grpc::GrpcOptions;
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
@@ -24,13 +24,7 @@ async fn grpc_drives_soma_grpc_server() {
         metrics: None,
     };
     let set = Arc::new(ModelSet::new("bench", false));
-    let entry = ModelEntry {
-        name: "iris".to_string(),
-        location: ModelLocation::Local(fixtures().join("iris")),
-        signature_key: None,
-        threads: ThreadPools::default(),
-        batching: None,
-    };
+    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
     soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
         .await
         .unwrap();

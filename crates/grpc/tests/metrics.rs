@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use soma_core::{ModelLocation, Tensor, runner::ThreadPools};
+use soma_core::{ModelLocation, Tensor};
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::tensor_into_content_proto;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
@@ -27,13 +27,7 @@ async fn predictions_are_counted_by_status_and_timed() {
         metrics: None,
     };
     let set = Arc::new(ModelSet::new("metrics", false));
-    let entry = ModelEntry {
-        name: "iris".to_string(),
-        location: ModelLocation::Local(fixtures().join("iris")),
-        signature_key: None,
-        threads: ThreadPools::default(),
-        batching: None,
-    };
+    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
     soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
         .await
         .unwrap();

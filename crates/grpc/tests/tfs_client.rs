@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use soma_core::{ErrorKind, ModelLocation, runner::ThreadPools};
+use soma_core::{ErrorKind, ModelLocation};
 use soma_grpc::GrpcOptions;
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
@@ -67,11 +67,8 @@ const fn fixture(name: &'static str, dir: &'static str, expected: &'static str) 
 
 async fn load(set: &ModelSet, name: &str, dir: &Path, key: Option<&str>, options: &ModelOptions) {
     let entry = ModelEntry {
-        name: name.to_string(),
-        location: ModelLocation::Local(dir.to_path_buf()),
         signature_key: key.map(str::to_string),
-        threads: ThreadPools::default(),
-        batching: None,
+        ..ModelEntry::new(name, ModelLocation::Local(dir.to_path_buf()))
     };
     soma_models::load_entry(set, &entry, Validator::TensorFlow, options)
         .await

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use soma_core::{ModelLocation, Tensor, runner::ThreadPools};
+use soma_core::{ModelLocation, Tensor};
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::tensor_into_content_proto;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
@@ -31,13 +31,7 @@ async fn grpc_predict_throughput() {
     };
     let set = Arc::new(ModelSet::new("bench", false));
     for name in ["iris", "mlp1024"] {
-        let entry = ModelEntry {
-            name: name.to_string(),
-            location: ModelLocation::Local(fixtures().join(name)),
-            signature_key: None,
-            threads: ThreadPools::default(),
-            batching: None,
-        };
+        let entry = ModelEntry::new(name, ModelLocation::Local(fixtures().join(name)));
         soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
             .await
             .unwrap();

@@ -20,6 +20,20 @@ pub struct ModelEntry {
     pub batching: Option<BatchOptions>,
 }
 
+impl ModelEntry {
+    /// `name` at `location` with the defaults: the model's default signature, TensorFlow's
+    /// own thread pools, no batching.
+    pub fn new(name: impl Into<String>, location: ModelLocation) -> ModelEntry {
+        ModelEntry {
+            name: name.into(),
+            location,
+            signature_key: None,
+            threads: ThreadPools::default(),
+            batching: None,
+        }
+    }
+}
+
 /// The models of an API: one for `models.path`, one per entry of `models.paths`, and one per
 /// sub-folder of `models.dir` (which needs a listing, hence async). Returns the entries and
 /// whether the API uses the single-model form.

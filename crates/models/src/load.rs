@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use soma_config::ApiSpec;
 use soma_core::ModelLocation;
-use soma_core::runner::ThreadPools;
 use soma_repository::{ModelCache, Validator};
 use soma_runtime::{ModelSet, SINGLE_MODEL_NAME, Servable};
 use soma_tensorflow::TensorFlow;
@@ -30,11 +29,8 @@ pub async fn load_location(
 ) -> Result<Arc<ModelSet>, ModelsError> {
     let set = Arc::new(ModelSet::new("model", true));
     let entry = ModelEntry {
-        name: SINGLE_MODEL_NAME.to_string(),
-        location: location.clone(),
         signature_key: signature_key.map(str::to_string),
-        threads: ThreadPools::default(),
-        batching: None,
+        ..ModelEntry::new(SINGLE_MODEL_NAME, location.clone())
     };
     load_entry(&set, &entry, Validator::TensorFlow, options).await?;
     Ok(set)

@@ -41,11 +41,11 @@ async fn load_with_metrics(
 ) -> Arc<ModelSet> {
     let set = Arc::new(ModelSet::new("test", true));
     let entry = ModelEntry {
-        name: model.to_string(),
-        location: soma_core::ModelLocation::Local(fixtures().join(model)),
-        signature_key: None,
-        threads: Default::default(),
         batching,
+        ..ModelEntry::new(
+            model,
+            soma_core::ModelLocation::Local(fixtures().join(model)),
+        )
     };
     let options = ModelOptions {
         tensorflow_lib: None,
