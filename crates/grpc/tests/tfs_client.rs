@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use soma_core::{ErrorKind, ModelLocation};
 use soma_grpc::GrpcOptions;
+use soma_metrics::Registry;
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
 use soma_runtime::hub::{BoxFuture, ModelConfig};
@@ -275,9 +276,10 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
     );
 
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(Arc::clone(&set)));
+    let metrics = Registry::new();
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
-        ..GrpcOptions::default()
+        metrics: metrics.clone(),
     };
     let (port, stop, server) = start(hub, main_options).await;
 
@@ -381,6 +383,27 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
         );
     }
     assert_eq!(*recording.reloads.lock().unwrap(), vec![reload_configs()]);
+
+    // Every inference call of the official client was counted, by API and status.
+    let requests = |api: &str, ok: bool| -> u64 {
+        let api = format!("API=\"{api}\",entrypoint=\"GRPC\"");
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(":tensorflow:serving:request_count{") && l.contains(&api))
+            .filter(|l| l.contains("status=\"OK\"") == ok)
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert!(
+        requests("Predict", true) >= counts["predict cases"].as_u64().unwrap(),
+        "{}",
+        metrics.render()
+    );
+    assert!(requests("Predict", false) >= 1, "{}", metrics.render());
+    for api in ["Classify", "Regress", "MultiInference"] {
+        assert!(requests(api, true) >= 1, "{api}: {}", metrics.render());
+    }
 
     stop.send(()).unwrap();
     stop_reload.send(()).unwrap();
