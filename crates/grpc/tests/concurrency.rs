@@ -2,6 +2,7 @@
 //! sixteen requests to a model that takes 300 ms each finish together, and a status call
 //! made meanwhile answers at once even though the runtime has only two worker threads.
 //! A quick model under `auto` batching answers in place, each request with its own rows.
+//! Stopping the server lets running requests finish; a request that panics fails alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use soma_grpc::GrpcOptions;
 use soma_grpc::codec::{tensor_from_proto, tensor_into_proto};
 use soma_grpc_proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use soma_grpc_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
+use soma_grpc_proto::tensorflow::serving::{
+    GetModelStatusRequest, ModelSpec, PredictRequest, PredictResponse,
+};
 use soma_runtime::{ModelHub, ModelSet, Servable, StaticHub};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -38,6 +41,10 @@ impl ModelRunner for SlowEcho {
 
     fn run(&self, _signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            inputs[0].to_vec::<f32>().unwrap().iter().all(|v| *v >= 0.0),
+            "the echo model panics on negative inputs"
+        );
         if self.takes < Duration::from_millis(1) {
             // A short run busy-waits: sleeping would overshoot by the timer's slack.
             let started = Instant::now();
@@ -53,6 +60,10 @@ impl ModelRunner for SlowEcho {
 
 /// The echo model; the counter counts its runs.
 fn echo_model(takes: Duration) -> (Servable, Arc<AtomicUsize>) {
+    named_echo_model("slow", takes)
+}
+
+fn named_echo_model(name: &str, takes: Duration) -> (Servable, Arc<AtomicUsize>) {
     let info = |name: &str| TensorInfo {
         tensor_name: format!("{name}:0"),
         dtype: DType::Float,
@@ -69,11 +80,11 @@ fn echo_model(takes: Duration) -> (Servable, Arc<AtomicUsize>) {
         takes,
         runs: Arc::clone(&runs),
     };
-    let servable = Servable::new("slow", 1, Box::new(runner), None).unwrap();
+    let servable = Servable::new(name, 1, Box::new(runner), None).unwrap();
     (servable, runs)
 }
 
-/// Serves `servable` as model "slow" at the URL returned; the sender stops the server.
+/// Serves `servable` at the URL returned; the sender stops the server.
 async fn serve(
     servable: Servable,
 ) -> (
@@ -81,8 +92,20 @@ async fn serve(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
 ) {
-    let set = Arc::new(ModelSet::new("slow", false));
-    set.insert(Arc::new(servable));
+    serve_all(vec![servable]).await
+}
+
+async fn serve_all(
+    servables: Vec<Servable>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
+) {
+    let set = Arc::new(ModelSet::new("echo", false));
+    for servable in servables {
+        set.insert(Arc::new(servable));
+    }
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -108,16 +131,26 @@ async fn connect(url: &str) -> Channel {
 
 /// Predicts `[i]` and checks the answer is `[i]`.
 async fn echo(channel: Channel, i: usize) {
+    let response = predict(channel, "slow", i as f32).await.unwrap();
+    let y = tensor_from_proto(&response.outputs["y"]).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![i as f32]);
+}
+
+async fn predict(channel: Channel, model: &str, x: f32) -> Result<PredictResponse, tonic::Status> {
     let mut client = PredictionServiceClient::new(channel);
-    let x = Tensor::from_slice(vec![1], &[i as f32]).unwrap();
+    let x = Tensor::from_slice(vec![1], &[x]).unwrap();
     let request = PredictRequest {
-        model_spec: spec(),
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..ModelSpec::default()
+        }),
         inputs: [("x".to_string(), tensor_into_proto(x))].into(),
         output_filter: vec![],
     };
-    let response = client.predict(request).await.unwrap().into_inner();
-    let y = tensor_from_proto(&response.outputs["y"]).unwrap();
-    assert_eq!(y.to_vec::<f32>().unwrap(), vec![i as f32]);
+    client
+        .predict(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 fn spec() -> Option<ModelSpec> {
@@ -199,6 +232,58 @@ async fn under_auto_batching_a_quick_model_answers_each_request_in_place() {
         65,
         "each request ran on its own, where it was read"
     );
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_lets_running_requests_finish() {
+    let (url, stop, server) = serve(echo_model(RUN_TIME).0).await;
+    let channel = connect(&url).await;
+    let calls: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(echo(channel.clone(), i)))
+        .collect();
+    tokio::time::sleep(RUN_TIME / 3).await;
+
+    stop.send(()).unwrap();
+    // Every request in flight when the server was told to stop gets its answer...
+    for call in calls {
+        call.await.unwrap();
+    }
+    // ...and then the server returns, its listener closed.
+    tokio::time::timeout(RUN_TIME * 3, server)
+        .await
+        .expect("the server stops once its requests are answered")
+        .unwrap()
+        .unwrap();
+    let addr = url.trim_start_matches("http://");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_panics_fails_alone() {
+    // "quick" is answered in place once measured; "slow" requests run on the blocking pool
+    // meanwhile, on the same connection.
+    let (quick, _) = named_echo_model("quick", Duration::from_micros(50));
+    let (slow, _) = echo_model(RUN_TIME);
+    let (url, stop, server) = serve_all(vec![quick, slow]).await;
+    let channel = connect(&url).await;
+    for i in 0..3 {
+        predict(channel.clone(), "quick", i as f32).await.unwrap();
+    }
+    let running: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(echo(channel.clone(), i)))
+        .collect();
+    tokio::time::sleep(RUN_TIME / 3).await;
+
+    let failed = predict(channel.clone(), "quick", -1.0).await.unwrap_err();
+    println!("the panicking request: {failed:?}");
+    // The connection lived on: the requests it was carrying get their answers.
+    for call in running {
+        call.await.unwrap();
+    }
+    predict(channel.clone(), "quick", 1.0).await.unwrap();
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
