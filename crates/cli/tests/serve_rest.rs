@@ -134,8 +134,9 @@ fn an_endpoint_under_the_rest_paths_is_refused() {
     );
 }
 
-/// `--grpc-listen`: TF Serving's official Python client predicts on an API's model; reloading
-/// the model list is refused (it comes from cortex.yaml).
+/// `--grpc-listen`: TF Serving's official Python client predicts on an API's model; a request
+/// over `--grpc-max-message-bytes` is RESOURCE_EXHAUSTED; reloading the model list is refused
+/// (it comes from cortex.yaml); the calls are counted on `/metrics`.
 #[test]
 fn serve_speaks_grpc_with_the_official_client_and_refuses_reloads() {
     let yaml = format!(
@@ -147,7 +148,7 @@ fn serve_speaks_grpc_with_the_official_client_and_refuses_reloads() {
     let soma = Soma::serve(
         &dir.path().join("cortex.yaml"),
         &dir.path().join("data"),
-        &["--grpc-listen", &grpc],
+        &["--grpc-listen", &grpc, "--grpc-max-message-bytes", "4096"],
     );
     soma.wait_ready(Duration::from_secs(120));
     let script = r#"
@@ -160,6 +161,14 @@ request.model_spec.name = "iris"
 request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
 response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
 out = {"version": response.model_spec.version.value}
+big = predict_pb2.PredictRequest()
+big.model_spec.name = "iris"
+big.inputs["x"].CopyFrom(tf.make_tensor_proto(np.zeros([500, 4], np.float32)))
+try:
+    prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(big, timeout=30)
+    out["big"] = "OK"
+except grpc.RpcError as e:
+    out["big"] = e.code().name
 reload = model_management_pb2.ReloadConfigRequest()
 entry = reload.config.model_config_list.config.add()
 entry.name = "other"
@@ -184,9 +193,17 @@ print(json.dumps(out))
     );
     let out: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(out["version"], 10);
+    assert_eq!(out["big"], "RESOURCE_EXHAUSTED", "{out}");
     assert_eq!(out["reload"], "UNIMPLEMENTED");
     assert!(
         out["message"].as_str().unwrap().contains("cortex.yaml"),
         "{out}"
+    );
+    let metrics = soma.request("GET", "/metrics", &[], b"").unwrap().text();
+    assert!(
+        metrics.contains(
+            r#":tensorflow:serving:request_count{API="Predict",entrypoint="GRPC",model_name="iris",status="OK"} 1"#
+        ),
+        "{metrics}"
     );
 }

@@ -40,6 +40,9 @@ pub struct ServeOptions {
     pub model_poll_interval: Duration,
     /// Where TF Serving's gRPC API is served, if anywhere.
     pub grpc_listen: Option<SocketAddr>,
+    /// The largest gRPC request or response message, in bytes
+    /// ([`soma_grpc::GrpcOptions::max_message_bytes`]).
+    pub grpc_max_message_bytes: usize,
 }
 
 impl ServeOptions {

@@ -190,12 +190,12 @@ pub async fn serve_with(
             grpc.local_addr().map_err(ServeError::Http)?
         );
         let stop = shared.stop.clone();
-        let options = GrpcOptions {
+        let grpc_options = GrpcOptions {
+            max_message_bytes: options.grpc_max_message_bytes,
             metrics: shared.metrics.clone(),
-            ..GrpcOptions::default()
         };
         tokio::spawn(async move {
-            let serving = soma_grpc::serve(hub, grpc, options, wait_for_stop(stop));
+            let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));
             if let Err(error) = serving.await {
                 tracing::error!(%error, "the gRPC server stopped");
             }

@@ -71,6 +71,11 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_GRPC_LISTEN", value_name = "ADDR")]
     grpc_listen: Option<std::net::SocketAddr>,
 
+    /// The largest gRPC request or response message, in bytes; a larger request gets
+    /// RESOURCE_EXHAUSTED. Default: TF Serving's, 2147483647.
+    #[arg(long, env = "SOMA_GRPC_MAX_MESSAGE_BYTES", value_name = "BYTES", default_value_t = i32::MAX as usize)]
+    grpc_max_message_bytes: usize,
+
     /// The project's Python environment (a venv with the handlers' packages).
     #[arg(long, env = "SOMA_PYTHON_ENV", value_name = "DIR")]
     python_env: Option<PathBuf>,
@@ -129,6 +134,7 @@ pub(crate) fn options(
         models: super::model_options(global),
         model_poll_interval: args.model_poll_interval,
         grpc_listen: args.grpc_listen,
+        grpc_max_message_bytes: args.grpc_max_message_bytes,
     }
 }
 
