@@ -24,6 +24,8 @@
 //!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
 //!   prediction whose response would be over it (checked before sending, with a message
 //!   that names the limit).
+//! * Connections: optional HTTP/2 keepalive pings and a maximum connection age
+//!   ([`GrpcOptions`]), as gRPC servers take them from channel arguments.
 
 pub mod codec;
 pub mod examples;
@@ -36,6 +38,7 @@ pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
@@ -55,6 +58,16 @@ pub struct GrpcOptions {
     /// Where inference requests are counted and timed (TF Serving's `request_count`, with
     /// `entrypoint="GRPC"`); share it with the REST front end's to serve both on `/metrics`.
     pub metrics: Registry,
+    /// How often to send an HTTP/2 PING on a connection (gRPC's `grpc.keepalive_time_ms`);
+    /// a peer that does not answer within `keepalive_timeout` is disconnected. `None`: no pings.
+    pub keepalive_interval: Option<Duration>,
+    /// How long to wait for a PING's answer; `None`: 20 s.
+    pub keepalive_timeout: Option<Duration>,
+    /// Connections older than this are asked to go away (HTTP/2 GOAWAY): clients open a new
+    /// one for their next requests, so they spread over the servers behind a load balancer
+    /// (`grpc.max_connection_age_ms`); requests already running finish. `None`: connections
+    /// live as long as their clients keep them.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for GrpcOptions {
@@ -62,6 +75,9 @@ impl Default for GrpcOptions {
         GrpcOptions {
             max_message_bytes: i32::MAX as usize,
             metrics: Registry::new(),
+            keepalive_interval: None,
+            keepalive_timeout: None,
+            max_connection_age: None,
         }
     }
 }
@@ -93,7 +109,13 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut server = Server::builder()
+        .http2_keepalive_interval(options.keepalive_interval)
+        .http2_keepalive_timeout(options.keepalive_timeout);
+    if let Some(age) = options.max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    server
         .layer(limit::layer())
         .add_service(predictions)
         .add_service(models)

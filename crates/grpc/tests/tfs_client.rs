@@ -280,6 +280,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
         metrics: metrics.clone(),
+        ..GrpcOptions::default()
     };
     let (port, stop, server) = start(hub, main_options).await;
 

@@ -193,6 +193,7 @@ pub async fn serve_with(
         let grpc_options = GrpcOptions {
             max_message_bytes: options.grpc_max_message_bytes,
             metrics: shared.metrics.clone(),
+            ..GrpcOptions::default()
         };
         tokio::spawn(async move {
             let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));

@@ -28,7 +28,9 @@ pub(crate) struct Args {
     port: u16,
 
     /// gRPC channel arguments, `key=value,...`; `grpc.max_receive_message_length` and
-    /// `grpc.max_send_message_length` set the message size limit (default: 2 GiB - 1).
+    /// `grpc.max_send_message_length` set the message size limit (default: 2 GiB - 1);
+    /// `grpc.keepalive_time_ms`, `grpc.keepalive_timeout_ms` and `grpc.max_connection_age_ms`
+    /// set keepalive pings and connection age.
     #[arg(
         long = "grpc_channel_arguments",
         default_value = "",
@@ -272,8 +274,9 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// TF Serving's `--grpc_channel_arguments`: the message size limits are applied (the smaller
-/// of the two if both are given); other arguments are accepted and logged as ignored.
+/// TF Serving's `--grpc_channel_arguments`: the message size limits (the smaller of the two if
+/// both are given), keepalive and connection age are applied; other arguments are accepted and
+/// logged as ignored.
 fn grpc_options(arguments: &str) -> anyhow::Result<GrpcOptions> {
     let mut options = GrpcOptions::default();
     let mut limit: Option<usize> = None;
@@ -285,19 +288,28 @@ fn grpc_options(arguments: &str) -> anyhow::Result<GrpcOptions> {
         let Some((key, value)) = argument.split_once('=') else {
             anyhow::bail!("--grpc_channel_arguments: {argument:?} is not key=value");
         };
-        match key.trim() {
+        let key = key.trim();
+        let number = || -> anyhow::Result<i64> {
+            value
+                .trim()
+                .parse()
+                .with_context(|| format!("--grpc_channel_arguments: {key} must be an integer"))
+        };
+        match key {
             "grpc.max_receive_message_length" | "grpc.max_send_message_length" => {
-                let bytes: i64 = value.trim().parse().with_context(|| {
-                    format!("--grpc_channel_arguments: {key} must be an integer")
-                })?;
                 // gRPC: -1 means unlimited.
-                let bytes = if bytes < 0 {
-                    i32::MAX as usize
-                } else {
-                    bytes as usize
-                };
+                let bytes = usize::try_from(number()?).unwrap_or(i32::MAX as usize);
                 limit = Some(limit.map_or(bytes, |l| l.min(bytes)));
             }
+            "grpc.keepalive_time_ms" => options.keepalive_interval = millis(number()?),
+            "grpc.keepalive_timeout_ms" => options.keepalive_timeout = millis(number()?),
+            "grpc.max_connection_age_ms" => options.max_connection_age = millis(number()?),
+            // tonic closes an aged connection at age + grace without a GOAWAY first; running
+            // requests would be cut off. Without it they finish, gRPC's default.
+            "grpc.max_connection_age_grace_ms" => tracing::warn!(
+                argument = key,
+                "gRPC channel argument ignored: an aged connection's requests always finish"
+            ),
             other => tracing::warn!(argument = other, "gRPC channel argument ignored"),
         }
     }
@@ -305,6 +317,14 @@ fn grpc_options(arguments: &str) -> anyhow::Result<GrpcOptions> {
         options.max_message_bytes = limit;
     }
     Ok(options)
+}
+
+/// A gRPC channel argument in milliseconds; gRPC spells "never" as `INT_MAX` (its default for
+/// these), and 0 or less turns the setting off here.
+fn millis(value: i64) -> Option<Duration> {
+    (1..i64::from(i32::MAX))
+        .contains(&value)
+        .then(|| Duration::from_millis(value as u64))
 }
 
 fn read_batching_file(path: &Path) -> anyhow::Result<BatchOptions> {
@@ -412,6 +432,55 @@ mod tests {
             parse(&["--model_base_path=/m", "--batching_parameters_file=/b"]).unwrap_err(),
             "--batching_parameters_file needs --enable_batching"
         );
+    }
+
+    #[test]
+    fn grpc_channel_arguments_set_limits_keepalive_and_connection_age() {
+        let s = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.max_receive_message_length=4096, \
+             grpc.max_send_message_length=8192,grpc.keepalive_time_ms=30000,\
+             grpc.keepalive_timeout_ms=5000,grpc.max_connection_age_ms=600000,\
+             grpc.max_connection_age_grace_ms=1000,grpc.so_reuseport=1",
+        ])
+        .unwrap();
+        assert_eq!(s.grpc.max_message_bytes, 4096);
+        assert_eq!(s.grpc.keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(s.grpc.keepalive_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(s.grpc.max_connection_age, Some(Duration::from_secs(600)));
+
+        let unlimited = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.max_send_message_length=-1",
+        ])
+        .unwrap();
+        assert_eq!(unlimited.grpc.max_message_bytes, i32::MAX as usize);
+        let never = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.keepalive_time_ms=2147483647",
+        ])
+        .unwrap();
+        // INT_MAX is gRPC's "never".
+        assert_eq!(never.grpc.keepalive_interval, None);
+        let defaults = parse(&["--model_base_path=/m"]).unwrap();
+        assert_eq!(defaults.grpc.keepalive_interval, None);
+        assert_eq!(defaults.grpc.max_connection_age, None);
+
+        let bad = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.keepalive_time_ms=soon",
+        ])
+        .unwrap_err();
+        assert!(
+            bad.contains("grpc.keepalive_time_ms must be an integer"),
+            "{bad}"
+        );
+        let bad = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.keepalive_time_ms",
+        ])
+        .unwrap_err();
+        assert!(bad.contains("is not key=value"), "{bad}");
     }
 
     #[test]
