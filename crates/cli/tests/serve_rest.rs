@@ -148,7 +148,16 @@ fn serve_speaks_grpc_with_the_official_client_and_refuses_reloads() {
     let soma = Soma::serve(
         &dir.path().join("cortex.yaml"),
         &dir.path().join("data"),
-        &["--grpc-listen", &grpc, "--grpc-max-message-bytes", "4096"],
+        &[
+            "--grpc-listen",
+            &grpc,
+            "--grpc-max-message-bytes",
+            "4096",
+            "--grpc-keepalive-interval",
+            "30s",
+            "--grpc-max-connection-age",
+            "1h",
+        ],
     );
     soma.wait_ready(Duration::from_secs(120));
     let script = r#"

@@ -43,6 +43,10 @@ pub struct ServeOptions {
     /// The largest gRPC request or response message, in bytes
     /// ([`soma_grpc::GrpcOptions::max_message_bytes`]).
     pub grpc_max_message_bytes: usize,
+    /// HTTP/2 keepalive PINGs on gRPC connections ([`soma_grpc::GrpcOptions::keepalive_interval`]).
+    pub grpc_keepalive_interval: Option<Duration>,
+    /// GOAWAY for older gRPC connections ([`soma_grpc::GrpcOptions::max_connection_age`]).
+    pub grpc_max_connection_age: Option<Duration>,
 }
 
 impl ServeOptions {

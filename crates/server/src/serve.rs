@@ -193,7 +193,9 @@ pub async fn serve_with(
         let grpc_options = GrpcOptions {
             max_message_bytes: options.grpc_max_message_bytes,
             metrics: shared.metrics.clone(),
-            ..GrpcOptions::default()
+            keepalive_interval: options.grpc_keepalive_interval,
+            keepalive_timeout: None,
+            max_connection_age: options.grpc_max_connection_age,
         };
         tokio::spawn(async move {
             let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));

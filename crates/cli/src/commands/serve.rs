@@ -76,6 +76,16 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_GRPC_MAX_MESSAGE_BYTES", value_name = "BYTES", default_value_t = i32::MAX as usize)]
     grpc_max_message_bytes: usize,
 
+    /// Send an HTTP/2 PING on each gRPC connection this often; a client that does not answer
+    /// within 20 s is disconnected.
+    #[arg(long, env = "SOMA_GRPC_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    grpc_keepalive_interval: Option<Duration>,
+
+    /// Ask gRPC connections older than this to go away (GOAWAY), so clients reconnect and
+    /// spread over the replicas behind a load balancer; running requests finish.
+    #[arg(long, env = "SOMA_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    grpc_max_connection_age: Option<Duration>,
+
     /// The project's Python environment (a venv with the handlers' packages).
     #[arg(long, env = "SOMA_PYTHON_ENV", value_name = "DIR")]
     python_env: Option<PathBuf>,
@@ -135,6 +145,8 @@ pub(crate) fn options(
         model_poll_interval: args.model_poll_interval,
         grpc_listen: args.grpc_listen,
         grpc_max_message_bytes: args.grpc_max_message_bytes,
+        grpc_keepalive_interval: args.grpc_keepalive_interval,
+        grpc_max_connection_age: args.grpc_max_connection_age,
     }
 }
 
