@@ -174,7 +174,10 @@ impl Registry {
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         // Names and labels are checked when their family or series is created; updating an
         // existing series (every request's case) allocates nothing.
-        if !families.contains_key(name) {
+        let new_family = !families.contains_key(name);
+        if new_family {
+            // Labels are checked before the family exists, so that a refused update leaves
+            // nothing behind.
             validate_metric_name(name)?;
             validate_labels(labels)?;
             let family = Family {
@@ -196,7 +199,9 @@ impl Registry {
             apply(series, value);
             return Ok(());
         }
-        validate_labels(labels)?;
+        if !new_family {
+            validate_labels(labels)?;
+        }
         let series = family
             .series
             .entry(owned(labels))
