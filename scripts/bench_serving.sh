@@ -4,11 +4,13 @@
 # §4: iris and mlp1024 at 1, 8 and 64 connections: soma tfserving REST and gRPC (one
 #     connection per request in flight, and at 8 and 64 also all on one channel), the floor
 #     (Servable::predict in a loop in-process from as many threads) and the FastAPI + uvicorn
-#     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers.
+#     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers, and on iris the null
+#     server (soma-bench null-server: soma's HTTP stacks answering a fixed prediction without
+#     a model), the most any server built on them could do here.
 # §4c: iris and mlp1024 at 1, 8 and 64 connections again, with load generators written in C
 #     (wrk for REST, h2load for gRPC, at 8 and 64 also on one connection; Debian's wrk and
 #     nghttp2-client), which leave more of the shared cores to the server than soma-bench's
-#     clients do; skipped if they are missing.
+#     clients do, and the null server under them on iris; skipped if they are missing.
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
@@ -94,6 +96,15 @@ start_fastapi() { # <workers>: sets $server
   exit 1
 }
 
+start_null() { # soma-bench null-server on soma's ports; sets $server
+  require_free "$grpc_port" "$rest_port"
+  "$bench" null-server --rest "127.0.0.1:$rest_port" --grpc "127.0.0.1:$grpc_port" \
+    >"$tmp/null.log" 2>&1 &
+  server=$!
+  wait_for "http://127.0.0.1:$rest_port/v2/health/ready"
+  alive "$server" null
+}
+
 stop() {
   kill "$server"
   wait "$server" 2>/dev/null || true
@@ -157,6 +168,8 @@ c_row() { # <label> <model> <conns> <req/s> <p50 ms> <p99 ms> <requests> <errors
     }'
 }
 
+who=soma # the server under test, for the §4c row labels
+
 measure_wrk() { # <model> <conns>
   cat >"$tmp/wrk.lua" <<EOF
 wrk.method = "POST"
@@ -170,14 +183,14 @@ end
 EOF
   run_c wrk -t1 -c"$2" -d__SECONDS__s -s "$tmp/wrk.lua" "http://127.0.0.1:$rest_port/v1/models/$1:predict"
   read -r _ rate p50 p99 n e < <(grep '^RESULT' "$tmp/c.out")
-  c_row "soma REST (wrk)" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
+  c_row "$who REST (wrk)" "$1" "$2" "$rate" "$p50" "$p99" "$n" "$e"
 }
 
 # <model> <requests in flight> [connections]: by default one HTTP/2 connection per request in
 # flight (one stream at a time each); with fewer connections, their streams run concurrently.
 measure_h2load() {
-  local conns=${3:-$2} label="soma gRPC (h2load)"
-  [ "$conns" = "$2" ] || label="soma gRPC (h2load), $conns conn."
+  local conns=${3:-$2} label="$who gRPC (h2load)"
+  [ "$conns" = "$2" ] || label="$who gRPC (h2load), $conns conn."
   run_c h2load -t1 -c"$conns" -m$(($2 / conns)) -D__SECONDS__ -d "$tmp/$1.grpc" --log-file="$tmp/h2.log" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://127.0.0.1:$grpc_port/tensorflow.serving.PredictionService/Predict"
@@ -220,6 +233,16 @@ for m in "${models[@]}"; do
 done
 stop
 
+# §4 the null server: what soma's HTTP stacks cost with no model behind them.
+start_null
+for c in "${levels[@]}"; do
+  measure 4 "null REST" iris rest "127.0.0.1:$rest_port" iris "$data/iris.json" --connections "$c"
+  measure 4 "null gRPC" iris grpc "127.0.0.1:$grpc_port" iris "$data/iris.json" --connections "$c"
+  [ "$c" = 1 ] || measure 4 "null gRPC, 1 channel" iris grpc "127.0.0.1:$grpc_port" iris \
+    "$data/iris.json" --connections "$c" --channels 1
+done
+stop
+
 # §4 the floor.
 for m in "${models[@]}"; do
   for c in "${levels[@]}"; do
@@ -252,6 +275,15 @@ if command -v wrk >/dev/null && command -v h2load >/dev/null; then
       [ "$c" = 1 ] || measure_h2load "$m" "$c" 1
     done
   done
+  stop
+  start_null
+  who=null
+  for c in "${levels[@]}"; do
+    measure_wrk iris "$c"
+    measure_h2load iris "$c"
+    [ "$c" = 1 ] || measure_h2load iris "$c" 1
+  done
+  who=soma
   stop
 else
   echo "(§4c skipped: wrk and h2load not installed; apt-get install wrk nghttp2-client)"

@@ -7,7 +7,9 @@
 //!   `grpc ...` with the same arguments (grpcload.rs; `grpc-body ... <out>` writes the
 //!   framed request for other load generators) and
 //!   `floor <model-dir> --threads N --seconds S [--body body.json]` (predictfloor.rs): the
-//!   synchronous serving benchmarks (closed loop; req/s, p50, p99, errors), sharing load.rs.
+//!   synchronous serving benchmarks (closed loop; req/s, p50, p99, errors), sharing load.rs;
+//!   `null-server [--rest ADDR] [--grpc ADDR]` (nullserver.rs): soma's HTTP stacks answering
+//!   a fixed prediction without a model, the ceiling those benchmarks are read against.
 //!   The request bodies of BENCHMARKS.md are in `crates/bench/data/`.
 //!
 //! `predict`: per-call latency of
@@ -40,6 +42,7 @@ mod asyncload;
 mod floor;
 mod grpcload;
 mod load;
+mod nullserver;
 mod predictfloor;
 mod restload;
 
@@ -79,13 +82,15 @@ fn main() -> anyhow::Result<()> {
         Some("grpc") => grpcload::run(&args[1..]),
         Some("grpc-body") => grpcload::write_body(&args[1..]),
         Some("floor") => predictfloor::run(&args[1..]),
+        Some("null-server") => nullserver::run(&args[1..]),
         _ => bail!(
             "usage: soma-bench predict <model version dir> [iterations] [rounds]\n       \
              soma-bench async <host:port> <endpoint> <payload.json> [workloads] [concurrency]\n       \
              soma-bench async-floor <cortex.yaml> <payload.json> [calls]\n       \
              soma-bench rest|grpc <host:port> <model> <body.json> --connections N --seconds S [--warmup S]\n       \
              soma-bench grpc-body <host:port> <model> <body.json> <out>\n       \
-             soma-bench floor <model-dir> --threads N --seconds S [--body body.json] [--warmup S]"
+             soma-bench floor <model-dir> --threads N --seconds S [--body body.json] [--warmup S]\n       \
+             soma-bench null-server [--rest host:port] [--grpc host:port]"
         ),
     }
 }

@@ -1,0 +1,204 @@
+//! `null-server [--rest ADDR] [--grpc ADDR]`: servers built like soma's (axum on hyper for
+//! REST, tonic for gRPC, tokio's default multi-threaded runtime) that answer every request
+//! with a fixed iris-sized prediction and run no model. The REST side reads the whole body;
+//! the gRPC side decodes the `PredictRequest` and encodes a `PredictResponse` (tonic and
+//! prost do that) and answers GetModelMetadata with iris's signature, for clients that read
+//! it first (`soma-bench grpc`). Under the same load generators as soma they measure the ceiling of these
+//! stacks on this machine: what a server would reach if its model and JSON took no time.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, header};
+use prost::Message as _;
+use soma_grpc_proto::SIGNATURE_DEF_MAP_TYPE_URL;
+use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
+    PredictionService, PredictionServiceServer,
+};
+use soma_grpc_proto::tensorflow::serving::{
+    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
+    GetModelMetadataResponse, ModelSpec, MultiInferenceRequest, MultiInferenceResponse,
+    PredictRequest, PredictResponse, RegressionRequest, RegressionResponse, SignatureDefMap,
+    model_spec,
+};
+use soma_grpc_proto::tensorflow::{
+    DataType, SignatureDef, TensorInfo, TensorProto, TensorShapeProto, tensor_info,
+    tensor_shape_proto,
+};
+use tonic::{Request, Status};
+
+/// The latest version of `fixtures/models/iris`, which soma names in its gRPC answers.
+const IRIS_VERSION: i64 = 10;
+
+/// soma's answer to `crates/bench/data/iris.json`, byte for byte.
+const REST_ANSWER: &str =
+    "{\n    \"predictions\": [[0.9726865, 0.024584923, 0.0027286054]\n    ]\n}";
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let (mut rest, mut grpc) = (None, None);
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, addr] if flag == "--rest" => rest = Some(addr.clone()),
+            [flag, addr] if flag == "--grpc" => grpc = Some(addr.clone()),
+            _ => {
+                anyhow::bail!("usage: soma-bench null-server [--rest host:port] [--grpc host:port]")
+            }
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some(addr) = rest {
+            let listener = listen(&addr).await?;
+            servers.spawn(async move {
+                let app = axum::Router::new().fallback(answer_rest);
+                axum::serve(listener, app).await.context("REST null server")
+            });
+        }
+        if let Some(addr) = grpc {
+            let listener = listen(&addr).await?;
+            servers.spawn(async move {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                tonic::transport::Server::builder()
+                    .add_service(PredictionServiceServer::new(NullPredictions))
+                    .serve_with_incoming(incoming)
+                    .await
+                    .context("gRPC null server")
+            });
+        }
+        while let Some(done) = servers.join_next().await {
+            done??;
+        }
+        Ok(())
+    })
+}
+
+async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("bad address {addr}"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Reads the body as soma's REST front end does (up to its 256 MiB limit), then answers.
+async fn answer_rest(body: Body) -> Response<Body> {
+    match axum::body::to_bytes(body, 256 * 1024 * 1024).await {
+        Ok(_) => {
+            let mut response = Response::new(Body::from(REST_ANSWER));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => {
+            let mut response = Response::new(Body::from(format!("{{\"error\": \"{e}\"}}")));
+            *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            response
+        }
+    }
+}
+
+fn shape(dims: &[i64]) -> TensorShapeProto {
+    TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    }
+}
+
+/// Predict answers iris's output (one row of three floats) for the model it was asked for.
+struct NullPredictions;
+
+#[tonic::async_trait]
+impl PredictionService for NullPredictions {
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<tonic::Response<PredictResponse>, Status> {
+        let request = request.into_inner();
+        let output = TensorProto {
+            dtype: DataType::DtFloat as i32,
+            tensor_shape: Some(shape(&[1, 3])),
+            float_val: vec![0.972_686_5, 0.024_584_923, 0.002_728_605_4],
+            ..TensorProto::default()
+        };
+        Ok(tonic::Response::new(PredictResponse {
+            // As soma answers for the fixture's latest version.
+            model_spec: Some(ModelSpec {
+                name: request.model_spec.map(|spec| spec.name).unwrap_or_default(),
+                version_choice: Some(model_spec::VersionChoice::Version(IRIS_VERSION)),
+                signature_name: "serving_default".to_owned(),
+            }),
+            outputs: [("output_0".to_owned(), output)].into_iter().collect(),
+        }))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<tonic::Response<GetModelMetadataResponse>, Status> {
+        let info = |name: &str, dims: &[i64]| TensorInfo {
+            encoding: Some(tensor_info::Encoding::Name(name.to_owned())),
+            dtype: DataType::DtFloat as i32,
+            tensor_shape: Some(shape(dims)),
+        };
+        let signature = SignatureDef {
+            inputs: [("x".to_owned(), info("serve_x:0", &[-1, 4]))].into(),
+            outputs: [(
+                "output_0".to_owned(),
+                info("StatefulPartitionedCall:0", &[-1, 3]),
+            )]
+            .into(),
+            method_name: "tensorflow/serving/predict".to_owned(),
+            ..SignatureDef::default()
+        };
+        let map = SignatureDefMap {
+            signature_def: [("serving_default".to_owned(), signature)].into(),
+        };
+        let any = prost_types::Any {
+            type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_owned(),
+            value: map.encode_to_vec(),
+        };
+        Ok(tonic::Response::new(GetModelMetadataResponse {
+            model_spec: request.into_inner().model_spec,
+            metadata: [("signature_def".to_owned(), any)].into(),
+        }))
+    }
+
+    async fn classify(
+        &self,
+        _: Request<ClassificationRequest>,
+    ) -> Result<tonic::Response<ClassificationResponse>, Status> {
+        Err(Status::unimplemented(
+            "the null server only answers Predict",
+        ))
+    }
+
+    async fn regress(
+        &self,
+        _: Request<RegressionRequest>,
+    ) -> Result<tonic::Response<RegressionResponse>, Status> {
+        Err(Status::unimplemented(
+            "the null server only answers Predict",
+        ))
+    }
+
+    async fn multi_inference(
+        &self,
+        _: Request<MultiInferenceRequest>,
+    ) -> Result<tonic::Response<MultiInferenceResponse>, Status> {
+        Err(Status::unimplemented(
+            "the null server only answers Predict",
+        ))
+    }
+}
