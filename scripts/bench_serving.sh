@@ -4,13 +4,14 @@
 # §4: iris and mlp1024 at 1, 8 and 64 connections: soma tfserving REST and gRPC (one
 #     connection per request in flight, and at 8 and 64 also all on one channel), the floor
 #     (Servable::predict in a loop in-process from as many threads) and the FastAPI + uvicorn
-#     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers, and on iris the null
-#     server (soma-bench null-server: soma's HTTP stacks answering a fixed prediction without
-#     a model), the most any server built on them could do here.
+#     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers; on iris also the
+#     null server (soma-bench null-server: soma's HTTP stacks answering soma's answer, fixed,
+#     with no model: the most any server built on them could do here) and null+TF (the same
+#     running iris once per request: the stacks plus TensorFlow, without soma's own work).
 # §4c: iris and mlp1024 at 1, 8 and 64 connections again, with load generators written in C
 #     (wrk for REST, h2load for gRPC, at 8 and 64 also on one connection; Debian's wrk and
 #     nghttp2-client), which leave more of the shared cores to the server than soma-bench's
-#     clients do, and the null server under them on iris; skipped if they are missing.
+#     clients do, and null and null+TF under them on iris; skipped if they are missing.
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
@@ -96,10 +97,10 @@ start_fastapi() { # <workers>: sets $server
   exit 1
 }
 
-start_null() { # soma-bench null-server on soma's ports; sets $server
+start_null() { # [model dir]: soma-bench null-server on soma's ports; sets $server
   require_free "$grpc_port" "$rest_port"
   "$bench" null-server --rest "127.0.0.1:$rest_port" --grpc "127.0.0.1:$grpc_port" \
-    >"$tmp/null.log" 2>&1 &
+    ${1:+--model "$1"} >"$tmp/null.log" 2>&1 &
   server=$!
   wait_for "http://127.0.0.1:$rest_port/v2/health/ready"
   alive "$server" null
@@ -233,15 +234,19 @@ for m in "${models[@]}"; do
 done
 stop
 
-# §4 the null server: what soma's HTTP stacks cost with no model behind them.
-start_null
-for c in "${levels[@]}"; do
-  measure 4 "null REST" iris rest "127.0.0.1:$rest_port" iris "$data/iris.json" --connections "$c"
-  measure 4 "null gRPC" iris grpc "127.0.0.1:$grpc_port" iris "$data/iris.json" --connections "$c"
-  [ "$c" = 1 ] || measure 4 "null gRPC, 1 channel" iris grpc "127.0.0.1:$grpc_port" iris \
-    "$data/iris.json" --connections "$c" --channels 1
+# §4 the null server: what soma's HTTP stacks cost with no model behind them (null), and
+# with iris run once per request (null+TF).
+for who in null null+TF; do
+  if [ "$who" = null ]; then start_null; else start_null fixtures/models/iris; fi
+  for c in "${levels[@]}"; do
+    measure 4 "$who REST" iris rest "127.0.0.1:$rest_port" iris "$data/iris.json" --connections "$c"
+    measure 4 "$who gRPC" iris grpc "127.0.0.1:$grpc_port" iris "$data/iris.json" --connections "$c"
+    [ "$c" = 1 ] || measure 4 "$who gRPC, 1 channel" iris grpc "127.0.0.1:$grpc_port" iris \
+      "$data/iris.json" --connections "$c" --channels 1
+  done
+  stop
 done
-stop
+who=soma
 
 # §4 the floor.
 for m in "${models[@]}"; do
@@ -276,15 +281,16 @@ if command -v wrk >/dev/null && command -v h2load >/dev/null; then
     done
   done
   stop
-  start_null
-  who=null
-  for c in "${levels[@]}"; do
-    measure_wrk iris "$c"
-    measure_h2load iris "$c"
-    [ "$c" = 1 ] || measure_h2load iris "$c" 1
+  for who in null null+TF; do
+    if [ "$who" = null ]; then start_null; else start_null fixtures/models/iris; fi
+    for c in "${levels[@]}"; do
+      measure_wrk iris "$c"
+      measure_h2load iris "$c"
+      [ "$c" = 1 ] || measure_h2load iris "$c" 1
+    done
+    stop
   done
   who=soma
-  stop
 else
   echo "(§4c skipped: wrk and h2load not installed; apt-get install wrk nghttp2-client)"
 fi

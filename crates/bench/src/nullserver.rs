@@ -1,17 +1,28 @@
-//! `null-server [--rest ADDR] [--grpc ADDR]`: servers built like soma's (axum on hyper for
-//! REST, tonic for gRPC, tokio's default multi-threaded runtime) that answer every request
-//! with a fixed iris-sized prediction and run no model. The REST side reads the whole body;
-//! the gRPC side decodes the `PredictRequest` and encodes a `PredictResponse` (tonic and
-//! prost do that) and answers GetModelMetadata with iris's signature, for clients that read
-//! it first (`soma-bench grpc`). Under the same load generators as soma they measure the ceiling of these
-//! stacks on this machine: what a server would reach if its model and JSON took no time.
+//! `null-server [--rest ADDR] [--grpc ADDR] [--model DIR]`: servers built like soma's (axum
+//! on hyper for REST, tonic for gRPC, tokio's default multi-threaded runtime) that answer every
+//! request with soma's answer to `crates/bench/data/iris.json`, fixed. The REST side reads the
+//! whole body; the gRPC side decodes the `PredictRequest` and encodes a `PredictResponse`
+//! (tonic and prost do that), and answers GetModelMetadata with iris's signature for clients
+//! that read it first (`soma-bench grpc`). Nothing else: no JSON, no model lookup, no metrics.
+//!
+//! Under the same load generators as soma this measures the ceiling of those stacks on this
+//! machine. With `--model DIR` (an iris-shaped model: one float input of width 4) each
+//! request also runs that model once on iris.json's row, through `Servable::predict` like the
+//! floor, on the thread that read it (as soma runs quick models): the stack plus TensorFlow,
+//! so soma's own work per request is what it costs beyond this.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderValue, Response, header};
 use prost::Message as _;
+use soma_core::Tensor;
+use soma_core::runner::ThreadPools;
 use soma_grpc_proto::SIGNATURE_DEF_MAP_TYPE_URL;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
     PredictionService, PredictionServiceServer,
@@ -26,6 +37,9 @@ use soma_grpc_proto::tensorflow::{
     DataType, SignatureDef, TensorInfo, TensorProto, TensorShapeProto, tensor_info,
     tensor_shape_proto,
 };
+use soma_models::TfRunner;
+use soma_runtime::Servable;
+use soma_tensorflow::TensorFlow;
 use tonic::{Request, Status};
 
 /// The latest version of `fixtures/models/iris`, which soma names in its gRPC answers.
@@ -35,34 +49,72 @@ const IRIS_VERSION: i64 = 10;
 const REST_ANSWER: &str =
     "{\n    \"predictions\": [[0.9726865, 0.024584923, 0.0027286054]\n    ]\n}";
 
+const USAGE: &str =
+    "usage: soma-bench null-server [--rest host:port] [--grpc host:port] [--model dir]";
+
+/// What each request runs before its fixed answer: nothing, or one call of a model.
+#[derive(Clone, Default)]
+struct Work(Option<Arc<(Servable, BTreeMap<String, Tensor>)>>);
+
+impl Work {
+    fn load(dir: &Path) -> anyhow::Result<Work> {
+        let dir = crate::predictfloor::version_dir(dir)?;
+        let tf = TensorFlow::global(None)?;
+        // The same thread-pool settings as `soma tfserving` without the thread flags.
+        let runner = TfRunner::load(&tf, &dir, ThreadPools::default())?;
+        let servable = Servable::new("model", 1, Box::new(runner), None)?;
+        let (_, signature) = servable.signature(None)?;
+        let body = include_bytes!("../data/iris.json");
+        let inputs = crate::load::single_input(body, &signature.inputs)
+            .context("--model needs an iris-shaped model")?;
+        servable.predict(None, &inputs)?;
+        Ok(Work(Some(Arc::new((servable, inputs)))))
+    }
+
+    fn run(&self) -> Result<(), String> {
+        match &self.0 {
+            Some(model) => model
+                .0
+                .predict(None, &model.1)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let (mut rest, mut grpc) = (None, None);
+    let (mut rest, mut grpc, mut work) = (None, None, Work::default());
     for pair in args.chunks(2) {
         match pair {
             [flag, addr] if flag == "--rest" => rest = Some(addr.clone()),
             [flag, addr] if flag == "--grpc" => grpc = Some(addr.clone()),
-            _ => {
-                anyhow::bail!("usage: soma-bench null-server [--rest host:port] [--grpc host:port]")
-            }
+            [flag, dir] if flag == "--model" => work = Work::load(Path::new(dir))?,
+            _ => anyhow::bail!(USAGE),
         }
+    }
+    if rest.is_none() && grpc.is_none() {
+        anyhow::bail!(USAGE);
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut servers = tokio::task::JoinSet::new();
         if let Some(addr) = rest {
             let listener = listen(&addr).await?;
-            servers.spawn(async move {
-                let app = axum::Router::new().fallback(answer_rest);
-                axum::serve(listener, app).await.context("REST null server")
-            });
+            let app = axum::Router::new()
+                .fallback(answer_rest)
+                .with_state(work.clone());
+            servers
+                .spawn(async move { axum::serve(listener, app).await.context("REST null server") });
         }
         if let Some(addr) = grpc {
             let listener = listen(&addr).await?;
+            let service = PredictionServiceServer::new(NullPredictions(work));
             servers.spawn(async move {
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 tonic::transport::Server::builder()
-                    .add_service(PredictionServiceServer::new(NullPredictions))
+                    .add_service(service)
                     .serve_with_incoming(incoming)
                     .await
                     .context("gRPC null server")
@@ -84,23 +136,26 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Reads the body as soma's REST front end does (up to its 256 MiB limit), then answers.
-async fn answer_rest(body: Body) -> Response<Body> {
-    match axum::body::to_bytes(body, 256 * 1024 * 1024).await {
-        Ok(_) => {
-            let mut response = Response::new(Body::from(REST_ANSWER));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Err(e) => {
-            let mut response = Response::new(Body::from(format!("{{\"error\": \"{e}\"}}")));
-            *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-            response
-        }
-    }
+/// Reads the body as soma's REST front end does (up to its 256 MiB limit), runs the work, answers.
+async fn answer_rest(State(work): State<Work>, body: Body) -> Response<Body> {
+    use axum::http::StatusCode;
+    let outcome = match axum::body::to_bytes(body, 256 * 1024 * 1024).await {
+        Ok(_) => work
+            .run()
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    let (status, body) = match outcome {
+        Ok(()) => (StatusCode::OK, REST_ANSWER.to_owned()),
+        Err((status, e)) => (status, serde_json::json!({ "error": e }).to_string()),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn shape(dims: &[i64]) -> TensorShapeProto {
@@ -117,7 +172,7 @@ fn shape(dims: &[i64]) -> TensorShapeProto {
 }
 
 /// Predict answers iris's output (one row of three floats) for the model it was asked for.
-struct NullPredictions;
+struct NullPredictions(Work);
 
 #[tonic::async_trait]
 impl PredictionService for NullPredictions {
@@ -126,6 +181,7 @@ impl PredictionService for NullPredictions {
         request: Request<PredictRequest>,
     ) -> Result<tonic::Response<PredictResponse>, Status> {
         let request = request.into_inner();
+        self.0.run().map_err(Status::internal)?;
         let output = TensorProto {
             dtype: DataType::DtFloat as i32,
             tensor_shape: Some(shape(&[1, 3])),

@@ -77,7 +77,7 @@ fn body_flag(flags: &[String]) -> anyhow::Result<(Option<String>, Vec<String>)> 
 }
 
 /// `dir` itself if it holds a SavedModel, else its highest numbered subfolder.
-fn version_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn version_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     if dir.join("saved_model.pb").is_file() {
         return Ok(dir.to_path_buf());
     }

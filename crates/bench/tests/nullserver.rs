@@ -60,13 +60,15 @@ async fn soma_iris(cache: &std::path::Path) -> (String, String) {
     addrs
 }
 
-fn null_server() -> (Server, String, String) {
+fn null_server(extra: &[&str]) -> (Server, String, String) {
     let (rest, grpc) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_soma-bench"))
         .args(["null-server", "--rest", &rest, "--grpc", &grpc])
+        .args(extra)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
         .spawn()
         .expect("null server starts");
     let server = Server(child);
@@ -105,7 +107,43 @@ async fn predict(addr: &str, framed: &[u8]) -> Vec<u8> {
 async fn null_server_answers_as_soma_does() {
     let dir = tempfile::tempdir().unwrap();
     let (soma_rest, soma_grpc) = soma_iris(dir.path()).await;
-    let (_null, null_rest, null_grpc) = null_server();
+    compare_with_soma(dir.path(), &soma_rest, &soma_grpc, &[]).await;
+}
+
+/// The same with TensorFlow behind it: `--model` runs iris on every request.
+#[tokio::test(flavor = "multi_thread")]
+async fn null_server_with_a_model_answers_as_soma_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (soma_rest, soma_grpc) = soma_iris(dir.path()).await;
+    let iris = fixtures().join("iris");
+    let model = ["--model", iris.to_str().unwrap()];
+    compare_with_soma(dir.path(), &soma_rest, &soma_grpc, &model).await;
+
+    // Its fixed answer is iris's: another model is refused, not measured.
+    let mlp = fixtures().join("mlp1024");
+    let out = common::bench(&[
+        "null-server",
+        "--rest",
+        "127.0.0.1:0",
+        "--model",
+        mlp.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--model needs an iris-shaped model"),
+        "{stderr}"
+    );
+}
+
+async fn compare_with_soma(
+    dir: &std::path::Path,
+    soma_rest: &str,
+    soma_grpc: &str,
+    extra: &[&str],
+) {
+    let (_null, null_rest, null_grpc) = null_server(extra);
+    let (soma_rest, soma_grpc) = (soma_rest.to_owned(), soma_grpc.to_owned());
 
     let body = std::fs::read(BODY).unwrap();
     let json = [("Content-Type", "application/json")];
@@ -121,7 +159,7 @@ async fn null_server_answers_as_soma_does() {
     assert_eq!(null.header("content-type"), soma.header("content-type"));
 
     let (soma_grpc_, null_grpc_) = (soma_grpc.clone(), null_grpc.clone());
-    let (soma_path, null_path) = (dir.path().join("soma.grpc"), dir.path().join("null.grpc"));
+    let (soma_path, null_path) = (dir.join("soma.grpc"), dir.join("null.grpc"));
     let (soma_body, null_body) = tokio::task::spawn_blocking(move || {
         (
             grpc_body(&soma_grpc_, &soma_path),
