@@ -79,7 +79,7 @@ fn predict_with(
     let request = (|| {
         let doc = parse_body(body)?;
         let (key, sig) = signature(servable, signature_name(&doc)?)?;
-        let (format, inputs) = request_inputs(&doc, sig)?;
+        let (format, inputs) = request_inputs(doc, sig)?;
         Ok::<_, RestError>((key, format, inputs))
     })();
     let (key, format, inputs) = match request {
@@ -120,25 +120,31 @@ fn is_element_object(value: &Value) -> bool {
     value.is_object() && !is_b64_object(value)
 }
 
-/// The inputs by name, as nested JSON lists for [`Servable::predict_json`].
+/// `value`'s map if it is an object of named elements (not `{"b64": ...}`), else `value`.
+fn into_element_object(value: Value) -> Result<Map<String, Value>, Value> {
+    match value {
+        Value::Object(map) if !(map.len() == 1 && map.contains_key("b64")) => Ok(map),
+        other => Err(other),
+    }
+}
+
+/// The inputs by name, as nested JSON lists for [`Servable::predict_json`], moved out of
+/// the request (a large request's values are not copied).
 fn request_inputs(
-    doc: &Map<String, Value>,
+    mut doc: Map<String, Value>,
     sig: &SignatureDef,
 ) -> Result<(Format, Map<String, Value>), RestError> {
-    let both = || {
-        RestError::invalid(
+    match (doc.remove("instances"), doc.remove("inputs")) {
+        (Some(_), Some(_)) => Err(RestError::invalid(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
-        )
-    };
-    match (doc.get("instances"), doc.get("inputs")) {
-        (Some(_), Some(_)) => Err(both()),
+        )),
         (Some(instances), None) => Ok((Format::Row, rows(instances, sig)?)),
         (None, Some(inputs)) => Ok((Format::Columnar, columns(inputs, sig)?)),
         (None, None) => Err(RestError::invalid("Missing 'inputs' or 'instances' key")),
     }
 }
 
-fn rows(instances: &Value, sig: &SignatureDef) -> Result<Map<String, Value>, RestError> {
+fn rows(instances: Value, sig: &SignatureDef) -> Result<Map<String, Value>, RestError> {
     let Value::Array(items) = instances else {
         return Err(RestError::invalid(
             "Excepting 'instances' to be an list/array",
@@ -153,73 +159,73 @@ fn rows(instances: &Value, sig: &SignatureDef) -> Result<Map<String, Value>, Res
              tensors required as per tensorinfo_map",
         ));
     }
-    let names: Vec<&String> = sig.inputs.keys().collect();
     if !is_element_object(first) {
-        for (i, item) in items.iter().enumerate() {
-            if is_element_object(item) {
-                return Err(RestError::invalid(format!(
-                    "Expecting value/list but got object at item {i} of input list"
-                )));
-            }
+        if let Some(i) = items.iter().position(is_element_object) {
+            return Err(RestError::invalid(format!(
+                "Expecting value/list but got object at item {i} of input list"
+            )));
         }
         let mut inputs = Map::new();
-        if let Some(name) = names.first() {
-            inputs.insert((*name).clone(), instances.clone());
+        if let Some(name) = sig.inputs.keys().next() {
+            inputs.insert(name.clone(), Value::Array(items));
         }
         return Ok(inputs);
     }
-    let mut columns: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for (i, item) in items.iter().enumerate() {
-        let Some(object) = item.as_object().filter(|_| is_element_object(item)) else {
+    let mut columns: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let Ok(object) = into_element_object(item) else {
             return Err(RestError::invalid(format!(
                 "Expecting object but got list at item {i} of input list"
             )));
         };
-        for (name, value) in object {
-            if !sig.inputs.contains_key(name) {
-                return Err(RestError::invalid(format!(
-                    "Failed to process element: {i} key: {name} of 'instances' list. Error: \
-                     JSON object: does not have named input: {name}"
-                )));
-            }
-            columns.entry(name).or_default().push(value.clone());
-        }
-        if object.len() != names.len() {
-            let keys: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+        if let Some(name) = object.keys().find(|name| !sig.inputs.contains_key(*name)) {
             return Err(RestError::invalid(format!(
-                "Failed to process element: {i} of 'instances' list. JSON object: {item} must \
+                "Failed to process element: {i} key: {name} of 'instances' list. Error: \
+                 JSON object: does not have named input: {name}"
+            )));
+        }
+        if object.len() != sig.inputs.len() {
+            let keys: Vec<&str> = sig.inputs.keys().map(String::as_str).collect();
+            return Err(RestError::invalid(format!(
+                "Failed to process element: {i} of 'instances' list. JSON object: {} must \
                  only have keys: {}",
+                Value::Object(object),
                 keys.join(",")
             )));
+        }
+        for (name, value) in object {
+            columns.entry(name).or_default().push(value);
         }
     }
     Ok(columns
         .into_iter()
-        .map(|(name, values)| (name.to_string(), Value::Array(values)))
+        .map(|(name, values)| (name, Value::Array(values)))
         .collect())
 }
 
-fn columns(inputs: &Value, sig: &SignatureDef) -> Result<Map<String, Value>, RestError> {
-    if !is_element_object(inputs) {
-        if sig.inputs.len() > 1 {
-            return Err(RestError::invalid(
-                "inputs is a plain value/list, but expecting an object as multiple input \
-                 tensors required as per tensorinfo_map",
-            ));
+fn columns(inputs: Value, sig: &SignatureDef) -> Result<Map<String, Value>, RestError> {
+    let mut object = match into_element_object(inputs) {
+        Ok(object) => object,
+        Err(plain) => {
+            if sig.inputs.len() > 1 {
+                return Err(RestError::invalid(
+                    "inputs is a plain value/list, but expecting an object as multiple input \
+                     tensors required as per tensorinfo_map",
+                ));
+            }
+            let mut map = Map::new();
+            if let Some(name) = sig.inputs.keys().next() {
+                map.insert(name.clone(), plain);
+            }
+            return Ok(map);
         }
-        let mut map = Map::new();
-        if let Some(name) = sig.inputs.keys().next() {
-            map.insert(name.clone(), inputs.clone());
-        }
-        return Ok(map);
-    }
-    let object = inputs.as_object().cloned().unwrap_or_default();
+    };
     let mut map = Map::new();
     for name in sig.inputs.keys() {
-        let value = object.get(name).ok_or_else(|| {
+        let value = object.remove(name).ok_or_else(|| {
             RestError::invalid(format!("Missing named input: {name} in 'inputs' object."))
         })?;
-        map.insert(name.clone(), value.clone());
+        map.insert(name.clone(), value);
     }
     Ok(map)
 }
