@@ -54,7 +54,13 @@ const USAGE: &str =
 
 /// What each request runs before its fixed answer: nothing, or one call of a model.
 #[derive(Clone, Default)]
-struct Work(Option<Arc<(Servable, BTreeMap<String, Tensor>)>>);
+struct Work(Option<Arc<Model>>);
+
+/// A loaded model and the inputs every request runs it on (iris.json's row).
+struct Model {
+    servable: Servable,
+    inputs: BTreeMap<String, Tensor>,
+}
 
 impl Work {
     fn load(dir: &Path) -> anyhow::Result<Work> {
@@ -68,14 +74,14 @@ impl Work {
         let inputs = crate::load::single_input(body, &signature.inputs)
             .context("--model needs an iris-shaped model")?;
         servable.predict(None, &inputs)?;
-        Ok(Work(Some(Arc::new((servable, inputs)))))
+        Ok(Work(Some(Arc::new(Model { servable, inputs }))))
     }
 
     fn run(&self) -> Result<(), String> {
         match &self.0 {
             Some(model) => model
-                .0
-                .predict(None, &model.1)
+                .servable
+                .predict(None, &model.inputs)
                 .map(drop)
                 .map_err(|e| e.to_string()),
             None => Ok(()),

@@ -4,31 +4,16 @@
 //! reported, not measured.
 
 mod common;
+#[path = "common/iris.rs"]
+mod iris;
 
-use std::sync::Arc;
-
-use soma_core::ModelLocation;
 use soma_grpc::GrpcOptions;
-use soma_models::{ModelEntry, ModelOptions};
-use soma_repository::Validator;
-use soma_runtime::{ModelHub, ModelSet, StaticHub};
-use soma_testkit::fixtures;
 use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_drives_soma_grpc_server() {
     let cache = tempfile::tempdir().unwrap();
-    let options = ModelOptions {
-        tensorflow_lib: None,
-        cache_dir: cache.path().to_path_buf(),
-        metrics: None,
-    };
-    let set = Arc::new(ModelSet::new("bench", false));
-    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
-    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
-        .await
-        .unwrap();
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    let hub = iris::iris_hub(cache.path()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(soma_grpc::serve(

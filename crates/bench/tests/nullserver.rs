@@ -4,20 +4,17 @@
 //! ends), and the generators drive it with zero errors.
 
 mod common;
+#[path = "common/iris.rs"]
+mod iris;
 
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use soma_core::ModelLocation;
 use soma_grpc::GrpcOptions;
 use soma_grpc_proto::tensorflow::serving::PredictRequest;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use soma_models::{ModelEntry, ModelOptions};
-use soma_repository::Validator;
 use soma_rest::RestOptions;
-use soma_runtime::{ModelHub, ModelSet, StaticHub};
 use soma_testkit::{fixtures, free_port, http};
 use tokio::net::TcpListener;
 
@@ -32,24 +29,14 @@ impl Drop for Server {
 
 /// soma's REST and gRPC front ends on iris, in this process: (REST, gRPC) addresses.
 async fn soma_iris(cache: &std::path::Path) -> (String, String) {
-    let options = ModelOptions {
-        tensorflow_lib: None,
-        cache_dir: cache.to_path_buf(),
-        metrics: None,
-    };
-    let set = Arc::new(ModelSet::new("bench", false));
-    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
-    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
-        .await
-        .unwrap();
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    let hub = iris::iris_hub(cache).await;
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rest = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addrs = (
         rest.local_addr().unwrap().to_string(),
         grpc.local_addr().unwrap().to_string(),
     );
-    let app = soma_rest::router(Arc::clone(&hub), RestOptions::default());
+    let app = soma_rest::router(hub.clone(), RestOptions::default());
     tokio::spawn(async move { axum::serve(rest, app).await });
     tokio::spawn(soma_grpc::serve(
         hub,
