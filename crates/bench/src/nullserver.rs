@@ -23,6 +23,7 @@ use axum::http::{HeaderValue, Response, header};
 use prost::Message as _;
 use soma_core::Tensor;
 use soma_core::runner::ThreadPools;
+use soma_grpc::codec::tensor_into_proto;
 use soma_grpc_proto::SIGNATURE_DEF_MAP_TYPE_URL;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
     PredictionService, PredictionServiceServer,
@@ -34,8 +35,7 @@ use soma_grpc_proto::tensorflow::serving::{
     model_spec,
 };
 use soma_grpc_proto::tensorflow::{
-    DataType, SignatureDef, TensorInfo, TensorProto, TensorShapeProto, tensor_info,
-    tensor_shape_proto,
+    DataType, SignatureDef, TensorInfo, TensorShapeProto, tensor_info, tensor_shape_proto,
 };
 use soma_models::TfRunner;
 use soma_runtime::Servable;
@@ -188,12 +188,11 @@ impl PredictionService for NullPredictions {
     ) -> Result<tonic::Response<PredictResponse>, Status> {
         let request = request.into_inner();
         self.0.run().map_err(Status::internal)?;
-        let output = TensorProto {
-            dtype: DataType::DtFloat as i32,
-            tensor_shape: Some(shape(&[1, 3])),
-            float_val: vec![0.972_686_5, 0.024_584_923, 0.002_728_605_4],
-            ..TensorProto::default()
-        };
+        // Encoded by soma's own codec, as soma encodes its outputs.
+        let probabilities = [0.972_686_5_f32, 0.024_584_923, 0.002_728_605_4];
+        let output = Tensor::from_slice(vec![1, 3], &probabilities)
+            .map(tensor_into_proto)
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(tonic::Response::new(PredictResponse {
             // As soma answers for the fixture's latest version.
             model_spec: Some(ModelSpec {
