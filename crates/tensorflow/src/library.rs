@@ -2,10 +2,15 @@ use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use libloading::os::unix::{RTLD_LAZY, RTLD_LOCAL};
+
 use crate::TfError;
 use crate::ffi::*;
 
 const LIBRARY_FILE: &str = "libtensorflow_cc.so.2";
+
+/// glibc's `RTLD_NODELETE` (`<dlfcn.h>`), which libloading does not export.
+const RTLD_NODELETE: std::os::raw::c_int = 0x01000;
 
 /// The opened TensorFlow library and the C functions soma calls.
 ///
@@ -85,10 +90,17 @@ impl TensorFlow {
         } else {
             path.to_path_buf()
         };
+        // RTLD_NODELETE: TensorFlow's libraries must never be unloaded. Their static
+        // initialisers register ops, kernels and at-exit handlers in process-wide tables; a
+        // `dlclose` (when this function fails on a wrong library, or a `TensorFlow` is dropped)
+        // would leave those pointing at unmapped code, and the next open would register them
+        // twice, which crashes at exit with a double free.
+        let flags = RTLD_LAZY | RTLD_LOCAL | RTLD_NODELETE;
         // SAFETY: opening TensorFlow runs its static initialisers, which are designed to run
         // on dlopen (Python's `import tensorflow` does the same).
-        let library =
-            unsafe { libloading::Library::new(&file) }.map_err(|e| TfError::LibraryOpen {
+        let library = unsafe { libloading::os::unix::Library::open(Some(&file), flags) }
+            .map(libloading::Library::from)
+            .map_err(|e| TfError::LibraryOpen {
                 path: file.clone(),
                 message: e.to_string(),
             })?;
