@@ -122,7 +122,10 @@ fn run_and_kill(dir: &Path, kill_after: usize) -> ChildLog {
         finished: HashMap::new(),
     };
     let record = |line: &str, log: &mut ChildLog| {
-        let Some((step, id)) = line.split_once(' ') else {
+        // The step and id are the line's last two words: libtest prints "test <name> ... "
+        // without a newline before the child's first line, so that line starts with it.
+        let mut words = line.split_whitespace().rev();
+        let (Some(id), Some(step)) = (words.next(), words.next()) else {
             return;
         };
         let Ok(id) = WorkloadId::parse(id) else {
