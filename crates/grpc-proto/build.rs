@@ -5,15 +5,17 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-const SERVICES: [&str; 2] = [
+const FILES: [&str; 3] = [
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
+    // The record type of SavedModel warm-up files.
+    "tensorflow_serving/apis/prediction_log.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new("proto");
     println!("cargo:rerun-if-changed={}", root.display());
-    let descriptors = protox::compile(SERVICES, [root])?;
+    let descriptors = protox::compile(FILES, [root])?;
     // Kept for tests that compare the contract with the official Python descriptors.
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptors.bin"), descriptors.encode_to_vec())?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use soma_testkit::{copy_dir, fixtures, free_port, http};
+use soma_testkit::{copy_dir, fixtures, free_port, http, repo_root};
 
 use common::{version_states, wait_until};
 
@@ -143,6 +143,82 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     );
     let (_, latest) = get(&server, "/v1/models/iris/metadata");
     assert_eq!(latest["model_spec"]["version"], "2");
+}
+
+/// Warm-up files written by TensorFlow and the official TF Serving messages.
+fn warmup_records(out: &Path) {
+    let script = repo_root().join("crates/grpc/tests/support/warmup_records.py");
+    let made = Command::new(soma_testkit::venv_bin("python"))
+        .arg(script)
+        .arg(out)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+/// A copy of an iris version with `records` as its assets.extra/tf_serving_warmup_requests.
+fn iris_version_with_warmup(version: i64, records: &Path, to: &Path) {
+    copy_dir(&fixtures().join(format!("iris/{version}")), to);
+    let assets = to.join("assets.extra");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::copy(records, assets.join("tf_serving_warmup_requests")).unwrap();
+}
+
+#[test]
+fn recorded_warmup_requests_gate_new_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = tmp.path().join("records");
+    warmup_records(&records);
+    let repo = tmp.path().join("iris");
+    iris_version_with_warmup(1, &records.join("iris_predict"), &repo.join("1"));
+    let base = format!("--model_base_path={}", repo.display());
+    let args = [
+        "--model_name=iris",
+        &base,
+        "--file_system_poll_wait_seconds=1",
+    ];
+    let server = start(&args, &tmp.path().join("cache"));
+    assert_eq!(
+        versions(&server, "iris"),
+        [("1".into(), "AVAILABLE".into())]
+    );
+
+    // Version 2's recorded request names an input iris does not have: its load fails and
+    // version 1 keeps serving.
+    let staging = tmp.path().join("staging");
+    iris_version_with_warmup(2, &records.join("iris_bad_input"), &staging);
+    std::fs::rename(&staging, repo.join("2")).unwrap();
+    wait_for(&server, "version 2 to fail", |s| {
+        versions(s, "iris").contains(&("2".into(), "END".into()))
+    });
+    assert_eq!(predict(&server, "iris").0, 200);
+    let (_, latest) = get(&server, "/v1/models/iris/metadata");
+    assert_eq!(latest["model_spec"]["version"], "1");
+    let (_, status) = get(&server, "/v1/models/iris/versions/2");
+    let message = status["model_version_status"][0]["status"]["error_message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("tf_serving_warmup_requests: record 2 failed") && message.contains("nope"),
+        "{message}"
+    );
+    drop(server);
+
+    // --enable_model_warmup=false does not read the files: version 2 serves.
+    let server = start(
+        &[&args[..], &["--enable_model_warmup=false"]].concat(),
+        &tmp.path().join("cache"),
+    );
+    assert_eq!(
+        versions(&server, "iris"),
+        [("2".into(), "AVAILABLE".into())]
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! TensorFlow Serving's gRPC contract, written from its published `.proto` files with the
 //! same packages, message names and field numbers (the wire contract), trimmed to what soma
 //! serves: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`, their
-//! messages, `TensorProto`/`SignatureDef`/`Example` from TensorFlow and the model server
-//! config. Fields soma does not serve are `reserved` in the .proto files, so a client that
-//! sends them is still understood (protobuf skips unknown fields).
+//! messages, `TensorProto`/`SignatureDef`/`Example` from TensorFlow, the model server
+//! config, and `PredictionLog` (the records of SavedModel warm-up files). Fields soma does
+//! not serve are `reserved` in the .proto files, so a client that sends them is still
+//! understood (protobuf skips unknown fields).
 //!
 //! `build.rs` compiles the files with `protox` (no system `protoc`) and generates prost
 //! messages plus tonic servers and (transport-free) clients.

@@ -24,6 +24,8 @@
 //!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
 //!   prediction whose response would be over it (checked before sending, with a message
 //!   that names the limit).
+//! * [`warmup`]: replays a version's recorded warm-up requests (TF Serving's
+//!   `assets.extra/tf_serving_warmup_requests`) before it serves, through the code above.
 //! * Connections: optional HTTP/2 keepalive pings and a maximum connection age
 //!   ([`GrpcOptions`]), as gRPC servers take them from channel arguments.
 
@@ -35,6 +37,8 @@ mod predict;
 mod service;
 mod spec;
 pub mod status;
+mod tfrecord;
+pub mod warmup;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -273,7 +273,9 @@ fn check_size(response: &impl prost::Message, limit: usize) -> Result<(), Status
 }
 
 /// Each task's target and method, after TF Serving's consistency checks.
-fn check_tasks(request: &MultiInferenceRequest) -> Result<Vec<(Target, String)>, Status> {
+pub(crate) fn check_tasks(
+    request: &MultiInferenceRequest,
+) -> Result<Vec<(Target, String)>, Status> {
     if request.tasks.is_empty() {
         return Err(invalid("MultiInferenceRequest has no tasks"));
     }
@@ -303,7 +305,7 @@ fn check_tasks(request: &MultiInferenceRequest) -> Result<Vec<(Target, String)>,
     Ok(targets)
 }
 
-fn multi_inference(
+pub(crate) fn multi_inference(
     servable: &Servable,
     tasks: Vec<(Target, String)>,
     input: Option<&pb::Input>,

@@ -581,6 +581,8 @@ def check_descriptors(check, path):
     """soma's .proto files against the official client's descriptors: every message, field,
     enum value and RPC soma declares must exist there with the same number and type."""
     from google.protobuf import descriptor_pb2, descriptor_pool
+    # Registers PredictionLog (warm-up records) and LogMetadata in the default pool.
+    from tensorflow_serving.apis import prediction_log_pb2  # noqa: F401
 
     pool = descriptor_pool.Default()
     with open(path, "rb") as f:

@@ -10,6 +10,7 @@
 //!   is available. It is safe to share between threads and can be updated while serving.
 //! * [`hub`]: what the TF Serving REST/gRPC front ends need from the owner of the live
 //!   model set ([`ModelHub`]), with version states and policies as TF Serving names them.
+//! * [`RecordedWarmup`]: replaying the warm-up requests a version was saved with.
 
 pub mod batching;
 mod error;
@@ -18,12 +19,14 @@ mod model_set;
 mod run_clock;
 mod servable;
 mod signature;
+mod warmup;
 
 pub use error::RuntimeError;
 pub use hub::{ModelHub, ServableState, StaticHub, VersionPolicy, VersionSelector, VersionStatus};
 pub use model_set::{ModelSet, SINGLE_MODEL_NAME};
 pub use servable::{Prediction, QUICK_RUN, Servable};
 pub use signature::{choose_signature, warmup_inputs};
+pub use warmup::RecordedWarmup;
 
 #[cfg(test)]
 mod fake;

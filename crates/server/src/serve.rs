@@ -123,6 +123,8 @@ pub async fn serve_with(
         tensorflow_lib: options.models.tensorflow_lib.clone(),
         poll_interval: options.model_poll_interval,
         metrics: Some(metrics.clone()),
+        // Cortex served models with TF Serving, which replays recorded warm-up requests.
+        warmup: Some(Arc::new(soma_grpc::warmup::TfServingWarmup::default())),
         ..ManagerOptions::new(options.models.cache_dir.clone())
     }));
     let hub: Arc<dyn ModelHub> = Arc::new(live_models::CortexHub(Arc::clone(&models)));

@@ -9,7 +9,8 @@
 //! * the version policy (`latest N`, `all`, `specific`) picks the wanted versions among the
 //!   settled version folders, skipping versions that failed to load;
 //! * a wanted version goes START → LOADING → AVAILABLE: fetched (S3 through the cache),
-//!   loaded with TensorFlow and warmed up on a blocking thread, and only then published;
+//!   loaded with TensorFlow and warmed up on a blocking thread (with its recorded warm-up
+//!   requests if it has any and [`ManagerOptions::warmup`] is set), and only then published;
 //! * versions no longer wanted go UNLOADING → END **after** the new ones are AVAILABLE
 //!   (TF Serving's availability-preserving order), so "latest" never has a gap;
 //! * a version that fails to load stays in the status as END with its error and is never
@@ -48,9 +49,9 @@ pub use config_file::{ConfigFileError, parse_batching_parameters, parse_model_co
 pub use manager::ModelManager;
 use soma_core::runner::ThreadPools;
 use soma_repository::S3Settings;
-use soma_runtime::ModelSet;
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
+use soma_runtime::{ModelSet, RecordedWarmup};
 
 /// Settings shared by every model of a manager.
 #[derive(Debug, Clone)]
@@ -71,6 +72,10 @@ pub struct ManagerOptions {
     /// Server-side batching of models added through
     /// [`ModelHub::reload`](soma_runtime::ModelHub::reload) (TF Serving's `--enable_batching`).
     pub batching: Option<BatchOptions>,
+    /// Replays the warm-up requests a version was saved with before it serves (TF Serving's
+    /// `--enable_model_warmup`); versions without any, or all versions if `None`, are warmed
+    /// up with one zero-valued run instead.
+    pub warmup: Option<Arc<dyn RecordedWarmup>>,
 }
 
 impl ManagerOptions {
@@ -84,6 +89,7 @@ impl ManagerOptions {
             s3: S3Settings::default(),
             metrics: None,
             batching: None,
+            warmup: None,
         }
     }
 }

@@ -284,9 +284,8 @@ impl ModelTask {
             .await
             .map_err(|e| failed(e.kind(), &e))?;
         let spec = self.spec.clone();
-        let tf_lib = self.options.tensorflow_lib.clone();
-        let metrics = self.options.metrics.clone();
-        tokio::task::spawn_blocking(move || load_blocking(tf_lib, &spec, version, dir, metrics))
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || load_blocking(&options, &spec, version, dir))
             .await
             .map_err(|e| failed(ErrorKind::Internal, &e))?
     }
@@ -336,13 +335,14 @@ impl ModelTask {
 }
 
 fn load_blocking(
-    tf_lib: Option<PathBuf>,
+    options: &ManagerOptions,
     spec: &ManagedModel,
     version: i64,
     dir: PathBuf,
-    metrics: Option<soma_metrics::Registry>,
 ) -> Result<Servable, (ErrorKind, String)> {
-    let tf = TensorFlow::global(tf_lib.as_deref()).map_err(|e| (e.kind(), e.to_string()))?;
+    let failed = |e: RuntimeError| (e.kind(), e.to_string());
+    let tf = TensorFlow::global(options.tensorflow_lib.as_deref())
+        .map_err(|e| (e.kind(), e.to_string()))?;
     let runner = soma_models::TfRunner::load(&tf, &dir, spec.threads)
         .map_err(|e| (e.kind(), e.to_string()))?;
     let mut key = spec.signature_key.clone();
@@ -360,6 +360,15 @@ fn load_blocking(
         key.as_deref(),
     )
     .map_err(|e| (e.kind(), e.to_string()))?;
+    // The version's recorded warm-up requests, if it has any, run instead of soma's own
+    // zero-valued run, before batching is on (a warm-up run needs no batch).
+    let replayed = match &options.warmup {
+        Some(recorded) => recorded.replay(&servable, &dir).map_err(failed)?,
+        None => None,
+    };
+    if let Some(records) = replayed {
+        tracing::info!(model = %spec.servable_name, version, records, "warm-up requests replayed");
+    }
     // Classify/regress signatures take serialized tf.Examples: the zero-valued warm-up input
     // (an empty example) fails any model with a required feature, so they are not warmed up
     // (TF Serving only warms up from assets.extra/tf_serving_warmup_requests either).
@@ -369,13 +378,13 @@ fn load_blocking(
             "tensorflow/serving/classify" | "tensorflow/serving/regress"
         )
     });
-    if !takes_examples {
-        servable.warm_up().map_err(|e| (e.kind(), e.to_string()))?;
+    if replayed.is_none() && !takes_examples {
+        servable.warm_up().map_err(failed)?;
     }
     match &spec.batching {
-        Some(options) => servable
-            .with_batching(options.clone(), metrics)
-            .map_err(|e| (e.kind(), e.to_string())),
+        Some(batching) => servable
+            .with_batching(batching.clone(), options.metrics.clone())
+            .map_err(failed),
         None => Ok(servable),
     }
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use soma_core::runner::ThreadPools;
 use soma_grpc::GrpcOptions;
+use soma_grpc::warmup::TfServingWarmup;
 use soma_rest::RestOptions;
-use soma_runtime::ModelHub;
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
+use soma_runtime::{ModelHub, RecordedWarmup};
 use soma_serving::{
     ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
 };
@@ -109,6 +110,20 @@ pub(crate) struct Args {
     /// A text-proto `BatchingParameters` file (with --enable_batching).
     #[arg(long = "batching_parameters_file", value_name = "FILE")]
     batching_parameters_file: Option<PathBuf>,
+
+    /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
+    #[arg(long = "enable_model_warmup", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_model_warmup: bool,
+
+    /// How often each warm-up record is run.
+    #[arg(
+        long = "num_request_iterations_for_warmup",
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    num_request_iterations_for_warmup: u32,
 }
 
 /// What the flags ask for, checked.
@@ -127,6 +142,8 @@ pub(crate) struct Settings {
     /// Passed through for the batching implementation: `Some(file)` when --enable_batching
     /// (the file may be absent: TF Serving's defaults).
     pub(crate) batching: Option<Option<PathBuf>>,
+    /// Recorded warm-up requests are replayed, this many times each; `None`: not replayed.
+    pub(crate) warmup_iterations: Option<u32>,
 }
 
 /// "Never again" for a poll interval of 0 (tokio intervals need a finite period).
@@ -189,6 +206,9 @@ impl Settings {
             batching: args
                 .enable_batching
                 .then_some(args.batching_parameters_file),
+            warmup_iterations: args
+                .enable_model_warmup
+                .then_some(args.num_request_iterations_for_warmup),
         })
     }
 }
@@ -216,6 +236,9 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
         metrics: Some(metrics.clone()),
         batching,
+        warmup: settings
+            .warmup_iterations
+            .map(|iterations| Arc::new(TfServingWarmup { iterations }) as Arc<dyn RecordedWarmup>),
         ..ManagerOptions::new(model_options.cache_dir)
     }));
     manager
@@ -405,6 +428,18 @@ mod tests {
         assert_eq!(defaults.fs_poll, Duration::from_secs(1));
         assert_eq!(defaults.rest_timeout, Duration::from_secs(30));
         assert_eq!(defaults.batching, None);
+        assert_eq!(defaults.warmup_iterations, Some(1));
+
+        let warmup = |flags: &[&str]| {
+            parse(&[&["--model_base_path=/m"], flags].concat()).map(|s| s.warmup_iterations)
+        };
+        assert_eq!(warmup(&["--enable_model_warmup=false"]), Ok(None));
+        assert_eq!(
+            warmup(&["--num_request_iterations_for_warmup=3"]),
+            Ok(Some(3))
+        );
+        let zero = warmup(&["--num_request_iterations_for_warmup=0"]).unwrap_err();
+        assert!(zero.contains("0 is not in 1.."), "{zero}");
     }
 
     #[test]

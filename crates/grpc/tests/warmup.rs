@@ -1,0 +1,123 @@
+//! SavedModel warm-up files written by TensorFlow and the official `tensorflow-serving-api`
+//! messages (tests/support/warmup_records.py), replayed by `TfServingWarmup` on real models.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use soma_core::{ErrorKind, ModelLocation, VersionSpec};
+use soma_grpc::warmup::{TfServingWarmup, WARMUP_FILE};
+use soma_models::{ModelEntry, ModelOptions};
+use soma_repository::Validator;
+use soma_runtime::{ModelSet, RecordedWarmup, RuntimeError, Servable};
+use soma_testkit::{fixtures, venv_bin};
+
+fn python(args: &[&Path]) {
+    let out = std::process::Command::new(venv_bin("python"))
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn servable(name: &str, dir: &Path, cache: &Path) -> Arc<Servable> {
+    let set = ModelSet::new("warmup", false);
+    let options = ModelOptions {
+        tensorflow_lib: None,
+        cache_dir: cache.to_path_buf(),
+        metrics: None,
+    };
+    let entry = ModelEntry::new(name, ModelLocation::Local(dir.to_path_buf()));
+    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
+        .await
+        .unwrap();
+    set.resolve(Some(name), VersionSpec::Latest).unwrap()
+}
+
+/// A version folder holding only `records` as its warm-up file (replay reads nothing else).
+fn version_with(records: &[u8], root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    let file = dir.join(WARMUP_FILE);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, records).unwrap();
+    dir
+}
+
+fn replay(servable: &Servable, dir: &Path) -> Result<Option<usize>, RuntimeError> {
+    TfServingWarmup { iterations: 2 }.replay(servable, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_requests_replay_and_bad_files_fail_with_the_record() {
+    let work = tempfile::tempdir().unwrap();
+    let records = work.path().join("records");
+    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    python(&[&support.join("support/warmup_records.py"), &records]);
+    let census = work.path().join("census");
+    python(&[
+        &support.join("tfs_client.py"),
+        Path::new("make-classifier"),
+        &census,
+    ]);
+    let read = |name: &str| std::fs::read(records.join(name)).unwrap();
+    let cache = work.path().join("cache");
+    let iris = servable("iris", &fixtures().join("iris"), &cache).await;
+    let census = servable("census", &census, &cache).await;
+
+    // Predict in both tensor forms and with an output filter; Classify, Regress and
+    // MultiInference on tf.Examples.
+    let dir = version_with(&read("iris_predict"), work.path(), "good");
+    assert_eq!(replay(&iris, &dir), Ok(Some(3)));
+    let dir = version_with(&read("census_examples"), work.path(), "examples");
+    assert_eq!(replay(&census, &dir), Ok(Some(3)));
+    // No file: nothing recorded, soma's own warm-up applies.
+    assert_eq!(replay(&iris, work.path()), Ok(None));
+
+    let failure = |records: &[u8], name: &str| {
+        let dir = version_with(records, work.path(), name);
+        let err = replay(&iris, &dir).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        let message = err.to_string();
+        let file = dir.join(WARMUP_FILE);
+        let prefix = format!("model 'iris' version 10: warm-up file {}: ", file.display());
+        assert!(message.starts_with(&prefix), "{message}");
+        message[prefix.len()..].to_string()
+    };
+    let bad_input = failure(&read("iris_bad_input"), "bad_input");
+    assert!(
+        bad_input.starts_with("record 2 failed: ") && bad_input.contains("nope"),
+        "{bad_input}"
+    );
+    assert_eq!(
+        failure(&read("session_run"), "session_run"),
+        "record 1 failed: session_run_log is not supported for warm-up (only predict, \
+         classify, regress and multi_inference logs are)"
+    );
+    assert_eq!(
+        failure(&read("iris_too_many"), "too_many"),
+        "more than 1000 records"
+    );
+    assert_eq!(failure(b"", "empty"), "holds no records");
+    let mut corrupt = read("iris_predict");
+    let last = corrupt.len() - 10;
+    corrupt[last] ^= 0x40;
+    assert_eq!(
+        failure(&corrupt, "corrupt"),
+        "record 3: its data fails its checksum"
+    );
+    let good = read("iris_predict");
+    assert_eq!(
+        failure(&good[..good.len() - 3], "truncated"),
+        "record 3 is truncated"
+    );
+    // Valid TFRecord framing around bytes that are not a protobuf message.
+    let not_a_log = failure(&read("not_a_log"), "not_a_log");
+    assert!(
+        not_a_log.starts_with("record 1: not a PredictionLog: "),
+        "{not_a_log}"
+    );
+}
