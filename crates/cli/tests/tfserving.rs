@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use soma_testkit::{copy_dir, fixtures, free_port, http, repo_root};
+use soma_testkit::{copy_dir, fixtures, free_port, http, repo_root, run_python};
 
 use common::{version_states, wait_until};
 
@@ -148,17 +148,7 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
 /// Warm-up files written by TensorFlow and the official TF Serving messages.
 fn warmup_records(out: &Path) {
     let script = repo_root().join("crates/grpc/tests/support/warmup_records.py");
-    let made = Command::new(soma_testkit::venv_bin("python"))
-        .arg(script)
-        .arg(out)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    run_python(&script, &[out.as_os_str()]);
 }
 
 /// A copy of an iris version with `records` as its assets.extra/tf_serving_warmup_requests.

@@ -9,20 +9,7 @@ use soma_grpc::warmup::{TfServingWarmup, WARMUP_FILE};
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
 use soma_runtime::{ModelSet, RecordedWarmup, RuntimeError, Servable};
-use soma_testkit::{fixtures, venv_bin};
-
-fn python(args: &[&Path]) {
-    let out = std::process::Command::new(venv_bin("python"))
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use soma_testkit::{fixtures, run_python};
 
 async fn servable(name: &str, dir: &Path, cache: &Path) -> Arc<Servable> {
     let set = ModelSet::new("warmup", false);
@@ -56,13 +43,15 @@ async fn recorded_requests_replay_and_bad_files_fail_with_the_record() {
     let work = tempfile::tempdir().unwrap();
     let records = work.path().join("records");
     let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    python(&[&support.join("support/warmup_records.py"), &records]);
+    run_python(
+        &support.join("support/warmup_records.py"),
+        &[records.as_os_str()],
+    );
     let census = work.path().join("census");
-    python(&[
+    run_python(
         &support.join("tfs_client.py"),
-        Path::new("make-classifier"),
-        &census,
-    ]);
+        &["make-classifier".as_ref(), census.as_os_str()],
+    );
     let read = |name: &str| std::fs::read(records.join(name)).unwrap();
     let cache = work.path().join("cache");
     let iris = servable("iris", &fixtures().join("iris"), &cache).await;

@@ -1,7 +1,6 @@
 //! `:classify` and `:regress` against a TF1-style SavedModel with those signatures (written
 //! by real TensorFlow at test time), compared with TensorFlow's own results.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -9,25 +8,15 @@ use soma_rest::{RestOptions, router};
 use soma_runtime::ModelHub;
 use soma_runtime::hub::ModelConfig;
 use soma_serving::{ManagerOptions, ModelManager};
-use soma_testkit::{http, repo_root, venv_bin};
+use soma_testkit::{http, repo_root, run_python};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_and_regress_match_tensorflow() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("cls");
     let script = repo_root().join("crates/rest/tests/support/classify_model.py");
-    let out = Command::new(venv_bin("python"))
-        .arg(script)
-        .arg(&model)
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = run_python(&script, &[model.as_os_str()]);
+    let expected: Value = serde_json::from_slice(&stdout).unwrap();
 
     let manager = ModelManager::new(ManagerOptions::new(tmp.path().join("cache")));
     let config = ModelConfig {

@@ -32,6 +32,24 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs a script with the project's Python (TensorFlow's logging quiet), panics with its
+/// stderr if it fails, and returns its stdout.
+pub fn run_python(script: &Path, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = std::process::Command::new(venv_bin("python"))
+        .arg(script)
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .expect("start the project's Python");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
