@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::{Soma, project, version_states, wait_until as wait};
 use serde_json::{Value, json};
-use soma_testkit::{assert_outputs_match, copy_dir, expected_cases, fixtures};
+use soma_testkit::{
+    assert_outputs_match, copy_dir, expected_cases, fixtures, repo_root, run_python,
+};
 
 const LATEST_PY: &str = r#"
 class Handler:
@@ -111,6 +113,35 @@ fn rest_and_handlers_share_the_live_versions() {
     });
     let (code, _) = soma.get_json("/v2/health/ready");
     assert_eq!(code, 200);
+
+    // A version whose recorded warm-up request (TF Serving's warm-up file) fails never
+    // goes live.
+    let records = repo_dir.path().join("records");
+    let script = repo_root().join("crates/grpc/tests/support/warmup_records.py");
+    run_python(&script, &[records.as_os_str()]);
+    let staging = repo_dir.path().join("staging");
+    copy_dir(&fixtures().join("iris/9"), &staging);
+    std::fs::create_dir_all(staging.join("assets.extra")).unwrap();
+    std::fs::copy(
+        records.join("iris_bad_input"),
+        staging.join("assets.extra/tf_serving_warmup_requests"),
+    )
+    .unwrap();
+    std::fs::rename(&staging, repo.join("3")).unwrap();
+    wait("version 3 to fail its warm-up", || {
+        states(&soma, "live").contains(&("3".into(), "END".into()))
+    });
+    let (_, status) = soma.get_json("/v1/models/live/versions/3");
+    let message = status["model_version_status"][0]["status"]["error_message"].to_string();
+    assert!(
+        message.contains("tf_serving_warmup_requests: record 2 failed"),
+        "{message}"
+    );
+    assert_outputs_match(
+        &handler_predict(&case(2).inputs),
+        &case(2).outputs,
+        "handler v2 after the failed v3",
+    );
 }
 
 #[test]
