@@ -20,6 +20,7 @@ pub(crate) async fn run(config: &Path, payload: &[u8], calls: usize) -> anyhow::
         tensorflow_lib: None,
         cache_dir: std::env::temp_dir().join("soma-bench-cache"),
         metrics: None,
+        warmup: None,
     };
     let models = match api.handler.models {
         Some(_) => Some(soma_models::load_api(api, &options).await?),

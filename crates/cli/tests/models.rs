@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Map, Value};
-use soma_testkit::{MotoServer, assert_outputs_match, expected_cases, fixtures, repo_root};
+use soma_testkit::{
+    MotoServer, assert_outputs_match, copy_dir, expected_cases, fixtures, repo_root, run_python,
+};
 
 fn soma(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_soma"));
@@ -183,6 +185,27 @@ fn validate_reports_config_and_layout_errors_and_load_catches_unrunnable_models(
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("model.export(path)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A version whose recorded warm-up request fails (TF Serving's warm-up file).
+    let records = dir.path().join("records");
+    let script = repo_root().join("crates/grpc/tests/support/warmup_records.py");
+    run_python(&script, &[records.as_os_str()]);
+    let iris = dir.path().join("iris");
+    copy_dir(&fixtures().join("iris/1"), &iris.join("1"));
+    std::fs::create_dir_all(iris.join("1/assets.extra")).unwrap();
+    std::fs::copy(
+        records.join("iris_bad_input"),
+        iris.join("1/assets.extra/tf_serving_warmup_requests"),
+    )
+    .unwrap();
+    std::fs::write(&config, yaml.replace("MIXED", iris.to_str().unwrap())).unwrap();
+    let out = soma(&["validate", "--load", config.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("tf_serving_warmup_requests: record 2 failed"),
         "{}",
         stderr(&out)
     );

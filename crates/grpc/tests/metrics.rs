@@ -25,6 +25,7 @@ async fn predictions_are_counted_by_status_and_timed() {
         tensorflow_lib: None,
         cache_dir: cache.path().to_path_buf(),
         metrics: None,
+        warmup: None,
     };
     let set = Arc::new(ModelSet::new("metrics", false));
     let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));

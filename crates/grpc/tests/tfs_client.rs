@@ -220,6 +220,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
         tensorflow_lib: None,
         cache_dir: work.path().join("cache"),
         metrics: None,
+        warmup: None,
     };
 
     // A tf.Example classifier/regressor, written by TensorFlow for this test.

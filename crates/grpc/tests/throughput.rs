@@ -28,6 +28,7 @@ async fn grpc_predict_throughput() {
         tensorflow_lib: None,
         cache_dir: cache.path().to_path_buf(),
         metrics: None,
+        warmup: None,
     };
     let set = Arc::new(ModelSet::new("bench", false));
     for name in ["iris", "mlp1024"] {

@@ -17,6 +17,7 @@ async fn servable(name: &str, dir: &Path, cache: &Path) -> Arc<Servable> {
         tensorflow_lib: None,
         cache_dir: cache.to_path_buf(),
         metrics: None,
+        warmup: None,
     };
     let entry = ModelEntry::new(name, ModelLocation::Local(dir.to_path_buf()));
     soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)

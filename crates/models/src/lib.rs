@@ -16,6 +16,9 @@ mod load;
 mod tf_runner;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use soma_runtime::RecordedWarmup;
 
 pub use entries::{ModelEntry, batch_options, entries};
 pub use error::ModelsError;
@@ -32,4 +35,7 @@ pub struct ModelOptions {
     pub cache_dir: PathBuf,
     /// Where batching metrics (batch sizes, waits) are recorded, if anywhere.
     pub metrics: Option<soma_metrics::Registry>,
+    /// Replays the warm-up requests a version was saved with (see
+    /// [`Servable::warm_up_from`](soma_runtime::Servable::warm_up_from)).
+    pub warmup: Option<Arc<dyn RecordedWarmup>>,
 }

@@ -54,9 +54,9 @@ pub async fn load_entry(
     let tf = tensorflow(options).await?;
     for &version in model.versions.keys() {
         let dir = cache.fetch(&model, version).await?;
-        let (tf, entry, metrics) = (Arc::clone(&tf), entry.clone(), options.metrics.clone());
+        let (tf, entry, options) = (Arc::clone(&tf), entry.clone(), options.clone());
         let servable =
-            tokio::task::spawn_blocking(move || load_version(&tf, &entry, version, dir, metrics))
+            tokio::task::spawn_blocking(move || load_version(&tf, &entry, version, dir, &options))
                 .await??;
         set.insert(Arc::new(servable));
     }
@@ -74,7 +74,7 @@ fn load_version(
     entry: &ModelEntry,
     version: i64,
     dir: PathBuf,
-    metrics: Option<soma_metrics::Registry>,
+    options: &ModelOptions,
 ) -> Result<Servable, ModelsError> {
     let started = Instant::now();
     let runner = TfRunner::load(tf, &dir, entry.threads)?;
@@ -84,10 +84,10 @@ fn load_version(
         Box::new(runner),
         entry.signature_key.as_deref(),
     )?;
-    // Warm up before batching is on: the warm-up run needs no batch.
-    servable.warm_up()?;
+    // Warm up before batching is on: a warm-up run needs no batch.
+    let records = servable.warm_up_from(&dir, options.warmup.as_deref())?;
     let servable = match &entry.batching {
-        Some(options) => servable.with_batching(options.clone(), metrics)?,
+        Some(batching) => servable.with_batching(batching.clone(), options.metrics.clone())?,
         None => servable,
     };
     tracing::info!(
@@ -95,6 +95,7 @@ fn load_version(
         version,
         signature = servable.default_signature(),
         dir = %dir.display(),
+        warmup_records = records.unwrap_or(0),
         millis = started.elapsed().as_millis() as u64,
         "model version loaded"
     );

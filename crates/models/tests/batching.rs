@@ -51,6 +51,7 @@ async fn load_with_metrics(
         tensorflow_lib: None,
         cache_dir: std::env::temp_dir().join("soma-batching-test-cache"),
         metrics: Some(metrics),
+        warmup: None,
     };
     load_entry(&set, &entry, Validator::TensorFlow, &options)
         .await

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
 
 use crate::batching::{BatchOptions, BatchWindow, Batcher};
 use crate::run_clock::{RunClock, TimedRunner};
-use crate::{RuntimeError, choose_signature, warmup_inputs};
+use crate::{RecordedWarmup, RuntimeError, choose_signature, warmup_inputs};
 
 /// One loaded model version, with the signature it serves by default.
 #[derive(Debug)]
@@ -149,6 +150,31 @@ impl Servable {
                     keys.join(", ")
                 ))
             })
+    }
+
+    /// Warms a freshly loaded version (whose files are in `dir`) up before it serves: with
+    /// the requests recorded with it, if `recorded` finds any, else with [`warm_up`](Self::warm_up)
+    /// unless the default signature takes serialized tf.Examples (classify/regress), for
+    /// which zeros are no valid input (an empty example fails any required feature; TF
+    /// Serving only warms up from recorded requests either). Returns how many records ran.
+    pub fn warm_up_from(
+        &self,
+        dir: &Path,
+        recorded: Option<&dyn RecordedWarmup>,
+    ) -> Result<Option<usize>, RuntimeError> {
+        if let Some(records) = recorded.map(|r| r.replay(self, dir)).transpose()?.flatten() {
+            return Ok(Some(records));
+        }
+        let takes_examples = self.signature(None).is_ok_and(|(_, sig)| {
+            matches!(
+                sig.method_name.as_str(),
+                "tensorflow/serving/classify" | "tensorflow/serving/regress"
+            )
+        });
+        if !takes_examples {
+            self.warm_up()?;
+        }
+        Ok(None)
     }
 
     /// Runs the default signature once on zero-valued inputs. This catches models that load

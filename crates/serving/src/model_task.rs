@@ -360,26 +360,12 @@ fn load_blocking(
         key.as_deref(),
     )
     .map_err(|e| (e.kind(), e.to_string()))?;
-    // The version's recorded warm-up requests, if it has any, run instead of soma's own
-    // zero-valued run, before batching is on (a warm-up run needs no batch).
-    let replayed = match &options.warmup {
-        Some(recorded) => recorded.replay(&servable, &dir).map_err(failed)?,
-        None => None,
-    };
-    if let Some(records) = replayed {
+    // Before batching is on: a warm-up run needs no batch.
+    let recorded = servable
+        .warm_up_from(&dir, options.warmup.as_deref())
+        .map_err(failed)?;
+    if let Some(records) = recorded {
         tracing::info!(model = %spec.servable_name, version, records, "warm-up requests replayed");
-    }
-    // Classify/regress signatures take serialized tf.Examples: the zero-valued warm-up input
-    // (an empty example) fails any model with a required feature, so they are not warmed up
-    // (TF Serving only warms up from assets.extra/tf_serving_warmup_requests either).
-    let takes_examples = servable.signature(None).is_ok_and(|(_, sig)| {
-        matches!(
-            sig.method_name.as_str(),
-            "tensorflow/serving/classify" | "tensorflow/serving/regress"
-        )
-    });
-    if replayed.is_none() && !takes_examples {
-        servable.warm_up().map_err(failed)?;
     }
     match &spec.batching {
         Some(batching) => servable

@@ -15,6 +15,7 @@ pub(crate) async fn iris_hub(cache: &Path) -> Arc<dyn ModelHub> {
         tensorflow_lib: None,
         cache_dir: cache.to_path_buf(),
         metrics: None,
+        warmup: None,
     };
     let set = Arc::new(ModelSet::new("bench", false));
     let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));

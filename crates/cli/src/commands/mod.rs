@@ -7,7 +7,9 @@ pub(crate) mod tfserving;
 pub(crate) mod validate;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use soma_grpc::warmup::TfServingWarmup;
 use soma_models::ModelOptions;
 
 use crate::GlobalArgs;
@@ -17,12 +19,14 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<soma_config:
     soma_config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
 }
 
-/// Model loading options from the global flags.
+/// Model loading options from the global flags; recorded warm-up requests are replayed, as
+/// `soma serve` does, so `soma validate` finds a broken warm-up file before a deploy.
 pub(crate) fn model_options(global: &GlobalArgs) -> ModelOptions {
     ModelOptions {
         tensorflow_lib: global.tensorflow_lib.clone(),
         cache_dir: global.cache_dir.clone().unwrap_or_else(default_cache_dir),
         metrics: None,
+        warmup: Some(Arc::new(TfServingWarmup::default())),
     }
 }
 
