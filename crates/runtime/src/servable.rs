@@ -569,4 +569,35 @@ mod tests {
             "a batched request may wait for others"
         );
     }
+
+    /// Recorded warm-up that answers as told, without running anything.
+    #[derive(Debug)]
+    struct Recorded(Result<Option<usize>, RuntimeError>);
+
+    impl RecordedWarmup for Recorded {
+        fn replay(&self, _: &Servable, _: &Path) -> Result<Option<usize>, RuntimeError> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn recorded_requests_replace_the_zero_valued_warm_up() {
+        // The default signature fails whenever it runs, so only the fallback runs it.
+        let servable = Servable::new("m", 1, Box::new(Doubler::new()), Some("broken")).unwrap();
+        let dir = Path::new("/nowhere");
+        let warm = |recorded: Option<Recorded>| {
+            servable.warm_up_from(dir, recorded.as_ref().map(|r| r as &dyn RecordedWarmup))
+        };
+        assert_eq!(warm(Some(Recorded(Ok(Some(2))))), Ok(Some(2)));
+        let fallback = warm(Some(Recorded(Ok(None)))).unwrap_err();
+        assert!(
+            fallback
+                .to_string()
+                .contains("failed its warm-up prediction"),
+            "{fallback}"
+        );
+        assert_eq!(warm(None).unwrap_err(), fallback);
+        let bad = RuntimeError::Model("record 1 failed".into());
+        assert_eq!(warm(Some(Recorded(Err(bad.clone())))), Err(bad));
+    }
 }
