@@ -10,17 +10,15 @@ clients=${2:-8}
 cargo build --release --quiet --bin soma --bin soma-bench
 export TF_CPP_MIN_LOG_LEVEL=2 SOMA_LOG=warn
 port=18888
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh # (the script has cd'd to the repository root)
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 run() { # <label> <cortex.yaml> <workers>
   local data
   data=$(mktemp -d -p "$tmp")
-  # A server left over on the port would answer in place of the one under test.
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "error: port $port is already in use (a server left over from another run?)" >&2
-    exit 1
-  fi
+  require_free "$port"
   target/release/soma serve "$2" --listen "127.0.0.1:$port" --data-dir "$data" --workers "$3" >"$tmp/soma.log" 2>&1 &
   local server=$!
   for _ in $(seq 1 300); do

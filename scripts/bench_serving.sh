@@ -47,15 +47,8 @@ EOF
 printf 'max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n' >"$tmp/fixed.txt"
 printf 'max_batch_size { value: 64 }\nbatch_timeout_micros: auto\n' >"$tmp/auto.txt"
 
-# A server left over on one of the fixed ports would answer in place of the one under test.
-require_free() { # <port>...
-  for port in "$@"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "error: port $port is already in use (a server left over from another run?)" >&2
-      exit 1
-    fi
-  done
-}
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh # (the script has cd'd to the repository root)
 
 alive() { # <pid> <name>: the server we started is the one that answered
   kill -0 "$1" 2>/dev/null && return 0
