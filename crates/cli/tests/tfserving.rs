@@ -227,12 +227,40 @@ fn config_file_mode_reloads_the_file() {
     )
     .unwrap();
     let flag = format!("--model_config_file={}", config.display());
+    let monitoring = tmp.path().join("monitoring.config");
+    std::fs::write(
+        &monitoring,
+        "prometheus_config {\n  enable: true,\n  path: \"/monitoring/prometheus/metrics\"\n}\n",
+    )
+    .unwrap();
+    let monitoring = format!("--monitoring_config_file={}", monitoring.display());
     let server = start(
-        &[&flag, "--model_config_file_poll_wait_seconds=1"],
+        &[
+            &flag,
+            "--model_config_file_poll_wait_seconds=1",
+            &monitoring,
+        ],
         &tmp.path().join("cache"),
     );
     assert_eq!(predict(&server, "a").0, 200);
     assert_eq!(predict(&server, "b").0, 404);
+    // TF Serving's Prometheus path (--monitoring_config_file) serves the same metrics.
+    let metrics = http(
+        &server.addr,
+        "GET",
+        "/monitoring/prometheus/metrics",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains(
+            r#":tensorflow:serving:request_count{API="predict",entrypoint="REST",model_name="a",status="OK"} 1"#
+        ),
+        "{}",
+        metrics.text()
+    );
     std::fs::write(
         &config,
         format!("model_config_list {{\n{}}}\n", entry("b", "iris_plain")),

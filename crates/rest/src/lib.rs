@@ -53,6 +53,10 @@ pub struct RestOptions {
     /// How long a prediction may take (504 beyond it); TF Serving's default is 30 s.
     pub timeout: Duration,
     pub metrics: Registry,
+    /// Another path for the Prometheus metrics of [`router`] besides `/metrics` (TF
+    /// Serving's `--monitoring_config_file`, e.g. `/monitoring/prometheus/metrics`); must
+    /// not be one of the API's own paths.
+    pub prometheus_path: Option<String>,
 }
 
 impl Default for RestOptions {
@@ -61,6 +65,7 @@ impl Default for RestOptions {
             body_limit: 64 * 1024 * 1024,
             timeout: Duration::from_secs(30),
             metrics: Registry::new(),
+            prometheus_path: None,
         }
     }
 }
@@ -96,9 +101,17 @@ fn stateful_routes() -> Router<Arc<Rest>> {
 /// A complete server: [`routes`], `/metrics`, `/v1` paths in any letter case (TF Serving
 /// matches them case-insensitively) and 404 for anything else.
 pub fn router(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
-    let metrics = options.metrics.clone();
-    stateful_routes()
-        .route("/metrics", get(move || async move { prometheus(&metrics) }))
+    let mut routes = stateful_routes();
+    let extra = options
+        .prometheus_path
+        .as_deref()
+        .filter(|p| *p != "/metrics");
+    let metrics_paths = std::iter::once("/metrics").chain(extra);
+    for path in metrics_paths {
+        let metrics = options.metrics.clone();
+        routes = routes.route(path, get(move || async move { prometheus(&metrics) }));
+    }
+    routes
         .fallback(any_case_v1)
         .with_state(Arc::new(Rest { hub, options }))
 }

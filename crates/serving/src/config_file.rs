@@ -284,6 +284,44 @@ pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFil
     Ok(models)
 }
 
+/// TF Serving's default path for Prometheus metrics (`PrometheusExporter::kPrometheusPath`).
+pub const DEFAULT_PROMETHEUS_PATH: &str = "/monitoring/prometheus/metrics";
+
+/// Parses a `--monitoring_config_file` (`prometheus_config { enable: true path: "..." }`):
+/// the path to serve Prometheus metrics on, `None` if they are not enabled. An empty path
+/// means TF Serving's default, [`DEFAULT_PROMETHEUS_PATH`].
+pub fn parse_monitoring_config(text: &str) -> Result<Option<String>, ConfigFileError> {
+    let mut enabled = false;
+    let mut path = String::new();
+    for field in top_level_fields(text)? {
+        if field.name != "prometheus_config" {
+            return Err(unknown(
+                &field,
+                "the monitoring config",
+                &["prometheus_config"],
+            ));
+        }
+        for inner in message(&field)? {
+            match inner.name.as_str() {
+                "enable" => enabled = boolean(inner)?,
+                "path" => {
+                    path = string(inner)?;
+                    if !path.is_empty() && !path.starts_with('/') {
+                        return Err(inner
+                            .pos
+                            .error(format!("'path' must start with '/' (got \"{path}\")")));
+                    }
+                }
+                _ => return Err(unknown(inner, "prometheus_config", &["enable", "path"])),
+            }
+        }
+    }
+    if path.is_empty() {
+        path = DEFAULT_PROMETHEUS_PATH.to_string();
+    }
+    Ok(enabled.then_some(path))
+}
+
 fn unknown(field: &Field, within: &str, known: &[&str]) -> ConfigFileError {
     field.pos.error(format!(
         "unknown field '{}' in {within} (expected {})",
@@ -752,6 +790,43 @@ mod batching_tests {
         assert_eq!(
             error("pad_variable_length_inputs: 1"),
             "line 1, column 1: 'pad_variable_length_inputs' must be true or false"
+        );
+    }
+}
+
+#[cfg(test)]
+mod monitoring_tests {
+    use super::*;
+
+    #[test]
+    fn monitoring_config_gives_the_prometheus_path() {
+        let parse = parse_monitoring_config;
+        assert_eq!(
+            parse("prometheus_config {\n  enable: true,\n  path: \"/m/p\"\n}\n").unwrap(),
+            Some("/m/p".into())
+        );
+        assert_eq!(
+            parse("prometheus_config { enable: true }").unwrap(),
+            Some(DEFAULT_PROMETHEUS_PATH.into())
+        );
+        assert_eq!(
+            parse("prometheus_config { enable: false path: \"/x\" }").unwrap(),
+            None
+        );
+        assert_eq!(parse("").unwrap(), None);
+        let error = |text: &str| parse(text).unwrap_err().to_string();
+        assert_eq!(
+            error("prometheus_config { enable: true path: \"metrics\" }"),
+            "line 1, column 34: 'path' must start with '/' (got \"metrics\")"
+        );
+        assert_eq!(
+            error("prometheus_config { port: 9 }"),
+            "line 1, column 21: unknown field 'port' in prometheus_config (expected enable, path)"
+        );
+        assert_eq!(
+            error("prometheus { enable: true }"),
+            "line 1, column 1: unknown field 'prometheus' in the monitoring config (expected \
+             prometheus_config)"
         );
     }
 }

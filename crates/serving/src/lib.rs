@@ -45,7 +45,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config_file::{ConfigFileError, parse_batching_parameters, parse_model_config_file};
+pub use config_file::{
+    ConfigFileError, DEFAULT_PROMETHEUS_PATH, parse_batching_parameters, parse_model_config_file,
+    parse_monitoring_config,
+};
 pub use manager::ModelManager;
 use soma_core::runner::ThreadPools;
 use soma_repository::S3Settings;

@@ -17,6 +17,7 @@ use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ModelHub, RecordedWarmup};
 use soma_serving::{
     ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
+    parse_monitoring_config,
 };
 
 use crate::GlobalArgs;
@@ -111,6 +112,11 @@ pub(crate) struct Args {
     #[arg(long = "batching_parameters_file", value_name = "FILE")]
     batching_parameters_file: Option<PathBuf>,
 
+    /// A text-proto `MonitoringConfig`: `prometheus_config { enable: true path: "..." }`
+    /// also serves the Prometheus metrics on that path of the REST port.
+    #[arg(long = "monitoring_config_file", value_name = "FILE")]
+    monitoring_config_file: Option<PathBuf>,
+
     /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
     #[arg(long = "enable_model_warmup", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -144,6 +150,8 @@ pub(crate) struct Settings {
     pub(crate) batching: Option<Option<PathBuf>>,
     /// Recorded warm-up requests are replayed, this many times each; `None`: not replayed.
     pub(crate) warmup_iterations: Option<u32>,
+    /// Where the REST port also serves the Prometheus metrics (--monitoring_config_file).
+    pub(crate) prometheus_path: Option<String>,
 }
 
 /// "Never again" for a poll interval of 0 (tokio intervals need a finite period).
@@ -184,6 +192,16 @@ impl Settings {
         if args.batching_parameters_file.is_some() && !args.enable_batching {
             anyhow::bail!("--batching_parameters_file needs --enable_batching");
         }
+        let prometheus_path = match &args.monitoring_config_file {
+            None => None,
+            Some(file) => read_monitoring_config(file)?,
+        };
+        if prometheus_path.is_some() && args.rest_api_port == 0 {
+            anyhow::bail!(
+                "--monitoring_config_file enables Prometheus metrics, which are served on the \
+                 REST port: give --rest_api_port"
+            );
+        }
         let nonzero = |n: u32| (n > 0).then_some(n);
         Ok(Settings {
             grpc_port: args.port,
@@ -209,8 +227,26 @@ impl Settings {
             warmup_iterations: args
                 .enable_model_warmup
                 .then_some(args.num_request_iterations_for_warmup),
+            prometheus_path,
         })
     }
+}
+
+fn read_monitoring_config(path: &Path) -> anyhow::Result<Option<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --monitoring_config_file {}", path.display()))?;
+    let prometheus =
+        parse_monitoring_config(&text).with_context(|| format!("{}", path.display()))?;
+    if let Some(api) = prometheus
+        .as_deref()
+        .filter(|p| p.starts_with("/v1/") || p.starts_with("/v2/"))
+    {
+        anyhow::bail!(
+            "{}: the Prometheus path {api} is under the API's own /v1/ or /v2/ paths",
+            path.display()
+        );
+    }
+    Ok(prometheus)
 }
 
 fn read_config_file(path: &Path) -> anyhow::Result<Vec<ModelConfig>> {
@@ -272,6 +308,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     if let Some(rest_port) = settings.rest_port {
         let options = RestOptions {
             timeout: settings.rest_timeout,
+            prometheus_path: settings.prometheus_path.clone(),
             body_limit: 256 * 1024 * 1024,
             metrics,
         };
@@ -440,6 +477,50 @@ mod tests {
         );
         let zero = warmup(&["--num_request_iterations_for_warmup=0"]).unwrap_err();
         assert!(zero.contains("0 is not in 1.."), "{zero}");
+    }
+
+    #[test]
+    fn monitoring_config_file_sets_the_prometheus_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("monitoring.config");
+        let flag = format!("--monitoring_config_file={}", file.display());
+        let with = |text: &str, rest_port: &str| {
+            std::fs::write(&file, text).unwrap();
+            parse(&["--model_base_path=/m", rest_port, &flag]).map(|s| s.prometheus_path)
+        };
+        let enabled =
+            "prometheus_config { enable: true, path: \"/monitoring/prometheus/metrics\" }";
+        assert_eq!(
+            with(enabled, "--rest_api_port=8501"),
+            Ok(Some("/monitoring/prometheus/metrics".into()))
+        );
+        assert_eq!(
+            with(
+                "prometheus_config { enable: false }",
+                "--rest_api_port=8501"
+            ),
+            Ok(None)
+        );
+        let no_rest = with(enabled, "--port=8500").unwrap_err();
+        assert!(no_rest.contains("give --rest_api_port"), "{no_rest}");
+        let api_path = with(
+            "prometheus_config { enable: true path: \"/v1/metrics\" }",
+            "--rest_api_port=8501",
+        )
+        .unwrap_err();
+        assert!(api_path.contains("under the API's own"), "{api_path}");
+        let typo = with(
+            "prometheus_config { enabled: true }",
+            "--rest_api_port=8501",
+        )
+        .unwrap_err();
+        assert!(
+            typo.starts_with(&format!(
+                "{}: line 1, column 21: unknown field 'enabled'",
+                file.display()
+            )),
+            "{typo}"
+        );
     }
 
     #[test]
