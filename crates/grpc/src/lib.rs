@@ -72,6 +72,9 @@ pub struct GrpcOptions {
     /// (`grpc.max_connection_age_ms`); requests already running finish. `None`: connections
     /// live as long as their clients keep them.
     pub max_connection_age: Option<Duration>,
+    /// At most this many inference RPCs are processed at once; the others wait (TF
+    /// Serving's `--grpc_max_threads`). `None`: no limit.
+    pub max_concurrent: Option<usize>,
 }
 
 impl Default for GrpcOptions {
@@ -82,6 +85,7 @@ impl Default for GrpcOptions {
             keepalive_interval: None,
             keepalive_timeout: None,
             max_connection_age: None,
+            max_concurrent: None,
         }
     }
 }
@@ -106,6 +110,9 @@ pub async fn serve(
         hub: Arc::clone(&hub),
         max_response_bytes: limit,
         metrics: options.metrics,
+        limit: options
+            .max_concurrent
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -63,6 +63,8 @@ pub(crate) struct Predictions {
     pub(crate) hub: Arc<dyn ModelHub>,
     pub(crate) max_response_bytes: usize,
     pub(crate) metrics: Registry,
+    /// Permits for [`GrpcOptions::max_concurrent`](crate::GrpcOptions::max_concurrent).
+    pub(crate) limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Predictions {
@@ -86,6 +88,11 @@ impl Predictions {
         call: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         let started = std::time::Instant::now();
+        // Held until the RPC's work is done (or the client gives up on it).
+        let _permit = match &self.limit {
+            Some(limit) => Some(limit.acquire().await.expect("never closed")),
+            None => None,
+        };
         let result = call.await;
         let status = result
             .as_ref()

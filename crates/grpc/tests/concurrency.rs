@@ -3,6 +3,7 @@
 //! made meanwhile answers at once even though the runtime has only two worker threads.
 //! A quick model under `auto` batching answers in place, each request with its own rows.
 //! Stopping the server lets running requests finish; a request that panics fails alone.
+//! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,6 +103,17 @@ async fn serve_all(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
 ) {
+    serve_with(servables, GrpcOptions::default()).await
+}
+
+async fn serve_with(
+    servables: Vec<Servable>,
+    options: GrpcOptions,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
+) {
     let set = Arc::new(ModelSet::new("echo", false));
     for servable in servables {
         set.insert(Arc::new(servable));
@@ -110,14 +122,9 @@ async fn serve_all(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(soma_grpc::serve(
-        hub,
-        listener,
-        GrpcOptions::default(),
-        async {
-            stopped.await.ok();
-        },
-    ));
+    let server = tokio::spawn(soma_grpc::serve(hub, listener, options, async {
+        stopped.await.ok();
+    }));
     (url, stop, server)
 }
 
@@ -196,6 +203,32 @@ async fn predictions_run_in_parallel_off_the_async_runtime() {
         "{REQUESTS} predictions of {RUN_TIME:?} took {took:?}: they did not run in parallel"
     );
 
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// `--grpc_max_threads`: with 4 permits, 8 predictions of RUN_TIME run in two waves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_makes_extra_requests_wait_for_a_permit() {
+    let options = GrpcOptions {
+        max_concurrent: Some(4),
+        ..GrpcOptions::default()
+    };
+    let (url, stop, server) = serve_with(vec![echo_model(RUN_TIME).0], options).await;
+    let channel = connect(&url).await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(echo(channel.clone(), i)))
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    let took = started.elapsed();
+    // Without the limit all eight finish together in about RUN_TIME (the test above).
+    assert!(
+        took >= RUN_TIME * 2 && took < RUN_TIME * 4,
+        "8 predictions of {RUN_TIME:?} with 4 permits took {took:?}"
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

@@ -57,6 +57,9 @@ pub struct RestOptions {
     /// Serving's `--monitoring_config_file`, e.g. `/monitoring/prometheus/metrics`); must
     /// not be one of the API's own paths.
     pub prometheus_path: Option<String>,
+    /// At most this many inference requests are processed at once; the others wait, within
+    /// their timeout (TF Serving's `--rest_api_num_threads`). `None`: no limit.
+    pub max_concurrent: Option<usize>,
 }
 
 impl Default for RestOptions {
@@ -66,13 +69,29 @@ impl Default for RestOptions {
             timeout: Duration::from_secs(30),
             metrics: Registry::new(),
             prometheus_path: None,
+            max_concurrent: None,
         }
     }
 }
 
 struct Rest {
     hub: Arc<dyn ModelHub>,
+    /// Permits for [`RestOptions::max_concurrent`].
+    limit: Option<Arc<tokio::sync::Semaphore>>,
     options: RestOptions,
+}
+
+impl Rest {
+    fn new(hub: Arc<dyn ModelHub>, options: RestOptions) -> Arc<Rest> {
+        let limit = options
+            .max_concurrent
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        Arc::new(Rest {
+            hub,
+            limit,
+            options,
+        })
+    }
 }
 
 impl std::fmt::Debug for Rest {
@@ -87,7 +106,7 @@ impl std::fmt::Debug for Rest {
 /// The TF Serving paths and the health endpoints, to merge into another router (the
 /// `serve` gateway, which has its own `/metrics`).
 pub fn routes(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
-    stateful_routes().with_state(Arc::new(Rest { hub, options }))
+    stateful_routes().with_state(Rest::new(hub, options))
 }
 
 fn stateful_routes() -> Router<Arc<Rest>> {
@@ -113,7 +132,7 @@ pub fn router(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
     }
     routes
         .fallback(any_case_v1)
-        .with_state(Arc::new(Rest { hub, options }))
+        .with_state(Rest::new(hub, options))
 }
 
 async fn any_case_v1(state: State<Arc<Rest>>, method: Method, uri: Uri, body: Body) -> Response {
@@ -198,6 +217,17 @@ async fn infer(
     let body = read_body(body, rest.options.body_limit).await?;
     let servable = rest.hub.servable(model, version)?;
     let deadline = std::time::Instant::now() + rest.options.timeout;
+    // Held until the prediction ends (moved into the blocking task if there is one).
+    let permit = match &rest.limit {
+        None => None,
+        Some(limit) => {
+            let acquire = Arc::clone(limit).acquire_owned();
+            match tokio::time::timeout_at(deadline.into(), acquire).await {
+                Ok(permit) => Some(permit.expect("the semaphore is never closed")),
+                Err(_) => return Err(timed_out(rest.options.timeout)),
+            }
+        }
+    };
     // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
     // the work to another thread and back would.
     let small = body.len() <= INLINE_BODY_LIMIT;
@@ -209,29 +239,34 @@ async fn infer(
         return answer;
     }
     let in_place = small && servable.runs_quickly();
-    let run = move || match method {
-        path::Method::Predict => predict::predict(&servable, &body, deadline),
-        path::Method::Classify => classify::classify(&servable, &body),
-        path::Method::Regress => classify::regress(&servable, &body),
+    let run = move || {
+        let _permit = permit;
+        match method {
+            path::Method::Predict => predict::predict(&servable, &body, deadline),
+            path::Method::Classify => classify::classify(&servable, &body),
+            path::Method::Regress => classify::regress(&servable, &body),
+        }
     };
     if in_place {
         return run();
     }
     let task = tokio::task::spawn_blocking(run);
-    match tokio::time::timeout(rest.options.timeout, task).await {
+    // The deadline, not a fresh timeout: time spent waiting for a permit counts.
+    match tokio::time::timeout_at(deadline.into(), task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(RestError::new(
             ErrorKind::Internal,
             format!("the prediction task failed: {join}"),
         )),
-        Err(_) => Err(RestError::new(
-            ErrorKind::DeadlineExceeded,
-            format!(
-                "Request timed out after {} ms",
-                rest.options.timeout.as_millis()
-            ),
-        )),
+        Err(_) => Err(timed_out(rest.options.timeout)),
     }
+}
+
+fn timed_out(timeout: Duration) -> RestError {
+    RestError::new(
+        ErrorKind::DeadlineExceeded,
+        format!("Request timed out after {} ms", timeout.as_millis()),
+    )
 }
 
 /// Requests up to this size on a [quick](soma_runtime::Servable::runs_quickly) model are

@@ -97,6 +97,22 @@ pub(crate) struct Args {
     )]
     tensorflow_inter_op_parallelism: u32,
 
+    /// TensorFlow threads per model for both pools, unless the two flags above set them.
+    #[arg(
+        long = "tensorflow_session_parallelism",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    tensorflow_session_parallelism: u32,
+
+    /// At most N REST inference requests are processed at once; 0: no limit.
+    #[arg(long = "rest_api_num_threads", default_value_t = 0, value_name = "N")]
+    rest_api_num_threads: usize,
+
+    /// At most N gRPC inference requests are processed at once; 0: no limit.
+    #[arg(long = "grpc_max_threads", default_value_t = 0, value_name = "N")]
+    grpc_max_threads: usize,
+
     /// Let version labels point at versions that are not (yet) available.
     #[arg(long = "allow_version_labels_for_unavailable_models", default_value_t = false,
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
@@ -139,6 +155,8 @@ pub(crate) struct Settings {
     pub(crate) grpc: GrpcOptions,
     pub(crate) rest_port: Option<u16>,
     pub(crate) rest_timeout: Duration,
+    /// --rest_api_num_threads: at most this many REST inference requests at once.
+    pub(crate) rest_max_concurrent: Option<usize>,
     pub(crate) models: Vec<ModelConfig>,
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) config_file_poll: Option<Duration>,
@@ -205,9 +223,14 @@ impl Settings {
         let nonzero = |n: u32| (n > 0).then_some(n);
         Ok(Settings {
             grpc_port: args.port,
-            grpc: grpc_options(&args.grpc_channel_arguments)?,
+            grpc: GrpcOptions {
+                max_concurrent: (args.grpc_max_threads > 0).then_some(args.grpc_max_threads),
+                ..grpc_options(&args.grpc_channel_arguments)?
+            },
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
             rest_timeout: Duration::from_millis(args.rest_api_timeout_in_ms),
+            rest_max_concurrent: (args.rest_api_num_threads > 0)
+                .then_some(args.rest_api_num_threads),
             models,
             config_file: args.model_config_file,
             config_file_poll: (args.model_config_file_poll_wait_seconds > 0)
@@ -217,8 +240,10 @@ impl Settings {
                 s => Duration::from_secs(s),
             },
             threads: ThreadPools {
-                intra_op: nonzero(args.tensorflow_intra_op_parallelism),
-                inter_op: nonzero(args.tensorflow_inter_op_parallelism),
+                intra_op: nonzero(args.tensorflow_intra_op_parallelism)
+                    .or(nonzero(args.tensorflow_session_parallelism)),
+                inter_op: nonzero(args.tensorflow_inter_op_parallelism)
+                    .or(nonzero(args.tensorflow_session_parallelism)),
             },
             allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
             batching: args
@@ -309,6 +334,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         let options = RestOptions {
             timeout: settings.rest_timeout,
             prometheus_path: settings.prometheus_path.clone(),
+            max_concurrent: settings.rest_max_concurrent,
             body_limit: 256 * 1024 * 1024,
             metrics,
         };
@@ -466,6 +492,23 @@ mod tests {
         assert_eq!(defaults.rest_timeout, Duration::from_secs(30));
         assert_eq!(defaults.batching, None);
         assert_eq!(defaults.warmup_iterations, Some(1));
+        assert_eq!(defaults.rest_max_concurrent, None);
+        assert_eq!(defaults.grpc.max_concurrent, None);
+
+        let pools = parse(&[
+            "--model_base_path=/m",
+            "--tensorflow_session_parallelism=3",
+            "--tensorflow_inter_op_parallelism=1",
+            "--rest_api_num_threads=16",
+            "--grpc_max_threads=8",
+        ])
+        .unwrap();
+        assert_eq!(
+            (pools.threads.intra_op, pools.threads.inter_op),
+            (Some(3), Some(1))
+        );
+        assert_eq!(pools.rest_max_concurrent, Some(16));
+        assert_eq!(pools.grpc.max_concurrent, Some(8));
 
         let warmup = |flags: &[&str]| {
             parse(&[&["--model_base_path=/m"], flags].concat()).map(|s| s.warmup_iterations)
@@ -525,9 +568,9 @@ mod tests {
 
     #[test]
     fn bad_flags_are_rejected_with_a_message() {
-        let unknown = parse(&["--model_base_path=/m", "--grpc_max_threads=4"]).unwrap_err();
+        let unknown = parse(&["--model_base_path=/m", "--grpc_max_thread=4"]).unwrap_err();
         assert!(
-            unknown.contains("unexpected argument '--grpc_max_threads' found"),
+            unknown.contains("unexpected argument '--grpc_max_thread' found"),
             "{unknown}"
         );
         let port = parse(&["--model_base_path=/m", "--rest_api_port=http"]).unwrap_err();
