@@ -286,6 +286,17 @@ fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
         stderr.contains("unexpected argument '--enable_model_warmup_typo' found"),
         "{stderr}"
     );
+    // A TF Serving flag soma does not implement says so, and what to do instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .args(["tfserving", "--model_base_path=/m", "--grpc_socket_path=/s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --grpc_socket_path is a TF Serving flag that soma tfserving does not support: \
+         gRPC on a Unix socket is not supported; use --port\n"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nothing");
     let out = Command::new(env!("CARGO_BIN_EXE_soma"))

@@ -148,6 +148,65 @@ pub(crate) struct Args {
     num_request_iterations_for_warmup: u32,
 }
 
+/// TF Serving flags soma knows but does not implement, and what to do instead.
+const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
+    (
+        "--grpc_socket_path",
+        "gRPC on a Unix socket is not supported; use --port",
+    ),
+    (
+        "--ssl_config_file",
+        "TLS is not built in; terminate TLS in a proxy in front of soma",
+    ),
+    (
+        "--platform_config_file",
+        "soma serves TensorFlow SavedModels only; list them with --model_config_file",
+    ),
+    (
+        "--per_process_gpu_memory_fraction",
+        "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
+    ),
+    (
+        "--saved_model_tags",
+        "soma loads the MetaGraph tagged 'serve', TF Serving's default",
+    ),
+    (
+        "--enable_grpc_healthcheck_service",
+        "use the REST health endpoints /v2/health/live and /v2/health/ready",
+    ),
+    (
+        "--max_num_load_retries",
+        "a version that fails to load is not retried on a timer; it is loaded again when \
+         its files change",
+    ),
+    (
+        "--load_retry_interval_micros",
+        "a version that fails to load is not retried on a timer; it is loaded again when \
+         its files change",
+    ),
+    (
+        "--enable_per_model_batching_parameters",
+        "--batching_parameters_file applies to every model",
+    ),
+];
+
+/// A specific message for a TF Serving flag in [`UNSUPPORTED_FLAGS`], where clap would only
+/// say it does not know it.
+pub(crate) fn explain_unsupported_flag(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split('=').next().unwrap_or(arg);
+    let (_, instead) = UNSUPPORTED_FLAGS.iter().find(|(name, _)| *name == flag)?;
+    Some(format!(
+        "{flag} is a TF Serving flag that soma tfserving does not support: {instead}"
+    ))
+}
+
 /// What the flags ask for, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -564,6 +623,26 @@ mod tests {
             )),
             "{typo}"
         );
+    }
+
+    #[test]
+    fn unsupported_tf_serving_flags_say_what_to_do_instead() {
+        let explain = |args: &[&str]| {
+            let error = Cli::try_parse_from(["soma", "tfserving"].iter().chain(args)).unwrap_err();
+            explain_unsupported_flag(&error)
+        };
+        assert_eq!(
+            explain(&["--model_base_path=/m", "--ssl_config_file=/tls.config"]).as_deref(),
+            Some(
+                "--ssl_config_file is a TF Serving flag that soma tfserving does not support: \
+                 TLS is not built in; terminate TLS in a proxy in front of soma"
+            )
+        );
+        let gpu = explain(&["--per_process_gpu_memory_fraction", "0.5"]).unwrap();
+        assert!(gpu.contains("on the CPU"), "{gpu}");
+        // Not a TF Serving flag: clap's own message stands.
+        assert_eq!(explain(&["--grpc_max_thread=4"]), None);
+        assert_eq!(explain(&["--port=http"]), None);
     }
 
     #[test]
