@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
+    // gRPC's health checking service (TF Serving's --enable_grpc_healthcheck_service).
+    "grpc/health/v1/health.proto",
     // The record type of SavedModel warm-up files.
     "tensorflow_serving/apis/prediction_log.proto",
 ];

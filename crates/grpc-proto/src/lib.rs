@@ -2,7 +2,8 @@
 //! same packages, message names and field numbers (the wire contract), trimmed to what soma
 //! serves: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`, their
 //! messages, `TensorProto`/`SignatureDef`/`Example` from TensorFlow, the model server
-//! config, and `PredictionLog` (the records of SavedModel warm-up files). Fields soma does
+//! config, `PredictionLog` (the records of SavedModel warm-up files) and gRPC's health
+//! checking service (`grpc.health.v1.Health`). Fields soma does
 //! not serve are `reserved` in the .proto files, so a client that sends them is still
 //! understood (protobuf skips unknown fields).
 //!
@@ -23,6 +24,15 @@ pub mod tensorflow {
     /// Package `tensorflow.serving`: the TF Serving APIs and model server config.
     pub mod serving {
         include!(concat!(env!("OUT_DIR"), "/tensorflow.serving.rs"));
+    }
+}
+
+/// Package `grpc.health.v1`: gRPC's standard health checking service.
+pub mod grpc {
+    pub mod health {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+        }
     }
 }
 

@@ -24,6 +24,8 @@
 //!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
 //!   prediction whose response would be over it (checked before sending, with a message
 //!   that names the limit).
+//! * `health`: `grpc.health.v1.Health` if [`GrpcOptions::health_service`], SERVING once
+//!   every model has an AVAILABLE version.
 //! * [`warmup`]: replays a version's recorded warm-up requests (TF Serving's
 //!   `assets.extra/tf_serving_warmup_requests`) before it serves, through the code above.
 //! * Connections: optional HTTP/2 keepalive pings and a maximum connection age
@@ -31,6 +33,7 @@
 
 pub mod codec;
 pub mod examples;
+mod health;
 mod limit;
 mod models;
 mod predict;
@@ -44,6 +47,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use soma_grpc_proto::grpc::health::v1::health_server::HealthServer;
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
 use soma_metrics::Registry;
@@ -75,6 +79,8 @@ pub struct GrpcOptions {
     /// At most this many inference RPCs are processed at once; the others wait (TF
     /// Serving's `--grpc_max_threads`). `None`: no limit.
     pub max_concurrent: Option<usize>,
+    /// Also serve `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`).
+    pub health_service: bool,
 }
 
 impl Default for GrpcOptions {
@@ -86,6 +92,7 @@ impl Default for GrpcOptions {
             keepalive_timeout: None,
             max_connection_age: None,
             max_concurrent: None,
+            health_service: false,
         }
     }
 }
@@ -116,6 +123,11 @@ pub async fn serve(
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
+    let health = options.health_service.then(|| {
+        HealthServer::new(health::HealthService {
+            hub: Arc::clone(&hub),
+        })
+    });
     let models = ModelServiceServer::new(service::Models { hub })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -130,6 +142,7 @@ pub async fn serve(
         .layer(limit::layer())
         .add_service(predictions)
         .add_service(models)
+        .add_optional_service(health)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

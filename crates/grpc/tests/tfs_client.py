@@ -541,6 +541,31 @@ def reload_request(configs):
     return request
 
 
+def check_health(check, channel):
+    """gRPC's official health client (grpcio-health-checking): every model is loaded, so the
+    server and both TF Serving services are SERVING; an unknown service is NOT_FOUND."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+        got = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+        if got != serving:
+            check.fail("health", f"Check({service!r}) = {got}")
+    try:
+        health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+        check.fail("health", "Check('nope') succeeded")
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            check.fail("health", f"Check('nope'): {e.code()}")
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    first = next(watch).status
+    watch.cancel()
+    if first != serving:
+        check.fail("health", f"Watch('') first = {first}")
+    check.count("health")
+
+
 def check_reload(check, plan):
     C = grpc.StatusCode
     static = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{plan['port']}"))
@@ -583,6 +608,7 @@ def check_descriptors(check, path):
     from google.protobuf import descriptor_pb2, descriptor_pool
     # Registers PredictionLog (warm-up records) and LogMetadata in the default pool.
     from tensorflow_serving.apis import prediction_log_pb2  # noqa: F401
+    from grpc_health.v1 import health_pb2
 
     pool = descriptor_pool.Default()
     with open(path, "rb") as f:
@@ -627,7 +653,11 @@ def check_descriptors(check, path):
         for enum in file.enum_type:
             compare_enum(enum, f"{file.package}.{enum.name}")
         for service in file.service:
-            module = {"PredictionService": prediction_service_pb2, "ModelService": model_service_pb2}
+            module = {
+                "PredictionService": prediction_service_pb2,
+                "ModelService": model_service_pb2,
+                "Health": health_pb2,
+            }
             official = module[service.name].DESCRIPTOR.services_by_name[service.name]
             for method in service.method:
                 other = official.methods_by_name.get(method.name)
@@ -655,6 +685,7 @@ def run(plan_path):
         ("errors", lambda: check_errors(check, stub, models_stub, plan["max_message_bytes"])),
         ("classifier", lambda: check_classifier(check, stub, plan["classifier"])),
         ("reload", lambda: check_reload(check, plan)),
+        ("health", lambda: check_health(check, channel)),
     ]
     for name, step in steps:
         try:

@@ -3,7 +3,8 @@
 //! forms and GetModelMetadata against TensorFlow's outputs and signatures, GetModelStatus,
 //! Classify/Regress/MultiInference on a tf.Example model generated for the test, the error
 //! cases, HandleReloadConfigRequest against a StaticHub (refused) and a hub that
-//! records the configs it receives, and soma's .proto contract field by field against the
+//! records the configs it receives, gRPC's health service with its official client
+//! (`grpcio-health-checking`), and soma's .proto contract field by field against the
 //! official descriptors.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -281,6 +282,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
         metrics: metrics.clone(),
+        health_service: true,
         ..GrpcOptions::default()
     };
     let (port, stop, server) = start(hub, main_options).await;
@@ -378,6 +380,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
         "reload",
         "labels",
         "broadcast",
+        "health",
     ] {
         assert!(
             counts[key].as_u64().unwrap_or(0) >= 1,

@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use soma_core::ErrorKind;
 use soma_metrics::{Entrypoint, Registry};
-use soma_runtime::{ModelHub, ServableState, VersionSelector};
+use soma_runtime::{ModelHub, VersionSelector};
 
 use crate::error::{RestError, json_response};
 use crate::path::Route;
@@ -162,13 +162,7 @@ async fn live() -> Response {
 
 /// Ready once every model has an AVAILABLE version (and there is at least one model).
 async fn ready(State(rest): State<Arc<Rest>>) -> Response {
-    let models = rest.hub.models();
-    let available = |m: &String| {
-        rest.hub
-            .status(m, None)
-            .is_ok_and(|versions| versions.iter().any(|v| v.state == ServableState::Available))
-    };
-    let ready = !models.is_empty() && models.iter().all(available);
+    let ready = rest.hub.is_ready();
     let code = if ready {
         StatusCode::OK
     } else {

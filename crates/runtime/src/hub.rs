@@ -125,6 +125,17 @@ pub trait ModelHub: Send + Sync + 'static {
     /// not in `models` are unloaded, new ones are loaded. Resolves once the new list is
     /// applied; an error names what could not be applied.
     fn reload(&self, models: Vec<ModelConfig>) -> BoxFuture<'_, Result<(), RuntimeError>>;
+
+    /// Ready to serve: there is at least one model and every model has an `AVAILABLE`
+    /// version (REST's `/v2/health/ready`, gRPC's health service).
+    fn is_ready(&self) -> bool {
+        let models = self.models();
+        let available = |model: &String| {
+            self.status(model, None)
+                .is_ok_and(|versions| versions.iter().any(|v| v.state == ServableState::Available))
+        };
+        !models.is_empty() && models.iter().all(available)
+    }
 }
 
 /// A fixed set of loaded models: every loaded version is `AVAILABLE`; reloading is refused.

@@ -199,6 +199,7 @@ pub async fn serve_with(
             keepalive_timeout: None,
             max_connection_age: options.grpc_max_connection_age,
             max_concurrent: None,
+            health_service: true,
         };
         tokio::spawn(async move {
             let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));

@@ -133,6 +133,11 @@ pub(crate) struct Args {
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
     monitoring_config_file: Option<PathBuf>,
 
+    /// Also serve gRPC's health checking service (grpc.health.v1.Health) on --port.
+    #[arg(long = "enable_grpc_healthcheck_service", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_grpc_healthcheck_service: bool,
+
     /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
     #[arg(long = "enable_model_warmup", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -169,10 +174,6 @@ const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
     (
         "--saved_model_tags",
         "soma loads the MetaGraph tagged 'serve', TF Serving's default",
-    ),
-    (
-        "--enable_grpc_healthcheck_service",
-        "use the REST health endpoints /v2/health/live and /v2/health/ready",
     ),
     (
         "--max_num_load_retries",
@@ -284,6 +285,7 @@ impl Settings {
             grpc_port: args.port,
             grpc: GrpcOptions {
                 max_concurrent: (args.grpc_max_threads > 0).then_some(args.grpc_max_threads),
+                health_service: args.enable_grpc_healthcheck_service,
                 ..grpc_options(&args.grpc_channel_arguments)?
             },
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
@@ -568,6 +570,9 @@ mod tests {
         );
         assert_eq!(pools.rest_max_concurrent, Some(16));
         assert_eq!(pools.grpc.max_concurrent, Some(8));
+        assert!(!pools.grpc.health_service);
+        let health = parse(&["--model_base_path=/m", "--enable_grpc_healthcheck_service"]);
+        assert!(health.unwrap().grpc.health_service);
 
         let warmup = |flags: &[&str]| {
             parse(&[&["--model_base_path=/m"], flags].concat()).map(|s| s.warmup_iterations)

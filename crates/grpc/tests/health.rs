@@ -1,0 +1,105 @@
+//! `grpc.health.v1.Health`: NOT_SERVING until every model has an AVAILABLE version, then
+//! SERVING for the server and its two services; NOT_FOUND for other services; Watch sends
+//! the change; absent unless asked for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use soma_core::ModelLocation;
+use soma_grpc::GrpcOptions;
+use soma_grpc_proto::grpc::health::v1::HealthCheckRequest;
+use soma_grpc_proto::grpc::health::v1::health_check_response::ServingStatus;
+use soma_grpc_proto::grpc::health::v1::health_client::HealthClient;
+use soma_models::{ModelEntry, ModelOptions};
+use soma_repository::Validator;
+use soma_runtime::{ModelHub, ModelSet, StaticHub};
+use soma_testkit::fixtures;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+async fn serve(set: Arc<ModelSet>, health_service: bool) -> HealthClient<Channel> {
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let options = GrpcOptions {
+        health_service,
+        ..GrpcOptions::default()
+    };
+    tokio::spawn(soma_grpc::serve(
+        hub,
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    HealthClient::new(channel)
+}
+
+fn ask(service: &str) -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: service.into(),
+    }
+}
+
+async fn check(
+    client: &mut HealthClient<Channel>,
+    service: &str,
+) -> Result<ServingStatus, tonic::Code> {
+    client
+        .check(ask(service))
+        .await
+        .map(|r| r.into_inner().status())
+        .map_err(|s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_model_availability() {
+    let set = Arc::new(ModelSet::new("health", false));
+    let mut client = serve(Arc::clone(&set), true).await;
+    for service in [
+        "",
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+    ] {
+        assert_eq!(
+            check(&mut client, service).await,
+            Ok(ServingStatus::NotServing)
+        );
+    }
+    assert_eq!(check(&mut client, "nope").await, Err(tonic::Code::NotFound));
+    let mut watch = client.watch(ask("")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::NotServing);
+    let mut unknown = client.watch(ask("nope")).await.unwrap().into_inner();
+    let unknown = unknown.message().await.unwrap().unwrap();
+    assert_eq!(unknown.status(), ServingStatus::ServiceUnknown);
+
+    // A model goes live: the server is SERVING, and the watcher hears it.
+    let cache = tempfile::tempdir().unwrap();
+    let options = ModelOptions {
+        tensorflow_lib: None,
+        cache_dir: cache.path().to_path_buf(),
+        metrics: None,
+        warmup: None,
+    };
+    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
+    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
+        .await
+        .unwrap();
+    assert_eq!(check(&mut client, "").await, Ok(ServingStatus::Serving));
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("Watch sends the change within its poll interval")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status(), ServingStatus::Serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_service_is_only_served_when_asked_for() {
+    let mut client = serve(Arc::new(ModelSet::new("none", false)), false).await;
+    assert_eq!(
+        check(&mut client, "").await,
+        Err(tonic::Code::Unimplemented)
+    );
+}
