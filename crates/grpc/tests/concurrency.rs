@@ -5,13 +5,15 @@
 //! Stopping the server lets running requests finish; a request that panics fails alone.
 //! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use soma_core::runner::{ModelRunner, RunError};
-use soma_core::{DType, SignatureDef, Tensor, TensorInfo};
+use soma_core::{SignatureDef, Tensor};
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::{tensor_from_proto, tensor_into_proto};
 use soma_grpc_proto::tensorflow::serving::model_service_client::ModelServiceClient;
@@ -65,19 +67,9 @@ fn echo_model(takes: Duration) -> (Servable, Arc<AtomicUsize>) {
 }
 
 fn named_echo_model(name: &str, takes: Duration) -> (Servable, Arc<AtomicUsize>) {
-    let info = |name: &str| TensorInfo {
-        tensor_name: format!("{name}:0"),
-        dtype: DType::Float,
-        shape: Some(vec![-1]),
-    };
-    let signature = SignatureDef {
-        method_name: "tensorflow/serving/predict".into(),
-        inputs: BTreeMap::from([("x".to_string(), info("x"))]),
-        outputs: BTreeMap::from([("y".to_string(), info("y"))]),
-    };
     let runs = Arc::new(AtomicUsize::new(0));
     let runner = SlowEcho {
-        signatures: BTreeMap::from([("serving_default".to_string(), signature)]),
+        signatures: common::vector_signatures(),
         takes,
         runs: Arc::clone(&runs),
     };

@@ -2,37 +2,24 @@
 //! SERVING for the server and its two services; NOT_FOUND for other services; Watch sends
 //! the change; absent unless asked for.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use soma_core::ModelLocation;
 use soma_grpc::GrpcOptions;
 use soma_grpc_proto::grpc::health::v1::HealthCheckRequest;
 use soma_grpc_proto::grpc::health::v1::health_check_response::ServingStatus;
 use soma_grpc_proto::grpc::health::v1::health_client::HealthClient;
-use soma_models::{ModelEntry, ModelOptions};
-use soma_repository::Validator;
-use soma_runtime::{ModelHub, ModelSet, StaticHub};
-use soma_testkit::fixtures;
-use tokio::net::TcpListener;
+use soma_runtime::ModelSet;
 use tonic::transport::Channel;
 
 async fn serve(set: Arc<ModelSet>, health_service: bool) -> HealthClient<Channel> {
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let options = GrpcOptions {
         health_service,
         ..GrpcOptions::default()
     };
-    tokio::spawn(soma_grpc::serve(
-        hub,
-        listener,
-        options,
-        std::future::pending(),
-    ));
-    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
-    HealthClient::new(channel)
+    HealthClient::new(common::serve_set(set, options).await)
 }
 
 fn ask(service: &str) -> HealthCheckRequest {
@@ -76,16 +63,7 @@ async fn health_follows_model_availability() {
 
     // A model goes live: the server is SERVING, and the watcher hears it.
     let cache = tempfile::tempdir().unwrap();
-    let options = ModelOptions {
-        tensorflow_lib: None,
-        cache_dir: cache.path().to_path_buf(),
-        metrics: None,
-        warmup: None,
-    };
-    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
-    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
-        .await
-        .unwrap();
+    common::load_iris(&set, cache.path()).await;
     assert_eq!(check(&mut client, "").await, Ok(ServingStatus::Serving));
     let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await

@@ -1,19 +1,19 @@
 //! Message size limits: a request over `max_message_bytes` and a prediction whose response
 //! would be over it both get RESOURCE_EXHAUSTED, and the server keeps serving.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use soma_core::runner::{ModelRunner, RunError};
-use soma_core::{DType, SignatureDef, Tensor, TensorInfo};
+use soma_core::{SignatureDef, Tensor};
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::tensor_into_content_proto;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use soma_runtime::{ModelHub, ModelSet, Servable, StaticHub};
-use tokio::net::TcpListener;
+use soma_runtime::{ModelSet, Servable};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const LIMIT: usize = 1 << 20;
 
@@ -38,18 +38,8 @@ impl ModelRunner for Repeat {
 }
 
 fn repeat_model() -> Servable {
-    let info = |name: &str| TensorInfo {
-        tensor_name: format!("{name}:0"),
-        dtype: DType::Float,
-        shape: Some(vec![-1]),
-    };
-    let signature = SignatureDef {
-        method_name: "tensorflow/serving/predict".into(),
-        inputs: BTreeMap::from([("x".to_string(), info("x"))]),
-        outputs: BTreeMap::from([("y".to_string(), info("y"))]),
-    };
     let runner = Repeat {
-        signatures: BTreeMap::from([("serving_default".to_string(), signature)]),
+        signatures: common::vector_signatures(),
         factor: 4,
     };
     Servable::new("repeat", 1, Box::new(runner), None).unwrap()
@@ -71,20 +61,11 @@ fn request(elements: usize) -> PredictRequest {
 async fn oversized_requests_and_responses_are_resource_exhausted() {
     let set = Arc::new(ModelSet::new("limits", false));
     set.insert(Arc::new(repeat_model()));
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let options = GrpcOptions {
         max_message_bytes: LIMIT,
         ..GrpcOptions::default()
     };
-    tokio::spawn(soma_grpc::serve(
-        hub,
-        listener,
-        options,
-        std::future::pending(),
-    ));
-    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = common::serve_set(set, options).await;
     let mut client = PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX);
 
     // 4 bytes per float: LIMIT / 4 floats is just over the limit once framed.

@@ -2,55 +2,33 @@
 //! requests are: TF Serving's `request_count` with `entrypoint="GRPC"` and the gRPC status
 //! of each call, latency for the successful ones. TensorFlow runs the iris fixture.
 
+mod common;
+
 use std::sync::Arc;
 
-use soma_core::{ModelLocation, Tensor};
+use soma_core::Tensor;
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::tensor_into_content_proto;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use soma_metrics::{REQUEST_COUNT, REQUEST_LATENCY, Registry};
-use soma_models::{ModelEntry, ModelOptions};
-use soma_repository::Validator;
-use soma_runtime::{ModelHub, ModelSet, StaticHub};
-use soma_testkit::fixtures;
-use tokio::net::TcpListener;
+use soma_runtime::ModelSet;
 use tonic::Code;
-use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn predictions_are_counted_by_status_and_timed() {
     let cache = tempfile::tempdir().unwrap();
-    let options = ModelOptions {
-        tensorflow_lib: None,
-        cache_dir: cache.path().to_path_buf(),
-        metrics: None,
-        warmup: None,
-    };
     let set = Arc::new(ModelSet::new("metrics", false));
-    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
-    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
-        .await
-        .unwrap();
+    common::load_iris(&set, cache.path()).await;
     let servable = set.resolve(Some("iris"), Default::default()).unwrap();
     let (_, signature) = servable.signature(None).unwrap();
     let input = signature.inputs.keys().next().unwrap().clone();
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
-
     let metrics = Registry::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let grpc = GrpcOptions {
         metrics: metrics.clone(),
         ..GrpcOptions::default()
     };
-    tokio::spawn(soma_grpc::serve(
-        hub,
-        listener,
-        grpc,
-        std::future::pending(),
-    ));
-    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = common::serve_set(set, grpc).await;
     let mut client = PredictionServiceClient::new(channel);
 
     let request = |model: &str, x: Tensor| PredictRequest {

@@ -1,0 +1,59 @@
+//! Set-up shared by the gRPC integration tests (each test file uses part of it).
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use soma_core::{DType, ModelLocation, SignatureDef, TensorInfo};
+use soma_grpc::GrpcOptions;
+use soma_models::{ModelEntry, ModelOptions};
+use soma_repository::Validator;
+use soma_runtime::{ModelHub, ModelSet, StaticHub};
+use soma_testkit::fixtures;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// One `serving_default` signature, float vector `x` in, float vector `y` out: the shape of
+/// the tests' fake models.
+pub fn vector_signatures() -> BTreeMap<String, SignatureDef> {
+    let info = |name: &str| TensorInfo {
+        tensor_name: format!("{name}:0"),
+        dtype: DType::Float,
+        shape: Some(vec![-1]),
+    };
+    let signature = SignatureDef {
+        method_name: "tensorflow/serving/predict".into(),
+        inputs: BTreeMap::from([("x".to_string(), info("x"))]),
+        outputs: BTreeMap::from([("y".to_string(), info("y"))]),
+    };
+    BTreeMap::from([("serving_default".to_string(), signature)])
+}
+
+/// Serves `set` with `options` on a free port until the test ends; a channel to it.
+pub async fn serve_set(set: Arc<ModelSet>, options: GrpcOptions) -> Channel {
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(soma_grpc::serve(
+        hub,
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    Channel::from_shared(url).unwrap().connect().await.unwrap()
+}
+
+/// Loads the iris fixture (every version, real TensorFlow) into `set` as model `iris`.
+pub async fn load_iris(set: &ModelSet, cache: &Path) {
+    let options = ModelOptions {
+        tensorflow_lib: None,
+        cache_dir: cache.to_path_buf(),
+        metrics: None,
+        warmup: None,
+    };
+    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
+    soma_models::load_entry(set, &entry, Validator::TensorFlow, &options)
+        .await
+        .unwrap();
+}
