@@ -288,14 +288,14 @@ fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
     );
     // A TF Serving flag soma does not implement says so, and what to do instead.
     let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args(["tfserving", "--model_base_path=/m", "--grpc_socket_path=/s"])
+        .args(["tfserving", "--model_base_path=/m", "--ssl_config_file=/s"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: --grpc_socket_path is a TF Serving flag that soma tfserving does not support: \
-         gRPC on a Unix socket is not supported; use --port\n"
+        "error: --ssl_config_file is a TF Serving flag that soma tfserving does not support: \
+         TLS is not built in; terminate TLS in a proxy in front of soma\n"
     );
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nothing");
@@ -410,6 +410,78 @@ fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
     assert_eq!(out["reload"], 0, "reload OK");
     assert_eq!(out["iris_after"], "NOT_FOUND", "iris left the model list");
     assert_eq!(out["multi_status"], serde_json::json!([30]));
+}
+
+const UNIX_SOCKET_CLIENT: &str = r#"
+import sys
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+# gRPC's Python and Java clients send the socket path as the HTTP/2 :authority, which h2
+# (under tonic) refuses; "localhost" is what gRPC-Go and Kubernetes send.
+channel = grpc.insecure_channel("unix:" + sys.argv[1], options=[("grpc.default_authority", "localhost")])
+request = predict_pb2.PredictRequest()
+request.model_spec.name = "iris"
+request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
+response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+print(response.model_spec.version.value)
+"#;
+
+#[test]
+fn grpc_on_a_unix_socket_with_the_official_client() {
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("grpc.sock");
+    let args = [
+        "--model_name=iris".to_string(),
+        format!("--model_base_path={}", fixtures().join("iris").display()),
+        format!("--grpc_socket_path={}", socket.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let predict_over_socket = || {
+        let out = run_python_code(UNIX_SOCKET_CLIENT, &socket);
+        String::from_utf8_lossy(&out).trim().to_string()
+    };
+    let server = start(&args, work.path());
+    assert_eq!(predict_over_socket(), "10");
+    drop(server);
+    // The killed server left its socket file: the next start replaces it.
+    assert!(socket.exists());
+    let server = start(&args, work.path());
+    assert_eq!(predict_over_socket(), "10");
+    drop(server);
+
+    // Any other file at the path is not replaced.
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::write(&socket, "not a socket").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .arg("tfserving")
+        .args(&args)
+        .env("SOMA_CACHE_DIR", work.path())
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+}
+
+/// Runs Python code with the project's venv, `arg` as its argument; its stdout.
+fn run_python_code(code: &str, arg: &Path) -> Vec<u8> {
+    let out = Command::new(soma_testkit::venv_bin("python"))
+        .arg("-c")
+        .arg(code)
+        .arg(arg)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 #[test]

@@ -52,7 +52,7 @@ use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServ
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
 use soma_metrics::Registry;
 use soma_runtime::ModelHub;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -104,11 +104,32 @@ pub enum GrpcError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Where the gRPC server accepts connections: a TCP port, or a Unix socket (TF Serving's
+/// `--grpc_socket_path`, for clients on the same machine).
+#[derive(Debug)]
+pub enum GrpcListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for GrpcListener {
+    fn from(listener: TcpListener) -> GrpcListener {
+        GrpcListener::Tcp(listener)
+    }
+}
+
+impl From<UnixListener> for GrpcListener {
+    fn from(listener: UnixListener) -> GrpcListener {
+        GrpcListener::Unix(listener)
+    }
+}
+
 /// Serves the hub's models over gRPC on `listener` until `shutdown` resolves; in-flight
-/// requests are allowed to finish.
+/// requests are allowed to finish. Each call is its own server: serving a TCP port and a
+/// Unix socket takes two calls, each with its own `max_concurrent` permits.
 pub async fn serve(
     hub: Arc<dyn ModelHub>,
-    listener: TcpListener,
+    listener: impl Into<GrpcListener>,
     options: GrpcOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
@@ -131,19 +152,33 @@ pub async fn serve(
     let models = ModelServiceServer::new(service::Models { hub })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server = Server::builder()
         .http2_keepalive_interval(options.keepalive_interval)
         .http2_keepalive_timeout(options.keepalive_timeout);
     if let Some(age) = options.max_connection_age {
         server = server.max_connection_age(age);
     }
-    server
+    let router = server
         .layer(limit::layer())
         .add_service(predictions)
         .add_service(models)
-        .add_optional_service(health)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .add_optional_service(health);
+    match listener.into() {
+        GrpcListener::Tcp(listener) => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+        GrpcListener::Unix(listener) => {
+            let incoming = futures::stream::unfold(listener, |listener| async move {
+                let next = listener.accept().await.map(|(stream, _)| stream);
+                Some((next, listener))
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+    }
     Ok(())
 }

@@ -133,6 +133,10 @@ pub(crate) struct Args {
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
     monitoring_config_file: Option<PathBuf>,
 
+    /// Also serve gRPC on this Unix socket (a stale socket file there is replaced).
+    #[arg(long = "grpc_socket_path", value_name = "PATH")]
+    grpc_socket_path: Option<PathBuf>,
+
     /// Also serve gRPC's health checking service (grpc.health.v1.Health) on --port.
     #[arg(long = "enable_grpc_healthcheck_service", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -155,10 +159,6 @@ pub(crate) struct Args {
 
 /// TF Serving flags soma knows but does not implement, and what to do instead.
 const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
-    (
-        "--grpc_socket_path",
-        "gRPC on a Unix socket is not supported; use --port",
-    ),
     (
         "--ssl_config_file",
         "TLS is not built in; terminate TLS in a proxy in front of soma",
@@ -212,6 +212,8 @@ pub(crate) fn explain_unsupported_flag(error: &clap::Error) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) grpc_port: u16,
+    /// --grpc_socket_path: gRPC on a Unix socket too.
+    pub(crate) grpc_socket: Option<PathBuf>,
     pub(crate) grpc: GrpcOptions,
     pub(crate) rest_port: Option<u16>,
     pub(crate) rest_timeout: Duration,
@@ -283,6 +285,7 @@ impl Settings {
         let nonzero = |n: u32| (n > 0).then_some(n);
         Ok(Settings {
             grpc_port: args.port,
+            grpc_socket: args.grpc_socket_path.map(|p| cwd.join(p)),
             grpc: GrpcOptions {
                 max_concurrent: (args.grpc_max_threads > 0).then_some(args.grpc_max_threads),
                 health_service: args.enable_grpc_healthcheck_service,
@@ -316,6 +319,22 @@ impl Settings {
             prometheus_path,
         })
     }
+}
+
+/// Binds `path`, replacing a socket left there by an earlier run (but no other file).
+fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "--grpc_socket_path {} exists and is not a socket",
+            path.display()
+        );
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot replace the stale socket {}", path.display()))?;
+    }
+    tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {} (--grpc_socket_path)", path.display()))
 }
 
 fn read_monitoring_config(path: &Path) -> anyhow::Result<Option<String>> {
@@ -386,6 +405,20 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             soma_grpc::serve(hub, listener, grpc, super::serve::shutdown_signal())
                 .await
                 .context("gRPC server")
+        });
+    }
+    if let Some(path) = &settings.grpc_socket {
+        let listener = bind_unix_socket(path)?;
+        tracing::info!(path = %path.display(), "TF Serving gRPC API listening on a Unix socket");
+        let hub = Arc::clone(&manager) as Arc<dyn ModelHub>;
+        let grpc = GrpcOptions {
+            metrics: metrics.clone(),
+            ..settings.grpc.clone()
+        };
+        servers.spawn(async move {
+            soma_grpc::serve(hub, listener, grpc, super::serve::shutdown_signal())
+                .await
+                .context("gRPC server on the Unix socket")
         });
     }
     if let (Some(file), Some(every)) = (settings.config_file.clone(), settings.config_file_poll) {
