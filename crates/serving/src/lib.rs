@@ -79,6 +79,12 @@ pub struct ManagerOptions {
     /// `--enable_model_warmup`); versions without any, or all versions if `None`, are warmed
     /// up with one zero-valued run instead.
     pub warmup: Option<Arc<dyn RecordedWarmup>>,
+    /// How often fetching a version's files is tried again when storage or the disk fails in
+    /// a way that may pass (S3 unavailable, an I/O error) before the version is given up
+    /// (`END`); TF Serving's `--max_num_load_retries`. A broken model fails at once.
+    pub load_retries: u32,
+    /// The wait between those tries (TF Serving's `--load_retry_interval_micros`).
+    pub load_retry_interval: Duration,
 }
 
 impl ManagerOptions {
@@ -93,6 +99,8 @@ impl ManagerOptions {
             metrics: None,
             batching: None,
             warmup: None,
+            load_retries: 5,
+            load_retry_interval: Duration::from_secs(60),
         }
     }
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use soma_core::ErrorKind;
-use soma_repository::{ModelCache, RepositoryEvent, Validator, WatchSource, Watcher};
+use soma_repository::{
+    DiscoveredModel, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher,
+};
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{RuntimeError, Servable, ServableState};
 use soma_tensorflow::TensorFlow;
@@ -270,6 +272,32 @@ impl ModelTask {
         }
     }
 
+    /// Fetches a version's files (S3 through the cache), trying again after
+    /// [`ManagerOptions::load_retry_interval`] when storage or the disk fails in a way that
+    /// may pass; a model that is broken fails later, in TensorFlow, and is not retried.
+    async fn fetch(
+        &self,
+        model: &DiscoveredModel,
+        version: i64,
+    ) -> Result<PathBuf, (ErrorKind, String)> {
+        let mut retries = self.options.load_retries;
+        loop {
+            match self.cache.fetch(model, version).await {
+                Ok(dir) => return Ok(dir),
+                Err(e)
+                    if retries > 0
+                        && matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) =>
+                {
+                    retries -= 1;
+                    let wait = self.options.load_retry_interval;
+                    tracing::warn!(model = %self.name(), version, error = %e, retries_left = retries, ?wait, "fetching a model version failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err((e.kind(), e.to_string())),
+            }
+        }
+    }
+
     async fn load_servable(&self, version: i64) -> Result<Servable, (ErrorKind, String)> {
         let failed = |kind: ErrorKind, e: &dyn std::fmt::Display| (kind, e.to_string());
         let model = self.watcher.model(self.name()).cloned().ok_or_else(|| {
@@ -278,11 +306,7 @@ impl ModelTask {
                 format!("model {} has no versions", self.name()),
             )
         })?;
-        let dir = self
-            .cache
-            .fetch(&model, version)
-            .await
-            .map_err(|e| failed(e.kind(), &e))?;
+        let dir = self.fetch(&model, version).await?;
         let spec = self.spec.clone();
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || load_blocking(&options, &spec, version, dir))

@@ -290,6 +290,63 @@ async fn s3_versions_go_live() {
     assert_eq!(p.version, 9);
 }
 
+/// A fetch that fails for a reason that passes is retried: the cache's folder for the model
+/// is blocked by a file (an I/O error, as a full or failing disk gives) until a moment after
+/// the first try; with retries off the version ends with the error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_that_fails_for_a_while_is_retried() {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let s3 = S3Settings {
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        session_token: None,
+    };
+    let cfg = ModelConfig {
+        base_path: "s3://models/iris".into(),
+        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let blocker = cache.join("models").join("iris");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+
+    // Retries off: the version ends with the I/O error.
+    std::fs::write(&blocker, "in the way").unwrap();
+    let manager = ModelManager::new(ManagerOptions {
+        s3: s3.clone(),
+        load_retries: 0,
+        ..options(&cache)
+    });
+    let _ = manager.reload(vec![cfg.clone()]).await;
+    wait_until("version 1 to fail", || {
+        states(&manager, "iris") == [(1, ServableState::End)]
+    })
+    .await;
+    drop(manager);
+
+    // Retries on: the blocker goes away after the first try, and the version loads.
+    let manager = ModelManager::new(ManagerOptions {
+        s3,
+        load_retries: 20,
+        load_retry_interval: Duration::from_millis(200),
+        ..options(&cache)
+    });
+    let unblock = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::remove_file(&blocker).unwrap();
+    });
+    let _ = manager.reload(vec![cfg]).await;
+    unblock.await.unwrap();
+    wait_until("version 1 after the retries", || {
+        latest(&manager, "iris") == Some(1)
+    })
+    .await;
+}
+
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

@@ -133,6 +133,19 @@ pub(crate) struct Args {
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
     monitoring_config_file: Option<PathBuf>,
 
+    /// How often fetching a version is retried when storage or the disk fails in a way that
+    /// may pass (a broken model is not retried).
+    #[arg(long = "max_num_load_retries", default_value_t = 5, value_name = "N")]
+    max_num_load_retries: u32,
+
+    /// Microseconds between those retries.
+    #[arg(
+        long = "load_retry_interval_micros",
+        default_value_t = 60_000_000,
+        value_name = "MICROS"
+    )]
+    load_retry_interval_micros: u64,
+
     /// Also serve gRPC on this Unix socket (a stale socket file there is replaced).
     #[arg(long = "grpc_socket_path", value_name = "PATH")]
     grpc_socket_path: Option<PathBuf>,
@@ -176,16 +189,6 @@ const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
         "soma loads the MetaGraph tagged 'serve', TF Serving's default",
     ),
     (
-        "--max_num_load_retries",
-        "a version that fails to load is not retried on a timer; it is loaded again when \
-         its files change",
-    ),
-    (
-        "--load_retry_interval_micros",
-        "a version that fails to load is not retried on a timer; it is loaded again when \
-         its files change",
-    ),
-    (
         "--enable_per_model_batching_parameters",
         "--batching_parameters_file applies to every model",
     ),
@@ -223,6 +226,8 @@ pub(crate) struct Settings {
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) config_file_poll: Option<Duration>,
     pub(crate) fs_poll: Duration,
+    /// --max_num_load_retries and --load_retry_interval_micros.
+    pub(crate) load_retries: (u32, Duration),
     pub(crate) threads: ThreadPools,
     pub(crate) allow_labels_for_unavailable: bool,
     /// Passed through for the batching implementation: `Some(file)` when --enable_batching
@@ -299,6 +304,10 @@ impl Settings {
             config_file: args.model_config_file,
             config_file_poll: (args.model_config_file_poll_wait_seconds > 0)
                 .then(|| Duration::from_secs(args.model_config_file_poll_wait_seconds)),
+            load_retries: (
+                args.max_num_load_retries,
+                Duration::from_micros(args.load_retry_interval_micros),
+            ),
             fs_poll: match args.file_system_poll_wait_seconds {
                 0 => NEVER,
                 s => Duration::from_secs(s),
@@ -373,6 +382,8 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     let manager = Arc::new(ModelManager::new(ManagerOptions {
         tensorflow_lib: model_options.tensorflow_lib,
         poll_interval: settings.fs_poll,
+        load_retries: settings.load_retries.0,
+        load_retry_interval: settings.load_retries.1,
         threads: settings.threads,
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
         metrics: Some(metrics.clone()),
@@ -587,6 +598,16 @@ mod tests {
         assert_eq!(defaults.batching, None);
         assert_eq!(defaults.warmup_iterations, Some(1));
         assert_eq!(defaults.rest_max_concurrent, None);
+        assert_eq!(defaults.load_retries, (5, Duration::from_secs(60)));
+        let retries = parse(&[
+            "--model_base_path=/m",
+            "--max_num_load_retries=0",
+            "--load_retry_interval_micros=250000",
+        ]);
+        assert_eq!(
+            retries.unwrap().load_retries,
+            (0, Duration::from_millis(250))
+        );
         assert_eq!(defaults.grpc.max_concurrent, None);
 
         let pools = parse(&[
