@@ -79,6 +79,12 @@ impl RecordedWarmup for TfServingWarmup {
 /// Runs one logged request on `servable` as the live gRPC service would.
 fn replay_one(servable: &Servable, log: &PredictionLog) -> Result<(), Status> {
     let missing = || invalid("the log holds no request");
+    let unsupported = |log_type: &str| {
+        invalid(format!(
+            "{log_type} is not supported for warm-up (only predict, classify, regress and \
+             multi_inference logs are)"
+        ))
+    };
     match &log.log_type {
         Some(LogType::PredictLog(log)) => {
             let request = log.request.as_ref().ok_or_else(missing)?;
@@ -109,14 +115,8 @@ fn replay_one(servable: &Servable, log: &PredictionLog) -> Result<(), Status> {
             let tasks = check_tasks(request)?;
             multi_inference(servable, tasks, request.input.as_ref()).map(drop)
         }
-        Some(LogType::SessionRunLog(_)) => Err(invalid(
-            "session_run_log is not supported for warm-up (only predict, classify, regress \
-             and multi_inference logs are)",
-        )),
-        Some(LogType::PredictStreamedLog(_)) => Err(invalid(
-            "predict_streamed_log is not supported for warm-up (only predict, classify, \
-             regress and multi_inference logs are)",
-        )),
+        Some(LogType::SessionRunLog(_)) => Err(unsupported("session_run_log")),
+        Some(LogType::PredictStreamedLog(_)) => Err(unsupported("predict_streamed_log")),
         None => Err(invalid("the PredictionLog has no log type")),
     }
 }

@@ -112,18 +112,19 @@ pub(crate) fn signature<'s>(
         })
 }
 
-fn is_b64_object(value: &Value) -> bool {
-    matches!(value, Value::Object(map) if map.len() == 1 && map.contains_key("b64"))
+/// `{"b64": "..."}`: one binary value, not an object of named elements.
+fn is_b64(map: &Map<String, Value>) -> bool {
+    map.len() == 1 && map.contains_key("b64")
 }
 
 fn is_element_object(value: &Value) -> bool {
-    value.is_object() && !is_b64_object(value)
+    matches!(value, Value::Object(map) if !is_b64(map))
 }
 
 /// `value`'s map if it is an object of named elements (not `{"b64": ...}`), else `value`.
 fn into_element_object(value: Value) -> Result<Map<String, Value>, Value> {
     match value {
-        Value::Object(map) if !(map.len() == 1 && map.contains_key("b64")) => Ok(map),
+        Value::Object(map) if !is_b64(&map) => Ok(map),
         other => Err(other),
     }
 }

@@ -288,6 +288,7 @@ impl Settings {
             );
         }
         let nonzero = |n: u32| (n > 0).then_some(n);
+        let both_pools = nonzero(args.tensorflow_session_parallelism);
         Ok(Settings {
             grpc_port: args.port,
             grpc_socket: args.grpc_socket_path.map(|p| cwd.join(p)),
@@ -313,10 +314,8 @@ impl Settings {
                 s => Duration::from_secs(s),
             },
             threads: ThreadPools {
-                intra_op: nonzero(args.tensorflow_intra_op_parallelism)
-                    .or(nonzero(args.tensorflow_session_parallelism)),
-                inter_op: nonzero(args.tensorflow_inter_op_parallelism)
-                    .or(nonzero(args.tensorflow_session_parallelism)),
+                intra_op: nonzero(args.tensorflow_intra_op_parallelism).or(both_pools),
+                inter_op: nonzero(args.tensorflow_inter_op_parallelism).or(both_pools),
             },
             allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
             batching: args
@@ -400,6 +399,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     tracing::info!(models = ?manager.models(), "models loaded");
 
     let mut servers = tokio::task::JoinSet::new();
+    let mut grpc_listeners: Vec<(soma_grpc::GrpcListener, &'static str)> = Vec::new();
     if settings.grpc_port != 0 {
         // TF Serving listens on every interface.
         let addr = SocketAddr::from(([0, 0, 0, 0], settings.grpc_port));
@@ -407,20 +407,14 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             .await
             .with_context(|| format!("cannot listen on {addr} (--port)"))?;
         tracing::info!(%addr, "TF Serving gRPC API listening");
-        let hub = Arc::clone(&manager) as Arc<dyn ModelHub>;
-        let grpc = GrpcOptions {
-            metrics: metrics.clone(),
-            ..settings.grpc.clone()
-        };
-        servers.spawn(async move {
-            soma_grpc::serve(hub, listener, grpc, super::serve::shutdown_signal())
-                .await
-                .context("gRPC server")
-        });
+        grpc_listeners.push((listener.into(), "gRPC server"));
     }
     if let Some(path) = &settings.grpc_socket {
         let listener = bind_unix_socket(path)?;
         tracing::info!(path = %path.display(), "TF Serving gRPC API listening on a Unix socket");
+        grpc_listeners.push((listener.into(), "gRPC server on the Unix socket"));
+    }
+    for (listener, server) in grpc_listeners {
         let hub = Arc::clone(&manager) as Arc<dyn ModelHub>;
         let grpc = GrpcOptions {
             metrics: metrics.clone(),
@@ -429,7 +423,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         servers.spawn(async move {
             soma_grpc::serve(hub, listener, grpc, super::serve::shutdown_signal())
                 .await
-                .context("gRPC server on the Unix socket")
+                .context(server)
         });
     }
     if let (Some(file), Some(every)) = (settings.config_file.clone(), settings.config_file_poll) {
