@@ -141,8 +141,9 @@ pub struct NamedModel {
 }
 
 /// soma extension (`intra_op_threads`, `inter_op_threads`): TensorFlow's thread-pool sizes.
-/// Unset: TensorFlow's default intra-op pool, and ops run in the calling thread (no
-/// inter-op pool; fastest for request-sized graphs). 0: TensorFlow's default pool. n: n threads.
+/// Unset: one intra-op thread, and ops run in the calling thread (no inter-op pool), so a
+/// run stays on its calling thread (fastest for request-sized graphs under concurrent
+/// requests). 0: TensorFlow's default pool (one thread per core). n: n threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadPools {
     pub intra_op: Option<u32>,

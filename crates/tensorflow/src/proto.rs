@@ -171,16 +171,20 @@ fn tensor_info(info: &TensorInfoProto) -> Result<TensorInfo, String> {
 
 /// Serialized ConfigProto for the thread-pool sizes.
 ///
-/// `intra`: `None` or 0 = TensorFlow's default (one thread per core).
+/// `intra`: `None` = one thread, so an op's work is not split over a pool; 0 = TensorFlow's
+/// default (one thread per core); n = n threads.
 /// `inter`: `None` = run the graph's ops in the calling thread (ConfigProto's negative
-/// value); 0 = TensorFlow's default pool; n = a pool of n threads. Running in the caller's
-/// thread avoids a thread hand-off per call: on this project's 2-core machine it took iris
-/// from 34 µs to 11 µs per call and was no slower for a 3×1024 MLP (BENCHMARKS.md), and
-/// concurrent requests still run in parallel, each on its own calling thread.
+/// value); 0 = TensorFlow's default pool; n = a pool of n threads.
+///
+/// Both defaults keep a run on its calling thread: concurrent requests still run in
+/// parallel, each on its own thread, and no run pays for thread hand-offs. On this
+/// project's 2-core machine the inter-op default took iris from 34 µs to 11 µs per call, and
+/// the intra-op one took a 64-row iris batch from ~70 µs to 16 µs and a 3×1024 MLP from 0.56
+/// to 0.41 ms per call (BENCHMARKS.md).
 pub(crate) fn config_proto(intra: Option<u32>, inter: Option<u32>) -> Vec<u8> {
     let clamp = |n: u32| n.min(i32::MAX as u32) as i32;
     ConfigProto {
-        intra_op_parallelism_threads: intra.map_or(0, clamp),
+        intra_op_parallelism_threads: intra.map_or(1, clamp),
         inter_op_parallelism_threads: inter.map_or(-1, clamp),
     }
     .encode_to_vec()
@@ -193,14 +197,15 @@ mod tests {
     #[test]
     fn config_proto_matches_the_probe_bytes() {
         assert_eq!(config_proto(Some(1), Some(1)), vec![0x10, 1, 0x28, 1]);
-        // Default: inter_op_parallelism_threads = -1 (ops run in the caller's thread).
+        // Default: one intra-op thread, inter_op_parallelism_threads = -1 (ops run in the
+        // caller's thread).
         let default = ConfigProto::decode(config_proto(None, None).as_slice()).unwrap();
         assert_eq!(
             (
                 default.intra_op_parallelism_threads,
                 default.inter_op_parallelism_threads
             ),
-            (0, -1)
+            (1, -1)
         );
         assert!(config_proto(Some(0), Some(0)).is_empty());
     }

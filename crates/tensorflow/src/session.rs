@@ -11,9 +11,11 @@ use crate::proto::{config_proto, meta_graph_signatures};
 use crate::tensor::{InputTensor, take_output};
 use crate::{TensorFlow, TfError};
 
-/// Thread-pool sizes of one session. `intra_op_threads`: `None`/0 = TensorFlow's default
-/// (one per core). `inter_op_threads`: `None` = run ops in the calling thread (soma's
-/// default, fastest for request-sized graphs), 0 = TensorFlow's default pool, n = n threads.
+/// Thread-pool sizes of one session. `intra_op_threads`: `None` = one thread (soma's
+/// default), 0 = TensorFlow's default (one per core), n = n threads. `inter_op_threads`:
+/// `None` = run ops in the calling thread (soma's default), 0 = TensorFlow's default pool,
+/// n = n threads. soma's defaults keep each run on its calling thread, fastest for
+/// request-sized graphs under concurrent requests (see `config_proto`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     pub intra_op_threads: Option<u32>,
