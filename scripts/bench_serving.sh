@@ -7,11 +7,14 @@
 #     + TensorFlow peer (scripts/bench_fastapi.py) with 1 and 2 workers; on iris also the
 #     null server (soma-bench null-server: soma's HTTP stacks answering soma's answer, fixed,
 #     with no model: the most any server built on them could do here) and null+TF (the same
-#     running iris once per request: the stacks plus TensorFlow, without soma's own work).
+#     running iris once per request: the stacks plus TensorFlow, without soma's own work);
+#     then soma REST and gRPC again with `auto` server-side batching (on iris it batches in
+#     place on the async threads).
 # §4c: iris and mlp1024 at 1, 8 and 64 connections again, with load generators written in C
 #     (wrk for REST, h2load for gRPC, at 8 and 64 also on one connection; Debian's wrk and
 #     nghttp2-client), which leave more of the shared cores to the server than soma-bench's
-#     clients do, and null and null+TF under them on iris; skipped if they are missing.
+#     clients do, soma with `auto` batching under them too, and null and null+TF on iris;
+#     skipped if they are missing.
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
@@ -214,18 +217,24 @@ echo "|---|---|---|---|---|---|---|---|---|"
 section() { [[ " $sections " == *" $1 "* ]]; }
 
 if section 4; then
-# §4 soma REST and gRPC (batching off).
-start_soma
-for m in "${models[@]}"; do
-  for c in "${levels[@]}"; do
-    measure 4 "soma REST" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
-    measure 4 "soma gRPC" "$m" grpc "127.0.0.1:$grpc_port" "$m" "$data/$m.json" --connections "$c"
-    # gRPC as its clients usually run: every request in flight on one shared channel.
-    [ "$c" = 1 ] || measure 4 "soma gRPC, 1 channel" "$m" grpc "127.0.0.1:$grpc_port" "$m" \
-      "$data/$m.json" --connections "$c" --channels 1
+# §4 soma REST and gRPC, batching off (TF Serving's default) and `auto`.
+for mode in off auto; do
+  suffix=
+  if [ "$mode" = off ]; then start_soma; else
+    start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
+    suffix=", batching auto"
+  fi
+  for m in "${models[@]}"; do
+    for c in "${levels[@]}"; do
+      measure 4 "soma REST$suffix" "$m" rest "127.0.0.1:$rest_port" "$m" "$data/$m.json" --connections "$c"
+      measure 4 "soma gRPC$suffix" "$m" grpc "127.0.0.1:$grpc_port" "$m" "$data/$m.json" --connections "$c"
+      # gRPC as its clients usually run: every request in flight on one shared channel.
+      [ "$c" = 1 ] || measure 4 "soma gRPC, 1 channel$suffix" "$m" grpc "127.0.0.1:$grpc_port" "$m" \
+        "$data/$m.json" --connections "$c" --channels 1
+    done
   done
+  stop
 done
-stop
 
 # §4 the null server: what soma's HTTP stacks cost with no model behind them (null), and
 # with iris run once per request (null+TF).
@@ -264,16 +273,21 @@ if section 4c; then
 if command -v wrk >/dev/null && command -v h2load >/dev/null; then
   # h2load sees HTTP/2 statuses only (a gRPC error arrives with HTTP 200): grpc-body checks
   # the request with a real Predict first, and the soma-bench rows above count gRPC errors.
-  start_soma
-  for m in "${models[@]}"; do
-    "$bench" grpc-body "127.0.0.1:$grpc_port" "$m" "$data/$m.json" "$tmp/$m.grpc"
-    for c in "${levels[@]}"; do
-      measure_wrk "$m" "$c"
-      measure_h2load "$m" "$c"
-      [ "$c" = 1 ] || measure_h2load "$m" "$c" 1
+  for mode in off auto; do
+    if [ "$mode" = off ]; then start_soma; else
+      start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
+      who="soma, batching auto,"
+    fi
+    for m in "${models[@]}"; do
+      "$bench" grpc-body "127.0.0.1:$grpc_port" "$m" "$data/$m.json" "$tmp/$m.grpc"
+      for c in "${levels[@]}"; do
+        measure_wrk "$m" "$c"
+        measure_h2load "$m" "$c"
+        [ "$c" = 1 ] || measure_h2load "$m" "$c" 1
+      done
     done
+    stop
   done
-  stop
   for who in null null+TF; do
     if [ "$who" = null ]; then start_null; else start_null fixtures/models/iris; fi
     for c in "${levels[@]}"; do

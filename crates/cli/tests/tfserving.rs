@@ -48,6 +48,21 @@ fn start(args: &[&str], cache: &Path) -> Server {
     server
 }
 
+/// Serves iris with server-side batching of these `BatchingParameters`.
+fn start_batched_iris(parameters: &str, work: &Path) -> Server {
+    let batching = work.join("batching.pbtxt");
+    std::fs::write(&batching, parameters).unwrap();
+    start(
+        &[
+            "--model_name=iris",
+            &format!("--model_base_path={}", fixtures().join("iris").display()),
+            "--enable_batching",
+            &format!("--batching_parameters_file={}", batching.display()),
+        ],
+        work,
+    )
+}
+
 fn get(server: &Server, path: &str) -> (u16, Value) {
     match http(&server.addr, "GET", path, &[], b"") {
         Ok(r) => (
@@ -367,19 +382,8 @@ print(json.dumps(out))
 #[test]
 fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
     let work = tempfile::tempdir().unwrap();
-    let batching = work.path().join("batching.pbtxt");
-    std::fs::write(
-        &batching,
+    let server = start_batched_iris(
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 500 }\n",
-    )
-    .unwrap();
-    let server = start(
-        &[
-            "--model_name=iris",
-            &format!("--model_base_path={}", fixtures().join("iris").display()),
-            "--enable_batching",
-            &format!("--batching_parameters_file={}", batching.display()),
-        ],
         work.path(),
     );
     let output = Command::new(soma_testkit::venv_bin("python"))
@@ -509,5 +513,83 @@ fn a_bad_batching_parameters_file_stops_the_process_with_its_line() {
     assert!(
         stderr.contains("line 1, column 1: num_batch_threads must be positive"),
         "{stderr}"
+    );
+}
+
+/// Sum and count of the `soma_batch_size` histogram on `/metrics`.
+fn batch_size_sum_and_count(server: &Server) -> (f64, f64) {
+    let r = http(&server.addr, "GET", "/metrics", &[], b"").unwrap();
+    let text = r.text();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (value("soma_batch_size_sum"), value("soma_batch_size_count"))
+}
+
+fn iris_scores(server: &Server, row: [f32; 4]) -> Vec<f64> {
+    let body = serde_json::json!({ "instances": [row] }).to_string();
+    let r = http(
+        &server.addr,
+        "POST",
+        "/v1/models/iris:predict",
+        &[],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer: Value = serde_json::from_slice(&r.body).unwrap();
+    answer["predictions"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn auto_batching_merges_concurrent_rest_requests_and_gives_each_its_own_row() {
+    let work = tempfile::tempdir().unwrap();
+    let server = start_batched_iris(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros: auto\n",
+        work.path(),
+    );
+    let row =
+        |client: usize, i: usize| [4.0 + client as f32 * 0.25, 3.0 + i as f32 * 0.1, 1.4, 0.2];
+    const CLIENTS: usize = 16;
+    const EACH: usize = 40;
+    // Each row's answer alone, one request at a time.
+    let alone: Vec<Vec<Vec<f64>>> = (0..CLIENTS)
+        .map(|c| (0..EACH).map(|i| iris_scores(&server, row(c, i))).collect())
+        .collect();
+    let before = batch_size_sum_and_count(&server);
+
+    // The same rows from 16 clients at once: every answer is its own row's.
+    std::thread::scope(|scope| {
+        for (c, expected) in alone.iter().enumerate() {
+            let server = &server;
+            scope.spawn(move || {
+                for (i, expected) in expected.iter().enumerate() {
+                    let got = iris_scores(server, row(c, i));
+                    assert_eq!(got.len(), expected.len());
+                    for (g, e) in got.iter().zip(expected) {
+                        // A batch may round differently from a run of one row.
+                        assert!(
+                            (g - e).abs() <= 1e-6,
+                            "client {c} row {i}: {got:?} vs {expected:?}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let after = batch_size_sum_and_count(&server);
+    let (rows, runs) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        rows <= (CLIENTS * EACH) as f64 && runs < rows,
+        "{rows} rows in {runs} batched runs for {} requests: none were merged",
+        CLIENTS * EACH
     );
 }

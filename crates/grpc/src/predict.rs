@@ -27,24 +27,32 @@ pub(crate) fn predict(
     output_filter: &[String],
     deadline: Option<std::time::Instant>,
 ) -> Result<PredictResponse, Status> {
-    predict_with(servable, target, inputs, output_filter, |key, tensors| {
-        Some(servable.predict_owned(Some(key), tensors, deadline))
-    })
-    .unwrap_or_else(|| Err(status(ErrorKind::Internal, "the prediction did not run")))
+    let (key, outputs, tensors) = decode(servable, target, inputs, output_filter)?;
+    let prediction = servable
+        .predict_owned(Some(key), tensors, deadline)
+        .map_err(|e| from_runtime(&e))?;
+    Ok(response(servable, key, outputs, prediction.outputs))
 }
 
-/// Like [`predict`] if the prediction needs no waiting for a batch
-/// ([`Servable::try_predict_owned_now`]), for the async thread that read the request; `None`
-/// if it would wait.
-pub(crate) fn predict_now(
+/// Runs one PredictRequest on the async thread that read it, in a batch with the others
+/// that thread has read if batching is on ([`Servable::queue_owned_in_place`]); for
+/// servables that [may answer now](Servable::may_answer_now).
+pub(crate) async fn predict_in_place(
     servable: &Servable,
     target: &Target,
     inputs: &HashMap<String, TensorProto>,
     output_filter: &[String],
-) -> Option<Result<PredictResponse, Status>> {
-    predict_with(servable, target, inputs, output_filter, |key, tensors| {
-        servable.try_predict_owned_now(Some(key), tensors)
-    })
+) -> Result<PredictResponse, Status> {
+    let (key, outputs, tensors) = decode(servable, target, inputs, output_filter)?;
+    let queued = servable
+        .queue_owned_in_place(Some(key), tensors)
+        .map_err(|e| from_runtime(&e))?;
+    // Let the requests this thread has read join the batch before it runs.
+    if queued.has_company() {
+        tokio::task::yield_now().await;
+    }
+    let prediction = queued.await.map_err(|e| from_runtime(&e))?;
+    Ok(response(servable, key, outputs, prediction.outputs))
 }
 
 /// A PredictRequest checked against the servable: the signature key, the outputs to return
@@ -79,25 +87,13 @@ fn decode<'a>(
     Ok((key, outputs, tensors))
 }
 
-/// Decodes the request, lets `run` predict (`None`: not now) and builds the response.
-fn predict_with(
+/// The response with the `outputs` asked for, taken from those the model `produced`.
+fn response(
     servable: &Servable,
-    target: &Target,
-    inputs: &HashMap<String, TensorProto>,
-    output_filter: &[String],
-    run: impl FnOnce(
-        &str,
-        BTreeMap<String, Tensor>,
-    ) -> Option<Result<soma_runtime::Prediction, soma_runtime::RuntimeError>>,
-) -> Option<Result<PredictResponse, Status>> {
-    let (key, outputs, tensors) = match decode(servable, target, inputs, output_filter) {
-        Ok(decoded) => decoded,
-        Err(e) => return Some(Err(e)),
-    };
-    let mut produced = match run(key, tensors)? {
-        Ok(prediction) => prediction.outputs,
-        Err(e) => return Some(Err(from_runtime(&e))),
-    };
+    key: &str,
+    outputs: Vec<String>,
+    mut produced: BTreeMap<String, Tensor>,
+) -> PredictResponse {
     let outputs = outputs
         .into_iter()
         .filter_map(|alias| {
@@ -105,10 +101,10 @@ fn predict_with(
             Some((alias, tensor_into_proto(tensor)))
         })
         .collect();
-    Some(Ok(PredictResponse {
+    PredictResponse {
         model_spec: Some(response_spec(servable, Some(key))),
         outputs,
-    }))
+    }
 }
 
 /// TF Serving's check and message for missing or extra inputs.

@@ -114,13 +114,16 @@ impl Predictions {
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
         let limit = self.max_response_bytes;
-        // A quick model answers here when that needs no waiting for a batch (under `auto`
-        // batching too), as REST does: see `Servable::may_answer_now`.
-        if servable.may_answer_now()
-            && let Some(response) =
-                predict::predict_now(&servable, &target, &request.inputs, &request.output_filter)
-        {
-            let response = response?;
+        // A quick model answers here, as REST does, in a batch formed on the async threads
+        // if batching is on: see `Servable::may_answer_now`.
+        if servable.may_answer_now() {
+            let response = predict::predict_in_place(
+                &servable,
+                &target,
+                &request.inputs,
+                &request.output_filter,
+            )
+            .await?;
             check_size(&response, limit)?;
             return Ok(response);
         }

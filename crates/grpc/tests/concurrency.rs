@@ -1,7 +1,7 @@
 //! Predictions run on the blocking pool, in parallel, without holding up the async runtime:
 //! sixteen requests to a model that takes 300 ms each finish together, and a status call
 //! made meanwhile answers at once even though the runtime has only two worker threads.
-//! A quick model under `auto` batching answers in place, each request with its own rows.
+//! A quick model under `auto` batching batches requests in place, each with its own rows.
 //! Stopping the server lets running requests finish; a request that panics fails alone.
 //! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait.
 
@@ -226,11 +226,11 @@ async fn max_concurrent_makes_extra_requests_wait_for_a_permit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_auto_batching_a_quick_model_answers_each_request_in_place() {
+async fn under_auto_batching_a_quick_model_batches_requests_in_place() {
     use soma_runtime::batching::{BatchOptions, BatchWindow};
 
-    // Quick (under soma_runtime::QUICK_RUN), but long enough for concurrent requests to
-    // meet in the batcher if they went there.
+    // Quick (under soma_runtime::QUICK_RUN), so answered on the async threads, and long
+    // enough for concurrent requests to queue behind a run.
     let (servable, runs) = echo_model(Duration::from_micros(50));
     let options = BatchOptions {
         window: BatchWindow::Auto,
@@ -251,12 +251,9 @@ async fn under_auto_batching_a_quick_model_answers_each_request_in_place() {
     for call in calls {
         call.await.unwrap();
     }
-    // Through the batcher, requests arriving together would have shared runs.
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        65,
-        "each request ran on its own, where it was read"
-    );
+    // Each got its own rows back (`echo` checks), and requests read together shared runs.
+    let runs = runs.load(Ordering::SeqCst);
+    assert!(runs < 65, "{runs} runs for 65 requests: none were batched");
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();

@@ -225,12 +225,8 @@ async fn infer(
     // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
     // the work to another thread and back would.
     let small = body.len() <= INLINE_BODY_LIMIT;
-    if small
-        && method == path::Method::Predict
-        && servable.may_answer_now()
-        && let Some(answer) = predict::predict_now(&servable, &body)
-    {
-        return answer;
+    if small && method == path::Method::Predict && servable.may_answer_now() {
+        return predict::predict_in_place(&servable, &body).await;
     }
     let in_place = small && servable.runs_quickly();
     let run = move || {

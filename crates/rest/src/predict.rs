@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use soma_core::json::{b64_value, quote_non_finite_tokens, tensor_to_json};
 use soma_core::{DType, SignatureDef, Tensor};
-use soma_runtime::{Prediction, RuntimeError, Servable};
+use soma_runtime::Servable;
 
 use crate::error::RestError;
 use crate::writer::PrettyWriter;
@@ -49,49 +49,45 @@ pub(crate) fn signature_name(doc: &Map<String, Value>) -> Result<Option<&str>, R
     }
 }
 
-/// Runs a predict request on `servable` and renders the response body.
-/// A batched request still waiting at `deadline` fails with DEADLINE_EXCEEDED.
+/// Runs a predict request on `servable` and renders the response body (on a blocking
+/// thread: it may wait for a batch). A batched request still waiting at `deadline` fails
+/// with DEADLINE_EXCEEDED.
 pub(crate) fn predict(
     servable: &Servable,
     body: &[u8],
     deadline: std::time::Instant,
 ) -> Result<String, RestError> {
-    let answer = predict_with(body, servable, |key, inputs| {
-        Some(servable.predict_json_until(Some(key), inputs, Some(deadline)))
-    });
-    answer.expect("predict_json_until always answers")
+    let (key, format, inputs) = parse_request(body, servable)?;
+    let prediction = servable.predict_json_until(Some(key), &inputs, Some(deadline))?;
+    render(&prediction.outputs, format)
 }
 
-/// Like [`predict`] if the prediction needs no waiting for a batch
-/// ([`Servable::try_predict_json_now`]); `None` if it would.
-pub(crate) fn predict_now(servable: &Servable, body: &[u8]) -> Option<Result<String, RestError>> {
-    predict_with(body, servable, |key, inputs| {
-        servable.try_predict_json_now(Some(key), inputs)
-    })
-}
-
-/// Parses the request, lets `run` predict (`None`: not now) and renders the response.
-fn predict_with(
-    body: &[u8],
+/// Runs a predict request on the async thread that read it, in a batch with the others
+/// that thread has read if batching is on ([`Servable::queue_json_in_place`]); for servables
+/// that [may answer now](Servable::may_answer_now).
+pub(crate) async fn predict_in_place(
     servable: &Servable,
-    run: impl FnOnce(&str, &Map<String, Value>) -> Option<Result<Prediction, RuntimeError>>,
-) -> Option<Result<String, RestError>> {
-    let request = (|| {
-        let doc = parse_body(body)?;
-        let (key, sig) = signature(servable, signature_name(&doc)?)?;
-        let (format, inputs) = request_inputs(doc, sig)?;
-        Ok::<_, RestError>((key, format, inputs))
-    })();
-    let (key, format, inputs) = match request {
-        Ok(request) => request,
-        Err(e) => return Some(Err(e)),
-    };
-    let prediction = run(key, &inputs)?;
-    Some(
-        prediction
-            .map_err(RestError::from)
-            .and_then(|p| render(&p.outputs, format)),
-    )
+    body: &[u8],
+) -> Result<String, RestError> {
+    let (key, format, inputs) = parse_request(body, servable)?;
+    let queued = servable.queue_json_in_place(Some(key), &inputs)?;
+    // Let the requests this thread has read join the batch before it runs.
+    if queued.has_company() {
+        tokio::task::yield_now().await;
+    }
+    let prediction = queued.await?;
+    render(&prediction.outputs, format)
+}
+
+/// The request's signature key, format and inputs by name.
+fn parse_request<'s>(
+    body: &[u8],
+    servable: &'s Servable,
+) -> Result<(&'s str, Format, Map<String, Value>), RestError> {
+    let doc = parse_body(body)?;
+    let (key, sig) = signature(servable, signature_name(&doc)?)?;
+    let (format, inputs) = request_inputs(doc, sig)?;
+    Ok((key, format, inputs))
 }
 
 /// TF Serving's signature lookup: `serving_default` unless named.

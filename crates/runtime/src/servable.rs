@@ -8,7 +8,7 @@ use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
 use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
 
-use crate::batching::{BatchOptions, BatchWindow, Batcher};
+use crate::batching::{BatchOptions, Batcher, InPlace};
 use crate::run_clock::{RunClock, TimedRunner};
 use crate::{RecordedWarmup, RuntimeError, choose_signature, warmup_inputs};
 
@@ -46,6 +46,57 @@ impl Prediction {
             .iter()
             .map(|(name, t)| (name.clone(), tensor_to_json(t)))
             .collect()
+    }
+}
+
+/// A prediction queued with [`Servable::queue_json_in_place`]; await it for the outputs.
+#[derive(Debug)]
+#[must_use = "the prediction runs when it is awaited"]
+pub struct QueuedPrediction<'a> {
+    servable: &'a Servable,
+    key: &'a str,
+    sig: &'a SignatureDef,
+    outputs: Outputs<'a>,
+}
+
+#[derive(Debug)]
+enum Outputs<'a> {
+    Batched(InPlace<'a>),
+    /// No batching: runs on the first poll.
+    Alone(Option<Vec<Tensor>>),
+}
+
+impl QueuedPrediction<'_> {
+    /// Whether other requests are queued or running in place on this signature: only then
+    /// is yielding before the first poll worth it (see
+    /// [`InPlace::has_company`](crate::batching::InPlace::has_company)).
+    pub fn has_company(&self) -> bool {
+        match &self.outputs {
+            Outputs::Batched(in_place) => in_place.has_company(),
+            Outputs::Alone(_) => false,
+        }
+    }
+}
+
+impl std::future::Future for QueuedPrediction<'_> {
+    type Output = Result<Prediction, RuntimeError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let outputs = match &mut this.outputs {
+            Outputs::Batched(in_place) => std::task::ready!(std::pin::Pin::new(in_place).poll(cx)),
+            Outputs::Alone(inputs) => {
+                let inputs = inputs
+                    .take()
+                    .expect("QueuedPrediction polled after it completed");
+                this.servable
+                    .run_now(this.key, &inputs.iter().collect::<Vec<_>>())
+            }
+        };
+        std::task::Poll::Ready(outputs.map(|o| this.servable.prediction(this.key, this.sig, o)))
     }
 }
 
@@ -102,11 +153,56 @@ impl Servable {
         self.batcher.is_none() && self.run_clock.is_quick()
     }
 
-    /// Whether [`try_predict_json_now`](Self::try_predict_json_now) may answer: most recent
-    /// TensorFlow runs (batched ones included, waiting for a batch not) took at most
-    /// [`QUICK_RUN`], and batching, if on, never makes a lone request wait.
+    /// Whether an async server may run a prediction on the thread that read it
+    /// ([`queue_json_in_place`](Self::queue_json_in_place)): most recent TensorFlow runs
+    /// (batched ones included, waiting for a batch not) took at most [`QUICK_RUN`], and
+    /// batching, if on, never waits for a timer (`auto` or a zero window), so requests batch
+    /// in place (see [`crate::batching::InPlace`]).
     pub fn may_answer_now(&self) -> bool {
         self.batcher.as_ref().is_none_or(Batcher::never_waits) && self.run_clock.is_quick()
+    }
+
+    /// Checks JSON inputs and queues them for a batch formed on async threads, for servables
+    /// that [may answer now](Self::may_answer_now). If [others are
+    /// queued](QueuedPrediction::has_company), let the runtime poll its other ready tasks
+    /// first (`tokio::task::yield_now().await`), so that the requests they read can join;
+    /// then await the prediction. Without batching it runs alone when first polled.
+    pub fn queue_json_in_place(
+        &self,
+        signature: Option<&str>,
+        inputs: &Map<String, Value>,
+    ) -> Result<QueuedPrediction<'_>, RuntimeError> {
+        let (key, sig, tensors) = self.json_tensors(signature, inputs)?;
+        Ok(self.queue_in_place(key, sig, tensors))
+    }
+
+    /// [`queue_json_in_place`](Self::queue_json_in_place) for tensor inputs (dtypes and
+    /// shapes checked against the signature).
+    pub fn queue_owned_in_place(
+        &self,
+        signature: Option<&str>,
+        inputs: BTreeMap<String, Tensor>,
+    ) -> Result<QueuedPrediction<'_>, RuntimeError> {
+        let (key, sig, tensors) = self.ordered_tensors(signature, inputs)?;
+        Ok(self.queue_in_place(key, sig, tensors))
+    }
+
+    fn queue_in_place<'a>(
+        &'a self,
+        key: &'a str,
+        sig: &'a SignatureDef,
+        tensors: Vec<Tensor>,
+    ) -> QueuedPrediction<'a> {
+        let outputs = match &self.batcher {
+            Some(batcher) => Outputs::Batched(batcher.queue_in_place(key, tensors)),
+            None => Outputs::Alone(Some(tensors)),
+        };
+        QueuedPrediction {
+            servable: self,
+            key,
+            sig,
+            outputs,
+        }
     }
 
     /// The batching options, if batching is on.
@@ -212,60 +308,6 @@ impl Servable {
     ) -> Result<Prediction, RuntimeError> {
         let (key, sig, tensors) = self.json_tensors(signature, inputs)?;
         self.run(key, sig, tensors, deadline)
-    }
-
-    /// Like [`predict_json`](Self::predict_json) if the prediction needs no waiting: no
-    /// batching, a lone request under a window that never waits, or any request under
-    /// `auto` (see below); `None` if it would have to wait for a batch, to be retried where
-    /// blocking is allowed. Invalid inputs are reported at once. Meant for async servers,
-    /// on models that [may answer now](Self::may_answer_now).
-    pub fn try_predict_json_now(
-        &self,
-        signature: Option<&str>,
-        inputs: &Map<String, Value>,
-    ) -> Option<Result<Prediction, RuntimeError>> {
-        match self.json_tensors(signature, inputs) {
-            Ok((key, sig, tensors)) => self.try_run_now(key, sig, tensors),
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    /// [`try_predict_json_now`](Self::try_predict_json_now) for tensor inputs (dtypes and
-    /// shapes checked against the signature), as [`predict_owned`](Self::predict_owned) takes
-    /// them.
-    pub fn try_predict_owned_now(
-        &self,
-        signature: Option<&str>,
-        inputs: BTreeMap<String, Tensor>,
-    ) -> Option<Result<Prediction, RuntimeError>> {
-        match self.ordered_tensors(signature, inputs) {
-            Ok((key, sig, tensors)) => self.try_run_now(key, sig, tensors),
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    /// Runs checked inputs now if that needs no waiting for a batch; `None` if it would.
-    fn try_run_now(
-        &self,
-        key: &str,
-        sig: &SignatureDef,
-        tensors: Vec<Tensor>,
-    ) -> Option<Result<Prediction, RuntimeError>> {
-        let Some(batcher) = &self.batcher else {
-            return Some(self.run(key, sig, tensors, None));
-        };
-        let outputs = match batcher.try_run_now(key, tensors) {
-            Ok(outputs) => outputs,
-            // Others are active. Joining them would mean handing this request to a blocking
-            // thread and back, which costs more than a run this quick saves: under `auto`
-            // (soma's choice of when to batch) it runs on its own, now. Requests from
-            // blocking threads (Python handlers) still batch.
-            Err(tensors) if batcher.options().window == BatchWindow::Auto => {
-                self.run_now(key, &tensors.iter().collect::<Vec<_>>())
-            }
-            Err(_) => return None,
-        };
-        Some(outputs.map(|outputs| self.prediction(key, sig, outputs)))
     }
 
     /// The signature and `inputs` in the signature's order, names, dtypes and shapes checked.
@@ -439,6 +481,7 @@ mod tests {
 
     use super::*;
     use crate::batching::BatchOptions;
+    use crate::batching::BatchWindow;
     use crate::fake::Doubler;
 
     /// The fake model, taking as long per run as the test says.
@@ -498,43 +541,80 @@ mod tests {
         );
     }
 
-    #[test]
-    fn under_auto_a_request_is_answered_now_even_while_others_run() {
-        use crate::batching::BatchWindow;
+    /// Polls a queued prediction once: in place, it must be answered on the first poll when
+    /// no other thread holds it.
+    fn poll_once(queued: QueuedPrediction<'_>) -> Result<Prediction, RuntimeError> {
+        let mut queued = std::pin::pin!(queued);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(queued.as_mut(), &mut cx) {
+            std::task::Poll::Ready(answer) => answer,
+            std::task::Poll::Pending => panic!("waited"),
+        }
+    }
 
+    #[test]
+    fn in_place_requests_do_not_wait_for_a_blocking_callers_batch() {
         let json = serde_json::json!({"x": [[1.0, 2.0]]});
         let tensors = || {
             let x = Tensor::from_slice(vec![1, 2], &[1.0f32, 2.0]).unwrap();
             BTreeMap::from([("x".to_string(), x)])
         };
-        type TryNow<'a> = &'a dyn Fn(&Servable) -> Option<Result<Prediction, RuntimeError>>;
-        let from_json: TryNow = &|s| s.try_predict_json_now(None, json.as_object().unwrap());
-        let from_tensors: TryNow = &|s| s.try_predict_owned_now(None, tensors());
-        for (variant, try_now) in [("json", from_json), ("tensors", from_tensors)] {
-            for (window, answers) in [
+        type Queue<'a> =
+            &'a dyn for<'s> Fn(&'s Servable) -> Result<QueuedPrediction<'s>, RuntimeError>;
+        let from_json: Queue = &|s| s.queue_json_in_place(None, json.as_object().unwrap());
+        let from_tensors: Queue = &|s| s.queue_owned_in_place(None, tensors());
+        for (variant, queue) in [("json", from_json), ("tensors", from_tensors)] {
+            for (window, in_place) in [
                 (BatchWindow::Auto, true),
+                (BatchWindow::Fixed(Duration::ZERO), true),
                 (BatchWindow::Fixed(Duration::from_millis(5)), false),
             ] {
-                let (servable, _) = timed(Duration::from_millis(200));
+                let (servable, takes) = timed(Duration::ZERO);
                 let options = BatchOptions {
                     window,
                     ..BatchOptions::default()
                 };
                 let servable = Arc::new(servable.with_batching(options, None).unwrap());
+                predict(&servable);
+                assert_eq!(servable.may_answer_now(), in_place, "{variant} {window:?}");
+                // A Python handler's batch (a blocking caller) is running for 200 ms.
+                *takes.lock().unwrap() = Duration::from_millis(200);
                 let running = {
                     let servable = Arc::clone(&servable);
                     std::thread::spawn(move || predict(&servable))
                 };
                 std::thread::sleep(Duration::from_millis(50));
-                let answer = try_now(&servable);
-                assert_eq!(answer.is_some(), answers, "{variant} {window:?}");
-                if let Some(answer) = answer {
-                    let y = &answer.unwrap().outputs["y"];
-                    assert_eq!(y.to_vec::<f32>().unwrap(), [2.0, 4.0]);
-                }
+                *takes.lock().unwrap() = Duration::ZERO;
+                let queued = queue(&servable).unwrap();
+                assert!(!queued.has_company(), "blocking callers queue apart");
+                let started = Instant::now();
+                let y = &poll_once(queued).unwrap().outputs["y"];
+                assert_eq!(y.to_vec::<f32>().unwrap(), [2.0, 4.0]);
+                assert!(started.elapsed() < Duration::from_millis(100), "{variant}");
                 running.join().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn without_batching_a_queued_prediction_runs_alone_when_polled() {
+        let (servable, _) = timed(Duration::ZERO);
+        let json = serde_json::json!({"x": [[1.0, 2.0], [3.0, 4.0]]});
+        let queued = servable
+            .queue_json_in_place(None, json.as_object().unwrap())
+            .unwrap();
+        assert!(!queued.has_company());
+        let y = &poll_once(queued).unwrap().outputs["y"];
+        assert_eq!(y.to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0, 8.0]);
+        let wrong = serde_json::json!({"z": [[1.0]]});
+        let error = servable
+            .queue_json_in_place(None, wrong.as_object().unwrap())
+            .unwrap_err();
+        assert_eq!(
+            error.kind(),
+            soma_core::ErrorKind::InvalidArgument,
+            "{error}"
+        );
     }
 
     #[test]
@@ -558,7 +638,7 @@ mod tests {
     }
 
     #[test]
-    fn batched_models_never_run_in_place() {
+    fn batched_requests_do_not_bypass_the_batcher() {
         let (servable, _) = timed(Duration::ZERO);
         let servable = servable
             .with_batching(BatchOptions::default(), None)

@@ -15,6 +15,7 @@
 //! cannot be split back by rows, each member is re-run alone, so a caller always gets
 //! exactly its own rows. An error in a batched run is every member's error.
 
+mod in_place;
 mod options;
 mod rows;
 #[cfg(test)]
@@ -22,12 +23,14 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use soma_core::Tensor;
 use soma_core::runner::ModelRunner;
 use soma_metrics::Registry;
 
+pub use in_place::InPlace;
 pub use options::{BatchOptions, BatchWindow};
 
 use crate::RuntimeError;
@@ -42,6 +45,8 @@ pub struct Batcher {
     model: String,
     version: String,
     queues: Mutex<HashMap<String, Arc<SignatureQueue>>>,
+    /// The queues of requests batched on async threads ([`Batcher::queue_in_place`]).
+    in_place: Mutex<HashMap<String, Arc<SignatureQueue>>>,
     permits: Permits,
     metrics: Option<Registry>,
 }
@@ -115,7 +120,9 @@ struct Request {
 }
 
 enum Slot {
-    Waiting,
+    /// Queued or in a running batch; the waker of an async caller
+    /// ([`Batcher::queue_in_place`]) waiting for another thread's batch.
+    Waiting(Option<Waker>),
     /// Promoted: this request's caller leads the next batch.
     Lead,
     Done(Result<Vec<Tensor>, RuntimeError>),
@@ -139,6 +146,7 @@ impl Batcher {
             model: model.to_string(),
             version: version.to_string(),
             queues: Mutex::default(),
+            in_place: Mutex::default(),
             metrics,
         }
     }
@@ -171,7 +179,7 @@ impl Batcher {
             rows,
             deadline,
             enqueued: Instant::now(),
-            slot: Mutex::new(Slot::Waiting),
+            slot: Mutex::new(Slot::Waiting(None)),
             ready: Condvar::new(),
         });
         let lead = {
@@ -212,25 +220,6 @@ impl Batcher {
             || self.options.window == BatchWindow::Fixed(Duration::ZERO)
     }
 
-    /// Runs `inputs` now if that needs no waiting: the window [never waits](Self::never_waits),
-    /// no other request for the signature is active and a batch thread is free. Otherwise
-    /// gives the inputs back, for the caller to [`run`](Self::run) them where blocking is
-    /// allowed. Lets an async server answer a lone request in place.
-    pub fn try_run_now(
-        &self,
-        signature: &str,
-        inputs: Vec<Tensor>,
-    ) -> Result<Result<Vec<Tensor>, RuntimeError>, Vec<Tensor>> {
-        let rows = match rows::request_rows(&inputs) {
-            Some(rows) if rows > 0 && rows <= self.options.max_batch_size => rows,
-            _ => return Err(inputs),
-        };
-        let queue = self.queue(signature);
-        let _active = Active::enter(&queue.active);
-        self.run_if_lone(signature, &queue, &inputs, rows)
-            .ok_or(inputs)
-    }
-
     /// The lone request's path (the caller is counted in `queue.active`): nobody to batch
     /// with (and nobody waiting), and no window to wait out: no queue, no hand-off, no delay.
     fn run_if_lone(
@@ -258,7 +247,7 @@ impl Batcher {
             match &*slot {
                 Slot::Lead => return Ok(true),
                 Slot::Done(_) => return Ok(false),
-                Slot::Waiting | Slot::Taken => {}
+                Slot::Waiting(_) | Slot::Taken => {}
             }
             let Some(deadline) = request.deadline else {
                 slot = request.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
@@ -284,7 +273,7 @@ impl Batcher {
             }
             drop(state);
             slot = lock(&request.slot);
-            if matches!(*slot, Slot::Waiting) {
+            if matches!(*slot, Slot::Waiting(_)) {
                 slot = request.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
             }
         }
@@ -297,15 +286,34 @@ impl Batcher {
             return;
         };
         let members = self.collect(queue, me);
+        self.run_batch(signature, &members);
+    }
+
+    /// Runs `members` as one batch, records it and hands every member its result. If the
+    /// model panics, every member gets an error (none waits forever) before the panic goes
+    /// on up the leader's stack.
+    fn run_batch(&self, signature: &str, members: &[Arc<Request>]) {
         let waited: Vec<f64> = members
             .iter()
             .map(|m| m.enqueued.elapsed().as_secs_f64())
             .collect();
-        let results = self.execute(signature, &members);
-        self.record(&members, &waited);
+        let run = std::panic::AssertUnwindSafe(|| self.execute(signature, members));
+        let results = match std::panic::catch_unwind(run) {
+            Ok(results) => results,
+            Err(panic) => {
+                let error = RuntimeError::Model(format!(
+                    "internal error: {} panicked",
+                    self.context(signature, members.len(), rows_of(members))
+                ));
+                for member in members {
+                    finish(member, Err(error.clone()));
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
+        self.record(members, &waited);
         for (member, result) in members.iter().zip(results) {
-            *lock(&member.slot) = Slot::Done(result);
-            member.ready.notify_all();
+            finish(member, result);
         }
     }
 
@@ -359,7 +367,7 @@ impl Batcher {
             state.pending.remove(at);
             state.pending_rows -= me.rows;
         }
-        *lock(&me.slot) = Slot::Done(Err(self.deadline_error(me)));
+        finish(me, Err(self.deadline_error(me)));
         state.leader = false;
         if let Some(next) = state.pending.front().cloned() {
             state.leader = true;
@@ -373,6 +381,20 @@ impl Batcher {
     /// leader if requests remain.
     fn collect(&self, queue: &SignatureQueue, me: &Arc<Request>) -> Vec<Arc<Request>> {
         let mut state = lock(&queue.state);
+        let members = self.take_members(&mut state, me);
+        state.leader = false;
+        if let Some(next) = state.pending.front().cloned() {
+            state.leader = true;
+            *lock(&next.slot) = Slot::Lead;
+            next.ready.notify_all();
+        }
+        members
+    }
+
+    /// Takes a batch out of the queue: `me` first (if still queued), then compatible
+    /// requests in arrival order up to `max_batch_size` rows; answers those past their
+    /// deadline with a deadline error.
+    fn take_members(&self, state: &mut QueueState, me: &Arc<Request>) -> Vec<Arc<Request>> {
         let now = Instant::now();
         let mut members: Vec<Arc<Request>> = Vec::new();
         let mut rows = 0;
@@ -393,8 +415,7 @@ impl Batcher {
             let expired = request.deadline.is_some_and(|d| d <= now);
             if expired && !Arc::ptr_eq(&request, me) {
                 state.pending_rows -= request.rows;
-                *lock(&request.slot) = Slot::Done(Err(self.deadline_error(&request)));
-                request.ready.notify_all();
+                finish(&request, Err(self.deadline_error(&request)));
                 continue;
             }
             let fits = rows + request.rows <= self.options.max_batch_size;
@@ -410,19 +431,12 @@ impl Batcher {
             } else if expired {
                 // The leader itself expired: answer it, and let the rest go on.
                 state.pending_rows -= request.rows;
-                *lock(&request.slot) = Slot::Done(Err(self.deadline_error(&request)));
-                request.ready.notify_all();
+                finish(&request, Err(self.deadline_error(&request)));
             } else {
                 kept.push_back(request);
             }
         }
         state.pending = kept;
-        state.leader = false;
-        if let Some(next) = state.pending.front().cloned() {
-            state.leader = true;
-            *lock(&next.slot) = Slot::Lead;
-            next.ready.notify_all();
-        }
         members
     }
 
@@ -564,6 +578,22 @@ impl Batcher {
             return Arc::clone(queue);
         }
         Arc::clone(queues.entry(signature.to_string()).or_default())
+    }
+}
+
+fn rows_of(members: &[Arc<Request>]) -> usize {
+    members.iter().map(|m| m.rows).sum()
+}
+
+/// Puts `result` in the request's slot and wakes its caller, blocked or async.
+fn finish(request: &Request, result: Result<Vec<Tensor>, RuntimeError>) {
+    let waker = match std::mem::replace(&mut *lock(&request.slot), Slot::Done(result)) {
+        Slot::Waiting(waker) => waker,
+        _ => None,
+    };
+    request.ready.notify_all();
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 

@@ -2,7 +2,11 @@
 //! bounded queue and deadlines.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use soma_core::runner::{ModelRunner, RunError};
@@ -51,6 +55,7 @@ impl ModelRunner for Recorder {
         }
         drop(open);
         self.runs.lock().unwrap().push(inputs[0].shape().to_vec());
+        assert_ne!(signature, "panic", "the model panics");
         let x = inputs[0].to_vec::<f32>().unwrap();
         if x.iter().any(|v| *v < 0.0) {
             return Err(RunError::new(ErrorKind::InvalidArgument, "negative input"));
@@ -297,41 +302,173 @@ fn scalars_and_oversized_requests_run_alone() {
     assert_eq!(scalar[0].to_vec::<f32>().unwrap(), [4.0]);
 }
 
-#[test]
-fn try_run_now_answers_only_a_lone_request_under_a_window_that_never_waits() {
-    let auto = BatchOptions {
-        num_batch_threads: 1,
+/// Polls `future` once with a waker that counts its wake-ups.
+fn poll_counting<F: Future + Unpin>(future: &mut F, wakes: &Arc<Wakes>) -> Poll<F::Output> {
+    let waker = Waker::from(Arc::clone(wakes));
+    Pin::new(future).poll(&mut Context::from_waker(&waker))
+}
+
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn ready<T>(poll: Poll<T>) -> T {
+    match poll {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("pending"),
+    }
+}
+
+fn in_place_options(max_batch_size: usize) -> BatchOptions {
+    BatchOptions {
+        max_batch_size,
         window: BatchWindow::Auto,
         ..BatchOptions::default()
-    };
-    let runner = Recorder::new(true);
-    let lone = batcher(&runner, auto.clone());
-    let outputs = lone
-        .try_run_now("serving_default", vec![rows(1, 2, 1.0)])
-        .expect("a lone request runs now")
-        .unwrap();
-    assert_eq!(outputs[0].to_vec::<f32>().unwrap(), [2.0, 4.0]);
+    }
+}
 
-    // Another request is running: this one would have to wait, so it is handed back.
-    let runner = Recorder::new(false);
-    let busy = batcher(&runner, auto);
-    let running = occupy(&busy);
-    let given_back = busy
-        .try_run_now("serving_default", vec![rows(1, 2, 3.0)])
-        .expect_err("it would wait");
-    assert_eq!(given_back[0].to_vec::<f32>().unwrap(), [3.0, 4.0]);
-    runner.open();
-    assert!(running.join().unwrap().is_ok());
-
-    // A fixed window always waits for company.
+#[test]
+fn in_place_the_first_request_polled_runs_everything_queued() {
     let runner = Recorder::new(true);
-    let windowed = batcher(&runner, windowed());
+    let batcher = batcher(&runner, in_place_options(64));
+    let wakes = Arc::new(Wakes::default());
+    let mut first = batcher.queue_in_place("serving_default", vec![rows(1, 2, 0.0)]);
+    assert!(!first.has_company());
+    let mut second = batcher.queue_in_place("serving_default", vec![rows(2, 2, 10.0)]);
+    let mut third = batcher.queue_in_place("serving_default", vec![rows(1, 2, 20.0)]);
+    assert!(first.has_company() && third.has_company());
+    // The third is polled first: it leads, with itself first, then in arrival order.
+    let out = ready(poll_counting(&mut third, &wakes)).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), doubled(&rows(1, 2, 20.0)));
+    assert_eq!(runner.runs(), vec![vec![4, 2]], "one run of all four rows");
+    let out = ready(poll_counting(&mut second, &wakes)).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), doubled(&rows(2, 2, 10.0)));
+    let out = ready(poll_counting(&mut first, &wakes)).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), doubled(&rows(1, 2, 0.0)));
+    assert_eq!(runner.runs().len(), 1);
+    drop((first, second, third));
+    // All answered: the next request is alone again.
     assert!(
-        windowed
-            .try_run_now("serving_default", vec![rows(1, 2, 1.0)])
-            .is_err()
+        !batcher
+            .queue_in_place("serving_default", vec![rows(1, 2, 0.0)])
+            .has_company()
     );
-    assert!(runner.runs().is_empty(), "{:?}", runner.runs());
+}
+
+#[test]
+fn in_place_batches_hold_at_most_max_batch_size_rows_and_one_shape() {
+    let runner = Recorder::new(true);
+    let batcher = batcher(&runner, in_place_options(4));
+    let wakes = Arc::new(Wakes::default());
+    let mut queued: Vec<_> = [
+        rows(2, 2, 0.0),
+        rows(1, 3, 5.0),
+        rows(2, 2, 10.0),
+        rows(2, 2, 20.0),
+    ]
+    .into_iter()
+    .map(|input| {
+        (
+            input.clone(),
+            batcher.queue_in_place("serving_default", vec![input]),
+        )
+    })
+    .collect();
+    for (input, future) in &mut queued {
+        let out = ready(poll_counting(future, &wakes)).unwrap();
+        assert_eq!(out[0].to_vec::<f32>().unwrap(), doubled(input));
+    }
+    // 2+2 rows of width 2; then the width-3 request; then the last 2 rows.
+    assert_eq!(runner.runs(), vec![vec![4, 2], vec![1, 3], vec![2, 2]]);
+    // Unbatchable requests (a scalar, more rows than max_batch_size) run alone.
+    let mut scalar = batcher.queue_in_place("serving_default", vec![Tensor::scalar(2.0f32)]);
+    assert!(!scalar.has_company());
+    let out = ready(poll_counting(&mut scalar, &wakes)).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), [4.0]);
+    let mut big = batcher.queue_in_place("serving_default", vec![rows(5, 2, 0.0)]);
+    ready(poll_counting(&mut big, &wakes)).unwrap();
+    assert_eq!(runner.runs()[4], vec![5, 2]);
+}
+
+#[test]
+fn in_place_a_request_in_another_threads_batch_waits_for_it_and_is_woken() {
+    let runner = Recorder::new(false);
+    let batcher = batcher(&runner, in_place_options(64));
+    let mine = Arc::new(Wakes::default());
+    let mut waiting = batcher.queue_in_place("serving_default", vec![rows(1, 2, 7.0)]);
+    let leader = {
+        let batcher = Arc::clone(&batcher);
+        std::thread::spawn(move || {
+            let mut lead = batcher.queue_in_place("serving_default", vec![rows(1, 2, 1.0)]);
+            let wakes = Arc::new(Wakes::default());
+            ready(poll_counting(&mut lead, &wakes)).unwrap()
+        })
+    };
+    // The leader has taken both requests and is held in its run.
+    let queue = batcher.in_place_queue("serving_default");
+    while !queue.state.lock().unwrap().pending.is_empty() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(poll_counting(&mut waiting, &mine).is_pending());
+    assert!(
+        poll_counting(&mut waiting, &mine).is_pending(),
+        "polled twice, waker kept"
+    );
+    assert_eq!(mine.0.load(Ordering::SeqCst), 0);
+    runner.open();
+    let led = leader.join().unwrap();
+    assert_eq!(led[0].to_vec::<f32>().unwrap(), doubled(&rows(1, 2, 1.0)));
+    assert_eq!(
+        mine.0.load(Ordering::SeqCst),
+        1,
+        "woken once its batch finished"
+    );
+    let out = ready(poll_counting(&mut waiting, &mine)).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), doubled(&rows(1, 2, 7.0)));
+    assert_eq!(runner.runs(), vec![vec![2, 2]]);
+}
+
+#[test]
+fn in_place_a_dropped_request_leaves_the_queue_and_errors_reach_every_member() {
+    let runner = Recorder::new(true);
+    let batcher = batcher(&runner, in_place_options(64));
+    let wakes = Arc::new(Wakes::default());
+    let gone = batcher.queue_in_place("serving_default", vec![rows(3, 2, 0.0)]);
+    let mut kept = batcher.queue_in_place("serving_default", vec![rows(1, 2, 1.0)]);
+    drop(gone);
+    assert!(!kept.has_company(), "the dropped request no longer counts");
+    ready(poll_counting(&mut kept, &wakes)).unwrap();
+    assert_eq!(
+        runner.runs(),
+        vec![vec![1, 2]],
+        "the dropped rows did not run"
+    );
+
+    // A failing run is every member's error.
+    let mut bad = batcher.queue_in_place("serving_default", vec![rows(1, 2, -5.0)]);
+    let mut good = batcher.queue_in_place("serving_default", vec![rows(1, 2, 1.0)]);
+    let error = ready(poll_counting(&mut bad, &wakes)).unwrap_err();
+    assert!(error.to_string().contains("negative input"), "{error}");
+    assert!(error.to_string().contains("batch of 2 requests"), "{error}");
+    assert_eq!(ready(poll_counting(&mut good, &wakes)).unwrap_err(), error);
+
+    // A model that panics: the leader's poll panics, the other member gets an error.
+    let mut leader = batcher.queue_in_place("panic", vec![rows(1, 2, 1.0)]);
+    let mut member = batcher.queue_in_place("panic", vec![rows(1, 2, 2.0)]);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_counting(&mut leader, &wakes).is_ready()
+    }));
+    assert!(panicked.is_err());
+    let error = ready(poll_counting(&mut member, &wakes)).unwrap_err();
+    assert!(error.to_string().contains("panicked"), "{error}");
+    drop((leader, member));
+    let next = batcher.queue_in_place("panic", vec![rows(1, 2, 3.0)]);
+    assert!(!next.has_company(), "the panicked leader no longer counts");
 }
 
 #[test]
