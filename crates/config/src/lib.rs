@@ -52,9 +52,10 @@
 //!   or `file://` — as well as `s3://bucket/prefix/` (parsed by
 //!   [`soma_core::ModelLocation::parse`]).
 //! * `models.intra_op_threads` / `models.inter_op_threads` (non-negative integers) size
-//!   TensorFlow's thread pools for every model of the API; the same keys on a `paths` entry
-//!   override them for that model. 0 means TensorFlow's own default pool; unset leaves
-//!   the choice to the model runner (see [`ThreadPools`]).
+//!   TensorFlow's thread pools for every model of the API; `inter_op_threads` on a `paths`
+//!   entry overrides it for that model (`intra_op_threads` there is an error: TensorFlow makes
+//!   one intra-op pool per process). 0 means TensorFlow's own default pool; unset leaves the
+//!   choice to the model runner (see [`ThreadPools`]).
 //! * `autoscaling.min_replicas` may be 0 (Cortex allowed scale-to-zero for AsyncAPI from
 //!   v0.36; v0.35 required > 0). `init_replicas` still defaults to `min_replicas` but at
 //!   least 1 and must be ≥ 1 (soma starts `init_replicas` workers).

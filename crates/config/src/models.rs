@@ -147,6 +147,13 @@ fn named(walker: &mut Walker, value: &Value, project_dir: &Path) -> Option<Vec<N
             .and_then(|v| location(walker, &with(&here, "path"), v, project_dir));
         let signature_key = get(map, "signature_key")
             .and_then(|v| walker.non_empty(&with(&here, "signature_key"), v));
+        if get(map, "intra_op_threads").is_some() {
+            walker.error(
+                &with(&here, "intra_op_threads"),
+                "cannot be set per model: TensorFlow makes one intra-op thread pool per process, \
+                 sized by the first model it loads; set handler.models.intra_op_threads instead",
+            );
+        }
         let threads = thread_pools(walker, &here, map);
         let server_side_batching = crate::batching::optional(walker, &here, map);
         if let (Some(name), Some(location)) = (name, location) {

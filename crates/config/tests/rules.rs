@@ -525,6 +525,15 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             ),
             "cortex.yaml: iris (AsyncAPI): handler: models: paths: a: inter_op_threads: invalid type (expected integer, found the string \"many\")",
         ),
+        (
+            "paths intra-op threads are per process",
+            set(
+                set(tf(), "handler.models.path", "~"),
+                "handler.models.paths",
+                "[{name: a, path: s3://b/, intra_op_threads: 4}]",
+            ),
+            "cortex.yaml: iris (AsyncAPI): handler: models: paths: a: intra_op_threads: cannot be set per model: TensorFlow makes one intra-op thread pool per process, sized by the first model it loads; set handler.models.intra_op_threads instead",
+        ),
         // compute
         (
             "cpu >= 20m",

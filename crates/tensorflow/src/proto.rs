@@ -71,6 +71,8 @@ pub(crate) struct ConfigProto {
     pub(crate) intra_op_parallelism_threads: i32,
     #[prost(int32, tag = "5")]
     pub(crate) inter_op_parallelism_threads: i32,
+    #[prost(bool, tag = "9")]
+    pub(crate) use_per_session_threads: bool,
 }
 
 /// Signatures read from a MetaGraphDef: the runnable ones, and why the others were left out.
@@ -174,7 +176,13 @@ fn tensor_info(info: &TensorInfoProto) -> Result<TensorInfo, String> {
 /// `intra`: `None` = one thread, so an op's work is not split over a pool; 0 = TensorFlow's
 /// default (one thread per core); n = n threads.
 /// `inter`: `None` = run the graph's ops in the calling thread (ConfigProto's negative
-/// value); 0 = TensorFlow's default pool; n = a pool of n threads.
+/// value); 0 = TensorFlow's default pool, shared by the process; n = a pool of n threads of
+/// this session's own. (Without `use_per_session_threads` TensorFlow would make one pool for
+/// the whole process, sized by the first session that asks, and every later session with its
+/// own size would silently share it.)
+///
+/// TensorFlow's intra-op pool has no such switch in the C API: it is made once per process,
+/// sized by the first session loaded (see README, "cortex.yaml").
 ///
 /// Both defaults keep a run on its calling thread: concurrent requests still run in
 /// parallel, each on its own thread, and no run pays for thread hand-offs. On this
@@ -186,6 +194,7 @@ pub(crate) fn config_proto(intra: Option<u32>, inter: Option<u32>) -> Vec<u8> {
     ConfigProto {
         intra_op_parallelism_threads: intra.map_or(1, clamp),
         inter_op_parallelism_threads: inter.map_or(-1, clamp),
+        use_per_session_threads: inter.is_some_and(|n| n > 0),
     }
     .encode_to_vec()
 }
@@ -196,7 +205,11 @@ mod tests {
 
     #[test]
     fn config_proto_matches_the_probe_bytes() {
-        assert_eq!(config_proto(Some(1), Some(1)), vec![0x10, 1, 0x28, 1]);
+        assert_eq!(
+            config_proto(Some(1), Some(1)),
+            vec![0x10, 1, 0x28, 1, 0x48, 1],
+            "n inter-op threads: a pool of the session's own (field 9)"
+        );
         // Default: one intra-op thread, inter_op_parallelism_threads = -1 (ops run in the
         // caller's thread).
         let default = ConfigProto::decode(config_proto(None, None).as_slice()).unwrap();
