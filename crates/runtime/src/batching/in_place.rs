@@ -4,7 +4,8 @@
 //! [queues](Batcher::queue_in_place) its inputs, yields to the runtime so that the other
 //! requests it has read can queue theirs, and then, if nobody has taken its inputs yet, runs
 //! everything queued as one batch, right there on its own thread, and hands every member its
-//! rows. A lone request at light load runs alone after one yield. Under load a batch holds
+//! rows. A request with no other in flight skips the yield and runs at once
+//! ([`InPlace::has_company`]). Under load a batch holds
 //! what arrived during the previous runs, so batches grow with the load, and no request ever
 //! waits for a timer or for a thread to wake up and take it.
 //!
@@ -12,7 +13,7 @@
 //! rows took 16 µs against 11 µs for one row (with one intra-op thread, soma's default),
 //! while handing a request to a batch thread and back costs two thread wake-ups (~30 µs
 //! each on a small VM). Only models whose runs are quick take this path
-//! ([`crate::Servable::batches_in_place`]): a long run would hold the async thread.
+//! ([`crate::Servable::may_answer_now`]): a long run would hold the async thread.
 //!
 //! These requests batch among themselves: blocking callers (Python handlers, slow models)
 //! form their batches in [`Batcher::run`], from a separate queue.
