@@ -51,7 +51,7 @@ use soma_grpc_proto::grpc::health::v1::health_server::HealthServer;
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
 use soma_metrics::Registry;
-use soma_runtime::ModelHub;
+use soma_runtime::{ConcurrencyLimit, ModelHub};
 use tokio::net::{TcpListener, UnixListener};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -77,8 +77,9 @@ pub struct GrpcOptions {
     /// live as long as their clients keep them.
     pub max_connection_age: Option<Duration>,
     /// At most this many inference RPCs are processed at once; the others wait (TF
-    /// Serving's `--grpc_max_threads`). `None`: no limit.
-    pub max_concurrent: Option<usize>,
+    /// Serving's `--grpc_max_threads`). `None`: no limit. Servers given clones of one
+    /// limit share it.
+    pub max_concurrent: Option<ConcurrencyLimit>,
     /// Also serve `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`).
     pub health_service: bool,
 }
@@ -126,7 +127,8 @@ impl From<UnixListener> for GrpcListener {
 
 /// Serves the hub's models over gRPC on `listener` until `shutdown` resolves; in-flight
 /// requests are allowed to finish. Each call is its own server: serving a TCP port and a
-/// Unix socket takes two calls, each with its own `max_concurrent` permits.
+/// Unix socket takes two calls (with clones of one `options`, they share
+/// `max_concurrent`).
 pub async fn serve(
     hub: Arc<dyn ModelHub>,
     listener: impl Into<GrpcListener>,
@@ -138,9 +140,7 @@ pub async fn serve(
         hub: Arc::clone(&hub),
         max_response_bytes: limit,
         metrics: options.metrics,
-        limit: options
-            .max_concurrent
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
+        limit: options.max_concurrent,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -16,7 +16,7 @@ use soma_grpc_proto::tensorflow::serving::{
     prediction_service_server::PredictionService,
 };
 use soma_metrics::{Entrypoint, Registry};
-use soma_runtime::{ModelHub, Servable};
+use soma_runtime::{ConcurrencyLimit, ModelHub, Servable};
 use tonic::{Request, Response, Status};
 
 use crate::examples::{self, CLASSIFY_METHOD, REGRESS_METHOD};
@@ -64,7 +64,7 @@ pub(crate) struct Predictions {
     pub(crate) max_response_bytes: usize,
     pub(crate) metrics: Registry,
     /// Permits for [`GrpcOptions::max_concurrent`](crate::GrpcOptions::max_concurrent).
-    pub(crate) limit: Option<Arc<tokio::sync::Semaphore>>,
+    pub(crate) limit: Option<ConcurrencyLimit>,
 }
 
 impl std::fmt::Debug for Predictions {
@@ -90,7 +90,7 @@ impl Predictions {
         let started = std::time::Instant::now();
         // Held until the RPC's work is done (or the client gives up on it).
         let _permit = match &self.limit {
-            Some(limit) => Some(limit.acquire().await.expect("never closed")),
+            Some(limit) => Some(limit.acquire().await),
             None => None,
         };
         let result = call.await;

@@ -3,7 +3,8 @@
 //! made meanwhile answers at once even though the runtime has only two worker threads.
 //! A quick model under `auto` batching batches requests in place, each with its own rows.
 //! Stopping the server lets running requests finish; a request that panics fails alone.
-//! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait.
+//! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait, across every
+//! server it is given to.
 
 mod common;
 
@@ -21,7 +22,7 @@ use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionS
 use soma_grpc_proto::tensorflow::serving::{
     GetModelStatusRequest, ModelSpec, PredictRequest, PredictResponse,
 };
-use soma_runtime::{ModelHub, ModelSet, Servable, StaticHub};
+use soma_runtime::{ConcurrencyLimit, ModelHub, ModelSet, Servable, StaticHub};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -203,7 +204,7 @@ async fn predictions_run_in_parallel_off_the_async_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_makes_extra_requests_wait_for_a_permit() {
     let options = GrpcOptions {
-        max_concurrent: Some(4),
+        max_concurrent: Some(ConcurrencyLimit::new(4)),
         ..GrpcOptions::default()
     };
     let (url, stop, server) = serve_with(vec![echo_model(RUN_TIME).0], options).await;
@@ -223,6 +224,39 @@ async fn max_concurrent_makes_extra_requests_wait_for_a_permit() {
     );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// One limit given to two servers (as `soma tfserving` gives its port and its Unix socket)
+/// is one limit: 4 predictions on each, 4 permits in all, take two waves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_given_one_limit_share_its_permits() {
+    let options = GrpcOptions {
+        max_concurrent: Some(ConcurrencyLimit::new(4)),
+        ..GrpcOptions::default()
+    };
+    let (url_a, stop_a, server_a) = serve_with(vec![echo_model(RUN_TIME).0], options.clone()).await;
+    let (url_b, stop_b, server_b) = serve_with(vec![echo_model(RUN_TIME).0], options).await;
+    let (a, b) = (connect(&url_a).await, connect(&url_b).await);
+    let started = Instant::now();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let channel = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(echo(channel, i))
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    let took = started.elapsed();
+    // With a limit of its own per server, all eight would finish together in about RUN_TIME.
+    assert!(
+        took >= RUN_TIME * 2 && took < RUN_TIME * 4,
+        "8 predictions of {RUN_TIME:?} over two servers sharing 4 permits took {took:?}"
+    );
+    for (stop, server) in [(stop_a, server_a), (stop_b, server_b)] {
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

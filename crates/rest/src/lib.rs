@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use soma_core::ErrorKind;
 use soma_metrics::{Entrypoint, Registry};
-use soma_runtime::{ModelHub, VersionSelector};
+use soma_runtime::{ConcurrencyLimit, ModelHub, VersionSelector};
 
 use crate::error::{RestError, json_response};
 use crate::path::Route;
@@ -59,7 +59,7 @@ pub struct RestOptions {
     pub prometheus_path: Option<String>,
     /// At most this many inference requests are processed at once; the others wait, within
     /// their timeout (TF Serving's `--rest_api_num_threads`). `None`: no limit.
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: Option<ConcurrencyLimit>,
 }
 
 impl Default for RestOptions {
@@ -76,21 +76,12 @@ impl Default for RestOptions {
 
 struct Rest {
     hub: Arc<dyn ModelHub>,
-    /// Permits for [`RestOptions::max_concurrent`].
-    limit: Option<Arc<tokio::sync::Semaphore>>,
     options: RestOptions,
 }
 
 impl Rest {
     fn new(hub: Arc<dyn ModelHub>, options: RestOptions) -> Arc<Rest> {
-        let limit = options
-            .max_concurrent
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
-        Arc::new(Rest {
-            hub,
-            limit,
-            options,
-        })
+        Arc::new(Rest { hub, options })
     }
 }
 
@@ -212,15 +203,12 @@ async fn infer(
     let servable = rest.hub.servable(model, version)?;
     let deadline = std::time::Instant::now() + rest.options.timeout;
     // Held until the prediction ends (moved into the blocking task if there is one).
-    let permit = match &rest.limit {
+    let permit = match &rest.options.max_concurrent {
         None => None,
-        Some(limit) => {
-            let acquire = Arc::clone(limit).acquire_owned();
-            match tokio::time::timeout_at(deadline.into(), acquire).await {
-                Ok(permit) => Some(permit.expect("the semaphore is never closed")),
-                Err(_) => return Err(timed_out(rest.options.timeout)),
-            }
-        }
+        Some(limit) => match tokio::time::timeout_at(deadline.into(), limit.acquire()).await {
+            Ok(permit) => Some(permit),
+            Err(_) => return Err(timed_out(rest.options.timeout)),
+        },
     };
     // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
     // the work to another thread and back would.

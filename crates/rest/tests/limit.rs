@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use soma_core::runner::{ModelRunner, RunError};
 use soma_core::{DType, SignatureDef, Tensor, TensorInfo};
 use soma_rest::{RestOptions, router};
-use soma_runtime::{ModelHub, ModelSet, Servable, StaticHub};
+use soma_runtime::{ConcurrencyLimit, ModelHub, ModelSet, Servable, StaticHub};
 use soma_testkit::http;
 
 const RUN_TIME: Duration = Duration::from_millis(300);
@@ -84,7 +84,7 @@ async fn requests_beyond_the_limit_wait_within_their_timeout() {
     );
 
     let limited = RestOptions {
-        max_concurrent: Some(2),
+        max_concurrent: Some(ConcurrencyLimit::new(2)),
         ..RestOptions::default()
     };
     let addr = serve(limited).await;
@@ -98,7 +98,7 @@ async fn requests_beyond_the_limit_wait_within_their_timeout() {
     // One permit and a timeout of 1.5 runs: the first request answers, the second starts
     // after it and runs past its deadline, the third times out waiting for the permit.
     let strict = RestOptions {
-        max_concurrent: Some(1),
+        max_concurrent: Some(ConcurrencyLimit::new(1)),
         timeout: RUN_TIME * 3 / 2,
         ..RestOptions::default()
     };

@@ -11,10 +11,12 @@
 //! * [`hub`]: what the TF Serving REST/gRPC front ends need from the owner of the live
 //!   model set ([`ModelHub`]), with version states and policies as TF Serving names them.
 //! * [`RecordedWarmup`]: replaying the warm-up requests a version was saved with.
+//! * [`ConcurrencyLimit`]: how many inference requests the servers process at once.
 
 pub mod batching;
 mod error;
 pub mod hub;
+mod limit;
 mod model_set;
 mod run_clock;
 mod servable;
@@ -23,6 +25,7 @@ mod warmup;
 
 pub use error::RuntimeError;
 pub use hub::{ModelHub, ServableState, StaticHub, VersionPolicy, VersionSelector, VersionStatus};
+pub use limit::ConcurrencyLimit;
 pub use model_set::{ModelSet, SINGLE_MODEL_NAME};
 pub use servable::{Prediction, QUICK_RUN, QueuedPrediction, Servable};
 pub use signature::{choose_signature, warmup_inputs};

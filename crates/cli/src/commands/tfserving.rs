@@ -14,7 +14,7 @@ use soma_grpc::warmup::TfServingWarmup;
 use soma_rest::RestOptions;
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
-use soma_runtime::{ModelHub, RecordedWarmup};
+use soma_runtime::{ConcurrencyLimit, ModelHub, RecordedWarmup};
 use soma_serving::{
     ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
     parse_monitoring_config,
@@ -293,7 +293,9 @@ impl Settings {
             grpc_port: args.port,
             grpc_socket: args.grpc_socket_path.map(|p| cwd.join(p)),
             grpc: GrpcOptions {
-                max_concurrent: (args.grpc_max_threads > 0).then_some(args.grpc_max_threads),
+                // One limit for every gRPC listener (port and Unix socket).
+                max_concurrent: (args.grpc_max_threads > 0)
+                    .then(|| ConcurrencyLimit::new(args.grpc_max_threads)),
                 health_service: args.enable_grpc_healthcheck_service,
                 ..grpc_options(&args.grpc_channel_arguments)?
             },
@@ -433,7 +435,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         let options = RestOptions {
             timeout: settings.rest_timeout,
             prometheus_path: settings.prometheus_path.clone(),
-            max_concurrent: settings.rest_max_concurrent,
+            max_concurrent: settings.rest_max_concurrent.map(ConcurrencyLimit::new),
             body_limit: 256 * 1024 * 1024,
             metrics,
         };
@@ -602,7 +604,7 @@ mod tests {
             retries.unwrap().load_retries,
             (0, Duration::from_millis(250))
         );
-        assert_eq!(defaults.grpc.max_concurrent, None);
+        assert!(defaults.grpc.max_concurrent.is_none());
 
         let pools = parse(&[
             "--model_base_path=/m",
@@ -617,7 +619,14 @@ mod tests {
             (Some(3), Some(1))
         );
         assert_eq!(pools.rest_max_concurrent, Some(16));
-        assert_eq!(pools.grpc.max_concurrent, Some(8));
+        assert_eq!(
+            pools
+                .grpc
+                .max_concurrent
+                .as_ref()
+                .map(ConcurrencyLimit::size),
+            Some(8)
+        );
         assert!(!pools.grpc.health_service);
         let health = parse(&["--model_base_path=/m", "--enable_grpc_healthcheck_service"]);
         assert!(health.unwrap().grpc.health_service);
