@@ -9,6 +9,9 @@
 //! every member its rows. Later arrivals wait as *followers*; when a leader leaves requests
 //! behind (incompatible shapes, a full batch), it promotes the oldest to lead the next batch.
 //!
+//! Requests that REST and gRPC answer on their async threads (quick models, a window that
+//! never waits) batch there instead, without blocking: see [`InPlace`] (`in_place.rs`).
+//!
 //! Requests are merged only if every input has the same dims but the first (or, with
 //! `pad_variable_length_inputs`, the same rank); others run in their own batch. A request
 //! with scalar inputs, or larger than `max_batch_size`, runs alone. If the model's outputs
