@@ -153,6 +153,18 @@ async fn predict(channel: Channel, model: &str, x: f32) -> Result<PredictRespons
         .map(tonic::Response::into_inner)
 }
 
+/// Sends `n` echo predictions at once, spread over `channels`; how long until all answered.
+async fn echo_all(channels: &[Channel], n: usize) -> Duration {
+    let started = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(echo(channels[i % channels.len()].clone(), i)))
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    started.elapsed()
+}
+
 fn spec() -> Option<ModelSpec> {
     Some(ModelSpec {
         name: "slow".into(),
@@ -208,15 +220,7 @@ async fn max_concurrent_makes_extra_requests_wait_for_a_permit() {
         ..GrpcOptions::default()
     };
     let (url, stop, server) = serve_with(vec![echo_model(RUN_TIME).0], options).await;
-    let channel = connect(&url).await;
-    let started = Instant::now();
-    let calls: Vec<_> = (0..8)
-        .map(|i| tokio::spawn(echo(channel.clone(), i)))
-        .collect();
-    for call in calls {
-        call.await.unwrap();
-    }
-    let took = started.elapsed();
+    let took = echo_all(&[connect(&url).await], 8).await;
     // Without the limit all eight finish together in about RUN_TIME (the test above).
     assert!(
         took >= RUN_TIME * 2 && took < RUN_TIME * 4,
@@ -236,18 +240,7 @@ async fn servers_given_one_limit_share_its_permits() {
     };
     let (url_a, stop_a, server_a) = serve_with(vec![echo_model(RUN_TIME).0], options.clone()).await;
     let (url_b, stop_b, server_b) = serve_with(vec![echo_model(RUN_TIME).0], options).await;
-    let (a, b) = (connect(&url_a).await, connect(&url_b).await);
-    let started = Instant::now();
-    let calls: Vec<_> = (0..8)
-        .map(|i| {
-            let channel = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(echo(channel, i))
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap();
-    }
-    let took = started.elapsed();
+    let took = echo_all(&[connect(&url_a).await, connect(&url_b).await], 8).await;
     // With a limit of its own per server, all eight would finish together in about RUN_TIME.
     assert!(
         took >= RUN_TIME * 2 && took < RUN_TIME * 4,

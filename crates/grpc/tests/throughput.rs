@@ -3,19 +3,17 @@
 //!
 //!   cargo test --release -p soma-grpc --test throughput -- --ignored --nocapture
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use soma_core::{ModelLocation, Tensor};
+use soma_core::Tensor;
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::tensor_into_content_proto;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use soma_models::{ModelEntry, ModelOptions};
-use soma_repository::Validator;
-use soma_runtime::{ModelHub, ModelSet, StaticHub};
-use soma_testkit::fixtures;
-use tokio::net::TcpListener;
+use soma_runtime::ModelSet;
 use tonic::transport::Channel;
 
 const RUN: Duration = Duration::from_secs(3);
@@ -24,28 +22,11 @@ const RUN: Duration = Duration::from_secs(3);
 #[ignore = "a measurement; run in release mode with --ignored --nocapture"]
 async fn grpc_predict_throughput() {
     let cache = tempfile::tempdir().unwrap();
-    let options = ModelOptions {
-        tensorflow_lib: None,
-        cache_dir: cache.path().to_path_buf(),
-        metrics: None,
-        warmup: None,
-    };
     let set = Arc::new(ModelSet::new("bench", false));
     for name in ["iris", "mlp1024"] {
-        let entry = ModelEntry::new(name, ModelLocation::Local(fixtures().join(name)));
-        soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
-            .await
-            .unwrap();
+        common::load_fixture(&set, name, cache.path()).await;
     }
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(soma_grpc::serve(
-        hub,
-        listener,
-        GrpcOptions::default(),
-        std::future::pending(),
-    ));
+    let url = common::serve_set_at(set, GrpcOptions::default()).await;
 
     for (model, width) in [("iris", 4), ("mlp1024", 1024)] {
         let x = Tensor::from_slice(vec![1, width], &vec![0.5f32; width]).unwrap();

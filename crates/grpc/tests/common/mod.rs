@@ -30,8 +30,8 @@ pub fn vector_signatures() -> BTreeMap<String, SignatureDef> {
     BTreeMap::from([("serving_default".to_string(), signature)])
 }
 
-/// Serves `set` with `options` on a free port until the test ends; a channel to it.
-pub async fn serve_set(set: Arc<ModelSet>, options: GrpcOptions) -> Channel {
+/// Serves `set` with `options` on a free port until the test ends; its URL.
+pub async fn serve_set_at(set: Arc<ModelSet>, options: GrpcOptions) -> String {
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -41,18 +41,29 @@ pub async fn serve_set(set: Arc<ModelSet>, options: GrpcOptions) -> Channel {
         options,
         std::future::pending(),
     ));
+    url
+}
+
+/// [`serve_set_at`], and a channel to it.
+pub async fn serve_set(set: Arc<ModelSet>, options: GrpcOptions) -> Channel {
+    let url = serve_set_at(set, options).await;
     Channel::from_shared(url).unwrap().connect().await.unwrap()
 }
 
 /// Loads the iris fixture (every version, real TensorFlow) into `set` as model `iris`.
 pub async fn load_iris(set: &ModelSet, cache: &Path) {
+    load_fixture(set, "iris", cache).await;
+}
+
+/// Loads the fixture model `name` (every version, real TensorFlow) into `set`.
+pub async fn load_fixture(set: &ModelSet, name: &str, cache: &Path) {
     let options = ModelOptions {
         tensorflow_lib: None,
         cache_dir: cache.to_path_buf(),
         metrics: None,
         warmup: None,
     };
-    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris")));
+    let entry = ModelEntry::new(name, ModelLocation::Local(fixtures().join(name)));
     soma_models::load_entry(set, &entry, Validator::TensorFlow, &options)
         .await
         .unwrap();
