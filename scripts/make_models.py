@@ -227,10 +227,11 @@ def run_case(fn, inputs):
     return {"inputs": inputs, "outputs": outputs}
 
 
-def expected_for(version_dir, cases_by_sig):
+def expected_for(version_dir, cases_by_sig, tags=None):
     """cases_by_sig: {signature: [inputs dict, ...]} or None for all signatures
-    using the same cases given under key '*'."""
-    loaded = tf.saved_model.load(version_dir)
+    using the same cases given under key '*'. tags: the MetaGraph to load (None: the
+    only one)."""
+    loaded = tf.saved_model.load(version_dir, tags=tags)
     out = {}
     sigs = sorted(loaded.signatures.keys())
     for sig in sigs:
@@ -242,6 +243,22 @@ def expected_for(version_dir, cases_by_sig):
     if missing:
         raise RuntimeError(f"{version_dir}: signatures {sorted(missing)} not found (have {sigs})")
     return out
+
+
+def retag(version_dir, tags):
+    """Replaces the tags of the SavedModel's only MetaGraph (what an export for another
+    device, e.g. {serve, gpu}, looks like to a loader)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(version_dir, "saved_model.pb")
+    sm = saved_model_pb2.SavedModel()
+    with open(pb, "rb") as f:
+        sm.ParseFromString(f.read())
+    assert len(sm.meta_graphs) == 1, pb
+    del sm.meta_graphs[0].meta_info_def.tags[:]
+    sm.meta_graphs[0].meta_info_def.tags.extend(tags)
+    with open(pb, "wb") as f:
+        f.write(sm.SerializeToString())
 
 
 def write_json(path, obj):
@@ -411,6 +428,14 @@ def build(tmp):
                {"1": expected_for(P("iris_plain"), {"*": IRIS_CASES})})
     log("iris_plain")
 
+    # iris_serve_gpu: iris/1 tagged {serve, gpu} ----------------------------
+    d = P("iris_serve_gpu", "1")
+    shutil.copytree(P("iris", "1"), d)
+    retag(d, ["serve", "gpu"])
+    write_json(P("iris_serve_gpu.expected.json"),
+               {"1": expected_for(d, {"*": IRIS_CASES}, tags=["serve", "gpu"])})
+    log("iris_serve_gpu/1")
+
     # multi_io --------------------------------------------------------------
     seed(300)
     m = MultiIO()
@@ -515,6 +540,9 @@ def manifest(tmp):
         "expected": "iris_plain.expected.json",
         "notes": "same kind of model as iris, own weights",
     })
+    versioned("iris_serve_gpu", "iris/1 with its one MetaGraph tagged {serve, gpu} instead of "
+              "{serve}: loads only when asked for exactly those tags (TF Serving's "
+              "--saved_model_tags=serve,gpu)")
     versioned("multi_io", "tf.Module; several named inputs/outputs incl. int64 beyond 2^53, "
               "strings (one input not UTF-8), int32 output")
     versioned("all_dtypes", "tf.Module; identity per dtype (in_<dtype> -> out_<dtype>) for "

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use soma_testkit::{copy_dir, fixtures, free_port, http, repo_root, run_python};
+use soma_testkit::{copy_dir, expected_cases, fixtures, free_port, http, repo_root, run_python};
 
 use common::{version_states, wait_until};
 
@@ -158,6 +158,75 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     );
     let (_, latest) = get(&server, "/v1/models/iris/metadata");
     assert_eq!(latest["model_spec"]["version"], "2");
+}
+
+#[test]
+fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("iris");
+    copy_dir(&fixtures().join("iris_serve_gpu/1"), &repo.join("1"));
+    let base = format!("--model_base_path={}", repo.display());
+
+    // Its only MetaGraph is tagged {serve, gpu}: with the default `serve` nothing loads, and
+    // the process stops (as TF Serving does) saying which tags the model has.
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .args(["tfserving", "--rest_api_port=0", "--port=0", &base])
+        .env("SOMA_CACHE_DIR", tmp.path().join("a"))
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the MetaGraphs in it are tagged {gpu, serve}"),
+        "{stderr}"
+    );
+
+    let server = start(
+        &[
+            "--model_name=iris",
+            &base,
+            "--saved_model_tags=serve,gpu",
+            "--file_system_poll_wait_seconds=1",
+        ],
+        &tmp.path().join("b"),
+    );
+    let case = &expected_cases(&fixtures().join("iris_serve_gpu"))[0];
+    let row: [f32; 4] = serde_json::from_value(case.inputs["x"][0].clone()).unwrap();
+    let want: Vec<f64> = case.outputs["output_0"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let got = iris_scores(&server, row);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() < 1e-6,
+            "{got:?} vs Python TensorFlow's {want:?}"
+        );
+    }
+
+    // A new version tagged only `serve` fails with the tags it has; version 1 keeps serving.
+    copy_dir(&fixtures().join("iris/2"), &tmp.path().join("staging"));
+    std::fs::rename(tmp.path().join("staging"), repo.join("2")).unwrap();
+    wait_for(&server, "version 2 to fail", |s| {
+        versions(s, "iris").contains(&("2".into(), "END".into()))
+    });
+    let (_, status) = get(&server, "/v1/models/iris/versions/2");
+    let failed = &status["model_version_status"][0]["status"];
+    assert_eq!(failed["error_code"], "NOT_FOUND", "{status}");
+    let message = failed["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("the MetaGraphs in it are tagged {serve}"),
+        "{message}"
+    );
+    assert_eq!(
+        versions(&server, "iris"),
+        [("1".into(), "AVAILABLE".into()), ("2".into(), "END".into())]
+    );
+    assert_eq!(iris_scores(&server, row), got);
 }
 
 /// Warm-up files written by TensorFlow and the official TF Serving messages.

@@ -15,17 +15,27 @@ pub struct TfRunner {
 }
 
 impl TfRunner {
-    /// Loads the SavedModel in `dir` with the `serve` tag.
+    /// Loads the MetaGraph tagged `serve` of the SavedModel in `dir`.
     pub fn load(
         tf: &Arc<TensorFlow>,
         dir: &Path,
+        threads: ThreadPools,
+    ) -> Result<TfRunner, TfError> {
+        TfRunner::load_tagged(tf, dir, &["serve"], threads)
+    }
+
+    /// Loads the MetaGraph whose tag set is `tags` (TF Serving's `--saved_model_tags`).
+    pub fn load_tagged(
+        tf: &Arc<TensorFlow>,
+        dir: &Path,
+        tags: &[&str],
         threads: ThreadPools,
     ) -> Result<TfRunner, TfError> {
         let options = SessionOptions {
             intra_op_threads: threads.intra_op,
             inter_op_threads: threads.inter_op,
         };
-        let model = SavedModel::load(tf, dir, &["serve"], &options)?;
+        let model = SavedModel::load(tf, dir, tags, &options)?;
         let prepared = model
             .signatures()
             .keys()

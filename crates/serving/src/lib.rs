@@ -67,6 +67,9 @@ pub struct ManagerOptions {
     pub poll_interval: Duration,
     /// Thread pools of models added through [`ModelHub::reload`](soma_runtime::ModelHub::reload).
     pub threads: ThreadPools,
+    /// The tag set of the MetaGraph loaded from every version (TF Serving's
+    /// `--saved_model_tags`; `serve` by default).
+    pub saved_model_tags: Vec<String>,
     /// TF Serving's `--allow_version_labels_for_unavailable_models`.
     pub allow_labels_for_unavailable: bool,
     pub s3: S3Settings,
@@ -94,6 +97,7 @@ impl ManagerOptions {
             cache_dir,
             poll_interval: Duration::from_secs(1),
             threads: ThreadPools::default(),
+            saved_model_tags: vec!["serve".to_string()],
             allow_labels_for_unavailable: false,
             s3: S3Settings::default(),
             metrics: None,

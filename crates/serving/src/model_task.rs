@@ -367,7 +367,12 @@ fn load_blocking(
     let failed = |e: RuntimeError| (e.kind(), e.to_string());
     let tf = TensorFlow::global(options.tensorflow_lib.as_deref())
         .map_err(|e| (e.kind(), e.to_string()))?;
-    let runner = soma_models::TfRunner::load(&tf, &dir, spec.threads)
+    let tags: Vec<&str> = options
+        .saved_model_tags
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let runner = soma_models::TfRunner::load_tagged(&tf, &dir, &tags, spec.threads)
         .map_err(|e| (e.kind(), e.to_string()))?;
     let mut key = spec.signature_key.clone();
     if key.is_none() && spec.any_signature {

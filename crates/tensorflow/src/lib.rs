@@ -37,5 +37,5 @@ mod tensor;
 
 pub use error::TfError;
 pub use library::{TensorFlow, locate};
-pub use proto::read_signatures;
+pub use proto::{read_signatures, read_tag_sets};
 pub use session::{PreparedSignature, SavedModel, SessionOptions};

@@ -103,6 +103,26 @@ pub fn read_signatures(saved_model_pb: &[u8]) -> Result<BTreeMap<String, Signatu
     Ok(signatures(serve).runnable)
 }
 
+/// The tag set of each MetaGraph in a `saved_model.pb`, each sorted, in file order.
+pub fn read_tag_sets(saved_model_pb: &[u8]) -> Result<Vec<Vec<String>>, TfError> {
+    let model = SavedModelProto::decode(saved_model_pb)
+        .map_err(|e| TfError::Proto(format!("saved_model.pb is not a SavedModel: {e}")))?;
+    Ok(model
+        .meta_graphs
+        .iter()
+        .map(|m| {
+            let mut tags = m
+                .meta_info_def
+                .as_ref()
+                .map(|i| i.tags.clone())
+                .unwrap_or_default();
+            tags.sort();
+            tags.dedup();
+            tags
+        })
+        .collect())
+}
+
 /// Decodes a serialized MetaGraphDef (as returned by `TF_LoadSessionFromSavedModel`).
 pub(crate) fn meta_graph_signatures(bytes: &[u8]) -> Result<Signatures, TfError> {
     let meta = MetaGraphDef::decode(bytes).map_err(|e| TfError::Proto(e.to_string()))?;

@@ -111,8 +111,32 @@ impl Output {
     }
 }
 
+/// The tag sets of `dir`'s MetaGraphs, spelled `{a, b}` and joined, when none of them is
+/// `tags`; `None` when one is, or when `saved_model.pb` cannot be read (TensorFlow's own
+/// message then says what is wrong).
+fn unmatched_tags(dir: &Path, tags: &[&str]) -> Option<String> {
+    let bytes = std::fs::read(dir.join("saved_model.pb")).ok()?;
+    let sets = crate::read_tag_sets(&bytes).ok()?;
+    let mut wanted: Vec<&str> = tags.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if sets
+        .iter()
+        .any(|set| set.iter().map(String::as_str).eq(wanted.iter().copied()))
+    {
+        return None;
+    }
+    let spelled: Vec<String> = sets
+        .iter()
+        .map(|set| format!("{{{}}}", set.join(", ")))
+        .collect();
+    Some(spelled.join(" and "))
+}
+
 impl SavedModel {
-    /// Loads the MetaGraph tagged `tags` (soma uses `serve`) from `dir`.
+    /// Loads the MetaGraph whose tags are exactly `tags`, as a set (`serve` unless the
+    /// user asks for others), from `dir`. When no MetaGraph has those tags, the error lists
+    /// the tag sets the SavedModel does have.
     pub fn load(
         tf: &Arc<TensorFlow>,
         dir: &Path,
@@ -171,6 +195,10 @@ impl SavedModel {
             if let Some((code, message)) = failed {
                 (api.delete_buffer)(meta);
                 (api.delete_graph)(graph);
+                let message = match unmatched_tags(dir, tags) {
+                    Some(have) => format!("{message} (the MetaGraphs in it are tagged {have})"),
+                    None => message,
+                };
                 return Err(load_error(code, message));
             }
             // The MetaGraphDef buffer is ours to free (a known leak in other bindings).

@@ -153,6 +153,40 @@ fn a_keras_model_saved_with_tf_saved_model_save_loads_but_cannot_run() {
 }
 
 #[test]
+fn a_metagraph_loads_only_when_asked_for_by_its_exact_tag_set() {
+    let dir = version_dir("iris_serve_gpu", 1);
+    let options = SessionOptions::default();
+
+    // `serve` alone is a subset of {serve, gpu}: TensorFlow wants the set itself.
+    let err = load(&dir).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("iris_serve_gpu/1"), "{message}");
+    assert!(
+        message.contains("the MetaGraphs in it are tagged {gpu, serve}"),
+        "{message}"
+    );
+
+    // Order and repeats do not matter; the outputs are Python TensorFlow's.
+    let model = SavedModel::load(&tf(), &dir, &["gpu", "serve", "gpu"], &options).unwrap();
+    let cases = expected_cases(&fixtures().join("iris_serve_gpu"));
+    assert!(!cases.is_empty());
+    for case in cases {
+        let outputs = run_json(&model, &case.signature, &case.inputs).unwrap();
+        assert_outputs_match(&outputs, &case.outputs, "iris_serve_gpu");
+    }
+
+    // A model that has the set asked for says nothing about tags when it fails otherwise.
+    let err = load(&fixtures().join("invalid/not_a_model/1")).unwrap_err();
+    assert!(!err.to_string().contains("tagged"), "{err}");
+    let bytes = std::fs::read(dir.join("saved_model.pb")).unwrap();
+    assert_eq!(
+        soma_tensorflow::read_tag_sets(&bytes).unwrap(),
+        [["gpu", "serve"]]
+    );
+}
+
+#[test]
 fn broken_models_fail_to_load_with_the_path_and_reason() {
     let err = load(&fixtures().join("invalid/not_a_model/1")).unwrap_err();
     assert!(err.to_string().contains("invalid/not_a_model/1"), "{err}");

@@ -81,6 +81,15 @@ pub(crate) struct Args {
     )]
     file_system_poll_wait_seconds: u64,
 
+    /// The tags of the MetaGraph to load from each SavedModel, comma-separated; a MetaGraph
+    /// is loaded when its tag set is exactly this one.
+    #[arg(
+        long = "saved_model_tags",
+        default_value = "serve",
+        value_name = "TAGS"
+    )]
+    saved_model_tags: String,
+
     /// TensorFlow intra-op threads per model; 0 lets soma/TensorFlow choose.
     #[arg(
         long = "tensorflow_intra_op_parallelism",
@@ -185,10 +194,6 @@ const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
         "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
     ),
     (
-        "--saved_model_tags",
-        "soma loads the MetaGraph tagged 'serve', TF Serving's default",
-    ),
-    (
         "--enable_per_model_batching_parameters",
         "--batching_parameters_file applies to every model",
     ),
@@ -237,6 +242,8 @@ pub(crate) struct Settings {
     pub(crate) warmup_iterations: Option<u32>,
     /// Where the REST port also serves the Prometheus metrics (--monitoring_config_file).
     pub(crate) prometheus_path: Option<String>,
+    /// --saved_model_tags, split.
+    pub(crate) saved_model_tags: Vec<String>,
 }
 
 /// "Never again" for a poll interval of 0 (tokio intervals need a finite period).
@@ -287,6 +294,7 @@ impl Settings {
                  REST port: give --rest_api_port"
             );
         }
+        let saved_model_tags = split_tags(&args.saved_model_tags)?;
         let nonzero = |n: u32| (n > 0).then_some(n);
         let both_pools = nonzero(args.tensorflow_session_parallelism);
         Ok(Settings {
@@ -327,8 +335,22 @@ impl Settings {
                 .enable_model_warmup
                 .then_some(args.num_request_iterations_for_warmup),
             prometheus_path,
+            saved_model_tags,
         })
     }
+}
+
+/// `--saved_model_tags serve,gpu` → `["serve", "gpu"]`. An empty tag is refused rather than
+/// dropped: `serve,` is more likely a typo than a wish.
+fn split_tags(flag: &str) -> anyhow::Result<Vec<String>> {
+    let tags: Vec<String> = flag.split(',').map(|t| t.trim().to_string()).collect();
+    if tags.iter().any(String::is_empty) {
+        anyhow::bail!(
+            "--saved_model_tags '{flag}' has an empty tag: give the MetaGraph's tags separated \
+             by commas, e.g. serve or serve,gpu"
+        );
+    }
+    Ok(tags)
 }
 
 /// Binds `path`, replacing a socket left there by an earlier run (but no other file).
@@ -386,6 +408,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         load_retries: settings.load_retries.0,
         load_retry_interval: settings.load_retries.1,
         threads: settings.threads,
+        saved_model_tags: settings.saved_model_tags.clone(),
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
         metrics: Some(metrics.clone()),
         batching,
@@ -641,6 +664,19 @@ mod tests {
         );
         let zero = warmup(&["--num_request_iterations_for_warmup=0"]).unwrap_err();
         assert!(zero.contains("0 is not in 1.."), "{zero}");
+
+        assert_eq!(defaults.saved_model_tags, ["serve"]);
+        let tags = |flag: &str| parse(&["--model_base_path=/m", flag]).map(|s| s.saved_model_tags);
+        assert_eq!(
+            tags("--saved_model_tags=serve, gpu").unwrap(),
+            ["serve", "gpu"]
+        );
+        let empty = tags("--saved_model_tags=serve,").unwrap_err();
+        assert!(
+            empty.starts_with("--saved_model_tags 'serve,' has an empty tag"),
+            "{empty}"
+        );
+        assert!(tags("--saved_model_tags=").is_err());
     }
 
     #[test]
