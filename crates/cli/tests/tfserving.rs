@@ -662,3 +662,87 @@ fn auto_batching_merges_concurrent_rest_requests_and_gives_each_its_own_row() {
         CLIENTS * EACH
     );
 }
+
+/// A model's batched runs (`soma_batch_size_count`).
+fn batches_of(server: &Server, model: &str) -> f64 {
+    let text = http(&server.addr, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("soma_batch_size_count") && l.contains(&format!("model_name=\"{model}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn per_model_batching_parameters_come_from_each_version_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (batched, plain) = (tmp.path().join("batched"), tmp.path().join("plain"));
+    copy_dir(&fixtures().join("iris/1"), &batched.join("1"));
+    copy_dir(&fixtures().join("iris/1"), &plain.join("1"));
+    std::fs::write(
+        batched.join("1/batching_params.pbtxt"),
+        // A window, so even one request at a time runs as a (recorded) batch.
+        "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n\
+             config {{ name: 'batched' base_path: '{}' }}\n\
+             config {{ name: 'plain' base_path: '{}' }}\n}}\n",
+            batched.display(),
+            plain.display()
+        ),
+    )
+    .unwrap();
+    let server = start(
+        &[
+            &format!("--model_config_file={}", config.display()),
+            "--enable_batching",
+            "--enable_per_model_batching_parameters",
+            "--file_system_poll_wait_seconds=1",
+        ],
+        &tmp.path().join("cache"),
+    );
+    for _ in 0..3 {
+        assert_eq!(predict(&server, "batched").0, 200);
+        assert_eq!(predict(&server, "plain").0, 200);
+    }
+    assert_eq!(batches_of(&server, "batched"), 3.0);
+    assert_eq!(
+        batches_of(&server, "plain"),
+        0.0,
+        "a version without the file"
+    );
+
+    // A version whose file does not parse fails to load, naming the file; 1 keeps serving.
+    copy_dir(&fixtures().join("iris/2"), &tmp.path().join("staging"));
+    std::fs::write(
+        tmp.path().join("staging/batching_params.pbtxt"),
+        "max_batch_size { value: 16 }\nbatch_timeout: 5\n",
+    )
+    .unwrap();
+    std::fs::rename(tmp.path().join("staging"), batched.join("2")).unwrap();
+    wait_for(&server, "version 2 to fail", |s| {
+        versions(s, "batched").contains(&("2".into(), "END".into()))
+    });
+    let (_, status) = get(&server, "/v1/models/batched/versions/2");
+    let failed = &status["model_version_status"][0]["status"];
+    assert_eq!(failed["error_code"], "INVALID_ARGUMENT", "{status}");
+    let message = failed["error_message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("2/batching_params.pbtxt: line 2, column 1: unknown field 'batch_timeout'"),
+        "{message}"
+    );
+    assert_eq!(predict(&server, "batched").0, 200);
+    assert_eq!(
+        versions(&server, "batched"),
+        [("1".into(), "AVAILABLE".into()), ("2".into(), "END".into())]
+    );
+}

@@ -78,6 +78,10 @@ pub struct ManagerOptions {
     /// Server-side batching of models added through
     /// [`ModelHub::reload`](soma_runtime::ModelHub::reload) (TF Serving's `--enable_batching`).
     pub batching: Option<BatchOptions>,
+    /// TF Serving's `--enable_per_model_batching_parameters`: with `batching` on, each
+    /// version is batched by the `batching_params.pbtxt` in its folder instead, and a version
+    /// without that file is not batched.
+    pub per_model_batching: bool,
     /// Replays the warm-up requests a version was saved with before it serves (TF Serving's
     /// `--enable_model_warmup`); versions without any, or all versions if `None`, are warmed
     /// up with one zero-valued run instead.
@@ -102,6 +106,7 @@ impl ManagerOptions {
             s3: S3Settings::default(),
             metrics: None,
             batching: None,
+            per_model_batching: false,
             warmup: None,
             load_retries: 5,
             load_retry_interval: Duration::from_secs(60),

@@ -4,7 +4,7 @@
 //! loads of the same model never race; requests only read the shared [`ModelState`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use soma_core::ErrorKind;
 use soma_repository::{
     DiscoveredModel, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher,
 };
+use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{RuntimeError, Servable, ServableState};
 use soma_tensorflow::TensorFlow;
@@ -396,10 +397,79 @@ fn load_blocking(
     if let Some(records) = recorded {
         tracing::info!(model = %spec.servable_name, version, records, "warm-up requests replayed");
     }
-    match &spec.batching {
+    let batching = match &spec.batching {
+        Some(_) if options.per_model_batching => version_batching(&dir)?,
+        common => common.clone(),
+    };
+    match batching {
         Some(batching) => servable
-            .with_batching(batching.clone(), options.metrics.clone())
+            .with_batching(batching, options.metrics.clone())
             .map_err(failed),
         None => Ok(servable),
+    }
+}
+
+/// The file in a version's folder that holds its own batching parameters (TF Serving's
+/// name, read with `--enable_per_model_batching_parameters`).
+const VERSION_BATCHING_FILE: &str = "batching_params.pbtxt";
+
+/// A version's own batching parameters; `None` (not batched) without the file. A file that
+/// does not parse fails the load, naming the file, line and column.
+fn version_batching(dir: &Path) -> Result<Option<BatchOptions>, (ErrorKind, String)> {
+    let path = dir.join(VERSION_BATCHING_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err((
+                ErrorKind::FailedPrecondition,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    crate::parse_batching_parameters(&text)
+        .map(Some)
+        .map_err(|e| {
+            (
+                ErrorKind::InvalidArgument,
+                format!("{}: {e}", path.display()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use soma_runtime::batching::BatchWindow;
+
+    use super::*;
+
+    #[test]
+    fn a_version_without_its_own_batching_file_is_not_batched() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(version_batching(dir.path()), Ok(None));
+
+        std::fs::write(
+            dir.path().join(VERSION_BATCHING_FILE),
+            "max_batch_size { value: 8 }\nbatch_timeout_micros: auto\n",
+        )
+        .unwrap();
+        let options = version_batching(dir.path()).unwrap().unwrap();
+        assert_eq!(options.max_batch_size, 8);
+        assert_eq!(options.window, BatchWindow::Auto);
+
+        std::fs::write(
+            dir.path().join(VERSION_BATCHING_FILE),
+            "max_batch_size { value: 8 }\nmax_batch_sizes: 3\n",
+        )
+        .unwrap();
+        let (kind, message) = version_batching(dir.path()).unwrap_err();
+        assert_eq!(kind, ErrorKind::InvalidArgument);
+        assert!(
+            message.starts_with(&format!(
+                "{}: line 2, column 1: unknown field 'max_batch_sizes'",
+                dir.path().join(VERSION_BATCHING_FILE).display()
+            )),
+            "{message}"
+        );
     }
 }

@@ -137,6 +137,13 @@ pub(crate) struct Args {
     #[arg(long = "batching_parameters_file", value_name = "FILE")]
     batching_parameters_file: Option<PathBuf>,
 
+    /// With --enable_batching: batch each version by the `batching_params.pbtxt` in its
+    /// folder; versions without one are not batched.
+    #[arg(long = "enable_per_model_batching_parameters", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    enable_per_model_batching_parameters: bool,
+
     /// A text-proto `MonitoringConfig`: `prometheus_config { enable: true path: "..." }`
     /// also serves the Prometheus metrics on that path of the REST port.
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
@@ -193,10 +200,6 @@ const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
         "--per_process_gpu_memory_fraction",
         "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
     ),
-    (
-        "--enable_per_model_batching_parameters",
-        "--batching_parameters_file applies to every model",
-    ),
 ];
 
 /// A specific message for a TF Serving flag in [`UNSUPPORTED_FLAGS`], where clap would only
@@ -242,6 +245,8 @@ pub(crate) struct Settings {
     pub(crate) warmup_iterations: Option<u32>,
     /// Where the REST port also serves the Prometheus metrics (--monitoring_config_file).
     pub(crate) prometheus_path: Option<String>,
+    /// --enable_per_model_batching_parameters.
+    pub(crate) per_model_batching: bool,
     /// --saved_model_tags, split.
     pub(crate) saved_model_tags: Vec<String>,
 }
@@ -283,6 +288,9 @@ impl Settings {
         };
         if args.batching_parameters_file.is_some() && !args.enable_batching {
             anyhow::bail!("--batching_parameters_file needs --enable_batching");
+        }
+        if args.enable_per_model_batching_parameters && !args.enable_batching {
+            anyhow::bail!("--enable_per_model_batching_parameters needs --enable_batching");
         }
         let prometheus_path = match &args.monitoring_config_file {
             None => None,
@@ -331,6 +339,7 @@ impl Settings {
             batching: args
                 .enable_batching
                 .then_some(args.batching_parameters_file),
+            per_model_batching: args.enable_per_model_batching_parameters,
             warmup_iterations: args
                 .enable_model_warmup
                 .then_some(args.num_request_iterations_for_warmup),
@@ -412,6 +421,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
         metrics: Some(metrics.clone()),
         batching,
+        per_model_batching: settings.per_model_batching,
         warmup: settings
             .warmup_iterations
             .map(|iterations| Arc::new(TfServingWarmup { iterations }) as Arc<dyn RecordedWarmup>),
@@ -605,7 +615,14 @@ mod tests {
         assert_eq!(s.threads.intra_op, Some(2));
         assert_eq!(s.threads.inter_op, None);
         assert_eq!(s.batching, Some(None));
+        assert!(!s.per_model_batching);
         assert!(s.allow_labels_for_unavailable);
+        let per_model = parse(&[
+            "--model_base_path=/m",
+            "--enable_batching",
+            "--enable_per_model_batching_parameters",
+        ]);
+        assert!(per_model.unwrap().per_model_batching);
 
         let defaults = parse(&["--model_base_path=s3://bucket/m"]).unwrap();
         assert_eq!(defaults.grpc_port, 8500);
@@ -767,6 +784,14 @@ mod tests {
         assert_eq!(
             parse(&["--model_base_path=/m", "--batching_parameters_file=/b"]).unwrap_err(),
             "--batching_parameters_file needs --enable_batching"
+        );
+        assert_eq!(
+            parse(&[
+                "--model_base_path=/m",
+                "--enable_per_model_batching_parameters"
+            ])
+            .unwrap_err(),
+            "--enable_per_model_batching_parameters needs --enable_batching"
         );
     }
 
