@@ -419,6 +419,10 @@ request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]
 response = predictions.Predict(request, timeout=30)
 out["iris_version"] = response.model_spec.version.value
 out["iris_outputs"] = sorted(response.outputs.keys())
+# The same request compressed, as a client sending large tensors would.
+for name, algorithm in (("gzip", grpc.Compression.Gzip), ("deflate", grpc.Compression.Deflate)):
+    zipped = predictions.Predict(request, timeout=30, compression=algorithm)
+    out[name] = list(zipped.outputs["output_0"].float_val) == list(response.outputs["output_0"].float_val)
 
 meta = get_model_metadata_pb2.GetModelMetadataRequest()
 meta.model_spec.name = "iris"
@@ -471,6 +475,10 @@ fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
     let out: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(out["iris_version"], 10, "latest is the numerically highest");
     assert_eq!(out["iris_outputs"], serde_json::json!(["output_0"]));
+    assert_eq!(
+        (&out["gzip"], &out["deflate"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
     assert_eq!(
         out["metadata_type"],
         "type.googleapis.com/tensorflow.serving.SignatureDefMap"

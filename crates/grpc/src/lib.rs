@@ -24,6 +24,9 @@
 //!   a request over it gets RESOURCE_EXHAUSTED, as from a C++ gRPC server, and so does a
 //!   prediction whose response would be over it (checked before sending, with a message
 //!   that names the limit).
+//! * Compression: requests compressed with gzip or deflate (`grpc-encoding`) are accepted,
+//!   as a C++ gRPC server accepts them, and held to the same size limit once inflated.
+//!   Responses are sent uncompressed (gRPC's server default; TF Serving sets no other).
 //! * `health`: `grpc.health.v1.Health` if [`GrpcOptions::health_service`], SERVING once
 //!   every model has an AVAILABLE version.
 //! * [`warmup`]: replays a version's recorded warm-up requests (TF Serving's
@@ -53,6 +56,7 @@ use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionS
 use soma_metrics::Registry;
 use soma_runtime::{ConcurrencyLimit, ModelHub};
 use tokio::net::{TcpListener, UnixListener};
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -143,7 +147,9 @@ pub async fn serve(
         limit: options.max_concurrent,
     })
     .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    .max_encoding_message_size(limit)
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Deflate);
     let health = options.health_service.then(|| {
         HealthServer::new(health::HealthService {
             hub: Arc::clone(&hub),
@@ -151,7 +157,9 @@ pub async fn serve(
     });
     let models = ModelServiceServer::new(service::Models { hub })
         .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+        .max_encoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate);
     let mut server = Server::builder()
         .http2_keepalive_interval(options.keepalive_interval)
         .http2_keepalive_timeout(options.keepalive_timeout);

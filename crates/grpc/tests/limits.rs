@@ -14,6 +14,7 @@ use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionS
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use soma_runtime::{ModelSet, Servable};
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 
 const LIMIT: usize = 1 << 20;
 
@@ -96,4 +97,35 @@ async fn oversized_requests_and_responses_are_resource_exhausted() {
         LIMIT / 64 * 4,
         "every value comes back"
     );
+}
+
+#[tokio::test]
+async fn compressed_requests_are_inflated_and_held_to_the_limit() {
+    let set = Arc::new(ModelSet::new("limits", false));
+    set.insert(Arc::new(repeat_model()));
+    let options = GrpcOptions {
+        max_message_bytes: LIMIT,
+        ..GrpcOptions::default()
+    };
+    let channel = common::serve_set(set, options).await;
+    let plain = PredictionServiceClient::new(channel.clone())
+        .predict(request(1000))
+        .await
+        .unwrap()
+        .into_inner();
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Deflate] {
+        let mut client = PredictionServiceClient::new(channel.clone())
+            .send_compressed(encoding)
+            .max_decoding_message_size(usize::MAX);
+        let answer = client.predict(request(1000)).await.unwrap().into_inner();
+        assert_eq!(answer, plain, "{encoding:?}");
+
+        // Ones compress to almost nothing: the limit is on what they inflate to.
+        let err = client.predict(request(LIMIT / 4)).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{encoding:?}: {err:?}");
+        assert!(
+            err.message().contains("size limit") && err.message().contains("decompressing"),
+            "{err:?}"
+        );
+    }
 }

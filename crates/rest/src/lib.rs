@@ -23,6 +23,7 @@
 //! prediction.
 
 mod classify;
+mod encoding;
 pub mod error;
 mod path;
 mod predict;
@@ -34,14 +35,15 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use soma_core::ErrorKind;
 use soma_metrics::{Entrypoint, Registry};
 use soma_runtime::{ConcurrencyLimit, ModelHub, VersionSelector};
 
+use crate::encoding::BodyEncoding;
 use crate::error::{RestError, json_response};
 use crate::path::Route;
 
@@ -126,13 +128,14 @@ pub fn router(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
         .with_state(Rest::new(hub, options))
 }
 
-async fn any_case_v1(state: State<Arc<Rest>>, method: Method, uri: Uri, body: Body) -> Response {
-    if uri
+async fn any_case_v1(state: State<Arc<Rest>>, request: Request) -> Response {
+    if request
+        .uri()
         .path()
         .get(..4)
         .is_some_and(|p| p.eq_ignore_ascii_case("/v1/"))
     {
-        dispatch(state, method, uri, body).await
+        dispatch(state, request).await
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
@@ -162,14 +165,23 @@ async fn ready(State(rest): State<Arc<Rest>>) -> Response {
     json_response(code, format!("{{\"ready\":{ready}}}"))
 }
 
-async fn dispatch(State(rest): State<Arc<Rest>>, method: Method, uri: Uri, body: Body) -> Response {
-    match handle(&rest, &method, uri.path(), body).await {
+async fn dispatch(State(rest): State<Arc<Rest>>, request: Request) -> Response {
+    // The request taken apart, not extracted piece by piece: extracting the headers would
+    // copy them.
+    let (parts, body) = request.into_parts();
+    match handle(&rest, &parts.method, parts.uri.path(), &parts.headers, body).await {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(rest: &Rest, method: &Method, path: &str, body: Body) -> Result<String, RestError> {
+async fn handle(
+    rest: &Rest,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<String, RestError> {
     match path::parse(method, path)? {
         Route::Status { model, version } => {
             let versions = rest.hub.status(&model, version.as_ref())?;
@@ -185,7 +197,10 @@ async fn handle(rest: &Rest, method: &Method, path: &str, body: Body) -> Result<
             method,
         } => {
             let started = Instant::now();
-            let result = infer(rest, &model, &version, method, body).await;
+            let result = match BodyEncoding::of(headers) {
+                Ok(encoding) => infer(rest, &model, &version, method, body, encoding).await,
+                Err(e) => Err(e),
+            };
             record(rest, &model, method, &result, started);
             result
         }
@@ -198,8 +213,23 @@ async fn infer(
     version: &VersionSelector,
     method: path::Method,
     body: Body,
+    encoding: BodyEncoding,
 ) -> Result<String, RestError> {
-    let body = read_body(body, rest.options.body_limit).await?;
+    let limit = rest.options.body_limit;
+    let body = read_body(body, limit).await?;
+    let body = if encoding == BodyEncoding::Identity || body.len() <= INLINE_BODY_LIMIT {
+        encoding.decode(body, limit)?
+    } else {
+        // Inflating megabytes takes milliseconds: not on an async thread.
+        tokio::task::spawn_blocking(move || encoding.decode(body, limit))
+            .await
+            .map_err(|join| {
+                RestError::new(
+                    ErrorKind::Internal,
+                    format!("the decompression task failed: {join}"),
+                )
+            })??
+    };
     let servable = rest.hub.servable(model, version)?;
     let deadline = std::time::Instant::now() + rest.options.timeout;
     // Held until the prediction ends (moved into the blocking task if there is one).

@@ -449,6 +449,81 @@ fn predict_errors_are_tf_servings() {
     );
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn post_encoded(path: &str, encoding: &str, body: &[u8]) -> HttpResponse {
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", encoding),
+    ];
+    http(&server().addr, "POST", path, &headers, body).unwrap()
+}
+
+#[test]
+fn gzip_request_bodies_are_inflated_as_tf_serving_does() {
+    let iris = "/v1/models/iris:predict";
+    // Large enough to be inflated off the async threads, too.
+    for rows in [1, 4000] {
+        // Rows that differ, so that gzip cannot shrink them to nothing.
+        let row = |i: usize| {
+            let v = |k: usize| (i * 7919 + k * 104_729) % 100_003;
+            format!("[{}e-4, {}e-4, {}e-4, {}e-4]", v(1), v(2), v(3), v(4))
+        };
+        let body = format!(
+            "{{\"instances\": [{}]}}",
+            (0..rows).map(row).collect::<Vec<_>>().join(",")
+        );
+        let plain = post(iris, &body);
+        assert_eq!(plain.status, 200, "{}", plain.text());
+        let compressed = gzip(body.as_bytes());
+        assert_eq!(compressed.len() > 16 * 1024, rows > 1);
+        let zipped = post_encoded(iris, "gzip", &compressed);
+        assert_eq!((zipped.status, zipped.text()), (200, plain.text()));
+    }
+    let classify = post_encoded(
+        "/v1/models/iris:classify",
+        "gzip",
+        &gzip(br#"{"examples": [{"x": [1, 2, 3, 4]}]}"#),
+    );
+    assert_eq!(
+        classify.status, 400,
+        "reached the signature check, inflated"
+    );
+    assert!(
+        classify.text().contains("method_name"),
+        "{}",
+        classify.text()
+    );
+
+    // The limit (1 MiB here) holds for the inflated body: a bomb is refused, not inflated.
+    let bomb = gzip(format!("{{\"instances\": [{}]}}", " ".repeat(4 << 20)).as_bytes());
+    assert!(bomb.len() < 16 * 1024);
+    let response = post_encoded(iris, "gzip", &bomb);
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert!(
+        response
+            .text()
+            .contains("larger than the limit of 1048576 bytes once decompressed"),
+        "{}",
+        response.text()
+    );
+    assert_error(
+        post_encoded(iris, "gzip", b"{\"instances\": [[1,2,3,4]]}"),
+        400,
+        "cannot decompress the gzip request body: invalid gzip header",
+    );
+    assert_error(
+        post_encoded(iris, "br", b"..."),
+        415,
+        "Content-Encoding 'br' is not supported: send the body as is, or compressed with gzip",
+    );
+}
+
 #[test]
 fn health_and_metrics() {
     let live = get("/v2/health/live");
