@@ -62,6 +62,10 @@ pub struct RestOptions {
     /// At most this many inference requests are processed at once; the others wait, within
     /// their timeout (TF Serving's `--rest_api_num_threads`). `None`: no limit.
     pub max_concurrent: Option<ConcurrencyLimit>,
+    /// Let web pages of any origin call the API (TF Serving's
+    /// `--rest_api_enable_cors_support`): CORS headers on every answer, and preflight
+    /// `OPTIONS` requests answered.
+    pub cors: bool,
 }
 
 impl Default for RestOptions {
@@ -72,6 +76,7 @@ impl Default for RestOptions {
             metrics: Registry::new(),
             prometheus_path: None,
             max_concurrent: None,
+            cors: false,
         }
     }
 }
@@ -123,9 +128,26 @@ pub fn router(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
         let metrics = options.metrics.clone();
         routes = routes.route(path, get(move || async move { prometheus(&metrics) }));
     }
-    routes
+    let cors = options.cors;
+    let router = routes
         .fallback(any_case_v1)
-        .with_state(Rest::new(hub, options))
+        .with_state(Rest::new(hub, options));
+    if cors {
+        router.layer(cors_layer())
+    } else {
+        router
+    }
+}
+
+/// Any origin may call the API from a browser, with the headers a prediction needs; no
+/// credentials (the API has no cookies or authentication of its own).
+fn cors_layer() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{Any, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
+        .max_age(Duration::from_secs(24 * 3600))
 }
 
 async fn any_case_v1(state: State<Arc<Rest>>, request: Request) -> Response {

@@ -570,6 +570,69 @@ async fn an_empty_hub_is_not_ready() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_when_asked_for_and_not_otherwise() {
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(Arc::new(ModelSet::new("x", false))));
+    let options = RestOptions {
+        cors: true,
+        ..RestOptions::default()
+    };
+    let app = router(hub, options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (preflight, answer, closed) = tokio::task::spawn_blocking(move || {
+        let origin = ("Origin", "https://app.example.com");
+        let preflight = http(
+            &addr,
+            "OPTIONS",
+            "/v1/models/iris:predict",
+            &[
+                origin,
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "content-type,content-encoding",
+                ),
+            ],
+            b"",
+        )
+        .unwrap();
+        let answer = http(&addr, "POST", "/v1/models/iris:predict", &[origin], b"{}").unwrap();
+        // The shared server of the other tests runs without CORS.
+        let closed = http(
+            &server().addr,
+            "POST",
+            "/v1/models/iris:predict",
+            &[origin],
+            br#"{"instances": [[1, 2, 3, 4]]}"#,
+        )
+        .unwrap();
+        (preflight, answer, closed)
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(preflight.status, 200);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    let methods = preflight.header("access-control-allow-methods").unwrap();
+    assert!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
+    let headers = preflight.header("access-control-allow-headers").unwrap();
+    assert!(
+        headers.contains("content-type") && headers.contains("content-encoding"),
+        "{headers}"
+    );
+    // Errors carry the header too, so that a page can read them.
+    assert_eq!(answer.status, 404, "{}", answer.text());
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+
+    assert_eq!(closed.status, 200);
+    assert_eq!(closed.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_prediction_times_out_with_504() {
     let cache = tempfile::tempdir().unwrap();
     let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));

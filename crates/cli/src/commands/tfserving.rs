@@ -44,6 +44,12 @@ pub(crate) struct Args {
     #[arg(long = "rest_api_port", default_value_t = 0, value_name = "PORT")]
     rest_api_port: u16,
 
+    /// Answer CORS preflights and add CORS headers, so that web pages of any origin can
+    /// call the REST API.
+    #[arg(long = "rest_api_enable_cors_support", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    rest_api_enable_cors_support: bool,
+
     /// Milliseconds a REST request may take before it fails with 504.
     #[arg(
         long = "rest_api_timeout_in_ms",
@@ -228,6 +234,8 @@ pub(crate) struct Settings {
     pub(crate) grpc: GrpcOptions,
     pub(crate) rest_port: Option<u16>,
     pub(crate) rest_timeout: Duration,
+    /// --rest_api_enable_cors_support.
+    pub(crate) rest_cors: bool,
     /// --rest_api_num_threads: at most this many REST inference requests at once.
     pub(crate) rest_max_concurrent: Option<usize>,
     pub(crate) models: Vec<ModelConfig>,
@@ -317,6 +325,7 @@ impl Settings {
             },
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
             rest_timeout: Duration::from_millis(args.rest_api_timeout_in_ms),
+            rest_cors: args.rest_api_enable_cors_support,
             rest_max_concurrent: (args.rest_api_num_threads > 0)
                 .then_some(args.rest_api_num_threads),
             models,
@@ -471,6 +480,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             max_concurrent: settings.rest_max_concurrent.map(ConcurrencyLimit::new),
             body_limit: 256 * 1024 * 1024,
             metrics,
+            cors: settings.rest_cors,
         };
         let app = soma_rest::router(Arc::clone(&manager) as Arc<dyn ModelHub>, options);
         let addr = SocketAddr::from(([0, 0, 0, 0], rest_port));
@@ -634,6 +644,12 @@ mod tests {
         assert_eq!(defaults.batching, None);
         assert_eq!(defaults.warmup_iterations, Some(1));
         assert_eq!(defaults.rest_max_concurrent, None);
+        assert!(!defaults.rest_cors);
+        let cors = parse(&[
+            "--model_base_path=/m",
+            "--rest_api_enable_cors_support=true",
+        ]);
+        assert!(cors.unwrap().rest_cors);
         assert_eq!(defaults.load_retries, (5, Duration::from_secs(60)));
         let retries = parse(&[
             "--model_base_path=/m",
