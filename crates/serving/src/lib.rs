@@ -54,7 +54,7 @@ use soma_core::runner::ThreadPools;
 use soma_repository::S3Settings;
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
-use soma_runtime::{ModelSet, RecordedWarmup};
+use soma_runtime::{ConcurrencyLimit, ModelSet, RecordedWarmup};
 
 /// Settings shared by every model of a manager.
 #[derive(Debug, Clone)]
@@ -92,6 +92,10 @@ pub struct ManagerOptions {
     pub load_retries: u32,
     /// The wait between those tries (TF Serving's `--load_retry_interval_micros`).
     pub load_retry_interval: Duration,
+    /// At most this many versions load (TensorFlow's load and the warm-up) at once, over
+    /// every model, so that loading leaves CPU to the requests being served (TF Serving's
+    /// `--num_load_threads`). `None`: every model loads as soon as it can.
+    pub load_limit: Option<ConcurrencyLimit>,
 }
 
 impl ManagerOptions {
@@ -110,6 +114,7 @@ impl ManagerOptions {
             warmup: None,
             load_retries: 5,
             load_retry_interval: Duration::from_secs(60),
+            load_limit: None,
         }
     }
 }

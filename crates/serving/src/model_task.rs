@@ -310,9 +310,17 @@ impl ModelTask {
         let dir = self.fetch(&model, version).await?;
         let spec = self.spec.clone();
         let options = self.options.clone();
-        tokio::task::spawn_blocking(move || load_blocking(&options, &spec, version, dir))
-            .await
-            .map_err(|e| failed(ErrorKind::Internal, &e))?
+        // Fetching is I/O and not limited; loading and warming up take the CPU.
+        let permit = match &options.load_limit {
+            Some(limit) => Some(limit.acquire().await),
+            None => None,
+        };
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            load_blocking(&options, &spec, version, dir)
+        })
+        .await
+        .map_err(|e| failed(ErrorKind::Internal, &e))?
     }
 
     fn unload(&self, version: i64) {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use soma_repository::S3Settings;
 use soma_runtime::hub::ModelConfig;
-use soma_runtime::{ModelHub, ModelSet, ServableState, VersionPolicy, VersionSelector};
+use soma_runtime::{
+    ConcurrencyLimit, ModelHub, ModelSet, ServableState, VersionPolicy, VersionSelector,
+};
 use soma_serving::{ManagedModel, ManagerOptions, ModelManager};
 use soma_testkit::{MotoServer, copy_dir, fixtures};
 
@@ -155,6 +157,44 @@ async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old(
     assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
     assert!(ok.load(Ordering::Relaxed) > 10);
     assert_eq!(*versions_seen.lock().unwrap(), BTreeSet::from([1, 2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_load_within_the_load_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = ConcurrencyLimit::new(1);
+    let manager = Arc::new(ModelManager::new(ManagerOptions {
+        load_limit: Some(limit.clone()),
+        ..options(&tmp.path().join("cache"))
+    }));
+    // The test holds the only permit (clones share them): nothing may load meanwhile.
+    let held = limit.acquire().await;
+    let reload = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        let configs = vec![
+            config("iris", &fixtures().join("iris"), VersionPolicy::All),
+            config(
+                "plain",
+                &fixtures().join("iris_plain"),
+                VersionPolicy::Latest(1),
+            ),
+        ];
+        async move { manager.reload(configs).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(latest(&*manager, "iris"), None);
+    assert_eq!(latest(&*manager, "plain"), None);
+    assert!(!reload.is_finished());
+
+    drop(held);
+    reload.await.unwrap().unwrap();
+    assert_eq!(latest(&*manager, "iris"), Some(10));
+    assert_eq!(latest(&*manager, "plain"), Some(1));
+    assert!(
+        states(&*manager, "iris")
+            .iter()
+            .all(|(_, s)| *s == ServableState::Available)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

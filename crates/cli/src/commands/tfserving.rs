@@ -155,6 +155,16 @@ pub(crate) struct Args {
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
     monitoring_config_file: Option<PathBuf>,
 
+    /// At most N model versions load (TensorFlow's load and the warm-up) at once, over
+    /// every model; 0: no limit.
+    #[arg(long = "num_load_threads", default_value_t = 0, value_name = "N")]
+    num_load_threads: usize,
+
+    /// Accepted for compatibility: soma frees a version when its last request ends, with no
+    /// thread pool to size.
+    #[arg(long = "num_unload_threads", default_value_t = 0, value_name = "N")]
+    num_unload_threads: usize,
+
     /// How often fetching a version is retried when storage or the disk fails in a way that
     /// may pass (a broken model is not retried).
     #[arg(long = "max_num_load_retries", default_value_t = 5, value_name = "N")]
@@ -242,6 +252,8 @@ pub(crate) struct Settings {
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) config_file_poll: Option<Duration>,
     pub(crate) fs_poll: Duration,
+    /// --num_load_threads: at most this many versions load at once.
+    pub(crate) load_limit: Option<usize>,
     /// --max_num_load_retries and --load_retry_interval_micros.
     pub(crate) load_retries: (u32, Duration),
     pub(crate) threads: ThreadPools,
@@ -311,6 +323,12 @@ impl Settings {
             );
         }
         let saved_model_tags = split_tags(&args.saved_model_tags)?;
+        if args.num_unload_threads > 0 {
+            tracing::info!(
+                "--num_unload_threads has no effect in soma: a version is freed when its last \
+                 request ends, on no thread pool"
+            );
+        }
         let nonzero = |n: u32| (n > 0).then_some(n);
         let both_pools = nonzero(args.tensorflow_session_parallelism);
         Ok(Settings {
@@ -332,6 +350,7 @@ impl Settings {
             config_file: args.model_config_file,
             config_file_poll: (args.model_config_file_poll_wait_seconds > 0)
                 .then(|| Duration::from_secs(args.model_config_file_poll_wait_seconds)),
+            load_limit: (args.num_load_threads > 0).then_some(args.num_load_threads),
             load_retries: (
                 args.max_num_load_retries,
                 Duration::from_micros(args.load_retry_interval_micros),
@@ -425,6 +444,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         poll_interval: settings.fs_poll,
         load_retries: settings.load_retries.0,
         load_retry_interval: settings.load_retries.1,
+        load_limit: settings.load_limit.map(ConcurrencyLimit::new),
         threads: settings.threads,
         saved_model_tags: settings.saved_model_tags.clone(),
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
@@ -651,6 +671,13 @@ mod tests {
         ]);
         assert!(cors.unwrap().rest_cors);
         assert_eq!(defaults.load_retries, (5, Duration::from_secs(60)));
+        assert_eq!(defaults.load_limit, None);
+        let loads = parse(&[
+            "--model_base_path=/m",
+            "--num_load_threads=2",
+            "--num_unload_threads=2",
+        ]);
+        assert_eq!(loads.unwrap().load_limit, Some(2));
         let retries = parse(&[
             "--model_base_path=/m",
             "--max_num_load_retries=0",
