@@ -239,7 +239,7 @@ async fn infer(
 ) -> Result<String, RestError> {
     let limit = rest.options.body_limit;
     let body = read_body(body, limit).await?;
-    let body = if encoding == BodyEncoding::Identity || body.len() <= INLINE_BODY_LIMIT {
+    let body = if encoding == BodyEncoding::Identity || body.len() <= INLINE_GZIP_LIMIT {
         encoding.decode(body, limit)?
     } else {
         // Inflating megabytes takes milliseconds: not on an async thread.
@@ -302,6 +302,11 @@ fn timed_out(timeout: Duration) -> RestError {
 /// Requests up to this size on a [quick](soma_runtime::Servable::runs_quickly) model are
 /// answered on the async thread that read them (JSON parsing is ~1 µs per 100 bytes).
 const INLINE_BODY_LIMIT: usize = 16 * 1024;
+
+/// Gzip bodies up to this size are inflated on the async thread that read them. Deflate
+/// expands at most ~1,000×, so this bounds the work to about a megabyte (a millisecond),
+/// where a 16 KiB body could hold a bomb of 16 MB.
+const INLINE_GZIP_LIMIT: usize = 1024;
 
 async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
     match axum::body::to_bytes(body, limit).await {
