@@ -94,6 +94,14 @@ fn versions(server: &Server, model: &str) -> Vec<(String, String)> {
     version_states(&get(server, &format!("/v1/models/{model}")).1)
 }
 
+/// A version's status error: (`error_code`, `error_message`).
+fn version_error(server: &Server, model: &str, version: i64) -> (String, String) {
+    let (_, status) = get(server, &format!("/v1/models/{model}/versions/{version}"));
+    let error = &status["model_version_status"][0]["status"];
+    let text = |field: &str| error[field].as_str().unwrap_or_default().to_string();
+    (text("error_code"), text("error_message"))
+}
+
 #[test]
 fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,11 +155,8 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok > 10, "only {ok} requests");
 
-    let (_, status) = get(&server, "/v1/models/iris/versions/3");
-    let broken = &status["model_version_status"][0];
-    assert_eq!(broken["state"], "END");
-    assert_eq!(broken["status"]["error_code"], "FAILED_PRECONDITION");
-    let message = broken["status"]["error_message"].as_str().unwrap();
+    let (code, message) = version_error(&server, "iris", 3);
+    assert_eq!(code, "FAILED_PRECONDITION");
     assert!(
         message.contains("failed its warm-up prediction"),
         "{message}"
@@ -214,10 +219,8 @@ fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_ar
     wait_for(&server, "version 2 to fail", |s| {
         versions(s, "iris").contains(&("2".into(), "END".into()))
     });
-    let (_, status) = get(&server, "/v1/models/iris/versions/2");
-    let failed = &status["model_version_status"][0]["status"];
-    assert_eq!(failed["error_code"], "NOT_FOUND", "{status}");
-    let message = failed["error_message"].as_str().unwrap();
+    let (code, message) = version_error(&server, "iris", 2);
+    assert_eq!(code, "NOT_FOUND", "{message}");
     assert!(
         message.contains("the MetaGraphs in it are tagged {serve}"),
         "{message}"
@@ -273,11 +276,7 @@ fn recorded_warmup_requests_gate_new_versions() {
     assert_eq!(predict(&server, "iris").0, 200);
     let (_, latest) = get(&server, "/v1/models/iris/metadata");
     assert_eq!(latest["model_spec"]["version"], "1");
-    let (_, status) = get(&server, "/v1/models/iris/versions/2");
-    let message = status["model_version_status"][0]["status"]["error_message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, message) = version_error(&server, "iris", 2);
     assert!(
         message.contains("tf_serving_warmup_requests: record 2 failed") && message.contains("nope"),
         "{message}"
@@ -739,10 +738,8 @@ fn per_model_batching_parameters_come_from_each_version_folder() {
     wait_for(&server, "version 2 to fail", |s| {
         versions(s, "batched").contains(&("2".into(), "END".into()))
     });
-    let (_, status) = get(&server, "/v1/models/batched/versions/2");
-    let failed = &status["model_version_status"][0]["status"];
-    assert_eq!(failed["error_code"], "INVALID_ARGUMENT", "{status}");
-    let message = failed["error_message"].as_str().unwrap();
+    let (code, message) = version_error(&server, "batched", 2);
+    assert_eq!(code, "INVALID_ARGUMENT", "{message}");
     assert!(
         message
             .contains("2/batching_params.pbtxt: line 2, column 1: unknown field 'batch_timeout'"),

@@ -15,6 +15,7 @@ use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use soma_runtime::{ModelSet, Servable};
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
 
 const LIMIT: usize = 1 << 20;
 
@@ -58,15 +59,20 @@ fn request(elements: usize) -> PredictRequest {
     }
 }
 
-#[tokio::test]
-async fn oversized_requests_and_responses_are_resource_exhausted() {
+/// A server of the repeat model with messages limited to [`LIMIT`].
+async fn serve_repeat() -> Channel {
     let set = Arc::new(ModelSet::new("limits", false));
     set.insert(Arc::new(repeat_model()));
     let options = GrpcOptions {
         max_message_bytes: LIMIT,
         ..GrpcOptions::default()
     };
-    let channel = common::serve_set(set, options).await;
+    common::serve_set(set, options).await
+}
+
+#[tokio::test]
+async fn oversized_requests_and_responses_are_resource_exhausted() {
+    let channel = serve_repeat().await;
     let mut client = PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX);
 
     // 4 bytes per float: LIMIT / 4 floats is just over the limit once framed.
@@ -101,13 +107,7 @@ async fn oversized_requests_and_responses_are_resource_exhausted() {
 
 #[tokio::test]
 async fn compressed_requests_are_inflated_and_held_to_the_limit() {
-    let set = Arc::new(ModelSet::new("limits", false));
-    set.insert(Arc::new(repeat_model()));
-    let options = GrpcOptions {
-        max_message_bytes: LIMIT,
-        ..GrpcOptions::default()
-    };
-    let channel = common::serve_set(set, options).await;
+    let channel = serve_repeat().await;
     let plain = PredictionServiceClient::new(channel.clone())
         .predict(request(1000))
         .await

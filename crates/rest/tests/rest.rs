@@ -502,7 +502,11 @@ fn gzip_request_bodies_are_inflated_as_tf_serving_does() {
 
     // The limit (1 MiB here) holds for the inflated body: a bomb is refused, not inflated.
     let bomb = gzip(format!("{{\"instances\": [{}]}}", " ".repeat(4 << 20)).as_bytes());
-    assert!(bomb.len() > 1024 && bomb.len() < 16 * 1024, "{}", bomb.len());
+    assert!(
+        bomb.len() > 1024 && bomb.len() < 16 * 1024,
+        "{}",
+        bomb.len()
+    );
     let response = post_encoded(iris, "gzip", &bomb);
     assert_eq!(response.status, 413, "{}", response.text());
     assert!(
