@@ -354,6 +354,29 @@ fn config_file_mode_reloads_the_file() {
 }
 
 #[test]
+fn version_prints_the_server_and_the_tensorflow_library() {
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .args(["tfserving", "--version"])
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(
+        lines[0],
+        format!("TensorFlow ModelServer: soma {}", env!("CARGO_PKG_VERSION"))
+    );
+    // The wheel's library, as setup.sh pins it (2.x).
+    assert!(lines[1].starts_with("TensorFlow Library: 2."), "{stdout}");
+}
+
+#[test]
 fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_soma"))
         .args([

@@ -25,6 +25,10 @@ use crate::GlobalArgs;
 /// TF Serving's model server flags (the common ones; anything else is rejected).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Args {
+    /// Print the version of soma and of the TensorFlow library, and exit.
+    #[arg(long = "version", default_value_t = false)]
+    version: bool,
+
     /// gRPC port (TF Serving's default 8500).
     #[arg(long = "port", default_value_t = 8500, value_name = "PORT")]
     port: u16,
@@ -306,6 +310,12 @@ impl Settings {
                 })
                 .collect(),
         };
+        if args.port != 0 && args.port == args.rest_api_port {
+            anyhow::bail!(
+                "--port and --rest_api_port are both {}: gRPC and REST need a port each",
+                args.port
+            );
+        }
         if args.batching_parameters_file.is_some() && !args.enable_batching {
             anyhow::bail!("--batching_parameters_file needs --enable_batching");
         }
@@ -390,6 +400,14 @@ fn split_tags(flag: &str) -> anyhow::Result<Vec<String>> {
     Ok(tags)
 }
 
+/// `tensorflow_model_server --version`'s two lines, with soma as the model server.
+fn print_version(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    println!("TensorFlow ModelServer: soma {}", env!("CARGO_PKG_VERSION"));
+    let tf = soma_tensorflow::TensorFlow::global(global.tensorflow_lib.as_deref())?;
+    println!("TensorFlow Library: {}", tf.version());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Binds `path`, replacing a socket left there by an earlier run (but no other file).
 fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
@@ -430,6 +448,9 @@ fn read_config_file(path: &Path) -> anyhow::Result<Vec<ModelConfig>> {
 }
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if args.version {
+        return print_version(global);
+    }
     let cwd = std::env::current_dir().context("the current directory")?;
     let settings = Settings::from_args(args, &cwd)?;
     let model_options = super::model_options(global);
@@ -823,6 +844,15 @@ mod tests {
             parse(&["--model_base_path=/m", "--model_config_file=/c"]).unwrap_err(),
             "--model_config_file and --model_base_path are mutually exclusive: list every model \
              in the config file"
+        );
+        assert_eq!(
+            parse(&[
+                "--model_base_path=/m",
+                "--port=8500",
+                "--rest_api_port=8500"
+            ])
+            .unwrap_err(),
+            "--port and --rest_api_port are both 8500: gRPC and REST need a port each"
         );
         assert_eq!(
             parse(&["--model_base_path=/m", "--batching_parameters_file=/b"]).unwrap_err(),
