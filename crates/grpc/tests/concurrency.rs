@@ -70,7 +70,7 @@ fn echo_model(takes: Duration) -> (Servable, Arc<AtomicUsize>) {
 fn named_echo_model(name: &str, takes: Duration) -> (Servable, Arc<AtomicUsize>) {
     let runs = Arc::new(AtomicUsize::new(0));
     let runner = SlowEcho {
-        signatures: common::vector_signatures(),
+        signatures: soma_testkit::vector_signatures(),
         takes,
         runs: Arc::clone(&runs),
     };

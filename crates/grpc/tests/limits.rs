@@ -41,7 +41,7 @@ impl ModelRunner for Repeat {
 
 fn repeat_model() -> Servable {
     let runner = Repeat {
-        signatures: common::vector_signatures(),
+        signatures: soma_testkit::vector_signatures(),
         factor: 4,
     };
     Servable::new("repeat", 1, Box::new(runner), None).unwrap()

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use soma_core::runner::{ModelRunner, RunError};
-use soma_core::{DType, SignatureDef, Tensor, TensorInfo};
+use soma_core::{SignatureDef, Tensor};
 use soma_rest::{RestOptions, router};
 use soma_runtime::{ConcurrencyLimit, ModelHub, ModelSet, Servable, StaticHub};
-use soma_testkit::http;
+use soma_testkit::{http, vector_signatures};
 
 const RUN_TIME: Duration = Duration::from_millis(300);
 
@@ -29,17 +29,7 @@ impl ModelRunner for SlowEcho {
 }
 
 async fn serve(options: RestOptions) -> String {
-    let info = |name: &str| TensorInfo {
-        tensor_name: format!("{name}:0"),
-        dtype: DType::Float,
-        shape: Some(vec![-1]),
-    };
-    let signature = SignatureDef {
-        method_name: "tensorflow/serving/predict".into(),
-        inputs: BTreeMap::from([("x".to_string(), info("x"))]),
-        outputs: BTreeMap::from([("y".to_string(), info("y"))]),
-    };
-    let runner = SlowEcho(BTreeMap::from([("serving_default".to_string(), signature)]));
+    let runner = SlowEcho(vector_signatures());
     let set = Arc::new(ModelSet::new("slow", false));
     set.insert(Arc::new(
         Servable::new("slow", 1, Box::new(runner), None).unwrap(),

@@ -1,11 +1,10 @@
 //! Set-up shared by the gRPC integration tests (each test file uses part of it).
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use soma_core::{DType, ModelLocation, SignatureDef, TensorInfo};
+use soma_core::ModelLocation;
 use soma_grpc::GrpcOptions;
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
@@ -13,22 +12,6 @@ use soma_runtime::{ModelHub, ModelSet, StaticHub};
 use soma_testkit::fixtures;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
-
-/// One `serving_default` signature, float vector `x` in, float vector `y` out: the shape of
-/// the tests' fake models.
-pub fn vector_signatures() -> BTreeMap<String, SignatureDef> {
-    let info = |name: &str| TensorInfo {
-        tensor_name: format!("{name}:0"),
-        dtype: DType::Float,
-        shape: Some(vec![-1]),
-    };
-    let signature = SignatureDef {
-        method_name: "tensorflow/serving/predict".into(),
-        inputs: BTreeMap::from([("x".to_string(), info("x"))]),
-        outputs: BTreeMap::from([("y".to_string(), info("y"))]),
-    };
-    BTreeMap::from([("serving_default".to_string(), signature)])
-}
 
 /// Serves `set` with `options` on a free port until the test ends; its URL.
 pub async fn serve_set_at(set: Arc<ModelSet>, options: GrpcOptions) -> String {
