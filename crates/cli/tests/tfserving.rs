@@ -48,6 +48,20 @@ fn start(args: &[&str], cache: &Path) -> Server {
     server
 }
 
+/// Runs `soma tfserving <args>` to its end (for runs that stop at start-up or print and
+/// exit): its exit code, stdout and stderr.
+fn run_to_exit(args: &[&str], cache: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
+        .arg("tfserving")
+        .args(args)
+        .env("SOMA_CACHE_DIR", cache)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
 /// Serves iris with server-side batching of these `BatchingParameters`.
 fn start_batched_iris(parameters: &str, work: &Path) -> Server {
     let batching = work.join("batching.pbtxt");
@@ -174,14 +188,11 @@ fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_ar
 
     // Its only MetaGraph is tagged {serve, gpu}: with the default `serve` nothing loads, and
     // the process stops (as TF Serving does) saying which tags the model has.
-    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args(["tfserving", "--rest_api_port=0", "--port=0", &base])
-        .env("SOMA_CACHE_DIR", tmp.path().join("a"))
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = run_to_exit(
+        &["--rest_api_port=0", "--port=0", &base],
+        &tmp.path().join("a"),
+    );
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("the MetaGraphs in it are tagged {gpu, serve}"),
         "{stderr}"
@@ -355,17 +366,9 @@ fn config_file_mode_reloads_the_file() {
 
 #[test]
 fn version_prints_the_server_and_the_tensorflow_library() {
-    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args(["tfserving", "--version"])
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run_to_exit(&["--version"], tmp.path());
+    assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert_eq!(
@@ -378,41 +381,30 @@ fn version_prints_the_server_and_the_tensorflow_library() {
 
 #[test]
 fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args([
-            "tfserving",
-            "--model_base_path=/m",
-            "--enable_model_warmup_typo",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run_to_exit(
+        &["--model_base_path=/m", "--enable_model_warmup_typo"],
+        tmp.path(),
+    );
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("unexpected argument '--enable_model_warmup_typo' found"),
         "{stderr}"
     );
     // A TF Serving flag soma does not implement says so, and what to do instead.
-    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args(["tfserving", "--model_base_path=/m", "--ssl_config_file=/s"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let (code, _, stderr) = run_to_exit(
+        &["--model_base_path=/m", "--ssl_config_file=/s"],
+        tmp.path(),
+    );
+    assert_eq!(code, Some(2));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
+        stderr,
         "error: --ssl_config_file is a TF Serving flag that soma tfserving does not support: \
          TLS is not built in; terminate TLS in a proxy in front of soma\n"
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let missing = tmp.path().join("nothing");
-    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args(["tfserving", "--rest_api_port=1"])
-        .arg(format!("--model_base_path={}", missing.display()))
-        .env("SOMA_CACHE_DIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = format!("--model_base_path={}", tmp.path().join("nothing").display());
+    let (code, _, stderr) = run_to_exit(&["--rest_api_port=1", &missing], tmp.path());
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("loading the models") && stderr.contains("model default: "),
         "{stderr}"
@@ -558,15 +550,8 @@ fn grpc_on_a_unix_socket_with_the_official_client() {
     // Any other file at the path is not replaced.
     std::fs::remove_file(&socket).unwrap();
     std::fs::write(&socket, "not a socket").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .arg("tfserving")
-        .args(&args)
-        .env("SOMA_CACHE_DIR", work.path())
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = run_to_exit(&args, work.path());
+    assert_ne!(code, Some(0));
     assert!(stderr.contains("exists and is not a socket"), "{stderr}");
 }
 
@@ -592,23 +577,18 @@ fn a_bad_batching_parameters_file_stops_the_process_with_its_line() {
     let work = tempfile::tempdir().unwrap();
     let batching = work.path().join("batching.pbtxt");
     std::fs::write(&batching, "num_batch_threads { value: 0 }\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_soma"))
-        .args([
-            "tfserving",
+    let (code, _, stderr) = run_to_exit(
+        &[
             "--rest_api_port=0",
             "--port=0",
             "--model_name=iris",
-        ])
-        .arg(format!(
-            "--model_base_path={}",
-            fixtures().join("iris").display()
-        ))
-        .arg("--enable_batching")
-        .arg(format!("--batching_parameters_file={}", batching.display()))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+            &format!("--model_base_path={}", fixtures().join("iris").display()),
+            "--enable_batching",
+            &format!("--batching_parameters_file={}", batching.display()),
+        ],
+        work.path(),
+    );
+    assert_ne!(code, Some(0));
     assert!(
         stderr.contains("line 1, column 1: num_batch_threads must be positive"),
         "{stderr}"
