@@ -179,6 +179,20 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     assert_eq!(latest["model_spec"]["version"], "2");
 }
 
+/// Predict on iris ([[5.1, 3.5, 1.4, 0.2]]) with the official gRPC client at argv[1];
+/// prints the scores as a JSON list.
+const GRPC_IRIS_CLIENT: &str = r#"
+import json, sys, grpc, numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+request = predict_pb2.PredictRequest()
+request.model_spec.name = "iris"
+request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
+stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(sys.argv[1]))
+print(json.dumps([float(v) for v in stub.Predict(request, timeout=30).outputs["output_0"].float_val]))
+"#;
+
 #[test]
 fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_are() {
     let tmp = tempfile::tempdir().unwrap();
@@ -216,12 +230,18 @@ fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_ar
         .map(|v| v.as_f64().unwrap())
         .collect();
     let got = iris_scores(&server, row);
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(&want) {
-        assert!(
-            (g - w).abs() < 1e-6,
-            "{got:?} vs Python TensorFlow's {want:?}"
-        );
+    // The official gRPC client gets the same answer.
+    let over_grpc: Vec<f64> =
+        serde_json::from_slice(&run_python_code(GRPC_IRIS_CLIENT, Path::new(&server.grpc)))
+            .unwrap();
+    for scores in [&got, &over_grpc] {
+        assert_eq!(scores.len(), want.len());
+        for (g, w) in scores.iter().zip(&want) {
+            assert!(
+                (g - w).abs() < 1e-6,
+                "{scores:?} vs Python TensorFlow's {want:?}"
+            );
+        }
     }
 
     // A new version tagged only `serve` fails with the tags it has; version 1 keeps serving.
