@@ -15,6 +15,8 @@
 //!   place that maps status codes.
 //! * `GET /v2/health/live`, `/v2/health/ready` (every model has an AVAILABLE version) and
 //!   `/metrics` (Prometheus).
+//! * Bodies sent with `Content-Encoding: gzip` are inflated before parsing, as TF Serving's
+//!   HTTP layer does (`encoding.rs`); CORS answers only if [`RestOptions::cors`].
 //!
 //! Predictions run on tokio's blocking threads (TensorFlow calls block), bounded by
 //! [`RestOptions::timeout`] (TF Serving's `--rest_api_timeout_in_ms`), except small requests
