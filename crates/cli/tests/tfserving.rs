@@ -108,8 +108,13 @@ fn versions(server: &Server, model: &str) -> Vec<(String, String)> {
     version_states(&get(server, &format!("/v1/models/{model}")).1)
 }
 
-/// A version's status error: (`error_code`, `error_message`).
-fn version_error(server: &Server, model: &str, version: i64) -> (String, String) {
+/// Waits until `version` of `model` has failed (END), then returns its status error:
+/// (`error_code`, `error_message`).
+fn failed_version(server: &Server, model: &str, version: i64) -> (String, String) {
+    let end = (version.to_string(), "END".to_string());
+    wait_for(server, &format!("{model} version {version} to fail"), |s| {
+        versions(s, model).contains(&end)
+    });
     let (_, status) = get(server, &format!("/v1/models/{model}/versions/{version}"));
     let error = &status["model_version_status"][0]["status"];
     let text = |field: &str| error[field].as_str().unwrap_or_default().to_string();
@@ -161,15 +166,12 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
         &tmp.path().join("staging"),
     );
     std::fs::rename(tmp.path().join("staging"), repo.join("3")).unwrap();
-    wait_for(&server, "version 3 to fail", |s| {
-        versions(s, "iris").contains(&("3".into(), "END".into()))
-    });
+    let (code, message) = failed_version(&server, "iris", 3);
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = client.join().unwrap();
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok > 10, "only {ok} requests");
 
-    let (code, message) = version_error(&server, "iris", 3);
     assert_eq!(code, "FAILED_PRECONDITION");
     assert!(
         message.contains("failed its warm-up prediction"),
@@ -247,10 +249,7 @@ fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_ar
     // A new version tagged only `serve` fails with the tags it has; version 1 keeps serving.
     copy_dir(&fixtures().join("iris/2"), &tmp.path().join("staging"));
     std::fs::rename(tmp.path().join("staging"), repo.join("2")).unwrap();
-    wait_for(&server, "version 2 to fail", |s| {
-        versions(s, "iris").contains(&("2".into(), "END".into()))
-    });
-    let (code, message) = version_error(&server, "iris", 2);
+    let (code, message) = failed_version(&server, "iris", 2);
     assert_eq!(code, "NOT_FOUND", "{message}");
     assert!(
         message.contains("the MetaGraphs in it are tagged {serve}"),
@@ -301,13 +300,10 @@ fn recorded_warmup_requests_gate_new_versions() {
     let staging = tmp.path().join("staging");
     iris_version_with_warmup(2, &records.join("iris_bad_input"), &staging);
     std::fs::rename(&staging, repo.join("2")).unwrap();
-    wait_for(&server, "version 2 to fail", |s| {
-        versions(s, "iris").contains(&("2".into(), "END".into()))
-    });
+    let (_, message) = failed_version(&server, "iris", 2);
     assert_eq!(predict(&server, "iris").0, 200);
     let (_, latest) = get(&server, "/v1/models/iris/metadata");
     assert_eq!(latest["model_spec"]["version"], "1");
-    let (_, message) = version_error(&server, "iris", 2);
     assert!(
         message.contains("tf_serving_warmup_requests: record 2 failed") && message.contains("nope"),
         "{message}"
@@ -758,10 +754,7 @@ fn per_model_batching_parameters_come_from_each_version_folder() {
     )
     .unwrap();
     std::fs::rename(tmp.path().join("staging"), batched.join("2")).unwrap();
-    wait_for(&server, "version 2 to fail", |s| {
-        versions(s, "batched").contains(&("2".into(), "END".into()))
-    });
-    let (code, message) = version_error(&server, "batched", 2);
+    let (code, message) = failed_version(&server, "batched", 2);
     assert_eq!(code, "INVALID_ARGUMENT", "{message}");
     assert!(
         message

@@ -89,10 +89,7 @@ impl Predictions {
     ) -> Result<Response<T>, Status> {
         let started = std::time::Instant::now();
         // Held until the RPC's work is done (or the client gives up on it).
-        let _permit = match &self.limit {
-            Some(limit) => Some(limit.acquire().await),
-            None => None,
-        };
+        let _permit = soma_runtime::permit(self.limit.as_ref()).await;
         let result = call.await;
         let status = result
             .as_ref()

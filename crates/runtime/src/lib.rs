@@ -25,7 +25,7 @@ mod warmup;
 
 pub use error::RuntimeError;
 pub use hub::{ModelHub, ServableState, StaticHub, VersionPolicy, VersionSelector, VersionStatus};
-pub use limit::ConcurrencyLimit;
+pub use limit::{ConcurrencyLimit, permit};
 pub use model_set::{ModelSet, SINGLE_MODEL_NAME};
 pub use servable::{Prediction, QUICK_RUN, QueuedPrediction, Servable};
 pub use signature::{choose_signature, warmup_inputs};

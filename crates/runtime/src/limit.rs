@@ -36,3 +36,12 @@ impl ConcurrencyLimit {
             .expect("the semaphore is never closed")
     }
 }
+
+/// A permit of `limit` if there is one (waiting for it), else none: "no limit" for the
+/// `Option<ConcurrencyLimit>` options.
+pub async fn permit(limit: Option<&ConcurrencyLimit>) -> Option<OwnedSemaphorePermit> {
+    match limit {
+        Some(limit) => Some(limit.acquire().await),
+        None => None,
+    }
+}

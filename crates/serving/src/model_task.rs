@@ -311,10 +311,7 @@ impl ModelTask {
         let spec = self.spec.clone();
         let options = self.options.clone();
         // Fetching is I/O and not limited; loading and warming up take the CPU.
-        let permit = match &options.load_limit {
-            Some(limit) => Some(limit.acquire().await),
-            None => None,
-        };
+        let permit = soma_runtime::permit(options.load_limit.as_ref()).await;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             load_blocking(&options, &spec, version, dir)
