@@ -23,16 +23,24 @@ if command -v flock >/dev/null 2>&1; then
   flock 9
 fi
 
-# redis-server for the Redis + S3 backend tests (soma_testkit::RedisServer). Installed only
-# when missing; needs root (CI machines) or sudo.
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "==> installing redis-server"
+# Debian packages the tests use: redis-server for the Redis + S3 backend tests
+# (soma_testkit::RedisServer), openssl to make the TLS tests' certificates
+# (soma_testkit::TestPki). Installed only when missing; needs root (CI machines) or sudo.
+MISSING=""
+for tool in redis-server openssl; do
+  if command -v "$tool" >/dev/null 2>&1; then
+    echo "==> $tool present"
+  else
+    MISSING="$MISSING $tool"
+  fi
+done
+if [ -n "$MISSING" ]; then
+  echo "==> installing$MISSING"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-else
-  echo "==> redis-server present"
+  # shellcheck disable=SC2086 # one word per package
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $MISSING >/dev/null
 fi
 
 # An existing venv on another Python than 3.11 is rebuilt.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Soma, project, version_states, wait_until as wait};
@@ -246,4 +247,102 @@ print(json.dumps(out))
         ),
         "{metrics}"
     );
+}
+
+/// `--grpc-tls-cert`, `--grpc-tls-key` and `--grpc-tls-client-ca`: the official client with a
+/// certificate from the CA predicts over TLS, without one it is refused; a key that does not
+/// belong to the certificate stops start-up naming the flag.
+#[test]
+fn serve_speaks_grpc_over_mutual_tls() {
+    let pki = soma_testkit::TestPki::generate();
+    let yaml = format!(
+        "- name: iris\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      path: {}\n",
+        fixtures().join("iris").display()
+    );
+    let dir = project(&[("cortex.yaml", &yaml), ("latest.py", LATEST_PY)]);
+    let files = [
+        ("ca.pem", &pki.ca_cert),
+        ("server.pem", &pki.server_cert),
+        ("server.key", &pki.server_key),
+        ("client.pem", &pki.client_cert),
+        ("client.key", &pki.client_key),
+        ("other.key", &pki.other_key),
+    ];
+    let path = |name: &str| pki.write(name, files.iter().find(|f| f.0 == name).unwrap().1);
+    let (ca, cert, key) = (path("ca.pem"), path("server.pem"), path("server.key"));
+    let grpc = format!("127.0.0.1:{}", soma_testkit::free_port());
+    let flags = |key: &Path| {
+        vec![
+            "--grpc-listen".to_string(),
+            grpc.clone(),
+            format!("--grpc-tls-cert={}", cert.display()),
+            format!("--grpc-tls-key={}", key.display()),
+            format!("--grpc-tls-client-ca={}", ca.display()),
+        ]
+    };
+
+    // A key that does not match: start-up stops before anything listens.
+    let other = path("other.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soma"))
+        .arg("serve")
+        .arg(dir.path().join("cortex.yaml"))
+        .args(flags(&other))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--grpc-tls-cert {}: the certificate and key were refused",
+            cert.display()
+        )),
+        "{stderr}"
+    );
+
+    let flags = flags(&key);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &flags,
+    );
+    soma.wait_ready(Duration::from_secs(120));
+    let script = r#"
+import json, sys, grpc, numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+target, ca, cert, key = sys.argv[1:5]
+read = lambda p: open(p, "rb").read()
+request = predict_pb2.PredictRequest()
+request.model_spec.name = "iris"
+request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
+def predict(credentials):
+    channel = grpc.secure_channel(target, credentials)
+    try:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        return response.model_spec.version.value
+    except grpc.RpcError as e:
+        return e.code().name
+print(json.dumps({
+    "with_cert": predict(grpc.ssl_channel_credentials(read(ca), read(key), read(cert))),
+    "without": predict(grpc.ssl_channel_credentials(read(ca))),
+}))
+"#;
+    let client_cert = path("client.pem");
+    let client_key = path("client.key");
+    let output = std::process::Command::new(soma_testkit::venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(grpc.replace("127.0.0.1", "localhost"))
+        .args([&ca, &client_cert, &client_key])
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out, json!({"with_cert": 10, "without": "UNAVAILABLE"}));
 }

@@ -571,6 +571,128 @@ fn grpc_on_a_unix_socket_with_the_official_client() {
     assert!(stderr.contains("exists and is not a socket"), "{stderr}");
 }
 
+const TLS_CLIENT: &str = r#"
+import json, sys, grpc, numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+plan = json.load(open(sys.argv[1]))
+pem = lambda name: open(plan[name], "rb").read()
+request = predict_pb2.PredictRequest()
+request.model_spec.name = "iris"
+request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([plan["row"]], np.float32)))
+
+def channel(target, with_cert=True, tls=True):
+    if not tls:
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pem("ca"),
+        private_key=pem("client_key") if with_cert else None,
+        certificate_chain=pem("client_cert") if with_cert else None)
+    # The certificate names localhost; a Unix socket's authority is its path.
+    options = [("grpc.ssl_target_name_override", "localhost"),
+               ("grpc.default_authority", "localhost")]
+    return grpc.secure_channel(target, credentials, options=options)
+
+def scores(ch):
+    response = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(request, timeout=30)
+    return [float(v) for v in response.outputs["output_0"].float_val]
+
+def failure(ch):
+    try:
+        scores(ch)
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+
+status_request = get_model_status_pb2.GetModelStatusRequest()
+status_request.model_spec.name = "iris"
+status = model_service_pb2_grpc.ModelServiceStub(channel(plan["tcp"])).GetModelStatus(
+    status_request, timeout=30)
+print(json.dumps({
+    "tcp": scores(channel(plan["tcp"])),
+    "unix": scores(channel("unix:" + plan["unix"])),
+    "states": [v.state for v in status.model_version_status],
+    "without_client_cert": failure(channel(plan["tcp"], with_cert=False)),
+    "plaintext": failure(channel(plan["tcp"], tls=False)),
+}))
+"#;
+
+/// `SSLConfig` as a shell script writes it from PEM files: each PEM's base64 body joined
+/// onto one line, `\n` only after its BEGIN line and before its END line.
+fn ssl_config_one_line(fields: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for (name, pem) in fields {
+        let lines: Vec<&str> = pem.lines().collect();
+        let (begin, end) = (lines[0], lines[lines.len() - 1]);
+        let body = lines[1..lines.len() - 1].concat();
+        text.push_str(&format!("{name}: '{begin}\\n{body}\\n{end}'\n"));
+    }
+    text + "client_verify: true\n"
+}
+
+#[test]
+fn grpc_over_tls_with_client_certificates_for_the_official_client() {
+    let pki = soma_testkit::TestPki::generate();
+    let work = tempfile::tempdir().unwrap();
+    let config = pki.write(
+        "ssl.config",
+        &ssl_config_one_line(&[
+            ("server_key", &pki.server_key),
+            ("server_cert", &pki.server_cert),
+            ("custom_ca", &pki.ca_cert),
+        ]),
+    );
+    let socket = work.path().join("grpc.sock");
+    let server = start(
+        &[
+            "--model_name=iris",
+            &format!("--model_base_path={}", fixtures().join("iris").display()),
+            &format!("--ssl_config_file={}", config.display()),
+            &format!("--grpc_socket_path={}", socket.display()),
+        ],
+        work.path(),
+    );
+    // The latest version serves (TF Serving's default policy): compare with its outputs.
+    let cases = expected_cases(&fixtures().join("iris"));
+    let latest = cases.iter().map(|c| c.version).max().unwrap();
+    let case = cases.iter().find(|c| c.version == latest).unwrap();
+    let paths = serde_json::json!({
+        "ca": pki.write("ca.crt", &pki.ca_cert),
+        "client_cert": pki.write("client.crt", &pki.client_cert),
+        "client_key": pki.write("client.key", &pki.client_key),
+    });
+    let plan = serde_json::json!({
+        "tcp": server.grpc,
+        "unix": socket,
+        "row": case.inputs["x"][0],
+        "ca": paths["ca"], "client_cert": paths["client_cert"], "client_key": paths["client_key"],
+    });
+    let plan_file = work.path().join("plan.json");
+    std::fs::write(&plan_file, plan.to_string()).unwrap();
+    let out: Value = serde_json::from_slice(&run_python_code(TLS_CLIENT, &plan_file)).unwrap();
+
+    let want = &case.outputs["output_0"]["values"];
+    for over in ["tcp", "unix"] {
+        let got = out[over].as_array().unwrap();
+        assert_eq!(got.len(), 3, "{out}");
+        for (g, w) in got.iter().zip(want.as_array().unwrap()) {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!(
+                (g - w).abs() < 1e-6,
+                "{over}: {out} vs Python TensorFlow's {want}"
+            );
+        }
+    }
+    // GetModelStatus over TLS: the latest version AVAILABLE (state 30).
+    assert_eq!(out["states"], serde_json::json!([30]), "{out}");
+    assert_eq!(out["without_client_cert"], "UNAVAILABLE", "{out}");
+    assert_eq!(out["plaintext"], "UNAVAILABLE", "{out}");
+    // REST stays plain HTTP, as in TF Serving.
+    assert_eq!(get(&server, "/v1/models/iris").0, 200);
+}
+
 /// Runs Python code with the project's venv, `arg` as its argument; its stdout.
 fn run_python_code(code: &str, arg: &Path) -> Vec<u8> {
     let out = Command::new(soma_testkit::venv_bin("python"))

@@ -33,6 +33,8 @@
 //!   `assets.extra/tf_serving_warmup_requests`) before it serves, through the code above.
 //! * Connections: optional HTTP/2 keepalive pings and a maximum connection age
 //!   ([`GrpcOptions`]), as gRPC servers take them from channel arguments.
+//! * [`tls`]: optional TLS on every listener, with or without client certificates (TF
+//!   Serving's `--ssl_config_file`), checked before the server starts.
 
 pub mod codec;
 pub mod examples;
@@ -44,6 +46,7 @@ mod service;
 mod spec;
 pub mod status;
 mod tfrecord;
+pub mod tls;
 pub mod warmup;
 
 use std::future::Future;
@@ -61,6 +64,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use status::grpc_code;
+pub use tls::{TlsError, TlsSettings};
 
 /// Settings of the gRPC server.
 #[derive(Debug, Clone)]
@@ -86,6 +90,9 @@ pub struct GrpcOptions {
     pub max_concurrent: Option<ConcurrencyLimit>,
     /// Also serve `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`).
     pub health_service: bool,
+    /// TLS on the listener (TF Serving applies its `--ssl_config_file` to the TCP port and
+    /// the Unix socket alike). `None`: plaintext HTTP/2.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for GrpcOptions {
@@ -98,6 +105,7 @@ impl Default for GrpcOptions {
             max_connection_age: None,
             max_concurrent: None,
             health_service: false,
+            tls: None,
         }
     }
 }
@@ -165,6 +173,9 @@ pub async fn serve(
         .http2_keepalive_timeout(options.keepalive_timeout);
     if let Some(age) = options.max_connection_age {
         server = server.max_connection_age(age);
+    }
+    if let Some(tls) = &options.tls {
+        server = server.tls_config(tls.server_config())?;
     }
     let router = server
         .layer(limit::layer())

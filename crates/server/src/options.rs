@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub grpc_keepalive_interval: Option<Duration>,
     /// GOAWAY for older gRPC connections ([`soma_grpc::GrpcOptions::max_connection_age`]).
     pub grpc_max_connection_age: Option<Duration>,
+    /// TLS on the gRPC port ([`soma_grpc::GrpcOptions::tls`]).
+    pub grpc_tls: Option<soma_grpc::TlsSettings>,
 }
 
 impl ServeOptions {

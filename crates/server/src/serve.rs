@@ -200,6 +200,7 @@ pub async fn serve_with(
             max_connection_age: options.grpc_max_connection_age,
             max_concurrent: None,
             health_service: true,
+            tls: options.grpc_tls.clone(),
         };
         tokio::spawn(async move {
             let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));

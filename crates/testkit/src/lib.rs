@@ -9,6 +9,7 @@
 //! * [`expected_cases`], [`assert_outputs_match`]: the outputs Python TensorFlow gave for
 //!   each fixture (`expected.json`), and the comparison soma's outputs must pass.
 //! * [`http`]: a bare HTTP/1.1 client for black-box tests of `soma serve`.
+//! * [`TestPki`]: a CA, server and client certificates for TLS tests, made by `openssl`.
 
 mod expected;
 mod http;
@@ -16,6 +17,7 @@ mod moto;
 mod paths;
 mod redis;
 mod signatures;
+mod tls;
 
 pub use expected::{ExpectedCase, assert_outputs_match, expected_cases};
 pub use http::{HttpConnection, HttpResponse, http};
@@ -23,3 +25,4 @@ pub use moto::MotoServer;
 pub use paths::{copy_dir, fixtures, free_port, repo_root, run_python, venv_bin};
 pub use redis::RedisServer;
 pub use signatures::vector_signatures;
+pub use tls::TestPki;

@@ -88,7 +88,7 @@ pub(crate) async fn run(
     }
     let config = super::load_config(&args.config)?;
     let backend = args.backend.connect_remote().await?;
-    let options = serve::options(&args, &config, global);
+    let options = serve::options(&args, &config, global)?;
     soma_server::serve_with(config, options, backend, role, serve::shutdown_signal())
         .await
         .context(command)?;

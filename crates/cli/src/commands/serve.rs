@@ -86,6 +86,34 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     grpc_max_connection_age: Option<Duration>,
 
+    /// Serve gRPC over TLS with this certificate chain (PEM file); needs --grpc-tls-key.
+    #[arg(
+        long,
+        env = "SOMA_GRPC_TLS_CERT",
+        value_name = "FILE",
+        requires = "grpc_tls_key"
+    )]
+    grpc_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM file, unencrypted) of --grpc-tls-cert.
+    #[arg(
+        long,
+        env = "SOMA_GRPC_TLS_KEY",
+        value_name = "FILE",
+        requires = "grpc_tls_cert"
+    )]
+    grpc_tls_key: Option<PathBuf>,
+
+    /// With --grpc-tls-cert: require every gRPC client to present a certificate signed by
+    /// this CA (PEM file).
+    #[arg(
+        long,
+        env = "SOMA_GRPC_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "grpc_tls_cert"
+    )]
+    grpc_tls_client_ca: Option<PathBuf>,
+
     /// The project's Python environment (a venv with the handlers' packages).
     #[arg(long, env = "SOMA_PYTHON_ENV", value_name = "DIR")]
     python_env: Option<PathBuf>,
@@ -93,7 +121,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(&args.config)?;
-    let options = options(&args, &config, global);
+    let options = options(&args, &config, global)?;
     match args.backend.backend {
         super::scale::BackendKind::Embedded => {
             soma_server::serve(config, options, shutdown_signal())
@@ -115,12 +143,12 @@ pub(crate) fn options(
     args: &Args,
     config: &soma_config::Config,
     global: &GlobalArgs,
-) -> ServeOptions {
+) -> anyhow::Result<ServeOptions> {
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| config.project_dir.join(".soma").join("data"));
-    ServeOptions {
+    Ok(ServeOptions {
         listen: args.listen,
         data_dir,
         body_limit: args.body_limit,
@@ -147,7 +175,40 @@ pub(crate) fn options(
         grpc_max_message_bytes: args.grpc_max_message_bytes,
         grpc_keepalive_interval: args.grpc_keepalive_interval,
         grpc_max_connection_age: args.grpc_max_connection_age,
-    }
+        grpc_tls: grpc_tls(args)?,
+    })
+}
+
+/// The checked TLS settings of --grpc-tls-cert, --grpc-tls-key and --grpc-tls-client-ca;
+/// errors name the flag and its file.
+fn grpc_tls(args: &Args) -> anyhow::Result<Option<soma_grpc::TlsSettings>> {
+    use soma_grpc::tls::TlsPart;
+    let (Some(cert), Some(key)) = (&args.grpc_tls_cert, &args.grpc_tls_key) else {
+        return Ok(None);
+    };
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {flag} {}", path.display()))
+    };
+    let cert_pem = read("--grpc-tls-cert", cert)?;
+    let key_pem = read("--grpc-tls-key", key)?;
+    let ca_pem = match &args.grpc_tls_client_ca {
+        Some(ca) => Some(read("--grpc-tls-client-ca", ca)?),
+        None => None,
+    };
+    let settings =
+        soma_grpc::TlsSettings::new(&cert_pem, &key_pem, ca_pem.as_deref()).map_err(|e| {
+            let (flag, path) = match e.part() {
+                Some(TlsPart::PrivateKey) => ("--grpc-tls-key", key),
+                Some(TlsPart::ClientCa) => (
+                    "--grpc-tls-client-ca",
+                    args.grpc_tls_client_ca.as_ref().unwrap_or(cert),
+                ),
+                Some(TlsPart::ServerCertificate) | None => ("--grpc-tls-cert", cert),
+            };
+            anyhow::anyhow!("{flag} {}: {e}", path.display())
+        })?;
+    Ok(Some(settings))
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use soma_core::runner::ThreadPools;
-use soma_grpc::GrpcOptions;
+use soma_grpc::tls::TlsPart;
 use soma_grpc::warmup::TfServingWarmup;
+use soma_grpc::{GrpcOptions, TlsSettings};
 use soma_rest::RestOptions;
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ConcurrencyLimit, ModelHub, RecordedWarmup};
 use soma_serving::{
     ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
-    parse_monitoring_config,
+    parse_monitoring_config, parse_ssl_config,
 };
 
 use crate::GlobalArgs;
@@ -186,6 +187,12 @@ pub(crate) struct Args {
     #[arg(long = "grpc_socket_path", value_name = "PATH")]
     grpc_socket_path: Option<PathBuf>,
 
+    /// A text-proto `SSLConfig` (`server_key`, `server_cert`, `custom_ca`, `client_verify`,
+    /// PEM texts in strings): gRPC on --port and --grpc_socket_path speaks TLS, and with
+    /// `client_verify: true` requires client certificates signed by `custom_ca`.
+    #[arg(long = "ssl_config_file", value_name = "FILE")]
+    ssl_config_file: Option<PathBuf>,
+
     /// Also serve gRPC's health checking service (grpc.health.v1.Health) on --port.
     #[arg(long = "enable_grpc_healthcheck_service", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -208,10 +215,6 @@ pub(crate) struct Args {
 
 /// TF Serving flags soma knows but does not implement, and what to do instead.
 const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
-    (
-        "--ssl_config_file",
-        "TLS is not built in; terminate TLS in a proxy in front of soma",
-    ),
     (
         "--platform_config_file",
         "soma serves TensorFlow SavedModels only; list them with --model_config_file",
@@ -349,6 +352,11 @@ impl Settings {
                 max_concurrent: (args.grpc_max_threads > 0)
                     .then(|| ConcurrencyLimit::new(args.grpc_max_threads)),
                 health_service: args.enable_grpc_healthcheck_service,
+                tls: args
+                    .ssl_config_file
+                    .as_deref()
+                    .map(read_ssl_config)
+                    .transpose()?,
                 ..grpc_options(&args.grpc_channel_arguments)?
             },
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
@@ -441,6 +449,44 @@ fn read_monitoring_config(path: &Path) -> anyhow::Result<Option<String>> {
     Ok(prometheus)
 }
 
+/// Reads and checks an `--ssl_config_file`; errors name the file and the field.
+fn read_ssl_config(path: &Path) -> anyhow::Result<TlsSettings> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --ssl_config_file {file}"))?;
+    let config = parse_ssl_config(&text).with_context(|| format!("{file}"))?;
+    for (field, value) in [
+        ("server_cert", &config.server_cert),
+        ("server_key", &config.server_key),
+    ] {
+        anyhow::ensure!(
+            !value.trim().is_empty(),
+            "{file}: {field} is missing: gRPC over TLS needs the server's certificate and key"
+        );
+    }
+    if config.client_verify && config.custom_ca.trim().is_empty() {
+        anyhow::bail!(
+            "{file}: client_verify is true but custom_ca is missing: give the CA that signs              the clients' certificates"
+        );
+    }
+    if !config.client_verify && !config.custom_ca.trim().is_empty() {
+        // TF Serving ignores it the same way: clients are not asked for certificates.
+        tracing::info!(
+            "{file}: custom_ca is used only with client_verify: true; clients are not asked              for certificates"
+        );
+    }
+    let client_ca = config.client_verify.then_some(config.custom_ca.as_str());
+    TlsSettings::new(&config.server_cert, &config.server_key, client_ca).map_err(|e| {
+        let field = match e.part() {
+            Some(TlsPart::ServerCertificate) => "server_cert",
+            Some(TlsPart::PrivateKey) => "server_key",
+            Some(TlsPart::ClientCa) => "custom_ca",
+            None => "server_cert and server_key",
+        };
+        anyhow::anyhow!("{file}: {field}: {e}")
+    })
+}
+
 fn read_config_file(path: &Path) -> anyhow::Result<Vec<ModelConfig>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --model_config_file {}", path.display()))?;
@@ -491,12 +537,14 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (--port)"))?;
-        tracing::info!(%addr, "TF Serving gRPC API listening");
+        let tls = settings.grpc.tls.is_some();
+        tracing::info!(%addr, tls, "TF Serving gRPC API listening");
         grpc_listeners.push((listener.into(), "gRPC server"));
     }
     if let Some(path) = &settings.grpc_socket {
         let listener = bind_unix_socket(path)?;
-        tracing::info!(path = %path.display(), "TF Serving gRPC API listening on a Unix socket");
+        let tls = settings.grpc.tls.is_some();
+        tracing::info!(path = %path.display(), tls, "TF Serving gRPC API listening on a Unix socket");
         grpc_listeners.push((listener.into(), "gRPC server on the Unix socket"));
     }
     for (listener, server) in grpc_listeners {
@@ -811,10 +859,11 @@ mod tests {
             explain_unsupported_flag(&error)
         };
         assert_eq!(
-            explain(&["--model_base_path=/m", "--ssl_config_file=/tls.config"]).as_deref(),
+            explain(&["--model_base_path=/m", "--platform_config_file=/p.config"]).as_deref(),
             Some(
-                "--ssl_config_file is a TF Serving flag that soma tfserving does not support: \
-                 TLS is not built in; terminate TLS in a proxy in front of soma"
+                "--platform_config_file is a TF Serving flag that soma tfserving does not \
+                 support: soma serves TensorFlow SavedModels only; list them with \
+                 --model_config_file"
             )
         );
         let gpu = explain(&["--per_process_gpu_memory_fraction", "0.5"]).unwrap();
@@ -822,6 +871,80 @@ mod tests {
         // Not a TF Serving flag: clap's own message stands.
         assert_eq!(explain(&["--grpc_max_thread=4"]), None);
         assert_eq!(explain(&["--port=http"]), None);
+    }
+
+    /// `SSLConfig` text with `\n` escapes, as `json.dumps` writes PEM texts.
+    fn ssl_config(fields: &[(&str, &str)], client_verify: bool) -> String {
+        let mut text = String::new();
+        for (name, pem) in fields {
+            text.push_str(&format!("{name}: \"{}\"\n", pem.replace('\n', "\\n")));
+        }
+        text + &format!("client_verify: {client_verify}\n")
+    }
+
+    #[test]
+    fn ssl_config_file_turns_on_tls_for_grpc() {
+        let pki = soma_testkit::TestPki::generate();
+        let with_ssl = |text: &str| {
+            let file = pki.write("ssl.config", text);
+            parse(&[
+                "--model_base_path=/m",
+                &format!("--ssl_config_file={}", file.display()),
+            ])
+        };
+        let cert = ("server_cert", pki.server_cert.as_str());
+        let key = ("server_key", pki.server_key.as_str());
+        let ca = ("custom_ca", pki.ca_cert.as_str());
+
+        let tls = with_ssl(&ssl_config(&[key, cert], false)).unwrap().grpc.tls;
+        assert!(!tls.unwrap().client_certificates_required());
+        // custom_ca alone asks nothing of clients (as in TF Serving); client_verify does.
+        let tls = with_ssl(&ssl_config(&[key, cert, ca], false))
+            .unwrap()
+            .grpc
+            .tls;
+        assert!(!tls.unwrap().client_certificates_required());
+        let tls = with_ssl(&ssl_config(&[key, cert, ca], true))
+            .unwrap()
+            .grpc
+            .tls;
+        assert!(tls.unwrap().client_certificates_required());
+        assert!(parse(&["--model_base_path=/m"]).unwrap().grpc.tls.is_none());
+
+        let error = with_ssl(&ssl_config(&[cert], false)).unwrap_err();
+        assert!(
+            error.ends_with("ssl.config: server_key is missing: gRPC over TLS needs the server's certificate and key"),
+            "{error}"
+        );
+        let error = with_ssl(&ssl_config(&[key, cert], true)).unwrap_err();
+        assert!(
+            error.contains("client_verify is true but custom_ca is missing"),
+            "{error}"
+        );
+        let error =
+            with_ssl(&ssl_config(&[("server_key", &pki.other_key), cert], false)).unwrap_err();
+        assert!(
+            error.contains(
+                "ssl.config: server_cert and server_key: the certificate and key were refused"
+            ),
+            "{error}"
+        );
+        let error = with_ssl(&ssl_config(&[key, cert, ("custom_ca", "junk")], true)).unwrap_err();
+        assert!(
+            error.contains("ssl.config: custom_ca: the client CA: no certificate in it"),
+            "{error}"
+        );
+        let error = with_ssl("server_key: 'a'\nserver_key: 'b'\n").unwrap_err();
+        assert!(
+            error.contains("ssl.config: line 2, column 1: 'server_key' is given twice"),
+            "{error}"
+        );
+        let error =
+            parse(&["--model_base_path=/m", "--ssl_config_file=/no/such.config"]).unwrap_err();
+        assert!(
+            error.starts_with("cannot read --ssl_config_file /no/such.config"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! TF Serving's text-proto files: `--model_config_file` (the `ModelServerConfig` subset
-//! below) and `--batching_parameters_file` ([`parse_batching_parameters`]).
+//! below), `--batching_parameters_file` ([`parse_batching_parameters`]),
+//! `--monitoring_config_file` ([`parse_monitoring_config`]) and `--ssl_config_file`
+//! ([`parse_ssl_config`]).
 //!
 //! ```text
 //! model_config_list {
@@ -14,8 +16,9 @@
 //! ```
 //!
 //! Protobuf text format rules that real files use are accepted: `#` comments, `'` or `"`
-//! strings, optional `:` before `{`, `<...>` as braces, `,`/`;` separators and
-//! `versions: [1, 2]` lists. Every error names its line and column.
+//! strings with `\n`-style escapes, adjacent strings joined, optional `:` before `{`,
+//! `<...>` as braces, `,`/`;` separators and `versions: [1, 2]` lists. Every error names
+//! its line and column.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,6 +26,10 @@ use std::time::Duration;
 use soma_runtime::VersionPolicy;
 use soma_runtime::batching::{BatchOptions, BatchWindow};
 use soma_runtime::hub::ModelConfig;
+
+mod ssl;
+
+pub use ssl::{SslConfig, parse_ssl_config};
 
 /// A problem in a config file, at a 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +103,7 @@ fn tokenize(text: &str) -> Result<Vec<(Token, Pos)>, ConfigFileError> {
                     None | Some('\n') => return Err(pos.error("unterminated string")),
                     Some('\\') => match advance(&mut chars) {
                         Some('n') => value.push('\n'),
+                        Some('r') => value.push('\r'),
                         Some('t') => value.push('\t'),
                         Some(other) => value.push(other),
                         None => return Err(pos.error("unterminated string")),
@@ -230,7 +238,16 @@ impl Parser {
                     }
                 }
             }
-            t @ (Token::Int(_) | Token::Str(_) | Token::Ident(_)) if colon => Ok(Value::Scalar(t)),
+            // Adjacent strings are one string, as in C: long PEM texts are often written as
+            // one quoted line per PEM line.
+            Token::Str(mut text) if colon => {
+                while let Some((Token::Str(more), _)) = self.peek() {
+                    text.push_str(more);
+                    self.bump();
+                }
+                Ok(Value::Scalar(Token::Str(text)))
+            }
+            t @ (Token::Int(_) | Token::Ident(_)) if colon => Ok(Value::Scalar(t)),
             t => Err(at.error(format!(
                 "expected ':' or '{{' after '{name}', found {}",
                 describe(&t)

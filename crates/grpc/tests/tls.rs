@@ -1,0 +1,156 @@
+//! TLS on the gRPC port (TF Serving's `--ssl_config_file`): clients that trust the CA get
+//! answers from the real iris model; plaintext clients, and with client certificates
+//! required, clients without one or with one from another CA, get none; and settings that
+//! cannot work are refused before anything listens, naming the part that is wrong.
+
+mod common;
+
+use std::sync::Arc;
+
+use soma_core::Tensor;
+use soma_grpc::codec::tensor_into_content_proto;
+use soma_grpc::tls::TlsPart;
+use soma_grpc::{GrpcOptions, TlsError, TlsSettings};
+use soma_grpc_proto::tensorflow::serving::model_spec::VersionChoice;
+use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use soma_runtime::ModelSet;
+use soma_testkit::TestPki;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// Serves the iris fixture (real TensorFlow) with `tls`; the server's address.
+async fn serve_iris(tls: TlsSettings, cache: &std::path::Path) -> String {
+    let set = Arc::new(ModelSet::new("tls", false));
+    common::load_iris(&set, cache).await;
+    let url = common::serve_set_at(
+        set,
+        GrpcOptions {
+            tls: Some(tls),
+            ..GrpcOptions::default()
+        },
+    )
+    .await;
+    url.trim_start_matches("http://").to_string()
+}
+
+/// One iris Predict over a channel to `addr` with `tls` (plaintext when `None`); the
+/// version that answered, or the error.
+async fn predict(addr: &str, tls: Option<ClientTlsConfig>) -> Result<i64, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}")).unwrap();
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+    let x = Tensor::from_slice(vec![1, 4], &[5.1f32, 3.5, 1.4, 0.2]).unwrap();
+    let request = PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "iris".into(),
+            ..ModelSpec::default()
+        }),
+        inputs: [("x".to_string(), tensor_into_content_proto(x))].into(),
+        output_filter: vec![],
+    };
+    let response = PredictionServiceClient::new(channel)
+        .predict(request)
+        .await
+        .map_err(|status| format!("{status:?}"))?
+        .into_inner();
+    assert_eq!(response.outputs["output_0"].float_val.len(), 3);
+    match response.model_spec.unwrap().version_choice {
+        Some(VersionChoice::Version(version)) => Ok(version),
+        other => panic!("no version in the answer: {other:?}"),
+    }
+}
+
+fn trusting(pki: &TestPki) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_cert))
+        .domain_name("localhost")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_trust_the_ca_are_served_and_plaintext_clients_are_not() {
+    let pki = TestPki::generate();
+    let cache = tempfile::tempdir().unwrap();
+    for key in [&pki.server_key, &pki.server_key_pkcs1] {
+        let tls = TlsSettings::new(&pki.server_cert, key, None).unwrap();
+        assert!(!tls.client_certificates_required());
+        let addr = serve_iris(tls, cache.path()).await;
+        assert_eq!(predict(&addr, Some(trusting(&pki))).await, Ok(10));
+        // A client certificate is not asked for, and does no harm when offered.
+        let offered =
+            trusting(&pki).identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
+        assert_eq!(predict(&addr, Some(offered)).await, Ok(10));
+        // A plaintext HTTP/2 client gets no answer from a TLS port.
+        assert!(predict(&addr, None).await.is_err());
+        // Nor does a client that does not trust the server's CA.
+        let other_ca = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.stranger_cert))
+            .domain_name("localhost");
+        assert!(predict(&addr, Some(other_ca)).await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
+    let pki = TestPki::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let tls = TlsSettings::new(&pki.server_cert, &pki.server_key, Some(&pki.ca_cert)).unwrap();
+    assert!(tls.client_certificates_required());
+    let addr = serve_iris(tls, cache.path()).await;
+
+    let with = |cert: &str, key: &str| trusting(&pki).identity(Identity::from_pem(cert, key));
+    assert_eq!(
+        predict(&addr, Some(with(&pki.client_cert, &pki.client_key))).await,
+        Ok(10)
+    );
+    let without = predict(&addr, Some(trusting(&pki))).await;
+    assert!(without.is_err(), "{without:?}");
+    let stranger = predict(&addr, Some(with(&pki.stranger_cert, &pki.stranger_key))).await;
+    assert!(stranger.is_err(), "{stranger:?}");
+    // The refused handshakes did not hurt the server.
+    assert_eq!(
+        predict(&addr, Some(with(&pki.client_cert, &pki.client_key))).await,
+        Ok(10)
+    );
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_naming_the_part() {
+    let pki = TestPki::generate();
+    let part = |result: Result<TlsSettings, TlsError>| {
+        let error = result.unwrap_err();
+        (error.part(), error.to_string())
+    };
+
+    let (which, message) = part(TlsSettings::new("", &pki.server_key, None));
+    assert_eq!(which, Some(TlsPart::ServerCertificate));
+    assert!(message.contains("no certificate"), "{message}");
+
+    // A key where the certificate should be.
+    let (which, _) = part(TlsSettings::new(&pki.server_key, &pki.server_key, None));
+    assert_eq!(which, Some(TlsPart::ServerCertificate));
+
+    let (which, message) = part(TlsSettings::new(&pki.server_cert, &pki.server_cert, None));
+    assert_eq!(which, Some(TlsPart::PrivateKey));
+    assert!(message.contains("no private key"), "{message}");
+
+    let broken = pki.server_cert.replacen("MII", "M!I", 1);
+    let (which, message) = part(TlsSettings::new(&broken, &pki.server_key, None));
+    assert_eq!(which, Some(TlsPart::ServerCertificate));
+    assert!(message.contains("not valid PEM"), "{message}");
+
+    let (which, message) = part(TlsSettings::new(
+        &pki.server_cert,
+        &pki.server_key,
+        Some(""),
+    ));
+    assert_eq!(which, Some(TlsPart::ClientCa));
+    assert!(message.contains("no certificate"), "{message}");
+
+    // A key that does not belong to the certificate.
+    let (which, message) = part(TlsSettings::new(&pki.server_cert, &pki.other_key, None));
+    assert_eq!(which, None);
+    assert!(message.contains("refused"), "{message}");
+}
