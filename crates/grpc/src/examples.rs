@@ -19,12 +19,11 @@ use tonic::Status;
 
 use crate::status::{from_runtime, invalid};
 
-pub(crate) const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
-pub(crate) const REGRESS_METHOD: &str = "tensorflow/serving/regress";
-const INPUTS: &str = "inputs";
-const CLASSES: &str = "classes";
-const SCORES: &str = "scores";
-const OUTPUTS: &str = "outputs";
+use soma_runtime::signature_method::{
+    CLASSES_OUTPUT as CLASSES, EXAMPLES_INPUT as INPUTS, InferenceApi,
+    REGRESSION_OUTPUT as OUTPUTS, SCORES_OUTPUT as SCORES, check_signature,
+};
+pub(crate) use soma_runtime::signature_method::{CLASSIFY_METHOD, REGRESS_METHOD};
 
 /// The serialized examples of a request, one per example, context merged in.
 pub fn serialize_input(input: Option<&Input>) -> Result<Vec<Vec<u8>>, Status> {
@@ -59,7 +58,8 @@ pub fn serialize_input(input: Option<&Input>) -> Result<Vec<Vec<u8>>, Status> {
 fn signature<'a>(
     servable: &'a Servable,
     name: Option<&str>,
-    method: &str,
+    api: InferenceApi,
+    check_method_name: bool,
 ) -> Result<(&'a str, &'a SignatureDef), Status> {
     let (key, sig) = servable.signature(name).map_err(|e| match name {
         Some(name) if e.kind() == ErrorKind::NotFound => {
@@ -67,41 +67,7 @@ fn signature<'a>(
         }
         _ => from_runtime(&e),
     })?;
-    let kind = if method == CLASSIFY_METHOD {
-        "classification"
-    } else {
-        "regression"
-    };
-    if sig.method_name != method {
-        return Err(invalid(format!(
-            "Expected {kind} signature method_name to be {method}. Was: {}",
-            sig.method_name
-        )));
-    }
-    if sig.inputs.len() != 1 {
-        return Err(invalid("Expected one input Tensor."));
-    }
-    let outputs_ok = if method == CLASSIFY_METHOD {
-        (1..=2).contains(&sig.outputs.len())
-    } else {
-        sig.outputs.len() == 1
-    };
-    if !outputs_ok {
-        let expected = if method == CLASSIFY_METHOD {
-            "one or two output Tensors"
-        } else {
-            "one output Tensor"
-        };
-        return Err(invalid(format!(
-            "Expected {expected}, found {}",
-            sig.outputs.len()
-        )));
-    }
-    if !sig.inputs.contains_key(INPUTS) {
-        return Err(invalid(format!(
-            "No {kind} inputs found in SignatureDef: expected an input named \"{INPUTS}\""
-        )));
-    }
+    check_signature(sig, api, check_method_name).map_err(|e| from_runtime(&e))?;
     Ok((key, sig))
 }
 
@@ -120,17 +86,19 @@ fn run(
 }
 
 /// Runs a classification signature; returns the signature key used and the result.
+/// `check_method_name`: TF Serving's `--enable_signature_method_name_check`.
 pub fn classify(
     servable: &Servable,
     signature_name: Option<&str>,
     examples: Vec<Vec<u8>>,
+    check_method_name: bool,
 ) -> Result<(String, ClassificationResult), Status> {
-    let (key, sig) = signature(servable, signature_name, CLASSIFY_METHOD)?;
-    if !sig.outputs.contains_key(CLASSES) && !sig.outputs.contains_key(SCORES) {
-        return Err(invalid(format!(
-            "Expected classification signature outputs to contain at least one of \"{CLASSES}\" or \"{SCORES}\""
-        )));
-    }
+    let (key, _) = signature(
+        servable,
+        signature_name,
+        InferenceApi::Classify,
+        check_method_name,
+    )?;
     let n = examples.len();
     let mut outputs = run(servable, key, examples)?;
     let result = classification_result(n, outputs.remove(CLASSES), outputs.remove(SCORES))?;
@@ -142,13 +110,14 @@ pub fn regress(
     servable: &Servable,
     signature_name: Option<&str>,
     examples: Vec<Vec<u8>>,
+    check_method_name: bool,
 ) -> Result<(String, RegressionResult), Status> {
-    let (key, sig) = signature(servable, signature_name, REGRESS_METHOD)?;
-    if !sig.outputs.contains_key(OUTPUTS) {
-        return Err(invalid(format!(
-            "No regression outputs found in SignatureDef: expected an output named \"{OUTPUTS}\""
-        )));
-    }
+    let (key, _) = signature(
+        servable,
+        signature_name,
+        InferenceApi::Regress,
+        check_method_name,
+    )?;
     let n = examples.len();
     let mut outputs = run(servable, key, examples)?;
     let values = outputs.remove(OUTPUTS).expect("the signature declares it");

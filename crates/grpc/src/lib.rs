@@ -90,6 +90,11 @@ pub struct GrpcOptions {
     pub max_concurrent: Option<ConcurrencyLimit>,
     /// Also serve `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`).
     pub health_service: bool,
+    /// Check that a signature's `method_name` fits the API that runs it (TF Serving's
+    /// `--enable_signature_method_name_check`, off by default): Classify needs
+    /// `tensorflow/serving/classify`, Regress `.../regress`, Predict one of the three. Off,
+    /// TensorFlow 2 models (which save every signature as `.../predict`) can be classified.
+    pub check_signature_method_names: bool,
     /// TLS on the listener (TF Serving applies its `--ssl_config_file` to the TCP port and
     /// the Unix socket alike). `None`: plaintext HTTP/2.
     pub tls: Option<TlsSettings>,
@@ -105,6 +110,7 @@ impl Default for GrpcOptions {
             max_connection_age: None,
             max_concurrent: None,
             health_service: false,
+            check_signature_method_names: false,
             tls: None,
         }
     }
@@ -153,6 +159,7 @@ pub async fn serve(
         max_response_bytes: limit,
         metrics: options.metrics,
         limit: options.max_concurrent,
+        check_method_names: options.check_signature_method_names,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit)

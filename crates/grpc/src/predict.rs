@@ -1,5 +1,6 @@
 //! Predict and GetModelMetadata.
 
+use soma_runtime::signature_method::{InferenceApi, check_signature};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use prost::Message;
@@ -26,8 +27,10 @@ pub(crate) fn predict(
     inputs: &HashMap<String, TensorProto>,
     output_filter: &[String],
     deadline: Option<std::time::Instant>,
+    check_method_name: bool,
 ) -> Result<PredictResponse, Status> {
-    let (key, outputs, tensors) = decode(servable, target, inputs, output_filter)?;
+    let (key, outputs, tensors) =
+        decode(servable, target, inputs, output_filter, check_method_name)?;
     let prediction = servable
         .predict_owned(Some(key), tensors, deadline)
         .map_err(|e| from_runtime(&e))?;
@@ -42,8 +45,10 @@ pub(crate) async fn predict_in_place(
     target: &Target,
     inputs: &HashMap<String, TensorProto>,
     output_filter: &[String],
+    check_method_name: bool,
 ) -> Result<PredictResponse, Status> {
-    let (key, outputs, tensors) = decode(servable, target, inputs, output_filter)?;
+    let (key, outputs, tensors) =
+        decode(servable, target, inputs, output_filter, check_method_name)?;
     let queued = servable
         .queue_owned_in_place(Some(key), tensors)
         .map_err(|e| from_runtime(&e))?;
@@ -59,12 +64,14 @@ pub(crate) async fn predict_in_place(
 /// and the decoded input tensors.
 type Decoded<'a> = (&'a str, Vec<String>, BTreeMap<String, Tensor>);
 
-/// Checks the request's signature, input names and output filter, and decodes its tensors.
+/// Checks the request's signature (its method name too if `check_method_name`), input names
+/// and output filter, and decodes its tensors.
 fn decode<'a>(
     servable: &'a Servable,
     target: &Target,
     inputs: &HashMap<String, TensorProto>,
     output_filter: &[String],
+    check_method_name: bool,
 ) -> Result<Decoded<'a>, Status> {
     let (key, signature) =
         servable
@@ -76,6 +83,8 @@ fn decode<'a>(
                 ),
                 _ => from_runtime(&e),
             })?;
+    check_signature(signature, InferenceApi::Predict, check_method_name)
+        .map_err(|e| from_runtime(&e))?;
     check_input_names(signature, inputs)?;
     let outputs = selected_outputs(signature, output_filter)?;
     let mut tensors = BTreeMap::new();

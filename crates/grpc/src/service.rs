@@ -65,6 +65,8 @@ pub(crate) struct Predictions {
     pub(crate) metrics: Registry,
     /// Permits for [`GrpcOptions::max_concurrent`](crate::GrpcOptions::max_concurrent).
     pub(crate) limit: Option<ConcurrencyLimit>,
+    /// [`GrpcOptions::check_signature_method_names`](crate::GrpcOptions::check_signature_method_names).
+    pub(crate) check_method_names: bool,
 }
 
 impl std::fmt::Debug for Predictions {
@@ -76,7 +78,8 @@ impl std::fmt::Debug for Predictions {
 }
 
 /// A Classify- or Regress-style run: serialized examples in, a typed result out.
-type ExamplesRun<R> = fn(&Servable, Option<&str>, Vec<Vec<u8>>) -> Result<(String, R), Status>;
+type ExamplesRun<R> =
+    fn(&Servable, Option<&str>, Vec<Vec<u8>>, bool) -> Result<(String, R), Status>;
 
 impl Predictions {
     /// Awaits an inference RPC and records it in the request metrics under `api` (TF
@@ -111,6 +114,7 @@ impl Predictions {
         let target = Target::from_spec(request.model_spec.as_ref())?;
         let servable = target.resolve(self.hub.as_ref())?;
         let limit = self.max_response_bytes;
+        let check = self.check_method_names;
         // A quick model answers here, as REST does, in a batch formed on the async threads
         // if batching is on: see `Servable::may_answer_now`.
         if servable.may_answer_now() {
@@ -119,6 +123,7 @@ impl Predictions {
                 &target,
                 &request.inputs,
                 &request.output_filter,
+                check,
             )
             .await?;
             check_size(&response, limit)?;
@@ -131,6 +136,7 @@ impl Predictions {
                 &request.inputs,
                 &request.output_filter,
                 deadline,
+                check,
             )?;
             check_size(&response, limit)?;
             Ok(response)
@@ -148,9 +154,10 @@ impl Predictions {
     ) -> Result<(pb::ModelSpec, R), Status> {
         let target = Target::from_spec(spec)?;
         let servable = target.resolve(self.hub.as_ref())?;
+        let check = self.check_method_names;
         blocking(servable.runs_quickly(), move || {
             let examples = examples::serialize_input(input.as_ref())?;
-            let (key, result) = run(&servable, target.signature.as_deref(), examples)?;
+            let (key, result) = run(&servable, target.signature.as_deref(), examples, check)?;
             Ok((response_spec(&servable, Some(&key)), result))
         })
         .await
@@ -197,8 +204,9 @@ impl Predictions {
         let tasks = check_tasks(&request)?;
         // Every task runs on the version the first task resolves to, as in TF Serving.
         let servable = tasks[0].0.resolve(self.hub.as_ref())?;
+        let check = self.check_method_names;
         blocking(servable.runs_quickly(), move || {
-            multi_inference(&servable, tasks, request.input.as_ref())
+            multi_inference(&servable, tasks, request.input.as_ref(), check)
         })
         .await
     }
@@ -316,16 +324,19 @@ pub(crate) fn multi_inference(
     servable: &Servable,
     tasks: Vec<(Target, String)>,
     input: Option<&pb::Input>,
+    check_method_names: bool,
 ) -> Result<MultiInferenceResponse, Status> {
     let examples = examples::serialize_input(input)?;
     let mut results = Vec::with_capacity(tasks.len());
     for (target, method) in tasks {
         let signature = target.signature.as_deref();
         let (key, result) = if method == CLASSIFY_METHOD {
-            let (key, r) = examples::classify(servable, signature, examples.clone())?;
+            let (key, r) =
+                examples::classify(servable, signature, examples.clone(), check_method_names)?;
             (key, inference_result::Result::ClassificationResult(r))
         } else {
-            let (key, r) = examples::regress(servable, signature, examples.clone())?;
+            let (key, r) =
+                examples::regress(servable, signature, examples.clone(), check_method_names)?;
             (key, inference_result::Result::RegressionResult(r))
         };
         results.push(InferenceResult {

@@ -32,11 +32,17 @@ pub const MAX_WARMUP_RECORDS: usize = 1000;
 pub struct TfServingWarmup {
     /// How often each record runs (TF Serving's `--num_request_iterations_for_warmup`).
     pub iterations: u32,
+    /// Check signatures' method names as the live server does
+    /// ([`GrpcOptions::check_signature_method_names`](crate::GrpcOptions::check_signature_method_names)).
+    pub check_method_names: bool,
 }
 
 impl Default for TfServingWarmup {
     fn default() -> TfServingWarmup {
-        TfServingWarmup { iterations: 1 }
+        TfServingWarmup {
+            iterations: 1,
+            check_method_names: false,
+        }
     }
 }
 
@@ -68,7 +74,7 @@ impl RecordedWarmup for TfServingWarmup {
             let log = PredictionLog::decode(*record)
                 .map_err(|e| fail(format!("record {}: not a PredictionLog: {e}", i + 1)))?;
             for _ in 0..self.iterations.max(1) {
-                replay_one(servable, &log)
+                replay_one(servable, &log, self.check_method_names)
                     .map_err(|e| fail(format!("record {} failed: {}", i + 1, e.message())))?;
             }
         }
@@ -77,7 +83,7 @@ impl RecordedWarmup for TfServingWarmup {
 }
 
 /// Runs one logged request on `servable` as the live gRPC service would.
-fn replay_one(servable: &Servable, log: &PredictionLog) -> Result<(), Status> {
+fn replay_one(servable: &Servable, log: &PredictionLog, check: bool) -> Result<(), Status> {
     let missing = || invalid("the log holds no request");
     let unsupported = |log_type: &str| {
         invalid(format!(
@@ -95,6 +101,7 @@ fn replay_one(servable: &Servable, log: &PredictionLog) -> Result<(), Status> {
                 &request.inputs,
                 &request.output_filter,
                 None,
+                check,
             )
             .map(drop)
         }
@@ -102,18 +109,18 @@ fn replay_one(servable: &Servable, log: &PredictionLog) -> Result<(), Status> {
             let request = log.request.as_ref().ok_or_else(missing)?;
             let examples = examples::serialize_input(request.input.as_ref())?;
             let signature = target(request.model_spec.as_ref()).signature;
-            examples::classify(servable, signature.as_deref(), examples).map(drop)
+            examples::classify(servable, signature.as_deref(), examples, check).map(drop)
         }
         Some(LogType::RegressLog(log)) => {
             let request = log.request.as_ref().ok_or_else(missing)?;
             let examples = examples::serialize_input(request.input.as_ref())?;
             let signature = target(request.model_spec.as_ref()).signature;
-            examples::regress(servable, signature.as_deref(), examples).map(drop)
+            examples::regress(servable, signature.as_deref(), examples, check).map(drop)
         }
         Some(LogType::MultiInferenceLog(log)) => {
             let request = log.request.as_ref().ok_or_else(missing)?;
             let tasks = check_tasks(request)?;
-            multi_inference(servable, tasks, request.input.as_ref()).map(drop)
+            multi_inference(servable, tasks, request.input.as_ref(), check).map(drop)
         }
         Some(LogType::SessionRunLog(_)) => Err(unsupported("session_run_log")),
         Some(LogType::PredictStreamedLog(_)) => Err(unsupported("predict_streamed_log")),

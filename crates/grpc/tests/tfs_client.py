@@ -432,7 +432,7 @@ def check_errors(check, stub, models_stub, max_message_bytes):
         request.input.example_list.examples.add().CopyFrom(float_example([1, 2, 3, 4]))
         return lambda: stub.Classify(request, timeout=TIMEOUT)
 
-    e("classify a predict signature", classify(spec("iris")), C.INVALID_ARGUMENT, "Expected classification signature method_name to be tensorflow/serving/classify")
+    e("classify a predict signature", classify(spec("iris")), C.INVALID_ARGUMENT, "No classification inputs found in SignatureDef")
     empty = classification_pb2.ClassificationRequest(model_spec=spec("iris"))
     e("classify without examples", lambda: stub.Classify(empty, timeout=TIMEOUT), C.INVALID_ARGUMENT, "Input is empty.")
 
@@ -522,7 +522,7 @@ def check_classifier(check, stub, classifier):
     unknown = classification_pb2.ClassificationRequest(model_spec=spec(name, signature="nope"), input=input_list())
     check.expect_error("classify unknown signature", lambda: stub.Classify(unknown, timeout=TIMEOUT), C.INVALID_ARGUMENT, "No signature was found with the name: nope")
     wrong = regression_pb2.RegressionRequest(model_spec=spec(name, signature="classify_x"), input=input_list())
-    check.expect_error("regress a classify signature", lambda: stub.Regress(wrong, timeout=TIMEOUT), C.INVALID_ARGUMENT, "Expected regression signature method_name to be tensorflow/serving/regress")
+    check.expect_error("regress a classify signature", lambda: stub.Regress(wrong, timeout=TIMEOUT), C.INVALID_ARGUMENT, "Expected one output Tensor.")
 
 
 def reload_request(configs):

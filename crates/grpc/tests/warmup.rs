@@ -36,7 +36,11 @@ fn version_with(records: &[u8], root: &Path, name: &str) -> PathBuf {
 }
 
 fn replay(servable: &Servable, dir: &Path) -> Result<Option<usize>, RuntimeError> {
-    TfServingWarmup { iterations: 2 }.replay(servable, dir)
+    TfServingWarmup {
+        iterations: 2,
+        ..TfServingWarmup::default()
+    }
+    .replay(servable, dir)
 }
 
 #[tokio::test(flavor = "multi_thread")]

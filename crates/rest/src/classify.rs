@@ -6,15 +6,19 @@ use serde_json::{Map, Value};
 use soma_core::{DType, Tensor, TensorData};
 use soma_runtime::Servable;
 
+use soma_runtime::signature_method::{EXAMPLES_INPUT, InferenceApi, check_signature};
+
 use crate::error::RestError;
 use crate::predict::{parse_body, signature, signature_name};
 use crate::writer::PrettyWriter;
 
-const CLASSIFY: &str = "tensorflow/serving/classify";
-const REGRESS: &str = "tensorflow/serving/regress";
-
-pub(crate) fn classify(servable: &Servable, body: &[u8]) -> Result<String, RestError> {
-    let outputs = run(servable, body, CLASSIFY, "classification", "classify")?;
+/// `check_method_name`: TF Serving's `--enable_signature_method_name_check`.
+pub(crate) fn classify(
+    servable: &Servable,
+    body: &[u8],
+    check_method_name: bool,
+) -> Result<String, RestError> {
+    let outputs = run(servable, body, InferenceApi::Classify, check_method_name)?;
     let classes = outputs.iter().find(|(k, _)| k == "classes").map(|(_, t)| t);
     let scores = outputs.iter().find(|(k, _)| k == "scores").map(|(_, t)| t);
     let rows = classes
@@ -59,8 +63,12 @@ pub(crate) fn classify(servable: &Servable, body: &[u8]) -> Result<String, RestE
     Ok(w.finish())
 }
 
-pub(crate) fn regress(servable: &Servable, body: &[u8]) -> Result<String, RestError> {
-    let outputs = run(servable, body, REGRESS, "regression", "regress")?;
+pub(crate) fn regress(
+    servable: &Servable,
+    body: &[u8],
+    check_method_name: bool,
+) -> Result<String, RestError> {
+    let outputs = run(servable, body, InferenceApi::Regress, check_method_name)?;
     let tensor = outputs
         .iter()
         .find(|(k, _)| k == "outputs")
@@ -87,32 +95,25 @@ pub(crate) fn regress(servable: &Servable, body: &[u8]) -> Result<String, RestEr
 fn run(
     servable: &Servable,
     body: &[u8],
-    method: &str,
-    what: &str,
-    verb: &str,
+    api: InferenceApi,
+    check_method_name: bool,
 ) -> Result<Vec<(String, Tensor)>, RestError> {
     let doc = parse_body(body)?;
     let (key, sig) = signature(servable, signature_name(&doc)?)?;
-    if sig.method_name != method {
-        return Err(RestError::invalid(format!(
-            "Expected {what} signature method_name to be {method}. Was: {}",
-            sig.method_name
-        )));
-    }
+    check_signature(sig, api, check_method_name)?;
+    let verb = if api == InferenceApi::Classify {
+        "classify"
+    } else {
+        "regress"
+    };
     let examples = examples(&doc, verb)?;
-    let input = sig
-        .inputs
-        .keys()
-        .next()
-        .cloned()
-        .ok_or_else(|| RestError::invalid(format!("{what} signature has no input")))?;
     let tensor = Tensor::new(
         DType::String,
         vec![examples.len()],
         TensorData::Strings(examples),
     )
     .map_err(|e| RestError::invalid(e.to_string()))?;
-    let inputs = std::collections::BTreeMap::from([(input, tensor)]);
+    let inputs = std::collections::BTreeMap::from([(EXAMPLES_INPUT.to_string(), tensor)]);
     let prediction = servable.predict(Some(key), &inputs)?;
     Ok(prediction.outputs.into_iter().collect())
 }

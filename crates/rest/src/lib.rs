@@ -68,6 +68,10 @@ pub struct RestOptions {
     /// `--rest_api_enable_cors_support`): CORS headers on every answer, and preflight
     /// `OPTIONS` requests answered.
     pub cors: bool,
+    /// Check that a signature's `method_name` fits the API that runs it (TF Serving's
+    /// `--enable_signature_method_name_check`, off by default; see
+    /// [`soma_runtime::signature_method`]).
+    pub check_signature_method_names: bool,
 }
 
 impl Default for RestOptions {
@@ -79,6 +83,7 @@ impl Default for RestOptions {
             prometheus_path: None,
             max_concurrent: None,
             cors: false,
+            check_signature_method_names: false,
         }
     }
 }
@@ -267,16 +272,17 @@ async fn infer(
     // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
     // the work to another thread and back would.
     let small = body.len() <= INLINE_BODY_LIMIT;
+    let check = rest.options.check_signature_method_names;
     if small && method == path::Method::Predict && servable.may_answer_now() {
-        return predict::predict_in_place(&servable, &body).await;
+        return predict::predict_in_place(&servable, &body, check).await;
     }
     let in_place = small && servable.runs_quickly();
     let run = move || {
         let _permit = permit;
         match method {
-            path::Method::Predict => predict::predict(&servable, &body, deadline),
-            path::Method::Classify => classify::classify(&servable, &body),
-            path::Method::Regress => classify::regress(&servable, &body),
+            path::Method::Predict => predict::predict(&servable, &body, deadline, check),
+            path::Method::Classify => classify::classify(&servable, &body, check),
+            path::Method::Regress => classify::regress(&servable, &body, check),
         }
     };
     if in_place {

@@ -1,6 +1,7 @@
 //! `:predict`: TF Serving's row (`instances`) and columnar (`inputs`) request formats and
 //! their responses (`json_tensor.cc`), on top of soma's JSON tensor codec.
 
+use soma_runtime::signature_method::{InferenceApi, check_signature};
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -56,8 +57,9 @@ pub(crate) fn predict(
     servable: &Servable,
     body: &[u8],
     deadline: std::time::Instant,
+    check_method_name: bool,
 ) -> Result<String, RestError> {
-    let (key, format, inputs) = parse_request(body, servable)?;
+    let (key, format, inputs) = parse_request(body, servable, check_method_name)?;
     let prediction = servable.predict_json_until(Some(key), &inputs, Some(deadline))?;
     render(&prediction.outputs, format)
 }
@@ -68,8 +70,9 @@ pub(crate) fn predict(
 pub(crate) async fn predict_in_place(
     servable: &Servable,
     body: &[u8],
+    check_method_name: bool,
 ) -> Result<String, RestError> {
-    let (key, format, inputs) = parse_request(body, servable)?;
+    let (key, format, inputs) = parse_request(body, servable, check_method_name)?;
     let queued = servable.queue_json_in_place(Some(key), &inputs)?;
     // Let the requests this thread has read join the batch before it runs.
     if queued.has_company() {
@@ -83,9 +86,11 @@ pub(crate) async fn predict_in_place(
 fn parse_request<'s>(
     body: &[u8],
     servable: &'s Servable,
+    check_method_name: bool,
 ) -> Result<(&'s str, Format, Map<String, Value>), RestError> {
     let doc = parse_body(body)?;
     let (key, sig) = signature(servable, signature_name(&doc)?)?;
+    check_signature(sig, InferenceApi::Predict, check_method_name)?;
     let (format, inputs) = request_inputs(doc, sig)?;
     Ok((key, format, inputs))
 }

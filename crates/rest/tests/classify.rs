@@ -118,6 +118,110 @@ async fn classify_and_regress_match_tensorflow() {
     .await;
     assert_eq!(
         response.text(),
-        "{ \"error\": \"Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/classify\" }"
+        "{ \"error\": \"Expected one output Tensor.\" }"
     );
+}
+
+/// Serves the model in `dir` as `tf2` over REST with the method name check `on` or off;
+/// the server's address.
+async fn serve_tf2(dir: &std::path::Path, cache: &std::path::Path, on: bool) -> String {
+    let manager = ModelManager::new(ManagerOptions::new(cache.to_path_buf()));
+    let config = ModelConfig {
+        name: "tf2".into(),
+        base_path: dir.display().to_string(),
+        policy: Default::default(),
+        labels: Default::default(),
+    };
+    manager.reload(vec![config]).await.unwrap();
+    let options = RestOptions {
+        check_signature_method_names: on,
+        ..RestOptions::default()
+    };
+    let app = router(Arc::new(manager) as Arc<dyn ModelHub>, options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A native TensorFlow 2 classifier (its signatures' method_name is
+/// `tensorflow/serving/predict`): `:classify` and `:regress` answer as TensorFlow does with
+/// the method name check off, TF Serving's default, and are refused when it is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tf2");
+    let script = repo_root().join("crates/grpc/tests/support/tf2_classifier.py");
+    let expected: Value =
+        serde_json::from_slice(&run_python(&script, &[model.as_os_str()])).unwrap();
+    let examples: Vec<Value> = expected["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| json!({"x": x}))
+        .collect();
+    let post = |addr: String, path: &'static str, body: Value| async move {
+        tokio::task::spawn_blocking(move || {
+            http(&addr, "POST", path, &[], body.to_string().as_bytes()).unwrap()
+        })
+        .await
+        .unwrap()
+    };
+
+    let off = serve_tf2(&model, &tmp.path().join("cache"), false).await;
+    let response = post(
+        off.clone(),
+        "/v1/models/tf2:classify",
+        json!({"examples": examples}),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let got: Value = serde_json::from_slice(&response.body).unwrap();
+    for (row, results) in got["results"].as_array().unwrap().iter().enumerate() {
+        for (k, pair) in results.as_array().unwrap().iter().enumerate() {
+            assert_eq!(pair[0], expected["classes"][row][k]);
+            let (score, want) = (
+                pair[1].as_f64().unwrap(),
+                expected["scores"][row][k].as_f64().unwrap(),
+            );
+            assert!(
+                (score - want).abs() < 1e-6,
+                "{score} vs TensorFlow's {want}"
+            );
+        }
+    }
+    let body = json!({"signature_name": "regress_x", "examples": examples});
+    let response = post(off, "/v1/models/tf2:regress", body.clone()).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let got: Value = serde_json::from_slice(&response.body).unwrap();
+    for (value, want) in got["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["regress"].as_array().unwrap())
+    {
+        assert!(
+            (value.as_f64().unwrap() - want.as_f64().unwrap()).abs() < 1e-6,
+            "{got}"
+        );
+    }
+
+    let on = serve_tf2(&model, &tmp.path().join("cache"), true).await;
+    let response = post(
+        on.clone(),
+        "/v1/models/tf2:classify",
+        json!({"examples": examples}),
+    )
+    .await;
+    assert_eq!(
+        (response.status, response.text()),
+        (
+            400,
+            "{ \"error\": \"Expected classification signature method_name to be \
+             tensorflow/serving/classify. Was: tensorflow/serving/predict\" }"
+                .to_string()
+        )
+    );
+    let response = post(on, "/v1/models/tf2:regress", body).await;
+    assert_eq!(response.status, 400, "{}", response.text());
 }

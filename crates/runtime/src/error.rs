@@ -24,6 +24,10 @@ pub enum RuntimeError {
     /// The request's deadline passed before it ran.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The server is not in a state to run this (TF Serving's INTERNAL), e.g. a signature
+    /// whose method is not one the API serves.
+    #[error("{0}")]
+    Internal(String),
     /// The engine failed while running the model.
     #[error("{context}: {source}")]
     Engine {
@@ -42,6 +46,7 @@ impl RuntimeError {
             RuntimeError::Unsupported(_) => ErrorKind::Unimplemented,
             RuntimeError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             RuntimeError::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            RuntimeError::Internal(_) => ErrorKind::Internal,
             RuntimeError::Engine { source, .. } => source.kind,
         }
     }

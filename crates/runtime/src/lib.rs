@@ -12,6 +12,8 @@
 //!   model set ([`ModelHub`]), with version states and policies as TF Serving names them.
 //! * [`RecordedWarmup`]: replaying the warm-up requests a version was saved with.
 //! * [`ConcurrencyLimit`]: how many inference requests the servers process at once.
+//! * [`signature_method`]: TF Serving's checks of a signature against the API (predict,
+//!   classify, regress) that runs it, for both front ends.
 
 pub mod batching;
 mod error;
@@ -21,6 +23,7 @@ mod model_set;
 mod run_clock;
 mod servable;
 mod signature;
+pub mod signature_method;
 mod warmup;
 
 pub use error::RuntimeError;

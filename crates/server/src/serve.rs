@@ -200,6 +200,8 @@ pub async fn serve_with(
             max_connection_age: options.grpc_max_connection_age,
             max_concurrent: None,
             health_service: true,
+            // TF Serving's default: TensorFlow 2 classifiers and regressors work.
+            check_signature_method_names: false,
             tls: options.grpc_tls.clone(),
         };
         tokio::spawn(async move {

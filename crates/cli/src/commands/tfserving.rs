@@ -198,6 +198,14 @@ pub(crate) struct Args {
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     enable_grpc_healthcheck_service: bool,
 
+    /// Require a signature's method_name to fit the API running it (Classify:
+    /// tensorflow/serving/classify, ...). Off, as in TF Serving, TensorFlow 2 models (whose
+    /// signatures all say tensorflow/serving/predict) can be classified and regressed.
+    #[arg(long = "enable_signature_method_name_check", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    enable_signature_method_name_check: bool,
+
     /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
     #[arg(long = "enable_model_warmup", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -352,6 +360,7 @@ impl Settings {
                 max_concurrent: (args.grpc_max_threads > 0)
                     .then(|| ConcurrencyLimit::new(args.grpc_max_threads)),
                 health_service: args.enable_grpc_healthcheck_service,
+                check_signature_method_names: args.enable_signature_method_name_check,
                 tls: args
                     .ssl_config_file
                     .as_deref()
@@ -518,9 +527,12 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         metrics: Some(metrics.clone()),
         batching,
         per_model_batching: settings.per_model_batching,
-        warmup: settings
-            .warmup_iterations
-            .map(|iterations| Arc::new(TfServingWarmup { iterations }) as Arc<dyn RecordedWarmup>),
+        warmup: settings.warmup_iterations.map(|iterations| {
+            Arc::new(TfServingWarmup {
+                iterations,
+                check_method_names: settings.grpc.check_signature_method_names,
+            }) as Arc<dyn RecordedWarmup>
+        }),
         ..ManagerOptions::new(model_options.cache_dir)
     }));
     manager
@@ -570,6 +582,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             body_limit: 256 * 1024 * 1024,
             metrics,
             cors: settings.rest_cors,
+            check_signature_method_names: settings.grpc.check_signature_method_names,
         };
         let app = soma_rest::router(Arc::clone(&manager) as Arc<dyn ModelHub>, options);
         let addr = SocketAddr::from(([0, 0, 0, 0], rest_port));
@@ -716,6 +729,9 @@ mod tests {
         assert_eq!(s.batching, Some(None));
         assert!(!s.per_model_batching);
         assert!(s.allow_labels_for_unavailable);
+        assert!(!s.grpc.check_signature_method_names, "TF Serving's default");
+        let checked = parse(&["--model_base_path=/m", "--enable_signature_method_name_check"]);
+        assert!(checked.unwrap().grpc.check_signature_method_names);
         let per_model = parse(&[
             "--model_base_path=/m",
             "--enable_batching",
