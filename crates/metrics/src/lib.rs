@@ -11,6 +11,7 @@ mod render;
 mod requests;
 
 pub use registry::{
-    DEFAULT_BUCKETS, Kind, MetricError, Registry, validate_label_name, validate_metric_name,
+    DEFAULT_BUCKETS, Kind, MetricError, Registry, tf_serving_latency_buckets, validate_label_name,
+    validate_metric_name,
 };
 pub use requests::{Entrypoint, REQUEST_COUNT, REQUEST_LATENCY};

@@ -7,6 +7,22 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
     300.0, 600.0,
 ];
 
+/// TF Serving's latency buckets, in microseconds: `Buckets::Exponential(10, 1.8, 33)`, i.e.
+/// 10 × 1.8^i for i in 0..33 (10 µs to ~25 minutes), so dashboards built on its
+/// histograms read soma's the same way. Rounded to 6 significant digits, as TensorFlow
+/// prints them (`le="32.4"`, not `le="32.400000000000006"`).
+pub fn tf_serving_latency_buckets() -> &'static [f64] {
+    static BUCKETS: std::sync::LazyLock<Vec<f64>> = std::sync::LazyLock::new(|| {
+        (0..33)
+            .map(|i| {
+                let bound = 10.0 * 1.8f64.powi(i);
+                format!("{bound:.5e}").parse().unwrap_or(bound)
+            })
+            .collect()
+    });
+    &BUCKETS
+}
+
 /// The type of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -52,6 +68,26 @@ pub enum MetricError {
 
 pub(crate) type Labels = Vec<(String, String)>;
 
+/// What a family holds: its kind and, for a histogram, its buckets' upper bounds.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    kind: Kind,
+    buckets: &'static [f64],
+}
+
+impl Shape {
+    fn scalar(kind: Kind) -> Shape {
+        Shape { kind, buckets: &[] }
+    }
+
+    fn histogram(buckets: &'static [f64]) -> Shape {
+        Shape {
+            kind: Kind::Histogram,
+            buckets,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Histogram {
     pub(crate) counts: Vec<u64>,
@@ -69,6 +105,8 @@ pub(crate) enum Series {
 pub(crate) struct Family {
     pub(crate) help: String,
     pub(crate) kind: Kind,
+    /// A histogram's upper bounds (set when the family is created); empty otherwise.
+    pub(crate) buckets: &'static [f64],
     pub(crate) series: BTreeMap<Labels, Series>,
 }
 
@@ -94,11 +132,18 @@ impl Registry {
         if value < 0.0 {
             return Err(MetricError::NegativeCounter(name.to_string()));
         }
-        self.update(name, help, Kind::Counter, labels, value, |series, v| {
-            if let Series::Scalar(total) = series {
-                *total += v;
-            }
-        })
+        self.update(
+            name,
+            help,
+            Shape::scalar(Kind::Counter),
+            labels,
+            value,
+            |series, _, v| {
+                if let Series::Scalar(total) = series {
+                    *total += v;
+                }
+            },
+        )
     }
 
     /// Sets a gauge.
@@ -109,9 +154,14 @@ impl Registry {
         labels: &[(&str, &str)],
         value: f64,
     ) -> Result<(), MetricError> {
-        self.update(name, help, Kind::Gauge, labels, value, |series, v| {
-            *series = Series::Scalar(v)
-        })
+        self.update(
+            name,
+            help,
+            Shape::scalar(Kind::Gauge),
+            labels,
+            value,
+            |series, _, v| *series = Series::Scalar(v),
+        )
     }
 
     /// Adds `delta` (may be negative) to a gauge.
@@ -122,11 +172,18 @@ impl Registry {
         labels: &[(&str, &str)],
         delta: f64,
     ) -> Result<(), MetricError> {
-        self.update(name, help, Kind::Gauge, labels, delta, |series, v| {
-            if let Series::Scalar(total) = series {
-                *total += v;
-            }
-        })
+        self.update(
+            name,
+            help,
+            Shape::scalar(Kind::Gauge),
+            labels,
+            delta,
+            |series, _, v| {
+                if let Series::Scalar(total) = series {
+                    *total += v;
+                }
+            },
+        )
     }
 
     /// Records one observation in a histogram with [`DEFAULT_BUCKETS`].
@@ -137,17 +194,37 @@ impl Registry {
         labels: &[(&str, &str)],
         value: f64,
     ) -> Result<(), MetricError> {
-        self.update(name, help, Kind::Histogram, labels, value, |series, v| {
-            if let Series::Histogram(h) = series {
-                for (count, bound) in h.counts.iter_mut().zip(DEFAULT_BUCKETS) {
-                    if v <= *bound {
-                        *count += 1;
+        self.observe_in(name, help, DEFAULT_BUCKETS, labels, value)
+    }
+
+    /// Records one observation in a histogram with these upper bounds (ascending); a
+    /// histogram keeps the bounds it was created with.
+    pub fn observe_in(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &'static [f64],
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), MetricError> {
+        self.update(
+            name,
+            help,
+            Shape::histogram(buckets),
+            labels,
+            value,
+            |series, bounds, v| {
+                if let Series::Histogram(h) = series {
+                    for (count, bound) in h.counts.iter_mut().zip(bounds) {
+                        if v <= *bound {
+                            *count += 1;
+                        }
                     }
+                    h.sum += v;
+                    h.count += 1;
                 }
-                h.sum += v;
-                h.count += 1;
-            }
-        })
+            },
+        )
     }
 
     /// The current value of a counter or gauge series, for tests and status commands.
@@ -163,10 +240,10 @@ impl Registry {
         &self,
         name: &str,
         help: &str,
-        kind: Kind,
+        Shape { kind, buckets }: Shape,
         labels: &[(&str, &str)],
         value: f64,
-        apply: impl FnOnce(&mut Series, f64),
+        apply: impl FnOnce(&mut Series, &[f64], f64),
     ) -> Result<(), MetricError> {
         if !value.is_finite() {
             return Err(MetricError::NotFinite(name.to_string()));
@@ -183,6 +260,7 @@ impl Registry {
             let family = Family {
                 help: help.to_string(),
                 kind,
+                buckets,
                 series: BTreeMap::new(),
             };
             families.insert(name.to_string(), family);
@@ -195,8 +273,9 @@ impl Registry {
                 requested: kind.as_str(),
             });
         }
+        let bounds = family.buckets;
         if let Some(series) = find_series(&mut family.series, labels) {
-            apply(series, value);
+            apply(series, bounds, value);
             return Ok(());
         }
         if !new_family {
@@ -207,13 +286,13 @@ impl Registry {
             .entry(owned(labels))
             .or_insert_with(|| match kind {
                 Kind::Histogram => Series::Histogram(Histogram {
-                    counts: vec![0; DEFAULT_BUCKETS.len()],
+                    counts: vec![0; bounds.len()],
                     sum: 0.0,
                     count: 0,
                 }),
                 Kind::Counter | Kind::Gauge => Series::Scalar(0.0),
             });
-        apply(series, value);
+        apply(series, bounds, value);
         Ok(())
     }
 }

@@ -1,6 +1,5 @@
 use std::fmt::Write as _;
 
-use crate::DEFAULT_BUCKETS;
 use crate::registry::{Labels, Registry, Series};
 
 impl Registry {
@@ -18,7 +17,7 @@ impl Registry {
                             writeln!(out, "{name}{} {}", format_labels(labels, None), number(*v));
                     }
                     Series::Histogram(h) => {
-                        for (count, bound) in h.counts.iter().zip(DEFAULT_BUCKETS) {
+                        for (count, bound) in h.counts.iter().zip(family.buckets) {
                             let le = number(*bound);
                             let _ = writeln!(
                                 out,

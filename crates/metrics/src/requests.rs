@@ -7,8 +7,9 @@ use crate::Registry;
 
 /// Counts inference requests by model, API, entrypoint and status (TF Serving's name).
 pub const REQUEST_COUNT: &str = ":tensorflow:serving:request_count";
-/// Latency of successful inference requests by model, API and entrypoint.
-pub const REQUEST_LATENCY: &str = "soma_request_latency_seconds";
+/// Latency of successful inference requests by model, API and entrypoint, in microseconds
+/// with TF Serving's buckets (its name, unit and buckets).
+pub const REQUEST_LATENCY: &str = ":tensorflow:serving:request_latency";
 
 /// Where a request came in: TF Serving's `entrypoint` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,15 +55,16 @@ impl Registry {
             1.0,
         );
         if status == "OK" {
-            let _ = self.observe(
+            let _ = self.observe_in(
                 REQUEST_LATENCY,
-                "Latency of successful inference requests, by model, API and entrypoint.",
+                "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+                crate::tf_serving_latency_buckets(),
                 &[
                     ("model_name", model),
                     ("API", api),
                     ("entrypoint", entrypoint),
                 ],
-                latency.as_secs_f64(),
+                latency.as_secs_f64() * 1e6,
             );
         }
     }
@@ -107,5 +109,35 @@ mod tests {
         // A histogram's value is its count: the failed request was not timed.
         assert_eq!(timed("GRPC", "Predict"), Some(2.0));
         assert_eq!(timed("REST", "predict"), Some(1.0));
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_in_microseconds_with_tf_servings_buckets() {
+        let buckets = crate::tf_serving_latency_buckets();
+        assert_eq!(buckets.len(), 33);
+        assert_eq!(&buckets[..4], &[10.0, 18.0, 32.4, 58.32]);
+        let metrics = Registry::new();
+        metrics.record_request(
+            Entrypoint::Rest,
+            "iris",
+            "predict",
+            "OK",
+            Duration::from_micros(25),
+        );
+        let page = metrics.render();
+        let series = r#"{API="predict",entrypoint="REST",model_name="iris""#;
+        for line in [
+            format!("{REQUEST_LATENCY}_bucket{series},le=\"18\"}} 0"),
+            format!("{REQUEST_LATENCY}_bucket{series},le=\"32.4\"}} 1"),
+            format!("{REQUEST_LATENCY}_bucket{series},le=\"+Inf\"}} 1"),
+            format!("{REQUEST_LATENCY}_sum{series}}} 25"),
+        ] {
+            assert!(page.contains(&line), "{line} not in\n{page}");
+        }
     }
 }

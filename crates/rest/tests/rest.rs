@@ -550,7 +550,7 @@ fn health_and_metrics() {
     );
     assert!(
         metrics.contains(
-            "soma_request_latency_seconds_count{API=\"predict\",entrypoint=\"REST\",model_name=\"iris\"} "
+            ":tensorflow:serving:request_latency_count{API=\"predict\",entrypoint=\"REST\",model_name=\"iris\"} "
         ),
         "{metrics}"
     );

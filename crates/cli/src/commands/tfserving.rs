@@ -730,7 +730,10 @@ mod tests {
         assert!(!s.per_model_batching);
         assert!(s.allow_labels_for_unavailable);
         assert!(!s.grpc.check_signature_method_names, "TF Serving's default");
-        let checked = parse(&["--model_base_path=/m", "--enable_signature_method_name_check"]);
+        let checked = parse(&[
+            "--model_base_path=/m",
+            "--enable_signature_method_name_check",
+        ]);
         assert!(checked.unwrap().grpc.check_signature_method_names);
         let per_model = parse(&[
             "--model_base_path=/m",

@@ -38,6 +38,11 @@ pub use options::{BatchOptions, BatchWindow};
 
 use crate::RuntimeError;
 
+/// `soma_batch_size`'s buckets: rows per run, in powers of two.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
 /// Longest wait of an `auto` window, and the arrival gap above which it does not wait.
 const AUTO_MAX_WAIT: Duration = Duration::from_millis(1);
 
@@ -557,9 +562,10 @@ impl Batcher {
             ("model_version", self.version.as_str()),
         ];
         let rows: usize = members.iter().map(|m| m.rows).sum();
-        let _ = metrics.observe(
+        let _ = metrics.observe_in(
             "soma_batch_size",
             "Rows per batched TensorFlow run.",
+            BATCH_SIZE_BUCKETS,
             &labels,
             rows as f64,
         );
