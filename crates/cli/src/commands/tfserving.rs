@@ -206,6 +206,51 @@ pub(crate) struct Args {
           value_name = "BOOL")]
     enable_signature_method_name_check: bool,
 
+    /// Accepted, no effect: TF Serving flushes TensorFlow's file system caches after loads;
+    /// soma downloads S3 models itself and TensorFlow reads local files.
+    #[arg(long = "flush_filesystem_caches", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL",
+          hide = true)]
+    _flush_filesystem_caches: bool,
+
+    /// Accepted, no effect: soma keeps no MetaGraphDef after loading (only the signatures),
+    /// which is the memory this saves in TF Serving.
+    #[arg(long = "remove_unused_fields_from_bundle_metagraph", default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
+          value_name = "BOOL", hide = true)]
+    _remove_unused_fields_from_bundle_metagraph: bool,
+
+    /// Accepted: soma lets TensorFlow compile `jit_compile` functions with XLA, as TF
+    /// Serving does with `true`; `false` does not refuse them.
+    #[arg(long = "xla_cpu_compilation_enabled", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL",
+          hide = true)]
+    _xla_cpu_compilation_enabled: bool,
+
+    /// TF Serving features soma does not have, accepted when off (as scripts often spell
+    /// out): the profiler service, Google ALTS credentials, TF Lite models.
+    #[arg(long = "enable_profiler", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL", hide = true)]
+    enable_profiler: Option<bool>,
+    #[arg(long = "use_alts_credentials", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL", hide = true)]
+    use_alts_credentials: Option<bool>,
+    #[arg(long = "prefer_tflite_model", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL", hide = true)]
+    prefer_tflite_model: Option<bool>,
+    #[arg(long = "use_tflite_model", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL", hide = true)]
+    use_tflite_model: Option<bool>,
+    /// Accepted, no effect without TF Lite.
+    #[arg(long = "num_tflite_pools", value_name = "N", hide = true)]
+    _num_tflite_pools: Option<u32>,
+    #[arg(
+        long = "num_tflite_interpreters_per_pool",
+        value_name = "N",
+        hide = true
+    )]
+    _num_tflite_interpreters_per_pool: Option<u32>,
+
     /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
     #[arg(long = "enable_model_warmup", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -231,7 +276,54 @@ const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
         "--per_process_gpu_memory_fraction",
         "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
     ),
+    (
+        "--tensorflow_session_config_file",
+        "soma builds the session config itself; size its thread pools with \
+         --tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism",
+    ),
+    (
+        "--thread_pool_factory_config_file",
+        "TensorFlow runs on its own intra-op pool and the calling thread; size the pool \
+         with --tensorflow_intra_op_parallelism",
+    ),
+    (
+        "--mixed_precision",
+        "soma runs the SavedModel's graph as saved; export the model in the precision to \
+         serve",
+    ),
 ];
+
+/// TF Serving switches for features soma does not have: accepted when off, refused when on.
+fn refuse_switched_on(args: &Args) -> anyhow::Result<()> {
+    let switches = [
+        (
+            "--enable_profiler",
+            args.enable_profiler,
+            "soma has no TensorFlow profiler service; profile the process with perf",
+        ),
+        (
+            "--use_alts_credentials",
+            args.use_alts_credentials,
+            "Google ALTS is not supported; use --ssl_config_file for TLS",
+        ),
+        (
+            "--prefer_tflite_model",
+            args.prefer_tflite_model,
+            "soma serves TensorFlow SavedModels, not TF Lite models",
+        ),
+        (
+            "--use_tflite_model",
+            args.use_tflite_model,
+            "soma serves TensorFlow SavedModels, not TF Lite models",
+        ),
+    ];
+    for (flag, value, instead) in switches {
+        if value == Some(true) {
+            anyhow::bail!("{flag}=true is a TF Serving feature soma does not have: {instead}");
+        }
+    }
+    Ok(())
+}
 
 /// A specific message for a TF Serving flag in [`UNSUPPORTED_FLAGS`], where clap would only
 /// say it does not know it.
@@ -321,6 +413,7 @@ impl Settings {
                 })
                 .collect(),
         };
+        refuse_switched_on(&args)?;
         if args.port != 0 && args.port == args.rest_api_port {
             anyhow::bail!(
                 "--port and --rest_api_port are both {}: gRPC and REST need a port each",
@@ -964,6 +1057,43 @@ mod tests {
             error.starts_with("cannot read --ssl_config_file /no/such.config"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn every_tf_serving_flag_is_accepted_or_refused_by_name() {
+        // Accepted: no effect in soma, or already soma's behaviour.
+        for flag in [
+            "--flush_filesystem_caches=false",
+            "--remove_unused_fields_from_bundle_metagraph=true",
+            "--xla_cpu_compilation_enabled=true",
+            "--enable_profiler=false",
+            "--use_alts_credentials=false",
+            "--prefer_tflite_model=false",
+            "--use_tflite_model=false",
+            "--num_tflite_pools=4",
+            "--num_tflite_interpreters_per_pool=1",
+        ] {
+            parse(&["--model_base_path=/m", flag]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+        }
+        let profiler = parse(&["--model_base_path=/m", "--enable_profiler"]).unwrap_err();
+        assert!(
+            profiler
+                .starts_with("--enable_profiler=true is a TF Serving feature soma does not have"),
+            "{profiler}"
+        );
+        let tflite = parse(&["--model_base_path=/m", "--prefer_tflite_model=true"]).unwrap_err();
+        assert!(tflite.contains("not TF Lite models"), "{tflite}");
+        let explain = |flag: &str| {
+            let error = Cli::try_parse_from(["soma", "tfserving", "--model_base_path=/m", flag])
+                .unwrap_err();
+            explain_unsupported_flag(&error).unwrap_or_else(|| panic!("{flag}: {error}"))
+        };
+        assert!(
+            explain("--tensorflow_session_config_file=/s.config")
+                .contains("--tensorflow_intra_op_parallelism")
+        );
+        assert!(explain("--thread_pool_factory_config_file=/t.config").contains("intra-op pool"));
+        assert!(explain("--mixed_precision=bfloat16").contains("precision"));
     }
 
     #[test]
