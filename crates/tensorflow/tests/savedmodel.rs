@@ -427,3 +427,39 @@ fn a_library_without_the_c_api_names_the_missing_symbol() {
     let err = TensorFlow::load(Path::new("/no/such/libtensorflow_cc.so.2")).unwrap_err();
     assert!(matches!(err, TfError::LibraryOpen { .. }), "{err:?}");
 }
+
+/// A `tf.function(jit_compile=True)` saved by TensorFlow 2 runs, with Python TensorFlow's
+/// answer (TF Serving needs `--xla_cpu_compilation_enabled` for such models; soma's
+/// `tfserving` accepts that flag because TensorFlow compiles them here by default).
+#[test]
+fn a_jit_compile_function_runs_as_in_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = r#"
+import json, sys
+import tensorflow as tf
+class Xla(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")], jit_compile=True)
+    def f(self, x):
+        return {"y": tf.reduce_sum(tf.sin(x) * 2.0, axis=1)}
+model = Xla()
+tf.saved_model.save(model, sys.argv[1], signatures={"serving_default": model.f})
+print(json.dumps(model.f(tf.constant([[1.0, 2.0, 3.0, 4.0]]))["y"].numpy().tolist()))
+"#;
+    let out = std::process::Command::new(soma_testkit::venv_bin("python"))
+        .args(["-c", code])
+        .arg(dir.path())
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+    let model = load(dir.path()).unwrap();
+    let inputs = serde_json::json!({"x": [[1.0, 2.0, 3.0, 4.0]]});
+    let outputs = run_json(&model, "serving_default", inputs.as_object().unwrap()).unwrap();
+    let got: Vec<f32> = serde_json::from_value(outputs["y"].clone()).unwrap();
+    assert_eq!(got, want);
+}
