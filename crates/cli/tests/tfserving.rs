@@ -409,14 +409,24 @@ fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
     );
     // A TF Serving flag soma does not implement says so, and what to do instead.
     let (code, _, stderr) = run_to_exit(
-        &["--model_base_path=/m", "--ssl_config_file=/s"],
+        &["--model_base_path=/m", "--platform_config_file=/p"],
         tmp.path(),
     );
     assert_eq!(code, Some(2));
     assert_eq!(
         stderr,
-        "error: --ssl_config_file is a TF Serving flag that soma tfserving does not support: \
-         TLS is not built in; terminate TLS in a proxy in front of soma\n"
+        "error: --platform_config_file is a TF Serving flag that soma tfserving does not \
+         support: soma serves TensorFlow SavedModels only; list them with --model_config_file\n"
+    );
+    // A switch for a feature soma lacks is refused when on.
+    let (code, _, stderr) = run_to_exit(
+        &["--model_base_path=/m", "--use_alts_credentials=true"],
+        tmp.path(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("--use_alts_credentials=true is a TF Serving feature soma does not have"),
+        "{stderr}"
     );
     let missing = format!("--model_base_path={}", tmp.path().join("nothing").display());
     let (code, _, stderr) = run_to_exit(&["--rest_api_port=1", &missing], tmp.path());
