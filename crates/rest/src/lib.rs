@@ -9,8 +9,8 @@
 //!   ends in `_bytes`; bare `NaN`/`Infinity` tokens in and out. Values go through
 //!   `soma_core::json`, the same codec as every other soma API. Float values are printed as
 //!   the shortest decimal that round-trips at the tensor's precision.
-//! * `POST ...:classify` / `:regress` are answered for signatures of those method names;
-//!   other signatures get TF Serving's method-name error.
+//! * `POST ...:classify` / `:regress` are answered for classification / regression
+//!   signatures, checked as TF Serving checks them (`soma_runtime::signature_method`).
 //! * Errors are `{ "error": "..." }` with the HTTP code from [`error::http_status`], the one
 //!   place that maps status codes.
 //! * `GET /v2/health/live`, `/v2/health/ready` (every model has an AVAILABLE version) and
@@ -22,7 +22,8 @@
 //! [`RestOptions::timeout`] (TF Serving's `--rest_api_timeout_in_ms`), except small requests
 //! to a model whose runs take microseconds ([`soma_runtime::Servable::runs_quickly`]): those
 //! are answered in place, because the hand-off to another thread would cost more than the
-//! prediction.
+//! prediction. [`serve_on_threads`] serves the router on one thread per core, each keeping
+//! its own connections (`threads.rs` says why).
 
 mod classify;
 mod encoding;
@@ -30,6 +31,7 @@ pub mod error;
 mod path;
 mod predict;
 mod status;
+mod threads;
 mod writer;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ use soma_runtime::{ConcurrencyLimit, ModelHub, VersionSelector};
 use crate::encoding::BodyEncoding;
 use crate::error::{RestError, json_response};
 use crate::path::Route;
+
+pub use threads::serve_on_threads;
 
 /// Limits and shared services of the REST front end.
 #[derive(Debug, Clone)]

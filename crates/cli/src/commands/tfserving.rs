@@ -55,6 +55,11 @@ pub(crate) struct Args {
           default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     rest_api_enable_cors_support: bool,
 
+    /// soma's own: threads that serve REST connections, each with its own connections (0:
+    /// the shared runtime). Default: one per core.
+    #[arg(long = "rest_api_io_threads", value_name = "N")]
+    rest_api_io_threads: Option<usize>,
+
     /// Milliseconds a REST request may take before it fails with 504.
     #[arg(
         long = "rest_api_timeout_in_ms",
@@ -355,6 +360,8 @@ pub(crate) struct Settings {
     pub(crate) rest_cors: bool,
     /// --rest_api_num_threads: at most this many REST inference requests at once.
     pub(crate) rest_max_concurrent: Option<usize>,
+    /// --rest_api_io_threads: threads serving REST connections (0: the shared runtime).
+    pub(crate) rest_io_threads: usize,
     pub(crate) models: Vec<ModelConfig>,
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) config_file_poll: Option<Duration>,
@@ -466,6 +473,9 @@ impl Settings {
             rest_cors: args.rest_api_enable_cors_support,
             rest_max_concurrent: (args.rest_api_num_threads > 0)
                 .then_some(args.rest_api_num_threads),
+            rest_io_threads: args.rest_api_io_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
             models,
             config_file: args.model_config_file,
             config_file_poll: (args.model_config_file_poll_wait_seconds > 0)
@@ -682,10 +692,10 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (--rest_api_port)"))?;
-        tracing::info!(%addr, "TF Serving REST API listening");
+        let threads = settings.rest_io_threads;
+        tracing::info!(%addr, threads, "TF Serving REST API listening");
         servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(super::serve::shutdown_signal())
+            soma_rest::serve_on_threads(listener, app, threads, super::serve::shutdown_signal())
                 .await
                 .context("REST server")
         });
@@ -823,6 +833,9 @@ mod tests {
         assert!(!s.per_model_batching);
         assert!(s.allow_labels_for_unavailable);
         assert!(!s.grpc.check_signature_method_names, "TF Serving's default");
+        assert!(s.rest_io_threads >= 1, "one per core by default");
+        let shared = parse(&["--model_base_path=/m", "--rest_api_io_threads=0"]).unwrap();
+        assert_eq!(shared.rest_io_threads, 0);
         let checked = parse(&[
             "--model_base_path=/m",
             "--enable_signature_method_name_check",

@@ -1,0 +1,247 @@
+//! Serving a router on one thread per core, each with its own single-threaded runtime.
+//!
+//! Why: on the shared work-stealing runtime, every request that wakes a connection task
+//! also wakes an idle worker to look for work to steal; on small models it mostly finds
+//! none and goes back to sleep. Those wake-ups were a fifth of the REST server's CPU at 8
+//! connections (`perf`: the scheduler's lock and context-switch symbols). An HTTP/1.1
+//! connection carries one request at a time, so nothing is lost by keeping each connection
+//! on one thread: the acceptor hands every new connection to the thread with the fewest
+//! open connections, and that thread reads, predicts (quick models run in place, batched
+//! with the other requests it has read) and writes without waking any other.
+//!
+//! Slow models still run on a blocking pool (each runtime has its own), so one thread's
+//! busy connections do not hold up the others' reads. What is given up is stealing: if
+//! one thread's connections all send quick requests while another's are idle, the idle
+//! core does not help. Measured in BENCHMARKS.md §4.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets the open requests finish.
+/// `threads` > 0: that many threads, each with a single-threaded runtime, take the
+/// connections (see the module docs); 0: the caller's runtime serves them all.
+pub async fn serve_on_threads(
+    listener: TcpListener,
+    app: Router,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    if threads == 0 {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    }
+    let local = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let mut shards = Vec::with_capacity(threads);
+    let mut finished = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let (shard, done) = Shard::start(index, local, app.clone(), stopped.clone())?;
+        shards.push(shard);
+        finished.push(done);
+    }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => hand_over(&shards, stream),
+                Err(e) => accept_failed(e).await,
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(shards);
+    let mut result = Ok(());
+    for done in finished {
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(io::Error::other("a REST thread stopped without a result")),
+        }
+    }
+    result
+}
+
+/// One serving thread: where its connections are sent, and how many it has open.
+struct Shard {
+    connections: mpsc::UnboundedSender<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Shard {
+    fn start(
+        index: usize,
+        local: SocketAddr,
+        app: Router,
+        mut stopped: watch::Receiver<bool>,
+    ) -> io::Result<(Shard, oneshot::Receiver<io::Result<()>>)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done, finished) = oneshot::channel();
+        let listener = HandedOver {
+            incoming,
+            open: Arc::clone(&open),
+            local,
+        };
+        std::thread::Builder::new()
+            .name(format!("soma-rest-{index}"))
+            .spawn(move || {
+                let stop = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                let served = runtime.block_on(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                });
+                let _ = done.send(served);
+            })?;
+        Ok((Shard { connections, open }, finished))
+    }
+}
+
+/// Gives `stream` to the thread with the fewest open connections.
+fn hand_over(shards: &[Shard], stream: TcpStream) {
+    // Responses are written whole; don't let Nagle hold back the next one.
+    let _ = stream.set_nodelay(true);
+    let Some(shard) = shards.iter().min_by_key(|s| s.open.load(Ordering::Relaxed)) else {
+        return;
+    };
+    match stream.into_std() {
+        Ok(stream) => {
+            shard.open.fetch_add(1, Ordering::Relaxed);
+            if shard.connections.send(stream).is_err() {
+                shard.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "dropped a connection that could not be handed over"),
+    }
+}
+
+/// Connection errors (a client that gave up) are routine; others (e.g. out of file
+/// descriptors) are logged and slow the loop down instead of spinning on them.
+async fn accept_failed(error: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "REST accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// A serving thread's side: the connections the acceptor handed to it.
+struct HandedOver {
+    incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for HandedOver {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let Some(stream) = self.incoming.recv().await else {
+                // The acceptor is gone: shutting down; the server stops accepting first.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            // Registers the socket with this thread's runtime.
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let peer = stream.peer_addr().unwrap_or(self.local);
+                    let open = Arc::clone(&self.open);
+                    return (Counted { stream, open }, peer);
+                }
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "a handed-over connection failed");
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A connection that counts itself closed when dropped.
+#[derive(Debug)]
+struct Counted {
+    stream: TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Counted {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(&mut self.stream)
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    // hyper writes headers and body in one vectored write; keep it one system call.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
