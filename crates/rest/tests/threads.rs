@@ -23,7 +23,10 @@ fn thread_names() -> Router {
         )
 }
 
-async fn start(threads: usize) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+async fn start(
+    threads: usize,
+    busy_poll: Duration,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -31,7 +34,8 @@ async fn start(threads: usize) -> (String, oneshot::Sender<()>, tokio::task::Joi
         let shutdown = async move {
             let _ = stopped.await;
         };
-        soma_rest::serve_on_threads(listener, thread_names(), threads, shutdown)
+        let threading = soma_rest::Threading { threads, busy_poll };
+        soma_rest::serve_on_threads(listener, thread_names(), threading, shutdown)
             .await
             .unwrap();
     });
@@ -46,7 +50,7 @@ fn thread_of(connection: &mut HttpConnection) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_stay_on_one_thread_and_go_to_the_least_busy() {
-    let (addr, stop, server) = start(2).await;
+    let (addr, stop, server) = start(2, Duration::ZERO).await;
     tokio::task::spawn_blocking(move || {
         let mut connections: Vec<HttpConnection> = (0..4)
             .map(|_| HttpConnection::connect(&addr).unwrap())
@@ -81,7 +85,8 @@ async fn connections_stay_on_one_thread_and_go_to_the_least_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_requests_in_flight_finish() {
-    let (addr, stop, server) = start(2).await;
+    // Busy polling on: it must not keep the threads from stopping.
+    let (addr, stop, server) = start(2, Duration::from_micros(200)).await;
     let slow = {
         let addr = addr.clone();
         tokio::task::spawn_blocking(move || {
@@ -104,7 +109,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_threads_serve_on_the_callers_runtime() {
-    let (addr, stop, server) = start(0).await;
+    let (addr, stop, server) = start(0, Duration::ZERO).await;
     let thread = tokio::task::spawn_blocking(move || {
         thread_of(&mut HttpConnection::connect(&addr).unwrap())
     })
