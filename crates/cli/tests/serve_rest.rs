@@ -222,17 +222,8 @@ except grpc.RpcError as e:
     out["message"] = e.details()
 print(json.dumps(out))
 "#;
-    let output = std::process::Command::new(soma_testkit::venv_bin("python"))
-        .args(["-c", script, &grpc])
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out: Value =
+        serde_json::from_slice(&soma_testkit::run_python_code(script, &[&grpc])).unwrap();
     assert_eq!(out["version"], 10);
     assert_eq!(out["big"], "RESOURCE_EXHAUSTED", "{out}");
     assert_eq!(out["reload"], "UNIMPLEMENTED");
@@ -330,19 +321,13 @@ print(json.dumps({
 "#;
     let client_cert = path("client.pem");
     let client_key = path("client.key");
-    let output = std::process::Command::new(soma_testkit::venv_bin("python"))
-        .arg("-c")
-        .arg(script)
-        .arg(grpc.replace("127.0.0.1", "localhost"))
-        .args([&ca, &client_cert, &client_key])
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let target = grpc.replace("127.0.0.1", "localhost");
+    let args = [
+        target.as_ref(),
+        ca.as_os_str(),
+        client_cert.as_os_str(),
+        client_key.as_os_str(),
+    ];
+    let out: Value = serde_json::from_slice(&soma_testkit::run_python_code(script, &args)).unwrap();
     assert_eq!(out, json!({"with_cert": 10, "without": "UNAVAILABLE"}));
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use soma_testkit::{copy_dir, expected_cases, fixtures, free_port, http, repo_root, run_python};
+use soma_testkit::{
+    copy_dir, expected_cases, fixtures, free_port, http, repo_root, run_python, run_python_code,
+};
 
 use common::{version_states, wait_until};
 
@@ -234,8 +236,7 @@ fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_ar
     let got = iris_scores(&server, row);
     // The official gRPC client gets the same answer.
     let over_grpc: Vec<f64> =
-        serde_json::from_slice(&run_python_code(GRPC_IRIS_CLIENT, Path::new(&server.grpc)))
-            .unwrap();
+        serde_json::from_slice(&run_python_code(GRPC_IRIS_CLIENT, &[&server.grpc])).unwrap();
     for scores in [&got, &over_grpc] {
         assert_eq!(scores.len(), want.len());
         for (g, w) in scores.iter().zip(&want) {
@@ -499,20 +500,9 @@ fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 500 }\n",
         work.path(),
     );
-    let output = Command::new(soma_testkit::venv_bin("python"))
-        .arg("-c")
-        .arg(OFFICIAL_CLIENT)
-        .arg(&server.grpc)
-        .arg(fixtures().join("multi_io"))
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let multi_io = fixtures().join("multi_io");
+    let args = [server.grpc.as_ref(), multi_io.as_os_str()];
+    let out: Value = serde_json::from_slice(&run_python_code(OFFICIAL_CLIENT, &args)).unwrap();
     assert_eq!(out["iris_version"], 10, "latest is the numerically highest");
     assert_eq!(out["iris_outputs"], serde_json::json!(["output_0"]));
     assert_eq!(
@@ -561,7 +551,7 @@ fn grpc_on_a_unix_socket_with_the_official_client() {
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let predict_over_socket = || {
-        let out = run_python_code(UNIX_SOCKET_CLIENT, &socket);
+        let out = run_python_code(UNIX_SOCKET_CLIENT, &[&socket]);
         String::from_utf8_lossy(&out).trim().to_string()
     };
     let server = start(&args, work.path());
@@ -681,7 +671,7 @@ fn grpc_over_tls_with_client_certificates_for_the_official_client() {
     });
     let plan_file = work.path().join("plan.json");
     std::fs::write(&plan_file, plan.to_string()).unwrap();
-    let out: Value = serde_json::from_slice(&run_python_code(TLS_CLIENT, &plan_file)).unwrap();
+    let out: Value = serde_json::from_slice(&run_python_code(TLS_CLIENT, &[&plan_file])).unwrap();
 
     let want = &case.outputs["output_0"]["values"];
     for over in ["tcp", "unix"] {
@@ -701,23 +691,6 @@ fn grpc_over_tls_with_client_certificates_for_the_official_client() {
     assert_eq!(out["plaintext"], "UNAVAILABLE", "{out}");
     // REST stays plain HTTP, as in TF Serving.
     assert_eq!(get(&server, "/v1/models/iris").0, 200);
-}
-
-/// Runs Python code with the project's venv, `arg` as its argument; its stdout.
-fn run_python_code(code: &str, arg: &Path) -> Vec<u8> {
-    let out = Command::new(soma_testkit::venv_bin("python"))
-        .arg("-c")
-        .arg(code)
-        .arg(arg)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[test]

@@ -15,7 +15,7 @@ use soma_grpc::GrpcOptions;
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
 use soma_runtime::ModelSet;
-use soma_testkit::{repo_root, run_python, venv_bin};
+use soma_testkit::{repo_root, run_python, run_python_code};
 
 const CLIENT: &str = r#"
 import json, sys, grpc
@@ -104,17 +104,7 @@ async fn calls(dir: &Path, cache: &Path, on: bool, examples: &Value) -> Value {
     let addr = url.trim_start_matches("http://").to_string();
     let examples = examples.to_string();
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(venv_bin("python"))
-            .args(["-c", CLIENT, &addr, &examples])
-            .env("TF_CPP_MIN_LOG_LEVEL", "2")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&run_python_code(CLIENT, &[addr, examples])).unwrap()
     })
     .await
     .unwrap()

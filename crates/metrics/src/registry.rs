@@ -138,11 +138,7 @@ impl Registry {
             Shape::scalar(Kind::Counter),
             labels,
             value,
-            |series, _, v| {
-                if let Series::Scalar(total) = series {
-                    *total += v;
-                }
-            },
+            add_to_scalar,
         )
     }
 
@@ -178,11 +174,7 @@ impl Registry {
             Shape::scalar(Kind::Gauge),
             labels,
             delta,
-            |series, _, v| {
-                if let Series::Scalar(total) = series {
-                    *total += v;
-                }
-            },
+            add_to_scalar,
         )
     }
 
@@ -294,6 +286,13 @@ impl Registry {
             });
         apply(series, bounds, value);
         Ok(())
+    }
+}
+
+/// A counter's or gauge's update by a delta.
+fn add_to_scalar(series: &mut Series, _buckets: &[f64], delta: f64) {
+    if let Series::Scalar(total) = series {
+        *total += delta;
     }
 }
 

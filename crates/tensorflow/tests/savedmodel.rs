@@ -445,18 +445,8 @@ model = Xla()
 tf.saved_model.save(model, sys.argv[1], signatures={"serving_default": model.f})
 print(json.dumps(model.f(tf.constant([[1.0, 2.0, 3.0, 4.0]]))["y"].numpy().tolist()))
 "#;
-    let out = std::process::Command::new(soma_testkit::venv_bin("python"))
-        .args(["-c", code])
-        .arg(dir.path())
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = soma_testkit::run_python_code(code, &[dir.path()]);
+    let want: Vec<f32> = serde_json::from_slice(&out).unwrap();
     let model = load(dir.path()).unwrap();
     let inputs = serde_json::json!({"x": [[1.0, 2.0, 3.0, 4.0]]});
     let outputs = run_json(&model, "serving_default", inputs.as_object().unwrap()).unwrap();

@@ -50,6 +50,24 @@ pub fn run_python(script: &Path, args: &[&std::ffi::OsStr]) -> Vec<u8> {
     out.stdout
 }
 
+/// Runs Python `code` (`python -c`) with the project's venv and `args`; its stdout. Panics
+/// with its stderr if it fails.
+pub fn run_python_code<S: AsRef<std::ffi::OsStr>>(code: &str, args: &[S]) -> Vec<u8> {
+    let out = std::process::Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .expect("start the project's Python");
+    assert!(
+        out.status.success(),
+        "Python code failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
