@@ -35,34 +35,32 @@ pub fn venv_bin(name: &str) -> PathBuf {
 /// Runs a script with the project's Python (TensorFlow's logging quiet), panics with its
 /// stderr if it fails, and returns its stdout.
 pub fn run_python(script: &Path, args: &[&std::ffi::OsStr]) -> Vec<u8> {
-    let out = std::process::Command::new(venv_bin("python"))
-        .arg(script)
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .output()
-        .expect("start the project's Python");
-    assert!(
-        out.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    python_stdout(&script.display().to_string(), script.as_os_str(), &[], args)
 }
 
 /// Runs Python `code` (`python -c`) with the project's venv and `args`; its stdout. Panics
 /// with its stderr if it fails.
 pub fn run_python_code<S: AsRef<std::ffi::OsStr>>(code: &str, args: &[S]) -> Vec<u8> {
+    python_stdout("Python code", "-c".as_ref(), &[code.as_ref()], args)
+}
+
+/// `python <first> <then...> <args...>`'s stdout; panics naming `what` if it fails.
+fn python_stdout<S: AsRef<std::ffi::OsStr>>(
+    what: &str,
+    first: &std::ffi::OsStr,
+    then: &[&std::ffi::OsStr],
+    args: &[S],
+) -> Vec<u8> {
     let out = std::process::Command::new(venv_bin("python"))
-        .arg("-c")
-        .arg(code)
+        .arg(first)
+        .args(then)
         .args(args)
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .output()
         .expect("start the project's Python");
     assert!(
         out.status.success(),
-        "Python code failed:\n{}",
+        "{what} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
