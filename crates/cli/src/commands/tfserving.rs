@@ -60,15 +60,11 @@ pub(crate) struct Args {
     #[arg(long = "rest_api_io_threads", value_name = "N")]
     rest_api_io_threads: Option<usize>,
 
-    /// soma's own: after reading a request, a REST thread keeps polling its connections
-    /// for this many microseconds instead of sleeping (lower latency per connection, more
-    /// CPU); 0: off. Needs --rest_api_io_threads > 0.
-    #[arg(
-        long = "rest_api_busy_poll_micros",
-        default_value_t = 0,
-        value_name = "MICROS"
-    )]
-    rest_api_busy_poll_micros: u64,
+    /// soma's own: after a REST thread reads a request or sends an answer, it keeps polling
+    /// its connections for this many microseconds instead of sleeping, so a client's next
+    /// request is read without a wake-up; 0: off. Default 30; needs REST threads of its own.
+    #[arg(long = "rest_api_busy_poll_micros", value_name = "MICROS")]
+    rest_api_busy_poll_micros: Option<u64>,
 
     /// Milliseconds a REST request may take before it fails with 504.
     #[arg(
@@ -395,6 +391,11 @@ pub(crate) struct Settings {
     pub(crate) saved_model_tags: Vec<String>,
 }
 
+/// How long a REST thread polls after its last read or write: about one connection's
+/// turnaround on loopback (a client that sends its next request at once), short enough that
+/// a thread with nothing coming soon goes to sleep (BENCHMARKS.md §4).
+const DEFAULT_REST_BUSY_POLL_MICROS: u64 = 30;
+
 /// "Never again" for a poll interval of 0 (tokio intervals need a finite period).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -431,7 +432,9 @@ impl Settings {
                 .collect(),
         };
         refuse_switched_on(&args)?;
-        if args.rest_api_busy_poll_micros > 0 && args.rest_api_io_threads == Some(0) {
+        if args.rest_api_busy_poll_micros.is_some_and(|m| m > 0)
+            && args.rest_api_io_threads == Some(0)
+        {
             anyhow::bail!(
                 "--rest_api_busy_poll_micros needs REST threads of its own: drop \
                  --rest_api_io_threads=0"
@@ -493,7 +496,10 @@ impl Settings {
                 threads: args.rest_api_io_threads.unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
                 }),
-                busy_poll: Duration::from_micros(args.rest_api_busy_poll_micros),
+                busy_poll: Duration::from_micros(
+                    args.rest_api_busy_poll_micros
+                        .unwrap_or(DEFAULT_REST_BUSY_POLL_MICROS),
+                ),
             },
             models,
             config_file: args.model_config_file,
@@ -853,7 +859,7 @@ mod tests {
         assert!(s.allow_labels_for_unavailable);
         assert!(!s.grpc.check_signature_method_names, "TF Serving's default");
         assert!(s.rest_threading.threads >= 1, "one per core by default");
-        assert_eq!(s.rest_threading.busy_poll, Duration::ZERO);
+        assert_eq!(s.rest_threading.busy_poll, Duration::from_micros(30));
         let shared = parse(&["--model_base_path=/m", "--rest_api_io_threads=0"]).unwrap();
         assert_eq!(shared.rest_threading.threads, 0);
         let polling = parse(&["--model_base_path=/m", "--rest_api_busy_poll_micros=100"]);
