@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
-use soma_core::{DType, ErrorKind, SignatureDef, Tensor};
+use soma_core::{DType, ErrorKind, Tensor};
 use soma_grpc_proto::tensorflow::serving::{
     Class, ClassificationResult, Classifications, Input, Regression, RegressionResult, input,
 };
@@ -54,13 +54,14 @@ pub fn serialize_input(input: Option<&Input>) -> Result<Vec<Vec<u8>>, Status> {
     Ok(examples)
 }
 
-/// The signature for a classify/regress request, checked like TF Serving checks it.
-fn signature<'a>(
+/// The key of the signature for a classify/regress request, checked like TF Serving checks
+/// it.
+fn signature_key<'a>(
     servable: &'a Servable,
     name: Option<&str>,
     api: InferenceApi,
     check_method_name: bool,
-) -> Result<(&'a str, &'a SignatureDef), Status> {
+) -> Result<&'a str, Status> {
     let (key, sig) = servable.signature(name).map_err(|e| match name {
         Some(name) if e.kind() == ErrorKind::NotFound => {
             invalid(format!("No signature was found with the name: {name}"))
@@ -68,7 +69,7 @@ fn signature<'a>(
         _ => from_runtime(&e),
     })?;
     check_signature(sig, api, check_method_name).map_err(|e| from_runtime(&e))?;
-    Ok((key, sig))
+    Ok(key)
 }
 
 fn run(
@@ -93,7 +94,7 @@ pub fn classify(
     examples: Vec<Vec<u8>>,
     check_method_name: bool,
 ) -> Result<(String, ClassificationResult), Status> {
-    let (key, _) = signature(
+    let key = signature_key(
         servable,
         signature_name,
         InferenceApi::Classify,
@@ -112,7 +113,7 @@ pub fn regress(
     examples: Vec<Vec<u8>>,
     check_method_name: bool,
 ) -> Result<(String, RegressionResult), Status> {
-    let (key, _) = signature(
+    let key = signature_key(
         servable,
         signature_name,
         InferenceApi::Regress,

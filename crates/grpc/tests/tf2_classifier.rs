@@ -15,7 +15,7 @@ use soma_grpc::GrpcOptions;
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
 use soma_runtime::ModelSet;
-use soma_testkit::{repo_root, run_python, run_python_code};
+use soma_testkit::{run_python_code, tf2_classifier};
 
 const CLIENT: &str = r#"
 import json, sys, grpc
@@ -119,9 +119,7 @@ fn close(got: &Value, want: &Value) {
 async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tf2");
-    let script = repo_root().join("crates/grpc/tests/support/tf2_classifier.py");
-    let expected: Value =
-        serde_json::from_slice(&run_python(&script, &[model.as_os_str()])).unwrap();
+    let expected = tf2_classifier(&model);
     let examples = &expected["examples"];
 
     let off = calls(&model, &tmp.path().join("cache"), false, examples).await;

@@ -119,8 +119,9 @@ impl Shard {
         let (connections, incoming) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
         let (done, finished) = oneshot::channel();
-        let warmth = Arc::new(Warmth::new());
-        let spinner = Arc::clone(&warmth);
+        // Only with busy polling: otherwise no connection pays for timestamps on its I/O.
+        let warmth = (!busy_poll.is_zero()).then(|| Arc::new(Warmth::new()));
+        let spinner = warmth.clone();
         let listener = HandedOver {
             incoming,
             open: Arc::clone(&open),
@@ -134,7 +135,7 @@ impl Shard {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
                 let served = runtime.block_on(async move {
-                    if !busy_poll.is_zero() {
+                    if let Some(spinner) = spinner {
                         tokio::spawn(spinner.spin(busy_poll));
                     }
                     axum::serve(listener, app)
@@ -184,7 +185,7 @@ struct HandedOver {
     incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
     open: Arc<AtomicUsize>,
     local: SocketAddr,
-    warmth: Arc<Warmth>,
+    warmth: Option<Arc<Warmth>>,
 }
 
 /// When a thread last read from or wrote to a connection, and how to wake its busy-poll
@@ -260,7 +261,7 @@ impl axum::serve::Listener for HandedOver {
                 Ok(stream) => {
                     let peer = stream.peer_addr().unwrap_or(self.local);
                     let open = Arc::clone(&self.open);
-                    let warmth = Arc::clone(&self.warmth);
+                    let warmth = self.warmth.clone();
                     return (
                         Counted {
                             stream,
@@ -288,7 +289,7 @@ impl axum::serve::Listener for HandedOver {
 struct Counted {
     stream: TcpStream,
     open: Arc<AtomicUsize>,
-    warmth: Arc<Warmth>,
+    warmth: Option<Arc<Warmth>>,
 }
 
 impl Drop for Counted {
@@ -302,10 +303,17 @@ impl Counted {
         Pin::new(&mut self.stream)
     }
 
+    /// Tells the busy-poll task (if any) that this connection just did I/O.
+    fn touch(&self) {
+        if let Some(warmth) = &self.warmth {
+            warmth.touch();
+        }
+    }
+
     /// A response went out: its client's next request is due about one round trip from now.
     fn touch_if_sent(&self, written: &Poll<io::Result<usize>>) {
         if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
-            self.warmth.touch();
+            self.touch();
         }
     }
 }
@@ -319,7 +327,7 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let read = self.stream().poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.warmth.touch();
+            self.touch();
         }
         read
     }

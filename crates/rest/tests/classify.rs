@@ -18,21 +18,13 @@ async fn classify_and_regress_match_tensorflow() {
     let stdout = run_python(&script, &[model.as_os_str()]);
     let expected: Value = serde_json::from_slice(&stdout).unwrap();
 
-    let manager = ModelManager::new(ManagerOptions::new(tmp.path().join("cache")));
-    let config = ModelConfig {
-        name: "cls".into(),
-        base_path: model.display().to_string(),
-        policy: Default::default(),
-        labels: Default::default(),
-    };
-    manager.reload(vec![config]).await.unwrap();
-    let app = router(
-        Arc::new(manager) as Arc<dyn ModelHub>,
+    let addr = serve(
+        "cls",
+        &model,
+        &tmp.path().join("cache"),
         RestOptions::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    )
+    .await;
 
     let post = move |path: &'static str, body: Value| {
         let addr = addr.clone();
@@ -122,26 +114,35 @@ async fn classify_and_regress_match_tensorflow() {
     );
 }
 
-/// Serves the model in `dir` as `tf2` over REST with the method name check `on` or off;
-/// the server's address.
-async fn serve_tf2(dir: &std::path::Path, cache: &std::path::Path, on: bool) -> String {
+/// Serves the model in `dir` as `name` over REST with `options`; the server's address.
+async fn serve(
+    name: &str,
+    dir: &std::path::Path,
+    cache: &std::path::Path,
+    options: RestOptions,
+) -> String {
     let manager = ModelManager::new(ManagerOptions::new(cache.to_path_buf()));
     let config = ModelConfig {
-        name: "tf2".into(),
+        name: name.into(),
         base_path: dir.display().to_string(),
         policy: Default::default(),
         labels: Default::default(),
     };
     manager.reload(vec![config]).await.unwrap();
-    let options = RestOptions {
-        check_signature_method_names: on,
-        ..RestOptions::default()
-    };
     let app = router(Arc::new(manager) as Arc<dyn ModelHub>, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// [`serve`]s the model in `dir` as `tf2`, with the method name check `on` or off.
+async fn serve_tf2(dir: &std::path::Path, cache: &std::path::Path, on: bool) -> String {
+    let options = RestOptions {
+        check_signature_method_names: on,
+        ..RestOptions::default()
+    };
+    serve("tf2", dir, cache, options).await
 }
 
 /// A native TensorFlow 2 classifier (its signatures' method_name is
@@ -151,9 +152,7 @@ async fn serve_tf2(dir: &std::path::Path, cache: &std::path::Path, on: bool) -> 
 async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tf2");
-    let script = repo_root().join("crates/grpc/tests/support/tf2_classifier.py");
-    let expected: Value =
-        serde_json::from_slice(&run_python(&script, &[model.as_os_str()])).unwrap();
+    let expected = soma_testkit::tf2_classifier(&model);
     let examples: Vec<Value> = expected["examples"]
         .as_array()
         .unwrap()

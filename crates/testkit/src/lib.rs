@@ -22,7 +22,9 @@ mod tls;
 pub use expected::{ExpectedCase, assert_outputs_match, expected_cases};
 pub use http::{HttpConnection, HttpResponse, http};
 pub use moto::MotoServer;
-pub use paths::{copy_dir, fixtures, free_port, repo_root, run_python, run_python_code, venv_bin};
+pub use paths::{
+    copy_dir, fixtures, free_port, repo_root, run_python, run_python_code, tf2_classifier, venv_bin,
+};
 pub use redis::RedisServer;
 pub use signatures::vector_signatures;
 pub use tls::TestPki;

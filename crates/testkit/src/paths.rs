@@ -66,6 +66,14 @@ fn python_stdout<S: AsRef<std::ffi::OsStr>>(
     out.stdout
 }
 
+/// Saves the native TensorFlow 2 classifier of `crates/grpc/tests/support/tf2_classifier.py`
+/// to `dir/1`; TensorFlow's own outputs for its examples (`examples`, `classes`, `scores`,
+/// `regress`).
+pub fn tf2_classifier(dir: &Path) -> serde_json::Value {
+    let script = repo_root().join("crates/grpc/tests/support/tf2_classifier.py");
+    serde_json::from_slice(&run_python(&script, &[dir.as_os_str()])).expect("the script's JSON")
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
