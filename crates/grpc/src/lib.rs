@@ -16,8 +16,12 @@
 //!   tf.Example batches for classify/regress).
 //! * [`status::grpc_code`]: the one mapping from `soma_core::ErrorKind` to gRPC codes.
 //! * Concurrency: the servable is resolved on the async runtime (a map lookup under a short
-//!   read lock), then decoding, TensorFlow and encoding run on tokio's blocking pool. There
-//!   is no lock around predictions; TensorFlow's own thread pools do the parallel work.
+//!   read lock), then decoding, TensorFlow and encoding run on tokio's blocking pool (quick
+//!   models: in place). There is no lock around predictions; TensorFlow's own thread pools
+//!   do the parallel work.
+//! * Threads: with [`GrpcOptions::threading`], TCP connections are served on threads of
+//!   their own (`soma_net`), and `balance` moves a request of a busy connection to the
+//!   least busy thread.
 //! * Metrics: Predict, Classify, Regress and MultiInference are counted by status and timed
 //!   in [`GrpcOptions::metrics`], as REST requests are (`entrypoint="GRPC"`).
 //! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
@@ -36,6 +40,7 @@
 //! * [`tls`]: optional TLS on every listener, with or without client certificates (TF
 //!   Serving's `--ssl_config_file`), checked before the server starts.
 
+mod balance;
 pub mod codec;
 pub mod examples;
 mod health;
@@ -63,6 +68,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use soma_net::Threading;
 pub use status::grpc_code;
 pub use tls::{TlsError, TlsSettings};
 
@@ -98,6 +104,12 @@ pub struct GrpcOptions {
     /// TLS on the listener (TF Serving applies its `--ssl_config_file` to the TCP port and
     /// the Unix socket alike). `None`: plaintext HTTP/2.
     pub tls: Option<TlsSettings>,
+    /// Threads that serve TCP connections, each with its own (`soma_net`), and their busy
+    /// polling. A connection stays on its thread; the predictions of a connection that
+    /// carries more requests at once than its thread keeps up with move to the least busy
+    /// thread. Zero threads: the caller's runtime serves every connection (and the Unix
+    /// socket always).
+    pub threading: Threading,
 }
 
 impl Default for GrpcOptions {
@@ -112,6 +124,7 @@ impl Default for GrpcOptions {
             health_service: false,
             check_signature_method_names: false,
             tls: None,
+            threading: Threading::default(),
         }
     }
 }
@@ -121,6 +134,8 @@ impl Default for GrpcOptions {
 pub enum GrpcError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC server failed: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Where the gRPC server accepts connections: a TCP port, or a Unix socket (TF Serving's
@@ -153,6 +168,7 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
+    let threading = options.threading;
     let limit = options.max_message_bytes;
     let predictions = PredictionServiceServer::new(service::Predictions {
         hub: Arc::clone(&hub),
@@ -186,10 +202,23 @@ pub async fn serve(
     }
     let router = server
         .layer(limit::layer())
+        .layer(balance::BalanceLayer)
         .add_service(predictions)
         .add_service(models)
         .add_optional_service(health);
     match listener.into() {
+        GrpcListener::Tcp(listener) if threading.threads > 0 => {
+            let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
+                let router = router.clone();
+                async move {
+                    router
+                        .serve_with_incoming_shutdown(connections.into_stream(), stop.requested())
+                        .await
+                        .map_err(std::io::Error::other)
+                }
+            };
+            soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
+        }
         GrpcListener::Tcp(listener) => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router

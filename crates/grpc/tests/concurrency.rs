@@ -3,6 +3,7 @@
 //! made meanwhile answers at once even though the runtime has only two worker threads.
 //! A quick model under `auto` batching batches requests in place, each with its own rows.
 //! Stopping the server lets running requests finish; a request that panics fails alone.
+//! Each of these also runs with the server on serving threads of its own (`soma_net`).
 //! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait, across every
 //! server it is given to.
 
@@ -81,22 +82,25 @@ fn named_echo_model(name: &str, takes: Duration) -> (Servable, Arc<AtomicUsize>)
 /// Serves `servable` at the URL returned; the sender stops the server.
 async fn serve(
     servable: Servable,
+    options: GrpcOptions,
 ) -> (
     String,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
 ) {
-    serve_all(vec![servable]).await
+    serve_with(vec![servable], options).await
 }
 
-async fn serve_all(
-    servables: Vec<Servable>,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), soma_grpc::GrpcError>>,
-) {
-    serve_with(servables, GrpcOptions::default()).await
+/// The server on serving threads of its own (as `soma tfserving` runs it), busy polling:
+/// requests of one connection move between the threads (`soma_net::run_balanced`).
+fn on_serving_threads() -> GrpcOptions {
+    GrpcOptions {
+        threading: soma_grpc::Threading {
+            threads: 2,
+            busy_poll: Duration::from_micros(30),
+        },
+        ..GrpcOptions::default()
+    }
 }
 
 async fn serve_with(
@@ -174,7 +178,16 @@ fn spec() -> Option<ModelSpec> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predictions_run_in_parallel_off_the_async_runtime() {
-    let (url, stop, server) = serve(echo_model(RUN_TIME).0).await;
+    predictions_run_in_parallel_off_the_async_runtime_with(GrpcOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_run_in_parallel_off_the_async_runtime_on_serving_threads() {
+    predictions_run_in_parallel_off_the_async_runtime_with(on_serving_threads()).await;
+}
+
+async fn predictions_run_in_parallel_off_the_async_runtime_with(options: GrpcOptions) {
+    let (url, stop, server) = serve(echo_model(RUN_TIME).0, options).await;
     let channel = connect(&url).await;
 
     let started = Instant::now();
@@ -254,16 +267,25 @@ async fn servers_given_one_limit_share_its_permits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_auto_batching_a_quick_model_batches_requests_in_place() {
+    under_auto_batching_a_quick_model_batches_requests_in_place_with(GrpcOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_auto_batching_a_quick_model_batches_requests_in_place_on_serving_threads() {
+    under_auto_batching_a_quick_model_batches_requests_in_place_with(on_serving_threads()).await;
+}
+
+async fn under_auto_batching_a_quick_model_batches_requests_in_place_with(options: GrpcOptions) {
     use soma_runtime::batching::{BatchOptions, BatchWindow};
 
     // Quick (under soma_runtime::QUICK_RUN), so answered on the async threads, and long
     // enough for concurrent requests to queue behind a run.
     let (servable, runs) = echo_model(Duration::from_micros(50));
-    let options = BatchOptions {
+    let batching = BatchOptions {
         window: BatchWindow::Auto,
         ..BatchOptions::default()
     };
-    let (url, stop, server) = serve(servable.with_batching(options, None).unwrap()).await;
+    let (url, stop, server) = serve(servable.with_batching(batching, None).unwrap(), options).await;
     let mut channels = Vec::new();
     for _ in 0..8 {
         channels.push(connect(&url).await);
@@ -288,7 +310,16 @@ async fn under_auto_batching_a_quick_model_batches_requests_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_server_lets_running_requests_finish() {
-    let (url, stop, server) = serve(echo_model(RUN_TIME).0).await;
+    stopping_the_server_lets_running_requests_finish_with(GrpcOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_lets_running_requests_finish_on_serving_threads() {
+    stopping_the_server_lets_running_requests_finish_with(on_serving_threads()).await;
+}
+
+async fn stopping_the_server_lets_running_requests_finish_with(options: GrpcOptions) {
+    let (url, stop, server) = serve(echo_model(RUN_TIME).0, options).await;
     let channel = connect(&url).await;
     let calls: Vec<_> = (0..8)
         .map(|i| tokio::spawn(echo(channel.clone(), i)))
@@ -312,11 +343,20 @@ async fn stopping_the_server_lets_running_requests_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_panics_fails_alone() {
+    a_request_that_panics_fails_alone_with(GrpcOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_panics_fails_alone_on_serving_threads() {
+    a_request_that_panics_fails_alone_with(on_serving_threads()).await;
+}
+
+async fn a_request_that_panics_fails_alone_with(options: GrpcOptions) {
     // "quick" is answered in place once measured; "slow" requests run on the blocking pool
     // meanwhile, on the same connection.
     let (quick, _) = named_echo_model("quick", Duration::from_micros(50));
     let (slow, _) = echo_model(RUN_TIME);
-    let (url, stop, server) = serve_all(vec![quick, slow]).await;
+    let (url, stop, server) = serve_with(vec![quick, slow], options).await;
     let channel = connect(&url).await;
     for i in 0..3 {
         predict(channel.clone(), "quick", i as f32).await.unwrap();

@@ -51,7 +51,8 @@ use crate::encoding::BodyEncoding;
 use crate::error::{RestError, json_response};
 use crate::path::Route;
 
-pub use threads::{Threading, serve_on_threads};
+pub use soma_net::Threading;
+pub use threads::serve_on_threads;
 
 /// Limits and shared services of the REST front end.
 #[derive(Debug, Clone)]

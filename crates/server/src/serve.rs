@@ -203,6 +203,8 @@ pub async fn serve_with(
             // TF Serving's default: TensorFlow 2 classifiers and regressors work.
             check_signature_method_names: false,
             tls: options.grpc_tls.clone(),
+            // The gateway's runtime serves gRPC too: this process also runs the workers.
+            threading: soma_grpc::Threading::default(),
         };
         tokio::spawn(async move {
             let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));

@@ -62,9 +62,20 @@ pub(crate) struct Args {
 
     /// soma's own: after a REST thread reads a request or sends an answer, it keeps polling
     /// its connections for this many microseconds instead of sleeping, so a client's next
-    /// request is read without a wake-up; 0: off. Default 30; needs REST threads of its own.
+    /// request is read without a wake-up; 0: off. Default 30; needs REST threads of their own.
     #[arg(long = "rest_api_busy_poll_micros", value_name = "MICROS")]
     rest_api_busy_poll_micros: Option<u64>,
+
+    /// soma's own: threads that serve gRPC TCP connections, each with its own connections;
+    /// the predictions of a connection that carries many requests at once move to the least
+    /// busy thread (0: the shared runtime). Default: one per core.
+    #[arg(long = "grpc_io_threads", value_name = "N")]
+    grpc_io_threads: Option<usize>,
+
+    /// soma's own: as --rest_api_busy_poll_micros, for the gRPC threads. Default 30; needs
+    /// gRPC threads of their own.
+    #[arg(long = "grpc_busy_poll_micros", value_name = "MICROS")]
+    grpc_busy_poll_micros: Option<u64>,
 
     /// Milliseconds a REST request may take before it fails with 504.
     #[arg(
@@ -367,7 +378,7 @@ pub(crate) struct Settings {
     /// --rest_api_num_threads: at most this many REST inference requests at once.
     pub(crate) rest_max_concurrent: Option<usize>,
     /// --rest_api_io_threads and --rest_api_busy_poll_micros.
-    pub(crate) rest_threading: soma_rest::Threading,
+    pub(crate) rest_threading: soma_net::Threading,
     pub(crate) models: Vec<ModelConfig>,
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) config_file_poll: Option<Duration>,
@@ -391,10 +402,29 @@ pub(crate) struct Settings {
     pub(crate) saved_model_tags: Vec<String>,
 }
 
-/// How long a REST thread polls after its last read or write: about one connection's
+/// How long a serving thread polls after its last read or write: about one connection's
 /// turnaround on loopback (a client that sends its next request at once), short enough that
 /// a thread with nothing coming soon goes to sleep (BENCHMARKS.md §4).
-const DEFAULT_REST_BUSY_POLL_MICROS: u64 = 30;
+const DEFAULT_BUSY_POLL_MICROS: u64 = 30;
+
+/// The serving threads of one front end from its two flags (`names`): one per core and
+/// [`DEFAULT_BUSY_POLL_MICROS`] unless given; polling needs threads of their own.
+fn threading(
+    threads: Option<usize>,
+    busy_poll_micros: Option<u64>,
+    names: (&str, &str),
+) -> anyhow::Result<soma_net::Threading> {
+    let (threads_flag, poll_flag) = names;
+    if busy_poll_micros.is_some_and(|m| m > 0) && threads == Some(0) {
+        anyhow::bail!("{poll_flag} needs serving threads of its own: drop {threads_flag}=0");
+    }
+    Ok(soma_net::Threading {
+        threads: threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        busy_poll: Duration::from_micros(busy_poll_micros.unwrap_or(DEFAULT_BUSY_POLL_MICROS)),
+    })
+}
 
 /// "Never again" for a poll interval of 0 (tokio intervals need a finite period).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -432,14 +462,16 @@ impl Settings {
                 .collect(),
         };
         refuse_switched_on(&args)?;
-        if args.rest_api_busy_poll_micros.is_some_and(|m| m > 0)
-            && args.rest_api_io_threads == Some(0)
-        {
-            anyhow::bail!(
-                "--rest_api_busy_poll_micros needs REST threads of its own: drop \
-                 --rest_api_io_threads=0"
-            );
-        }
+        let rest_threading = threading(
+            args.rest_api_io_threads,
+            args.rest_api_busy_poll_micros,
+            ("--rest_api_io_threads", "--rest_api_busy_poll_micros"),
+        )?;
+        let grpc_threading = threading(
+            args.grpc_io_threads,
+            args.grpc_busy_poll_micros,
+            ("--grpc_io_threads", "--grpc_busy_poll_micros"),
+        )?;
         if args.port != 0 && args.port == args.rest_api_port {
             anyhow::bail!(
                 "--port and --rest_api_port are both {}: gRPC and REST need a port each",
@@ -485,6 +517,7 @@ impl Settings {
                     .as_deref()
                     .map(read_ssl_config)
                     .transpose()?,
+                threading: grpc_threading,
                 ..grpc_options(&args.grpc_channel_arguments)?
             },
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
@@ -492,15 +525,7 @@ impl Settings {
             rest_cors: args.rest_api_enable_cors_support,
             rest_max_concurrent: (args.rest_api_num_threads > 0)
                 .then_some(args.rest_api_num_threads),
-            rest_threading: soma_rest::Threading {
-                threads: args.rest_api_io_threads.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-                }),
-                busy_poll: Duration::from_micros(
-                    args.rest_api_busy_poll_micros
-                        .unwrap_or(DEFAULT_REST_BUSY_POLL_MICROS),
-                ),
-            },
+            rest_threading,
             models,
             config_file: args.model_config_file,
             config_file_poll: (args.model_config_file_poll_wait_seconds > 0)
@@ -872,7 +897,32 @@ mod tests {
             "--rest_api_io_threads=0",
             "--rest_api_busy_poll_micros=100",
         ]);
-        assert!(both.unwrap_err().contains("needs REST threads of its own"));
+        assert!(
+            both.unwrap_err()
+                .contains("needs serving threads of its own")
+        );
+        assert!(
+            s.grpc.threading.threads >= 1,
+            "gRPC too: one per core by default"
+        );
+        assert_eq!(s.grpc.threading.busy_poll, Duration::from_micros(30));
+        let grpc = parse(&[
+            "--model_base_path=/m",
+            "--grpc_io_threads=3",
+            "--grpc_busy_poll_micros=0",
+        ])
+        .unwrap();
+        assert_eq!(grpc.grpc.threading.threads, 3);
+        assert!(grpc.grpc.threading.busy_poll.is_zero());
+        assert_eq!(grpc.rest_threading.busy_poll, Duration::from_micros(30));
+        let grpc_shared = parse(&[
+            "--model_base_path=/m",
+            "--grpc_io_threads=0",
+            "--grpc_busy_poll_micros=5",
+        ]);
+        let message = "--grpc_busy_poll_micros needs serving threads of its own: drop \
+                       --grpc_io_threads=0";
+        assert!(grpc_shared.unwrap_err().contains(message));
         let checked = parse(&[
             "--model_base_path=/m",
             "--enable_signature_method_name_check",

@@ -1,0 +1,47 @@
+//! Serving TCP connections on one thread per core, each thread with its own single-threaded
+//! tokio runtime; shared by soma's REST and gRPC front ends.
+//!
+//! Why: on tokio's shared work-stealing runtime, every request that wakes a connection task
+//! also wakes an idle worker to look for work to steal; on small models it mostly finds
+//! none and goes back to sleep. Those wake-ups were a fifth of the REST server's CPU at 8
+//! connections (`perf`: the scheduler's lock and context-switch symbols). With
+//! [`serve_sharded`], an acceptor hands every new connection to the thread with the fewest
+//! open connections, and that thread reads, predicts (quick models run in place, batched
+//! with the other requests it has read) and writes without waking any other.
+//!
+//! * [`Threading::busy_poll`]: a thread that has just read a request or sent an answer
+//!   keeps polling its sockets for a while instead of sleeping: on one connection this cuts
+//!   the time to pick up the next request by a third, at the cost of a core kept busy
+//!   while requests keep coming.
+//! * [`run_balanced`]: what is given up by keeping a connection on one thread is stealing.
+//!   An HTTP/2 connection carries many requests at once, and one busy connection would
+//!   keep one core busy while the other idles; a front end runs each request's work through
+//!   `run_balanced`, which moves it to the least busy thread when its own has clearly more
+//!   in hand.
+//!
+//! Measured in BENCHMARKS.md §4.
+
+mod balance;
+mod busy_poll;
+mod connection;
+mod shards;
+
+use std::time::Duration;
+
+pub use balance::run_balanced;
+pub use connection::Connection;
+pub use shards::{Connections, Stop, serve_sharded};
+
+/// How [`serve_sharded`] spreads connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Threading {
+    /// Threads that serve connections, each with a single-threaded runtime (see the crate
+    /// docs); 0: the caller's runtime serves them all.
+    pub threads: usize,
+    /// After a thread reads a request or sends an answer it keeps polling its sockets,
+    /// without sleeping, for this long: the next request of a busy connection is read at
+    /// once instead of after a wake-up (on a virtual machine, tens of microseconds). Costs
+    /// CPU that other processes on the machine may need. Zero: sleep as soon as there is
+    /// nothing to do.
+    pub busy_poll: Duration,
+}

@@ -1,0 +1,139 @@
+//! `serve_sharded` and `run_balanced` with a tiny line protocol: every line a client sends
+//! is a request, answered (in any order) with the name of the thread whose `run_balanced`
+//! ran its work. As an HTTP/2 server does, each request is a task of its own on the
+//! connection's thread.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use soma_net::{Connections, Stop, Threading};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long each request's work blocks its thread.
+const WORK: Duration = Duration::from_millis(5);
+
+async fn serve_lines(mut connections: Connections, stop: Stop) -> std::io::Result<()> {
+    let stop = stop.requested();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            (connection, _) = connections.accept() => {
+                tokio::spawn(serve_connection(connection));
+            }
+        }
+    }
+}
+
+async fn serve_connection(connection: soma_net::Connection) {
+    let (read, mut write) = tokio::io::split(connection);
+    let (answers, mut to_send) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(answer) = to_send.recv().await {
+            if write.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    while let Ok(Some(_)) = lines.next_line().await {
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let thread = soma_net::run_balanced(async {
+                std::thread::sleep(WORK);
+                std::thread::current().name().unwrap_or("?").to_string()
+            })
+            .await;
+            let _ = answers.send(format!("{thread}\n"));
+        });
+    }
+}
+
+/// Starts a server with two threads; returns its address and what stops it.
+fn start() -> (String, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            std_listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let threading = Threading {
+                threads: 2,
+                busy_poll: Duration::from_micros(30),
+            };
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            soma_net::serve_sharded(listener, threading, "lines", serve_lines, shutdown)
+                .await
+                .unwrap();
+        });
+    });
+    (addr, stop, server)
+}
+
+fn answers(stream: &TcpStream, n: usize) -> Vec<String> {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line.trim().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn many_requests_on_one_connection_use_both_threads() {
+    let (addr, stop, server) = start();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.write_all(&b"go\n".repeat(40)).unwrap();
+    let threads = answers(&stream, 40);
+    assert!(
+        threads.iter().all(|t| t == "lines-0" || t == "lines-1"),
+        "{threads:?}"
+    );
+    let moved = threads.iter().filter(|t| *t == "lines-1").count();
+    // The connection is lines-0's; its backlog of 40 sends work to lines-1 until the two
+    // are within the margin.
+    assert!(
+        (10..=30).contains(&moved),
+        "{moved} of 40 moved: {threads:?}"
+    );
+    drop(stream);
+    stop.send(()).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn one_request_at_a_time_stays_on_its_thread() {
+    let (addr, stop, server) = start();
+    let mut first = TcpStream::connect(&addr).unwrap();
+    let mut second = TcpStream::connect(&addr).unwrap();
+    for _ in 0..10 {
+        first.write_all(b"go\n").unwrap();
+        assert_eq!(answers(&first, 1), ["lines-0"]);
+        second.write_all(b"go\n").unwrap();
+        assert_eq!(answers(&second, 1), ["lines-1"]);
+    }
+    drop((first, second));
+    stop.send(()).unwrap();
+    server.join().unwrap();
+}
+
+#[tokio::test]
+async fn outside_a_serving_thread_work_runs_in_place() {
+    let here = std::thread::current().id();
+    let ran = soma_net::run_balanced(async { std::thread::current().id() }).await;
+    assert_eq!(ran, here);
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[should_panic(expected = "boom")]
+async fn a_panic_in_the_work_reaches_the_caller() {
+    soma_net::run_balanced(async { panic!("boom") }).await
+}
