@@ -3,7 +3,8 @@
 //! made meanwhile answers at once even though the runtime has only two worker threads.
 //! A quick model under `auto` batching batches requests in place, each with its own rows.
 //! Stopping the server lets running requests finish; a request that panics fails alone.
-//! Each of these also runs with the server on serving threads of its own (`soma_net`).
+//! All but the batching test also run with the server on serving threads of its own
+//! (`soma_net`).
 //! A concurrency limit (`--grpc_max_threads`) makes the requests beyond it wait, across every
 //! server it is given to.
 
@@ -270,11 +271,11 @@ async fn under_auto_batching_a_quick_model_batches_requests_in_place() {
     under_auto_batching_a_quick_model_batches_requests_in_place_with(GrpcOptions::default()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_auto_batching_a_quick_model_batches_requests_in_place_on_serving_threads() {
-    under_auto_batching_a_quick_model_batches_requests_in_place_with(on_serving_threads()).await;
-}
-
+// Not also on serving threads: there, requests batch in place only when the threads' runs
+// overlap (a request that finds no other queued or running runs at once, and a thread polls
+// its requests one after another), which on these two cores shared with the client and the
+// other tests depends on timing; `auto` batching on serving threads is measured in
+// BENCHMARKS.md §4 instead.
 async fn under_auto_batching_a_quick_model_batches_requests_in_place_with(options: GrpcOptions) {
     use soma_runtime::batching::{BatchOptions, BatchWindow};
 
