@@ -95,6 +95,18 @@ pub(crate) fn enter(peers: Arc<Peers>, index: usize) {
     HERE.with(|here| *here.borrow_mut() = Some((peers, index)));
 }
 
+/// Whether requests of other connections may be waiting to be polled on this serving
+/// thread: it has more than one open connection. A request about to run alone can yield
+/// first, so that requests read in the same turn of the thread join its batch. False
+/// outside a serving thread.
+pub fn thread_may_have_company() -> bool {
+    HERE.with(|h| {
+        h.borrow()
+            .as_ref()
+            .is_some_and(|(peers, here)| peers.threads[*here].open.load(Ordering::Relaxed) > 1)
+    })
+}
+
 /// Runs `work` on this serving thread, or, when this thread has clearly more requests in
 /// hand than another serving thread of the same server, on that one (and wakes this one
 /// with the result). Outside a serving thread of [`serve_sharded`](crate::serve_sharded),

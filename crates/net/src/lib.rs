@@ -28,7 +28,7 @@ mod shards;
 
 use std::time::Duration;
 
-pub use balance::run_balanced;
+pub use balance::{run_balanced, thread_may_have_company};
 pub use connection::Connection;
 pub use shards::{Connections, Stop, serve_sharded};
 

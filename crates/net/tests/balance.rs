@@ -1,7 +1,8 @@
 //! `serve_sharded` and `run_balanced` with a tiny line protocol: every line a client sends
 //! is a request, answered (in any order) with the name of the thread whose `run_balanced`
 //! ran its work. As an HTTP/2 server does, each request is a task of its own on the
-//! connection's thread.
+//! connection's thread. `company?` asks whether the connection's thread may have other
+//! requests to poll.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -38,8 +39,13 @@ async fn serve_connection(connection: soma_net::Connection) {
         }
     });
     let mut lines = tokio::io::BufReader::new(read).lines();
-    while let Ok(Some(_)) = lines.next_line().await {
+    while let Ok(Some(line)) = lines.next_line().await {
         let answers = answers.clone();
+        if line == "company?" {
+            let company = soma_net::thread_may_have_company();
+            let _ = answers.send(format!("{company}\n"));
+            continue;
+        }
         tokio::spawn(async move {
             let thread = soma_net::run_balanced(async {
                 std::thread::sleep(WORK);
@@ -125,8 +131,29 @@ fn one_request_at_a_time_stays_on_its_thread() {
     server.join().unwrap();
 }
 
+#[test]
+fn a_thread_with_another_connection_may_have_company() {
+    let (addr, stop, server) = start();
+    let ask = |stream: &mut TcpStream| {
+        stream.write_all(b"company?\n").unwrap();
+        answers(stream, 1).remove(0)
+    };
+    let mut first = TcpStream::connect(&addr).unwrap();
+    assert_eq!(ask(&mut first), "false", "alone on lines-0");
+    let mut second = TcpStream::connect(&addr).unwrap();
+    assert_eq!(ask(&mut second), "false", "alone on lines-1");
+    let mut third = TcpStream::connect(&addr).unwrap();
+    assert_eq!(ask(&mut third), "true", "lines-0 again, beside the first");
+    assert_eq!(ask(&mut first), "true");
+    assert_eq!(ask(&mut second), "false");
+    drop((first, second, third));
+    stop.send(()).unwrap();
+    server.join().unwrap();
+}
+
 #[tokio::test]
-async fn outside_a_serving_thread_work_runs_in_place() {
+async fn outside_a_serving_thread_there_is_no_company_and_work_runs_in_place() {
+    assert!(!soma_net::thread_may_have_company());
     let here = std::thread::current().id();
     let ran = soma_net::run_balanced(async { std::thread::current().id() }).await;
     assert_eq!(ran, here);

@@ -76,6 +76,12 @@ impl QueuedPrediction<'_> {
             Outputs::Alone(_) => false,
         }
     }
+
+    /// Whether this prediction runs in a batch (batching is on and its inputs batch): only
+    /// then can other requests join it.
+    pub fn batches(&self) -> bool {
+        matches!(self.outputs, Outputs::Batched(_))
+    }
 }
 
 impl std::future::Future for QueuedPrediction<'_> {
