@@ -18,6 +18,9 @@
 //!   keep one core busy while the other idles; a front end runs each request's work through
 //!   `run_balanced`, which moves it to the least busy thread when its own has clearly more
 //!   in hand.
+//! * [`thread_may_have_company`]: a thread polls its ready connections one after another, so
+//!   a request about to run a batch alone asks whether other connections on its thread may
+//!   have requests to add, and yields first if so.
 //!
 //! Measured in BENCHMARKS.md §4.
 
