@@ -105,9 +105,9 @@ pub struct GrpcOptions {
     /// the Unix socket alike). `None`: plaintext HTTP/2.
     pub tls: Option<TlsSettings>,
     /// Threads that serve TCP connections, each with its own (`soma_net`), and their busy
-    /// polling. A connection stays on its thread; the predictions of a connection that
-    /// carries more requests at once than its thread keeps up with move to the least busy
-    /// thread. Zero threads: the caller's runtime serves every connection (and the Unix
+    /// polling. A connection stays on its thread; the requests of a connection that
+    /// carries more at once than its thread keeps up with move to the least busy thread
+    /// (decoding and the RPC's work; the HTTP/2 framing stays). Zero threads: the caller's runtime serves every connection (and the Unix
     /// socket always).
     pub threading: Threading,
 }

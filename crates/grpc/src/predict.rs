@@ -53,7 +53,7 @@ pub(crate) async fn predict_in_place(
         .queue_owned_in_place(Some(key), tensors)
         .map_err(|e| from_runtime(&e))?;
     // Let the requests this thread has read join the batch before it runs.
-    if queued.has_company() || (queued.batches() && soma_net::thread_may_have_company()) {
+    if queued.worth_yielding(soma_net::thread_may_have_company()) {
         tokio::task::yield_now().await;
     }
     let prediction = queued.await.map_err(|e| from_runtime(&e))?;

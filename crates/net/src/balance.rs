@@ -116,13 +116,16 @@ where
     T: Send + 'static,
     W: Future<Output = T> + Send + 'static,
 {
-    let Some((peers, here)) = HERE.with(|h| h.borrow().clone()) else {
+    // The common case, staying here, reads the thread-local without cloning its `Arc`.
+    let moving = HERE.with(|h| {
+        let here = h.borrow();
+        let (peers, here) = here.as_ref()?;
+        let target = peers.pick(*here);
+        (target != *here).then(|| (Arc::clone(peers), *here, target))
+    });
+    let Some((peers, here, target)) = moving else {
         return work.await;
     };
-    let target = peers.pick(here);
-    if target == here {
-        return work.await;
-    }
     let _waiting = Count::up(&peers.threads[here].handed_off);
     // Serving threads keep their runtimes until every thread of the server has stopped
     // serving (see `serve_sharded`), so the other thread runs this to the end.

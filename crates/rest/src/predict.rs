@@ -75,7 +75,7 @@ pub(crate) async fn predict_in_place(
     let (key, format, inputs) = parse_request(body, servable, check_method_name)?;
     let queued = servable.queue_json_in_place(Some(key), &inputs)?;
     // Let the requests this thread has read join the batch before it runs.
-    if queued.has_company() || (queued.batches() && soma_net::thread_may_have_company()) {
+    if queued.worth_yielding(soma_net::thread_may_have_company()) {
         tokio::task::yield_now().await;
     }
     let prediction = queued.await?;

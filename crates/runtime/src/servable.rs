@@ -77,10 +77,12 @@ impl QueuedPrediction<'_> {
         }
     }
 
-    /// Whether this prediction runs in a batch (batching is on and its inputs batch): only
-    /// then can other requests join it.
-    pub fn batches(&self) -> bool {
-        matches!(self.outputs, Outputs::Batched(_))
+    /// Whether to yield to the runtime before the first poll: others are queued
+    /// ([`has_company`](Self::has_company)), or this prediction batches and the caller's
+    /// thread may have read other requests it has not polled yet (`thread_has_company`:
+    /// a thread that polls its connections one after another cannot see those in the queue).
+    pub fn worth_yielding(&self, thread_has_company: bool) -> bool {
+        self.has_company() || (matches!(self.outputs, Outputs::Batched(_)) && thread_has_company)
     }
 }
 

@@ -67,8 +67,8 @@ pub(crate) struct Args {
     rest_api_busy_poll_micros: Option<u64>,
 
     /// soma's own: threads that serve gRPC TCP connections, each with its own connections;
-    /// the predictions of a connection that carries many requests at once move to the least
-    /// busy thread (0: the shared runtime). Default: one per core.
+    /// the requests of a connection that carries many at once move to the least busy
+    /// thread (0: the shared runtime). Default: one per core.
     #[arg(long = "grpc_io_threads", value_name = "N")]
     grpc_io_threads: Option<usize>,
 
