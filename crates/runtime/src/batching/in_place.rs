@@ -23,7 +23,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use soma_core::Tensor;
 
@@ -74,14 +73,7 @@ impl Batcher {
         let state = match rows::request_rows(&inputs) {
             Some(rows) if rows > 0 && rows <= self.options.max_batch_size => {
                 let queue = self.in_place_queue(signature);
-                let request = Arc::new(Request {
-                    inputs,
-                    rows,
-                    deadline: None,
-                    enqueued: Instant::now(),
-                    slot: std::sync::Mutex::new(Slot::Waiting(None)),
-                    ready: std::sync::Condvar::new(),
-                });
+                let request = Arc::new(Request::new(inputs, rows, None, false));
                 queue.active.fetch_add(1, Ordering::SeqCst);
                 let mut state = lock(&queue.state);
                 state.pending.push_back(Arc::clone(&request));

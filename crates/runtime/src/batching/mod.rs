@@ -124,7 +124,37 @@ struct Request {
     deadline: Option<Instant>,
     enqueued: Instant,
     slot: Mutex<Slot>,
-    ready: Condvar,
+    /// Where a blocking caller ([`Batcher::run`]) waits for its slot to change. `None` for
+    /// an async caller ([`Batcher::queue_in_place`]), whose waker is in the slot: notifying
+    /// a condvar costs a futex syscall even when nobody waits on it, one per request.
+    ready: Option<Condvar>,
+}
+
+impl Request {
+    fn new(inputs: Vec<Tensor>, rows: usize, deadline: Option<Instant>, blocking: bool) -> Request {
+        Request {
+            inputs,
+            rows,
+            deadline,
+            enqueued: Instant::now(),
+            slot: Mutex::new(Slot::Waiting(None)),
+            ready: blocking.then(Condvar::new),
+        }
+    }
+
+    /// The condvar a blocking caller waits on.
+    fn ready(&self) -> &Condvar {
+        self.ready
+            .as_ref()
+            .expect("only requests queued by Batcher::run wait on a condvar")
+    }
+
+    /// Wakes a blocking caller waiting for this request's slot, if it is one.
+    fn notify(&self) {
+        if let Some(ready) = &self.ready {
+            ready.notify_all();
+        }
+    }
 }
 
 enum Slot {
@@ -182,14 +212,7 @@ impl Batcher {
         if let Some(outputs) = self.run_if_lone(signature, &queue, &inputs, rows) {
             return outputs;
         }
-        let request = Arc::new(Request {
-            inputs,
-            rows,
-            deadline,
-            enqueued: Instant::now(),
-            slot: Mutex::new(Slot::Waiting(None)),
-            ready: Condvar::new(),
-        });
+        let request = Arc::new(Request::new(inputs, rows, deadline, true));
         let lead = {
             let mut state = lock(&queue.state);
             if state.pending_rows + rows > self.options.queue_capacity() {
@@ -258,13 +281,16 @@ impl Batcher {
                 Slot::Waiting(_) | Slot::Taken => {}
             }
             let Some(deadline) = request.deadline else {
-                slot = request.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+                slot = request
+                    .ready()
+                    .wait(slot)
+                    .unwrap_or_else(|e| e.into_inner());
                 continue;
             };
             let now = Instant::now();
             if now < deadline {
                 slot = request
-                    .ready
+                    .ready()
                     .wait_timeout(slot, deadline - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
@@ -282,7 +308,10 @@ impl Batcher {
             drop(state);
             slot = lock(&request.slot);
             if matches!(*slot, Slot::Waiting(_)) {
-                slot = request.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+                slot = request
+                    .ready()
+                    .wait(slot)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         }
     }
@@ -380,7 +409,7 @@ impl Batcher {
         if let Some(next) = state.pending.front().cloned() {
             state.leader = true;
             *lock(&next.slot) = Slot::Lead;
-            next.ready.notify_all();
+            next.notify();
         }
     }
 
@@ -394,7 +423,7 @@ impl Batcher {
         if let Some(next) = state.pending.front().cloned() {
             state.leader = true;
             *lock(&next.slot) = Slot::Lead;
-            next.ready.notify_all();
+            next.notify();
         }
         members
     }
@@ -600,7 +629,7 @@ fn finish(request: &Request, result: Result<Vec<Tensor>, RuntimeError>) {
         Slot::Waiting(waker) => waker,
         _ => None,
     };
-    request.ready.notify_all();
+    request.notify();
     if let Some(waker) = waker {
         waker.wake();
     }
