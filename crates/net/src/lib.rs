@@ -12,7 +12,9 @@
 //! * [`Threading::busy_poll`]: a thread that has just read a request or sent an answer
 //!   keeps polling its sockets for a while instead of sleeping: on one connection this cuts
 //!   the time to pick up the next request by a third, at the cost of a core kept busy
-//!   while requests keep coming.
+//!   while requests keep coming. At most one thread fewer than the cores spins at a time
+//!   (process-wide), so a spinning server never takes every core from its clients and
+//!   its other threads.
 //! * [`run_balanced`]: what is given up by keeping a connection on one thread is stealing.
 //!   An HTTP/2 connection carries many requests at once, and one busy connection would
 //!   keep one core busy while the other idles; a front end runs each request's work through
@@ -44,7 +46,7 @@ pub struct Threading {
     /// After a thread reads a request or sends an answer it keeps polling its sockets,
     /// without sleeping, for this long: the next request of a busy connection is read at
     /// once instead of after a wake-up (on a virtual machine, tens of microseconds). Costs
-    /// CPU that other processes on the machine may need. Zero: sleep as soon as there is
-    /// nothing to do.
+    /// CPU that other processes on the machine may need, so at most one thread fewer than
+    /// the cores spins at once. Zero: sleep as soon as there is nothing to do.
     pub busy_poll: Duration,
 }
