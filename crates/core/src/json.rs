@@ -439,7 +439,8 @@ pub fn f32_to_json(x: f32) -> Value {
     if !x.is_finite() {
         return non_finite(f64::from(x));
     }
-    let shortest: f64 = x.to_string().parse().unwrap_or(f64::from(x));
+    let mut digits = zmij::Buffer::new();
+    let shortest: f64 = digits.format_finite(x).parse().unwrap_or(f64::from(x));
     Number::from_f64(shortest).map_or(Value::Null, Value::Number)
 }
 
@@ -525,6 +526,29 @@ mod tests {
             tensor_name: "t:0".into(),
             dtype,
             shape,
+        }
+    }
+
+    #[test]
+    fn float32_outputs_are_their_shortest_round_tripping_decimal() {
+        assert_eq!(f32_to_json(0.1).to_string(), "0.1");
+        assert_eq!(f32_to_json(0.30625477).to_string(), "0.30625477");
+        assert_eq!(f32_to_json(-3.0e-7).to_string(), "-3e-7");
+        assert_eq!(f32_to_json(f32::MAX).as_f64(), Some(3.4028235e38));
+        // Over a spread of bit patterns (every exponent, varied mantissas, both signs): the
+        // decimal reads back as the same float32 and has no more digits than Rust's own
+        // shortest printing (the two may break a tie between equally short decimals apart).
+        let digits = |e: String| e.split('e').next().unwrap().replace(['-', '.'], "").len();
+        for i in 0..200_000u32 {
+            let x = f32::from_bits(i.wrapping_mul(0x9E37_79B9));
+            if x.is_finite() {
+                let printed = f32_to_json(x).as_f64().unwrap();
+                assert_eq!(printed as f32, x, "{x:e}");
+                assert!(
+                    digits(format!("{printed:e}")) <= digits(format!("{x:e}")),
+                    "{x:e}"
+                );
+            }
         }
     }
 

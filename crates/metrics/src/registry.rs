@@ -137,7 +137,7 @@ impl Registry {
             help,
             Shape::scalar(Kind::Counter),
             labels,
-            value,
+            &[value],
             add_to_scalar,
         )
     }
@@ -155,8 +155,8 @@ impl Registry {
             help,
             Shape::scalar(Kind::Gauge),
             labels,
-            value,
-            |series, _, v| *series = Series::Scalar(v),
+            &[value],
+            |series, _, v| *series = Series::Scalar(v[0]),
         )
     }
 
@@ -173,7 +173,7 @@ impl Registry {
             help,
             Shape::scalar(Kind::Gauge),
             labels,
-            delta,
+            &[delta],
             add_to_scalar,
         )
     }
@@ -199,21 +199,36 @@ impl Registry {
         labels: &[(&str, &str)],
         value: f64,
     ) -> Result<(), MetricError> {
+        self.observe_all_in(name, help, buckets, labels, &[value])
+    }
+
+    /// Records several observations in one histogram series at once: one lock and one
+    /// series lookup for all of them (a batch records every member's wait).
+    pub fn observe_all_in(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &'static [f64],
+        labels: &[(&str, &str)],
+        values: &[f64],
+    ) -> Result<(), MetricError> {
         self.update(
             name,
             help,
             Shape::histogram(buckets),
             labels,
-            value,
-            |series, bounds, v| {
+            values,
+            |series, bounds, values| {
                 if let Series::Histogram(h) = series {
-                    for (count, bound) in h.counts.iter_mut().zip(bounds) {
-                        if v <= *bound {
-                            *count += 1;
+                    for &v in values {
+                        for (count, bound) in h.counts.iter_mut().zip(bounds) {
+                            if v <= *bound {
+                                *count += 1;
+                            }
                         }
+                        h.sum += v;
                     }
-                    h.sum += v;
-                    h.count += 1;
+                    h.count += values.len() as u64;
                 }
             },
         )
@@ -234,10 +249,10 @@ impl Registry {
         help: &str,
         Shape { kind, buckets }: Shape,
         labels: &[(&str, &str)],
-        value: f64,
-        apply: impl FnOnce(&mut Series, &[f64], f64),
+        values: &[f64],
+        apply: impl FnOnce(&mut Series, &[f64], &[f64]),
     ) -> Result<(), MetricError> {
-        if !value.is_finite() {
+        if values.iter().any(|v| !v.is_finite()) {
             return Err(MetricError::NotFinite(name.to_string()));
         }
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
@@ -267,7 +282,7 @@ impl Registry {
         }
         let bounds = family.buckets;
         if let Some(series) = find_series(&mut family.series, labels) {
-            apply(series, bounds, value);
+            apply(series, bounds, values);
             return Ok(());
         }
         if !new_family {
@@ -284,15 +299,15 @@ impl Registry {
                 }),
                 Kind::Counter | Kind::Gauge => Series::Scalar(0.0),
             });
-        apply(series, bounds, value);
+        apply(series, bounds, values);
         Ok(())
     }
 }
 
-/// A counter's or gauge's update by a delta.
-fn add_to_scalar(series: &mut Series, _buckets: &[f64], delta: f64) {
+/// A counter's or gauge's update by deltas.
+fn add_to_scalar(series: &mut Series, _buckets: &[f64], deltas: &[f64]) {
     if let Series::Scalar(total) = series {
-        *total += delta;
+        *total += deltas.iter().sum::<f64>();
     }
 }
 

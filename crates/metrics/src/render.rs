@@ -125,6 +125,34 @@ mod tests {
     }
 
     #[test]
+    fn observations_recorded_together_render_as_one_by_one() {
+        let (together, one_by_one) = (Registry::new(), Registry::new());
+        let waits = [0.0001, 0.003, 0.003, 0.7, 20.0];
+        together
+            .observe_all_in("w", "Wait.", crate::DEFAULT_BUCKETS, &[("m", "a")], &waits)
+            .unwrap();
+        for wait in waits {
+            one_by_one
+                .observe("w", "Wait.", &[("m", "a")], wait)
+                .unwrap();
+        }
+        assert_eq!(together.render(), one_by_one.render());
+        assert!(together.render().contains("w_count{m=\"a\"} 5\n"));
+        // One value that is not finite refuses them all.
+        assert!(matches!(
+            together.observe_all_in(
+                "w",
+                "",
+                crate::DEFAULT_BUCKETS,
+                &[("m", "a")],
+                &[1.0, f64::NAN]
+            ),
+            Err(MetricError::NotFinite(_))
+        ));
+        assert_eq!(together.render(), one_by_one.render());
+    }
+
+    #[test]
     fn rejects_bad_names_kinds_and_values() {
         let r = Registry::new();
         assert!(matches!(

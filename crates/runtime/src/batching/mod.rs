@@ -598,14 +598,13 @@ impl Batcher {
             &labels,
             rows as f64,
         );
-        for wait in waited {
-            let _ = metrics.observe(
-                "soma_batch_wait_seconds",
-                "Time a request waited for its batch to start.",
-                &labels,
-                *wait,
-            );
-        }
+        let _ = metrics.observe_all_in(
+            "soma_batch_wait_seconds",
+            "Time a request waited for its batch to start.",
+            soma_metrics::DEFAULT_BUCKETS,
+            &labels,
+            waited,
+        );
     }
 
     /// The signature's queue; allocates its key only the first time (this is on every
