@@ -55,6 +55,8 @@ where
             .zip(&open)
             .map(|(r, open)| (r.handle().clone(), Arc::clone(open)))
             .collect(),
+        // The busy-poll task, if any, on every thread.
+        usize::from(!threading.busy_poll.is_zero()),
     );
     let serving = Arc::new(watch::Sender::new(threads));
     let mut shards = Vec::with_capacity(threads);

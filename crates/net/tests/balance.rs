@@ -6,11 +6,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use soma_net::{Connections, Stop, Threading};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// How long each request's work blocks its thread.
 const WORK: Duration = Duration::from_millis(5);
@@ -28,37 +29,46 @@ async fn serve_lines(mut connections: Connections, stop: Stop) -> std::io::Resul
     }
 }
 
+/// One task per connection, as hyper's servers have (the answers are written by the
+/// requests' tasks), so that the threads' task counts are what `run_balanced` sees there.
 async fn serve_connection(connection: soma_net::Connection) {
-    let (read, mut write) = tokio::io::split(connection);
-    let (answers, mut to_send) = mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Some(answer) = to_send.recv().await {
-            if write.write_all(answer.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (read, write) = tokio::io::split(connection);
+    let write = Arc::new(tokio::sync::Mutex::new(write));
     let mut lines = tokio::io::BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let answers = answers.clone();
         if line == "company?" {
             let company = soma_net::thread_may_have_company();
-            let _ = answers.send(format!("{company}\n"));
+            let _ = write
+                .lock()
+                .await
+                .write_all(format!("{company}\n").as_bytes())
+                .await;
             continue;
         }
+        let write = Arc::clone(&write);
         tokio::spawn(async move {
             let thread = soma_net::run_balanced(async {
                 std::thread::sleep(WORK);
                 std::thread::current().name().unwrap_or("?").to_string()
             })
             .await;
-            let _ = answers.send(format!("{thread}\n"));
+            let _ = write
+                .lock()
+                .await
+                .write_all(format!("{thread}\n").as_bytes())
+                .await;
         });
     }
 }
 
 /// Starts a server with two threads; returns its address and what stops it.
 fn start() -> (String, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+    start_polling(Duration::from_micros(30))
+}
+
+fn start_polling(
+    busy_poll: Duration,
+) -> (String, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -69,7 +79,7 @@ fn start() -> (String, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             let threading = Threading {
                 threads: 2,
-                busy_poll: Duration::from_micros(30),
+                busy_poll,
             };
             let shutdown = async move {
                 let _ = stopped.await;
@@ -117,7 +127,16 @@ fn many_requests_on_one_connection_use_both_threads() {
 
 #[test]
 fn one_request_at_a_time_stays_on_its_thread() {
-    let (addr, stop, server) = start();
+    one_request_at_a_time_stays(Duration::from_micros(30));
+}
+
+#[test]
+fn one_request_at_a_time_stays_on_its_thread_without_busy_polling() {
+    one_request_at_a_time_stays(Duration::ZERO);
+}
+
+fn one_request_at_a_time_stays(busy_poll: Duration) {
+    let (addr, stop, server) = start_polling(busy_poll);
     let mut first = TcpStream::connect(&addr).unwrap();
     let mut second = TcpStream::connect(&addr).unwrap();
     for _ in 0..10 {
