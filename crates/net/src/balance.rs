@@ -39,8 +39,9 @@ struct Peer {
 
 impl Peer {
     /// Tasks on the thread other than its connections, its `background` tasks and the
-    /// requests it handed off: the requests it is answering (an HTTP/2 stream is a task of its own) and work handed to
-    /// it. A cheap reading (three counters and a constant), exact enough to compare threads.
+    /// requests it handed off: the requests it is answering (an HTTP/2 stream is a task of
+    /// its own) and work handed to it. A cheap reading (three counters and a constant),
+    /// exact enough to compare threads.
     fn backlog(&self, background: usize) -> usize {
         let tasks = self.runtime.metrics().num_alive_tasks();
         tasks
