@@ -1,5 +1,6 @@
 //! `null-server [--rest ADDR] [--grpc ADDR] [--model DIR]`: servers built like soma's (axum
-//! on hyper for REST, tonic for gRPC, tokio's default multi-threaded runtime) that answer every
+//! on hyper for REST, served like `soma tfserving` serves it: a thread per core with busy
+//! polling; tonic for gRPC, on tokio's default multi-threaded runtime) that answer every
 //! request with soma's answer to `crates/bench/data/iris.json`, fixed. The REST side reads the
 //! whole body; the gRPC side decodes the `PredictRequest` and encodes a `PredictResponse`
 //! (tonic and prost do that), and answers GetModelMetadata with iris's signature for clients
@@ -110,8 +111,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let app = axum::Router::new()
                 .fallback(answer_rest)
                 .with_state(work.clone());
-            servers
-                .spawn(async move { axum::serve(listener, app).await.context("REST null server") });
+            // As `soma tfserving` serves REST by default (`--rest_api_io_threads`,
+            // `--rest_api_busy_poll_micros`).
+            let threading = soma_rest::Threading {
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                busy_poll: std::time::Duration::from_micros(30),
+            };
+            servers.spawn(async move {
+                soma_rest::serve_on_threads(listener, app, threading, std::future::pending())
+                    .await
+                    .context("REST null server")
+            });
         }
         if let Some(addr) = grpc {
             let listener = listen(&addr).await?;
