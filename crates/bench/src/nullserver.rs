@@ -113,10 +113,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 .with_state(work.clone());
             // As `soma tfserving` serves REST by default (`--rest_api_io_threads`,
             // `--rest_api_busy_poll_micros`).
-            let threading = soma_rest::Threading {
-                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                busy_poll: std::time::Duration::from_micros(30),
-            };
+            let threading = soma_rest::Threading::per_core(soma_rest::Threading::DEFAULT_BUSY_POLL);
             servers.spawn(async move {
                 soma_rest::serve_on_threads(listener, app, threading, std::future::pending())
                     .await

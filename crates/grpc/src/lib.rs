@@ -107,8 +107,8 @@ pub struct GrpcOptions {
     /// Threads that serve TCP connections, each with its own (`soma_net`), and their busy
     /// polling. A connection stays on its thread; the requests of a connection that
     /// carries more at once than its thread keeps up with move to the least busy thread
-    /// (decoding and the RPC's work; the HTTP/2 framing stays). Zero threads: the caller's runtime serves every connection (and the Unix
-    /// socket always).
+    /// (decoding and the RPC's work; the HTTP/2 framing stays). Zero threads: the caller's
+    /// runtime serves every connection (and the Unix socket always).
     pub threading: Threading,
 }
 

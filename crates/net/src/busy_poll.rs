@@ -82,10 +82,8 @@ impl Warmth {
 /// fewer requests than no busy polling at all, while one connection gained 60% from it;
 /// with one spinning thread, polling gains at 1 and 8 connections and is even at 64
 /// (BENCHMARKS.md §4).
-pub(crate) static SPIN_SLOTS: LazyLock<SpinSlots> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    SpinSlots::new(cores.saturating_sub(1).max(1))
-});
+pub(crate) static SPIN_SLOTS: LazyLock<SpinSlots> =
+    LazyLock::new(|| SpinSlots::new(crate::cores().saturating_sub(1).max(1)));
 
 #[derive(Debug)]
 pub(crate) struct SpinSlots {

@@ -50,3 +50,23 @@ pub struct Threading {
     /// the cores spins at once. Zero: sleep as soon as there is nothing to do.
     pub busy_poll: Duration,
 }
+
+impl Threading {
+    /// How long a serving thread polls after its last read or write by default: about one
+    /// connection's turnaround on loopback (a client that sends its next request at once),
+    /// short enough that a thread with nothing coming soon goes to sleep (BENCHMARKS.md §4).
+    pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(30);
+
+    /// A thread per core, each polling for `busy_poll` after its I/O.
+    pub fn per_core(busy_poll: Duration) -> Threading {
+        Threading {
+            threads: cores(),
+            busy_poll,
+        }
+    }
+}
+
+/// The cores this process may run on (1 if unknown).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}

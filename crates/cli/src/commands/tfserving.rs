@@ -402,13 +402,8 @@ pub(crate) struct Settings {
     pub(crate) saved_model_tags: Vec<String>,
 }
 
-/// How long a serving thread polls after its last read or write: about one connection's
-/// turnaround on loopback (a client that sends its next request at once), short enough that
-/// a thread with nothing coming soon goes to sleep (BENCHMARKS.md §4).
-const DEFAULT_BUSY_POLL_MICROS: u64 = 30;
-
 /// The serving threads of one front end from its two flags (`names`): one per core and
-/// [`DEFAULT_BUSY_POLL_MICROS`] unless given; polling needs threads of their own.
+/// [`soma_net::Threading::DEFAULT_BUSY_POLL`] unless given; polling needs threads of their own.
 fn threading(
     threads: Option<usize>,
     busy_poll_micros: Option<u64>,
@@ -418,11 +413,14 @@ fn threading(
     if busy_poll_micros.is_some_and(|m| m > 0) && threads == Some(0) {
         anyhow::bail!("{poll_flag} needs serving threads of its own: drop {threads_flag}=0");
     }
+    let busy_poll = busy_poll_micros.map_or(
+        soma_net::Threading::DEFAULT_BUSY_POLL,
+        Duration::from_micros,
+    );
+    let per_core = soma_net::Threading::per_core(busy_poll);
     Ok(soma_net::Threading {
-        threads: threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        }),
-        busy_poll: Duration::from_micros(busy_poll_micros.unwrap_or(DEFAULT_BUSY_POLL_MICROS)),
+        threads: threads.unwrap_or(per_core.threads),
+        ..per_core
     })
 }
 
