@@ -113,15 +113,18 @@ pub(crate) fn enter(peers: Arc<Peers>, index: usize) {
     HERE.with(|here| *here.borrow_mut() = Some((peers, index)));
 }
 
-/// Whether requests of other connections may be waiting to be polled on this serving
-/// thread: it has more than one open connection. A request about to run alone can yield
-/// first, so that requests read in the same turn of the thread join its batch. False
-/// outside a serving thread.
+/// Whether other requests may be waiting to be polled on this serving thread: it has more
+/// than one open connection (an HTTP/1.1 connection is one task, whose next request the
+/// thread reads when it polls it), or more than one request in hand (each request of an
+/// HTTP/2 connection is a task of its own, and so is work handed over by another thread). A
+/// request about to run alone can yield first, so that requests read in the same turn of
+/// the thread join its batch. False outside a serving thread.
 pub fn thread_may_have_company() -> bool {
     HERE.with(|h| {
-        h.borrow()
-            .as_ref()
-            .is_some_and(|(peers, here)| peers.threads[*here].open.load(Ordering::Relaxed) > 1)
+        h.borrow().as_ref().is_some_and(|(peers, here)| {
+            let peer = &peers.threads[*here];
+            peer.open.load(Ordering::Relaxed) > 1 || peer.backlog(peers.background) > 1
+        })
     })
 }
 

@@ -2,7 +2,8 @@
 //! is a request, answered (in any order) with the name of the thread whose `run_balanced`
 //! ran its work. As an HTTP/2 server does, each request is a task of its own on the
 //! connection's thread. `company?` asks whether the connection's thread may have other
-//! requests to poll.
+//! requests to poll; `hold` is a request that waits (without blocking its thread) for
+//! `HOLD`, then answers `held`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -15,6 +16,9 @@ use tokio::sync::oneshot;
 
 /// How long each request's work blocks its thread.
 const WORK: Duration = Duration::from_millis(5);
+
+/// How long a `hold` request stays in hand.
+const HOLD: Duration = Duration::from_millis(500);
 
 async fn serve_lines(mut connections: Connections, stop: Stop) -> std::io::Result<()> {
     let stop = stop.requested();
@@ -46,6 +50,13 @@ async fn serve_connection(connection: soma_net::Connection) {
             continue;
         }
         let write = Arc::clone(&write);
+        if line == "hold" {
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD).await;
+                let _ = write.lock().await.write_all(b"held\n").await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let thread = soma_net::run_balanced(async {
                 std::thread::sleep(WORK);
@@ -166,6 +177,27 @@ fn a_thread_with_another_connection_may_have_company() {
     assert_eq!(ask(&mut first), "true");
     assert_eq!(ask(&mut second), "false");
     drop((first, second, third));
+    stop.send(()).unwrap();
+    server.join().unwrap();
+}
+
+/// An HTTP/2 connection's requests are tasks of their own: with two of them in hand, a
+/// thread with one connection may have company too.
+#[test]
+fn a_thread_with_requests_in_hand_may_have_company() {
+    let (addr, stop, server) = start();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.write_all(b"company?\n").unwrap();
+    assert_eq!(answers(&stream, 1), ["false"], "nothing in hand");
+    stream.write_all(b"hold\nhold\ncompany?\n").unwrap();
+    assert_eq!(answers(&stream, 3), ["true", "held", "held"]);
+    stream.write_all(b"company?\n").unwrap();
+    assert_eq!(
+        answers(&stream, 1),
+        ["false"],
+        "the held requests have ended"
+    );
+    drop(stream);
     stop.send(()).unwrap();
     server.join().unwrap();
 }
