@@ -8,8 +8,9 @@
 //!   framed request for other load generators) and
 //!   `floor <model-dir> --threads N --seconds S [--body body.json]` (predictfloor.rs): the
 //!   synchronous serving benchmarks (closed loop; req/s, p50, p99, errors), sharing load.rs;
-//!   `null-server [--rest ADDR] [--grpc ADDR]` (nullserver.rs): soma's HTTP stacks answering
-//!   a fixed prediction without a model, the ceiling those benchmarks are read against.
+//!   `null-server [--rest ADDR] [--grpc ADDR] [...]` (nullserver.rs): soma's HTTP stacks
+//!   answering a fixed prediction without a model, the ceiling those benchmarks are read
+//!   against.
 //!   The request bodies of BENCHMARKS.md are in `crates/bench/data/`.
 //!
 //! `predict`: per-call latency of
@@ -90,7 +91,7 @@ fn main() -> anyhow::Result<()> {
              soma-bench rest|grpc <host:port> <model> <body.json> --connections N --seconds S [--warmup S]\n       \
              soma-bench grpc-body <host:port> <model> <body.json> <out>\n       \
              soma-bench floor <model-dir> --threads N --seconds S [--body body.json] [--warmup S]\n       \
-             soma-bench null-server [--rest host:port] [--grpc host:port]"
+             soma-bench null-server [--rest host:port] [--grpc host:port] [--model dir] [--threads n] [--busy-poll-micros n]"
         ),
     }
 }

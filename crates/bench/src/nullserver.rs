@@ -1,16 +1,21 @@
-//! `null-server [--rest ADDR] [--grpc ADDR] [--model DIR]`: servers built like soma's (axum
-//! on hyper for REST, served like `soma tfserving` serves it: a thread per core with busy
-//! polling; tonic for gRPC, on tokio's default multi-threaded runtime) that answer every
-//! request with soma's answer to `crates/bench/data/iris.json`, fixed. The REST side reads the
-//! whole body; the gRPC side decodes the `PredictRequest` and encodes a `PredictResponse`
-//! (tonic and prost do that), and answers GetModelMetadata with iris's signature for clients
-//! that read it first (`soma-bench grpc`). Nothing else: no JSON, no model lookup, no metrics.
+//! `null-server [--rest ADDR] [--grpc ADDR] [--model DIR] [--threads N] [--busy-poll-micros N]`:
+//! servers built like soma's (axum on hyper for REST, tonic for gRPC), served the way
+//! `soma tfserving` serves them (a thread per core with busy polling, gRPC requests through
+//! soma's balancing layer), that answer every request with soma's answer to
+//! `crates/bench/data/iris.json`, fixed. The REST side reads the whole body; the gRPC side
+//! decodes the `PredictRequest` and encodes a `PredictResponse` (tonic and prost do that),
+//! and answers GetModelMetadata with iris's signature for clients that read it first
+//! (`soma-bench grpc`). Nothing else: no JSON, no model lookup, no metrics.
 //!
 //! Under the same load generators as soma this measures the ceiling of those stacks on this
 //! machine. With `--model DIR` (an iris-shaped model: one float input of width 4) each
 //! request also runs that model once on iris.json's row, through `Servable::predict` like the
 //! floor, on the thread that read it (as soma runs quick models): the stack plus TensorFlow,
 //! so soma's own work per request is what it costs beyond this.
+//!
+//! `--threads` and `--busy-poll-micros` are soma's `--rest_api_io_threads` /
+//! `--grpc_io_threads` and `--*_busy_poll_micros` (defaults: a thread per core, 30 µs);
+//! `--threads 0` serves on tokio's shared multi-threaded runtime.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,8 +55,8 @@ const IRIS_VERSION: i64 = 10;
 const REST_ANSWER: &str =
     "{\n    \"predictions\": [[0.9726865, 0.024584923, 0.0027286054]\n    ]\n}";
 
-const USAGE: &str =
-    "usage: soma-bench null-server [--rest host:port] [--grpc host:port] [--model dir]";
+const USAGE: &str = "usage: soma-bench null-server [--rest host:port] [--grpc host:port] \
+                     [--model dir] [--threads n] [--busy-poll-micros n]";
 
 /// What each request runs before its fixed answer: nothing, or one call of a model.
 #[derive(Clone, Default)]
@@ -92,11 +97,19 @@ impl Work {
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let (mut rest, mut grpc, mut work) = (None, None, Work::default());
+    let mut threading = soma_net::Threading::per_core(soma_net::Threading::DEFAULT_BUSY_POLL);
     for pair in args.chunks(2) {
         match pair {
             [flag, addr] if flag == "--rest" => rest = Some(addr.clone()),
             [flag, addr] if flag == "--grpc" => grpc = Some(addr.clone()),
             [flag, dir] if flag == "--model" => work = Work::load(Path::new(dir))?,
+            [flag, n] if flag == "--threads" => {
+                threading.threads = n.parse().with_context(|| format!("bad {flag} {n}"))?;
+            }
+            [flag, n] if flag == "--busy-poll-micros" => {
+                let micros = n.parse().with_context(|| format!("bad {flag} {n}"))?;
+                threading.busy_poll = std::time::Duration::from_micros(micros);
+            }
             _ => anyhow::bail!(USAGE),
         }
     }
@@ -111,9 +124,6 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let app = axum::Router::new()
                 .fallback(answer_rest)
                 .with_state(work.clone());
-            // As `soma tfserving` serves REST by default (`--rest_api_io_threads`,
-            // `--rest_api_busy_poll_micros`).
-            let threading = soma_rest::Threading::per_core(soma_rest::Threading::DEFAULT_BUSY_POLL);
             servers.spawn(async move {
                 soma_rest::serve_on_threads(listener, app, threading, std::future::pending())
                     .await
@@ -122,13 +132,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         if let Some(addr) = grpc {
             let listener = listen(&addr).await?;
-            let service = PredictionServiceServer::new(NullPredictions(work));
             servers.spawn(async move {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(incoming)
+                serve_grpc(listener, work, threading)
                     .await
                     .context("gRPC null server")
             });
@@ -138,6 +143,43 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// As `soma_grpc::serve` serves soma's gRPC port: each request through soma's balancing
+/// layer, the connections on `threading`'s threads.
+async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    work: Work,
+    threading: soma_net::Threading,
+) -> std::io::Result<()> {
+    let router = tonic::transport::Server::builder()
+        .layer(soma_grpc::BalanceLayer)
+        .add_service(PredictionServiceServer::new(NullPredictions(work)));
+    if threading.threads == 0 {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        return router
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(std::io::Error::other);
+    }
+    let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
+        let router = router.clone();
+        async move {
+            router
+                .serve_with_incoming_shutdown(connections.into_stream(), stop.requested())
+                .await
+                .map_err(std::io::Error::other)
+        }
+    };
+    soma_net::serve_sharded(
+        listener,
+        threading,
+        "null-grpc",
+        serve,
+        std::future::pending(),
+    )
+    .await
 }
 
 async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {

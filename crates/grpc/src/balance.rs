@@ -12,8 +12,9 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
+/// The layer soma's gRPC server runs every request through (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct BalanceLayer;
+pub struct BalanceLayer;
 
 impl<S> Layer<S> for BalanceLayer {
     type Service = Balance<S>;
@@ -23,8 +24,9 @@ impl<S> Layer<S> for BalanceLayer {
     }
 }
 
+/// A service behind [`BalanceLayer`].
 #[derive(Debug, Clone)]
-pub(crate) struct Balance<S>(S);
+pub struct Balance<S>(S);
 
 impl<S, R> Service<R> for Balance<S>
 where

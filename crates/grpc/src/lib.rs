@@ -68,6 +68,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use balance::{Balance, BalanceLayer};
 pub use soma_net::Threading;
 pub use status::grpc_code;
 pub use tls::{TlsError, TlsSettings};
