@@ -14,7 +14,7 @@
 #     (wrk for REST, h2load for gRPC, at 8 and 64 also on one connection; Debian's wrk and
 #     nghttp2-client), which leave more of the shared cores to the server than soma-bench's
 #     clients do, soma with `auto` batching under them too, and null and null+TF on iris;
-#     skipped if they are missing.
+#     skipped if they are missing; then the iris floor again (the machine's speed drifts).
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
@@ -301,6 +301,11 @@ if command -v wrk >/dev/null && command -v h2load >/dev/null; then
 else
   echo "(§4c skipped: wrk and h2load not installed; apt-get install wrk nghttp2-client)"
 fi
+# The iris floor again, at the end: this machine has slow phases minutes long, and a ratio to
+# a floor measured in one would flatter soma. BENCHMARKS.md reads against the higher floor.
+for c in "${levels[@]}"; do
+  measure 4c "floor, again" iris floor fixtures/models/iris --body "$data/iris.json" --threads "$c"
+done
 fi
 
 if section 5; then
