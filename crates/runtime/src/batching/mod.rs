@@ -106,6 +106,19 @@ struct QueueState {
     gap: f64,
 }
 
+impl QueueState {
+    /// The leader is done with the queue: the oldest pending request, if any, leads next
+    /// (woken to form its batch).
+    fn pass_the_lead(&mut self) {
+        self.leader = false;
+        if let Some(next) = self.pending.front() {
+            self.leader = true;
+            *lock(&next.slot) = Slot::Lead;
+            next.notify();
+        }
+    }
+}
+
 impl Default for QueueState {
     fn default() -> QueueState {
         QueueState {
@@ -405,12 +418,7 @@ impl Batcher {
             state.pending_rows -= me.rows;
         }
         finish(me, Err(self.deadline_error(me)));
-        state.leader = false;
-        if let Some(next) = state.pending.front().cloned() {
-            state.leader = true;
-            *lock(&next.slot) = Slot::Lead;
-            next.notify();
-        }
+        state.pass_the_lead();
     }
 
     /// Takes this batch's members out of the queue (the leader first, then compatible
@@ -419,12 +427,7 @@ impl Batcher {
     fn collect(&self, queue: &SignatureQueue, me: &Arc<Request>) -> Vec<Arc<Request>> {
         let mut state = lock(&queue.state);
         let members = self.take_members(&mut state, me);
-        state.leader = false;
-        if let Some(next) = state.pending.front().cloned() {
-            state.leader = true;
-            *lock(&next.slot) = Slot::Lead;
-            next.notify();
-        }
+        state.pass_the_lead();
         members
     }
 
