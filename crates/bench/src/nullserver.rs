@@ -15,7 +15,8 @@
 //!
 //! `--threads` and `--busy-poll-micros` are soma's `--rest_api_io_threads` /
 //! `--grpc_io_threads` and `--*_busy_poll_micros` (defaults: a thread per core, 30 µs);
-//! `--threads 0` serves on tokio's shared multi-threaded runtime.
+//! `--threads 0` serves on tokio's shared multi-threaded runtime. Small POSTs are answered in
+//! soma's quick lane (`soma_rest::QuickLane`), the rest by the axum router, as in soma.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,8 +125,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let app = axum::Router::new()
                 .fallback(answer_rest)
                 .with_state(work.clone());
+            let work = work.clone();
             servers.spawn(async move {
-                soma_rest::serve_on_threads(listener, app, threading, std::future::pending())
+                let lane = NullLane(work);
+                soma_rest::serve_on_threads(listener, app, lane, threading, std::future::pending())
                     .await
                     .context("REST null server")
             });
@@ -191,18 +194,39 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// Every small POST answered in the quick lane, as soma answers its predictions.
+struct NullLane(Work);
+
+impl soma_rest::QuickLane for NullLane {
+    type Route = ();
+
+    fn take(&self, _: &str, _: usize) -> Option<()> {
+        Some(())
+    }
+
+    async fn answer(&self, (): (), _: Vec<u8>) -> (axum::http::StatusCode, String) {
+        answer(self.0.run())
+    }
+}
+
+fn answer(outcome: Result<(), String>) -> (axum::http::StatusCode, String) {
+    match outcome {
+        Ok(()) => (axum::http::StatusCode::OK, REST_ANSWER.to_owned()),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": e }).to_string(),
+        ),
+    }
+}
+
 /// Reads the body as soma's REST front end does (up to its 256 MiB limit), runs the work, answers.
 async fn answer_rest(State(work): State<Work>, body: Body) -> Response<Body> {
-    use axum::http::StatusCode;
-    let outcome = match axum::body::to_bytes(body, 256 * 1024 * 1024).await {
-        Ok(_) => work
-            .run()
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e)),
-        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
-    };
-    let (status, body) = match outcome {
-        Ok(()) => (StatusCode::OK, REST_ANSWER.to_owned()),
-        Err((status, e)) => (status, serde_json::json!({ "error": e }).to_string()),
+    let (status, body) = match axum::body::to_bytes(body, 256 * 1024 * 1024).await {
+        Ok(_) => answer(work.run()),
+        Err(e) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
     };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;

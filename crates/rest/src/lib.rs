@@ -23,17 +23,20 @@
 //! to a model whose runs take microseconds ([`soma_runtime::Servable::runs_quickly`]): those
 //! are answered in place, because the hand-off to another thread would cost more than the
 //! prediction. [`serve_on_threads`] serves the router on one thread per core, each keeping
-//! its own connections (`threads.rs` says why).
+//! its own connections (`threads.rs` says why), and answers small predictions in the quick
+//! lane, without hyper ([`PredictLane`], `quick_lane.rs`).
 
 mod classify;
 mod encoding;
 pub mod error;
 mod path;
 mod predict;
+mod quick_lane;
 mod status;
 mod threads;
 mod writer;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,7 @@ use crate::encoding::BodyEncoding;
 use crate::error::{RestError, json_response};
 use crate::path::Route;
 
+pub use quick_lane::{NoQuickLane, QUICK_BODY_LIMIT, QuickLane};
 pub use soma_net::Threading;
 pub use threads::serve_on_threads;
 
@@ -110,6 +114,67 @@ impl std::fmt::Debug for Rest {
             .field("models", &self.hub.models())
             .field("options", &self.options)
             .finish()
+    }
+}
+
+/// The predictions [`router`] answers, in the quick lane of [`serve_on_threads`]:
+/// `POST /v1/models/...:predict|classify|regress` with a small, uncompressed body, answered
+/// exactly as the router answers them (same code, same metrics). Takes nothing when
+/// [`RestOptions::cors`] is on (CORS headers are the router's).
+pub fn predict_lane(hub: Arc<dyn ModelHub>, options: RestOptions) -> PredictLane {
+    PredictLane(Rest::new(hub, options))
+}
+
+/// See [`predict_lane`].
+#[derive(Debug)]
+pub struct PredictLane(Arc<Rest>);
+
+/// A prediction request's model, version and method, as [`PredictLane`] read them from the
+/// path.
+#[derive(Debug)]
+pub struct InferRoute {
+    model: String,
+    version: VersionSelector,
+    method: path::Method,
+}
+
+impl QuickLane for PredictLane {
+    type Route = InferRoute;
+
+    fn take(&self, path: &str, body_len: usize) -> Option<Self::Route> {
+        let options = &self.0.options;
+        if options.cors || body_len > options.body_limit {
+            return None;
+        }
+        match path::parse(&Method::POST, path) {
+            Ok(Route::Infer {
+                model,
+                version,
+                method,
+            }) => Some(InferRoute {
+                model,
+                version,
+                method,
+            }),
+            _ => None,
+        }
+    }
+
+    async fn answer(
+        &self,
+        InferRoute {
+            model,
+            version,
+            method,
+        }: InferRoute,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let rest = &*self.0;
+        let infer = infer(rest, &model, &version, method, body, BodyEncoding::Identity);
+        match recorded(rest, &model, method, infer).await {
+            Ok(body) => (StatusCode::OK, body),
+            Err(e) => (e.status(), error::error_body(&e.message)),
+        }
     }
 }
 
@@ -230,27 +295,26 @@ async fn handle(
             version,
             method,
         } => {
-            let started = Instant::now();
-            let result = match BodyEncoding::of(headers) {
-                Ok(encoding) => infer(rest, &model, &version, method, body, encoding).await,
-                Err(e) => Err(e),
+            let infer = async {
+                let encoding = BodyEncoding::of(headers)?;
+                let body = read_body(body, rest.options.body_limit).await?;
+                infer(rest, &model, &version, method, body, encoding).await
             };
-            record(rest, &model, method, &result, started);
-            result
+            recorded(rest, &model, method, infer).await
         }
     }
 }
 
+/// `body` predicted, classified or regressed.
 async fn infer(
     rest: &Rest,
     model: &str,
     version: &VersionSelector,
     method: path::Method,
-    body: Body,
+    body: Vec<u8>,
     encoding: BodyEncoding,
 ) -> Result<String, RestError> {
     let limit = rest.options.body_limit;
-    let body = read_body(body, limit).await?;
     let body = if encoding == BodyEncoding::Identity || body.len() <= INLINE_GZIP_LIMIT {
         encoding.decode(body, limit)?
     } else {
@@ -338,6 +402,19 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
             Err(error)
         }
     }
+}
+
+/// `infer`'s result, its outcome and duration recorded in the metrics.
+async fn recorded(
+    rest: &Rest,
+    model: &str,
+    method: path::Method,
+    infer: impl Future<Output = Result<String, RestError>>,
+) -> Result<String, RestError> {
+    let started = Instant::now();
+    let result = infer.await;
+    record(rest, model, method, &result, started);
+    result
 }
 
 fn record(

@@ -4,21 +4,28 @@
 //! each connection on one thread: that thread reads, predicts (quick models run in place,
 //! batched with the other requests it has read) and writes without waking any other. Slow
 //! models still run on a blocking pool (each runtime has its own), so one thread's busy
-//! connections do not hold up the others' reads. Measured in BENCHMARKS.md §4.
+//! connections do not hold up the others' reads. Each connection starts in the quick lane
+//! (`quick_lane.rs`) and moves to hyper at its first request the lane does not take.
+//! Measured in BENCHMARKS.md §4.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
-use soma_net::{Connection, Connections, Threading};
+use soma_net::{Connections, Stop, Threading};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets the open requests
-/// finish; on the caller's runtime if `threading.threads` is 0.
-pub async fn serve_on_threads(
+use crate::quick_lane::{self, QuickLane};
+
+/// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
+/// `shutdown` resolves, then lets the open requests finish. With `threading.threads` 0,
+/// serves `app` alone (no quick lane) on the caller's runtime.
+pub async fn serve_on_threads<L: QuickLane>(
     listener: TcpListener,
     app: Router,
+    lane: L,
     threading: Threading,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -27,26 +34,38 @@ pub async fn serve_on_threads(
             .with_graceful_shutdown(shutdown)
             .await;
     }
-    let serve = move |connections, stop: soma_net::Stop| {
-        axum::serve(HandedOver(connections), app.clone())
-            .with_graceful_shutdown(stop.requested())
-            .into_future()
-    };
+    let lane = Arc::new(lane);
+    let serve =
+        move |connections, stop| serve_thread(connections, stop, app.clone(), Arc::clone(&lane));
     soma_net::serve_sharded(listener, threading, "soma-rest", serve, shutdown).await
 }
 
-/// A serving thread's connections, as axum takes them.
-struct HandedOver(Connections);
-
-impl axum::serve::Listener for HandedOver {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
-        self.0.accept().await
+/// One serving thread: a task per connection; after `stop`, no new connections, and
+/// returns once every open one has finished.
+async fn serve_thread<L: QuickLane>(
+    mut connections: Connections,
+    stop: Stop,
+    app: Router,
+    lane: Arc<L>,
+) -> io::Result<()> {
+    // Every connection task holds a receiver; `closed` resolves when the last is dropped.
+    let (open, _) = watch::channel(());
+    let stopping = stop.clone().requested();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            () = &mut stopping => break,
+            (connection, _) = connections.accept() => {
+                let held = open.subscribe();
+                let (app, lane, stop) = (app.clone(), Arc::clone(&lane), stop.clone());
+                tokio::spawn(async move {
+                    quick_lane::serve_connection(connection, app, lane, stop).await;
+                    drop(held);
+                });
+            }
+        }
     }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.0.local_addr())
-    }
+    drop(connections);
+    open.closed().await;
+    Ok(())
 }

@@ -11,7 +11,9 @@ use soma_rest::{RestOptions, router};
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ModelHub, ModelSet, StaticHub, VersionPolicy};
 use soma_serving::{ManagerOptions, ModelManager};
-use soma_testkit::{HttpResponse, assert_outputs_match, expected_cases, fixtures, http};
+use soma_testkit::{
+    HttpConnection, HttpResponse, assert_outputs_match, expected_cases, fixtures, http,
+};
 
 const MODELS: [&str; 8] = [
     "iris",
@@ -64,12 +66,23 @@ fn server() -> &'static Server {
             body_limit: 1 << 20,
             ..RestOptions::default()
         };
-        let app = router(Arc::new(manager), options);
+        let hub: Arc<dyn ModelHub> = Arc::new(manager);
+        let app = router(Arc::clone(&hub), options.clone());
+        // As `soma tfserving` serves it: POSTs on a kept-alive connection take the quick
+        // lane, the others hyper and the router; `post` sends each request both ways.
+        let lane = soma_rest::predict_lane(hub, options);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let threading = soma_rest::Threading {
+            threads: 2,
+            busy_poll: Duration::ZERO,
+        };
+        let shutdown = std::future::pending();
+        runtime.spawn(soma_rest::serve_on_threads(
+            listener, app, lane, threading, shutdown,
+        ));
         Server {
             addr,
             _runtime: runtime,
@@ -82,9 +95,24 @@ fn get(path: &str) -> HttpResponse {
     http(&server().addr, "GET", path, &[], b"").unwrap()
 }
 
+/// `body` posted twice: on a kept-alive connection (the quick lane answers if the request
+/// is small) and with `Connection: close` (hyper and the router answer); the two answers
+/// must be the same.
 fn post(path: &str, body: &str) -> HttpResponse {
     let headers = [("Content-Type", "application/json")];
-    http(&server().addr, "POST", path, &headers, body.as_bytes()).unwrap()
+    let addr = &server().addr;
+    let mut connection = HttpConnection::connect(addr).unwrap();
+    let kept_alive = connection
+        .request("POST", path, &headers, body.as_bytes())
+        .unwrap();
+    let closed = http(addr, "POST", path, &headers, body.as_bytes()).unwrap();
+    let head = |r: &HttpResponse| {
+        let header = |name| r.header(name).map(str::to_owned);
+        (r.status, header("content-type"), header("content-length"))
+    };
+    assert_eq!(head(&kept_alive), head(&closed), "{path}");
+    assert_eq!(kept_alive.text(), closed.text(), "{path}");
+    kept_alive
 }
 
 /// Parses a TF Serving body (bare NaN/Infinity allowed).

@@ -35,9 +35,15 @@ async fn start(
             let _ = stopped.await;
         };
         let threading = soma_rest::Threading { threads, busy_poll };
-        soma_rest::serve_on_threads(listener, thread_names(), threading, shutdown)
-            .await
-            .unwrap();
+        soma_rest::serve_on_threads(
+            listener,
+            thread_names(),
+            soma_rest::NoQuickLane,
+            threading,
+            shutdown,
+        )
+        .await
+        .unwrap();
     });
     (addr, stop, server)
 }

@@ -735,7 +735,9 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             cors: settings.rest_cors,
             check_signature_method_names: settings.grpc.check_signature_method_names,
         };
-        let app = soma_rest::router(Arc::clone(&manager) as Arc<dyn ModelHub>, options);
+        let hub = Arc::clone(&manager) as Arc<dyn ModelHub>;
+        let app = soma_rest::router(Arc::clone(&hub), options.clone());
+        let lane = soma_rest::predict_lane(hub, options);
         let addr = SocketAddr::from(([0, 0, 0, 0], rest_port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -743,7 +745,8 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         let threading = settings.rest_threading;
         tracing::info!(%addr, ?threading, "TF Serving REST API listening");
         servers.spawn(async move {
-            soma_rest::serve_on_threads(listener, app, threading, super::serve::shutdown_signal())
+            let shutdown = super::serve::shutdown_signal();
+            soma_rest::serve_on_threads(listener, app, lane, threading, shutdown)
                 .await
                 .context("REST server")
         });

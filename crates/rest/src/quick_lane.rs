@@ -1,0 +1,430 @@
+//! The quick lane: small HTTP/1.1 POSTs answered without hyper.
+//!
+//! Why: on iris, a request's whole prediction costs a few microseconds, and hyper with
+//! axum's router costs ~1.5–2.5 µs of CPU per request more than a loop that parses the head
+//! with `httparse` and writes the answer in one piece (BENCHMARKS.md §4, "The quick lane").
+//! So a serving thread reads each connection itself, and answers in place the requests
+//! whose meaning is plain: `POST`, HTTP/1.1, a `Content-Length` body of at most
+//! [`QUICK_BODY_LIMIT`] bytes, no `Transfer-Encoding`, `Expect`, `Upgrade` or
+//! `Content-Encoding`, no `Connection` other than `keep-alive`, on a path the
+//! [`QuickLane`] takes. The first request that is anything else (another method or path,
+//! chunked, `Expect: 100-continue`, HTTP/1.0, an HTTP/2 preface, a malformed or large
+//! head) hands the connection, with every byte already read, to hyper and the router for
+//! the rest of its life: the lane never answers what hyper would answer differently.
+//!
+//! The lane writes the head hyper writes for the same answer (status line, `content-type`,
+//! `content-length`, `date`); tests compare the two byte for byte.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::uri::PathAndQuery;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Requests answered in the quick lane ([`crate::serve_on_threads`]).
+pub trait QuickLane: Send + Sync + 'static {
+    /// What [`take`](QuickLane::take) learnt from the path, for [`answer`](QuickLane::answer).
+    type Route: Send;
+
+    /// `Some` if a `POST` to `path` (without its query) with a body of `body_len` bytes is
+    /// answered here; `None` leaves the request, and the rest of its connection, to the
+    /// router.
+    fn take(&self, path: &str, body_len: usize) -> Option<Self::Route>;
+
+    /// The status and JSON body that answer `body`.
+    fn answer(
+        &self,
+        route: Self::Route,
+        body: Vec<u8>,
+    ) -> impl Future<Output = (StatusCode, String)> + Send;
+}
+
+/// A lane that takes nothing: every connection goes to the router.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQuickLane;
+
+impl QuickLane for NoQuickLane {
+    type Route = std::convert::Infallible;
+
+    fn take(&self, _: &str, _: usize) -> Option<Self::Route> {
+        None
+    }
+
+    async fn answer(&self, route: Self::Route, _: Vec<u8>) -> (StatusCode, String) {
+        match route {}
+    }
+}
+
+/// The largest body the lane reads itself; larger ones go to the router (and, past its
+/// limit, get its 413). Requests this small are also the ones predicted in place.
+pub const QUICK_BODY_LIMIT: usize = 16 * 1024;
+
+/// A head still incomplete after this many bytes goes to hyper, which has its own limits.
+const HEAD_LIMIT: usize = 8 * 1024;
+
+/// Headers beyond this many go to hyper (browsers send ~15).
+const MAX_HEADERS: usize = 32;
+
+/// Serves one connection: requests in the lane, then, from the first that is not, hyper
+/// with `app`. Returns when the connection closes, or once it is idle after `stopping`.
+pub(crate) async fn serve_connection<L, S>(
+    mut io: S,
+    app: Router,
+    lane: Arc<L>,
+    stop: soma_net::Stop,
+) where
+    L: QuickLane,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buffer = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(512);
+    let stopping = stop.clone().requested();
+    tokio::pin!(stopping);
+    let mut stopped = false;
+    loop {
+        // Every whole request already read, in order.
+        loop {
+            let (route, head_len, body_len) = match parse(&buffer, &*lane) {
+                Head::Quick {
+                    route,
+                    head_len,
+                    body_len,
+                } => (route, head_len, body_len),
+                Head::Partial => break,
+                Head::Other => {
+                    let prefix = buffer.freeze();
+                    return hand_over(Rewound { prefix, io }, app, stop).await;
+                }
+            };
+            if buffer.len() < head_len + body_len {
+                break;
+            }
+            let body = buffer[head_len..head_len + body_len].to_vec();
+            buffer.advance(head_len + body_len);
+            let (status, json) = lane.answer(route, body).await;
+            out.clear();
+            write_head(&mut out, status, json.len());
+            out.extend_from_slice(json.as_bytes());
+            if io.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+        if stopped && buffer.is_empty() {
+            return;
+        }
+        if buffer.capacity() - buffer.len() < 1024 {
+            buffer.reserve(4096);
+        }
+        let read = if stopped {
+            io.read_buf(&mut buffer).await
+        } else {
+            tokio::select! {
+                biased;
+                read = io.read_buf(&mut buffer) => read,
+                () = &mut stopping => {
+                    stopped = true;
+                    continue;
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What the bytes read so far start with.
+enum Head<R> {
+    /// A request for the lane: its head is `head_len` bytes, its body `body_len`.
+    Quick {
+        route: R,
+        head_len: usize,
+        body_len: usize,
+    },
+    /// Not a whole head yet.
+    Partial,
+    /// Anything else: the router's.
+    Other,
+}
+
+fn parse<L: QuickLane>(buffer: &[u8], lane: &L) -> Head<L::Route> {
+    if buffer.is_empty() {
+        return Head::Partial;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buffer.len() <= HEAD_LIMIT => return Head::Partial,
+        _ => return Head::Other,
+    };
+    if request.method != Some("POST") || request.version != Some(1) {
+        return Head::Other;
+    }
+    let Some(body_len) = plain_body_len(request.headers) else {
+        return Head::Other;
+    };
+    if body_len > QUICK_BODY_LIMIT {
+        return Head::Other;
+    }
+    // As hyper reads the target (origin form only: `/path?query`), so that a target hyper
+    // would refuse is refused by hyper.
+    let target = request.path.filter(|t| t.starts_with('/'));
+    let Some(target) = target.and_then(|t| PathAndQuery::try_from(t).ok()) else {
+        return Head::Other;
+    };
+    match lane.take(target.path(), body_len) {
+        Some(route) => Head::Quick {
+            route,
+            head_len,
+            body_len,
+        },
+        None => Head::Other,
+    }
+}
+
+/// The body's length if the headers say nothing but that about how to read it (absent:
+/// an empty body, as HTTP/1.1 reads a request without one).
+fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    let mut length = None;
+    for header in headers {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let digits = header.value;
+            let valid =
+                !digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit);
+            if length.is_some() || !valid {
+                return None;
+            }
+            length = std::str::from_utf8(digits).ok()?.parse().ok();
+        } else if name.eq_ignore_ascii_case("connection") {
+            if !header.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+        } else if ["transfer-encoding", "expect", "upgrade", "content-encoding"]
+            .iter()
+            .any(|special| name.eq_ignore_ascii_case(special))
+        {
+            return None;
+        }
+    }
+    Some(length.unwrap_or(0))
+}
+
+/// The head hyper writes for a JSON answer of `len` bytes.
+fn write_head(out: &mut Vec<u8>, status: StatusCode, len: usize) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    DATE.with(|date| out.extend_from_slice(date.now().as_bytes()));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+thread_local! {
+    static DATE: CachedDate = CachedDate::default();
+}
+
+/// The `date` header's value, formatted once a second per thread (as hyper does).
+#[derive(Default)]
+struct CachedDate(std::cell::RefCell<(u64, String)>);
+
+impl CachedDate {
+    fn now(&self) -> std::cell::Ref<'_, String> {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        if self.0.borrow().0 != second || self.0.borrow().1.is_empty() {
+            *self.0.borrow_mut() = (second, httpdate::fmt_http_date(now));
+        }
+        std::cell::Ref::map(self.0.borrow(), |(_, text)| text)
+    }
+}
+
+/// Serves the rest of a connection with hyper, as `axum::serve` does (HTTP/1.1, or HTTP/2
+/// if the client starts with its preface), until it closes; after `stop`, gracefully.
+async fn hand_over<S>(io: S, app: Router, stop: soma_net::Stop)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt as _;
+    let service = app.map_request(|request: axum::http::Request<hyper::body::Incoming>| {
+        request.map(axum::body::Body::new)
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let stopping = stop.requested();
+    tokio::pin!(stopping);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = &mut stopping => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Rewound<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Everything;
+
+    impl QuickLane for Everything {
+        type Route = String;
+
+        fn take(&self, path: &str, _: usize) -> Option<String> {
+            Some(path.to_owned())
+        }
+
+        async fn answer(&self, path: String, _: Vec<u8>) -> (StatusCode, String) {
+            (StatusCode::OK, path)
+        }
+    }
+
+    fn head(request: &str) -> Head<String> {
+        parse(request.as_bytes(), &Everything)
+    }
+
+    fn is_quick(request: &str) -> Option<(String, usize, usize)> {
+        match head(request) {
+            Head::Quick {
+                route,
+                head_len,
+                body_len,
+            } => Some((route, head_len, body_len)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_plain_post_is_quick() {
+        let request = "POST /v1/models/m:predict?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: Keep-Alive\r\n\r\n";
+        let (path, head_len, body_len) = is_quick(request).unwrap();
+        assert_eq!(path, "/v1/models/m:predict");
+        assert_eq!((head_len, body_len), (request.len(), 12));
+        assert!(is_quick("POST / HTTP/1.1\r\n\r\n").is_some_and(|(_, _, len)| len == 0));
+    }
+
+    #[test]
+    fn anything_hyper_reads_differently_is_handed_over() {
+        for request in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "post / HTTP/1.1\r\n\r\n",
+            "POST / HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 16385\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Encoding: gzip\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "POST / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(request), Head::Other),
+                "{request:?} was not handed over"
+            );
+        }
+        let many = format!(
+            "POST / HTTP/1.1\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(matches!(head(&many), Head::Other));
+        let long = format!("POST /{} HTTP/1.1\r\n", "a".repeat(HEAD_LIMIT));
+        assert!(matches!(head(&long), Head::Other));
+    }
+
+    #[test]
+    fn an_unfinished_head_waits_for_more() {
+        assert!(matches!(head(""), Head::Partial));
+        assert!(matches!(head("POST /v1/models/m:pre"), Head::Partial));
+        assert!(matches!(
+            head("POST / HTTP/1.1\r\nContent-Length: 3\r\n"),
+            Head::Partial
+        ));
+    }
+
+    #[test]
+    fn the_head_is_hypers() {
+        let mut out = Vec::new();
+        write_head(&mut out, StatusCode::NOT_FOUND, 59);
+        let text = String::from_utf8(out).unwrap();
+        let (start, date) = text.split_once("date: ").unwrap();
+        assert_eq!(
+            start,
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 59\r\n"
+        );
+        let date = date.strip_suffix("\r\n\r\n").unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    }
+}

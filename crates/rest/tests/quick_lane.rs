@@ -1,0 +1,248 @@
+//! The quick lane on a real socket: which requests it answers, that a connection moves to
+//! hyper at its first request the lane does not take (with the bytes already read), and
+//! that shutdown waits for the lane's requests in flight.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::any;
+use soma_rest::{QuickLane, Threading};
+use tokio::sync::oneshot;
+
+/// Answers every POST under `/lane/`; `/lane/slow` after 300 ms.
+struct Lane;
+
+impl QuickLane for Lane {
+    type Route = String;
+
+    fn take(&self, path: &str, _: usize) -> Option<String> {
+        path.starts_with("/lane/").then(|| path.to_owned())
+    }
+
+    async fn answer(&self, path: String, body: Vec<u8>) -> (StatusCode, String) {
+        if path == "/lane/slow" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let body = String::from_utf8_lossy(&body);
+        (StatusCode::OK, format!("lane {path} {body}"))
+    }
+}
+
+/// The router answers everything, saying so.
+fn router() -> Router {
+    Router::new().fallback(any(|uri: axum::http::Uri, body: String| async move {
+        let mut response =
+            axum::response::IntoResponse::into_response(format!("router {} {body}", uri.path()));
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }))
+}
+
+async fn start() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let threading = Threading {
+            threads: 2,
+            busy_poll: Duration::ZERO,
+        };
+        soma_rest::serve_on_threads(listener, router(), Lane, threading, shutdown)
+            .await
+            .unwrap();
+    });
+    (addr, stop, server)
+}
+
+fn post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads answers until `count` bodies have come, each framed by its `content-length`;
+/// returns the bodies and the heads (without their `date` line).
+fn read_answers(stream: &mut TcpStream, count: usize) -> (Vec<String>, Vec<String>) {
+    let mut raw = Vec::new();
+    let (mut bodies, mut heads) = (Vec::new(), Vec::new());
+    let mut chunk = [0; 4096];
+    while bodies.len() < count {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.parse().unwrap());
+            if head.starts_with("HTTP/1.1 100") {
+                raw.drain(..end + 4);
+                heads.push(head.to_owned());
+                continue;
+            }
+            if text.len() >= end + 4 + length {
+                bodies.push(text[end + 4..end + 4 + length].to_owned());
+                let head: Vec<&str> = head.lines().filter(|l| !l.starts_with("date: ")).collect();
+                heads.push(head.join("\n"));
+                raw.drain(..end + 4 + length);
+                continue;
+            }
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {bodies:?}");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    (bodies, heads)
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_moves_to_the_router_at_its_first_request_the_lane_does_not_take() {
+    let (addr, stop, server) = start().await;
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect(&addr);
+        let mut ask = |request: String| {
+            stream.write_all(request.as_bytes()).unwrap();
+            let (bodies, heads) = read_answers(&mut stream, 1);
+            (bodies[0].clone(), heads[0].clone())
+        };
+        let (lane, lane_head) = ask(post("/lane/a", "1"));
+        assert_eq!(lane, "lane /lane/a 1");
+        assert_eq!(ask(post("/lane/b?q=1", "2")).0, "lane /lane/b 2");
+        // Not the lane's path: the router, and from then on the router only.
+        let (routed, router_head) = ask(post("/other", "3"));
+        assert_eq!(routed, "router /other 3");
+        assert_eq!(ask(post("/lane/c", "4")).0, "router /lane/c 4");
+        // Both wrote the same head, but for the length.
+        let lengths = |head: &str| head.replace(char::is_numeric, "#");
+        assert_eq!(lengths(&lane_head), lengths(&router_head));
+        assert!(lane_head.starts_with("HTTP/1.1 200 OK\ncontent-type: application/json"));
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_hyper_reads_differently_go_to_the_router() {
+    let (addr, stop, server) = start().await;
+    tokio::task::spawn_blocking(move || {
+        let cases = [
+            // Chunked: the router reads the body.
+            "POST /lane/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+                .to_owned(),
+            // Expect: hyper says 100 Continue first.
+            "POST /lane/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx"
+                .to_owned(),
+            "POST /lane/a HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: 1\r\n\r\nx"
+                .to_owned(),
+            format!(
+                "POST /lane/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{}",
+                soma_rest::QUICK_BODY_LIMIT + 1,
+                "x".repeat(soma_rest::QUICK_BODY_LIMIT + 1)
+            ),
+        ];
+        for request in cases {
+            let mut stream = connect(&addr);
+            stream.write_all(request.as_bytes()).unwrap();
+            let (bodies, _) = read_answers(&mut stream, 1);
+            assert!(bodies[0].starts_with("router /lane/a"), "{request:?}");
+        }
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_split_requests_are_answered_in_order() {
+    let (addr, stop, server) = start().await;
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect(&addr);
+        // Two requests in one write, and a third cut in the head and in the body.
+        let third = post("/lane/3", "three");
+        let batch = format!(
+            "{}{}{}",
+            post("/lane/1", "one"),
+            post("/lane/2", "two"),
+            &third[..10]
+        );
+        stream.write_all(batch.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stream
+            .write_all(&third.as_bytes()[10..third.len() - 2])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stream
+            .write_all(&third.as_bytes()[third.len() - 2..])
+            .unwrap();
+        let (bodies, _) = read_answers(&mut stream, 3);
+        assert_eq!(
+            bodies,
+            ["lane /lane/1 one", "lane /lane/2 two", "lane /lane/3 three"]
+        );
+        // Then one the lane hands over, with a lane request behind it in the same write:
+        // the router answers both, in order.
+        let batch = format!("{}{}", post("/x", "x"), post("/lane/4", "four"));
+        stream.write_all(batch.as_bytes()).unwrap();
+        let (bodies, _) = read_answers(&mut stream, 2);
+        assert_eq!(bodies, ["router /x x", "router /lane/4 four"]);
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_lanes_requests_and_closes_idle_connections() {
+    let (addr, stop, server) = start().await;
+    let (slow, idle) = {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut idle = connect(&addr);
+            idle.write_all(post("/lane/a", "").as_bytes()).unwrap();
+            read_answers(&mut idle, 1);
+            let mut slow = connect(&addr);
+            slow.write_all(post("/lane/slow", "s").as_bytes()).unwrap();
+            (slow, idle)
+        })
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let (answer, idle_read) = tokio::task::spawn_blocking(move || {
+        let (mut slow, mut idle) = (slow, idle);
+        let (bodies, _) = read_answers(&mut slow, 1);
+        let mut rest = Vec::new();
+        let closed = idle.read_to_end(&mut rest).map(|_| rest.len());
+        (bodies[0].clone(), closed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, "lane /lane/slow s");
+    assert_eq!(idle_read.unwrap(), 0, "the idle connection is closed");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops once its requests are done")
+        .unwrap();
+}
