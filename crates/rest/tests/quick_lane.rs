@@ -63,6 +63,16 @@ async fn start() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     (addr, stop, server)
 }
 
+/// Runs `client` (blocking) against a fresh server, then stops the server.
+async fn against_a_server(client: impl FnOnce(String) + Send + 'static) {
+    let (addr, stop, server) = start().await;
+    tokio::task::spawn_blocking(move || client(addr))
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
 fn post(path: &str, body: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
@@ -114,8 +124,7 @@ fn connect(addr: &str) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_moves_to_the_router_at_its_first_request_the_lane_does_not_take() {
-    let (addr, stop, server) = start().await;
-    tokio::task::spawn_blocking(move || {
+    against_a_server(|addr| {
         let mut stream = connect(&addr);
         let mut ask = |request: String| {
             stream.write_all(request.as_bytes()).unwrap();
@@ -134,16 +143,12 @@ async fn a_connection_moves_to_the_router_at_its_first_request_the_lane_does_not
         assert_eq!(lengths(&lane_head), lengths(&router_head));
         assert!(lane_head.starts_with("HTTP/1.1 200 OK\ncontent-type: application/json"));
     })
-    .await
-    .unwrap();
-    stop.send(()).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_hyper_reads_differently_go_to_the_router() {
-    let (addr, stop, server) = start().await;
-    tokio::task::spawn_blocking(move || {
+    against_a_server(|addr| {
         let cases = [
             // Chunked: the router reads the body.
             "POST /lane/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
@@ -166,16 +171,12 @@ async fn requests_that_hyper_reads_differently_go_to_the_router() {
             assert!(bodies[0].starts_with("router /lane/a"), "{request:?}");
         }
     })
-    .await
-    .unwrap();
-    stop.send(()).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_and_split_requests_are_answered_in_order() {
-    let (addr, stop, server) = start().await;
-    tokio::task::spawn_blocking(move || {
+    against_a_server(|addr| {
         let mut stream = connect(&addr);
         // Two requests in one write, and a third cut in the head and in the body.
         let third = post("/lane/3", "three");
@@ -206,10 +207,7 @@ async fn pipelined_and_split_requests_are_answered_in_order() {
         let (bodies, _) = read_answers(&mut stream, 2);
         assert_eq!(bodies, ["router /x x", "router /lane/4 four"]);
     })
-    .await
-    .unwrap();
-    stop.send(()).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
