@@ -13,7 +13,8 @@
 # §4c: iris and mlp1024 at 1, 8 and 64 connections again, with load generators written in C
 #     (wrk for REST, h2load for gRPC, at 8 and 64 also on one connection; Debian's wrk and
 #     nghttp2-client), which leave more of the shared cores to the server than soma-bench's
-#     clients do, soma with `auto` batching under them too, and null and null+TF on iris;
+#     clients do, soma with `auto` batching under them too (and, on iris, with one REST and
+#     one gRPC serving thread: its best setting on this machine), and null and null+TF on iris;
 #     skipped if they are missing; then the iris floor again (the machine's speed drifts).
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
@@ -273,12 +274,23 @@ if section 4c; then
 if command -v wrk >/dev/null && command -v h2load >/dev/null; then
   # h2load sees HTTP/2 statuses only (a gRPC error arrives with HTTP 200): grpc-body checks
   # the request with a real Predict first, and the soma-bench rows above count gRPC errors.
-  for mode in off auto; do
-    if [ "$mode" = off ]; then start_soma; else
+  # "one thread": soma's best setting on this machine, where the load generator shares the
+  # two cores (FastAPI gets its best worker setting too): one REST and one gRPC serving
+  # thread, so that the server's threads and the client do not keep waking each other.
+  for mode in off auto one-thread; do
+    mode_models=("${models[@]}")
+    case $mode in
+    off) start_soma ;;
+    auto)
       start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
-      who="soma, batching auto,"
-    fi
-    for m in "${models[@]}"; do
+      who="soma, batching auto," ;;
+    one-thread)
+      start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
+        --rest_api_io_threads 1 --grpc_io_threads 1
+      who="soma, batching auto, 1 thread,"
+      mode_models=(iris) ;;
+    esac
+    for m in "${mode_models[@]}"; do
       "$bench" grpc-body "127.0.0.1:$grpc_port" "$m" "$data/$m.json" "$tmp/$m.grpc"
       for c in "${levels[@]}"; do
         measure_wrk "$m" "$c"
