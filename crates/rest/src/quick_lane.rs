@@ -13,7 +13,8 @@
 //! the rest of its life: the lane never answers what hyper would answer differently.
 //!
 //! The lane writes the head hyper writes for the same answer (status line, `content-type`,
-//! `content-length`, `date`); tests compare the two byte for byte.
+//! `content-length`, `date`); tests compare the lane's answers with hyper's for every
+//! request form of the REST suite.
 
 use std::future::Future;
 use std::io;

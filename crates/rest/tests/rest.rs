@@ -608,11 +608,20 @@ async fn cors_when_asked_for_and_not_otherwise() {
         cors: true,
         ..RestOptions::default()
     };
-    let app = router(hub, options);
+    // As `soma tfserving` serves it: the quick lane must leave CORS requests to the router.
+    let app = router(Arc::clone(&hub), options.clone());
+    let lane = soma_rest::predict_lane(hub, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let (preflight, answer, closed) = tokio::task::spawn_blocking(move || {
+    let threading = soma_rest::Threading {
+        threads: 1,
+        busy_poll: Duration::ZERO,
+    };
+    let shutdown = std::future::pending();
+    tokio::spawn(soma_rest::serve_on_threads(
+        listener, app, lane, threading, shutdown,
+    ));
+    let (preflight, answer, kept_alive, closed) = tokio::task::spawn_blocking(move || {
         let origin = ("Origin", "https://app.example.com");
         let preflight = http(
             &addr,
@@ -630,6 +639,10 @@ async fn cors_when_asked_for_and_not_otherwise() {
         )
         .unwrap();
         let answer = http(&addr, "POST", "/v1/models/iris:predict", &[origin], b"{}").unwrap();
+        let kept_alive = HttpConnection::connect(&addr)
+            .unwrap()
+            .request("POST", "/v1/models/iris:predict", &[origin], b"{}")
+            .unwrap();
         // The shared server of the other tests runs without CORS.
         let closed = http(
             &server().addr,
@@ -639,7 +652,7 @@ async fn cors_when_asked_for_and_not_otherwise() {
             br#"{"instances": [[1, 2, 3, 4]]}"#,
         )
         .unwrap();
-        (preflight, answer, closed)
+        (preflight, answer, kept_alive, closed)
     })
     .await
     .unwrap();
@@ -659,6 +672,8 @@ async fn cors_when_asked_for_and_not_otherwise() {
     // Errors carry the header too, so that a page can read them.
     assert_eq!(answer.status, 404, "{}", answer.text());
     assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(kept_alive.status, 404, "{}", kept_alive.text());
+    assert_eq!(kept_alive.header("access-control-allow-origin"), Some("*"));
 
     assert_eq!(closed.status, 200);
     assert_eq!(closed.header("access-control-allow-origin"), None);
