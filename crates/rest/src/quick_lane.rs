@@ -17,7 +17,7 @@
 //! request form of the REST suite.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -227,9 +227,10 @@ fn write_head(out: &mut Vec<u8>, status: StatusCode, len: usize) {
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
-    out.extend_from_slice(len.to_string().as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{len}");
     out.extend_from_slice(b"\r\ndate: ");
-    DATE.with(|date| out.extend_from_slice(date.now().as_bytes()));
+    DATE.with(|date| date.append_to(out));
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -242,16 +243,19 @@ thread_local! {
 struct CachedDate(std::cell::RefCell<(u64, String)>);
 
 impl CachedDate {
-    fn now(&self) -> std::cell::Ref<'_, String> {
+    /// Appends the current second's date.
+    fn append_to(&self, out: &mut Vec<u8>) {
         let now = SystemTime::now();
         let second = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_secs();
-        if self.0.borrow().0 != second || self.0.borrow().1.is_empty() {
-            *self.0.borrow_mut() = (second, httpdate::fmt_http_date(now));
+        let mut cached = self.0.borrow_mut();
+        // The cache starts at second 0, which is never now.
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
         }
-        std::cell::Ref::map(self.0.borrow(), |(_, text)| text)
+        out.extend_from_slice(cached.1.as_bytes());
     }
 }
 
