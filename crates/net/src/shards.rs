@@ -250,6 +250,35 @@ impl Connections {
         }
     }
 
+    /// Serves every connection with `serve`, a task each, until `stop`; then accepts no
+    /// more and returns once every open connection's task has finished.
+    pub async fn serve_each<F, S>(mut self, stop: Stop, serve: F) -> io::Result<()>
+    where
+        F: Fn(Connection, Stop) -> S,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        // Every connection task holds a receiver; `closed` resolves when the last is dropped.
+        let (open, _) = watch::channel(());
+        let stopping = stop.clone().requested();
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                () = &mut stopping => break,
+                (connection, _) = self.accept() => {
+                    let held = open.subscribe();
+                    let served = serve(connection, stop.clone());
+                    tokio::spawn(async move {
+                        served.await;
+                        drop(held);
+                    });
+                }
+            }
+        }
+        drop(self);
+        open.closed().await;
+        Ok(())
+    }
+
     /// The address the acceptor listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use axum::Router;
 use soma_net::{Connections, Stop, Threading};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::quick_lane::{self, QuickLane};
 
@@ -40,32 +39,16 @@ pub async fn serve_on_threads<L: QuickLane>(
     soma_net::serve_sharded(listener, threading, "soma-rest", serve, shutdown).await
 }
 
-/// One serving thread: a task per connection; after `stop`, no new connections, and
-/// returns once every open one has finished.
+/// One serving thread: each connection starts in the quick lane.
 async fn serve_thread<L: QuickLane>(
-    mut connections: Connections,
+    connections: Connections,
     stop: Stop,
     app: Router,
     lane: Arc<L>,
 ) -> io::Result<()> {
-    // Every connection task holds a receiver; `closed` resolves when the last is dropped.
-    let (open, _) = watch::channel(());
-    let stopping = stop.clone().requested();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            () = &mut stopping => break,
-            (connection, _) = connections.accept() => {
-                let held = open.subscribe();
-                let (app, lane, stop) = (app.clone(), Arc::clone(&lane), stop.clone());
-                tokio::spawn(async move {
-                    quick_lane::serve_connection(connection, app, lane, stop).await;
-                    drop(held);
-                });
-            }
-        }
-    }
-    drop(connections);
-    open.closed().await;
-    Ok(())
+    connections
+        .serve_each(stop, |connection, stop| {
+            quick_lane::serve_connection(connection, app.clone(), Arc::clone(&lane), stop)
+        })
+        .await
 }
