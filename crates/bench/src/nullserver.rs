@@ -32,9 +32,7 @@ use soma_core::Tensor;
 use soma_core::runner::ThreadPools;
 use soma_grpc::codec::tensor_into_proto;
 use soma_grpc_proto::SIGNATURE_DEF_MAP_TYPE_URL;
-use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
-    PredictionService, PredictionServiceServer,
-};
+use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionService;
 use soma_grpc_proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
     GetModelMetadataResponse, ModelSpec, MultiInferenceRequest, MultiInferenceResponse,
@@ -148,41 +146,25 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// As `soma_grpc::serve` serves soma's gRPC port: each request through soma's balancing
-/// layer, the connections on `threading`'s threads.
+/// As `soma_grpc::serve` serves soma's gRPC port: in soma's HTTP/2 lane on `threading`'s
+/// threads (tonic's server with none), each request through soma's balancing.
 async fn serve_grpc(
     listener: tokio::net::TcpListener,
     work: Work,
     threading: soma_net::Threading,
 ) -> std::io::Result<()> {
-    let router = tonic::transport::Server::builder()
-        .layer(soma_grpc::BalanceLayer)
-        .add_service(PredictionServiceServer::new(NullPredictions(work)));
-    if threading.threads == 0 {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        return router
-            .serve_with_incoming(incoming)
-            .await
-            .map_err(std::io::Error::other);
-    }
-    let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
-        let router = router.clone();
-        async move {
-            router
-                .serve_with_incoming_shutdown(connections.into_stream(), stop.requested())
-                .await
-                .map_err(std::io::Error::other)
-        }
-    };
-    soma_net::serve_sharded(
-        listener,
+    let options = soma_grpc::GrpcOptions {
         threading,
-        "null-grpc",
-        serve,
+        ..soma_grpc::GrpcOptions::default()
+    };
+    soma_grpc::serve_predictions(
+        NullPredictions(work),
+        listener,
+        options,
         std::future::pending(),
     )
     .await
+    .map_err(std::io::Error::other)
 }
 
 async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {

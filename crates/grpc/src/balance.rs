@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 
 /// The layer soma's gRPC server runs every request through (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BalanceLayer;
+pub(crate) struct BalanceLayer;
 
 impl<S> Layer<S> for BalanceLayer {
     type Service = Balance<S>;
@@ -26,7 +26,7 @@ impl<S> Layer<S> for BalanceLayer {
 
 /// A service behind [`BalanceLayer`].
 #[derive(Debug, Clone)]
-pub struct Balance<S>(S);
+pub(crate) struct Balance<S>(S);
 
 impl<S, R> Service<R> for Balance<S>
 where

@@ -22,6 +22,10 @@
 //! * Threads: with [`GrpcOptions::threading`], TCP connections are served on threads of
 //!   their own (`soma_net`), and `balance` moves a request of a busy connection to the
 //!   least busy thread.
+//! * `lane`: plaintext TCP connections on those threads are served by soma's own HTTP/2
+//!   server for unary calls, which answers plain Predicts directly and everything else
+//!   through the same tonic router; TLS connections, the Unix socket and servers without
+//!   threads use tonic's server.
 //! * Metrics: Predict, Classify, Regress and MultiInference are counted by status and timed
 //!   in [`GrpcOptions::metrics`], as REST requests are (`entrypoint="GRPC"`).
 //! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
@@ -44,6 +48,7 @@ mod balance;
 pub mod codec;
 pub mod examples;
 mod health;
+mod lane;
 mod limit;
 mod models;
 mod predict;
@@ -58,17 +63,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lane::Lane;
 use soma_grpc_proto::grpc::health::v1::health_server::HealthServer;
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
-use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
+    PredictionService, PredictionServiceServer,
+};
 use soma_metrics::Registry;
 use soma_runtime::{ConcurrencyLimit, ModelHub};
 use tokio::net::{TcpListener, UnixListener};
 use tonic::codec::CompressionEncoding;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-pub use balance::{Balance, BalanceLayer};
 pub use soma_net::Threading;
 pub use status::grpc_code;
 pub use tls::{TlsError, TlsSettings};
@@ -159,6 +167,18 @@ impl From<UnixListener> for GrpcListener {
     }
 }
 
+/// A tonic service with the size limit on its messages both ways, and gzip and deflate
+/// requests accepted.
+macro_rules! with_limits {
+    ($server:expr, $limit:expr) => {
+        $server
+            .max_decoding_message_size($limit)
+            .max_encoding_message_size($limit)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Deflate)
+    };
+}
+
 /// Serves the hub's models over gRPC on `listener` until `shutdown` resolves; in-flight
 /// requests are allowed to finish. Each call is its own server: serving a TCP port and a
 /// Unix socket takes two calls (with clones of one `options`, they share
@@ -169,29 +189,71 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
-    let threading = options.threading;
     let limit = options.max_message_bytes;
-    let predictions = PredictionServiceServer::new(service::Predictions {
+    let predictions = Arc::new(service::Predictions {
         hub: Arc::clone(&hub),
         max_response_bytes: limit,
-        metrics: options.metrics,
-        limit: options.max_concurrent,
+        metrics: options.metrics.clone(),
+        limit: options.max_concurrent.clone(),
         check_method_names: options.check_signature_method_names,
-    })
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit)
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Deflate);
-    let health = options.health_service.then(|| {
-        HealthServer::new(health::HealthService {
-            hub: Arc::clone(&hub),
-        })
     });
-    let models = ModelServiceServer::new(service::Models { hub })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Deflate);
+    let mut routes = Routes::new(with_limits!(
+        PredictionServiceServer::from_arc(Arc::clone(&predictions)),
+        limit
+    ))
+    .add_service(with_limits!(
+        ModelServiceServer::new(service::Models {
+            hub: Arc::clone(&hub),
+        }),
+        limit
+    ));
+    if options.health_service {
+        routes = routes.add_service(HealthServer::new(health::HealthService { hub }));
+    }
+    serve_routes(predictions, routes, listener.into(), options, shutdown).await
+}
+
+/// Serves `predictions` alone, as [`serve`] serves soma's own PredictionService (the
+/// lane's direct Predict included): a way to measure the serving stack itself, with a
+/// service that does no work (`soma-bench null-server`).
+pub async fn serve_predictions<P: PredictionService>(
+    predictions: P,
+    listener: TcpListener,
+    options: GrpcOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GrpcError> {
+    let predictions = Arc::new(predictions);
+    let routes = Routes::new(with_limits!(
+        PredictionServiceServer::from_arc(Arc::clone(&predictions)),
+        options.max_message_bytes
+    ));
+    serve_routes(predictions, routes, listener.into(), options, shutdown).await
+}
+
+/// Serves `routes` on `listener`: plaintext TCP on serving threads in the lane (with
+/// `predictions` answering plain Predicts directly), everything else with tonic's server.
+async fn serve_routes(
+    predictions: Arc<dyn PredictionService>,
+    routes: Routes,
+    listener: GrpcListener,
+    options: GrpcOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GrpcError> {
+    let threading = options.threading;
+    let listener = match listener {
+        GrpcListener::Tcp(listener) if threading.threads > 0 && options.tls.is_none() => {
+            let lane = Lane::new(predictions, routes, &options);
+            let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
+                let lane = Arc::clone(&lane);
+                connections.serve_each(stop, move |connection, stop| {
+                    lane::serve_connection(connection, Arc::clone(&lane), stop)
+                })
+            };
+            soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
+            return Ok(());
+        }
+        listener => listener,
+    };
     let mut server = Server::builder()
         .http2_keepalive_interval(options.keepalive_interval)
         .http2_keepalive_timeout(options.keepalive_timeout);
@@ -204,10 +266,8 @@ pub async fn serve(
     let router = server
         .layer(limit::layer())
         .layer(balance::BalanceLayer)
-        .add_service(predictions)
-        .add_service(models)
-        .add_optional_service(health);
-    match listener.into() {
+        .add_routes(routes);
+    match listener {
         GrpcListener::Tcp(listener) if threading.threads > 0 => {
             let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
                 let router = router.clone();

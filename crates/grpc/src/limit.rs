@@ -13,6 +13,14 @@ pub(crate) fn layer<B>() -> MapResponseLayer<fn(Response<B>) -> Response<B>> {
     MapResponseLayer::new(rewrite::<B>)
 }
 
+/// What a request of `found` bytes over `limit` gets: tonic's message, C++ gRPC's code (for
+/// a server that checks the length before tonic sees the message, the gRPC lane).
+pub(crate) fn too_large(found: usize, limit: usize) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!(
+        "Error, {TOO_LARGE}: found {found} bytes, the limit is: {limit} bytes"
+    ))
+}
+
 fn rewrite<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
     let too_large = headers

@@ -40,9 +40,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| status(ErrorKind::Internal, format!("prediction task failed: {e}")))?
 }
 
-/// The client's deadline, from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+/// The client's deadline, from the `grpc-timeout` header.
 fn deadline<T>(request: &Request<T>) -> Option<std::time::Instant> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    std::time::Instant::now().checked_add(parse_timeout(value)?)
+}
+
+/// A `grpc-timeout` value (`<digits><H|M|S|m|u|n>`) as a duration.
+pub(crate) fn parse_timeout(value: &str) -> Option<std::time::Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     let timeout = match unit {
@@ -54,7 +59,7 @@ fn deadline<T>(request: &Request<T>) -> Option<std::time::Instant> {
         "n" => std::time::Duration::from_nanos(n),
         _ => return None,
     };
-    std::time::Instant::now().checked_add(timeout)
+    Some(timeout)
 }
 
 /// `tensorflow.serving.PredictionService` over a [`ModelHub`].

@@ -404,3 +404,45 @@ async fn a_request_that_panics_fails_alone_with(options: GrpcOptions) {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// The lane answers a request that outlives its `grpc-timeout` with DEADLINE_EXCEEDED when
+/// the deadline passes, as a C++ gRPC server does (tonic's own server says CANCELLED).
+/// Through a raw HTTP/2 client: tonic's client gives up by itself at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_gets_deadline_exceeded_on_serving_threads() {
+    use prost::Message as _;
+
+    let (url, _stop, _server) = serve(echo_model(RUN_TIME).0, on_serving_threads()).await;
+    let addr = url.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let x = Tensor::from_slice(vec![1], &[1.0f32]).unwrap();
+    let message = PredictRequest {
+        model_spec: spec(),
+        inputs: [("x".to_string(), tensor_into_proto(x))].into(),
+        output_filter: vec![],
+    }
+    .encode_to_vec();
+    let mut body = vec![0];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&message);
+    let request = tonic::codegen::http::Request::post(format!(
+        "{url}/tensorflow.serving.PredictionService/Predict"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", "50m")
+    .body(())
+    .unwrap();
+    let started = Instant::now();
+    let mut client = client.ready().await.unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream.send_data(body.into(), true).unwrap();
+    let response = response.await.unwrap();
+    assert!(started.elapsed() < RUN_TIME, "{:?}", started.elapsed());
+    // Trailers-only: the status is in the head.
+    assert_eq!(response.headers()["grpc-status"], "4", "{response:?}");
+    // The server serves on.
+    echo(connect(&url).await, 3).await;
+}

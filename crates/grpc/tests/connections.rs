@@ -4,6 +4,8 @@
 //! client that speaks just enough HTTP/2 (the preface and an empty SETTINGS frame) and then
 //! only reads.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,50 +68,57 @@ fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_that_does_not_answer_pings_is_disconnected() {
-    let addr = serve(GrpcOptions {
+    for (server, options) in common::both_servers(GrpcOptions {
         keepalive_interval: Some(Duration::from_millis(200)),
         keepalive_timeout: Some(Duration::from_millis(200)),
         ..GrpcOptions::default()
-    })
-    .await;
-    let (frames, closed) = silent_peer(&addr, Duration::from_secs(5)).await;
-    assert!(frames.contains(&PING), "no PING sent: frames {frames:?}");
-    let closed = closed.expect("the silent peer was never disconnected");
-    assert!(
-        closed >= Duration::from_millis(350),
-        "closed after {closed:?}"
-    );
+    }) {
+        let addr = serve(options).await;
+        let (frames, closed) = silent_peer(&addr, Duration::from_secs(5)).await;
+        assert!(
+            frames.contains(&PING),
+            "{server}: no PING sent: frames {frames:?}"
+        );
+        let closed = closed.unwrap_or_else(|| panic!("{server}: the silent peer stayed"));
+        assert!(
+            closed >= Duration::from_millis(350),
+            "{server}: closed after {closed:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_old_connection_is_asked_to_go_away() {
-    let addr = serve(GrpcOptions {
+    for (server, options) in common::both_servers(GrpcOptions {
         max_connection_age: Some(Duration::from_millis(300)),
         ..GrpcOptions::default()
-    })
-    .await;
-    // Not before its age...
-    let (frames, _) = silent_peer(&addr, Duration::from_millis(150)).await;
-    assert!(
-        !frames.contains(&GOAWAY),
-        "GOAWAY before the age: {frames:?}"
-    );
-    // ...but after it. (The connection then closes once the peer acknowledges the GOAWAY's
-    // PING, which this one never does.)
-    let (frames, _) = silent_peer(&addr, Duration::from_millis(1500)).await;
-    assert!(
-        frames.contains(&GOAWAY),
-        "no GOAWAY sent: frames {frames:?}"
-    );
+    }) {
+        let addr = serve(options).await;
+        // Not before its age...
+        let (frames, _) = silent_peer(&addr, Duration::from_millis(150)).await;
+        assert!(
+            !frames.contains(&GOAWAY),
+            "{server}: GOAWAY before the age: {frames:?}"
+        );
+        // ...but after it. (tonic then waits for the peer to acknowledge the GOAWAY's PING,
+        // which this one never does; the lane closes a connection with nothing open.)
+        let (frames, _) = silent_peer(&addr, Duration::from_millis(1500)).await;
+        assert!(
+            frames.contains(&GOAWAY),
+            "{server}: no GOAWAY sent: frames {frames:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn by_default_connections_stay_open() {
-    let addr = serve(GrpcOptions::default()).await;
-    let (frames, closed) = silent_peer(&addr, Duration::from_millis(1500)).await;
-    assert_eq!(closed, None, "closed; frames {frames:?}");
-    assert!(
-        !frames.contains(&PING) && !frames.contains(&GOAWAY),
-        "{frames:?}"
-    );
+    for (server, options) in common::both_servers(GrpcOptions::default()) {
+        let addr = serve(options).await;
+        let (frames, closed) = silent_peer(&addr, Duration::from_millis(1500)).await;
+        assert_eq!(closed, None, "{server}: closed; frames {frames:?}");
+        assert!(
+            !frames.contains(&PING) && !frames.contains(&GOAWAY),
+            "{server}: {frames:?}"
+        );
+    }
 }

@@ -59,28 +59,37 @@ fn request(elements: usize) -> PredictRequest {
     }
 }
 
-/// A server of the repeat model with messages limited to [`LIMIT`].
-async fn serve_repeat() -> Channel {
+/// Servers of the repeat model with messages limited to [`LIMIT`]: tonic's and the lane.
+async fn serve_repeat() -> Vec<(&'static str, Channel)> {
     let set = Arc::new(ModelSet::new("limits", false));
     set.insert(Arc::new(repeat_model()));
     let options = GrpcOptions {
         max_message_bytes: LIMIT,
         ..GrpcOptions::default()
     };
-    common::serve_set(set, options).await
+    let mut servers = Vec::new();
+    for (server, options) in common::both_servers(options) {
+        servers.push((server, common::serve_set(Arc::clone(&set), options).await));
+    }
+    servers
 }
 
 #[tokio::test]
 async fn oversized_requests_and_responses_are_resource_exhausted() {
-    let channel = serve_repeat().await;
+    for (server, channel) in serve_repeat().await {
+        oversized_on(server, channel).await;
+    }
+}
+
+async fn oversized_on(server: &str, channel: Channel) {
     let mut client = PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX);
 
     // 4 bytes per float: LIMIT / 4 floats is just over the limit once framed.
     let err = client.predict(request(LIMIT / 4)).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{server}: {err:?}");
     assert!(
         err.message().contains("message length too large"),
-        "{err:?}"
+        "{server}: {err:?}"
     );
 
     // A quarter of the limit in, four times as much out.
@@ -107,7 +116,12 @@ async fn oversized_requests_and_responses_are_resource_exhausted() {
 
 #[tokio::test]
 async fn compressed_requests_are_inflated_and_held_to_the_limit() {
-    let channel = serve_repeat().await;
+    for (server, channel) in serve_repeat().await {
+        compressed_on(server, channel).await;
+    }
+}
+
+async fn compressed_on(server: &str, channel: Channel) {
     let plain = PredictionServiceClient::new(channel.clone())
         .predict(request(1000))
         .await
@@ -118,11 +132,15 @@ async fn compressed_requests_are_inflated_and_held_to_the_limit() {
             .send_compressed(encoding)
             .max_decoding_message_size(usize::MAX);
         let answer = client.predict(request(1000)).await.unwrap().into_inner();
-        assert_eq!(answer, plain, "{encoding:?}");
+        assert_eq!(answer, plain, "{server}: {encoding:?}");
 
         // Ones compress to almost nothing: the limit is on what they inflate to.
         let err = client.predict(request(LIMIT / 4)).await.unwrap_err();
-        assert_eq!(err.code(), Code::ResourceExhausted, "{encoding:?}: {err:?}");
+        assert_eq!(
+            err.code(),
+            Code::ResourceExhausted,
+            "{server}: {encoding:?}: {err:?}"
+        );
         assert!(
             err.message().contains("size limit") && err.message().contains("decompressing"),
             "{err:?}"

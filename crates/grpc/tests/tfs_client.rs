@@ -279,10 +279,16 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
 
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(Arc::clone(&set)));
     let metrics = Registry::new();
+    // The main server is the lane on serving threads, as `soma tfserving` runs it; the
+    // recording server below is tonic's.
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
         metrics: metrics.clone(),
         health_service: true,
+        threading: soma_grpc::Threading {
+            threads: 2,
+            busy_poll: std::time::Duration::ZERO,
+        },
         ..GrpcOptions::default()
     };
     let (port, stop, server) = start(hub, main_options).await;

@@ -13,6 +13,20 @@ use soma_testkit::fixtures;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
+/// `options` for the two ways a TCP port is served: by tonic's HTTP/2 server (no serving
+/// threads, as `soma serve` runs gRPC) and by the lane on serving threads (as `soma
+/// tfserving` runs it). Tests of the wire run against both.
+pub fn both_servers(options: GrpcOptions) -> [(&'static str, GrpcOptions); 2] {
+    let lane = GrpcOptions {
+        threading: soma_grpc::Threading {
+            threads: 2,
+            busy_poll: std::time::Duration::ZERO,
+        },
+        ..options.clone()
+    };
+    [("tonic", options), ("lane", lane)]
+}
+
 /// Serves `set` with `options` on a free port until the test ends; its URL.
 pub async fn serve_set_at(set: Arc<ModelSet>, options: GrpcOptions) -> String {
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));

@@ -1,0 +1,75 @@
+//! The gRPC lane: plaintext HTTP/2 connections served without hyper's HTTP/2 server.
+//!
+//! Why: on iris a prediction costs a few microseconds, and on one channel of 8 streams
+//! h2's server (its shared stream store, a task and a body channel per stream) with hyper
+//! and tonic's body plumbing took more CPU than the prediction (`perf`, BENCHMARKS.md §4):
+//! gRPC served fewer requests than soma's REST. TF Serving's clients send unary calls
+//! only, so a server for them needs far less than a general HTTP/2 server: read a
+//! request's headers and its whole body, answer with headers, one body and trailers.
+//!
+//! What the lane does itself (`connection`): the connection preface and SETTINGS, stream
+//! states and ids, flow control both ways, PING, RST_STREAM, GOAWAY (graceful shutdown,
+//! `max_connection_age`), keepalive pings, the message size limit. h2's own framing layer
+//! (`h2::Codec`, public with h2's `unstable` feature) reads and writes the frames, with
+//! HPACK, CONTINUATION and frame size checks.
+//!
+//! What answers (`answer`): `Predict` with a plain (uncompressed) message calls the
+//! PredictionService directly; every other request goes through tonic's router, as it would
+//! under tonic's server, with the same layers. Both run as a task of their own per request,
+//! as under hyper, so `soma_net`'s balancing and batching see the same tasks.
+//!
+//! TLS connections and the Unix socket stay on tonic's server.
+
+mod answer;
+mod connection;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::body::Body;
+use tonic::codegen::http::Response;
+use tonic::service::Routes;
+use tower::Layer as _;
+use tower::util::MapResponse;
+
+use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionService;
+
+pub(crate) use connection::serve_connection;
+
+/// tonic's router behind the size-limit status rewrite.
+type Router = MapResponse<Routes, fn(Response<Body>) -> Response<Body>>;
+
+/// What every connection of one server shares.
+pub(crate) struct Lane {
+    /// Answers plain Predicts (soma's own service, or the null server's).
+    pub(crate) predictions: Arc<dyn PredictionService>,
+    /// Every service of the server, as tonic's server routes them, with the layer of
+    /// `limit` that tonic's server also runs them through.
+    pub(crate) router: Router,
+    /// The largest request message (and, checked by the services, response).
+    pub(crate) max_message_bytes: usize,
+    /// PING every this long; close the connection if the answer takes longer than the second.
+    pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// Send GOAWAY once a connection is this old.
+    pub(crate) max_connection_age: Option<Duration>,
+}
+
+impl Lane {
+    pub(crate) fn new(
+        predictions: Arc<dyn PredictionService>,
+        routes: Routes,
+        options: &crate::GrpcOptions,
+    ) -> Arc<Lane> {
+        let keepalive = options.keepalive_interval.map(|interval| {
+            let timeout = options.keepalive_timeout.unwrap_or(Duration::from_secs(20));
+            (interval, timeout)
+        });
+        Arc::new(Lane {
+            predictions,
+            router: crate::limit::layer().layer(routes),
+            max_message_bytes: options.max_message_bytes,
+            keepalive,
+            max_connection_age: options.max_connection_age,
+        })
+    }
+}

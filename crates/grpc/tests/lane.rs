@@ -1,0 +1,474 @@
+//! The gRPC lane (`soma tfserving`'s HTTP/2 server on serving threads) against tonic's
+//! server, over a raw HTTP/2 client (the `h2` crate) and the real iris model: the same
+//! requests get the same status, headers, body and trailers; flow control holds both ways
+//! for messages larger than the windows; a reset stream, many streams at once and protocol
+//! errors leave the server serving.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use soma_core::Tensor;
+use soma_grpc::GrpcOptions;
+use soma_grpc::codec::{tensor_into_content_proto, tensor_into_proto};
+use soma_grpc_proto::tensorflow::serving::{
+    GetModelMetadataRequest, GetModelStatusRequest, ModelSpec, PredictRequest,
+};
+use soma_runtime::ModelSet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::codegen::http::{self, HeaderMap};
+
+const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
+const METADATA: &str = "/tensorflow.serving.PredictionService/GetModelMetadata";
+const STATUS: &str = "/tensorflow.serving.ModelService/GetModelStatus";
+
+/// A request of the comparison: its name, path, extra headers and body.
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Bytes,
+);
+
+/// An answer as the client saw it; headers sorted, without `date` (a clock reading).
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Bytes,
+    trailers: Vec<(String, Vec<u8>)>,
+}
+
+fn sorted(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    let mut fields: Vec<_> = headers
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// A gRPC-framed message: no compression, 4-byte length, the bytes.
+fn framed(message: &impl Message) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(u32::try_from(message.encoded_len()).unwrap());
+    message.encode(&mut body).unwrap();
+    body.freeze()
+}
+
+fn spec(name: &str) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: name.into(),
+        ..ModelSpec::default()
+    })
+}
+
+/// A Predict of `rows` iris rows (input `x`), as `tensor_content` or in the typed field.
+fn iris_request(model: &str, rows: usize, content: bool) -> PredictRequest {
+    let values: Vec<f32> = (0..rows * 4).map(|i| (i % 7) as f32 * 0.5).collect();
+    let x = Tensor::from_slice(vec![rows, 4], &values).unwrap();
+    let x = if content {
+        tensor_into_content_proto(x)
+    } else {
+        tensor_into_proto(x)
+    };
+    PredictRequest {
+        model_spec: spec(model),
+        inputs: [("x".to_string(), x)].into(),
+        output_filter: vec![],
+    }
+}
+
+/// Opens an HTTP/2 connection with the given receive windows.
+async fn connect(addr: &str, stream_window: u32) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(stream_window)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Sends one request on `client` and reads its whole answer.
+async fn call(
+    client: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Bytes,
+) -> Answer {
+    let mut request = http::Request::post(format!("http://soma{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let client = client.clone().ready().await.unwrap();
+    let mut client = client;
+    let (response, mut stream) = client
+        .send_request(request.body(()).unwrap(), body.is_empty())
+        .unwrap();
+    if !body.is_empty() {
+        stream.send_data(body, true).unwrap();
+    }
+    let response = response
+        .await
+        .unwrap_or_else(|e| panic!("{path} {extra:?}: {e:?}"));
+    let (parts, mut body) = response.into_parts();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: sorted(&parts.headers),
+        body: data.freeze(),
+        trailers: trailers.as_ref().map(sorted).unwrap_or_default(),
+    }
+}
+
+/// The iris model served by tonic's server and by the lane: their addresses.
+async fn serve_iris() -> [(&'static str, String); 2] {
+    let cache = tempfile::tempdir().unwrap();
+    let set = Arc::new(ModelSet::new("lane", false));
+    common::load_iris(&set, cache.path()).await;
+    let [(a, tonic), (b, lane)] = common::both_servers(GrpcOptions::default());
+    let tonic = common::serve_set_at(Arc::clone(&set), tonic).await;
+    let lane = common::serve_set_at(set, lane).await;
+    let addr = |url: String| url.trim_start_matches("http://").to_string();
+    [(a, addr(tonic)), (b, addr(lane))]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lane_answers_as_tonic_does() {
+    let [(_, tonic), (_, lane)] = serve_iris().await;
+    let garbage = Bytes::from_static(&[0, 0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    let cases: Vec<Case> = vec![
+        (
+            "predict",
+            PREDICT,
+            vec![],
+            framed(&iris_request("iris", 3, false)),
+        ),
+        (
+            "tensor_content",
+            PREDICT,
+            vec![],
+            framed(&iris_request("iris", 2, true)),
+        ),
+        (
+            "unknown model",
+            PREDICT,
+            vec![],
+            framed(&iris_request("nope", 1, false)),
+        ),
+        ("wrong shape", PREDICT, vec![], {
+            let mut request = iris_request("iris", 1, false);
+            request.inputs.get_mut("x").unwrap().tensor_shape = None;
+            framed(&request)
+        }),
+        ("undecodable message", PREDICT, vec![], garbage),
+        ("no body", PREDICT, vec![], Bytes::new()),
+        (
+            "identity encoding",
+            PREDICT,
+            vec![("grpc-encoding", "identity")],
+            { framed(&iris_request("iris", 1, false)) },
+        ),
+        ("long deadline", PREDICT, vec![("grpc-timeout", "10S")], {
+            framed(&iris_request("iris", 1, false))
+        }),
+        ("metadata", METADATA, vec![], {
+            framed(&GetModelMetadataRequest {
+                model_spec: spec("iris"),
+                metadata_field: vec!["signature_def".into()],
+            })
+        }),
+        ("model status", STATUS, vec![], {
+            framed(&GetModelStatusRequest {
+                model_spec: spec("iris"),
+            })
+        }),
+        (
+            "unknown method",
+            "/tensorflow.serving.PredictionService/Nope",
+            vec![],
+            { framed(&iris_request("iris", 1, false)) },
+        ),
+    ];
+    let mut on_tonic = connect(&tonic, 65_535).await;
+    let mut on_lane = connect(&lane, 65_535).await;
+    for (case, path, extra, body) in cases {
+        let expected = call(&mut on_tonic, path, &extra, body.clone()).await;
+        let mut answer = call(&mut on_lane, path, &extra, body).await;
+        if case == "metadata" {
+            // A protobuf map (the SignatureDefMap) is written in a hash map's order.
+            assert_eq!(answer.body.len(), expected.body.len());
+            answer.body = expected.body.clone();
+        }
+        assert_eq!(answer, expected, "{case}");
+        if case == "predict" {
+            assert_eq!(expected.status, 200);
+            assert_eq!(
+                expected.trailers,
+                vec![("grpc-status".into(), b"0".to_vec())]
+            );
+            assert!(expected.body.len() > 5, "{expected:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_larger_than_the_windows_flow_both_ways() {
+    let [(_, tonic), (_, lane)] = serve_iris().await;
+    // 40,000 rows: 640 KB in, more than half of the lane's 1 MiB stream window (so it sends
+    // WINDOW_UPDATEs), and 480 KB out to a client whose streams take 1 KiB at a time.
+    let body = framed(&iris_request("iris", 40_000, true));
+    let expected = call(
+        &mut connect(&tonic, 1 << 20).await,
+        PREDICT,
+        &[],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(expected.status, 200);
+    assert!(expected.body.len() > 400_000, "{}", expected.body.len());
+    let mut client = connect(&lane, 1024).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut client = client.clone();
+        let body = body.clone();
+        answers.push(tokio::spawn(async move {
+            call(&mut client, PREDICT, &[], body).await
+        }));
+    }
+    for answer in answers {
+        assert_eq!(answer.await.unwrap(), expected);
+    }
+    // The connection window (given back as bytes arrive) still lets small requests through.
+    let small = framed(&iris_request("iris", 1, false));
+    assert_eq!(call(&mut client, PREDICT, &[], small).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_streams_at_once_on_one_connection() {
+    let [_, (_, lane)] = serve_iris().await;
+    let client = connect(&lane, 65_535).await;
+    let body = framed(&iris_request("iris", 1, false));
+    let mut calls = Vec::new();
+    // Fewer than 100: the h2 client gives up on a connection (ENHANCE_YOUR_CALM) that has
+    // more than ~100 small DATA frames its application has not read yet.
+    for _ in 0..90 {
+        let (mut client, body) = (client.clone(), body.clone());
+        calls.push(tokio::spawn(async move {
+            call(&mut client, PREDICT, &[], body).await
+        }));
+    }
+    let mut first = None;
+    for answer in calls {
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.trailers, vec![("grpc-status".into(), b"0".to_vec())]);
+        assert_eq!(
+            first.get_or_insert_with(|| answer.body.clone()),
+            &answer.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_stream_leaves_the_connection_serving() {
+    let [_, (_, lane)] = serve_iris().await;
+    let mut client = connect(&lane, 65_535).await;
+    let body = framed(&iris_request("iris", 1, false));
+    // A request whose body never ends, reset by the client.
+    let request = http::Request::post(format!("http://soma{PREDICT}"))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let mut ready = client.clone().ready().await.unwrap();
+    let (response, mut stream) = ready.send_request(request, false).unwrap();
+    stream.send_data(body.slice(..4), false).unwrap();
+    stream.send_reset(h2::Reason::CANCEL);
+    assert!(response.await.is_err(), "a reset stream has no answer");
+    let answer = call(&mut client, PREDICT, &[], body).await;
+    assert_eq!(answer.trailers, vec![("grpc-status".into(), b"0".to_vec())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_errors_close_only_their_connection() {
+    let [_, (_, lane)] = serve_iris().await;
+    // Not HTTP/2 at all: closed without an answer.
+    let mut tcp = TcpStream::connect(&lane).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let read = read_to_close(&mut tcp).await;
+    assert!(read.is_empty(), "{read:?}");
+
+    // DATA on a stream never opened: GOAWAY with PROTOCOL_ERROR (1), then closed.
+    let mut tcp = raw_connection(&lane).await;
+    tcp.write_all(&raw_frame(0, 0, 1, &[42])).await.unwrap();
+    let read = read_to_close(&mut tcp).await;
+    let goaway = find_frame(&read, 7).expect("a GOAWAY");
+    assert_eq!(&goaway[4..8], &[0, 0, 0, 1], "PROTOCOL_ERROR: {goaway:?}");
+
+    // The server still serves new connections.
+    let body = framed(&iris_request("iris", 1, false));
+    let answer = call(&mut connect(&lane, 65_535).await, PREDICT, &[], body).await;
+    assert_eq!(answer.status, 200);
+}
+
+/// A raw HTTP/2 connection to `addr`, past the preface and an empty SETTINGS frame.
+async fn raw_connection(addr: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    tcp
+}
+
+/// A frame: 24-bit length, type, flags, stream id, payload.
+fn raw_frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A gRPC request's header block, HPACK by hand: `:method POST` and `:scheme http` from the
+/// static table, the rest as literals without indexing.
+fn request_block(path: &str) -> Vec<u8> {
+    let mut block = vec![0x83, 0x86];
+    for (name, value) in [
+        (":path", path),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+/// Everything the server sends until it closes the connection.
+async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut read))
+        .await
+        .expect("closed")
+        .ok();
+    read
+}
+
+/// Reads from `tcp` until `found` finds something in what was read.
+async fn read_until<T>(tcp: &mut TcpStream, found: impl Fn(&[u8]) -> Option<T>) -> T {
+    let mut read = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {read:?}");
+        read.extend_from_slice(&buf[..n]);
+        if let Some(value) = found(&read) {
+            return value;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_from_the_router_is_trailers_only() {
+    let [_, (_, lane)] = serve_iris().await;
+    let mut tcp = raw_connection(&lane).await;
+    let body = framed(&GetModelStatusRequest {
+        model_spec: spec("nope"),
+    });
+    // HEADERS (type 1, END_HEADERS) and DATA (type 0, END_STREAM) on stream 1.
+    tcp.write_all(&raw_frame(1, 4, 1, &request_block(STATUS)))
+        .await
+        .unwrap();
+    tcp.write_all(&raw_frame(0, 1, 1, &body)).await.unwrap();
+    // The answer to stream 1 is one HEADERS frame that ends the stream (NOT_FOUND's
+    // grpc-status is in it), as gRPC clients require of an error without a body.
+    let answer = read_until(&mut tcp, |read| first_on_stream(read, 1)).await;
+    assert_eq!(answer.0, 1, "HEADERS: {answer:?}");
+    assert_eq!(answer.1 & 1, 1, "END_STREAM: {answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_over_the_limit_are_refused_and_the_connection_serves_on() {
+    let [_, (_, lane)] = serve_iris().await;
+    let mut tcp = raw_connection(&lane).await;
+    // 1,024 requests whose bodies have not come yet fill the connection.
+    let block = request_block(PREDICT);
+    let mut opening = Vec::new();
+    for i in 0..1024 {
+        opening.extend(raw_frame(1, 4, 2 * i + 1, &block));
+    }
+    tcp.write_all(&opening).await.unwrap();
+    // The next is refused (RST_STREAM, REFUSED_STREAM = 7); its body arriving anyway is no
+    // protocol error.
+    let refused = 2049;
+    let body = framed(&iris_request("iris", 1, false));
+    tcp.write_all(&raw_frame(1, 4, refused, &block))
+        .await
+        .unwrap();
+    tcp.write_all(&raw_frame(0, 1, refused, &body))
+        .await
+        .unwrap();
+    // Ending one of the open requests gets it answered on the same connection.
+    tcp.write_all(&raw_frame(0, 1, 1, &body)).await.unwrap();
+    let (reset, answer) = read_until(&mut tcp, |read| {
+        assert!(find_frame(read, 7).is_none(), "GOAWAY: {read:?}");
+        Some((first_on_stream(read, refused)?, first_on_stream(read, 1)?))
+    })
+    .await;
+    assert_eq!(reset.0, 3, "RST_STREAM: {reset:?}");
+    assert_eq!(answer, (1, 4), "HEADERS without END_STREAM: {answer:?}");
+}
+
+/// The type and flags of the first complete frame of stream `id` in `bytes`.
+fn first_on_stream(mut bytes: &[u8], id: u32) -> Option<(u8, u8)> {
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes.len() < 9 + length {
+            return None;
+        }
+        if bytes[5..9] == id.to_be_bytes() {
+            return Some((bytes[3], bytes[4]));
+        }
+        bytes = &bytes[9 + length..];
+    }
+    None
+}
+
+/// The payload of the first frame of type `kind` in `bytes`.
+fn find_frame(mut bytes: &[u8], kind: u8) -> Option<&[u8]> {
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        let end = (9 + length).min(bytes.len());
+        if bytes[3] == kind {
+            return Some(&bytes[9..end]);
+        }
+        bytes = &bytes[end..];
+    }
+    None
+}
