@@ -131,7 +131,8 @@ pub fn thread_may_have_company() -> bool {
 /// Runs `work` on this serving thread, or, when this thread has clearly more requests in
 /// hand than another serving thread of the same server, on that one (and wakes this one
 /// with the result). Outside a serving thread of [`serve_sharded`](crate::serve_sharded),
-/// runs it here. A panic in `work` is resumed in the caller, wherever `work` ran.
+/// runs it here. A panic in `work` is resumed in the caller, wherever `work` ran; dropping
+/// the caller (a client that cancels its call) drops `work`, wherever it runs.
 pub async fn run_balanced<T, W>(work: W) -> T
 where
     T: Send + 'static,
@@ -149,10 +150,21 @@ where
     };
     let _waiting = Count::up(&peers.threads[here].handed_off);
     // Serving threads keep their runtimes until every thread of the server has stopped
-    // serving (see `serve_sharded`), so the other thread runs this to the end.
-    match peers.threads[target].runtime.spawn(work).await {
+    // serving (see `serve_sharded`), so the other thread runs this to the end unless this
+    // caller is dropped first.
+    let mut handed = AbortOnDrop(peers.threads[target].runtime.spawn(work));
+    match (&mut handed.0).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("a serving thread dropped work handed to it: {e}"),
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

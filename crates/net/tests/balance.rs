@@ -3,11 +3,14 @@
 //! ran its work. As an HTTP/2 server does, each request is a task of its own on the
 //! connection's thread. `company?` asks whether the connection's thread may have other
 //! requests to poll; `hold` is a request that waits (without blocking its thread) for
-//! `HOLD`, then answers `held`.
+//! `HOLD`, then answers `held`; `abandon` is a request whose work (`HOLD` long, not blocking)
+//! is balanced and whose caller is aborted after a tenth of that, with no answer
+//! ([`ABANDONED`] counts what its work did).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use soma_net::{Connections, Stop, Threading};
@@ -19,6 +22,10 @@ const WORK: Duration = Duration::from_millis(5);
 
 /// How long a `hold` request stays in hand.
 const HOLD: Duration = Duration::from_millis(500);
+
+/// What the work of `abandon` requests did: started on the second thread (`lines-1`), and
+/// finished.
+static ABANDONED: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 async fn serve_lines(mut connections: Connections, stop: Stop) -> std::io::Result<()> {
     let stop = stop.requested();
@@ -47,6 +54,20 @@ async fn serve_connection(connection: soma_net::Connection) {
                 .await
                 .write_all(format!("{company}\n").as_bytes())
                 .await;
+            continue;
+        }
+        if line == "abandon" {
+            let call = tokio::spawn(soma_net::run_balanced(async {
+                if std::thread::current().name() == Some("lines-1") {
+                    ABANDONED[0].fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(HOLD).await;
+                ABANDONED[1].fetch_add(1, Ordering::SeqCst);
+            }));
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD / 10).await;
+                call.abort();
+            });
             continue;
         }
         let write = Arc::clone(&write);
@@ -197,6 +218,25 @@ fn a_thread_with_requests_in_hand_may_have_company() {
         ["false"],
         "the held requests have ended"
     );
+    drop(stream);
+    stop.send(()).unwrap();
+    server.join().unwrap();
+}
+
+/// A client that cancels its call drops the call's work also where it was handed to.
+#[test]
+fn work_handed_to_another_thread_stops_when_its_caller_is_dropped() {
+    let (addr, stop, server) = start();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    // The connection is lines-0's; with six requests in hand there, the work of the next
+    // moves to lines-1.
+    stream
+        .write_all(b"hold\nhold\nhold\nhold\nhold\nhold\nabandon\n")
+        .unwrap();
+    assert_eq!(answers(&stream, 6), ["held"; 6]);
+    std::thread::sleep(HOLD);
+    let [moved, finished] = ABANDONED.each_ref().map(|n| n.load(Ordering::SeqCst));
+    assert_eq!((moved, finished), (1, 0), "moved, finished");
     drop(stream);
     stop.send(()).unwrap();
     server.join().unwrap();
