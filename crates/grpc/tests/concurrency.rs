@@ -245,6 +245,40 @@ async fn max_concurrent_makes_extra_requests_wait_for_a_permit() {
     server.await.unwrap().unwrap();
 }
 
+/// A call its client cancels (RST_STREAM, as a client sends when its deadline passes) stops
+/// where it is: one still waiting for a `--grpc_max_threads` permit never runs. Under tonic's
+/// server (its future is dropped) and in the lane (its task is aborted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_client_cancels_never_runs() {
+    for (server_kind, options) in [
+        ("tonic", GrpcOptions::default()),
+        ("lane", on_serving_threads()),
+    ] {
+        let limit = ConcurrencyLimit::new(1);
+        let options = GrpcOptions {
+            max_concurrent: Some(limit.clone()),
+            ..options
+        };
+        let (servable, runs) = echo_model(Duration::from_millis(1));
+        let (url, stop, server) = serve(servable, options).await;
+        let channel = connect(&url).await;
+        let held = limit.acquire().await;
+        // Given up while it waits for the permit: tonic's client resets the stream.
+        let call = predict(channel.clone(), "slow", 1.0);
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), call).await;
+        assert!(gave_up.is_err(), "{server_kind}: {gave_up:?}");
+        // Time for the reset to reach the server.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        // Permits go first come, first served: the cancelled call, were it still waiting,
+        // would run before this one.
+        predict(channel, "slow", 2.0).await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "{server_kind}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}
+
 /// One limit given to two servers (as `soma tfserving` gives its port and its Unix socket)
 /// is one limit: 4 predictions on each, 4 permits in all, take two waves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use h2::frame::{self, Frame, Pseudo, StreamId};
 use h2::proto::Error as FrameError;
 use h2::{Codec, Reason};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::{AbortHandle, JoinError, JoinHandle};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tonic::codegen::Body as _;
@@ -115,14 +115,17 @@ enum State {
         head: Head,
         body: Body,
     },
-    Answering,
+    /// The request's task is working out the answer; aborted if the client resets the
+    /// stream.
+    Answering(AbortHandle),
     /// Answered; `data` waits for window, `more` (a streaming body) for its next frame.
     Sending {
         data: Bytes,
         trailers: Option<HeaderMap>,
         more: Option<Pin<Box<tonic::body::Body>>>,
     },
-    /// Reset by the client while its answer was being worked out: the answer is dropped.
+    /// Reset while its answer was being worked out: the task is aborted, and whatever it
+    /// ends with is dropped.
     Cancelled,
 }
 
@@ -548,8 +551,9 @@ where
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        // (Cancelled only until the task's handle is in.)
         let State::Receiving { head, body } =
-            std::mem::replace(&mut stream.state, State::Answering)
+            std::mem::replace(&mut stream.state, State::Cancelled)
         else {
             return;
         };
@@ -557,15 +561,13 @@ where
         let task = tokio::spawn(soma_net::run_balanced(async move {
             answer::answer(&lane, head, body.freeze()).await
         }));
+        stream.state = State::Answering(task.abort_handle());
         self.answering.push(Answering { id, task });
     }
 
     /// Answers a stream before its request is complete, then tells the client to stop
     /// sending it (with `reason`) unless it already has.
     fn answer_early(&mut self, id: u32, reply: Reply, client_done: bool, reason: Reason) {
-        if let Some(stream) = self.streams.get_mut(&id) {
-            stream.state = State::Answering;
-        }
         self.on_reply(id, reply);
         if !client_done {
             self.outbox
@@ -722,17 +724,19 @@ where
         self.forget(id);
     }
 
-    /// Drops a stream the client or the server has reset; one whose answer is being worked
-    /// out stays, cancelled, until the answer comes (and is dropped).
+    /// Drops a stream the client or the server has reset. One whose answer is being worked
+    /// out has its task aborted (as tonic's server drops a reset call's future: a request
+    /// still waiting for a permit or a batch never runs) and stays, cancelled, until the
+    /// task ends.
     fn forget(&mut self, id: u32) {
-        match self.streams.get_mut(&id) {
-            Some(stream) if matches!(stream.state, State::Answering) => {
-                stream.state = State::Cancelled;
-            }
-            Some(_) => {
-                self.streams.remove(&id);
-            }
-            None => {}
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if let State::Answering(task) = &stream.state {
+            task.abort();
+            stream.state = State::Cancelled;
+        } else {
+            self.streams.remove(&id);
         }
     }
 
