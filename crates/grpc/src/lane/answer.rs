@@ -66,12 +66,15 @@ pub(crate) async fn answer(lane: &Lane, head: Head, body: Bytes) -> Reply {
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
         .and_then(crate::service::parse_timeout);
-    let work = async {
+    // Pinned here, so that this future holds the work once, not once per `await` below; the
+    // router's future, ~2 KB, is boxed. A request's future is moved whole several times on
+    // its way into its task: for a plain Predict, this keeps those copies small.
+    let work = std::pin::pin!(async {
         match plain_predict(&head, &body) {
             Some(request) => predict(lane, head.headers, request).await,
-            None => through_router(lane, head, body).await,
+            None => Box::pin(through_router(lane, head, body)).await,
         }
-    };
+    });
     match timeout {
         None => work.await,
         Some(timeout) => tokio::time::timeout(timeout, work)

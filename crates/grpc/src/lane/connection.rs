@@ -558,9 +558,10 @@ where
             return;
         };
         let lane = Arc::clone(&self.lane);
-        let task = tokio::spawn(soma_net::run_balanced(async move {
-            answer::answer(&lane, head, body.freeze()).await
-        }));
+        // Boxed: a future is moved whole on its way into a task, and `run_balanced`'s holds
+        // its work twice: boxed, what is copied is a pointer (one allocation instead).
+        let work = Box::pin(async move { answer::answer(&lane, head, body.freeze()).await });
+        let task = tokio::spawn(soma_net::run_balanced(work));
         stream.state = State::Answering(task.abort_handle());
         self.answering.push(Answering { id, task });
     }
