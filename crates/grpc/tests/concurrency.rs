@@ -434,6 +434,20 @@ async fn a_request_that_panics_fails_alone_with(options: GrpcOptions) {
         call.await.unwrap();
     }
     predict(channel.clone(), "quick", 1.0).await.unwrap();
+    // Alone on its connection (the lane then runs it in the connection's own task), a
+    // request that panics still fails alone.
+    let failed = predict(channel.clone(), "quick", -2.0).await.unwrap_err();
+    println!("the panicking request, alone: {failed:?}");
+    // Answered on its stream (the lane: INTERNAL; tonic's server resets it: CANCELLED), not
+    // lost with its connection.
+    assert!(
+        matches!(
+            failed.code(),
+            tonic::Code::Internal | tonic::Code::Cancelled
+        ),
+        "{failed:?}"
+    );
+    predict(channel.clone(), "quick", 1.0).await.unwrap();
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();

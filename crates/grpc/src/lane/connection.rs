@@ -8,18 +8,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::{Aborted, FutureExt as _};
 use futures::stream::{FuturesUnordered, Stream as _, StreamExt as _};
 use h2::frame::{self, Frame, Pseudo, StreamId};
 use h2::proto::Error as FrameError;
 use h2::{Codec, Reason};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::task::{AbortHandle, JoinError, JoinHandle};
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tonic::codegen::Body as _;
@@ -115,9 +117,8 @@ enum State {
         head: Head,
         body: Body,
     },
-    /// The request's task is working out the answer; aborted if the client resets the
-    /// stream.
-    Answering(AbortHandle),
+    /// The request is being answered; aborted if the client resets the stream.
+    Answering(Abort),
     /// Answered; `data` waits for window, `more` (a streaming body) for its next frame.
     Sending {
         data: Bytes,
@@ -181,26 +182,62 @@ impl Body {
     }
 }
 
-/// A request's task, and the stream it answers.
+/// A request's answer being worked out, and the stream it answers.
 struct Answering {
     id: u32,
-    task: JoinHandle<Reply>,
+    work: Work,
+}
+
+enum Work {
+    /// In a task of its own.
+    Task(JoinHandle<Reply>),
+    /// In the connection's own task (the connection's only request, see
+    /// [`Connection::dispatch`]); a panic in it fails the request alone, as in a task.
+    Here(Pin<Box<dyn Future<Output = Result<Reply, Aborted>> + Send>>),
+}
+
+/// How a stream's request is stopped when the client resets the stream.
+enum Abort {
+    Task(AbortHandle),
+    Here(futures::future::AbortHandle),
+}
+
+impl Abort {
+    fn abort(&self) {
+        match self {
+            Abort::Task(task) => task.abort(),
+            Abort::Here(work) => work.abort(),
+        }
+    }
 }
 
 impl Future for Answering {
-    type Output = (u32, Result<Reply, JoinError>);
+    /// The reply; `None` if the request was aborted.
+    type Output = (u32, Option<Reply>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let id = self.id;
-        Pin::new(&mut self.task).poll(cx).map(|reply| (id, reply))
+        let reply = match &mut self.work {
+            Work::Task(task) => ready!(Pin::new(task).poll(cx))
+                .map_or_else(|e| (!e.is_cancelled()).then(|| failed(&e)), Some),
+            Work::Here(work) => ready!(work.as_mut().poll(cx)).ok(),
+        };
+        Poll::Ready((id, reply))
     }
 }
 
 impl Drop for Answering {
     // A connection that closes stops the work of its requests.
     fn drop(&mut self) {
-        self.task.abort();
+        if let Work::Task(task) = &self.work {
+            task.abort();
+        }
     }
+}
+
+/// The reply to a request whose work panicked.
+fn failed(e: &dyn std::fmt::Display) -> Reply {
+    Reply::status(Status::internal(format!("the request's task failed: {e}")))
 }
 
 struct Keepalive {
@@ -295,10 +332,13 @@ where
             progress |= self.poll_streaming(cx);
             while let Poll::Ready(Some((id, reply))) = self.answering.poll_next_unpin(cx) {
                 progress = true;
-                let reply = reply.unwrap_or_else(|e| {
-                    Reply::status(Status::internal(format!("the request's task failed: {e}")))
-                });
-                self.on_reply(id, reply);
+                match reply {
+                    Some(reply) => self.on_reply(id, reply),
+                    // Aborted: its stream was reset.
+                    None => {
+                        self.streams.remove(&id);
+                    }
+                }
             }
             let Ok(flushed) = self.write(cx) else {
                 return Poll::Ready(());
@@ -546,7 +586,11 @@ where
         Ok(())
     }
 
-    /// The stream's body is complete: its request starts, as a task of its own.
+    /// The stream's body is complete: its request starts. The connection's only request
+    /// runs in the connection's task, as an HTTP/1.1 request does in soma's REST lane (no
+    /// task to spawn, no wake-up to deliver its answer); with others in flight, it runs as a
+    /// task of its own, so that requests of one connection run side by side (and, through
+    /// `run_balanced`, on other threads).
     fn dispatch(&mut self, id: u32) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
@@ -561,9 +605,20 @@ where
         // Boxed: a future is moved whole on its way into a task, and `run_balanced`'s holds
         // its work twice: boxed, what is copied is a pointer (one allocation instead).
         let work = Box::pin(async move { answer::answer(&lane, head, body.freeze()).await });
-        let task = tokio::spawn(soma_net::run_balanced(work));
-        stream.state = State::Answering(task.abort_handle());
-        self.answering.push(Answering { id, task });
+        let work = soma_net::run_balanced(work);
+        let (work, abort) = if self.answering.is_empty() {
+            let (work, abort) = futures::future::abortable(AssertUnwindSafe(work).catch_unwind());
+            let work = work.map(|done| {
+                done.map(|reply| reply.unwrap_or_else(|e| failed(&panic_message(&*e))))
+            });
+            (Work::Here(Box::pin(work)), Abort::Here(abort))
+        } else {
+            let task = tokio::spawn(work);
+            let abort = Abort::Task(task.abort_handle());
+            (Work::Task(task), abort)
+        };
+        stream.state = State::Answering(abort);
+        self.answering.push(Answering { id, work });
     }
 
     /// Answers a stream before its request is complete, then tells the client to stop
@@ -774,4 +829,16 @@ fn request_head(pseudo: Pseudo, headers: HeaderMap) -> Option<Head> {
         uri,
         headers,
     })
+}
+
+/// What a panic's payload says, as a JoinError of a panicked task shows it.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    match message {
+        Some(message) => format!("panicked with message {message:?}"),
+        None => "panicked".to_string(),
+    }
 }
