@@ -267,13 +267,28 @@ async fn a_call_its_client_cancels_never_runs() {
         let call = predict(channel.clone(), "slow", 1.0);
         let gave_up = tokio::time::timeout(Duration::from_millis(100), call).await;
         assert!(gave_up.is_err(), "{server_kind}: {gave_up:?}");
-        // Time for the reset to reach the server.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Time for the reset to reach the server (generous: CI machines are busy).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         drop(held);
         // Permits go first come, first served: the cancelled call, were it still waiting,
         // would run before this one.
-        predict(channel, "slow", 2.0).await.unwrap();
+        predict(channel.clone(), "slow", 2.0).await.unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 1, "{server_kind}");
+
+        // The same behind a call that waits and is not given up (on the lane the first is
+        // its connection's only request and runs in the connection's task, the second in a
+        // task of its own).
+        let held = limit.acquire().await;
+        let waiting = tokio::spawn(predict(channel.clone(), "slow", 3.0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let call = predict(channel.clone(), "slow", 4.0);
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), call).await;
+        assert!(gave_up.is_err(), "{server_kind}: {gave_up:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        predict(channel, "slow", 5.0).await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "{server_kind}");
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }
