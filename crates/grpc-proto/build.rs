@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
     // gRPC's health checking service (TF Serving's --enable_grpc_healthcheck_service).
     "grpc/health/v1/health.proto",
     // The record type of SavedModel warm-up files.
     "tensorflow_serving/apis/prediction_log.proto",
+    // TensorFlow's session config (--tensorflow_session_config_file).
+    "tensorflow/core/protobuf/config.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,6 +28,11 @@ impl Drop for Server {
 }
 
 fn start(args: &[&str], cache: &Path) -> Server {
+    start_logging(args, cache, "2", Stdio::null())
+}
+
+/// [`start`], with TensorFlow's log level (`TF_CPP_MIN_LOG_LEVEL`) and stderr chosen.
+fn start_logging(args: &[&str], cache: &Path, tf_log_level: &str, stderr: Stdio) -> Server {
     let port = free_port();
     let grpc_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_soma"))
@@ -36,9 +41,9 @@ fn start(args: &[&str], cache: &Path) -> Server {
         .arg(format!("--port={grpc_port}"))
         .args(args)
         .env("SOMA_CACHE_DIR", cache)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .env("TF_CPP_MIN_LOG_LEVEL", tf_log_level)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let server = Server {
@@ -712,6 +717,69 @@ fn a_bad_batching_parameters_file_stops_the_process_with_its_line() {
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("line 1, column 1: num_batch_threads must be positive"),
+        "{stderr}"
+    );
+}
+
+/// `--tensorflow_session_config_file` reaches TensorFlow: with `log_device_placement: true`
+/// TensorFlow's placer logs the device of every op of the model, and without the file it
+/// does not. A file TensorFlow would not read stops start-up with its line and column.
+#[test]
+fn the_session_config_file_configures_tensorflow() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("session.config");
+    std::fs::write(
+        &config,
+        "# TensorFlow's ConfigProto, as TF Serving reads it\n\
+         log_device_placement: true\n\
+         graph_options { rewrite_options { remapping: OFF } }\n",
+    )
+    .unwrap();
+    let model = format!("--model_base_path={}", fixtures().join("iris").display());
+    let config_flag = format!("--tensorflow_session_config_file={}", config.display());
+    let mut answers = Vec::new();
+    for with_config in [true, false] {
+        let log = work.path().join(format!("stderr-{with_config}.log"));
+        let mut args = vec!["--model_name=iris", model.as_str()];
+        if with_config {
+            args.push(&config_flag);
+        }
+        let server = start_logging(
+            &args,
+            work.path(),
+            "0",
+            std::fs::File::create(&log).unwrap().into(),
+        );
+        let (status, answer) = predict(&server, "iris");
+        assert_eq!(status, 200, "{answer}");
+        answers.push(answer);
+        drop(server);
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        let placed = stderr
+            .lines()
+            .filter(|l| l.contains("placer.cc") && l.contains("/device:CPU:0"))
+            .count();
+        assert_eq!(
+            placed > 0,
+            with_config,
+            "ops placed in the log with the config: {with_config}; {placed} lines"
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+
+    std::fs::write(
+        &config,
+        "graph_options {\n  rewrite_options { remapping: MAYBE }\n}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run_to_exit(&["--model_name=iris", &model, &config_flag], work.path());
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "--tensorflow_session_config_file {}: line 2, column 32: value 'MAYBE' was not \
+             found for enum 'tensorflow.RewriterConfig.Toggle'",
+            config.display()
+        )),
         "{stderr}"
     );
 }

@@ -2,8 +2,8 @@
 //! same packages, message names and field numbers (the wire contract), trimmed to what soma
 //! serves: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`, their
 //! messages, `TensorProto`/`SignatureDef`/`Example` from TensorFlow, the model server
-//! config, `PredictionLog` (the records of SavedModel warm-up files) and gRPC's health
-//! checking service (`grpc.health.v1.Health`). Fields soma does
+//! config, `PredictionLog` (the records of SavedModel warm-up files), TensorFlow's session
+//! `ConfigProto` and gRPC's health checking service (`grpc.health.v1.Health`). Fields soma does
 //! not serve are `reserved` in the .proto files, so a client that sends them is still
 //! understood (protobuf skips unknown fields).
 //!

@@ -608,6 +608,8 @@ def check_descriptors(check, path):
     from google.protobuf import descriptor_pb2, descriptor_pool
     # Registers PredictionLog (warm-up records) and LogMetadata in the default pool.
     from tensorflow_serving.apis import prediction_log_pb2  # noqa: F401
+    # TensorFlow's session ConfigProto (--tensorflow_session_config_file), from TensorFlow.
+    from tensorflow.core.protobuf import config_pb2  # noqa: F401
     from grpc_health.v1 import health_pb2
 
     pool = descriptor_pool.Default()

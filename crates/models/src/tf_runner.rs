@@ -21,19 +21,23 @@ impl TfRunner {
         dir: &Path,
         threads: ThreadPools,
     ) -> Result<TfRunner, TfError> {
-        TfRunner::load_tagged(tf, dir, &["serve"], threads)
+        TfRunner::load_tagged(tf, dir, &["serve"], threads, None)
     }
 
-    /// Loads the MetaGraph whose tag set is `tags` (TF Serving's `--saved_model_tags`).
+    /// Loads the MetaGraph whose tag set is `tags` (TF Serving's `--saved_model_tags`), in a
+    /// session configured by `session_config` (an encoded `ConfigProto`, TF Serving's
+    /// `--tensorflow_session_config_file`) under the thread pools `threads`.
     pub fn load_tagged(
         tf: &Arc<TensorFlow>,
         dir: &Path,
         tags: &[&str],
         threads: ThreadPools,
+        session_config: Option<&Arc<[u8]>>,
     ) -> Result<TfRunner, TfError> {
         let options = SessionOptions {
             intra_op_threads: threads.intra_op,
             inter_op_threads: threads.inter_op,
+            base_config: session_config.cloned(),
         };
         let model = SavedModel::load(tf, dir, tags, &options)?;
         let prepared = model

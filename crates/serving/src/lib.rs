@@ -47,7 +47,7 @@ use std::time::Duration;
 
 pub use config_file::{
     ConfigFileError, DEFAULT_PROMETHEUS_PATH, SslConfig, parse_batching_parameters,
-    parse_model_config_file, parse_monitoring_config, parse_ssl_config,
+    parse_model_config_file, parse_monitoring_config, parse_session_config, parse_ssl_config,
 };
 pub use manager::ModelManager;
 use soma_core::runner::ThreadPools;
@@ -70,6 +70,10 @@ pub struct ManagerOptions {
     /// The tag set of the MetaGraph loaded from every version (TF Serving's
     /// `--saved_model_tags`; `serve` by default).
     pub saved_model_tags: Vec<String>,
+    /// TensorFlow's session `ConfigProto`, encoded, for every version's session (TF
+    /// Serving's `--tensorflow_session_config_file`, read by [`parse_session_config`]); the
+    /// thread pools above override its thread fields (see `soma_tensorflow::SessionOptions`).
+    pub session_config: Option<Arc<[u8]>>,
     /// TF Serving's `--allow_version_labels_for_unavailable_models`.
     pub allow_labels_for_unavailable: bool,
     pub s3: S3Settings,
@@ -106,6 +110,7 @@ impl ManagerOptions {
             poll_interval: Duration::from_secs(1),
             threads: ThreadPools::default(),
             saved_model_tags: vec!["serve".to_string()],
+            session_config: None,
             allow_labels_for_unavailable: false,
             s3: S3Settings::default(),
             metrics: None,

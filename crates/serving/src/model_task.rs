@@ -378,8 +378,14 @@ fn load_blocking(
         .iter()
         .map(String::as_str)
         .collect();
-    let runner = soma_models::TfRunner::load_tagged(&tf, &dir, &tags, spec.threads)
-        .map_err(|e| (e.kind(), e.to_string()))?;
+    let runner = soma_models::TfRunner::load_tagged(
+        &tf,
+        &dir,
+        &tags,
+        spec.threads,
+        options.session_config.as_ref(),
+    )
+    .map_err(|e| (e.kind(), e.to_string()))?;
     let mut key = spec.signature_key.clone();
     if key.is_none() && spec.any_signature {
         let sigs = soma_core::runner::ModelRunner::signatures(&runner);

@@ -64,7 +64,7 @@ pub(crate) struct DimProto {
     pub(crate) size: i64,
 }
 
-/// `ConfigProto`'s thread-pool fields.
+/// `ConfigProto`'s thread-pool fields, as read from a session config soma was given.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct ConfigProto {
     #[prost(int32, tag = "2")]
@@ -73,6 +73,9 @@ pub(crate) struct ConfigProto {
     pub(crate) inter_op_parallelism_threads: i32,
     #[prost(bool, tag = "9")]
     pub(crate) use_per_session_threads: bool,
+    /// `session_inter_op_thread_pool` (`ThreadPoolOptionProto`s), only counted.
+    #[prost(bytes = "vec", repeated, tag = "12")]
+    pub(crate) session_inter_op_thread_pool: Vec<Vec<u8>>,
 }
 
 /// Signatures read from a MetaGraphDef: the runnable ones, and why the others were left out.
@@ -191,15 +194,18 @@ fn tensor_info(info: &TensorInfoProto) -> Result<TensorInfo, String> {
     })
 }
 
-/// Serialized ConfigProto for the thread-pool sizes.
+/// Serialized ConfigProto: `base` (a config soma was given, or nothing) with the
+/// thread-pool sizes.
 ///
-/// `intra`: `None` = one thread, so an op's work is not split over a pool; 0 = TensorFlow's
-/// default (one thread per core); n = n threads.
-/// `inter`: `None` = run the graph's ops in the calling thread (ConfigProto's negative
-/// value); 0 = TensorFlow's default pool, shared by the process; n = a pool of n threads of
-/// this session's own. (Without `use_per_session_threads` TensorFlow would make one pool for
-/// the whole process, sized by the first session that asks, and every later session with its
-/// own size would silently share it.)
+/// `intra`: `None` = the base's size if it sets one, else one thread, so an op's work is
+/// not split over a pool; 0 = TensorFlow's default (one thread per core); n = n threads.
+/// `inter`: `None` = the base's inter-op settings if it has any, else run the graph's ops in
+/// the calling thread (ConfigProto's negative value); 0 = TensorFlow's default pool, shared
+/// by the process; n = a pool of n threads of this session's own. (Without
+/// `use_per_session_threads` TensorFlow would make one pool for the whole process, sized by
+/// the first session that asks, and every later session with its own size would silently
+/// share it.) A size given here overrides the base's, as TF Serving's thread flags override
+/// its session config file.
 ///
 /// TensorFlow's intra-op pool has no such switch in the C API: it is made once per process,
 /// sized by the first session loaded (see README, "cortex.yaml").
@@ -209,38 +215,91 @@ fn tensor_info(info: &TensorInfoProto) -> Result<TensorInfo, String> {
 /// project's 2-core machine the inter-op default took iris from 34 µs to 11 µs per call, and
 /// the intra-op one took a 64-row iris batch from ~70 µs to 16 µs and a 3×1024 MLP from 0.56
 /// to 0.41 ms per call (BENCHMARKS.md).
-pub(crate) fn config_proto(intra: Option<u32>, inter: Option<u32>) -> Vec<u8> {
+pub(crate) fn config_proto(
+    base: &[u8],
+    intra: Option<u32>,
+    inter: Option<u32>,
+) -> Result<Vec<u8>, prost::DecodeError> {
+    use prost::encoding::{bool as boolean, int32};
+    let given = ConfigProto::decode(base)?;
     let clamp = |n: u32| n.min(i32::MAX as u32) as i32;
-    ConfigProto {
-        intra_op_parallelism_threads: intra.map_or(1, clamp),
-        inter_op_parallelism_threads: inter.map_or(-1, clamp),
-        use_per_session_threads: inter.is_some_and(|n| n > 0),
+    // Protobuf merges a message's encodings: appended fields override the base's. They are
+    // written even when 0 (prost's derived encoding would leave a 0 out), so that an
+    // explicit 0 overrides a base's size too.
+    let mut config = base.to_vec();
+    match intra {
+        Some(n) => int32::encode(2, &clamp(n), &mut config),
+        None if given.intra_op_parallelism_threads != 0 => {}
+        None => int32::encode(2, &1, &mut config),
     }
-    .encode_to_vec()
+    let base_sets_inter = given.inter_op_parallelism_threads != 0
+        || given.use_per_session_threads
+        || !given.session_inter_op_thread_pool.is_empty();
+    match inter {
+        Some(n) => {
+            int32::encode(5, &clamp(n), &mut config);
+            boolean::encode(9, &(n > 0), &mut config);
+        }
+        None if base_sets_inter => {}
+        None => int32::encode(5, &-1, &mut config),
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The thread fields of `config_proto(base, intra, inter)` as TensorFlow reads them:
+    /// (intra, inter, use_per_session_threads).
+    fn threads(base: &[u8], intra: Option<u32>, inter: Option<u32>) -> (i32, i32, bool) {
+        let c = ConfigProto::decode(config_proto(base, intra, inter).unwrap().as_slice()).unwrap();
+        (
+            c.intra_op_parallelism_threads,
+            c.inter_op_parallelism_threads,
+            c.use_per_session_threads,
+        )
+    }
+
     #[test]
     fn config_proto_matches_the_probe_bytes() {
         assert_eq!(
-            config_proto(Some(1), Some(1)),
+            config_proto(&[], Some(1), Some(1)).unwrap(),
             vec![0x10, 1, 0x28, 1, 0x48, 1],
             "n inter-op threads: a pool of the session's own (field 9)"
         );
         // Default: one intra-op thread, inter_op_parallelism_threads = -1 (ops run in the
         // caller's thread).
-        let default = ConfigProto::decode(config_proto(None, None).as_slice()).unwrap();
-        assert_eq!(
-            (
-                default.intra_op_parallelism_threads,
-                default.inter_op_parallelism_threads
-            ),
-            (1, -1)
-        );
-        assert!(config_proto(Some(0), Some(0)).is_empty());
+        assert_eq!(threads(&[], None, None), (1, -1, false));
+        assert_eq!(threads(&[], Some(0), Some(0)), (0, 0, false));
+    }
+
+    #[test]
+    fn a_base_config_keeps_its_other_fields_and_the_flags_override_its_threads() {
+        let pool = ConfigProto {
+            session_inter_op_thread_pool: vec![vec![0x08, 2]],
+            ..ConfigProto::default()
+        };
+        let base = ConfigProto {
+            intra_op_parallelism_threads: 4,
+            inter_op_parallelism_threads: 3,
+            use_per_session_threads: true,
+            ..ConfigProto::default()
+        };
+        let mut with_other = base.encode_to_vec();
+        // allow_soft_placement (field 7) = true: not a thread field, kept as it is.
+        with_other.extend([0x38, 1]);
+        let merged = config_proto(&with_other, None, None).unwrap();
+        assert!(merged.starts_with(&with_other));
+        assert_eq!(threads(&with_other, None, None), (4, 3, true));
+        // Flags override, 0 included.
+        assert_eq!(threads(&with_other, Some(0), Some(0)), (0, 0, false));
+        assert_eq!(threads(&with_other, Some(2), Some(5)), (2, 5, true));
+        // A base without thread settings gets soma's defaults; one with inter-op pools
+        // keeps them.
+        assert_eq!(threads(&[0x38, 1], None, None), (1, -1, false));
+        assert_eq!(threads(&pool.encode_to_vec(), None, None), (1, 0, false));
+        assert!(config_proto(&[0xff], None, None).is_err());
     }
 
     #[test]

@@ -11,15 +11,19 @@ use crate::proto::{config_proto, meta_graph_signatures};
 use crate::tensor::{InputTensor, take_output};
 use crate::{TensorFlow, TfError};
 
-/// Thread-pool sizes of one session. `intra_op_threads`: `None` = one thread (soma's
-/// default), 0 = TensorFlow's default (one per core), n = n threads. `inter_op_threads`:
-/// `None` = run ops in the calling thread (soma's default), 0 = TensorFlow's default pool,
-/// n = n threads. soma's defaults keep each run on its calling thread, fastest for
-/// request-sized graphs under concurrent requests (see `config_proto`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How one session is configured: thread-pool sizes over an optional base config.
+/// `intra_op_threads`: `None` = the base config's size, or one thread (soma's default), 0 =
+/// TensorFlow's default (one per core), n = n threads. `inter_op_threads`: `None` = the
+/// base config's inter-op settings, or run ops in the calling thread (soma's default), 0 =
+/// TensorFlow's default pool, n = n threads. soma's defaults keep each run on its calling
+/// thread, fastest for request-sized graphs under concurrent requests (see `config_proto`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     pub intra_op_threads: Option<u32>,
     pub inter_op_threads: Option<u32>,
+    /// An encoded `ConfigProto` that TensorFlow applies to the session (TF Serving's
+    /// `--tensorflow_session_config_file`), with the thread sizes above written over it.
+    pub base_config: Option<Arc<[u8]>>,
 }
 
 /// A SavedModel loaded into its own TensorFlow session.
@@ -159,7 +163,9 @@ impl SavedModel {
             .map(|t| CString::new(*t).unwrap_or_default())
             .collect();
         let tag_ptrs: Vec<*const c_char> = c_tags.iter().map(|t| t.as_ptr()).collect();
-        let config = config_proto(options.intra_op_threads, options.inter_op_threads);
+        let base = options.base_config.as_deref().unwrap_or_default();
+        let config = config_proto(base, options.intra_op_threads, options.inter_op_threads)
+            .map_err(|e| load_error(3, format!("invalid session config: {e}")))?;
         let api = &tf.api;
         // SAFETY: every object created here is either handed to the returned SavedModel or
         // deleted before returning; the C strings outlive the call.

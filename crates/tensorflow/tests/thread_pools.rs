@@ -6,6 +6,7 @@
 //! asking for 3 threads silently shared the first one's 2.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use soma_tensorflow::{SavedModel, SessionOptions, TensorFlow};
 use soma_testkit::fixtures;
@@ -33,13 +34,15 @@ fn iris() -> PathBuf {
 #[test]
 fn each_model_gets_the_inter_op_pool_it_asks_for() {
     let tf = TensorFlow::global(None).unwrap();
-    let load = |inter: Option<u32>| {
+    let load_over = |inter: Option<u32>, base_config: Option<Arc<[u8]>>| {
         let options = SessionOptions {
             inter_op_threads: inter,
+            base_config,
             ..SessionOptions::default()
         };
         SavedModel::load(&tf, &iris(), &["serve"], &options).unwrap()
     };
+    let load = |inter: Option<u32>| load_over(inter, None);
     let before = threads_named("tf_Compute");
     // soma's default runs ops in the calling thread: no pool of the session's own.
     let _caller = load(None);
@@ -57,6 +60,24 @@ fn each_model_gets_the_inter_op_pool_it_asks_for() {
     assert!(
         after_two - after_default >= 2,
         "{after_default} -> {after_two}"
+    );
+
+    // A session config (TF Serving's --tensorflow_session_config_file) sizes the pool when
+    // soma is not told a size, and a size soma is told overrides it.
+    // inter_op_parallelism_threads: 4, use_per_session_threads: true.
+    let four: Arc<[u8]> = [0x28, 4, 0x48, 1].into();
+    let _from_config = load_over(None, Some(Arc::clone(&four)));
+    let after_config = threads_named("tf_Compute");
+    assert_eq!(
+        after_config - after_three,
+        4,
+        "the session config's 4 threads"
+    );
+    let _overridden = load_over(Some(1), Some(four));
+    assert_eq!(
+        threads_named("tf_Compute") - after_config,
+        1,
+        "the size soma was told, not the session config's"
     );
 
     // The intra-op pool is made once per process by the first session, and the C API has no

@@ -18,7 +18,7 @@ use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ConcurrencyLimit, ModelHub, RecordedWarmup};
 use soma_serving::{
     ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
-    parse_monitoring_config, parse_ssl_config,
+    parse_monitoring_config, parse_session_config, parse_ssl_config,
 };
 
 use crate::GlobalArgs;
@@ -146,6 +146,11 @@ pub(crate) struct Args {
         value_name = "N"
     )]
     tensorflow_session_parallelism: u32,
+
+    /// A text-proto TensorFlow session `ConfigProto`, applied to every model's session; the
+    /// thread flags above override its thread fields.
+    #[arg(long = "tensorflow_session_config_file", value_name = "FILE")]
+    tensorflow_session_config_file: Option<PathBuf>,
 
     /// At most N REST inference requests are processed at once; 0: no limit.
     #[arg(long = "rest_api_num_threads", default_value_t = 0, value_name = "N")]
@@ -299,11 +304,6 @@ const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
         "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
     ),
     (
-        "--tensorflow_session_config_file",
-        "soma builds the session config itself; size its thread pools with \
-         --tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism",
-    ),
-    (
         "--thread_pool_factory_config_file",
         "TensorFlow runs on its own intra-op pool and the calling thread; size the pool \
          with --tensorflow_intra_op_parallelism",
@@ -400,6 +400,8 @@ pub(crate) struct Settings {
     pub(crate) per_model_batching: bool,
     /// --saved_model_tags, split.
     pub(crate) saved_model_tags: Vec<String>,
+    /// --tensorflow_session_config_file, read and encoded.
+    pub(crate) session_config: Option<Arc<[u8]>>,
 }
 
 /// The serving threads of one front end from its two flags (`names`): one per core and
@@ -493,6 +495,10 @@ impl Settings {
             );
         }
         let saved_model_tags = split_tags(&args.saved_model_tags)?;
+        let session_config = match &args.tensorflow_session_config_file {
+            None => None,
+            Some(file) => Some(read_session_config(file)?),
+        };
         if args.num_unload_threads > 0 {
             tracing::info!(
                 "--num_unload_threads has no effect in soma: a version is freed when its last \
@@ -551,6 +557,7 @@ impl Settings {
                 .then_some(args.num_request_iterations_for_warmup),
             prometheus_path,
             saved_model_tags,
+            session_config,
         })
     }
 }
@@ -674,6 +681,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         load_limit: settings.load_limit.map(ConcurrencyLimit::new),
         threads: settings.threads,
         saved_model_tags: settings.saved_model_tags.clone(),
+        session_config: settings.session_config.clone(),
         allow_labels_for_unavailable: settings.allow_labels_for_unavailable,
         metrics: Some(metrics.clone()),
         batching,
@@ -811,6 +819,18 @@ fn millis(value: i64) -> Option<Duration> {
     (1..i64::from(i32::MAX))
         .contains(&value)
         .then(|| Duration::from_millis(value as u64))
+}
+
+fn read_session_config(path: &Path) -> anyhow::Result<Arc<[u8]>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read --tensorflow_session_config_file {}",
+            path.display()
+        )
+    })?;
+    let config = parse_session_config(&text)
+        .with_context(|| format!("--tensorflow_session_config_file {}", path.display()))?;
+    Ok(config.into())
 }
 
 fn read_batching_file(path: &Path) -> anyhow::Result<BatchOptions> {
@@ -1189,10 +1209,6 @@ mod tests {
                 .unwrap_err();
             explain_unsupported_flag(&error).unwrap_or_else(|| panic!("{flag}: {error}"))
         };
-        assert!(
-            explain("--tensorflow_session_config_file=/s.config")
-                .contains("--tensorflow_intra_op_parallelism")
-        );
         assert!(explain("--thread_pool_factory_config_file=/t.config").contains("intra-op pool"));
         assert!(explain("--mixed_precision=bfloat16").contains("precision"));
     }

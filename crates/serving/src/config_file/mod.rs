@@ -1,7 +1,8 @@
 //! TF Serving's text-proto files: `--model_config_file` (the `ModelServerConfig` subset
 //! below), `--batching_parameters_file` ([`parse_batching_parameters`]),
-//! `--monitoring_config_file` ([`parse_monitoring_config`]) and `--ssl_config_file`
-//! ([`parse_ssl_config`]).
+//! `--monitoring_config_file` ([`parse_monitoring_config`]), `--ssl_config_file`
+//! ([`parse_ssl_config`]) and `--tensorflow_session_config_file`
+//! ([`parse_session_config`], read with a full text-format parser: see its module).
 //!
 //! ```text
 //! model_config_list {
@@ -27,8 +28,10 @@ use soma_runtime::VersionPolicy;
 use soma_runtime::batching::{BatchOptions, BatchWindow};
 use soma_runtime::hub::ModelConfig;
 
+mod session;
 mod ssl;
 
+pub use session::parse_session_config;
 pub use ssl::{SslConfig, parse_ssl_config};
 
 /// A problem in a config file, at a 1-based line and column.
