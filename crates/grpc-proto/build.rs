@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 7] = [
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
     // gRPC's health checking service (TF Serving's --enable_grpc_healthcheck_service).
@@ -14,6 +14,9 @@ const FILES: [&str; 5] = [
     "tensorflow_serving/apis/prediction_log.proto",
     // TensorFlow's session config (--tensorflow_session_config_file).
     "tensorflow/core/protobuf/config.proto",
+    // --platform_config_file: the platform map and the "tensorflow" platform's config.
+    "tensorflow_serving/config/platform_config.proto",
+    "tensorflow_serving/servables/tensorflow/saved_model_bundle_source_adapter.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -415,14 +415,18 @@ fn unknown_flags_and_bad_configs_stop_the_process_with_a_message() {
     );
     // A TF Serving flag soma does not implement says so, and what to do instead.
     let (code, _, stderr) = run_to_exit(
-        &["--model_base_path=/m", "--platform_config_file=/p"],
+        &[
+            "--model_base_path=/m",
+            "--thread_pool_factory_config_file=/t",
+        ],
         tmp.path(),
     );
     assert_eq!(code, Some(2));
     assert_eq!(
         stderr,
-        "error: --platform_config_file is a TF Serving flag that soma tfserving does not \
-         support: soma serves TensorFlow SavedModels only; list them with --model_config_file\n"
+        "error: --thread_pool_factory_config_file is a TF Serving flag that soma tfserving does \
+         not support: TensorFlow runs on its own intra-op pool and the calling thread; size the \
+         pool with --tensorflow_intra_op_parallelism\n"
     );
     // A switch for a feature soma lacks is refused when on.
     let (code, _, stderr) = run_to_exit(
@@ -779,6 +783,84 @@ fn the_session_config_file_configures_tensorflow() {
             "--tensorflow_session_config_file {}: line 2, column 32: value 'MAYBE' was not \
              found for enum 'tensorflow.RewriterConfig.Toggle'",
             config.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// `--platform_config_file` (TF Serving's `PlatformConfigMap`) configures the session,
+/// batching and warm-up of every model instead of their flags; a flag it overrides is
+/// refused, and a field soma does not apply stops start-up with its line and column.
+#[test]
+fn the_platform_config_file_sets_the_session_config_and_batching() {
+    let work = tempfile::tempdir().unwrap();
+    let platform = work.path().join("platform.config");
+    let write_legacy_config = |fields: &str| {
+        std::fs::write(
+            &platform,
+            format!(
+                "platform_configs {{\n  key: \"tensorflow\"\n  value {{\n    \
+                 source_adapter_config {{\n      [type.googleapis.com/tensorflow.serving.\
+                 SavedModelBundleSourceAdapterConfig] {{\n        legacy_config {{\n{fields}\n\
+                 \x20       }}\n      }}\n    }}\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_legacy_config(
+        "session_config { log_device_placement: true }\n\
+         batching_parameters { max_batch_size { value: 8 } batch_timeout_micros { value: 1000 } }\n\
+         enable_model_warmup: true",
+    );
+    let model = format!("--model_base_path={}", fixtures().join("iris").display());
+    let platform_flag = format!("--platform_config_file={}", platform.display());
+    let log = work.path().join("stderr.log");
+    let server = start_logging(
+        &["--model_name=iris", &model, &platform_flag],
+        work.path(),
+        "0",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    let (status, answer) = predict(&server, "iris");
+    assert_eq!(status, 200, "{answer}");
+    let (_, batched_runs) = batch_size_sum_and_count(&server);
+    assert!(batched_runs >= 1.0, "the prediction was not batched");
+    drop(server);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("placer.cc") && l.contains("/device:CPU:0")),
+        "the session config's log_device_placement did not reach TensorFlow"
+    );
+
+    // The flags the file overrides are refused next to it.
+    let (code, _, stderr) = run_to_exit(
+        &[
+            "--model_name=iris",
+            &model,
+            &platform_flag,
+            "--enable_batching",
+        ],
+        work.path(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "--enable_batching has no effect with --platform_config_file, whose legacy_config \
+             sets the same"
+        ),
+        "{stderr}"
+    );
+    write_legacy_config("enable_session_metadata: true");
+    let (code, _, stderr) =
+        run_to_exit(&["--model_name=iris", &model, &platform_flag], work.path());
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "--platform_config_file {}: line 7, column 1: field 'enable_session_metadata' not \
+             found for message 'tensorflow.serving.SessionBundleConfig'",
+            platform.display()
         )),
         "{stderr}"
     );

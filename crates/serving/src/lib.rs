@@ -46,8 +46,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config_file::{
-    ConfigFileError, DEFAULT_PROMETHEUS_PATH, SslConfig, parse_batching_parameters,
-    parse_model_config_file, parse_monitoring_config, parse_session_config, parse_ssl_config,
+    ConfigFileError, DEFAULT_PROMETHEUS_PATH, PlatformConfig, SslConfig, parse_batching_parameters,
+    parse_model_config_file, parse_monitoring_config, parse_platform_config, parse_session_config,
+    parse_ssl_config,
 };
 pub use manager::ModelManager;
 use soma_core::runner::ThreadPools;

@@ -17,8 +17,9 @@ use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ConcurrencyLimit, ModelHub, RecordedWarmup};
 use soma_serving::{
-    ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
-    parse_monitoring_config, parse_session_config, parse_ssl_config,
+    ManagerOptions, ModelManager, PlatformConfig, parse_batching_parameters,
+    parse_model_config_file, parse_monitoring_config, parse_platform_config, parse_session_config,
+    parse_ssl_config,
 };
 
 use crate::GlobalArgs;
@@ -146,6 +147,12 @@ pub(crate) struct Args {
         value_name = "N"
     )]
     tensorflow_session_parallelism: u32,
+
+    /// A text-proto TF Serving `PlatformConfigMap`: the "tensorflow" platform's
+    /// `SavedModelBundleSourceAdapterConfig` sets the session config, batching, tags and
+    /// warm-up instead of their flags.
+    #[arg(long = "platform_config_file", value_name = "FILE")]
+    platform_config_file: Option<PathBuf>,
 
     /// A text-proto TensorFlow session `ConfigProto`, applied to every model's session; the
     /// thread flags above override its thread fields.
@@ -296,10 +303,6 @@ pub(crate) struct Args {
 /// TF Serving flags soma knows but does not implement, and what to do instead.
 const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
     (
-        "--platform_config_file",
-        "soma serves TensorFlow SavedModels only; list them with --model_config_file",
-    ),
-    (
         "--per_process_gpu_memory_fraction",
         "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
     ),
@@ -364,6 +367,16 @@ pub(crate) fn explain_unsupported_flag(error: &clap::Error) -> Option<String> {
     ))
 }
 
+/// The source of the batching parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Batching {
+    /// --enable_batching, with the --batching_parameters_file to read when serving starts,
+    /// or without one (TF Serving's defaults).
+    Flags(Option<PathBuf>),
+    /// The --platform_config_file's `batching_parameters`.
+    Platform(BatchOptions),
+}
+
 /// What the flags ask for, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -389,9 +402,8 @@ pub(crate) struct Settings {
     pub(crate) load_retries: (u32, Duration),
     pub(crate) threads: ThreadPools,
     pub(crate) allow_labels_for_unavailable: bool,
-    /// Passed through for the batching implementation: `Some(file)` when --enable_batching
-    /// (the file may be absent: TF Serving's defaults).
-    pub(crate) batching: Option<Option<PathBuf>>,
+    /// Where the batching parameters come from, when batching is on.
+    pub(crate) batching: Option<Batching>,
     /// Recorded warm-up requests are replayed, this many times each; `None`: not replayed.
     pub(crate) warmup_iterations: Option<u32>,
     /// Where the REST port also serves the Prometheus metrics (--monitoring_config_file).
@@ -431,6 +443,13 @@ const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Settings {
     pub(crate) fn from_args(args: Args, cwd: &Path) -> anyhow::Result<Settings> {
+        let platform = match &args.platform_config_file {
+            None => None,
+            Some(file) => {
+                refuse_flags_the_platform_config_sets(&args)?;
+                Some(read_platform_config(file)?)
+            }
+        };
         let absolute = |path: &str| {
             if path.contains("://") || Path::new(path).is_absolute() {
                 path.to_string()
@@ -495,10 +514,24 @@ impl Settings {
             );
         }
         let saved_model_tags = split_tags(&args.saved_model_tags)?;
-        let session_config = match &args.tensorflow_session_config_file {
+        let mut session_config = match &args.tensorflow_session_config_file {
             None => None,
             Some(file) => Some(read_session_config(file)?),
         };
+        let mut saved_model_tags = saved_model_tags;
+        let mut batching = args
+            .enable_batching
+            .then(|| Batching::Flags(args.batching_parameters_file.clone()));
+        let mut warmup_iterations = args
+            .enable_model_warmup
+            .then_some(args.num_request_iterations_for_warmup);
+        if let Some(platform) = platform {
+            session_config =
+                (!platform.session_config.is_empty()).then(|| platform.session_config.into());
+            saved_model_tags = platform.saved_model_tags;
+            batching = platform.batching.map(Batching::Platform);
+            warmup_iterations = platform.warmup_iterations;
+        }
         if args.num_unload_threads > 0 {
             tracing::info!(
                 "--num_unload_threads has no effect in soma: a version is freed when its last \
@@ -548,18 +581,67 @@ impl Settings {
                 inter_op: nonzero(args.tensorflow_inter_op_parallelism).or(both_pools),
             },
             allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
-            batching: args
-                .enable_batching
-                .then_some(args.batching_parameters_file),
+            batching,
             per_model_batching: args.enable_per_model_batching_parameters,
-            warmup_iterations: args
-                .enable_model_warmup
-                .then_some(args.num_request_iterations_for_warmup),
+            warmup_iterations,
             prometheus_path,
             saved_model_tags,
             session_config,
         })
     }
+}
+
+/// Refuses the flags whose settings a --platform_config_file holds instead (its
+/// `legacy_config`). TF Serving ignores them next to the file; soma says so, so that a launch
+/// script does not silently lose one.
+fn refuse_flags_the_platform_config_sets(args: &Args) -> anyhow::Result<()> {
+    let given = [
+        ("--enable_batching", args.enable_batching),
+        (
+            "--batching_parameters_file",
+            args.batching_parameters_file.is_some(),
+        ),
+        (
+            "--enable_per_model_batching_parameters",
+            args.enable_per_model_batching_parameters,
+        ),
+        (
+            "--tensorflow_session_parallelism",
+            args.tensorflow_session_parallelism > 0,
+        ),
+        (
+            "--tensorflow_intra_op_parallelism",
+            args.tensorflow_intra_op_parallelism > 0,
+        ),
+        (
+            "--tensorflow_inter_op_parallelism",
+            args.tensorflow_inter_op_parallelism > 0,
+        ),
+        (
+            "--tensorflow_session_config_file",
+            args.tensorflow_session_config_file.is_some(),
+        ),
+        ("--saved_model_tags", args.saved_model_tags != "serve"),
+        ("--enable_model_warmup=false", !args.enable_model_warmup),
+        (
+            "--num_request_iterations_for_warmup",
+            args.num_request_iterations_for_warmup != 1,
+        ),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => anyhow::bail!(
+            "{flag} has no effect with --platform_config_file, whose legacy_config sets the \
+             same (TF Serving ignores the flag): drop it, or set it in the file"
+        ),
+        None => Ok(()),
+    }
+}
+
+fn read_platform_config(path: &Path) -> anyhow::Result<PlatformConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --platform_config_file {}", path.display()))?;
+    parse_platform_config(&text)
+        .with_context(|| format!("--platform_config_file {}", path.display()))
 }
 
 /// `--saved_model_tags serve,gpu` → `["serve", "gpu"]`. An empty tag is refused rather than
@@ -670,8 +752,9 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     let metrics = soma_metrics::Registry::new();
     let batching = match &settings.batching {
         None => None,
-        Some(None) => Some(BatchOptions::default()),
-        Some(Some(file)) => Some(read_batching_file(file)?),
+        Some(Batching::Flags(None)) => Some(BatchOptions::default()),
+        Some(Batching::Flags(Some(file))) => Some(read_batching_file(file)?),
+        Some(Batching::Platform(options)) => Some(options.clone()),
     };
     let manager = Arc::new(ModelManager::new(ManagerOptions {
         tensorflow_lib: model_options.tensorflow_lib,
@@ -900,7 +983,7 @@ mod tests {
         assert_eq!(s.models[0].base_path, "/work/models/iris");
         assert_eq!(s.threads.intra_op, Some(2));
         assert_eq!(s.threads.inter_op, None);
-        assert_eq!(s.batching, Some(None));
+        assert_eq!(s.batching, Some(Batching::Flags(None)));
         assert!(!s.per_model_batching);
         assert!(s.allow_labels_for_unavailable);
         assert!(!s.grpc.check_signature_method_names, "TF Serving's default");
@@ -1092,11 +1175,11 @@ mod tests {
             explain_unsupported_flag(&error)
         };
         assert_eq!(
-            explain(&["--model_base_path=/m", "--platform_config_file=/p.config"]).as_deref(),
+            explain(&["--model_base_path=/m", "--mixed_precision=bfloat16"]).as_deref(),
             Some(
-                "--platform_config_file is a TF Serving flag that soma tfserving does not \
-                 support: soma serves TensorFlow SavedModels only; list them with \
-                 --model_config_file"
+                "--mixed_precision is a TF Serving flag that soma tfserving does not support: \
+                 soma runs the SavedModel's graph as saved; export the model in the precision \
+                 to serve"
             )
         );
         let gpu = explain(&["--per_process_gpu_memory_fraction", "0.5"]).unwrap();

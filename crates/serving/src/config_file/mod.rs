@@ -1,8 +1,9 @@
 //! TF Serving's text-proto files: `--model_config_file` (the `ModelServerConfig` subset
 //! below), `--batching_parameters_file` ([`parse_batching_parameters`]),
 //! `--monitoring_config_file` ([`parse_monitoring_config`]), `--ssl_config_file`
-//! ([`parse_ssl_config`]) and `--tensorflow_session_config_file`
-//! ([`parse_session_config`], read with a full text-format parser: see its module).
+//! ([`parse_ssl_config`]), and the two whose contents TensorFlow reads, so they are read by
+//! their schema with protobuf's full text format ([`schema`]): `--tensorflow_session_config_file`
+//! ([`parse_session_config`]) and `--platform_config_file` ([`parse_platform_config`]).
 //!
 //! ```text
 //! model_config_list {
@@ -28,9 +29,12 @@ use soma_runtime::VersionPolicy;
 use soma_runtime::batching::{BatchOptions, BatchWindow};
 use soma_runtime::hub::ModelConfig;
 
+mod platform;
+mod schema;
 mod session;
 mod ssl;
 
+pub use platform::{PlatformConfig, parse_platform_config};
 pub use session::parse_session_config;
 pub use ssl::{SslConfig, parse_ssl_config};
 
@@ -737,6 +741,12 @@ fn wrapped<T>(
     match &field.value {
         Value::Message(inner) => match inner.as_slice() {
             [value] if value.name == "value" => read(value),
+            // An empty wrapper holds the default value, as protobuf reads it.
+            [] => read(&Field {
+                name: field.name.clone(),
+                pos: field.pos,
+                value: Value::Scalar(Token::Int(0)),
+            }),
             _ => Err(field
                 .pos
                 .error(format!("'{}' must be {{ value: ... }}", field.name))),
@@ -749,10 +759,16 @@ fn is_auto(field: &Field) -> Result<bool, ConfigFileError> {
     Ok(matches!(&field.value, Value::Scalar(Token::Ident(s)) if s == "auto"))
 }
 
+/// A bool as protobuf's text format writes it (`true`, `True`, `t`, `1`, and the same for
+/// false).
 fn boolean(field: &Field) -> Result<bool, ConfigFileError> {
     match &field.value {
-        Value::Scalar(Token::Ident(s)) if s == "true" => Ok(true),
-        Value::Scalar(Token::Ident(s)) if s == "false" => Ok(false),
+        Value::Scalar(Token::Ident(s)) if matches!(s.as_str(), "true" | "True" | "t") => Ok(true),
+        Value::Scalar(Token::Ident(s)) if matches!(s.as_str(), "false" | "False" | "f") => {
+            Ok(false)
+        }
+        Value::Scalar(Token::Int(1)) => Ok(true),
+        Value::Scalar(Token::Int(0)) => Ok(false),
         _ => Err(field
             .pos
             .error(format!("'{}' must be true or false", field.name))),
@@ -808,9 +824,16 @@ mod batching_tests {
         );
         assert!(error("batch_size: 3").starts_with("line 1, column 1: unknown field 'batch_size'"));
         assert_eq!(
-            error("pad_variable_length_inputs: 1"),
+            error("pad_variable_length_inputs: 2"),
             "line 1, column 1: 'pad_variable_length_inputs' must be true or false"
         );
+        // As protobuf reads them: an empty wrapper is its default, 1 and 0 are bools.
+        assert_eq!(
+            error("num_batch_threads { }"),
+            "line 1, column 1: num_batch_threads must be positive"
+        );
+        let bools = parse_batching_parameters("pad_variable_length_inputs: 1").unwrap();
+        assert!(bools.pad_variable_length_inputs);
     }
 }
 

@@ -8,36 +8,25 @@
 //! experimental { disable_thread_spinning: true }
 //! ```
 //!
-//! Unlike the other files here, this one is read with a full text-format parser: TensorFlow
-//! reads every field of the result, so floats, enums by name, maps and every syntax that
-//! protobuf's own parser takes must be read exactly as it reads them.
+//! Read by its schema (see [`schema`]): TensorFlow reads every field of the result.
 
 use std::sync::LazyLock;
 
-use miette::Diagnostic;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::MessageDescriptor;
 
 use super::ConfigFileError;
+use super::schema;
 
-/// `tensorflow.ConfigProto`'s descriptor, from the .proto files soma is built with.
-static CONFIG_PROTO: LazyLock<MessageDescriptor> = LazyLock::new(|| {
-    DescriptorPool::decode(soma_grpc_proto::FILE_DESCRIPTOR_SET)
-        .expect("the build's own descriptors decode")
-        .get_message_by_name("tensorflow.ConfigProto")
-        .expect("config.proto is compiled into soma-grpc-proto")
-});
+static CONFIG_PROTO: LazyLock<MessageDescriptor> =
+    LazyLock::new(|| schema::message_type("tensorflow.ConfigProto"));
 
 /// Parses a session config file into the encoded `ConfigProto` TensorFlow takes. A field
 /// TensorFlow does not have, a value of the wrong type or an unknown enum name is an error
 /// at its line and column; so are the distributed runtime's fields (`cluster_def`,
 /// `rpc_options`), which a model server never uses.
 pub fn parse_session_config(text: &str) -> Result<Vec<u8>, ConfigFileError> {
-    let message = DynamicMessage::parse_text_format(CONFIG_PROTO.clone(), text).map_err(|e| {
-        let offset = e
-            .labels()
-            .and_then(|mut labels| labels.next())
-            .map_or(text.len(), |label| label.offset());
+    let message = schema::parse(text, &CONFIG_PROTO).map_err(|e| {
         let mut message = e.to_string();
         if let Some(field) = LEFT_OUT
             .iter()
@@ -48,7 +37,7 @@ pub fn parse_session_config(text: &str) -> Result<Vec<u8>, ConfigFileError> {
                  distributed TensorFlow or custom Grappler optimizers, which soma does not run)"
             ));
         }
-        at_offset(text, offset, message)
+        schema::located(text, &e, message)
     })?;
     Ok(message.encode_to_vec())
 }
@@ -63,20 +52,10 @@ const LEFT_OUT: [&str; 6] = [
     "post_optimization_verifier_config",
 ];
 
-/// An error at byte `offset` of `text`, with its 1-based line and column.
-fn at_offset(text: &str, offset: usize, message: String) -> ConfigFileError {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    ConfigFileError {
-        line,
-        column: before[line_start..].chars().count() + 1,
-        message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use prost_reflect::DynamicMessage;
+
     use super::*;
 
     /// Decodes `bytes` as a `ConfigProto` and prints it back, to compare with the input's
