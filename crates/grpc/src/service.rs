@@ -40,8 +40,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| status(ErrorKind::Internal, format!("prediction task failed: {e}")))?
 }
 
-/// The client's deadline, from the `grpc-timeout` header.
+/// A client's deadline that the server has already read from its `grpc-timeout` header,
+/// handed to the service in the request's extensions (the lane does) so that the header is
+/// parsed once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub(crate) std::time::Instant);
+
+/// The client's deadline: the one the server read, or from the `grpc-timeout` header.
 fn deadline<T>(request: &Request<T>) -> Option<std::time::Instant> {
+    if let Some(Deadline(at)) = request.extensions().get::<Deadline>() {
+        return Some(*at);
+    }
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     std::time::Instant::now().checked_add(parse_timeout(value)?)
 }
@@ -433,5 +442,9 @@ mod deadline_tests {
         assert!(d >= now + Duration::from_secs(2));
         assert!(deadline(&with_timeout("10x")).is_none());
         assert!(deadline(&Request::new(())).is_none());
+        // A deadline the server already read wins over the header.
+        let mut read = with_timeout("2S");
+        read.extensions_mut().insert(Deadline(now));
+        assert_eq!(deadline(&read), Some(now));
     }
 }

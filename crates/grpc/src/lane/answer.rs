@@ -1,6 +1,8 @@
 //! Answering one request of the lane: a [`Reply`] from the PredictionService (a plain
 //! Predict) or from tonic's router (everything else), within the client's deadline.
 
+use std::time::Instant;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::Full;
 use prost::Message;
@@ -12,6 +14,7 @@ use tonic::{Extensions, Status};
 use tower::ServiceExt;
 
 use super::Lane;
+use crate::service::Deadline;
 
 /// The path of the one RPC the lane answers without tonic's router.
 const PREDICT_PATH: &str = "/tensorflow.serving.PredictionService/Predict";
@@ -61,23 +64,24 @@ impl Reply {
 /// Answers a request whose body has been read, within its `grpc-timeout` if it has one
 /// (DEADLINE_EXCEEDED after it, as a C++ gRPC server answers).
 pub(crate) async fn answer(lane: &Lane, head: Head, body: Bytes) -> Reply {
-    let timeout = head
+    let deadline = head
         .headers
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
-        .and_then(crate::service::parse_timeout);
+        .and_then(crate::service::parse_timeout)
+        .and_then(|timeout| Instant::now().checked_add(timeout));
     // Pinned here, so that this future holds the work once, not once per `await` below; the
     // router's future, ~2 KB, is boxed. A request's future is moved whole several times on
     // its way into its task: for a plain Predict, this keeps those copies small.
     let work = std::pin::pin!(async {
         match plain_predict(&head, &body) {
-            Some(request) => predict(lane, head.headers, request).await,
+            Some(request) => predict(lane, head.headers, request, deadline).await,
             None => Box::pin(through_router(lane, head, body)).await,
         }
     });
-    match timeout {
+    match deadline {
         None => work.await,
-        Some(timeout) => tokio::time::timeout(timeout, work)
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
             .await
             .unwrap_or_else(|_| Reply::status(Status::deadline_exceeded("Deadline Exceeded"))),
     }
@@ -101,12 +105,18 @@ fn plain_predict(head: &Head, body: &[u8]) -> Option<PredictRequest> {
     PredictRequest::decode(message).ok()
 }
 
-async fn predict(lane: &Lane, headers: HeaderMap, message: PredictRequest) -> Reply {
-    let request = tonic::Request::from_parts(
-        MetadataMap::from_headers(headers),
-        Extensions::default(),
-        message,
-    );
+async fn predict(
+    lane: &Lane,
+    headers: HeaderMap,
+    message: PredictRequest,
+    deadline: Option<Instant>,
+) -> Reply {
+    let mut extensions = Extensions::default();
+    if let Some(deadline) = deadline {
+        extensions.insert(Deadline(deadline));
+    }
+    let request =
+        tonic::Request::from_parts(MetadataMap::from_headers(headers), extensions, message);
     let response = match lane.predictions.predict(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Reply::status(status),
