@@ -24,7 +24,7 @@
 use std::sync::LazyLock;
 
 use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
 use soma_grpc_proto::tensorflow::serving::{
     BatchingParameters, PlatformConfigMap, SavedModelBundleSourceAdapterConfig,
 };
@@ -34,6 +34,10 @@ use super::{ConfigFileError, parse_batching_parameters, schema};
 
 static PLATFORM_CONFIG_MAP: LazyLock<MessageDescriptor> =
     LazyLock::new(|| schema::message_type("tensorflow.serving.PlatformConfigMap"));
+
+static ADAPTER_CONFIG: LazyLock<MessageDescriptor> = LazyLock::new(|| {
+    schema::message_type("tensorflow.serving.SavedModelBundleSourceAdapterConfig")
+});
 
 static BATCHING_PARAMETERS: LazyLock<MessageDescriptor> =
     LazyLock::new(|| schema::message_type("tensorflow.serving.BatchingParameters"));
@@ -96,8 +100,30 @@ pub fn parse_platform_config(text: &str) -> Result<PlatformConfig, ConfigFileErr
             ),
         ));
     }
-    let adapter = SavedModelBundleSourceAdapterConfig::decode(any.value.as_slice())
-        .expect("the text parser encoded it as this type");
+    // The config may be written out (`[type.googleapis.com/...] { ... }`, which the text
+    // parser checked field by field) or given as `type_url` and serialized `value` bytes,
+    // which may hold fields soma's copy of the messages does not declare: refuse those
+    // rather than drop them.
+    let adapter =
+        DynamicMessage::decode(ADAPTER_CONFIG.clone(), any.value.as_slice()).map_err(|e| {
+            schema::at_field(
+                text,
+                "source_adapter_config",
+                format!("the source_adapter_config's value is not a {SAVED_MODEL_ADAPTER}: {e}"),
+            )
+        })?;
+    if let Some((message, number)) = first_unknown_field(&adapter) {
+        return Err(schema::at_field(
+            text,
+            "source_adapter_config",
+            format!(
+                "the source_adapter_config's value sets field {number} of {message}, which soma \
+                 does not apply; write legacy_config out as text to see which fields it takes"
+            ),
+        ));
+    }
+    let adapter = SavedModelBundleSourceAdapterConfig::decode(adapter.encode_to_vec().as_slice())
+        .expect("the message just encoded decodes");
     let bundle = adapter.legacy_config.unwrap_or_default();
     if !bundle.session_target.is_empty() {
         return Err(schema::at_field(
@@ -132,6 +158,29 @@ pub fn parse_platform_config(text: &str) -> Result<PlatformConfig, ConfigFileErr
         saved_model_tags,
         warmup_iterations: bundle.enable_model_warmup.then_some(iterations),
     })
+}
+
+/// The first field in `message` or the messages in it that its descriptor does not declare:
+/// the message's full name and the field's number.
+fn first_unknown_field(message: &DynamicMessage) -> Option<(String, u32)> {
+    if let Some(field) = message.unknown_fields().next() {
+        return Some((message.descriptor().full_name().to_string(), field.number()));
+    }
+    let nested = |value: &prost_reflect::Value| -> Option<(String, u32)> {
+        match value {
+            prost_reflect::Value::Message(inner) => first_unknown_field(inner),
+            prost_reflect::Value::List(items) => items
+                .iter()
+                .filter_map(prost_reflect::Value::as_message)
+                .find_map(first_unknown_field),
+            prost_reflect::Value::Map(entries) => entries
+                .values()
+                .filter_map(prost_reflect::Value::as_message)
+                .find_map(first_unknown_field),
+            _ => None,
+        }
+    };
+    message.fields().find_map(|(_, value)| nested(value))
 }
 
 /// The batching parameters, read and checked as a `--batching_parameters_file` is (the
@@ -206,6 +255,40 @@ mod tests {
         );
         let warmup = parse_platform_config(&with_legacy_config("enable_model_warmup: true"));
         assert_eq!(warmup.unwrap().warmup_iterations, Some(1));
+    }
+
+    /// `source_adapter_config { type_url: "..." value: "<bytes>" }`, as TF Serving users
+    /// write it with bytes from Python's `SerializeToString()`.
+    fn with_adapter_bytes(bytes: &[u8]) -> String {
+        let escaped: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+        format!(
+            "platform_configs {{ key: \"tensorflow\" value {{ source_adapter_config {{\n\
+             type_url: \"{SAVED_MODEL_ADAPTER}\"\nvalue: \"{escaped}\" }} }} }}"
+        )
+    }
+
+    #[test]
+    fn the_config_as_serialized_bytes() {
+        // legacy_config (1000) { session_config (2) { intra_op_parallelism_threads (2): 3 } }
+        let config =
+            parse_platform_config(&with_adapter_bytes(&[0xc2, 0x3e, 4, 0x12, 2, 0x10, 3])).unwrap();
+        assert_eq!(config.session_config, [0x10, 3]);
+        // ... and a field soma does not declare: number 99 of ConfigProto (varint 1).
+        let unknown = parse_platform_config(&with_adapter_bytes(&[
+            0xc2, 0x3e, 7, 0x12, 5, 0x10, 3, 0x98, 0x06, 1,
+        ]))
+        .unwrap_err();
+        assert!(
+            unknown
+                .message
+                .contains("sets field 99 of tensorflow.ConfigProto, which soma does not apply"),
+            "{unknown}"
+        );
+        let junk = parse_platform_config(&with_adapter_bytes(&[0xc2, 0x3e, 9])).unwrap_err();
+        assert!(
+            junk.message.contains("is not a type.googleapis.com"),
+            "{junk}"
+        );
     }
 
     #[test]
