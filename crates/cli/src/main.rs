@@ -64,6 +64,9 @@ enum Command {
     Serve(commands::serve::Args),
     /// Serve models like TensorFlow Serving's `tensorflow_model_server`, with its flags
     /// (`--rest_api_port`, `--model_name`, `--model_base_path`, `--model_config_file`, ...).
+    // A flag given twice takes its last value, as TF Serving reads its command line (its
+    // Docker image passes `--port`, `--rest_api_port` and the model flags before the user's).
+    #[command(args_override_self = true)]
     Tfserving(commands::tfserving::Args),
     /// Run only the HTTP gateway of a cortex.yaml's APIs (no Python, no TensorFlow), on the
     /// shared Redis + S3 backend; `soma worker` processes run the workloads.

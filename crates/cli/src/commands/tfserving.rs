@@ -457,11 +457,15 @@ impl Settings {
                 cwd.join(path).display().to_string()
             }
         };
+        if args.model_config_file.is_some() && args.model_base_path.is_some() {
+            // As in TF Serving, whose Docker image always passes --model_name and
+            // --model_base_path, so that a config file given after them must win.
+            tracing::info!(
+                "--model_config_file lists the models: --model_name and --model_base_path are \
+                 ignored"
+            );
+        }
         let models = match (&args.model_config_file, &args.model_base_path) {
-            (Some(_), Some(_)) => anyhow::bail!(
-                "--model_config_file and --model_base_path are mutually exclusive: list every \
-                 model in the config file"
-            ),
             (None, None) => anyhow::bail!(
                 "no model to serve: give --model_base_path (with --model_name) or \
                  --model_config_file"
@@ -472,7 +476,7 @@ impl Settings {
                 policy: Default::default(),
                 labels: Default::default(),
             }],
-            (Some(file), None) => read_config_file(file)?
+            (Some(file), _) => read_config_file(file)?
                 .into_iter()
                 .map(|m| ModelConfig {
                     base_path: absolute(&m.base_path),
@@ -1296,6 +1300,36 @@ mod tests {
         assert!(explain("--mixed_precision=bfloat16").contains("precision"));
     }
 
+    /// TF Serving's Docker image runs `tensorflow_model_server --port=8500
+    /// --rest_api_port=8501 --model_name=... --model_base_path=... "$@"`: the user's flags
+    /// come last and must win, and a config file replaces the single model.
+    #[test]
+    fn the_docker_image_command_line_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("models.config");
+        std::fs::write(
+            &config,
+            "model_config_list { config { name: 'a' base_path: '/models/a' } }",
+        )
+        .unwrap();
+        let s = parse(&[
+            "--port=8500",
+            "--rest_api_port=8501",
+            "--model_name=model",
+            "--model_base_path=/models/model",
+            "--rest_api_port=9001",
+            "--port=9000",
+            &format!("--model_config_file={}", config.display()),
+            "--enable_batching",
+            "--enable_batching=false",
+        ])
+        .unwrap();
+        assert_eq!((s.grpc_port, s.rest_port), (9000, Some(9001)));
+        let models: Vec<_> = s.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(models, ["a"]);
+        assert_eq!(s.batching, None);
+    }
+
     #[test]
     fn bad_flags_are_rejected_with_a_message() {
         let unknown = parse(&["--model_base_path=/m", "--grpc_max_thread=4"]).unwrap_err();
@@ -1311,11 +1345,6 @@ mod tests {
         assert_eq!(
             parse(&[]).unwrap_err(),
             "no model to serve: give --model_base_path (with --model_name) or --model_config_file"
-        );
-        assert_eq!(
-            parse(&["--model_base_path=/m", "--model_config_file=/c"]).unwrap_err(),
-            "--model_config_file and --model_base_path are mutually exclusive: list every model \
-             in the config file"
         );
         assert_eq!(
             parse(&[
