@@ -474,6 +474,21 @@ for name, algorithm in (("gzip", grpc.Compression.Gzip), ("deflate", grpc.Compre
     zipped = predictions.Predict(request, timeout=30, compression=algorithm)
     out[name] = list(zipped.outputs["output_0"].float_val) == list(response.outputs["output_0"].float_val)
 
+# What a client is told about a model or a label the server does not have.
+def error_of(name, label=None):
+    bad = predict_pb2.PredictRequest()
+    bad.CopyFrom(request)
+    bad.model_spec.name = name
+    if label:
+        bad.model_spec.version_label = label
+    try:
+        predictions.Predict(bad, timeout=30)
+        return "OK"
+    except grpc.RpcError as e:
+        return [e.code().name, e.details()]
+out["unknown_model"] = error_of("nope")
+out["unknown_label"] = error_of("iris", "zzz")
+
 meta = get_model_metadata_pb2.GetModelMetadataRequest()
 meta.model_spec.name = "iris"
 meta.metadata_field.append("signature_def")
@@ -526,6 +541,17 @@ fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
         out["status"],
         serde_json::json!([[10, 30]]),
         "v10 AVAILABLE"
+    );
+    assert_eq!(
+        out["unknown_model"],
+        serde_json::json!(["NOT_FOUND", "Servable not found for request: Latest(nope)"])
+    );
+    assert_eq!(
+        out["unknown_label"],
+        serde_json::json!([
+            "INVALID_ARGUMENT",
+            "Unrecognized servable version label: zzz"
+        ])
     );
     assert_eq!(out["reload"], 0, "reload OK");
     assert_eq!(out["iris_after"], "NOT_FOUND", "iris left the model list");

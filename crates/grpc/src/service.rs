@@ -390,7 +390,7 @@ impl ModelService for Models {
         let versions = self
             .hub
             .status(&target.name, version)
-            .map_err(|e| target.unknown_label(&e).unwrap_or_else(|| from_runtime(&e)))?;
+            .map_err(|e| from_runtime(&e))?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: versions.iter().map(version_status).collect(),
         }))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use soma_core::ErrorKind;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, model_spec::VersionChoice};
-use soma_runtime::{ModelHub, RuntimeError, Servable, VersionSelector};
+use soma_runtime::{ModelHub, Servable, VersionSelector};
 use tonic::Status;
 
 use crate::status::{from_runtime, invalid, status};
@@ -16,6 +16,9 @@ pub(crate) struct Target {
     pub(crate) version: VersionSelector,
     pub(crate) signature: Option<String>,
 }
+
+/// How TF Serving begins the message of a request for a servable it does not have.
+const NOT_FOUND: &str = "Servable not found for request:";
 
 impl Target {
     pub(crate) fn from_spec(spec: Option<&ModelSpec>) -> Result<Target, Status> {
@@ -35,30 +38,17 @@ impl Target {
         })
     }
 
-    /// The servable for this request; only AVAILABLE versions are served.
+    /// The servable for this request; only AVAILABLE versions are served. A missing one is
+    /// NOT_FOUND with TF Serving's `Servable not found for request: ...` text.
     pub(crate) fn resolve(&self, hub: &dyn ModelHub) -> Result<Arc<Servable>, Status> {
-        hub.servable(&self.name, &self.version).map_err(|e| {
-            self.unknown_label(&e).unwrap_or_else(|| match e.kind() {
-                ErrorKind::NotFound => status(
+        hub.servable(&self.name, &self.version)
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound if !e.to_string().starts_with(NOT_FOUND) => status(
                     ErrorKind::NotFound,
-                    format!(
-                        "Servable not found for request: {}; {e}",
-                        self.request_text()
-                    ),
+                    format!("{NOT_FOUND} {}; {e}", self.request_text()),
                 ),
                 _ => from_runtime(&e),
             })
-        })
-    }
-
-    /// TF Serving treats an unknown label as a bad request, not a missing servable.
-    pub(crate) fn unknown_label(&self, error: &RuntimeError) -> Option<Status> {
-        match (&self.version, error.kind()) {
-            (VersionSelector::Label(label), ErrorKind::NotFound) => Some(invalid(format!(
-                "Unrecognized servable version label: {label}"
-            ))),
-            _ => None,
-        }
     }
 
     /// TF Serving's rendering of a servable request: `Latest(iris)`, `Specific(iris, 2)`.

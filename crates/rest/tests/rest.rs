@@ -162,7 +162,7 @@ fn model_status_is_tf_servings_json() {
     );
     assert_error(
         get("/v1/models/iris/labels/canary"),
-        404,
+        400,
         "Unrecognized servable version label: canary",
     );
     assert_error(get("/v1/models"), 400, "Missing model name in request.");
@@ -444,7 +444,7 @@ fn predict_errors_are_tf_servings() {
             "/v1/models/iris/labels/canary:predict",
             r#"{"instances": [1]}"#,
         ),
-        404,
+        400,
         "Unrecognized servable version label: canary",
     );
     let labelled = post(

@@ -167,9 +167,12 @@ impl ModelHub for StaticHub {
         let spec = match version {
             VersionSelector::Latest => VersionSpec::Latest,
             VersionSelector::Number(n) => VersionSpec::Number(*n),
+            // cortex.yaml has no labels: every label is unknown, a bad request as in TF
+            // Serving.
             VersionSelector::Label(label) => {
-                return Err(RuntimeError::NotFound(format!(
-                    "model '{model}' has no version label '{label}'"
+                return Err(RuntimeError::InvalidInput(format!(
+                    "Unrecognized servable version label: {label} (model '{model}' has no \
+                     version labels)"
                 )));
             }
         };

@@ -65,10 +65,11 @@ impl ModelState {
                 .find_map(|(&v, _)| self.available(v)),
             VersionSelector::Number(n) => self.available(*n),
             VersionSelector::Label(label) => {
-                let version = self.labels.get(label).ok_or_else(|| {
-                    RuntimeError::NotFound(format!("Unrecognized servable version label: {label}"))
-                })?;
-                self.available(*version)
+                // As TF Serving: the label names a version, and the request is then for it.
+                let version = *self.labels.get(label).ok_or_else(|| unknown_label(label))?;
+                return self.available(version).cloned().ok_or_else(|| {
+                    RuntimeError::NotFound(not_found_text(model, &VersionSelector::Number(version)))
+                });
             }
         };
         found
@@ -99,9 +100,9 @@ impl ModelState {
                     .map(|all| all.into_iter().last().into_iter().collect());
             }
             Some(VersionSelector::Number(n)) => *n,
-            Some(VersionSelector::Label(label)) => *self.labels.get(label).ok_or_else(|| {
-                RuntimeError::NotFound(format!("Unrecognized servable version label: {label}"))
-            })?,
+            Some(VersionSelector::Label(label)) => {
+                *self.labels.get(label).ok_or_else(|| unknown_label(label))?
+            }
         };
         self.versions
             .get_key_value(&version)
@@ -110,6 +111,12 @@ impl ModelState {
                 RuntimeError::NotFound(format!("Could not find version {version} of model {model}"))
             })
     }
+}
+
+/// A label the model does not have: a bad request in TF Serving (INVALID_ARGUMENT, HTTP
+/// 400), not a missing servable.
+fn unknown_label(label: &str) -> RuntimeError {
+    RuntimeError::InvalidInput(format!("Unrecognized servable version label: {label}"))
 }
 
 /// `Servable not found for request: Latest(iris)` / `Specific(iris, 3)`, as TF Serving.

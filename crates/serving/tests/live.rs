@@ -251,10 +251,16 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
         ),
         "{err}"
     );
-    assert!(
-        manager
-            .servable("iris", &VersionSelector::Label("canary".into()))
-            .is_err()
+    let unknown = manager
+        .servable("iris", &VersionSelector::Label("canary".into()))
+        .unwrap_err();
+    // A bad request in TF Serving (INVALID_ARGUMENT, HTTP 400), not a missing servable.
+    assert_eq!(
+        (unknown.kind(), unknown.to_string()),
+        (
+            soma_core::ErrorKind::InvalidArgument,
+            "Unrecognized servable version label: canary".to_string()
+        )
     );
     // ... and "plain" was removed by that reload, which applied everything else.
     assert_eq!(manager.models(), ["iris"]);
