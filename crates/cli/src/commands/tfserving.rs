@@ -266,6 +266,14 @@ pub(crate) struct Args {
     #[arg(long = "enable_profiler", num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set, value_name = "BOOL", hide = true)]
     enable_profiler: Option<bool>,
+    /// TF Serving's GPU memory share: `0` (its default, and no effect) is accepted, as launch
+    /// lines copied from GPU deployments often carry it.
+    #[arg(
+        long = "per_process_gpu_memory_fraction",
+        value_name = "FRACTION",
+        hide = true
+    )]
+    per_process_gpu_memory_fraction: Option<f64>,
     #[arg(long = "use_alts_credentials", num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set, value_name = "BOOL", hide = true)]
     use_alts_credentials: Option<bool>,
@@ -302,10 +310,6 @@ pub(crate) struct Args {
 
 /// TF Serving flags soma knows but does not implement, and what to do instead.
 const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
-    (
-        "--per_process_gpu_memory_fraction",
-        "soma runs TensorFlow on the CPU (the tensorflow-cpu wheel)",
-    ),
     (
         "--thread_pool_factory_config_file",
         "TensorFlow runs on its own intra-op pool and the calling thread; size the pool \
@@ -346,6 +350,12 @@ fn refuse_switched_on(args: &Args) -> anyhow::Result<()> {
         if value == Some(true) {
             anyhow::bail!("{flag}=true is a TF Serving feature soma does not have: {instead}");
         }
+    }
+    if let Some(fraction) = args.per_process_gpu_memory_fraction.filter(|f| *f != 0.0) {
+        anyhow::bail!(
+            "--per_process_gpu_memory_fraction={fraction}: soma runs TensorFlow on the CPU (the \
+             tensorflow-cpu wheel), with no GPU memory to share; drop the flag or give 0"
+        );
     }
     Ok(())
 }
@@ -1186,8 +1196,20 @@ mod tests {
                  to serve"
             )
         );
-        let gpu = explain(&["--per_process_gpu_memory_fraction", "0.5"]).unwrap();
-        assert!(gpu.contains("on the CPU"), "{gpu}");
+        let gpu = parse(&[
+            "--model_base_path=/m",
+            "--per_process_gpu_memory_fraction",
+            "0.5",
+        ]);
+        assert!(gpu.unwrap_err().contains("on the CPU"));
+        // TF Serving's default, which does nothing, is accepted.
+        assert!(
+            parse(&[
+                "--model_base_path=/m",
+                "--per_process_gpu_memory_fraction=0"
+            ])
+            .is_ok()
+        );
         // Not a TF Serving flag: clap's own message stands.
         assert_eq!(explain(&["--grpc_max_thread=4"]), None);
         assert_eq!(explain(&["--port=http"]), None);

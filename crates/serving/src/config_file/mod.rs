@@ -68,6 +68,9 @@ enum Token {
     Ident(String),
     Str(String),
     Int(i64),
+    /// A number with a fraction or an exponent; no field soma reads takes one, but it is
+    /// reported as a number of the wrong kind rather than as a stray character.
+    Float(f64),
     Punct(char),
 }
 
@@ -76,6 +79,7 @@ fn describe(token: &Token) -> String {
         Token::Ident(s) => format!("'{s}'"),
         Token::Str(s) => format!("string {s:?}"),
         Token::Int(n) => format!("number {n}"),
+        Token::Float(x) => format!("number {x}"),
         Token::Punct(c) => format!("'{c}'"),
     }
 }
@@ -124,14 +128,16 @@ fn tokenize(text: &str) -> Result<Vec<(Token, Pos)>, ConfigFileError> {
             let mut word = String::new();
             while chars
                 .peek()
-                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || "-+.".contains(c))
             {
                 word.extend(advance(&mut chars));
             }
-            let number = word
-                .parse::<i64>()
-                .map_err(|_| pos.error(format!("invalid integer '{word}'")))?;
-            tokens.push((Token::Int(number), pos));
+            let token = match (word.parse::<i64>(), word.parse::<f64>()) {
+                (Ok(n), _) => Token::Int(n),
+                (_, Ok(x)) => Token::Float(x),
+                _ => return Err(pos.error(format!("invalid number '{word}'"))),
+            };
+            tokens.push((token, pos));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let mut word = String::new();
             while chars
@@ -157,6 +163,8 @@ enum Value {
     Scalar(Token),
     Message(Vec<Field>),
     List(Vec<(Token, Pos)>),
+    /// `[{...}, ...]`, only while parsing: [`Parser::fields`] makes it one field per message.
+    Messages(Vec<Vec<Field>>),
 }
 
 #[derive(Debug, Clone)]
@@ -205,15 +213,41 @@ impl Parser {
             match token {
                 Token::Punct(c) if Some(c) == close.map(|(c, _)| c) => return Ok(fields),
                 Token::Punct(',' | ';') => continue,
-                Token::Ident(name) => {
-                    let value = self.value(&name, pos)?;
-                    fields.push(Field { name, pos, value });
-                }
+                Token::Ident(name) => match self.value(&name, pos)? {
+                    // `name: [{...}, {...}]` is the field `name` once per message.
+                    Value::Messages(messages) => {
+                        fields.extend(messages.into_iter().map(|m| Field {
+                            name: name.clone(),
+                            pos,
+                            value: Value::Message(m),
+                        }))
+                    }
+                    value => fields.push(Field { name, pos, value }),
+                },
                 other => {
                     return Err(
                         pos.error(format!("expected a field name, found {}", describe(&other)))
                     );
                 }
+            }
+        }
+    }
+
+    /// A `[{...}, {...}]` list of messages (after its `[`): the repeated field's values.
+    fn messages(&mut self, open: Pos) -> Result<Value, ConfigFileError> {
+        let mut messages = Vec::new();
+        loop {
+            match self.bump() {
+                Some((Token::Punct(']'), _)) => return Ok(Value::Messages(messages)),
+                Some((Token::Punct(','), _)) => {}
+                Some((Token::Punct('{'), p)) => messages.push(self.fields(Some(('}', p)))?),
+                Some((Token::Punct('<'), p)) => messages.push(self.fields(Some(('>', p)))?),
+                Some((t, p)) => {
+                    return Err(
+                        p.error(format!("unexpected {} in a list of messages", describe(&t)))
+                    );
+                }
+                None => return Err(open.error("missing ']' to close this list")),
             }
         }
     }
@@ -229,15 +263,19 @@ impl Parser {
         match token {
             Token::Punct('{') => Ok(Value::Message(self.fields(Some(('}', pos)))?)),
             Token::Punct('<') => Ok(Value::Message(self.fields(Some(('>', pos)))?)),
+            Token::Punct('[') if matches!(self.peek(), Some((Token::Punct('{' | '<'), _))) => {
+                self.messages(pos)
+            }
             Token::Punct('[') => {
                 let mut items = Vec::new();
                 loop {
                     match self.bump() {
                         Some((Token::Punct(']'), _)) => return Ok(Value::List(items)),
                         Some((Token::Punct(','), _)) => {}
-                        Some((t @ (Token::Int(_) | Token::Str(_) | Token::Ident(_)), p)) => {
-                            items.push((t, p))
-                        }
+                        Some((
+                            t @ (Token::Int(_) | Token::Float(_) | Token::Str(_) | Token::Ident(_)),
+                            p,
+                        )) => items.push((t, p)),
                         Some((t, p)) => {
                             return Err(p.error(format!("unexpected {} in a list", describe(&t))));
                         }
@@ -254,7 +292,9 @@ impl Parser {
                 }
                 Ok(Value::Scalar(Token::Str(text)))
             }
-            t @ (Token::Int(_) | Token::Ident(_)) if colon => Ok(Value::Scalar(t)),
+            t @ (Token::Int(_) | Token::Float(_) | Token::Ident(_)) if colon => {
+                Ok(Value::Scalar(t))
+            }
             t => Err(at.error(format!(
                 "expected ':' or '{{' after '{name}', found {}",
                 describe(&t)
@@ -533,10 +573,11 @@ model_config_list {
   >
   config { name: "all" base_path: "/a" model_version_policy { all {} } }
   config { name: "list" base_path: "/l" model_version_policy { specific { versions: [3, 4] } } }
+  config { name: "labels" base_path: "/b" version_labels: [{ key: 'a', value: 1 }, < key: 'b' value: 2 >] }
 }
 "#;
         let models = parse_model_config_file(text).unwrap();
-        assert_eq!(models.len(), 4);
+        assert_eq!(models.len(), 5);
         assert_eq!(models[0].name, "iris");
         assert_eq!(models[0].base_path, "/models/iris");
         assert_eq!(
@@ -553,6 +594,11 @@ model_config_list {
         assert_eq!(
             models[3].policy,
             VersionPolicy::Specific(BTreeSet::from([3, 4]))
+        );
+        // A repeated message as a list, as protobuf's text format allows.
+        assert_eq!(
+            models[4].labels,
+            BTreeMap::from([("a".into(), 1), ("b".into(), 2)])
         );
         assert_eq!(parse_model_config_file("").unwrap(), []);
     }
@@ -625,6 +671,16 @@ model_config_list {
         assert_eq!(
             err("model_config_list { = }"),
             "line 1, column 21: unexpected character '='"
+        );
+        assert_eq!(
+            err(
+                "model_config_list { config { name: 'x' base_path: '/x'\n model_version_policy { latest { num_versions: 1.5 } } } }"
+            ),
+            "line 2, column 34: 'num_versions' must be an integer"
+        );
+        assert_eq!(
+            err("model_config_list { config: [{ name: 'x' }, 3] }"),
+            "line 1, column 45: unexpected number 3 in a list of messages"
         );
         assert_eq!(
             err("model_config_list 3"),
