@@ -386,20 +386,27 @@ const INLINE_BODY_LIMIT: usize = 16 * 1024;
 const INLINE_GZIP_LIMIT: usize = 1024;
 
 async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
+    let too_large = || {
+        let mut error = RestError::invalid(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        ));
+        error.http = Some(StatusCode::PAYLOAD_TOO_LARGE);
+        error
+    };
+    // A Content-Length over the limit is refused before a byte of the body is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes.to_vec()),
         Err(e) => {
             let over_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let mut error = RestError::invalid(if over_limit {
-                format!("the request body is larger than the limit of {limit} bytes")
+            Err(if over_limit {
+                too_large()
             } else {
-                format!("cannot read the request body: {e}")
-            });
-            if over_limit {
-                error.http = Some(StatusCode::PAYLOAD_TOO_LARGE);
-            }
-            Err(error)
+                RestError::invalid(format!("cannot read the request body: {e}"))
+            })
         }
     }
 }

@@ -477,6 +477,33 @@ fn predict_errors_are_tf_servings() {
     );
 }
 
+/// A body whose Content-Length is over the limit is refused from the head alone: the
+/// client is answered 413 without sending (or the server reading) the body.
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_the_body() {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&server().addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+              Content-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{",
+        )
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let n = stream
+        .read(&mut answer)
+        .expect("an answer before the body was sent");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("larger than the limit of 1048576 bytes"),
+        "{answer}"
+    );
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
