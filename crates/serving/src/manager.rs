@@ -7,10 +7,13 @@ use std::sync::Arc;
 use soma_core::ModelLocation;
 use soma_repository::ModelCache;
 use soma_runtime::hub::{BoxFuture, ModelConfig};
-use soma_runtime::{ModelHub, RuntimeError, Servable, VersionSelector, VersionStatus};
+use soma_runtime::{
+    ModelHub, RuntimeError, Servable, ServableState, VersionSelector, VersionStatus,
+};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::model_task::{Command, ModelTask, Models};
+use crate::state::ModelState;
 use crate::{ManagedModel, ManagerOptions};
 
 /// The live set of models (see the crate docs).
@@ -21,6 +24,9 @@ pub struct ModelManager {
     cache: Arc<ModelCache>,
     /// The running model tasks; the lock also serialises reloads.
     tasks: Mutex<BTreeMap<String, Running>>,
+    /// The last state of models taken out of the list, every version `END`: as in TF
+    /// Serving, their status still answers (until a model of that name is served again).
+    retired: std::sync::Mutex<BTreeMap<String, ModelState>>,
 }
 
 #[derive(Debug)]
@@ -37,6 +43,7 @@ impl ModelManager {
             models: Arc::default(),
             cache: Arc::new(cache),
             tasks: Mutex::new(BTreeMap::new()),
+            retired: std::sync::Mutex::default(),
         }
     }
 
@@ -137,10 +144,23 @@ impl ModelManager {
                 let _ = rx.await;
             }
         }
-        self.models
+        let removed = self
+            .models
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if let Some(mut state) = removed {
+            state.labels.clear();
+            for entry in state.versions.values_mut() {
+                entry.state = ServableState::End;
+                entry.servable = None;
+            }
+            self.retired().insert(name.to_string(), state);
+        }
+    }
+
+    fn retired(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ModelState>> {
+        self.retired.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts a model's task after its first poll and load. A model whose path cannot be
@@ -153,6 +173,7 @@ impl ModelManager {
             ModelLocation::parse(&spec.config.base_path, Path::new("/")).map_err(|e| {
                 RuntimeError::InvalidInput(format!("model {}: base_path {e}", spec.config.name))
             })?;
+        self.retired().remove(&spec.config.name);
         let mut task = ModelTask::new(
             spec,
             location,
@@ -218,6 +239,10 @@ impl ModelHub for ModelManager {
         version: Option<&VersionSelector>,
     ) -> Result<Vec<VersionStatus>, RuntimeError> {
         self.read(model, |state| state.status(model, version))
+            .or_else(|e| match self.retired().get(model) {
+                Some(state) => state.status(model, version),
+                None => Err(e),
+            })
     }
 
     fn reload(&self, models: Vec<ModelConfig>) -> BoxFuture<'_, Result<(), RuntimeError>> {

@@ -264,10 +264,16 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
     );
     // ... and "plain" was removed by that reload, which applied everything else.
     assert_eq!(manager.models(), ["iris"]);
-    let gone = manager.status("plain", None).unwrap_err();
+    // As in TF Serving, a removed model's versions are still reported, as END.
+    let gone = manager.status("plain", None).unwrap();
+    assert!(
+        !gone.is_empty() && gone.iter().all(|v| v.state == ServableState::End),
+        "{gone:?}"
+    );
+    let never = manager.status("never", None).unwrap_err();
     assert_eq!(
-        gone.to_string(),
-        "Could not find any versions of model plain"
+        never.to_string(),
+        "Could not find any versions of model never"
     );
     let missing = manager
         .servable("plain", &VersionSelector::Latest)
