@@ -39,11 +39,33 @@ pub fn http(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    send_allowing_an_early_answer(&mut stream, &request)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    if let Err(e) = stream.read_to_end(&mut raw)
+        && (raw.is_empty() || !cut_short(&e))
+    {
+        return Err(e);
+    }
     parse(&raw)
+}
+
+/// Writes `request`; a server that answers before reading the whole body (413 from the
+/// declared length) and closes makes the write fail, and its answer is still to be read.
+fn send_allowing_an_early_answer(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<()> {
+    match stream.write_all(request) {
+        Err(e) if cut_short(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// The peer closed the connection (with part of what was sent unread).
+fn cut_short(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 fn parse(raw: &[u8]) -> std::io::Result<HttpResponse> {
@@ -127,7 +149,7 @@ impl HttpConnection {
         head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
-        self.stream.get_mut().write_all(&request)?;
+        send_allowing_an_early_answer(self.stream.get_mut(), &request)?;
 
         let bad = |what: &str| std::io::Error::other(format!("bad HTTP response ({what})"));
         let mut raw = Vec::new();
