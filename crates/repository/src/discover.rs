@@ -318,6 +318,28 @@ mod tests {
         assert!(!text.contains("variables.index"), "{text}");
     }
 
+    /// TF Serving's rule: a SavedModel of constants has no variables and is a version; one
+    /// with half of its variables is not.
+    #[tokio::test]
+    async fn a_saved_model_needs_variables_only_when_it_has_some() {
+        let keys = version("1", &["saved_model.pb"]);
+        let model = discover(&keys, Validator::SavedModel).await.unwrap();
+        assert_eq!(model.versions.len(), 1);
+        let model = discover(&version("2", MODEL), Validator::SavedModel)
+            .await
+            .unwrap();
+        assert_eq!(model.versions.len(), 1);
+        let keys = version("3", &["saved_model.pb", "variables/variables.index"]);
+        let text = message(discover(&keys, Validator::SavedModel).await.unwrap_err());
+        assert!(
+            text.contains("version 3 is missing variables/variables.data-00000-of-*"),
+            "{text}"
+        );
+        // Cortex's rule for cortex.yaml models stays: variables are required.
+        let keys = version("1", &["saved_model.pb"]);
+        assert!(discover(&keys, Validator::TensorFlow).await.is_err());
+    }
+
     #[tokio::test]
     async fn non_canonical_version_names_are_rejected() {
         let keys = version("01", MODEL);

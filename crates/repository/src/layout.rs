@@ -16,6 +16,10 @@ pub enum Validator {
     TensorFlow,
     /// Inferentia (Neuron-compiled) SavedModels: only `saved_model.pb`.
     Neuron,
+    /// TF Serving's rule (`soma tfserving`): `saved_model.pb`, and `variables/` only when
+    /// the model has variables (a graph of constants has none, and TensorFlow loads it
+    /// without), then with both its index and a data shard.
+    SavedModel,
 }
 
 /// How the versions of a model are laid out.
@@ -77,11 +81,18 @@ pub(crate) fn missing_files(
     if !files.contains_key("saved_model.pb") {
         missing.push("saved_model.pb");
     }
-    if validator == Validator::TensorFlow {
-        if !files.contains_key("variables/variables.index") {
+    let index = files.contains_key("variables/variables.index");
+    let data = files.keys().any(|k| k.starts_with(DATA_SHARD_PREFIX));
+    let variables_needed = match validator {
+        Validator::TensorFlow => true,
+        Validator::SavedModel => index || data,
+        Validator::Neuron => false,
+    };
+    if variables_needed {
+        if !index {
             missing.push("variables/variables.index");
         }
-        if !files.keys().any(|k| k.starts_with(DATA_SHARD_PREFIX)) {
+        if !data {
             missing.push("variables/variables.data-00000-of-*");
         }
     }
@@ -219,7 +230,9 @@ pub(crate) fn invalid_model(
     validator: Validator,
 ) -> RepositoryError {
     let (name, handler, versioned, non_versioned) = match validator {
-        Validator::TensorFlow => ("TensorFlow", "tensorflow", TF_VERSIONED, TF_NON_VERSIONED),
+        Validator::TensorFlow | Validator::SavedModel => {
+            ("TensorFlow", "tensorflow", TF_VERSIONED, TF_NON_VERSIONED)
+        }
         Validator::Neuron => (
             "Neuron TensorFlow",
             "tensorflow",

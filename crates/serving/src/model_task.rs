@@ -56,7 +56,8 @@ impl ModelTask {
         let source = WatchSource::model(spec.config.name.clone(), location);
         let watcher = Watcher::with_settings(
             [source],
-            Validator::TensorFlow,
+            // TF Serving's rule: a SavedModel without variables is a version too.
+            Validator::SavedModel,
             options.poll_interval,
             options.s3.clone(),
         );
@@ -348,15 +349,29 @@ impl ModelTask {
             return Ok(());
         };
         let wanted = &self.spec.config.labels;
-        if !self.options.allow_labels_for_unavailable {
-            for (label, &version) in wanted {
-                if model.available(version).is_none() {
-                    return Err(format!(
-                        "Request to assign label to version {version} of model {}, which is \
-                         not currently available for inference (label '{label}')",
-                        self.name()
-                    ));
-                }
+        for (label, &version) in wanted {
+            // With the flag, a new label may wait for its version; a label that serves
+            // traffic moves only to an available version, so that moving it never drops
+            // requests (as in TF Serving).
+            let moved_from = model
+                .labels
+                .get(label)
+                .copied()
+                .filter(|&old| old != version);
+            let may_wait = self.options.allow_labels_for_unavailable && moved_from.is_none();
+            if !may_wait && model.available(version).is_none() {
+                let why = match moved_from {
+                    Some(old) if self.options.allow_labels_for_unavailable => format!(
+                        "label '{label}' points at version {old}, and a label moves only to an \
+                         available version"
+                    ),
+                    _ => format!("label '{label}'"),
+                };
+                return Err(format!(
+                    "Request to assign label to version {version} of model {}, which is not \
+                     currently available for inference ({why})",
+                    self.name()
+                ));
             }
         }
         model.labels = wanted.clone();

@@ -439,3 +439,43 @@ async fn memory_during_a_swap() {
         "mlp1024 swap RSS MiB: before {before:.0}, peak during {peak:.0}, right after {after:.0}, 1 s later {settled:.0}"
     );
 }
+
+/// With `--allow_version_labels_for_unavailable_models` a new label may point at a version
+/// not loaded yet, but a label in use moves only to an available version, so that moving it
+/// never drops its traffic (as in TF Serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_allow_flag_only_new_labels_may_wait_for_their_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(ManagerOptions {
+        allow_labels_for_unavailable: true,
+        ..options(&tmp.path().join("cache"))
+    });
+    let iris = fixtures().join("iris");
+    let mut pinned = config(
+        "iris",
+        &iris,
+        VersionPolicy::Specific(BTreeSet::from([1, 2])),
+    );
+    pinned.labels.insert("stable".into(), 1);
+    manager.reload(vec![pinned.clone()]).await.unwrap();
+
+    let mut waiting = pinned.clone();
+    waiting.labels.insert("next".into(), 9);
+    manager.reload(vec![waiting.clone()]).await.unwrap();
+
+    let mut moved = waiting.clone();
+    moved.labels.insert("stable".into(), 9);
+    let err = manager.reload(vec![moved]).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "Request to assign label to version 9 of model iris, which is not currently \
+             available for inference (label 'stable' points at version 1, and a label moves \
+             only to an available version)"
+        ),
+        "{err}"
+    );
+    let stable = manager
+        .servable("iris", &VersionSelector::Label("stable".into()))
+        .unwrap();
+    assert_eq!(stable.version(), 1, "the label still serves its version");
+}
