@@ -64,8 +64,18 @@ pub struct PlatformConfig {
 /// Parses a platform config file. It must configure the `tensorflow` platform (the only
 /// one soma serves) with a `SavedModelBundleSourceAdapterConfig`.
 pub fn parse_platform_config(text: &str) -> Result<PlatformConfig, ConfigFileError> {
-    let parsed = schema::parse(text, &PLATFORM_CONFIG_MAP)
-        .map_err(|e| schema::located(text, &e, e.to_string()))?;
+    let parsed = schema::parse(text, &PLATFORM_CONFIG_MAP).map_err(|e| {
+        let mut message = e.to_string();
+        if message.contains("not found for message 'tensorflow.serving.") {
+            // A real TF Serving field soma's copy leaves out: say what soma does apply.
+            message.push_str(
+                " (of legacy_config soma applies session_config, batching_parameters, \
+                 saved_model_tags, enable_model_warmup and \
+                 model_warmup_options.num_request_iterations)",
+            );
+        }
+        schema::located(text, &e, message)
+    })?;
     let mut map = PlatformConfigMap::decode(parsed.encode_to_vec().as_slice())
         .expect("the message just encoded decodes");
     if let Some(other) = map.platform_configs.keys().find(|k| *k != "tensorflow") {
@@ -309,7 +319,8 @@ mod tests {
                 legacy("enable_session_metadata: true"),
                 (7, 1),
                 "field 'enable_session_metadata' not found for message \
-                 'tensorflow.serving.SessionBundleConfig'",
+                 'tensorflow.serving.SessionBundleConfig' (of legacy_config soma applies \
+                 session_config, batching_parameters,",
             ),
             (
                 legacy("session_config { intra_op_threads: 2 }"),
