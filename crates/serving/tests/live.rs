@@ -462,6 +462,14 @@ async fn with_the_allow_flag_only_new_labels_may_wait_for_their_version() {
     let mut waiting = pinned.clone();
     waiting.labels.insert("next".into(), 9);
     manager.reload(vec![waiting.clone()]).await.unwrap();
+    // A request by that label is one for its version, as TF Serving words it.
+    let not_yet = manager
+        .servable("iris", &VersionSelector::Label("next".into()))
+        .unwrap_err();
+    assert_eq!(
+        not_yet.to_string(),
+        "Servable not found for request: Specific(iris, 9)"
+    );
 
     let mut moved = waiting.clone();
     moved.labels.insert("stable".into(), 9);
