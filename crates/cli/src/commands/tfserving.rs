@@ -17,9 +17,8 @@ use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{ConcurrencyLimit, ModelHub, RecordedWarmup};
 use soma_serving::{
-    ManagerOptions, ModelManager, PlatformConfig, parse_batching_parameters,
-    parse_model_config_file, parse_monitoring_config, parse_platform_config, parse_session_config,
-    parse_ssl_config,
+    ManagerOptions, ModelManager, parse_batching_parameters, parse_model_config_file,
+    parse_monitoring_config, parse_platform_config, parse_session_config, parse_ssl_config,
 };
 
 use crate::GlobalArgs;
@@ -457,7 +456,11 @@ impl Settings {
             None => None,
             Some(file) => {
                 refuse_flags_the_platform_config_sets(&args)?;
-                Some(read_platform_config(file)?)
+                Some(read_flag_file(
+                    "--platform_config_file",
+                    file,
+                    parse_platform_config,
+                )?)
             }
         };
         let absolute = |path: &str| {
@@ -527,12 +530,15 @@ impl Settings {
                  REST port: give --rest_api_port"
             );
         }
-        let saved_model_tags = split_tags(&args.saved_model_tags)?;
+        let mut saved_model_tags = split_tags(&args.saved_model_tags)?;
         let mut session_config = match &args.tensorflow_session_config_file {
             None => None,
-            Some(file) => Some(read_session_config(file)?),
+            Some(file) => Some(read_flag_file(
+                "--tensorflow_session_config_file",
+                file,
+                parse_session_config,
+            )?),
         };
-        let mut saved_model_tags = saved_model_tags;
         let mut batching = args
             .enable_batching
             .then(|| Batching::Flags(args.batching_parameters_file.clone()));
@@ -541,7 +547,7 @@ impl Settings {
             .then_some(args.num_request_iterations_for_warmup);
         if let Some(platform) = platform {
             session_config =
-                (!platform.session_config.is_empty()).then(|| platform.session_config.into());
+                (!platform.session_config.is_empty()).then_some(platform.session_config);
             saved_model_tags = platform.saved_model_tags;
             batching = platform.batching.map(Batching::Platform);
             warmup_iterations = platform.warmup_iterations;
@@ -600,7 +606,7 @@ impl Settings {
             warmup_iterations,
             prometheus_path,
             saved_model_tags,
-            session_config,
+            session_config: session_config.map(Arc::from),
         })
     }
 }
@@ -649,13 +655,6 @@ fn refuse_flags_the_platform_config_sets(args: &Args) -> anyhow::Result<()> {
         ),
         None => Ok(()),
     }
-}
-
-fn read_platform_config(path: &Path) -> anyhow::Result<PlatformConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --platform_config_file {}", path.display()))?;
-    parse_platform_config(&text)
-        .with_context(|| format!("--platform_config_file {}", path.display()))
 }
 
 /// `--saved_model_tags serve,gpu` → `["serve", "gpu"]`. An empty tag is refused rather than
@@ -767,7 +766,11 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     let batching = match &settings.batching {
         None => None,
         Some(Batching::Flags(None)) => Some(BatchOptions::default()),
-        Some(Batching::Flags(Some(file))) => Some(read_batching_file(file)?),
+        Some(Batching::Flags(Some(file))) => Some(read_flag_file(
+            "--batching_parameters_file",
+            file,
+            parse_batching_parameters,
+        )?),
         Some(Batching::Platform(options)) => Some(options.clone()),
     };
     let manager = Arc::new(ModelManager::new(ManagerOptions {
@@ -918,23 +921,19 @@ fn millis(value: i64) -> Option<Duration> {
         .then(|| Duration::from_millis(value as u64))
 }
 
-fn read_session_config(path: &Path) -> anyhow::Result<Arc<[u8]>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read --tensorflow_session_config_file {}",
-            path.display()
-        )
-    })?;
-    let config = parse_session_config(&text)
-        .with_context(|| format!("--tensorflow_session_config_file {}", path.display()))?;
-    Ok(config.into())
-}
-
-fn read_batching_file(path: &Path) -> anyhow::Result<BatchOptions> {
+/// Reads the text-proto file a `flag` names and parses it; errors name the flag and the file
+/// (a parse error adds its line and column).
+fn read_flag_file<T, E>(
+    flag: &str,
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --batching_parameters_file {}", path.display()))?;
-    parse_batching_parameters(&text)
-        .with_context(|| format!("--batching_parameters_file {}", path.display()))
+        .with_context(|| format!("cannot read {flag} {}", path.display()))?;
+    parse(&text).with_context(|| format!("{flag} {}", path.display()))
 }
 
 /// TF Serving's `--model_config_file_poll_wait_seconds`: a changed file replaces the model

@@ -76,8 +76,9 @@ pub fn parse_platform_config(text: &str) -> Result<PlatformConfig, ConfigFileErr
         }
         schema::located(text, &e, message)
     })?;
-    let mut map = PlatformConfigMap::decode(parsed.encode_to_vec().as_slice())
-        .expect("the message just encoded decodes");
+    let mut map: PlatformConfigMap = parsed
+        .transcode_to()
+        .expect("the same message type, from the same descriptors");
     if let Some(other) = map.platform_configs.keys().find(|k| *k != "tensorflow") {
         return Err(schema::at_field(
             text,
@@ -132,8 +133,9 @@ pub fn parse_platform_config(text: &str) -> Result<PlatformConfig, ConfigFileErr
             ),
         ));
     }
-    let adapter = SavedModelBundleSourceAdapterConfig::decode(adapter.encode_to_vec().as_slice())
-        .expect("the message just encoded decodes");
+    let adapter: SavedModelBundleSourceAdapterConfig = adapter
+        .transcode_to()
+        .expect("the same message type, from the same descriptors");
     let bundle = adapter.legacy_config.unwrap_or_default();
     if !bundle.session_target.is_empty() {
         return Err(schema::at_field(
@@ -196,11 +198,10 @@ fn first_unknown_field(message: &DynamicMessage) -> Option<(String, u32)> {
 /// The batching parameters, read and checked as a `--batching_parameters_file` is (the
 /// same fields, limits and messages).
 fn batch_options(parameters: &BatchingParameters) -> Result<BatchOptions, String> {
-    let message = DynamicMessage::decode(
-        BATCHING_PARAMETERS.clone(),
-        parameters.encode_to_vec().as_slice(),
-    )
-    .expect("the message just encoded decodes");
+    let mut message = DynamicMessage::new(BATCHING_PARAMETERS.clone());
+    message
+        .transcode_from(parameters)
+        .expect("the same message type, from the same descriptors");
     parse_batching_parameters(&message.to_text_format())
         .map_err(|e| format!("batching_parameters: {}", e.message))
 }
