@@ -9,38 +9,28 @@ use tonic::{Code, Status};
 /// `StatusProto.error_code` is `grpc_code(kind) as i32`.
 pub fn grpc_code(kind: ErrorKind) -> Code {
     match kind {
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Unknown => Code::Unknown,
         ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
     }
 }
 
 /// The name of a gRPC code as TF Serving's metrics and logs spell it (`NOT_FOUND`).
 pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+    ErrorKind::from_code(code as i32).map_or("OK", ErrorKind::as_str)
 }
 
 pub(crate) fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
@@ -53,4 +43,20 @@ pub(crate) fn invalid(message: impl Into<String>) -> Status {
 
 pub(crate) fn from_runtime(error: &RuntimeError) -> Status {
     status(error.kind(), error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_keeps_its_number_and_name() {
+        for number in 1..=16 {
+            let kind = ErrorKind::from_code(number).unwrap();
+            let code = grpc_code(kind);
+            assert_eq!(code as i32, number, "{kind}");
+            assert_eq!(code_name(code), kind.as_str());
+        }
+        assert_eq!(code_name(Code::Ok), "OK");
+    }
 }

@@ -94,7 +94,7 @@ fn version_spec(value: Option<&Bound<'_, PyAny>>) -> PyResult<VersionSpec> {
 
 fn to_py_error(error: RuntimeError) -> PyErr {
     match error.kind() {
-        ErrorKind::InvalidArgument | ErrorKind::NotFound => {
+        ErrorKind::InvalidArgument | ErrorKind::NotFound | ErrorKind::OutOfRange => {
             PyValueError::new_err(error.to_string())
         }
         ErrorKind::DeadlineExceeded => PyTimeoutError::new_err(error.to_string()),

@@ -70,6 +70,44 @@ fn latest(hub: &dyn ModelHub, model: &str) -> Option<i64> {
         .map(|s| s.version())
 }
 
+/// A version whose variables were copied in half fails with TensorFlow's own code in its
+/// status (`OUT_OF_RANGE`, as TF Serving reports it), and the version before it serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("iris");
+    std::fs::create_dir_all(&repo).unwrap();
+    publish(&fixtures().join("iris/1"), &repo, 1);
+    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
+    let spec = ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)));
+    manager.apply(vec![spec]).await.unwrap();
+
+    let staging = tmp.path().join("staging");
+    copy_dir(&fixtures().join("iris/2"), &staging);
+    let data = staging.join("variables/variables.data-00000-of-00001");
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::rename(&staging, repo.join("2")).unwrap();
+    wait_until("version 2 to fail", || {
+        manager
+            .status("iris", Some(&VersionSelector::Number(2)))
+            .is_ok_and(|s| s[0].state == ServableState::End)
+    })
+    .await;
+
+    let broken = &manager
+        .status("iris", Some(&VersionSelector::Number(2)))
+        .unwrap()[0];
+    let (kind, message) = broken.error.as_ref().expect("version 2 keeps its error");
+    assert_eq!(*kind, soma_core::ErrorKind::OutOfRange, "{message}");
+    assert!(
+        message.contains("Read less bytes than requested"),
+        "{message}"
+    );
+    assert_eq!(latest(&*manager, "iris"), Some(1));
+    assert_eq!(states(&*manager, "iris")[0], (1, ServableState::Available));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old() {
     let tmp = tempfile::tempdir().unwrap();

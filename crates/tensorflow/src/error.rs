@@ -19,17 +19,17 @@ pub enum TfError {
         "the TensorFlow library {path} lacks the C function {symbol} (too old or not the C API build?)"
     )]
     MissingSymbol { path: PathBuf, symbol: &'static str },
-    #[error("cannot load the SavedModel in {path}: {message} ({code})")]
+    #[error("cannot load the SavedModel in {path}: {message} ({kind})")]
     Load {
         path: PathBuf,
-        code: &'static str,
+        /// TensorFlow's status code.
         kind: ErrorKind,
         message: String,
     },
     /// `TF_SessionRun` failed; `message` is TensorFlow's own (what TF Serving would return).
     #[error("{message}")]
     Run {
-        code: &'static str,
+        /// TensorFlow's status code.
         kind: ErrorKind,
         message: String,
     },
@@ -54,23 +54,7 @@ impl TfError {
     }
 }
 
-/// TensorFlow's status code → (name, error class).
-pub(crate) fn classify(code: i32) -> (&'static str, ErrorKind) {
-    match code {
-        1 => ("CANCELLED", ErrorKind::Internal),
-        3 => ("INVALID_ARGUMENT", ErrorKind::InvalidArgument),
-        4 => ("DEADLINE_EXCEEDED", ErrorKind::DeadlineExceeded),
-        5 => ("NOT_FOUND", ErrorKind::NotFound),
-        6 => ("ALREADY_EXISTS", ErrorKind::FailedPrecondition),
-        7 => ("PERMISSION_DENIED", ErrorKind::FailedPrecondition),
-        8 => ("RESOURCE_EXHAUSTED", ErrorKind::ResourceExhausted),
-        9 => ("FAILED_PRECONDITION", ErrorKind::FailedPrecondition),
-        10 => ("ABORTED", ErrorKind::Internal),
-        11 => ("OUT_OF_RANGE", ErrorKind::InvalidArgument),
-        12 => ("UNIMPLEMENTED", ErrorKind::Unimplemented),
-        14 => ("UNAVAILABLE", ErrorKind::Unavailable),
-        15 => ("DATA_LOSS", ErrorKind::Internal),
-        16 => ("UNAUTHENTICATED", ErrorKind::FailedPrecondition),
-        _ => ("INTERNAL", ErrorKind::Internal),
-    }
+/// The class of a failed `TF_Status`'s code (never `TF_OK`: a status is read only when it failed).
+pub(crate) fn classify(code: i32) -> ErrorKind {
+    ErrorKind::from_code(code).unwrap_or(ErrorKind::Unknown)
 }

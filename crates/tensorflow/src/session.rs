@@ -147,14 +147,10 @@ impl SavedModel {
         tags: &[&str],
         options: &SessionOptions,
     ) -> Result<SavedModel, TfError> {
-        let load_error = |code: i32, message: String| {
-            let (name, kind) = classify(code);
-            TfError::Load {
-                path: dir.to_path_buf(),
-                code: name,
-                kind,
-                message,
-            }
+        let load_error = |code: i32, message: String| TfError::Load {
+            path: dir.to_path_buf(),
+            kind: classify(code),
+            message,
         };
         let c_dir = CString::new(dir.as_os_str().as_encoded_bytes())
             .map_err(|_| load_error(3, "the path contains a NUL byte".into()))?;
@@ -370,13 +366,9 @@ impl SavedModel {
         });
         drop(values);
         let mut out = Vec::with_capacity(results.len());
-        let mut first_error = failed.map(|(code, message)| {
-            let (code, kind) = classify(code);
-            TfError::Run {
-                code,
-                kind,
-                message,
-            }
+        let mut first_error = failed.map(|(code, message)| TfError::Run {
+            kind: classify(code),
+            message,
         });
         for ptr in results {
             if ptr.is_null() {
@@ -394,7 +386,6 @@ impl SavedModel {
             Some(e) => Err(e),
             None if out.len() == selected.len() => Ok(out),
             None => Err(TfError::Run {
-                code: "INTERNAL",
                 kind: soma_core::ErrorKind::Internal,
                 message: "TensorFlow returned fewer outputs than requested".into(),
             }),

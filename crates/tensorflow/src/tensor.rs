@@ -140,7 +140,6 @@ pub(crate) unsafe fn take_output(tf: &TensorFlow, ptr: *mut TF_Tensor) -> Result
                     .map_err(|e| TfError::Proto(e.to_string()))
             }
             other => Err(TfError::Run {
-                code: "UNIMPLEMENTED",
                 kind: soma_core::ErrorKind::Unimplemented,
                 message: format!(
                     "the model returned a tensor of dtype {} that soma cannot carry",

@@ -139,12 +139,11 @@ fn a_keras_model_saved_with_tf_saved_model_save_loads_but_cannot_run() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("variable"), "{err}");
-    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
     assert!(
         matches!(
             err,
             TfError::Run {
-                code: "FAILED_PRECONDITION",
+                kind: ErrorKind::FailedPrecondition,
                 ..
             }
         ),
@@ -399,16 +398,51 @@ fn junk_saved_model_pb_fails_with_tensorflow_code() {
     .unwrap();
     let err = load(&dir).unwrap_err();
     let _ = std::fs::remove_dir_all(&dir);
-    let TfError::Load { path, code, .. } = &err else {
+    let TfError::Load { path, kind, .. } = &err else {
         panic!("not a load error: {err:?}");
     };
     assert_eq!(path, &dir);
-    assert!(!code.is_empty());
+    assert_eq!(*kind, ErrorKind::DataLoss, "{err}");
     assert!(
         err.to_string().contains(&dir.display().to_string()),
         "{err}"
     );
     eprintln!("junk saved_model.pb: {err} [{:?}]", err.kind());
+}
+
+/// A version copied in half (its variables cut short) fails with TensorFlow's own code, which
+/// TF Serving shows in the model status, not a nearby class.
+#[test]
+fn a_truncated_variables_file_fails_with_tensorflows_code() {
+    let dir = std::env::temp_dir().join(format!("soma-tf-truncated-{}", std::process::id()));
+    let source = version_dir("iris", 1);
+    std::fs::create_dir_all(dir.join("variables")).unwrap();
+    std::fs::copy(source.join("saved_model.pb"), dir.join("saved_model.pb")).unwrap();
+    std::fs::copy(
+        source.join("variables/variables.index"),
+        dir.join("variables/variables.index"),
+    )
+    .unwrap();
+    let data = std::fs::read(source.join("variables/variables.data-00000-of-00001")).unwrap();
+    std::fs::write(
+        dir.join("variables/variables.data-00000-of-00001"),
+        &data[..data.len() / 2],
+    )
+    .unwrap();
+    let err = load(&dir).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("truncated variables: {err} [{:?}]", err.kind());
+    assert!(
+        matches!(
+            err,
+            TfError::Load {
+                kind: ErrorKind::OutOfRange,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().ends_with("(OUT_OF_RANGE)"), "{err}");
 }
 
 #[test]
