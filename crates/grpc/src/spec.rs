@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use soma_core::ErrorKind;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, model_spec::VersionChoice};
 use soma_runtime::{ModelHub, Servable, VersionSelector};
 use tonic::Status;
 
-use crate::status::{from_runtime, invalid, status};
+use crate::status::{from_runtime, invalid};
 
 /// A request's model name, version choice and signature (`None`: the default).
 #[derive(Debug, Clone)]
@@ -16,9 +15,6 @@ pub(crate) struct Target {
     pub(crate) version: VersionSelector,
     pub(crate) signature: Option<String>,
 }
-
-/// How TF Serving begins the message of a request for a servable it does not have.
-const NOT_FOUND: &str = "Servable not found for request:";
 
 impl Target {
     pub(crate) fn from_spec(spec: Option<&ModelSpec>) -> Result<Target, Status> {
@@ -39,25 +35,11 @@ impl Target {
     }
 
     /// The servable for this request; only AVAILABLE versions are served. A missing one is
-    /// NOT_FOUND with TF Serving's `Servable not found for request: ...` text.
+    /// NOT_FOUND, worded by the hub as TF Serving words it (`Servable not found for
+    /// request: ...`).
     pub(crate) fn resolve(&self, hub: &dyn ModelHub) -> Result<Arc<Servable>, Status> {
         hub.servable(&self.name, &self.version)
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound if !e.to_string().starts_with(NOT_FOUND) => status(
-                    ErrorKind::NotFound,
-                    format!("{NOT_FOUND} {}; {e}", self.request_text()),
-                ),
-                _ => from_runtime(&e),
-            })
-    }
-
-    /// TF Serving's rendering of a servable request: `Latest(iris)`, `Specific(iris, 2)`.
-    fn request_text(&self) -> String {
-        match &self.version {
-            VersionSelector::Latest => format!("Latest({})", self.name),
-            VersionSelector::Number(v) => format!("Specific({}, {v})", self.name),
-            VersionSelector::Label(l) => format!("Label({}, {l})", self.name),
-        }
+            .map_err(|e| from_runtime(&e))
     }
 }
 

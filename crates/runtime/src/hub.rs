@@ -65,6 +65,18 @@ pub enum VersionSelector {
     Label(String),
 }
 
+/// A request for a servable the hub does not have, worded as TF Serving words it
+/// (`Servable not found for request: Latest(iris)` / `Specific(iris, 3)`): every hub answers
+/// a missing model or version with this, so clients that match TF Serving's text work.
+pub fn servable_not_found(model: &str, selector: &VersionSelector) -> RuntimeError {
+    let request = match selector {
+        VersionSelector::Latest => format!("Latest({model})"),
+        VersionSelector::Number(n) => format!("Specific({model}, {n})"),
+        VersionSelector::Label(label) => format!("Label({model}, {label})"),
+    };
+    RuntimeError::NotFound(format!("Servable not found for request: {request}"))
+}
+
 impl From<VersionSpec> for VersionSelector {
     fn from(spec: VersionSpec) -> VersionSelector {
         match spec {
@@ -176,7 +188,12 @@ impl ModelHub for StaticHub {
                 )));
             }
         };
-        self.models.resolve(Some(model), spec)
+        self.models
+            .resolve(Some(model), spec)
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => servable_not_found(model, version),
+                _ => e,
+            })
     }
 
     fn status(
@@ -215,5 +232,39 @@ impl ModelHub for StaticHub {
                     .to_string(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::Doubler;
+
+    #[test]
+    fn a_static_hub_words_a_missing_servable_as_tf_serving() {
+        let set = Arc::new(ModelSet::new("api", false));
+        set.insert(Arc::new(
+            Servable::new("iris", 1, Box::new(Doubler::new()), None).unwrap(),
+        ));
+        let hub = StaticHub::new(set);
+        let message = |model: &str, selector: VersionSelector| {
+            let err = hub.servable(model, &selector).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+            err.to_string()
+        };
+        assert_eq!(
+            message("nope", VersionSelector::Latest),
+            "Servable not found for request: Latest(nope)"
+        );
+        assert_eq!(
+            message("iris", VersionSelector::Number(3)),
+            "Servable not found for request: Specific(iris, 3)"
+        );
+        assert_eq!(
+            hub.servable("iris", &VersionSelector::Latest)
+                .unwrap()
+                .version(),
+            1
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use soma_core::ModelLocation;
 use soma_repository::ModelCache;
-use soma_runtime::hub::{BoxFuture, ModelConfig};
+use soma_runtime::hub::{BoxFuture, ModelConfig, servable_not_found};
 use soma_runtime::{
     ModelHub, RuntimeError, Servable, ServableState, VersionSelector, VersionStatus,
 };
@@ -227,9 +227,7 @@ impl ModelHub for ModelManager {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         match models.get(model) {
             Some(state) => state.servable(model, version),
-            None => Err(RuntimeError::NotFound(crate::state::not_found_text(
-                model, version,
-            ))),
+            None => Err(servable_not_found(model, version)),
         }
     }
 

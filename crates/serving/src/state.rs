@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use soma_core::ErrorKind;
-use soma_runtime::hub::ModelConfig;
+use soma_runtime::hub::{ModelConfig, servable_not_found};
 use soma_runtime::{RuntimeError, Servable, ServableState, VersionSelector, VersionStatus};
 
 /// One version as requests and status calls see it.
@@ -67,14 +67,15 @@ impl ModelState {
             VersionSelector::Label(label) => {
                 // As TF Serving: the label names a version, and the request is then for it.
                 let version = *self.labels.get(label).ok_or_else(|| unknown_label(label))?;
-                return self.available(version).cloned().ok_or_else(|| {
-                    RuntimeError::NotFound(not_found_text(model, &VersionSelector::Number(version)))
-                });
+                return self
+                    .available(version)
+                    .cloned()
+                    .ok_or_else(|| servable_not_found(model, &VersionSelector::Number(version)));
             }
         };
         found
             .cloned()
-            .ok_or_else(|| RuntimeError::NotFound(not_found_text(model, selector)))
+            .ok_or_else(|| servable_not_found(model, selector))
     }
 
     pub(crate) fn status(
@@ -117,14 +118,4 @@ impl ModelState {
 /// 400), not a missing servable.
 fn unknown_label(label: &str) -> RuntimeError {
     RuntimeError::InvalidInput(format!("Unrecognized servable version label: {label}"))
-}
-
-/// `Servable not found for request: Latest(iris)` / `Specific(iris, 3)`, as TF Serving.
-pub(crate) fn not_found_text(model: &str, selector: &VersionSelector) -> String {
-    let request = match selector {
-        VersionSelector::Latest => format!("Latest({model})"),
-        VersionSelector::Number(n) => format!("Specific({model}, {n})"),
-        VersionSelector::Label(label) => format!("Label({model}, {label})"),
-    };
-    format!("Servable not found for request: {request}")
 }
