@@ -159,10 +159,11 @@ impl ManagedModel {
         }
     }
 
-    /// Same files and loading settings: a config change needs no reload of the versions.
-    fn same_source(&self, other: &ManagedModel) -> bool {
-        self.config.base_path == other.config.base_path
-            && self.servable_name == other.servable_name
+    /// Same loading settings: a change of policy, labels or base path is applied by the
+    /// model's task, without unloading what serves (a new base path's versions are loaded
+    /// before the old ones are unloaded).
+    fn same_loading(&self, other: &ManagedModel) -> bool {
+        self.servable_name == other.servable_name
             && self.signature_key == other.signature_key
             && self.any_signature == other.any_signature
             && self.threads == other.threads

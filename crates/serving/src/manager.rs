@@ -48,9 +48,11 @@ impl ModelManager {
     }
 
     /// Replaces the model list: models not in `models` are unloaded, new ones are loaded
-    /// (resolves once their first versions are AVAILABLE or failed), and models whose base
-    /// path stayed the same get their new policy and labels without a reload. The error lists
-    /// every model that could not be applied; the others are applied regardless.
+    /// (resolves once their first versions are AVAILABLE or failed), and models whose
+    /// loading settings stayed the same get their new policy, labels and base path from their
+    /// task, which keeps serving while it loads (a moved model's new versions are loaded
+    /// before its old ones are unloaded). The error lists every model that could not be
+    /// applied; the others are applied regardless.
     pub async fn apply(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
         let mut tasks = self.tasks.lock().await;
         let mut errors = Vec::new();
@@ -68,7 +70,7 @@ impl ModelManager {
             .filter(|(name, running)| {
                 wanted
                     .get(*name)
-                    .is_none_or(|w| !running.spec.same_source(w))
+                    .is_none_or(|w| !running.spec.same_loading(w))
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -77,10 +79,14 @@ impl ModelManager {
         }
         for (name, spec) in wanted {
             let result = match tasks.get_mut(&name) {
-                Some(running) => {
-                    running.spec = spec.clone();
-                    configure(running, spec.config).await
-                }
+                Some(running) => match parse_location(&spec) {
+                    Ok(location) => {
+                        let result = configure(running, spec.config.clone(), location).await;
+                        running.spec = spec;
+                        result
+                    }
+                    Err(e) => Err(e),
+                },
                 None => match self.start(spec.clone()).await {
                     Ok((commands, started)) => {
                         tasks.insert(name.clone(), Running { spec, commands });
@@ -169,10 +175,7 @@ impl ModelManager {
         &self,
         spec: ManagedModel,
     ) -> Result<(mpsc::Sender<Command>, Result<(), RuntimeError>), RuntimeError> {
-        let location =
-            ModelLocation::parse(&spec.config.base_path, Path::new("/")).map_err(|e| {
-                RuntimeError::InvalidInput(format!("model {}: base_path {e}", spec.config.name))
-            })?;
+        let location = parse_location(&spec)?;
         self.retired().remove(&spec.config.name);
         let mut task = ModelTask::new(
             spec,
@@ -202,12 +205,22 @@ impl ModelManager {
     }
 }
 
-async fn configure(running: &Running, config: ModelConfig) -> Result<(), RuntimeError> {
+fn parse_location(spec: &ManagedModel) -> Result<ModelLocation, RuntimeError> {
+    ModelLocation::parse(&spec.config.base_path, Path::new("/")).map_err(|e| {
+        RuntimeError::InvalidInput(format!("model {}: base_path {e}", spec.config.name))
+    })
+}
+
+async fn configure(
+    running: &Running,
+    config: ModelConfig,
+    location: ModelLocation,
+) -> Result<(), RuntimeError> {
     let (tx, rx) = oneshot::channel();
     let gone = || RuntimeError::Model(format!("model {}: its task stopped", config.name));
     running
         .commands
-        .send(Command::Configure(config.clone(), tx))
+        .send(Command::Configure(config.clone(), location, tx))
         .await
         .map_err(|_| gone())?;
     rx.await.map_err(|_| gone())?

@@ -23,11 +23,26 @@ use crate::{ManagedModel, ManagerOptions, policy};
 
 pub(crate) type Models = Arc<RwLock<BTreeMap<String, ModelState>>>;
 
+/// The watcher of one model's base path.
+fn watcher(name: &str, location: soma_core::ModelLocation, options: &ManagerOptions) -> Watcher {
+    Watcher::with_settings(
+        [WatchSource::model(name.to_string(), location)],
+        // TF Serving's rule: a SavedModel without variables is a version too.
+        Validator::SavedModel,
+        options.poll_interval,
+        options.s3.clone(),
+    )
+}
+
 /// What the manager asks of a model's task; each gets an answer once applied.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// New policy / labels for the same base path.
-    Configure(ModelConfig, oneshot::Sender<Result<(), RuntimeError>>),
+    /// New policy, labels or base path (the config's, parsed).
+    Configure(
+        ModelConfig,
+        soma_core::ModelLocation,
+        oneshot::Sender<Result<(), RuntimeError>>,
+    ),
     /// Unload every version and stop.
     Stop(oneshot::Sender<()>),
 }
@@ -43,6 +58,8 @@ pub(crate) struct ModelTask {
     stale: BTreeSet<i64>,
     /// The last listing problem, reported when the model has no version at all.
     problem: Option<String>,
+    /// Moved to a base path with no versions yet: the old versions serve until it has some.
+    moved_to_empty: bool,
 }
 
 impl ModelTask {
@@ -53,14 +70,7 @@ impl ModelTask {
         models: Models,
         cache: Arc<ModelCache>,
     ) -> ModelTask {
-        let source = WatchSource::model(spec.config.name.clone(), location);
-        let watcher = Watcher::with_settings(
-            [source],
-            // TF Serving's rule: a SavedModel without variables is a version too.
-            Validator::SavedModel,
-            options.poll_interval,
-            options.s3.clone(),
-        );
+        let watcher = watcher(&spec.config.name, location, &options);
         ModelTask {
             spec,
             options,
@@ -69,6 +79,7 @@ impl ModelTask {
             cache,
             stale: BTreeSet::new(),
             problem: None,
+            moved_to_empty: false,
         }
     }
 
@@ -111,9 +122,14 @@ impl ModelTask {
                     }
                 }
                 command = commands.recv() => match command {
-                    Some(Command::Configure(config, reply)) => {
+                    Some(Command::Configure(config, location, reply)) => {
+                        let moved = config.base_path != self.spec.config.base_path;
                         self.spec.config = config;
-                        let _ = reply.send(self.apply().await);
+                        let result = match moved {
+                            true => self.relocate(location).await,
+                            false => self.apply().await,
+                        };
+                        let _ = reply.send(result);
                     }
                     Some(Command::Stop(reply)) => {
                         self.unload_all();
@@ -131,6 +147,35 @@ impl ModelTask {
 
     fn name(&self) -> &str {
         &self.spec.config.name
+    }
+
+    /// The model's base path changed: its versions are now the new folder's. Every loaded
+    /// version is loaded again from there if the folder has it (the old copy serves until
+    /// the new one is ready) and unloaded after the new versions are in if not, so the
+    /// model keeps serving throughout. A folder with no versions yet is reported, and the
+    /// old versions serve on until versions appear there.
+    async fn relocate(&mut self, location: soma_core::ModelLocation) -> Result<(), RuntimeError> {
+        tracing::info!(model = %self.name(), base_path = %location, "model moved to a new base path");
+        self.watcher = watcher(self.name(), location, &self.options);
+        self.problem = None;
+        let (loaded, _) = self.loaded_and_failed();
+        self.stale.extend(loaded);
+        // A new watcher reports every version of the new folder as added, which also clears
+        // the old folder's failures of those version numbers.
+        let events = self.watcher.poll_once().await;
+        self.note(events);
+        self.moved_to_empty = self.present().is_empty();
+        if self.moved_to_empty {
+            let why = self.problem.clone().unwrap_or_else(|| {
+                "no version folders (integer names holding saved_model.pb) found".to_string()
+            });
+            return Err(RuntimeError::NotFound(format!(
+                "model {}: {why}; its versions from the previous base path serve until \
+                 versions appear in the new one",
+                self.name()
+            )));
+        }
+        self.apply().await
     }
 
     fn note(&mut self, events: Vec<RepositoryEvent>) {
@@ -172,6 +217,11 @@ impl ModelTask {
     /// Loads what the policy wants (newest state of the folder), then unloads the rest,
     /// then applies the labels. Load errors are kept on their versions and returned.
     async fn apply(&mut self) -> Result<(), RuntimeError> {
+        self.moved_to_empty &= self.present().is_empty();
+        if self.moved_to_empty {
+            // Nothing to move to yet: the previous base path's versions serve on.
+            return Ok(());
+        }
         let mut errors = Vec::new();
         loop {
             let present = self.present();

@@ -108,6 +108,101 @@ async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
     assert_eq!(states(&*manager, "iris")[0], (1, ServableState::Available));
 }
 
+/// A client that predicts on "latest" in a loop until stopped; answers (ok, failed, versions
+/// seen).
+fn looping_client(
+    hub: Arc<ModelManager>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>, BTreeSet<i64>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed, mut seen) = (0, Vec::new(), BTreeSet::new());
+        while !stop.load(Ordering::Relaxed) {
+            match hub
+                .servable("iris", &VersionSelector::Latest)
+                .and_then(|s| s.predict_json(None, &iris_input()))
+            {
+                Ok(p) => {
+                    ok += 1;
+                    seen.insert(p.version);
+                }
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed, seen)
+    })
+}
+
+/// HandleReloadConfigRequest with a new base path for a served model (moving it to another
+/// folder or bucket): the new folder's versions load while the old ones serve, then the old
+/// ones unload; no request fails. A folder with no versions yet is reported and the old
+/// versions serve on until one appears there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_moved_to_a_new_base_path_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new, empty) = (
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+        tmp.path().join("empty"),
+    );
+    std::fs::create_dir_all(&empty).unwrap();
+    publish(&fixtures().join("iris/1"), &old, 1);
+    publish(&fixtures().join("iris/2"), &new, 1);
+    publish(&fixtures().join("iris/2"), &new, 2);
+    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
+    let policy = VersionPolicy::Specific(BTreeSet::from([1, 2]));
+    manager
+        .reload(vec![config("iris", &old, policy.clone())])
+        .await
+        .unwrap();
+    let answer = |version| {
+        manager
+            .servable("iris", &VersionSelector::Number(version))
+            .unwrap()
+            .predict_json(None, &iris_input())
+            .unwrap()
+            .outputs_json()
+    };
+    let before = answer(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = looping_client(Arc::clone(&manager), Arc::clone(&stop));
+    tokio::time::sleep(POLL).await;
+
+    manager
+        .reload(vec![config("iris", &new, policy.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&*manager, "iris"),
+        [(1, ServableState::Available), (2, ServableState::Available)]
+    );
+    // Version 1 is the new folder's copy now (iris/2's weights).
+    assert_ne!(answer(1), before);
+    assert_eq!(answer(1), answer(2));
+
+    // To a folder with no versions: refused with the reason, version 2 serves on...
+    let err = manager
+        .reload(vec![config("iris", &empty, policy.clone())])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("serve until versions appear"),
+        "{err}"
+    );
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(latest(&*manager, "iris"), Some(2));
+    // ... until a version appears there: it loads, the old ones unload.
+    publish(&fixtures().join("iris/1"), &empty, 1);
+    wait_until("the moved model's version 1", || {
+        states(&*manager, "iris") == [(1, ServableState::Available), (2, ServableState::End)]
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, seen) = client.join().unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 10, "only {ok} requests");
+    assert_eq!(seen, BTreeSet::from([1, 2]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old() {
     let tmp = tempfile::tempdir().unwrap();
