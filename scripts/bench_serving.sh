@@ -16,6 +16,13 @@
 #     clients do, soma with `auto` batching under them too (and, on iris, with one REST and
 #     one gRPC serving thread: its best setting on this machine), and null and null+TF on iris;
 #     skipped if they are missing; then the iris floor again (the machine's speed drifts).
+# §4d (BENCH_SECTIONS=4d, not in the default run): what an HTTP server reaches on this machine
+#     at all: nginx (Debian's nginx-light, 1 and 2 worker processes) answering soma's answer
+#     to iris, fixed, beside soma's null server (the same answer on soma's own HTTP stack)
+#     and soma REST (batching auto), each as it serves by default (a thread per core, busy
+#     polling), with one thread (soma) and with one thread that does not poll, as nginx's
+#     workers serve; and the iris
+#     floor, under wrk at 1, 8 and 64 connections; three rounds, alternating.
 # §5: REST at 64 and 1 connections with server-side batching off, fixed (max_batch_size 64,
 #     batch_timeout_micros 1000) and auto, the FastAPI peer beside them.
 #
@@ -94,13 +101,47 @@ start_fastapi() { # <workers>: sets $server
   exit 1
 }
 
-start_null() { # [model dir]: soma-bench null-server on soma's ports; sets $server
+start_null() { # [model dir ("": none)] [null-server flags...]: soma-bench null-server on
+  # soma's ports; sets $server
   require_free "$grpc_port" "$rest_port"
   "$bench" null-server --rest "127.0.0.1:$rest_port" --grpc "127.0.0.1:$grpc_port" \
-    ${1:+--model "$1"} >"$tmp/null.log" 2>&1 &
+    ${1:+--model "$1"} "${@:2}" >"$tmp/null.log" 2>&1 &
   server=$!
   wait_for "http://127.0.0.1:$rest_port/v2/health/ready"
   alive "$server" null
+}
+
+start_nginx() { # <worker processes>: nginx answering soma's iris answer on the REST port
+  require_free "$rest_port"
+  mkdir -p "$tmp/nginx"
+  cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes $1;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  client_body_temp_path $tmp/nginx/body;
+  server {
+    listen 127.0.0.1:$rest_port;
+    location / {
+      default_type application/json;
+      return 200 '{\n    "predictions": [[0.9726865, 0.024584923, 0.0027286054]\n    ]\n}';
+    }
+  }
+}
+EOF
+  nginx -c "$tmp/nginx/nginx.conf" >"$tmp/nginx.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$rest_port/" && alive "$server" nginx && return 0
+    sleep 0.1
+  done
+  echo "error: nginx never answered" >&2
+  exit 1
 }
 
 stop() {
@@ -157,16 +198,18 @@ run_c() { # <command...>
 
 c_row() { # <label> <model> <conns> <req/s> <p50 ms> <p99 ms> <requests> <errors>
   awk -v l="$1" -v m="$2" -v c="$3" -v rate="$4" -v p50="$5" -v p99="$6" -v n="$7" -v e="$8" \
-    -v ticks="$(cat "$tmp/c.ticks")" -v hz="$(getconf CLK_TCK)" -v client="$(cat "$tmp/c.time")" '
+    -v ticks="$(cat "$tmp/c.ticks")" -v hz="$(getconf CLK_TCK)" -v client="$(cat "$tmp/c.time")" \
+    -v s="$c_section" '
     BEGIN {
       split(client, t, " ")
-      printf "| 4c | %s | %s | %s | %.0f | %s | %s | %.0f | %d of %d |\n", m, c, l, rate, p50, p99, \
+      printf "| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %d of %d |\n", s, m, c, l, rate, p50, p99, \
         ticks / hz * 1e6 / n, e, n + e
       printf "    (load generator CPU: %.0f µs per request)\n", (t[1] + t[2]) * 1e6 / n
     }'
 }
 
-who=soma # the server under test, for the §4c row labels
+who=soma       # the server under test, for the row labels of wrk and h2load
+c_section=4c   # and the section they are in
 
 measure_wrk() { # <model> <conns>
   cat >"$tmp/wrk.lua" <<EOF
@@ -318,6 +361,47 @@ fi
 for c in "${levels[@]}"; do
   measure 4c "floor, again" iris floor fixtures/models/iris --body "$data/iris.json" --threads "$c"
 done
+fi
+
+if section 4d; then
+if command -v wrk >/dev/null && command -v nginx >/dev/null; then
+  c_section=4d
+  for round in 1 2 3; do
+    echo "    (round $round)"
+    for c in "${levels[@]}"; do
+      measure 4d "floor" iris floor fixtures/models/iris --body "$data/iris.json" --threads "$c"
+    done
+    # "1 thread, no polling": one REST thread that sleeps as soon as it has nothing to do,
+    # as nginx's workers do; the default is a thread per core and 30 µs of busy polling.
+    for setting in nginx-1 nginx-2 null null-quiet auto one-thread quiet; do
+      case $setting in
+      nginx-*) start_nginx "${setting#nginx-}"; who="nginx, ${setting#nginx-} worker(s), fixed answer," ;;
+      null) start_null; who=null ;;
+      null-quiet)
+        start_null "" --threads 1 --busy-poll-micros 0
+        who="null, 1 thread, no polling," ;;
+      auto)
+        start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
+        who="soma, batching auto," ;;
+      one-thread)
+        start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
+          --rest_api_io_threads 1 --grpc_io_threads 1
+        who="soma, batching auto, 1 thread," ;;
+      quiet)
+        start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
+          --rest_api_io_threads 1 --grpc_io_threads 1 --rest_api_busy_poll_micros 0
+        who="soma, batching auto, 1 thread, no polling," ;;
+      esac
+      for c in "${levels[@]}"; do
+        measure_wrk iris "$c"
+      done
+      stop
+    done
+  done
+  who=soma
+else
+  echo "(§4d skipped: wrk or nginx not installed; apt-get install wrk nginx-light)"
+fi
 fi
 
 if section 5; then
