@@ -165,17 +165,22 @@ impl ModelTask {
         let events = self.watcher.poll_once().await;
         self.note(events);
         self.moved_to_empty = self.present().is_empty();
-        if self.moved_to_empty {
-            let why = self.problem.clone().unwrap_or_else(|| {
-                "no version folders (integer names holding saved_model.pb) found".to_string()
-            });
-            return Err(RuntimeError::NotFound(format!(
-                "model {}: {why}; its versions from the previous base path serve until \
-                 versions appear in the new one",
-                self.name()
-            )));
+        let applied = self.apply().await;
+        if !self.moved_to_empty {
+            return applied;
         }
-        self.apply().await
+        let why = self.problem.clone().unwrap_or_else(|| {
+            "no version folders (integer names holding saved_model.pb) found".to_string()
+        });
+        let mut message = format!(
+            "model {}: {why}; its versions from the previous base path serve until versions \
+             appear in the new one",
+            self.name()
+        );
+        if let Err(e) = applied {
+            message = format!("{message}; {e}");
+        }
+        Err(RuntimeError::NotFound(message))
     }
 
     fn note(&mut self, events: Vec<RepositoryEvent>) {
@@ -217,12 +222,25 @@ impl ModelTask {
     /// Loads what the policy wants (newest state of the folder), then unloads the rest,
     /// then applies the labels. Load errors are kept on their versions and returned.
     async fn apply(&mut self) -> Result<(), RuntimeError> {
-        self.moved_to_empty &= self.present().is_empty();
-        if self.moved_to_empty {
-            // Nothing to move to yet: the previous base path's versions serve on.
-            return Ok(());
-        }
         let mut errors = Vec::new();
+        self.moved_to_empty &= self.present().is_empty();
+        // Moved to a folder with no versions yet: the previous base path's versions serve
+        // on, and only the labels are applied.
+        if !self.moved_to_empty {
+            self.follow_policy(&mut errors).await;
+        }
+        if let Err(e) = self.apply_labels() {
+            errors.push(e);
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(RuntimeError::Model(errors.join("; "))),
+        }
+    }
+
+    /// Loads the wanted versions, newest first (and the stale ones again), then unloads
+    /// the loaded versions that are not wanted.
+    async fn follow_policy(&mut self, errors: &mut Vec<String>) {
         loop {
             let present = self.present();
             let (loaded, failed) = self.loaded_and_failed();
@@ -237,19 +255,12 @@ impl ModelTask {
                 for version in unwanted {
                     self.unload(version);
                 }
-                break;
+                return;
             };
             self.stale.remove(&version);
             if let Err(e) = self.load(version).await {
                 errors.push(e);
             }
-        }
-        if let Err(e) = self.apply_labels() {
-            errors.push(e);
-        }
-        match errors.len() {
-            0 => Ok(()),
-            _ => Err(RuntimeError::Model(errors.join("; "))),
         }
     }
 

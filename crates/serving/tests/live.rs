@@ -179,17 +179,19 @@ async fn a_model_moved_to_a_new_base_path_keeps_serving() {
     assert_ne!(answer(1), before);
     assert_eq!(answer(1), answer(2));
 
-    // To a folder with no versions: refused with the reason, version 2 serves on...
-    let err = manager
-        .reload(vec![config("iris", &empty, policy.clone())])
-        .await
-        .unwrap_err();
+    // To a folder with no versions: refused with the reason, version 2 serves on (and the
+    // new config's labels apply to the versions that serve)...
+    let mut moved = config("iris", &empty, policy.clone());
+    moved.labels.insert("stable".into(), 2);
+    let err = manager.reload(vec![moved]).await.unwrap_err();
     assert!(
         err.to_string().contains("serve until versions appear"),
         "{err}"
     );
     tokio::time::sleep(POLL * 3).await;
     assert_eq!(latest(&*manager, "iris"), Some(2));
+    let stable = manager.servable("iris", &VersionSelector::Label("stable".into()));
+    assert_eq!(stable.unwrap().version(), 2);
     // ... until a version appears there: it loads, the old ones unload.
     publish(&fixtures().join("iris/1"), &empty, 1);
     wait_until("the moved model's version 1", || {
