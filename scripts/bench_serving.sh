@@ -144,6 +144,23 @@ EOF
   exit 1
 }
 
+start_setting() { # <off|auto|one-thread|quiet>: soma tfserving in that setting; sets $who
+  case $1 in
+  off) start_soma; who=soma ;;
+  auto)
+    start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
+    who="soma, batching auto," ;;
+  one-thread) # one REST and one gRPC serving thread
+    start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
+      --rest_api_io_threads 1 --grpc_io_threads 1
+    who="soma, batching auto, 1 thread," ;;
+  quiet) # the same without busy polling, as nginx's workers serve
+    start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
+      --rest_api_io_threads 1 --grpc_io_threads 1 --rest_api_busy_poll_micros 0
+    who="soma, batching auto, 1 thread, no polling," ;;
+  esac
+}
+
 stop() {
   kill "$server"
   wait "$server" 2>/dev/null || true
@@ -321,18 +338,9 @@ if command -v wrk >/dev/null && command -v h2load >/dev/null; then
   # two cores (FastAPI gets its best worker setting too): one REST and one gRPC serving
   # thread, so that the server's threads and the client do not keep waking each other.
   for mode in off auto one-thread; do
+    start_setting "$mode"
     mode_models=("${models[@]}")
-    case $mode in
-    off) start_soma ;;
-    auto)
-      start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
-      who="soma, batching auto," ;;
-    one-thread)
-      start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
-        --rest_api_io_threads 1 --grpc_io_threads 1
-      who="soma, batching auto, 1 thread,"
-      mode_models=(iris) ;;
-    esac
+    [ "$mode" != one-thread ] || mode_models=(iris)
     for m in "${mode_models[@]}"; do
       "$bench" grpc-body "127.0.0.1:$grpc_port" "$m" "$data/$m.json" "$tmp/$m.grpc"
       for c in "${levels[@]}"; do
@@ -380,17 +388,7 @@ if command -v wrk >/dev/null && command -v nginx >/dev/null; then
       null-quiet)
         start_null "" --threads 1 --busy-poll-micros 0
         who="null, 1 thread, no polling," ;;
-      auto)
-        start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt"
-        who="soma, batching auto," ;;
-      one-thread)
-        start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
-          --rest_api_io_threads 1 --grpc_io_threads 1
-        who="soma, batching auto, 1 thread," ;;
-      quiet)
-        start_soma --enable_batching --batching_parameters_file "$tmp/auto.txt" \
-          --rest_api_io_threads 1 --grpc_io_threads 1 --rest_api_busy_poll_micros 0
-        who="soma, batching auto, 1 thread, no polling," ;;
+      *) start_setting "$setting" ;;
       esac
       for c in "${levels[@]}"; do
         measure_wrk iris "$c"

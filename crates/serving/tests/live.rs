@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -222,34 +222,7 @@ async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old(
 
     // A client loops on "latest" for the whole test.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let versions_seen = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let client = {
-        let (hub, stop, ok, failed, seen) = (
-            Arc::clone(&manager),
-            Arc::clone(&stop),
-            Arc::clone(&ok),
-            Arc::clone(&failed),
-            Arc::clone(&versions_seen),
-        );
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let result = hub
-                    .servable("iris", &VersionSelector::Latest)
-                    .and_then(|s| s.predict_json(None, &iris_input()));
-                match result {
-                    Ok(p) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        seen.lock().unwrap().insert(p.version);
-                    }
-                    Err(e) => {
-                        eprintln!("request failed: {e}");
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    };
+    let client = looping_client(Arc::clone(&manager), Arc::clone(&stop));
 
     publish(&fixtures().join("iris/2"), &repo, 2);
     wait_until("version 2 to serve", || {
@@ -278,7 +251,7 @@ async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old(
     .await;
     tokio::time::sleep(POLL * 5).await;
     stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
+    let (ok, failed, seen) = client.join().unwrap();
 
     let broken = &manager
         .status("iris", Some(&VersionSelector::Number(3)))
@@ -289,9 +262,9 @@ async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old(
         "{message}"
     );
     assert_eq!(latest(&*manager, "iris"), Some(2));
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
-    assert!(ok.load(Ordering::Relaxed) > 10);
-    assert_eq!(*versions_seen.lock().unwrap(), BTreeSet::from([1, 2]));
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 10, "only {ok} requests");
+    assert_eq!(seen, BTreeSet::from([1, 2]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
