@@ -156,6 +156,7 @@ impl ModelTask {
     /// old versions serve on until versions appear there.
     async fn relocate(&mut self, location: soma_core::ModelLocation) -> Result<(), RuntimeError> {
         tracing::info!(model = %self.name(), base_path = %location, "model moved to a new base path");
+        let shown = location.to_string();
         self.watcher = watcher(self.name(), location, &self.options);
         self.problem = None;
         let (loaded, _) = self.loaded_and_failed();
@@ -172,9 +173,10 @@ impl ModelTask {
         let why = self.problem.clone().unwrap_or_else(|| {
             "no version folders (integer names holding saved_model.pb) found".to_string()
         });
+        // The move is applied (a reload's error would otherwise read as "nothing changed").
         let mut message = format!(
-            "model {}: {why}; its versions from the previous base path serve until versions \
-             appear in the new one",
+            "model {}: moved to {shown}, which has no versions yet ({why}); its versions from \
+             the previous base path serve until versions appear there",
             self.name()
         );
         if let Err(e) = applied {
@@ -239,7 +241,7 @@ impl ModelTask {
     }
 
     /// Loads the wanted versions, newest first (and the stale ones again), then unloads
-    /// the loaded versions that are not wanted.
+    /// the loaded versions that are not wanted (see [`policy::to_unload`]).
     async fn follow_policy(&mut self, errors: &mut Vec<String>) {
         loop {
             let present = self.present();
@@ -251,8 +253,8 @@ impl ModelTask {
                 .find(|v| !loaded.contains(v) || self.stale.contains(v))
                 .copied();
             let Some(version) = next else {
-                let unwanted: Vec<i64> = loaded.difference(&wanted).copied().collect();
-                for version in unwanted {
+                let policy = &self.spec.config.policy;
+                for version in policy::to_unload(policy, &present, &failed, &loaded) {
                     self.unload(version);
                 }
                 return;

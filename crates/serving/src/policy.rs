@@ -20,6 +20,26 @@ pub(crate) fn wanted(
     }
 }
 
+/// The loaded versions to unload once every wanted version has been tried: those the policy
+/// no longer wants, except that, as TF Serving's availability-preserving policy, while the
+/// policy asks for versions on disk but none of them serves (they failed to load), the newest
+/// loaded version serves on. A model whose folder holds only a broken version (after a new
+/// version replaced the old folder, or a move to a new base path) keeps answering.
+pub(crate) fn to_unload(
+    policy: &VersionPolicy,
+    present: &BTreeSet<i64>,
+    failed: &BTreeSet<i64>,
+    loaded: &BTreeSet<i64>,
+) -> BTreeSet<i64> {
+    let serve = wanted(policy, present, failed);
+    let mut unwanted: BTreeSet<i64> = loaded.difference(&serve).copied().collect();
+    let asked_for = wanted(policy, present, &BTreeSet::new());
+    if !asked_for.is_empty() && serve.is_disjoint(loaded) {
+        unwanted.pop_last();
+    }
+    unwanted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +66,36 @@ mod tests {
         assert_eq!(
             wanted(&VersionPolicy::Specific(set(&[2, 3])), &present, &set(&[])),
             set(&[2])
+        );
+    }
+
+    #[test]
+    fn the_newest_loaded_version_serves_while_every_wanted_one_failed() {
+        let latest = VersionPolicy::Latest(1);
+        // Moved to a folder whose only version failed: 2 (from the old folder) serves on.
+        assert_eq!(
+            to_unload(&latest, &set(&[7]), &set(&[7]), &set(&[1, 2])),
+            set(&[1])
+        );
+        // Once a wanted version serves, the old ones go.
+        assert_eq!(
+            to_unload(&latest, &set(&[7]), &set(&[]), &set(&[2, 7])),
+            set(&[2])
+        );
+        // A folder emptied, or a policy that asks for no version on disk: nothing to wait for.
+        assert_eq!(
+            to_unload(&latest, &set(&[]), &set(&[]), &set(&[1, 2])),
+            set(&[1, 2])
+        );
+        let specific = VersionPolicy::Specific(set(&[5]));
+        assert_eq!(
+            to_unload(&specific, &set(&[1]), &set(&[]), &set(&[1])),
+            set(&[1])
+        );
+        // A failed newest version with an older one wanted and serving: nothing to keep.
+        assert_eq!(
+            to_unload(&latest, &set(&[1, 2]), &set(&[2]), &set(&[1])),
+            set(&[])
         );
     }
 }

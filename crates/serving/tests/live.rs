@@ -185,7 +185,10 @@ async fn a_model_moved_to_a_new_base_path_keeps_serving() {
     moved.labels.insert("stable".into(), 2);
     let err = manager.reload(vec![moved]).await.unwrap_err();
     assert!(
-        err.to_string().contains("serve until versions appear"),
+        err.to_string().contains("which has no versions yet")
+            && err
+                .to_string()
+                .contains("serve until versions appear there"),
         "{err}"
     );
     tokio::time::sleep(POLL * 3).await;
@@ -203,6 +206,44 @@ async fn a_model_moved_to_a_new_base_path_keeps_serving() {
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok > 10, "only {ok} requests");
     assert_eq!(seen, BTreeSet::from([1, 2]));
+}
+
+/// A move to a folder whose only version fails to load: the old version serves on, as TF
+/// Serving's availability-preserving policy keeps it, and no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_folder_of_broken_versions_keeps_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, broken) = (tmp.path().join("old"), tmp.path().join("broken"));
+    publish(&fixtures().join("iris/1"), &old, 1);
+    std::fs::create_dir_all(&broken).unwrap();
+    publish(
+        &fixtures().join("invalid/keras_saved_model_save/1"),
+        &broken,
+        7,
+    );
+    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
+    manager
+        .reload(vec![config("iris", &old, VersionPolicy::Latest(1))])
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = looping_client(Arc::clone(&manager), Arc::clone(&stop));
+
+    let err = manager
+        .reload(vec![config("iris", &broken, VersionPolicy::Latest(1))])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("version 7"), "{err}");
+    tokio::time::sleep(POLL * 3).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, seen) = client.join().unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 10, "only {ok} requests");
+    assert_eq!(seen, BTreeSet::from([1]));
+    assert_eq!(
+        states(&*manager, "iris"),
+        [(1, ServableState::Available), (7, ServableState::End)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
