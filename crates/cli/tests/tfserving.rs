@@ -79,6 +79,7 @@ fn start_batched_iris(parameters: &str, work: &Path) -> Server {
             &format!("--model_base_path={}", fixtures().join("iris").display()),
             "--enable_batching",
             &format!("--batching_parameters_file={}", batching.display()),
+            "--enable_grpc_healthcheck_service",
         ],
         work,
     )
@@ -456,8 +457,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import (predict_pb2, get_model_metadata_pb2, get_model_status_pb2,
     model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-addr, multi_io = sys.argv[1], sys.argv[2]
+addr, multi_io, broken = sys.argv[1], sys.argv[2], sys.argv[3]
 channel = grpc.insecure_channel(addr)
 predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 models = model_service_pb2_grpc.ModelServiceStub(channel)
@@ -514,6 +516,21 @@ except grpc.RpcError as e:
     out["iris_after"] = e.code().name
 status.model_spec.name = "multi"
 out["multi_status"] = [v.state for v in models.GetModelStatus(status, timeout=30).model_version_status]
+
+# A reload that adds a model which fails to load: an error, and the server stays SERVING
+# for gRPC health checks (as TF Serving's), so a probe does not take "multi" away too.
+entry = config.model_config_list.config.add()
+entry.name = "broken"
+entry.base_path = broken
+entry.model_platform = "tensorflow"
+reload.config.CopyFrom(config)
+try:
+    models.HandleReloadConfigRequest(reload, timeout=60)
+    out["reload_broken"] = "OK"
+except grpc.RpcError as e:
+    out["reload_broken"] = e.code().name
+health = health_pb2_grpc.HealthStub(channel)
+out["health"] = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
 print(json.dumps(out))
 "#;
 
@@ -525,7 +542,12 @@ fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
         work.path(),
     );
     let multi_io = fixtures().join("multi_io");
-    let args = [server.grpc.as_ref(), multi_io.as_os_str()];
+    let broken = fixtures().join("invalid/keras_saved_model_save");
+    let args = [
+        server.grpc.as_ref(),
+        multi_io.as_os_str(),
+        broken.as_os_str(),
+    ];
     let out: Value = serde_json::from_slice(&run_python_code(OFFICIAL_CLIENT, &args)).unwrap();
     assert_eq!(out["iris_version"], 10, "latest is the numerically highest");
     assert_eq!(out["iris_outputs"], serde_json::json!(["output_0"]));
@@ -556,6 +578,10 @@ fn the_official_grpc_client_predicts_and_reloads_the_model_list() {
     assert_eq!(out["reload"], 0, "reload OK");
     assert_eq!(out["iris_after"], "NOT_FOUND", "iris left the model list");
     assert_eq!(out["multi_status"], serde_json::json!([30]));
+    assert_eq!(out["reload_broken"], "FAILED_PRECONDITION");
+    assert_eq!(out["health"], 1, "SERVING");
+    // REST's readiness follows every model (Triton's meaning): not ready.
+    assert_eq!(get(&server, "/v2/health/ready").0, 503);
 }
 
 const UNIX_SOCKET_CLIENT: &str = r#"

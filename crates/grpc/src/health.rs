@@ -1,10 +1,9 @@
 //! `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`), for
 //! Kubernetes' gRPC probes and `grpc_health_probe`.
 //!
-//! The server as a whole (service `""`) and its two services are `SERVING` once every model
-//! has an `AVAILABLE` version ([`ModelHub::is_ready`], as REST's `/v2/health/ready`), else
-//! `NOT_SERVING`. Check on an unknown service is `NOT_FOUND`, as the protocol asks; Watch
-//! sends the status at once and again whenever it changes (polled every second).
+//! The server as a whole (service `""`) and its two services report one status, by the
+//! server's [`HealthReport`]. Check on an unknown service is `NOT_FOUND`, as the protocol
+//! asks; Watch sends the status at once and again whenever it changes (polled every second).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,9 +24,23 @@ const SERVICES: [&str; 2] = [
 /// How often Watch looks at the models again.
 const WATCH_POLL: Duration = Duration::from_secs(1);
 
+/// What the health service reports as `SERVING`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthReport {
+    /// Always, while the server runs: TF Serving's (gRPC's default health service), for a
+    /// server that starts listening only after its models loaded. A model that fails later
+    /// (a reload that adds a broken one) then does not take every model's traffic away, as
+    /// a load balancer or a Kubernetes probe would on `NOT_SERVING`.
+    WhileRunning,
+    /// Only while every model has an `AVAILABLE` version ([`ModelHub::is_ready`], as REST's
+    /// `/v2/health/ready`), for a server whose port opens while models may still load.
+    WhenModelsAvailable,
+}
+
 #[derive(Clone)]
 pub(crate) struct HealthService {
     pub(crate) hub: Arc<dyn ModelHub>,
+    pub(crate) report: HealthReport,
 }
 
 impl HealthService {
@@ -36,10 +49,13 @@ impl HealthService {
         if !service.is_empty() && !SERVICES.contains(&service) {
             return None;
         }
-        Some(if self.hub.is_ready() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
+        let serving = match self.report {
+            HealthReport::WhileRunning => true,
+            HealthReport::WhenModelsAvailable => self.hub.is_ready(),
+        };
+        Some(match serving {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
         })
     }
 }

@@ -35,8 +35,9 @@
 //! * Compression: requests compressed with gzip or deflate (`grpc-encoding`) are accepted,
 //!   as a C++ gRPC server accepts them, and held to the same size limit once inflated.
 //!   Responses are sent uncompressed (gRPC's server default; TF Serving sets no other).
-//! * `health`: `grpc.health.v1.Health` if [`GrpcOptions::health_service`], SERVING once
-//!   every model has an AVAILABLE version.
+//! * `health`: `grpc.health.v1.Health` if [`GrpcOptions::health`], SERVING as its
+//!   [`HealthReport`] says: while the server runs (TF Serving's), or while every model has
+//!   an AVAILABLE version.
 //! * [`warmup`]: replays a version's recorded warm-up requests (TF Serving's
 //!   `assets.extra/tf_serving_warmup_requests`) before it serves, through the code above.
 //! * Connections: optional HTTP/2 keepalive pings and a maximum connection age
@@ -77,6 +78,7 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use health::HealthReport;
 pub use soma_net::Threading;
 pub use status::grpc_code;
 pub use tls::{TlsError, TlsSettings};
@@ -103,8 +105,9 @@ pub struct GrpcOptions {
     /// Serving's `--grpc_max_threads`). `None`: no limit. Servers given clones of one
     /// limit share it.
     pub max_concurrent: Option<ConcurrencyLimit>,
-    /// Also serve `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`).
-    pub health_service: bool,
+    /// Also serve `grpc.health.v1.Health` (TF Serving's `--enable_grpc_healthcheck_service`),
+    /// reporting as said.
+    pub health: Option<HealthReport>,
     /// Check that a signature's `method_name` fits the API that runs it (TF Serving's
     /// `--enable_signature_method_name_check`, off by default): Classify needs
     /// `tensorflow/serving/classify`, Regress `.../regress`, Predict one of the three. Off,
@@ -130,7 +133,7 @@ impl Default for GrpcOptions {
             keepalive_timeout: None,
             max_connection_age: None,
             max_concurrent: None,
-            health_service: false,
+            health: None,
             check_signature_method_names: false,
             tls: None,
             threading: Threading::default(),
@@ -207,8 +210,8 @@ pub async fn serve(
         }),
         limit
     ));
-    if options.health_service {
-        routes = routes.add_service(HealthServer::new(health::HealthService { hub }));
+    if let Some(report) = options.health {
+        routes = routes.add_service(HealthServer::new(health::HealthService { hub, report }));
     }
     serve_routes(predictions, routes, listener.into(), options, shutdown).await
 }

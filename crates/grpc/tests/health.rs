@@ -1,22 +1,23 @@
-//! `grpc.health.v1.Health`: NOT_SERVING until every model has an AVAILABLE version, then
-//! SERVING for the server and its two services; NOT_FOUND for other services; Watch sends
-//! the change; absent unless asked for.
+//! `grpc.health.v1.Health`: as `soma serve` reports it, NOT_SERVING until every model has
+//! an AVAILABLE version, then SERVING for the server and its two services; as `soma
+//! tfserving` (and TF Serving), SERVING while the server runs; NOT_FOUND for other services;
+//! Watch sends the change; absent unless asked for.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use soma_grpc::GrpcOptions;
+use soma_grpc::{GrpcOptions, HealthReport};
 use soma_grpc_proto::grpc::health::v1::HealthCheckRequest;
 use soma_grpc_proto::grpc::health::v1::health_check_response::ServingStatus;
 use soma_grpc_proto::grpc::health::v1::health_client::HealthClient;
 use soma_runtime::ModelSet;
 use tonic::transport::Channel;
 
-async fn serve(set: Arc<ModelSet>, health_service: bool) -> HealthClient<Channel> {
+async fn serve(set: Arc<ModelSet>, health: Option<HealthReport>) -> HealthClient<Channel> {
     let options = GrpcOptions {
-        health_service,
+        health,
         ..GrpcOptions::default()
     };
     HealthClient::new(common::serve_set(set, options).await)
@@ -42,7 +43,7 @@ async fn check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_model_availability() {
     let set = Arc::new(ModelSet::new("health", false));
-    let mut client = serve(Arc::clone(&set), true).await;
+    let mut client = serve(Arc::clone(&set), Some(HealthReport::WhenModelsAvailable)).await;
     for service in [
         "",
         "tensorflow.serving.PredictionService",
@@ -73,9 +74,28 @@ async fn health_follows_model_availability() {
     assert_eq!(next.status(), ServingStatus::Serving);
 }
 
+/// TF Serving's report: the server is SERVING while it runs, whatever its models do (a model
+/// that breaks later must not take the others' traffic away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_running_the_server_is_serving_without_available_models() {
+    let set = Arc::new(ModelSet::new("health", false));
+    let mut client = serve(set, Some(HealthReport::WhileRunning)).await;
+    for service in [
+        "",
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+    ] {
+        assert_eq!(
+            check(&mut client, service).await,
+            Ok(ServingStatus::Serving)
+        );
+    }
+    assert_eq!(check(&mut client, "nope").await, Err(tonic::Code::NotFound));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_service_is_only_served_when_asked_for() {
-    let mut client = serve(Arc::new(ModelSet::new("none", false)), false).await;
+    let mut client = serve(Arc::new(ModelSet::new("none", false)), None).await;
     assert_eq!(
         check(&mut client, "").await,
         Err(tonic::Code::Unimplemented)

@@ -284,7 +284,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
         metrics: metrics.clone(),
-        health_service: true,
+        health: Some(soma_grpc::HealthReport::WhileRunning),
         threading: soma_grpc::Threading {
             threads: 2,
             busy_poll: std::time::Duration::ZERO,

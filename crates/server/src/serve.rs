@@ -199,7 +199,8 @@ pub async fn serve_with(
             keepalive_timeout: None,
             max_connection_age: options.grpc_max_connection_age,
             max_concurrent: None,
-            health_service: true,
+            // The port opens while the APIs' models may still load.
+            health: Some(soma_grpc::HealthReport::WhenModelsAvailable),
             // TF Serving's default: TensorFlow 2 classifiers and regressors work.
             check_signature_method_names: false,
             tls: options.grpc_tls.clone(),

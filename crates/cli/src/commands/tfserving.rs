@@ -567,7 +567,10 @@ impl Settings {
                 // One limit for every gRPC listener (port and Unix socket).
                 max_concurrent: (args.grpc_max_threads > 0)
                     .then(|| ConcurrencyLimit::new(args.grpc_max_threads)),
-                health_service: args.enable_grpc_healthcheck_service,
+                // As TF Serving: models load before the port opens.
+                health: args
+                    .enable_grpc_healthcheck_service
+                    .then_some(soma_grpc::HealthReport::WhileRunning),
                 check_signature_method_names: args.enable_signature_method_name_check,
                 tls: args
                     .ssl_config_file
@@ -1108,9 +1111,12 @@ mod tests {
                 .map(ConcurrencyLimit::size),
             Some(8)
         );
-        assert!(!pools.grpc.health_service);
+        assert_eq!(pools.grpc.health, None);
         let health = parse(&["--model_base_path=/m", "--enable_grpc_healthcheck_service"]);
-        assert!(health.unwrap().grpc.health_service);
+        assert_eq!(
+            health.unwrap().grpc.health,
+            Some(soma_grpc::HealthReport::WhileRunning)
+        );
 
         let warmup = |flags: &[&str]| {
             parse(&[&["--model_base_path=/m"], flags].concat()).map(|s| s.warmup_iterations)
