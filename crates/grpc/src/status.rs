@@ -42,7 +42,7 @@ pub(crate) fn invalid(message: impl Into<String>) -> Status {
 }
 
 pub(crate) fn from_runtime(error: &RuntimeError) -> Status {
-    status(error.kind(), error.to_string())
+    status(error.kind(), error.client_message())
 }
 
 #[cfg(test)]

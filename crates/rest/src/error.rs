@@ -34,7 +34,7 @@ impl RestError {
 
 impl From<RuntimeError> for RestError {
     fn from(e: RuntimeError) -> RestError {
-        RestError::new(e.kind(), e.to_string())
+        RestError::new(e.kind(), e.client_message())
     }
 }
 

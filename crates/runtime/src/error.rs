@@ -38,6 +38,17 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The message TF Serving's front ends answer with: an engine failure's own text
+    /// (TensorFlow's, which TF Serving passes on as it is) without the model, version and
+    /// signature soma puts before it for its logs and its async APIs; any other error as
+    /// displayed.
+    pub fn client_message(&self) -> String {
+        match self {
+            RuntimeError::Engine { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             RuntimeError::NotFound(_) => ErrorKind::NotFound,
@@ -55,5 +66,26 @@ impl RuntimeError {
 impl From<InputError> for RuntimeError {
     fn from(e: InputError) -> RuntimeError {
         RuntimeError::InvalidInput(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_get_the_engines_own_message_and_logs_the_context() {
+        let error = RuntimeError::Engine {
+            context: "model 'iris' version 1 signature 'serving_default'".into(),
+            source: RunError::new(ErrorKind::OutOfRange, "indices[0] = 5 is not in [0, 3)"),
+        };
+        assert_eq!(error.client_message(), "indices[0] = 5 is not in [0, 3)");
+        assert_eq!(
+            error.to_string(),
+            "model 'iris' version 1 signature 'serving_default': indices[0] = 5 is not in [0, 3)"
+        );
+        assert_eq!(error.kind(), ErrorKind::OutOfRange);
+        let other = RuntimeError::InvalidInput("input 'x': expected dtype float32".into());
+        assert_eq!(other.client_message(), other.to_string());
     }
 }
