@@ -385,6 +385,11 @@ fn config_file_mode_reloads_the_file() {
     .unwrap();
     wait_for(&server, "model b", |s| predict(s, "b").0 == 200);
     wait_for(&server, "model a to go", |s| predict(s, "a").0 == 404);
+    // An emptied file (a tool rewriting it in place) leaves the model list as it is, as
+    // TF Serving refuses that transition; it does not unload every model.
+    std::fs::write(&config, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(predict(&server, "b").0, 200);
 }
 
 #[test]

@@ -489,7 +489,9 @@ impl Settings {
                 policy: Default::default(),
                 labels: Default::default(),
             }],
+            // As TF Serving, a file without a list starts a server with no models.
             (Some(file), _) => read_config_file(file)?
+                .unwrap_or_default()
                 .into_iter()
                 .map(|m| ModelConfig {
                     base_path: absolute(&m.base_path),
@@ -752,7 +754,8 @@ fn read_ssl_config(path: &Path) -> anyhow::Result<TlsSettings> {
     })
 }
 
-fn read_config_file(path: &Path) -> anyhow::Result<Vec<ModelConfig>> {
+/// The models a `--model_config_file` lists; `None` if it has no `model_config_list`.
+fn read_config_file(path: &Path) -> anyhow::Result<Option<Vec<ModelConfig>>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --model_config_file {}", path.display()))?;
     parse_model_config_file(&text).with_context(|| format!("{}", path.display()))
@@ -951,10 +954,16 @@ async fn poll_config_file(manager: Arc<ModelManager>, file: PathBuf, every: Dura
         }
         last = text;
         match read_config_file(&file) {
-            Ok(models) => match manager.reload(models).await {
+            Ok(Some(models)) => match manager.reload(models).await {
                 Ok(()) => tracing::info!(file = %file.display(), "model config reloaded"),
                 Err(e) => tracing::warn!(error = %e, "model config reload"),
             },
+            // An emptied file (an editor or a config tool rewriting it in place) does not
+            // unload every model: TF Serving refuses the transition too.
+            Ok(None) => tracing::warn!(
+                file = %file.display(),
+                "the model config file has no model_config_list; the model list stays as it is"
+            ),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "model config file"),
         }
     }

@@ -317,8 +317,11 @@ fn top_level_fields(text: &str) -> Result<Vec<Field>, ConfigFileError> {
     parser.fields(None)
 }
 
-/// Parses a `--model_config_file` into the models it lists.
-pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFileError> {
+/// Parses a `--model_config_file` into the models it lists; `None` for a file without a
+/// `model_config_list` (an empty file), which TF Serving reads as a config of no kind: a
+/// server may start with it (and no models), but a running server's list is not replaced
+/// by it.
+pub fn parse_model_config_file(text: &str) -> Result<Option<Vec<ModelConfig>>, ConfigFileError> {
     let top = top_level_fields(text)?;
     let mut models = Vec::new();
     let mut seen_list = false;
@@ -345,7 +348,7 @@ pub fn parse_model_config_file(text: &str) -> Result<Vec<ModelConfig>, ConfigFil
             _ => return Err(unknown(&field, "the config file", &["model_config_list"])),
         }
     }
-    Ok(models)
+    Ok(seen_list.then_some(models))
 }
 
 /// TF Serving's default path for Prometheus metrics (`PrometheusExporter::kPrometheusPath`).
@@ -576,7 +579,7 @@ model_config_list {
   config { name: "labels" base_path: "/b" version_labels: [{ key: 'a', value: 1 }, < key: 'b' value: 2 >] }
 }
 "#;
-        let models = parse_model_config_file(text).unwrap();
+        let models = parse_model_config_file(text).unwrap().unwrap();
         assert_eq!(models.len(), 5);
         assert_eq!(models[0].name, "iris");
         assert_eq!(models[0].base_path, "/models/iris");
@@ -600,7 +603,12 @@ model_config_list {
             models[4].labels,
             BTreeMap::from([("a".into(), 1), ("b".into(), 2)])
         );
-        assert_eq!(parse_model_config_file("").unwrap(), []);
+        // No list at all, and an empty one (which unloads every model on a reload).
+        assert_eq!(parse_model_config_file("# nothing\n").unwrap(), None);
+        assert_eq!(
+            parse_model_config_file("model_config_list {}").unwrap(),
+            Some(vec![])
+        );
     }
 
     #[test]
