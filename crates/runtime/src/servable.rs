@@ -30,6 +30,15 @@ pub struct Servable {
 /// caller's async thread (see [`Servable::runs_quickly`]).
 pub const QUICK_RUN: Duration = Duration::from_micros(100);
 
+/// What a failed warm-up most likely means when the version has a `variables/` folder.
+const KERAS_HINT: &str = "If this is a Keras model saved with tf.saved_model.save, re-export it \
+     with model.export(path), which writes a SavedModel that TensorFlow's C API (and TF \
+     Serving) can run.";
+/// ... and when it has none.
+const NO_VARIABLES_HINT: &str = "The version has no variables/ folder: if its files are still \
+     being copied, it is loaded again once they change; a SavedModel that reads variables \
+     needs variables/variables.index and its data shards.";
+
 /// The outputs of one prediction, and which model version produced them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
@@ -276,7 +285,13 @@ impl Servable {
             )
         });
         if !takes_examples {
-            self.warm_up()?;
+            // A version without variables/ whose graph reads variables is most likely still
+            // being copied (an S3 upload sends saved_model.pb first), not a Keras export.
+            let hint = match dir.join("variables").is_dir() {
+                true => KERAS_HINT,
+                false => NO_VARIABLES_HINT,
+            };
+            self.warm_up_hinting(hint)?;
         }
         Ok(None)
     }
@@ -284,14 +299,16 @@ impl Servable {
     /// Runs the default signature once on zero-valued inputs. This catches models that load
     /// but cannot run (notably Keras 3 models saved with `tf.saved_model.save`).
     pub fn warm_up(&self) -> Result<(), RuntimeError> {
+        self.warm_up_hinting(KERAS_HINT)
+    }
+
+    fn warm_up_hinting(&self, hint: &str) -> Result<(), RuntimeError> {
         let (key, signature) = self.signature(None)?;
         let inputs = warmup_inputs(signature)?;
         let refs: Vec<&Tensor> = inputs.iter().collect();
         self.runner.run(key, &refs).map(drop).map_err(|source| {
             RuntimeError::Model(format!(
-                "{} loaded but failed its warm-up prediction: {source}\nIf this is a Keras \
-                 model saved with tf.saved_model.save, re-export it with model.export(path), \
-                 which writes a SavedModel that TensorFlow's C API (and TF Serving) can run.",
+                "{} loaded but failed its warm-up prediction: {source}\n{hint}",
                 self.label()
             ))
         })
@@ -684,6 +701,17 @@ mod tests {
                 .contains("failed its warm-up prediction"),
             "{fallback}"
         );
+        // "/nowhere" has no variables/: the hint is about files still being copied.
+        assert!(
+            fallback.to_string().contains("no variables/ folder"),
+            "{fallback}"
+        );
+        let with_variables =
+            std::env::temp_dir().join(format!("soma-warm-up-{}", std::process::id()));
+        std::fs::create_dir_all(with_variables.join("variables")).unwrap();
+        let keras = servable.warm_up_from(&with_variables, None).unwrap_err();
+        let _ = std::fs::remove_dir_all(&with_variables);
+        assert!(keras.to_string().contains("model.export(path)"), "{keras}");
         assert_eq!(warm(None).unwrap_err(), fallback);
         let bad = RuntimeError::Model("record 1 failed".into());
         assert_eq!(warm(Some(Recorded(Err(bad.clone())))), Err(bad));
