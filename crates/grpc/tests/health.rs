@@ -40,21 +40,23 @@ async fn check(
         .map_err(|s| s.code())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_follows_model_availability() {
-    let set = Arc::new(ModelSet::new("health", false));
-    let mut client = serve(Arc::clone(&set), Some(HealthReport::WhenModelsAvailable)).await;
+/// The server (`""`) and its two services report `status`; any other service is unknown.
+async fn assert_every_service(client: &mut HealthClient<Channel>, status: ServingStatus) {
     for service in [
         "",
         "tensorflow.serving.PredictionService",
         "tensorflow.serving.ModelService",
     ] {
-        assert_eq!(
-            check(&mut client, service).await,
-            Ok(ServingStatus::NotServing)
-        );
+        assert_eq!(check(client, service).await, Ok(status), "{service:?}");
     }
-    assert_eq!(check(&mut client, "nope").await, Err(tonic::Code::NotFound));
+    assert_eq!(check(client, "nope").await, Err(tonic::Code::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_model_availability() {
+    let set = Arc::new(ModelSet::new("health", false));
+    let mut client = serve(Arc::clone(&set), Some(HealthReport::WhenModelsAvailable)).await;
+    assert_every_service(&mut client, ServingStatus::NotServing).await;
     let mut watch = client.watch(ask("")).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::NotServing);
@@ -80,17 +82,7 @@ async fn health_follows_model_availability() {
 async fn while_running_the_server_is_serving_without_available_models() {
     let set = Arc::new(ModelSet::new("health", false));
     let mut client = serve(set, Some(HealthReport::WhileRunning)).await;
-    for service in [
-        "",
-        "tensorflow.serving.PredictionService",
-        "tensorflow.serving.ModelService",
-    ] {
-        assert_eq!(
-            check(&mut client, service).await,
-            Ok(ServingStatus::Serving)
-        );
-    }
-    assert_eq!(check(&mut client, "nope").await, Err(tonic::Code::NotFound));
+    assert_every_service(&mut client, ServingStatus::Serving).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
