@@ -11,7 +11,7 @@ use soma_runtime::hub::ModelConfig;
 use soma_runtime::{VersionPolicy, VersionStatus};
 use tonic::{Code, Status};
 
-use crate::status::{grpc_code, invalid};
+use crate::status::invalid;
 
 pub(crate) fn version_status(v: &VersionStatus) -> ModelVersionStatus {
     let status = match &v.error {
@@ -20,7 +20,7 @@ pub(crate) fn version_status(v: &VersionStatus) -> ModelVersionStatus {
             error_message: String::new(),
         },
         Some((kind, message)) => StatusProto {
-            error_code: grpc_code(*kind) as i32,
+            error_code: kind.code(),
             error_message: message.clone(),
         },
     };

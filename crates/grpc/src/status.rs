@@ -1,31 +1,14 @@
-//! Every error leaves soma's gRPC front end through [`grpc_code`], the one mapping from
-//! soma's error classes to gRPC (and TensorFlow, whose numbers are gRPC's) status codes.
+//! Every error leaves soma's gRPC front end through [`grpc_code`]: soma's error classes
+//! are TensorFlow's status codes, whose numbers are gRPC's.
 
 use soma_core::ErrorKind;
 use soma_runtime::RuntimeError;
 use tonic::{Code, Status};
 
-/// The gRPC code for an error class. `tensorflow.error.Code` uses the same numbers, so
-/// `StatusProto.error_code` is `grpc_code(kind) as i32`.
+/// The gRPC code for an error class: soma's classes are TensorFlow's codes, whose numbers
+/// are gRPC's, so the number carries over (`StatusProto.error_code` is `kind.code()`).
 pub fn grpc_code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::Cancelled => Code::Cancelled,
-        ErrorKind::Unknown => Code::Unknown,
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::PermissionDenied => Code::PermissionDenied,
-        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
-        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        ErrorKind::Aborted => Code::Aborted,
-        ErrorKind::OutOfRange => Code::OutOfRange,
-        ErrorKind::Unimplemented => Code::Unimplemented,
-        ErrorKind::Internal => Code::Internal,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::DataLoss => Code::DataLoss,
-        ErrorKind::Unauthenticated => Code::Unauthenticated,
-    }
+    Code::from(kind.code())
 }
 
 /// The name of a gRPC code as TF Serving's metrics and logs spell it (`NOT_FOUND`).
