@@ -37,19 +37,52 @@ pub enum TensorError {
     },
     #[error("the tensor holds {actual} values, not {requested}")]
     WrongElementType { actual: DType, requested: DType },
+    #[error(
+        "shape {shape:?} has more elements than a tensor can hold (TensorFlow's limit is 2^63 - 1)"
+    )]
+    TooManyElements { shape: Vec<usize> },
+    #[error("a tensor of rank {rank} has more dimensions than TensorFlow's limit of {MAX_RANK}")]
+    TooManyDims { rank: usize },
+}
+
+/// TensorFlow's largest rank (`TensorShape::MaxDimensions()`).
+pub const MAX_RANK: usize = 254;
+
+/// The number of elements of `shape`, checked as TensorFlow checks it when it builds a
+/// `TensorShape`: at most [`MAX_RANK`] dims, and no partial product above `int64`'s range.
+/// TensorFlow aborts the whole process on a shape that fails these (a failed `CHECK`), so
+/// no [`Tensor`] may have one: [`Tensor::new`] refuses it, and decoders that size buffers
+/// from a request's shape ask here first.
+pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
+    if shape.len() > MAX_RANK {
+        return Err(TensorError::TooManyDims { rank: shape.len() });
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |count, dim| {
+            count
+                .checked_mul(*dim)
+                .filter(|count| i64::try_from(*count).is_ok())
+        })
+        .ok_or_else(|| TensorError::TooManyElements {
+            shape: shape.to_vec(),
+        })
 }
 
 impl Tensor {
-    /// Builds a tensor, checking that the data holds exactly `product(shape)` elements.
+    /// Builds a tensor, checking that the data holds exactly `product(shape)` elements
+    /// (and that there are no more than TensorFlow can count, see [`element_count`]).
     pub fn new(dtype: DType, shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
-        let count: usize = shape.iter().product();
+        let count = element_count(&shape)?;
         match (&data, dtype.byte_size()) {
             (TensorData::Fixed(bytes), Some(width)) => {
-                if bytes.len() != count * width {
+                // A length no buffer can have, when the byte count itself overflows.
+                let expected = count.saturating_mul(width);
+                if bytes.len() != expected {
                     return Err(TensorError::LengthMismatch {
                         dtype,
                         shape,
-                        expected: count * width,
+                        expected,
                         actual: bytes.len(),
                         unit: "bytes",
                     });
@@ -216,6 +249,30 @@ mod tests {
         let err = Tensor::from_strings(vec![2], vec![b"a".to_vec()]).unwrap_err();
         assert!(err.to_string().contains("needs 2 strings"), "{err}");
         assert!(Tensor::new(DType::Resource, vec![], TensorData::Fixed(vec![])).is_err());
+    }
+
+    #[test]
+    fn shapes_tensorflow_would_abort_on_are_refused() {
+        // 2^62 * 4 wraps to 0 in a plain product: an empty buffer would have "matched" it,
+        // and TensorFlow aborts the process on such a shape.
+        let wrapping = vec![1 << 62, 4];
+        let err = Tensor::new(DType::Float, wrapping, TensorData::Fixed(vec![])).unwrap_err();
+        assert!(matches!(err, TensorError::TooManyElements { .. }), "{err}");
+        let err = Tensor::from_strings(vec![1 << 32, 1 << 31], vec![]).unwrap_err();
+        assert!(err.to_string().contains("more elements than"), "{err}");
+        // Past int64 without wrapping a usize, also on the way to a zero (TensorFlow checks
+        // each partial product).
+        assert!(element_count(&[1 << 63]).is_err());
+        assert!(element_count(&[1 << 62, 2, 0]).is_err());
+        assert_eq!(element_count(&[(1 << 62) + 1, 1]), Ok((1 << 62) + 1));
+        assert_eq!(element_count(&[0, 1 << 62, 1 << 62]), Ok(0));
+        // Rank.
+        assert_eq!(element_count(&[1; MAX_RANK]), Ok(1));
+        let err = Tensor::from_slice(vec![1; MAX_RANK + 1], &[1.0f32]).unwrap_err();
+        assert_eq!(err, TensorError::TooManyDims { rank: 255 });
+        // Bytes that overflow while elements do not: a length mismatch, not a panic.
+        let err = Tensor::new(DType::Double, vec![1 << 62], TensorData::Fixed(vec![])).unwrap_err();
+        assert!(matches!(err, TensorError::LengthMismatch { .. }), "{err}");
     }
 
     #[test]

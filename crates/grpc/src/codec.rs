@@ -27,6 +27,9 @@ pub enum CodecError {
     NegativeDim { index: usize, size: i64 },
     #[error("shape {shape:?} holds more than {MAX_TENSOR_BYTES} bytes of {dtype}")]
     TooLarge { dtype: DType, shape: Vec<i64> },
+    /// More dims or elements than TensorFlow can represent.
+    #[error("{0}")]
+    Shape(#[from] soma_core::TensorError),
     #[error(
         "tensor_content has {actual} bytes, but a {dtype} tensor of shape {shape:?} needs {expected}"
     )]
@@ -117,14 +120,24 @@ pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, CodecError> {
         .filter(|d| d.is_supported())
         .ok_or_else(|| CodecError::UnsupportedDType(dtype_name(proto.dtype)))?;
     let shape = shape_from_proto(proto.tensor_shape.as_ref())?;
-    let count: usize = shape.iter().product();
+    let count = soma_core::element_count(&shape)?;
     let field = value_field(dtype).expect("supported dtypes have a value field");
     let too_large = || CodecError::TooLarge {
         dtype,
         shape: shape.iter().map(|d| *d as i64).collect(),
     };
+    // What the decoded tensor takes in memory: its elements, or for strings one `Vec` per
+    // element plus the bytes of a string that is repeated to fill the shape (one value fills
+    // a shape, as in TensorFlow, so a request of a few bytes may ask for gigabytes).
+    let element_bytes = match dtype.byte_size() {
+        Some(width) => width,
+        None if proto.tensor_content.is_empty() && proto.string_val.len() == 1 => {
+            std::mem::size_of::<Vec<u8>>().saturating_add(proto.string_val[0].len())
+        }
+        None => std::mem::size_of::<Vec<u8>>(),
+    };
     let total_bytes = count
-        .checked_mul(dtype.byte_size().unwrap_or(1))
+        .checked_mul(element_bytes)
         .filter(|b| *b <= MAX_TENSOR_BYTES)
         .ok_or_else(too_large)?;
     let from_content = !proto.tensor_content.is_empty();

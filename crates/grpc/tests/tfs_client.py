@@ -403,6 +403,11 @@ def check_errors(check, stub, models_stub, max_message_bytes):
     e("bad value count", predict(spec("iris"), {"x": bad_count}), C.INVALID_ARGUMENT, "tensor parsing error: x: float_val has 3 values")
     short = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto((2, 4)), tensor_content=b"\0" * 12)
     e("bad tensor_content", predict(spec("iris"), {"x": short}), C.INVALID_ARGUMENT, "tensor_content has 12 bytes")
+    # Shapes TensorFlow aborts the process on: refused, and the server answers the checks below.
+    past_int64 = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto((1 << 62, 4)))
+    e("shape past int64", predict(spec("iris"), {"x": past_int64}), C.INVALID_ARGUMENT, "more elements than a tensor can hold")
+    rank_255 = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto((1,) * 255), float_val=[1])
+    e("rank 255", predict(spec("iris"), {"x": rank_255}), C.INVALID_ARGUMENT, "more dimensions than TensorFlow's limit of 254")
     e("missing input", predict(spec("iris"), {}), C.INVALID_ARGUMENT, "input size does not match signature: 0!=1")
     e("extra input", predict(spec("iris"), {"x": iris_x, "y": iris_x}), C.INVALID_ARGUMENT, "Sent extra: {y}")
     e("wrong input", predict(spec("iris"), {"y": iris_x}), C.INVALID_ARGUMENT, "input tensor alias not found in signature: y")

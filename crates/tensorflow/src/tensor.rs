@@ -31,7 +31,8 @@ impl<'tf> InputTensor<'tf> {
         match tensor.data() {
             TensorData::Fixed(bytes) => {
                 // SAFETY: allocates `bytes.len()` bytes for the declared dtype and shape
-                // (Tensor::new checked that they agree), then fills them completely.
+                // (Tensor::new checked that they agree, and that TensorFlow can represent
+                // the shape: it aborts the process on one it cannot), then fills them.
                 unsafe {
                     let ptr = (api.allocate_tensor)(
                         tensor.dtype().to_proto(),

@@ -275,6 +275,37 @@ fn bad_shapes_and_dtypes_are_errors() {
         tensor_from_proto(&p),
         Err(CodecError::TooLarge { .. })
     ));
+    // Nor may one string, counted as the memory it takes once repeated: 2^22 copies of 1 KB.
+    let mut p = proto(DType::String, &[1 << 22]);
+    p.string_val = vec![vec![b'x'; 1000]];
+    assert!(matches!(
+        tensor_from_proto(&p),
+        Err(CodecError::TooLarge { .. })
+    ));
+    p.string_val = vec![vec![b'x'; 10]];
+    assert_eq!(tensor_from_proto(&p).unwrap().num_elements(), 1 << 22);
+}
+
+/// Shapes TensorFlow aborts the process on (a failed `CHECK` in `TensorShape`) are refused
+/// here, before any tensor exists: an element count past int64 (in a plain `usize` product
+/// 2^62 * 4 wraps to 0, which an empty value list would have matched) and rank above 254.
+#[test]
+fn shapes_tensorflow_cannot_represent_are_errors() {
+    for values in [vec![], vec![1.0]] {
+        let mut p = proto(DType::Float, &[1 << 62, 4]);
+        p.float_val = values;
+        let err = tensor_from_proto(&p).unwrap_err();
+        assert!(matches!(err, CodecError::Shape(_)), "{err}");
+        assert!(err.to_string().contains("more elements than"), "{err}");
+    }
+    let mut p = proto(DType::Float, &[1 << 40, 1 << 30, 0]);
+    assert!(matches!(tensor_from_proto(&p), Err(CodecError::Shape(_))));
+    p.tensor_shape = shape(&[1; 255]);
+    p.float_val = vec![1.0];
+    let err = tensor_from_proto(&p).unwrap_err();
+    assert!(err.to_string().contains("rank 255"), "{err}");
+    p.tensor_shape = shape(&[1; 254]);
+    assert_eq!(tensor_from_proto(&p).unwrap().shape().len(), 254);
 }
 
 #[test]
