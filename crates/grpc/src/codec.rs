@@ -13,8 +13,15 @@
 use soma_core::{DType, Element, Tensor, TensorData};
 use soma_grpc_proto::tensorflow::{TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
 
-/// The largest tensor (in bytes) a request may expand to, e.g. by broadcasting one value.
+/// The largest tensor (in bytes) a request may decode to.
 pub const MAX_TENSOR_BYTES: usize = i32::MAX as usize;
+
+/// The largest tensor (in bytes) one value may fill. TensorFlow repeats a lone value to fill
+/// the shape (`tf.make_tensor_proto(0.0, shape=...)` sends one), so without a bound a
+/// request of 36 bytes could make the server allocate and compute gigabytes (an audit had
+/// one take 13 GB). A client that needs more sends every value, paying for what it asks.
+/// The same bound as the REST body limit.
+pub const MAX_REPEATED_BYTES: usize = 256 << 20;
 
 /// Why a `TensorProto` cannot be turned into a tensor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +74,16 @@ pub enum CodecError {
     OddComplex { field: &'static str, actual: usize },
     #[error("tensor_content of a string tensor is malformed: {0}")]
     BadStringContent(&'static str),
+    #[error(
+        "one {field} value repeated to fill shape {shape:?} makes {bytes} bytes of {dtype}; \
+         a repeated value may fill at most {MAX_REPEATED_BYTES} bytes: send every value"
+    )]
+    RepeatTooLarge {
+        field: &'static str,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: usize,
+    },
 }
 
 /// The typed field (proto name) that carries values of `dtype`.
@@ -372,6 +389,7 @@ fn broadcast_fixed(
     if elements == count {
         Ok(given)
     } else if elements == 1 {
+        check_repeat(field, dtype, shape, count * width)?;
         Ok(given.repeat(count))
     } else {
         Err(CodecError::ValueCount {
@@ -393,6 +411,8 @@ fn broadcast_strings(
     if given.len() == count {
         Ok(given.to_vec())
     } else if given.len() == 1 {
+        let bytes = count * (std::mem::size_of::<Vec<u8>>() + given[0].len());
+        check_repeat("string_val", DType::String, shape, bytes)?;
         Ok(vec![given[0].clone(); count])
     } else {
         Err(CodecError::ValueCount {
@@ -403,6 +423,25 @@ fn broadcast_strings(
             actual: given.len(),
         })
     }
+}
+
+/// Refuses a lone value that would fill more than [`MAX_REPEATED_BYTES`]. `bytes` is within
+/// [`MAX_TENSOR_BYTES`] (checked before), so it did not overflow.
+fn check_repeat(
+    field: &'static str,
+    dtype: DType,
+    shape: &[usize],
+    bytes: usize,
+) -> Result<(), CodecError> {
+    if bytes <= MAX_REPEATED_BYTES {
+        return Ok(());
+    }
+    Err(CodecError::RepeatTooLarge {
+        field,
+        dtype,
+        shape: shape.to_vec(),
+        bytes,
+    })
 }
 
 /// The width of one number: an element, or one half of a complex element.

@@ -268,7 +268,7 @@ fn bad_shapes_and_dtypes_are_errors() {
             Err(CodecError::UnsupportedDType(_))
         ));
     }
-    // One value may not expand beyond the size limit.
+    // No tensor beyond the size limit, sent or repeated.
     let mut p = proto(DType::Double, &[1 << 20, 1 << 20]);
     p.double_val = vec![1.0];
     assert!(matches!(
@@ -282,8 +282,32 @@ fn bad_shapes_and_dtypes_are_errors() {
         tensor_from_proto(&p),
         Err(CodecError::TooLarge { .. })
     ));
-    p.string_val = vec![vec![b'x'; 10]];
-    assert_eq!(tensor_from_proto(&p).unwrap().num_elements(), 1 << 22);
+}
+
+/// One value fills its shape (TensorFlow's rule) up to 256 MiB; past that the client is
+/// told to send the values, so a request of a few bytes cannot cost gigabytes.
+#[test]
+fn one_value_fills_at_most_256_mib() {
+    let mut p = proto(DType::Float, &[1 << 20, 64]);
+    p.float_val = vec![0.5];
+    assert_eq!(tensor_from_proto(&p).unwrap().num_elements(), 1 << 26);
+    p.tensor_shape = shape(&[(1 << 20) + 1, 64]);
+    let err = tensor_from_proto(&p).unwrap_err();
+    assert!(matches!(err, CodecError::RepeatTooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("send every value"), "{err}");
+    // Strings count their bytes: 24 + 8 per element.
+    let mut p = proto(DType::String, &[(256 << 20) / 32]);
+    p.string_val = vec![b"12345678".to_vec()];
+    assert!(tensor_from_proto(&p).is_ok());
+    p.tensor_shape = shape(&[(256 << 20) / 32 + 1]);
+    assert!(matches!(
+        tensor_from_proto(&p),
+        Err(CodecError::RepeatTooLarge { .. })
+    ));
+    // Sent in full, the same size is fine: the limit is on repeating, not on size.
+    let mut p = proto(DType::Float, &[(1 << 20) + 1, 64]);
+    p.tensor_content = vec![0; ((1 << 20) + 1) * 64 * 4];
+    assert!(tensor_from_proto(&p).is_ok());
 }
 
 /// Shapes TensorFlow aborts the process on (a failed `CHECK` in `TensorShape`) are refused
