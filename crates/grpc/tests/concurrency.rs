@@ -100,6 +100,7 @@ fn on_serving_threads() -> GrpcOptions {
         threading: soma_grpc::Threading {
             threads: 2,
             busy_poll: Duration::from_micros(30),
+            idle_timeout: None,
         },
         ..GrpcOptions::default()
     }

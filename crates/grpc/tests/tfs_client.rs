@@ -288,6 +288,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
         threading: soma_grpc::Threading {
             threads: 2,
             busy_poll: std::time::Duration::ZERO,
+            idle_timeout: None,
         },
         ..GrpcOptions::default()
     };

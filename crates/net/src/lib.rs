@@ -49,6 +49,11 @@ pub struct Threading {
     /// CPU that other processes on the machine may need, so at most one thread fewer than
     /// the cores spins at once. Zero: sleep as soon as there is nothing to do.
     pub busy_poll: Duration,
+    /// For front ends that read requests one at a time (REST): a connection that sends
+    /// nothing for this long while the server waits for its next request, or for the rest
+    /// of one, is closed, so idle and stalled clients cannot hold every file descriptor.
+    /// `None`: never. The front end applies it; a prediction in progress is not waiting.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Threading {
@@ -57,11 +62,17 @@ impl Threading {
     /// short enough that a thread with nothing coming soon goes to sleep (BENCHMARKS.md §4).
     pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(30);
 
+    /// How long a REST connection may send nothing while it is waited for: longer than
+    /// the idle timeouts of common load balancers (AWS's 60 s), which must close an idle
+    /// connection before the server does, or a request sent as the server closes is lost.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
     /// A thread per core, each polling for `busy_poll` after its I/O.
     pub fn per_core(busy_poll: Duration) -> Threading {
         Threading {
             threads: cores(),
             busy_poll,
+            idle_timeout: Some(Threading::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }

@@ -112,6 +112,7 @@ fn start_polling(
             let threading = Threading {
                 threads: 2,
                 busy_poll,
+                idle_timeout: None,
             };
             let shutdown = async move {
                 let _ = stopped.await;

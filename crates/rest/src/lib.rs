@@ -65,6 +65,10 @@ pub struct RestOptions {
     pub body_limit: usize,
     /// How long a prediction may take (504 beyond it); TF Serving's default is 30 s.
     pub timeout: Duration,
+    /// A request body that sends nothing for this long gets 408, so a client that stops
+    /// mid-body does not hold its connection (heads and idle connections are the serving
+    /// threads', [`Threading::idle_timeout`]). `None`: wait for ever.
+    pub idle_timeout: Option<Duration>,
     pub metrics: Registry,
     /// Another path for the Prometheus metrics of [`router`] besides `/metrics` (TF
     /// Serving's `--monitoring_config_file`, e.g. `/monitoring/prometheus/metrics`); must
@@ -88,6 +92,7 @@ impl Default for RestOptions {
         RestOptions {
             body_limit: 64 * 1024 * 1024,
             timeout: Duration::from_secs(30),
+            idle_timeout: Some(Threading::DEFAULT_IDLE_TIMEOUT),
             metrics: Registry::new(),
             prometheus_path: None,
             max_concurrent: None,
@@ -297,7 +302,7 @@ async fn handle(
         } => {
             let infer = async {
                 let encoding = BodyEncoding::of(headers)?;
-                let body = read_body(body, rest.options.body_limit).await?;
+                let body = read_body(body, &rest.options).await?;
                 infer(rest, &model, &version, method, body, encoding).await
             };
             recorded(rest, &model, method, infer).await
@@ -385,7 +390,11 @@ const INLINE_BODY_LIMIT: usize = 16 * 1024;
 /// where a 16 KiB body could hold a bomb of 16 MB.
 const INLINE_GZIP_LIMIT: usize = 1024;
 
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
+/// Reads the whole body, up to the body limit (413 beyond); 408 if it stalls for the idle
+/// timeout.
+async fn read_body(body: Body, options: &RestOptions) -> Result<Vec<u8>, RestError> {
+    use http_body_util::BodyExt as _;
+    let limit = options.body_limit;
     let too_large = || {
         let mut error = RestError::invalid(format!(
             "the request body is larger than the limit of {limit} bytes"
@@ -397,16 +406,41 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, RestError> {
     if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(e) => {
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            Err(if over_limit {
-                too_large()
-            } else {
-                RestError::invalid(format!("cannot read the request body: {e}"))
-            })
+    let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
+    let mut bytes = Vec::new();
+    loop {
+        let frame = match options.idle_timeout {
+            None => Ok(body.frame().await),
+            Some(stall) => tokio::time::timeout(stall, body.frame()).await,
+        };
+        let frame = match frame {
+            Ok(None) => return Ok(bytes),
+            Ok(Some(frame)) => frame,
+            Err(_) => {
+                let stall = options.idle_timeout.unwrap_or_default();
+                let mut error = RestError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "the request body stalled: no bytes for {} ms",
+                        stall.as_millis()
+                    ),
+                );
+                error.http = Some(StatusCode::REQUEST_TIMEOUT);
+                return Err(error);
+            }
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => {
+                return Err(RestError::invalid(format!(
+                    "cannot read the request body: {e}"
+                )));
+            }
         }
     }
 }

@@ -74,12 +74,15 @@ const HEAD_LIMIT: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// Serves one connection: requests in the lane, then, from the first that is not, hyper
-/// with `app`. Returns when the connection closes, or once it is idle after `stopping`.
+/// with `app`. Returns when the connection closes, once it is idle after `stopping`, or
+/// when it sends nothing for `idle_timeout` while a request is awaited (between requests
+/// or inside one).
 pub(crate) async fn serve_connection<L, S>(
     mut io: S,
     app: Router,
     lane: Arc<L>,
     stop: soma_net::Stop,
+    idle_timeout: Option<Duration>,
 ) where
     L: QuickLane,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -101,7 +104,7 @@ pub(crate) async fn serve_connection<L, S>(
                 Head::Partial => break,
                 Head::Other => {
                     let prefix = buffer.freeze();
-                    return hand_over(Rewound { prefix, io }, app, stop).await;
+                    return hand_over(Rewound { prefix, io }, app, stop, idle_timeout).await;
                 }
             };
             if buffer.len() < head_len + body_len {
@@ -123,12 +126,13 @@ pub(crate) async fn serve_connection<L, S>(
         if buffer.capacity() - buffer.len() < 1024 {
             buffer.reserve(4096);
         }
+        let read = read_within(idle_timeout, io.read_buf(&mut buffer));
         let read = if stopped {
-            io.read_buf(&mut buffer).await
+            read.await
         } else {
             tokio::select! {
                 biased;
-                read = io.read_buf(&mut buffer) => read,
+                read = read => read,
                 () = &mut stopping => {
                     stopped = true;
                     continue;
@@ -136,9 +140,19 @@ pub(crate) async fn serve_connection<L, S>(
             }
         };
         match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Some(Ok(0) | Err(_)) | None => return,
+            Some(Ok(_)) => {}
         }
+    }
+}
+
+/// `read`, or `None` if it is still waiting after `timeout`. The timer is only set when the
+/// read does not complete at once (tokio registers a `Sleep` on its first poll), which is
+/// the rule for a busy connection's next request.
+async fn read_within<F: Future>(timeout: Option<Duration>, read: F) -> Option<F::Output> {
+    match timeout {
+        None => Some(read.await),
+        Some(timeout) => tokio::time::timeout(timeout, read).await.ok(),
     }
 }
 
@@ -261,17 +275,24 @@ impl CachedDate {
 
 /// Serves the rest of a connection with hyper, as `axum::serve` does (HTTP/1.1, or HTTP/2
 /// if the client starts with its preface), until it closes; after `stop`, gracefully.
-async fn hand_over<S>(io: S, app: Router, stop: soma_net::Stop)
+async fn hand_over<S>(io: S, app: Router, stop: soma_net::Stop, idle_timeout: Option<Duration>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt as _;
     let service = app.map_request(|request: axum::http::Request<hyper::body::Incoming>| {
         request.map(axum::body::Body::new)
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's header timer runs from when it starts waiting for a request's head, idle
+    // keep-alive included: the lane's rule for HTTP/1.1. (A body that stalls is the
+    // router's: `read_body`.)
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let stopping = stop.requested();

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use soma_net::{Connections, Stop, Threading};
@@ -20,7 +21,7 @@ use crate::quick_lane::{self, QuickLane};
 
 /// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
 /// `shutdown` resolves, then lets the open requests finish. With `threading.threads` 0,
-/// serves `app` alone (no quick lane) on the caller's runtime.
+/// serves `app` alone (no quick lane, no idle timeout) on the caller's runtime.
 pub async fn serve_on_threads<L: QuickLane>(
     listener: TcpListener,
     app: Router,
@@ -34,8 +35,16 @@ pub async fn serve_on_threads<L: QuickLane>(
             .await;
     }
     let lane = Arc::new(lane);
-    let serve =
-        move |connections, stop| serve_thread(connections, stop, app.clone(), Arc::clone(&lane));
+    let idle_timeout = threading.idle_timeout;
+    let serve = move |connections, stop| {
+        serve_thread(
+            connections,
+            stop,
+            app.clone(),
+            Arc::clone(&lane),
+            idle_timeout,
+        )
+    };
     soma_net::serve_sharded(listener, threading, "soma-rest", serve, shutdown).await
 }
 
@@ -45,10 +54,12 @@ async fn serve_thread<L: QuickLane>(
     stop: Stop,
     app: Router,
     lane: Arc<L>,
+    idle_timeout: Option<Duration>,
 ) -> io::Result<()> {
     connections
         .serve_each(stop, |connection, stop| {
-            quick_lane::serve_connection(connection, app.clone(), Arc::clone(&lane), stop)
+            let lane = Arc::clone(&lane);
+            quick_lane::serve_connection(connection, app.clone(), lane, stop, idle_timeout)
         })
         .await
 }

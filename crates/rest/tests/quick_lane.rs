@@ -45,6 +45,12 @@ fn router() -> Router {
 }
 
 async fn start() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    start_with(None).await
+}
+
+async fn start_with(
+    idle_timeout: Option<Duration>,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -55,6 +61,7 @@ async fn start() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let threading = Threading {
             threads: 2,
             busy_poll: Duration::ZERO,
+            idle_timeout,
         };
         soma_rest::serve_on_threads(listener, router(), Lane, threading, shutdown)
             .await
@@ -243,4 +250,85 @@ async fn shutdown_finishes_the_lanes_requests_and_closes_idle_connections() {
         .await
         .expect("the server stops once its requests are done")
         .unwrap();
+}
+
+/// Whether the server closed `stream` (read returns 0 or a reset) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut chunk = [0; 64];
+    match stream.read(&mut chunk) {
+        Ok(0) => true,
+        Ok(n) => panic!(
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&chunk[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(_) => false,
+    }
+}
+
+/// A connection that sends nothing while a request is awaited is closed after the idle
+/// timeout: idle from the start, idle after a request, stopped inside a head or a body,
+/// in the lane and after the move to hyper. One that keeps sending stays open, and so does
+/// one whose request takes longer than the timeout to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_are_closed_after_the_idle_timeout() {
+    let idle = Duration::from_millis(400);
+    let (addr, stop, server) = start_with(Some(idle)).await;
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut silent = connect(&addr);
+        assert!(closed_within(&mut silent, Duration::from_secs(5)));
+        assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
+
+        let stalls = [
+            String::new(),
+            "POST /lane/a HTTP/1.1\r\nContent-Le".to_owned(),
+            "POST /lane/a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345".to_owned(),
+        ];
+        for stall in &stalls {
+            // After a request in the lane.
+            let mut stream = connect(&addr);
+            stream.write_all(post("/lane/a", "1").as_bytes()).unwrap();
+            assert_eq!(read_answers(&mut stream, 1).0, ["lane /lane/a 1"]);
+            stream.write_all(stall.as_bytes()).unwrap();
+            assert!(
+                closed_within(&mut stream, Duration::from_secs(5)),
+                "{stall:?}"
+            );
+        }
+        // After the move to hyper: an idle keep-alive connection and a stalled head.
+        for stall in &stalls[..2] {
+            let mut stream = connect(&addr);
+            stream.write_all(post("/other", "1").as_bytes()).unwrap();
+            assert_eq!(read_answers(&mut stream, 1).0, ["router /other 1"]);
+            stream.write_all(stall.as_bytes()).unwrap();
+            assert!(
+                closed_within(&mut stream, Duration::from_secs(5)),
+                "{stall:?}"
+            );
+        }
+
+        // Busy connections stay: requests 150 ms apart for three timeouts, in the lane and
+        // in hyper, and a lane answer that takes 300 ms after a 200 ms pause.
+        for path in ["/lane/a", "/other"] {
+            let mut stream = connect(&addr);
+            let until = std::time::Instant::now() + 3 * idle;
+            while std::time::Instant::now() < until {
+                stream.write_all(post(path, "x").as_bytes()).unwrap();
+                assert_eq!(read_answers(&mut stream, 1).0.len(), 1);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+        let mut stream = connect(&addr);
+        std::thread::sleep(Duration::from_millis(200));
+        stream
+            .write_all(post("/lane/slow", "s").as_bytes())
+            .unwrap();
+        assert_eq!(read_answers(&mut stream, 1).0, ["lane /lane/slow s"]);
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap();
 }

@@ -78,6 +78,7 @@ fn server() -> &'static Server {
         let threading = soma_rest::Threading {
             threads: 2,
             busy_poll: Duration::ZERO,
+            idle_timeout: None,
         };
         let shutdown = std::future::pending();
         runtime.spawn(soma_rest::serve_on_threads(
@@ -643,6 +644,7 @@ async fn cors_when_asked_for_and_not_otherwise() {
     let threading = soma_rest::Threading {
         threads: 1,
         busy_poll: Duration::ZERO,
+        idle_timeout: None,
     };
     let shutdown = std::future::pending();
     tokio::spawn(soma_rest::serve_on_threads(
@@ -746,5 +748,45 @@ async fn a_slow_prediction_times_out_with_504() {
             504,
             "{ \"error\": \"Request timed out after 1 ms\" }".to_string()
         )
+    );
+}
+
+/// A body that stops arriving gets 408 after the idle timeout, with TF Serving's error JSON,
+/// instead of holding the connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408() {
+    use std::io::{Read, Write};
+    let manager = ModelManager::new(ManagerOptions::new(std::env::temp_dir()));
+    let options = RestOptions {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..RestOptions::default()
+    };
+    let app = router(Arc::new(manager), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+                  Content-Length: 100\r\n\r\n{\"instances\":",
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = vec![0; 4096];
+        let n = stream.read(&mut answer).expect("an answer");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.ends_with("{ \"error\": \"the request body stalled: no bytes for 300 ms\" }"),
+        "{answer}"
     );
 }

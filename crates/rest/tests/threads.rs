@@ -34,7 +34,11 @@ async fn start(
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let threading = soma_rest::Threading { threads, busy_poll };
+        let threading = soma_rest::Threading {
+            threads,
+            busy_poll,
+            idle_timeout: None,
+        };
         soma_rest::serve_on_threads(
             listener,
             thread_names(),

@@ -77,6 +77,13 @@ pub(crate) struct Args {
     #[arg(long = "grpc_busy_poll_micros", value_name = "MICROS")]
     grpc_busy_poll_micros: Option<u64>,
 
+    /// soma's own: a REST connection that sends nothing for this many seconds while the
+    /// server waits for a request (idle between requests, or stalled inside one) is closed.
+    /// Default 75 (longer than load balancers' idle timeouts); 0: never. Needs REST threads
+    /// of their own.
+    #[arg(long = "rest_api_idle_timeout_seconds", value_name = "SECONDS")]
+    rest_api_idle_timeout_seconds: Option<u64>,
+
     /// Milliseconds a REST request may take before it fails with 504.
     #[arg(
         long = "rest_api_timeout_in_ms",
@@ -500,16 +507,30 @@ impl Settings {
                 .collect(),
         };
         refuse_switched_on(&args)?;
-        let rest_threading = threading(
+        let mut rest_threading = threading(
             args.rest_api_io_threads,
             args.rest_api_busy_poll_micros,
             ("--rest_api_io_threads", "--rest_api_busy_poll_micros"),
         )?;
-        let grpc_threading = threading(
-            args.grpc_io_threads,
-            args.grpc_busy_poll_micros,
-            ("--grpc_io_threads", "--grpc_busy_poll_micros"),
-        )?;
+        if let Some(seconds) = args.rest_api_idle_timeout_seconds {
+            if seconds > 0 && rest_threading.threads == 0 {
+                anyhow::bail!(
+                    "--rest_api_idle_timeout_seconds needs serving threads of their own: drop \
+                     --rest_api_io_threads=0"
+                );
+            }
+            rest_threading.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
+        }
+        let grpc_threading = soma_net::Threading {
+            // gRPC channels stay open between calls by design; keepalive pings
+            // (--grpc_channel_arguments) are their liveness check.
+            idle_timeout: None,
+            ..threading(
+                args.grpc_io_threads,
+                args.grpc_busy_poll_micros,
+                ("--grpc_io_threads", "--grpc_busy_poll_micros"),
+            )?
+        };
         if args.port != 0 && args.port == args.rest_api_port {
             anyhow::bail!(
                 "--port and --rest_api_port are both {}: gRPC and REST need a port each",
@@ -842,6 +863,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
     if let Some(rest_port) = settings.rest_port {
         let options = RestOptions {
             timeout: settings.rest_timeout,
+            idle_timeout: settings.rest_threading.idle_timeout,
             prometheus_path: settings.prometheus_path.clone(),
             max_concurrent: settings.rest_max_concurrent.map(ConcurrencyLimit::new),
             body_limit: 256 * 1024 * 1024,
@@ -1029,6 +1051,30 @@ mod tests {
         assert!(
             both.unwrap_err()
                 .contains("needs serving threads of its own")
+        );
+        let idle = |flags: &[&str]| {
+            let mut args = vec!["--model_base_path=/m"];
+            args.extend_from_slice(flags);
+            parse(&args).map(|s| s.rest_threading.idle_timeout)
+        };
+        assert_eq!(idle(&[]), Ok(Some(Duration::from_secs(75))));
+        assert_eq!(
+            s.grpc.threading.idle_timeout, None,
+            "gRPC channels idle by design"
+        );
+        assert_eq!(
+            idle(&["--rest_api_idle_timeout_seconds=5"]),
+            Ok(Some(Duration::from_secs(5)))
+        );
+        assert_eq!(idle(&["--rest_api_idle_timeout_seconds=0"]), Ok(None));
+        let shared_idle = idle(&[
+            "--rest_api_io_threads=0",
+            "--rest_api_idle_timeout_seconds=5",
+        ]);
+        assert!(
+            shared_idle
+                .unwrap_err()
+                .contains("needs serving threads of their own")
         );
         assert!(
             s.grpc.threading.threads >= 1,

@@ -21,6 +21,7 @@ pub fn both_servers(options: GrpcOptions) -> [(&'static str, GrpcOptions); 2] {
         threading: soma_grpc::Threading {
             threads: 2,
             busy_poll: std::time::Duration::ZERO,
+            idle_timeout: None,
         },
         ..options.clone()
     };
