@@ -56,20 +56,21 @@ pub fn tensor_from_json(
     }
     let shape = infer_shape(input, value, info.shape.as_deref())?;
     check_shape(input, &shape, info.shape.as_deref())?;
-    let mut leaves = Vec::with_capacity(shape.iter().product());
-    collect_leaves(value, &mut Vec::new(), &mut leaves);
+    // The shape was inferred from the value itself, so it counts what is there.
+    let count: usize = shape.iter().product();
     let data = if info.dtype == DType::String {
-        let mut items = Vec::with_capacity(leaves.len());
-        for (index, leaf) in leaves {
-            items.push(string_leaf(input, &index, leaf)?);
-        }
+        let mut items = Vec::with_capacity(count);
+        for_each_leaf(value, &mut Vec::new(), &mut |index, leaf| {
+            items.push(string_leaf(input, index, leaf)?);
+            Ok(())
+        })?;
         TensorData::Strings(items)
     } else {
         let width = info.dtype.byte_size().unwrap_or(0);
-        let mut bytes = Vec::with_capacity(leaves.len() * width);
-        for (index, leaf) in leaves {
-            push_number(input, &index, leaf, info.dtype, &mut bytes)?;
-        }
+        let mut bytes = Vec::with_capacity(count * width);
+        for_each_leaf(value, &mut Vec::new(), &mut |index, leaf| {
+            push_number(input, index, leaf, info.dtype, &mut bytes)
+        })?;
         TensorData::Fixed(bytes)
     };
     Tensor::new(info.dtype, shape, data).map_err(|e| InputError::new(input, e.to_string()))
@@ -185,20 +186,24 @@ fn format_index(index: &[usize]) -> String {
     index.iter().map(|i| format!("[{i}]")).collect()
 }
 
-fn collect_leaves<'v>(
+/// Calls `visit` on every leaf of `value` in row-major order, with the leaf's index (for
+/// error messages). One index buffer serves the whole walk: copying it per leaf was a heap
+/// allocation per element, several times the element itself.
+fn for_each_leaf<'v, E>(
     value: &'v Value,
     index: &mut Vec<usize>,
-    out: &mut Vec<(Vec<usize>, &'v Value)>,
-) {
+    visit: &mut impl FnMut(&[usize], &'v Value) -> Result<(), E>,
+) -> Result<(), E> {
     match value {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 index.push(i);
-                collect_leaves(item, index, out);
+                for_each_leaf(item, index, visit)?;
                 index.pop();
             }
+            Ok(())
         }
-        leaf => out.push((index.clone(), leaf)),
+        leaf => visit(index, leaf),
     }
 }
 
