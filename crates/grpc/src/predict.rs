@@ -131,7 +131,7 @@ fn check_input_names(
     if sent == wanted {
         return Ok(());
     }
-    let join = |set: &BTreeSet<&str>| set.iter().copied().collect::<Vec<_>>().join(",");
+    let join = |set: &BTreeSet<&str>| join_names(set);
     let extra: BTreeSet<&str> = sent.difference(&wanted).copied().collect();
     let missing: BTreeSet<&str> = wanted.difference(&sent).copied().collect();
     if sent.len() == wanted.len() {
@@ -150,6 +150,26 @@ fn check_input_names(
         join(&extra),
         join(&missing)
     )))
+}
+
+/// Names joined with commas as TF Serving lists them, shortened past ~1 KB: the message
+/// travels in the `grpc-message` trailer, and gRPC clients refuse metadata over 8–16 KiB
+/// (a request with 10,000 inputs got RESOURCE_EXHAUSTED from its own client instead of
+/// this INVALID_ARGUMENT).
+fn join_names(names: &BTreeSet<&str>) -> String {
+    const MAX_CHARS: usize = 1024;
+    let mut text = String::new();
+    for (shown, name) in names.iter().enumerate() {
+        if shown > 0 {
+            text.push(',');
+        }
+        if text.len() + name.len() > MAX_CHARS {
+            text.push_str(&format!("... {} more", names.len() - shown));
+            break;
+        }
+        text.push_str(name);
+    }
+    text
 }
 
 /// The output aliases to return: `output_filter`, or every output of the signature.

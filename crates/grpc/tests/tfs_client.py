@@ -413,6 +413,10 @@ def check_errors(check, stub, models_stub, max_message_bytes):
     e("one value filling 256 MiB + 16 bytes", predict(spec("iris"), {"x": repeated}), C.INVALID_ARGUMENT, "a repeated value may fill at most 268435456 bytes")
     e("missing input", predict(spec("iris"), {}), C.INVALID_ARGUMENT, "input size does not match signature: 0!=1")
     e("extra input", predict(spec("iris"), {"x": iris_x, "y": iris_x}), C.INVALID_ARGUMENT, "Sent extra: {y}")
+    # 10,000 extra inputs: the names listed are cut short, so the message fits gRPC's trailers.
+    many = {"x": iris_x, **{f"extra{i:05}": iris_x for i in range(10000)}}
+    e("10,000 extra inputs", predict(spec("iris"), many), C.INVALID_ARGUMENT, "Sent extra: {extra00000,extra00001,")
+    e("10,000 extra inputs, cut short", predict(spec("iris"), many), C.INVALID_ARGUMENT, ",... 9907 more}. Missing but required: {}.")
     e("wrong input", predict(spec("iris"), {"y": iris_x}), C.INVALID_ARGUMENT, "input tensor alias not found in signature: y")
     e("bad output_filter", predict(spec("iris"), output_filter=["nope"]), C.INVALID_ARGUMENT, "output tensor alias not found in signature: nope")
     e("duplicate output_filter", predict(spec("iris"), output_filter=["output_0", "output_0"]), C.INVALID_ARGUMENT, "duplicate output tensor alias: output_0")

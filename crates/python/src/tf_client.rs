@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 use soma_core::json::tensor_from_json;
 use soma_core::{ErrorKind, VersionSpec};
 use soma_runtime::{ModelSet, RuntimeError};
@@ -80,8 +80,13 @@ fn version_spec(value: Option<&Bound<'_, PyAny>>) -> PyResult<VersionSpec> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(VersionSpec::Latest);
     };
-    if value.is_instance_of::<PyInt>() {
-        return Ok(VersionSpec::Number(value.extract()?));
+    // `bool` is an `int` subclass in Python: True is not version 1.
+    if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
+        return value.extract().map(VersionSpec::Number).map_err(|_| {
+            PyValueError::new_err(format!(
+                "model_version {value} is not a version: versions are 64-bit integers"
+            ))
+        });
     }
     if let Ok(text) = value.cast::<PyString>() {
         return VersionSpec::parse(text.to_str()?)

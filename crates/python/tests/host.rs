@@ -437,7 +437,7 @@ async fn tensorflow_client_strings_bytes_int64_and_latest() {
          def handle_async(self):\n        out = self.c.predict({'s': ['héllo', b'\\xff\\x00']}, model_version='latest')\n        \
          types = [type(v).__name__ for v in out['s']]\n        \
          arr = self.c.predict({'s': np.array([b'ab', b'c'])}, model_version=3)\n        \
-         try:\n            self.c.predict({'s': ['x']}, model_version='v2')\n            bad = None\n        except ValueError as e:\n            bad = str(e)\n        \
+         bad = []\n        for v in ['v2', True, 2 ** 70]:\n            try:\n                self.c.predict({'s': ['x']}, model_version=v)\n                bad.append(None)\n            except ValueError as e:\n                bad.append(str(e))\n        \
          return {'n': out['n'], 'exact': out['n'][0] == 2 ** 62 + 6, 'types': types, 'bytes': list(out['s'][1]), 'numpy_n': arr['n'], 'bad_version': bad}\n",
     );
     let host = HandlerHost::start(spec("tf-strings", dir.path(), Some(models)))
@@ -450,13 +450,17 @@ async fn tensorflow_client_strings_bytes_int64_and_latest() {
     assert_eq!(out["types"], json!(["str", "bytes"]));
     assert_eq!(out["bytes"], json!([255, 0]));
     assert_eq!(out["numpy_n"], json!([base + 2, base + 1]));
-    assert!(
-        out["bad_version"]
+    // 'v2', and True (a Python int, but not a version); 2**70 is past i64.
+    let bad = |i: usize| {
+        out["bad_version"][i]
             .as_str()
-            .unwrap()
-            .contains("model_version must be either a parse-able numeric value or 'latest'"),
-        "{out}"
-    );
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let junk = "model_version must be either a parse-able numeric value or 'latest'";
+    assert!(bad(0).contains(junk), "{out}");
+    assert!(bad(1).contains(junk), "{out}");
+    assert!(bad(2).contains("versions are 64-bit integers"), "{out}");
 }
 
 #[tokio::test]

@@ -348,6 +348,13 @@ mod tests {
             text.contains("\"01\" is not a valid version folder name"),
             "{text}"
         );
+        // All digits, past i64: a version name that cannot be, not a stray entry.
+        let keys = version("99999999999999999999", MODEL);
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(
+            text.contains("\"99999999999999999999\" is not a valid version folder name (versions are 64-bit integers"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -64,6 +64,10 @@ const DATA_SHARD_PREFIX: &str = "variables/variables.data-00000-of-";
 /// `Err`: looks like a number but cannot name a version folder.
 fn parse_version(name: &str) -> Result<Option<i64>, String> {
     match name.parse::<i64>() {
+        Err(_) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "{name:?} is not a valid version folder name (versions are 64-bit integers, at most {})",
+            i64::MAX
+        )),
         Err(_) => Ok(None),
         Ok(v) if v >= 0 && v.to_string() == name => Ok(Some(v)),
         Ok(_) => Err(format!(
