@@ -360,12 +360,17 @@ fn int_range(dtype: DType) -> (i128, i128) {
 
 /// Converts a tensor to nested JSON lists that keep its shape.
 pub fn tensor_to_json(tensor: &Tensor) -> Value {
-    let mut flat = Vec::with_capacity(tensor.num_elements());
+    nest(tensor.shape(), &mut json_elements(tensor))
+}
+
+/// The elements of `tensor` as JSON values, in row-major order: what [`tensor_to_json`]
+/// nests by the shape. A writer that knows the shape can write them one at a time instead
+/// of building the tree (an answer of millions of rows would hold a `Value` per element).
+pub fn json_elements(tensor: &Tensor) -> Box<dyn Iterator<Item = Value> + '_> {
     match tensor.data() {
-        TensorData::Strings(items) => flat.extend(items.iter().map(|s| bytes_to_json(s))),
-        TensorData::Fixed(bytes) => fixed_values(tensor.dtype(), bytes, &mut flat),
+        TensorData::Strings(items) => Box::new(items.iter().map(|s| bytes_to_json(s))),
+        TensorData::Fixed(bytes) => fixed_values(tensor.dtype(), bytes),
     }
-    nest(tensor.shape(), &mut flat.into_iter())
 }
 
 /// A string tensor element: text if it is UTF-8, else `{"b64": ...}`.
@@ -390,15 +395,15 @@ fn nest(shape: &[usize], values: &mut impl Iterator<Item = Value>) -> Value {
     }
 }
 
-fn fixed_values(dtype: DType, bytes: &[u8], out: &mut Vec<Value>) {
+fn fixed_values(dtype: DType, bytes: &[u8]) -> Box<dyn Iterator<Item = Value> + '_> {
     macro_rules! each {
         ($ty:ty, $conv:expr) => {{
             const W: usize = std::mem::size_of::<$ty>();
-            for chunk in bytes.chunks_exact(W) {
+            Box::new(bytes.chunks_exact(W).map(|chunk| {
                 let mut raw = [0u8; W];
                 raw.copy_from_slice(chunk);
-                out.push($conv(<$ty>::from_ne_bytes(raw)));
-            }
+                $conv(<$ty>::from_ne_bytes(raw))
+            }))
         }};
     }
     match dtype {
@@ -414,27 +419,23 @@ fn fixed_values(dtype: DType, bytes: &[u8], out: &mut Vec<Value>) {
         DType::Uint32 => each!(u32, Value::from),
         DType::Int64 => each!(i64, Value::from),
         DType::Uint64 => each!(u64, Value::from),
-        DType::Bool => out.extend(bytes.iter().map(|b| Value::Bool(*b != 0))),
-        DType::Complex64 => {
-            for pair in bytes.chunks_exact(8) {
-                let re = f32::from_ne_bytes([pair[0], pair[1], pair[2], pair[3]]);
-                let im = f32::from_ne_bytes([pair[4], pair[5], pair[6], pair[7]]);
-                out.push(Value::Array(vec![f32_to_json(re), f32_to_json(im)]));
-            }
-        }
-        DType::Complex128 => {
-            for pair in bytes.chunks_exact(16) {
-                let mut re = [0u8; 8];
-                let mut im = [0u8; 8];
-                re.copy_from_slice(&pair[..8]);
-                im.copy_from_slice(&pair[8..]);
-                out.push(Value::Array(vec![
-                    f64_to_json(f64::from_ne_bytes(re)),
-                    f64_to_json(f64::from_ne_bytes(im)),
-                ]));
-            }
-        }
-        DType::String | DType::Resource | DType::Variant => {}
+        DType::Bool => Box::new(bytes.iter().map(|b| Value::Bool(*b != 0))),
+        DType::Complex64 => Box::new(bytes.chunks_exact(8).map(|pair| {
+            let re = f32::from_ne_bytes([pair[0], pair[1], pair[2], pair[3]]);
+            let im = f32::from_ne_bytes([pair[4], pair[5], pair[6], pair[7]]);
+            Value::Array(vec![f32_to_json(re), f32_to_json(im)])
+        })),
+        DType::Complex128 => Box::new(bytes.chunks_exact(16).map(|pair| {
+            let mut re = [0u8; 8];
+            let mut im = [0u8; 8];
+            re.copy_from_slice(&pair[..8]);
+            im.copy_from_slice(&pair[8..]);
+            Value::Array(vec![
+                f64_to_json(f64::from_ne_bytes(re)),
+                f64_to_json(f64::from_ne_bytes(im)),
+            ])
+        })),
+        DType::String | DType::Resource | DType::Variant => Box::new(std::iter::empty()),
     }
 }
 

@@ -5,7 +5,7 @@ use soma_runtime::signature_method::{InferenceApi, check_signature};
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use soma_core::json::{b64_value, quote_non_finite_tokens, tensor_to_json};
+use soma_core::json::{b64_value, json_elements, quote_non_finite_tokens};
 use soma_core::{DType, SignatureDef, Tensor};
 use soma_runtime::Servable;
 
@@ -232,21 +232,21 @@ fn columns(inputs: Value, sig: &SignatureDef) -> Result<Map<String, Value>, Rest
     Ok(map)
 }
 
-/// An output as JSON: `_bytes` string outputs become `{"b64": ...}` (TF Serving's rule),
-/// other strings stay text (or `{"b64"}` when not UTF-8, which JSON cannot carry).
-pub(crate) fn output_json(name: &str, tensor: &Tensor) -> Value {
-    let value = tensor_to_json(tensor);
+/// An output's elements as JSON, in row-major order: `_bytes` string outputs become
+/// `{"b64": ...}` (TF Serving's rule), other strings stay text (or `{"b64"}` when not UTF-8,
+/// which JSON cannot carry). Written one by one, without a tree of the whole answer.
+fn output_elements<'t>(name: &str, tensor: &'t Tensor) -> Box<dyn Iterator<Item = Value> + 't> {
+    let elements = json_elements(tensor);
     if tensor.dtype() == DType::String && name.ends_with("_bytes") {
-        to_b64(value)
+        Box::new(elements.map(to_b64))
     } else {
-        value
+        elements
     }
 }
 
 fn to_b64(value: Value) -> Value {
     match value {
         Value::String(text) => b64_value(text.as_bytes()),
-        Value::Array(items) => Value::Array(items.into_iter().map(to_b64).collect()),
         other => other,
     }
 }
@@ -265,9 +265,17 @@ fn render(outputs: &BTreeMap<String, Tensor>, format: Format) -> Result<String, 
             "Cannot convert empty tensor map to JSON",
         ));
     }
-    let values: Vec<(&String, Value, bool)> = outputs
+    // Each output's elements, pulled in order as the answer is written.
+    let mut values: Vec<_> = outputs
         .iter()
-        .map(|(name, t)| (name, output_json(name, t), is_float(t.dtype())))
+        .map(|(name, t)| {
+            (
+                name,
+                t.shape(),
+                output_elements(name, t),
+                is_float(t.dtype()),
+            )
+        })
         .collect();
     let many = values.len() > 1;
     let mut w = PrettyWriter::new();
@@ -277,16 +285,16 @@ fn render(outputs: &BTreeMap<String, Tensor>, format: Format) -> Result<String, 
             let batch = batch_size(outputs)?;
             w.key("predictions");
             w.start_array();
-            for row in 0..batch {
+            for _ in 0..batch {
                 if many {
                     w.start_object();
                 }
                 w.single_line_arrays = true;
-                for (name, value, float) in &values {
+                for (name, shape, elements, float) in &mut values {
                     if many {
                         w.key(name);
                     }
-                    w.value(&value[row], *float);
+                    w.nested(&shape[1..], elements, *float);
                 }
                 w.single_line_arrays = false;
                 if many {
@@ -300,11 +308,11 @@ fn render(outputs: &BTreeMap<String, Tensor>, format: Format) -> Result<String, 
             if many {
                 w.start_object();
             }
-            for (name, value, float) in &values {
+            for (name, shape, elements, float) in &mut values {
                 if many {
                     w.key(name);
                 }
-                w.value(value, *float);
+                w.nested(shape, elements, *float);
             }
             if many {
                 w.end_object();
@@ -348,11 +356,103 @@ mod tests {
     #[test]
     fn bytes_outputs_are_base64_and_other_strings_text() {
         let t = Tensor::from_strings(vec![2], vec![b"hi".to_vec(), vec![0xff]]).unwrap();
+        let elements = |name| output_elements(name, &t).collect::<Vec<_>>();
         assert_eq!(
-            output_json("image_bytes", &t),
-            json!([{"b64": "aGk="}, {"b64": "/w=="}])
+            elements("image_bytes"),
+            [json!({"b64": "aGk="}), json!({"b64": "/w=="})]
         );
-        assert_eq!(output_json("label", &t), json!(["hi", {"b64": "/w=="}]));
+        assert_eq!(elements("label"), [json!("hi"), json!({"b64": "/w=="})]);
+    }
+
+    /// The answer is written from the tensors' elements, nested by their shapes, exactly
+    /// as rapidjson writes TF Serving's tree of the same values.
+    #[test]
+    fn answers_are_written_as_the_tree_of_their_values_would_be() {
+        let m = Tensor::from_slice(
+            vec![2, 2, 3],
+            &[
+                1f32,
+                2.5,
+                f32::NAN,
+                4.0,
+                5.0,
+                6.0,
+                7.0,
+                8.0,
+                9.0,
+                10.0,
+                11.0,
+                f32::INFINITY,
+            ],
+        )
+        .unwrap();
+        let s = Tensor::from_strings(vec![2, 1], vec![b"a".to_vec(), vec![0xff]]).unwrap();
+        let empty = Tensor::from_slice::<i64>(vec![2, 0], &[]).unwrap();
+        let outputs = BTreeMap::from([
+            ("m".to_string(), m),
+            ("s_bytes".to_string(), s),
+            ("e".to_string(), empty),
+        ]);
+        for format in [Format::Row, Format::Columnar] {
+            let mut w = PrettyWriter::new();
+            w.start_object();
+            let (key, many_rows) = match format {
+                Format::Row => ("predictions", Some(2)),
+                Format::Columnar => ("outputs", None),
+            };
+            w.key(key);
+            let trees: Vec<(&String, Value, bool)> = outputs
+                .iter()
+                .map(|(n, t)| {
+                    (
+                        n,
+                        Value::Array(output_elements(n, t).collect()),
+                        is_float(t.dtype()),
+                    )
+                })
+                .map(|(n, flat, float)| (n, nest_like(outputs[n].shape(), flat), float))
+                .collect();
+            match many_rows {
+                Some(rows) => {
+                    w.start_array();
+                    for row in 0..rows {
+                        w.start_object();
+                        w.single_line_arrays = true;
+                        for (n, tree, float) in &trees {
+                            w.key(n);
+                            w.value(&tree[row], *float);
+                        }
+                        w.single_line_arrays = false;
+                        w.end_object();
+                    }
+                    w.end_array();
+                }
+                None => {
+                    w.start_object();
+                    for (n, tree, float) in &trees {
+                        w.key(n);
+                        w.value(tree, *float);
+                    }
+                    w.end_object();
+                }
+            }
+            w.end_object();
+            assert_eq!(render(&outputs, format).unwrap(), w.finish());
+        }
+    }
+
+    /// `flat` (an array) nested by `shape`, as `tensor_to_json` nests.
+    fn nest_like(shape: &[usize], flat: Value) -> Value {
+        let Value::Array(items) = flat else {
+            unreachable!()
+        };
+        fn go(shape: &[usize], items: &mut impl Iterator<Item = Value>) -> Value {
+            match shape.split_first() {
+                None => items.next().unwrap(),
+                Some((&n, rest)) => Value::Array((0..n).map(|_| go(rest, items)).collect()),
+            }
+        }
+        go(shape, &mut items.into_iter())
     }
 
     #[test]

@@ -116,6 +116,26 @@ impl PrettyWriter {
         self.out.push_str(token);
     }
 
+    /// Writes `elements` (row-major) nested by `shape`, as [`value`](Self::value) writes
+    /// the tree they make, without building it.
+    pub(crate) fn nested(
+        &mut self,
+        shape: &[usize],
+        elements: &mut dyn Iterator<Item = Value>,
+        bare_non_finite: bool,
+    ) {
+        match shape.split_first() {
+            None => self.value(&elements.next().unwrap_or(Value::Null), bare_non_finite),
+            Some((&n, rest)) => {
+                self.start_array();
+                for _ in 0..n {
+                    self.nested(rest, elements, bare_non_finite);
+                }
+                self.end_array();
+            }
+        }
+    }
+
     /// Writes a JSON value; strings equal to `NaN`, `Infinity` or `-Infinity` are written
     /// as bare tokens when `bare_non_finite` (float tensors, whose JSON has no strings).
     pub(crate) fn value(&mut self, value: &Value, bare_non_finite: bool) {
