@@ -790,3 +790,59 @@ async fn a_stalled_body_gets_408() {
         "{answer}"
     );
 }
+
+/// A body over the quick lane's size waits for the decode budget; past its deadline it gets
+/// 504, and it is answered once the budget is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_wait_for_the_decode_budget() {
+    let cache = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));
+    let config = ModelConfig {
+        name: "iris".into(),
+        base_path: fixtures().join("iris").display().to_string(),
+        policy: VersionPolicy::Latest(1),
+        labels: BTreeMap::new(),
+    };
+    manager.reload(vec![config]).await.unwrap();
+    let budget = soma_rest::DecodeBudget::new(64 * 1024);
+    let options = RestOptions {
+        timeout: Duration::from_millis(300),
+        decode_budget: Some(budget.clone()),
+        ..RestOptions::default()
+    };
+    let app = router(Arc::new(manager), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // ~22 KB: over the quick lane's 16 KiB.
+    let body = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000]}).to_string();
+    assert!(body.len() > 16 * 1024);
+    let send = |addr: String, body: String| {
+        tokio::task::spawn_blocking(move || {
+            http(
+                &addr,
+                "POST",
+                "/v1/models/iris:predict",
+                &[],
+                body.as_bytes(),
+            )
+            .unwrap()
+        })
+    };
+    let everything = budget.reserve(64 * 1024).await;
+    let waited = send(addr.clone(), body.clone()).await.unwrap();
+    assert_eq!(
+        (waited.status, waited.text()),
+        (
+            504,
+            "{ \"error\": \"Request timed out after 300 ms\" }".to_string()
+        )
+    );
+    drop(everything);
+    let answered = send(addr, body).await.unwrap();
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    assert_eq!(
+        parse(&answered)["predictions"].as_array().unwrap().len(),
+        1000
+    );
+}

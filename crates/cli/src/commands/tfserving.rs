@@ -867,6 +867,9 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
             prometheus_path: settings.prometheus_path.clone(),
             max_concurrent: settings.rest_max_concurrent.map(ConcurrencyLimit::new),
             body_limit: 256 * 1024 * 1024,
+            decode_budget: Some(soma_rest::DecodeBudget::new(
+                soma_rest::DEFAULT_DECODE_BUDGET,
+            )),
             metrics,
             cors: settings.rest_cors,
             check_signature_method_names: settings.grpc.check_signature_method_names,
