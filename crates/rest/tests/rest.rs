@@ -708,25 +708,32 @@ async fn cors_when_asked_for_and_not_otherwise() {
     assert_eq!(closed.header("access-control-allow-origin"), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_prediction_times_out_with_504() {
+/// The router with `options`, serving fixture `dir`'s latest version as `name`, on hyper
+/// alone (`axum::serve`) on a fresh port: its address, and the cache it loaded into.
+async fn serve_model(name: &str, dir: &str, options: RestOptions) -> (String, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
     let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));
     let config = ModelConfig {
-        name: "mlp".into(),
-        base_path: fixtures().join("mlp1024").display().to_string(),
+        name: name.into(),
+        base_path: fixtures().join(dir).display().to_string(),
         policy: VersionPolicy::Latest(1),
         labels: BTreeMap::new(),
     };
     manager.reload(vec![config]).await.unwrap();
-    let options = RestOptions {
-        timeout: Duration::from_millis(1),
-        ..RestOptions::default()
-    };
     let app = router(Arc::new(manager), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_prediction_times_out_with_504() {
+    let options = RestOptions {
+        timeout: Duration::from_millis(1),
+        ..RestOptions::default()
+    };
+    let (addr, _cache) = serve_model("mlp", "mlp1024", options).await;
     // 512 rows of 1024 values: parsing and running take far longer than 1 ms.
     let row: Vec<f32> = (0..1024).map(|i| i as f32 / 1024.0).collect();
     let body = json!({"instances": vec![row; 512]}).to_string();
@@ -795,25 +802,13 @@ async fn a_stalled_body_gets_408() {
 /// 504, and it is answered once the budget is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_wait_for_the_decode_budget() {
-    let cache = tempfile::tempdir().unwrap();
-    let manager = ModelManager::new(ManagerOptions::new(cache.path().to_path_buf()));
-    let config = ModelConfig {
-        name: "iris".into(),
-        base_path: fixtures().join("iris").display().to_string(),
-        policy: VersionPolicy::Latest(1),
-        labels: BTreeMap::new(),
-    };
-    manager.reload(vec![config]).await.unwrap();
     let budget = soma_rest::DecodeBudget::new(64 * 1024);
     let options = RestOptions {
         timeout: Duration::from_millis(300),
         decode_budget: Some(budget.clone()),
         ..RestOptions::default()
     };
-    let app = router(Arc::new(manager), options);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, _cache) = serve_model("iris", "iris", options).await;
     // ~22 KB: over the quick lane's 16 KiB.
     let body = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000]}).to_string();
     assert!(body.len() > 16 * 1024);
