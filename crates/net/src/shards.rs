@@ -109,6 +109,12 @@ where
 pub struct Stop(watch::Receiver<bool>);
 
 impl Stop {
+    /// A stop that comes when `signal` turns `true` (for servers that serve connections
+    /// their own way, on the caller's runtime).
+    pub fn when(signal: watch::Receiver<bool>) -> Stop {
+        Stop(signal)
+    }
+
     /// Waits for the shutdown.
     pub async fn requested(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;

@@ -275,8 +275,12 @@ impl CachedDate {
 
 /// Serves the rest of a connection with hyper, as `axum::serve` does (HTTP/1.1, or HTTP/2
 /// if the client starts with its preface), until it closes; after `stop`, gracefully.
-async fn hand_over<S>(io: S, app: Router, stop: soma_net::Stop, idle_timeout: Option<Duration>)
-where
+pub(crate) async fn hand_over<S>(
+    io: S,
+    app: Router,
+    stop: soma_net::Stop,
+    idle_timeout: Option<Duration>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -21,7 +21,7 @@ use crate::quick_lane::{self, QuickLane};
 
 /// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
 /// `shutdown` resolves, then lets the open requests finish. With `threading.threads` 0,
-/// serves `app` alone (no quick lane, no idle timeout) on the caller's runtime.
+/// serves `app` alone (no quick lane) on the caller's runtime.
 pub async fn serve_on_threads<L: QuickLane>(
     listener: TcpListener,
     app: Router,
@@ -30,9 +30,7 @@ pub async fn serve_on_threads<L: QuickLane>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     if threading.threads == 0 {
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        return serve_shared(listener, app, threading.idle_timeout, shutdown).await;
     }
     let lane = Arc::new(lane);
     let idle_timeout = threading.idle_timeout;
@@ -62,4 +60,68 @@ async fn serve_thread<L: QuickLane>(
             quick_lane::serve_connection(connection, app.clone(), lane, stop, idle_timeout)
         })
         .await
+}
+
+/// Serves `app` with hyper on the caller's runtime, a task per connection (as
+/// `axum::serve`, which has no idle timeout), until `shutdown`; then lets every connection
+/// finish its requests and waits for them.
+async fn serve_shared(
+    listener: TcpListener,
+    app: Router,
+    idle_timeout: Option<Duration>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    let _ = io.set_nodelay(true);
+                    let stop = Stop::when(stopping.clone());
+                    connections.spawn(serve_connection(io, app.clone(), stop, idle_timeout));
+                }
+                // Out of file descriptors, say: others may close; try again shortly.
+                Err(error) => {
+                    tracing::error!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One connection of [`serve_shared`]. hyper's HTTP/1-or-2 detection waits for the first
+/// bytes without a timer, so a connection that never sends any waits here, within the idle
+/// timeout (or until shutdown).
+async fn serve_connection(
+    io: tokio::net::TcpStream,
+    app: Router,
+    stop: Stop,
+    idle_timeout: Option<Duration>,
+) {
+    // `peek`, not `readable`: readiness may be reported before any byte has come.
+    let mut first = [0u8; 1];
+    let first_bytes = async {
+        match idle_timeout {
+            Some(timeout) => matches!(
+                tokio::time::timeout(timeout, io.peek(&mut first)).await,
+                Ok(Ok(n)) if n > 0
+            ),
+            None => matches!(io.peek(&mut first).await, Ok(n) if n > 0),
+        }
+    };
+    let spoke = tokio::select! {
+        spoke = first_bytes => spoke,
+        () = stop.clone().requested() => false,
+    };
+    if spoke {
+        quick_lane::hand_over(io, app, stop, idle_timeout).await;
+    }
 }

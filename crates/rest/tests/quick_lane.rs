@@ -45,10 +45,11 @@ fn router() -> Router {
 }
 
 async fn start() -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    start_with(None).await
+    start_with(2, None).await
 }
 
 async fn start_with(
+    threads: usize,
     idle_timeout: Option<Duration>,
 ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,7 +60,7 @@ async fn start_with(
             let _ = stopped.await;
         };
         let threading = Threading {
-            threads: 2,
+            threads,
             busy_poll: Duration::ZERO,
             idle_timeout,
         };
@@ -274,7 +275,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_nothing_are_closed_after_the_idle_timeout() {
     let idle = Duration::from_millis(400);
-    let (addr, stop, server) = start_with(Some(idle)).await;
+    let (addr, stop, server) = start_with(2, Some(idle)).await;
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let mut silent = connect(&addr);
@@ -327,4 +328,42 @@ async fn connections_that_send_nothing_are_closed_after_the_idle_timeout() {
     .unwrap();
     stop.send(()).unwrap();
     server.await.unwrap();
+}
+
+/// On the caller's runtime (`threads: 0`, as `soma serve` serves), hyper alone: the same
+/// timeout for silent and stalled connections, none for busy ones; shutdown closes the
+/// kept-alive ones and returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_runtime_server_closes_idle_connections_too() {
+    let idle = Duration::from_millis(400);
+    let (addr, stop, server) = start_with(0, Some(idle)).await;
+    let client = tokio::task::spawn_blocking(move || {
+        let mut silent = connect(&addr);
+        assert!(closed_within(&mut silent, Duration::from_secs(5)));
+        for stall in ["", "POST /lane/a HTTP/1.1\r\nContent-Le"] {
+            let mut stream = connect(&addr);
+            stream.write_all(post("/lane/a", "1").as_bytes()).unwrap();
+            assert_eq!(read_answers(&mut stream, 1).0, ["router /lane/a 1"]);
+            stream.write_all(stall.as_bytes()).unwrap();
+            assert!(
+                closed_within(&mut stream, Duration::from_secs(5)),
+                "{stall:?}"
+            );
+        }
+        let mut stream = connect(&addr);
+        let until = std::time::Instant::now() + 3 * idle;
+        while std::time::Instant::now() < until {
+            stream.write_all(post("/other", "x").as_bytes()).unwrap();
+            assert_eq!(read_answers(&mut stream, 1).0, ["router /other x"]);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        stream
+    });
+    let mut open = client.await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops")
+        .unwrap();
+    assert!(closed_within(&mut open, Duration::from_secs(1)));
 }

@@ -229,12 +229,21 @@ pub async fn serve_with(
         async move { wait_for_stop(retention_stop).await },
     ));
 
+    // On this runtime, with hyper; connections that send nothing for a while are closed
+    // (see `soma_rest::Threading::idle_timeout`).
+    let threading = soma_rest::Threading {
+        threads: 0,
+        busy_poll: Duration::ZERO,
+        idle_timeout: Some(soma_rest::Threading::DEFAULT_IDLE_TIMEOUT),
+    };
+    let shutdown = async move {
+        shutdown.await;
+        info!("shutting down: no new requests; running workloads get the grace period");
+        let _ = stop_tx.send(true);
+    };
+    let app = router(gateway).merge(rest);
     let http =
-        axum::serve(listener, router(gateway).merge(rest)).with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("shutting down: no new requests; running workloads get the grace period");
-            let _ = stop_tx.send(true);
-        });
+        soma_rest::serve_on_threads(listener, app, soma_rest::NoQuickLane, threading, shutdown);
     let served = http.await.map_err(ServeError::Http);
 
     let mut pools = Vec::new();

@@ -79,8 +79,7 @@ pub(crate) struct Args {
 
     /// soma's own: a REST connection that sends nothing for this many seconds while the
     /// server waits for a request (idle between requests, or stalled inside one) is closed.
-    /// Default 75 (longer than load balancers' idle timeouts); 0: never. Needs REST threads
-    /// of their own.
+    /// Default 75 (longer than load balancers' idle timeouts); 0: never.
     #[arg(long = "rest_api_idle_timeout_seconds", value_name = "SECONDS")]
     rest_api_idle_timeout_seconds: Option<u64>,
 
@@ -513,12 +512,6 @@ impl Settings {
             ("--rest_api_io_threads", "--rest_api_busy_poll_micros"),
         )?;
         if let Some(seconds) = args.rest_api_idle_timeout_seconds {
-            if seconds > 0 && rest_threading.threads == 0 {
-                anyhow::bail!(
-                    "--rest_api_idle_timeout_seconds needs serving threads of their own: drop \
-                     --rest_api_io_threads=0"
-                );
-            }
             rest_threading.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
         }
         let grpc_threading = soma_net::Threading {
@@ -1074,11 +1067,7 @@ mod tests {
             "--rest_api_io_threads=0",
             "--rest_api_idle_timeout_seconds=5",
         ]);
-        assert!(
-            shared_idle
-                .unwrap_err()
-                .contains("needs serving threads of their own")
-        );
+        assert_eq!(shared_idle, Ok(Some(Duration::from_secs(5))));
         assert!(
             s.grpc.threading.threads >= 1,
             "gRPC too: one per core by default"
