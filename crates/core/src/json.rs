@@ -275,13 +275,22 @@ fn push_number(
         },
         DType::Float | DType::Double | DType::Half | DType::Bfloat16 => {
             let x = float_leaf(leaf).ok_or_else(|| wrong("a number"))?;
-            let max = match dtype {
-                DType::Float => f64::from(f32::MAX),
-                DType::Half => f64::from(half::f16::MAX),
-                DType::Bfloat16 => f64::from(half::bf16::MAX),
-                _ => f64::MAX,
+            // Rounded to the dtype first: a number that rounds to its largest value (as
+            // soma prints it: 3.4028235e38 for float32) is that value, and only one that
+            // rounds to infinity overflows.
+            let (bytes, infinite): (Vec<u8>, bool) = match dtype {
+                DType::Float => ((x as f32).to_ne_bytes().into(), (x as f32).is_infinite()),
+                DType::Double => (x.to_ne_bytes().into(), false),
+                DType::Half => {
+                    let h = half::f16::from_f64(x);
+                    (h.to_ne_bytes().into(), h.is_infinite())
+                }
+                _ => {
+                    let b = half::bf16::from_f64(x);
+                    (b.to_ne_bytes().into(), b.is_infinite())
+                }
             };
-            if x.is_finite() && x.abs() > max {
+            if x.is_finite() && infinite {
                 return Err(InputError::new(
                     input,
                     format!(
@@ -290,12 +299,7 @@ fn push_number(
                     ),
                 ));
             }
-            match dtype {
-                DType::Float => out.extend_from_slice(&(x as f32).to_ne_bytes()),
-                DType::Double => out.extend_from_slice(&x.to_ne_bytes()),
-                DType::Half => out.extend_from_slice(&half::f16::from_f64(x).to_ne_bytes()),
-                _ => out.extend_from_slice(&half::bf16::from_f64(x).to_ne_bytes()),
-            }
+            out.extend_from_slice(&bytes);
         }
         _ => {
             let n = match leaf {
@@ -630,6 +634,29 @@ mod tests {
         let err =
             tensor_from_json("f", &json!([1e39]), &info(DType::Float, Some(vec![-1]))).unwrap_err();
         assert!(err.to_string().contains("overflows float32"), "{err}");
+        // What rounds to the largest finite value is that value: soma's own printing of
+        // float32's, bfloat16's and float16's largest values reads back.
+        let largest = |dtype| match dtype {
+            DType::Float => [f32::MAX.to_ne_bytes(), (-f32::MAX).to_ne_bytes()].concat(),
+            DType::Bfloat16 => {
+                [half::bf16::MAX.to_ne_bytes(), half::bf16::MIN.to_ne_bytes()].concat()
+            }
+            _ => [half::f16::MAX.to_ne_bytes(), half::f16::MIN.to_ne_bytes()].concat(),
+        };
+        for (dtype, text) in [
+            (DType::Float, "3.4028235e38"),
+            (DType::Bfloat16, "3.3895314e38"),
+            (DType::Half, "65519"),
+        ] {
+            let value: Value = serde_json::from_str(&format!("[{text}, -{text}]")).unwrap();
+            let t = tensor_from_json("f", &value, &info(dtype, Some(vec![-1]))).unwrap();
+            assert_eq!(t.bytes().unwrap(), largest(dtype), "{dtype}");
+        }
+        for (dtype, text) in [(DType::Half, "65520"), (DType::Float, "3.41e38")] {
+            let value: Value = serde_json::from_str(&format!("[{text}]")).unwrap();
+            let err = tensor_from_json("f", &value, &info(dtype, Some(vec![-1]))).unwrap_err();
+            assert!(err.to_string().contains("overflows"), "{dtype} {err}");
+        }
         let err =
             tensor_from_json("i", &json!([1.5]), &info(DType::Int32, Some(vec![-1]))).unwrap_err();
         assert!(err.to_string().contains("expected an integer"), "{err}");

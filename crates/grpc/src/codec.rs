@@ -16,12 +16,13 @@ use soma_grpc_proto::tensorflow::{TensorProto, TensorShapeProto, tensor_shape_pr
 /// The largest tensor (in bytes) a request may decode to.
 pub const MAX_TENSOR_BYTES: usize = i32::MAX as usize;
 
-/// The largest tensor (in bytes) one value may fill. TensorFlow repeats a lone value to fill
-/// the shape (`tf.make_tensor_proto(0.0, shape=...)` sends one), so without a bound a
-/// request of 36 bytes could make the server allocate and compute gigabytes (an audit had
-/// one take 13 GB). A client that needs more sends every value, paying for what it asks.
-/// The same bound as the REST body limit.
-pub const MAX_REPEATED_BYTES: usize = 256 << 20;
+/// The most tensor (in bytes) a request's lone values may fill, all its inputs together.
+/// TensorFlow repeats a lone value to fill the shape (`tf.make_tensor_proto(0.0,
+/// shape=...)` sends one), so without a bound a request of a few bytes could make the
+/// server allocate and compute gigabytes (audits: 13 GB for one input, then 13 GB for 14
+/// inputs of 256 MiB each). 64 MiB holds a zero-filled batch of 64 224×224 RGB float
+/// images; a client that needs more sends every value, paying for what it asks.
+pub const MAX_REPEATED_BYTES: usize = 64 << 20;
 
 /// Why a `TensorProto` cannot be turned into a tensor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +77,8 @@ pub enum CodecError {
     BadStringContent(&'static str),
     #[error(
         "one {field} value repeated to fill shape {shape:?} makes {bytes} bytes of {dtype}; \
-         a repeated value may fill at most {MAX_REPEATED_BYTES} bytes: send every value"
+         a request's repeated values may fill at most {MAX_REPEATED_BYTES} bytes in all: \
+         send every value"
     )]
     RepeatTooLarge {
         field: &'static str,
@@ -133,6 +135,16 @@ fn field_counts(p: &TensorProto) -> [(&'static str, usize); 12] {
 
 /// Decodes a request tensor.
 pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, CodecError> {
+    tensor_from_proto_within(proto, &mut { MAX_REPEATED_BYTES })
+}
+
+/// [`tensor_from_proto`] for one input of a request: a lone value repeated to fill its shape
+/// takes its bytes from `repeat_allowance`, which the request's inputs share
+/// ([`MAX_REPEATED_BYTES`] in all).
+pub fn tensor_from_proto_within(
+    proto: &TensorProto,
+    repeat_allowance: &mut usize,
+) -> Result<Tensor, CodecError> {
     let dtype = DType::from_proto(proto.dtype)
         .filter(|d| d.is_supported())
         .ok_or_else(|| CodecError::UnsupportedDType(dtype_name(proto.dtype)))?;
@@ -183,7 +195,7 @@ pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, CodecError> {
         let strings = if from_content {
             decode_string_list(&proto.tensor_content, count)?
         } else {
-            broadcast_strings(&proto.string_val, count, &shape)?
+            broadcast_strings(&proto.string_val, count, &shape, repeat_allowance)?
         };
         TensorData::Strings(strings)
     } else if from_content {
@@ -198,7 +210,13 @@ pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, CodecError> {
         TensorData::Fixed(le_to_native(dtype, &proto.tensor_content))
     } else {
         let given = typed_values(dtype, proto)?;
-        TensorData::Fixed(broadcast_fixed(dtype, field, given, count, &shape)?)
+        TensorData::Fixed(broadcast_fixed(
+            dtype,
+            field,
+            given,
+            (count, &shape),
+            repeat_allowance,
+        )?)
     };
     Ok(Tensor::new(dtype, shape, data).expect("sizes were checked above"))
 }
@@ -381,15 +399,15 @@ fn broadcast_fixed(
     dtype: DType,
     field: &'static str,
     given: Vec<u8>,
-    count: usize,
-    shape: &[usize],
+    (count, shape): (usize, &[usize]),
+    repeat_allowance: &mut usize,
 ) -> Result<Vec<u8>, CodecError> {
     let width = dtype.byte_size().expect("fixed-width dtype");
     let elements = given.len() / width;
     if elements == count {
         Ok(given)
     } else if elements == 1 {
-        check_repeat(field, dtype, shape, count * width)?;
+        check_repeat(field, dtype, shape, count * width, repeat_allowance)?;
         Ok(given.repeat(count))
     } else {
         Err(CodecError::ValueCount {
@@ -407,12 +425,13 @@ fn broadcast_strings(
     given: &[Vec<u8>],
     count: usize,
     shape: &[usize],
+    repeat_allowance: &mut usize,
 ) -> Result<Vec<Vec<u8>>, CodecError> {
     if given.len() == count {
         Ok(given.to_vec())
     } else if given.len() == 1 {
         let bytes = count * (std::mem::size_of::<Vec<u8>>() + given[0].len());
-        check_repeat("string_val", DType::String, shape, bytes)?;
+        check_repeat("string_val", DType::String, shape, bytes, repeat_allowance)?;
         Ok(vec![given[0].clone(); count])
     } else {
         Err(CodecError::ValueCount {
@@ -425,15 +444,17 @@ fn broadcast_strings(
     }
 }
 
-/// Refuses a lone value that would fill more than [`MAX_REPEATED_BYTES`]. `bytes` is within
-/// [`MAX_TENSOR_BYTES`] (checked before), so it did not overflow.
+/// Takes `bytes` of repeated values from the request's allowance, or refuses them. `bytes`
+/// is within [`MAX_TENSOR_BYTES`] (checked before), so it did not overflow.
 fn check_repeat(
     field: &'static str,
     dtype: DType,
     shape: &[usize],
     bytes: usize,
+    allowance: &mut usize,
 ) -> Result<(), CodecError> {
-    if bytes <= MAX_REPEATED_BYTES {
+    if let Some(left) = allowance.checked_sub(bytes) {
+        *allowance = left;
         return Ok(());
     }
     Err(CodecError::RepeatTooLarge {

@@ -13,7 +13,7 @@ use soma_grpc_proto::tensorflow::{self as tf, TensorProto, TensorShapeProto, ten
 use soma_runtime::Servable;
 use tonic::Status;
 
-use crate::codec::{tensor_from_proto, tensor_into_proto};
+use crate::codec::{MAX_REPEATED_BYTES, tensor_from_proto_within, tensor_into_proto};
 use crate::spec::{Target, response_spec};
 use crate::status::{from_runtime, invalid, status};
 
@@ -93,8 +93,9 @@ fn decode<'a>(
     check_input_names(signature, inputs)?;
     let outputs = selected_outputs(signature, output_filter)?;
     let mut tensors = BTreeMap::new();
+    let mut repeat_allowance = MAX_REPEATED_BYTES;
     for (alias, proto) in inputs {
-        let tensor = tensor_from_proto(proto)
+        let tensor = tensor_from_proto_within(proto, &mut repeat_allowance)
             .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
         tensors.insert(alias.clone(), tensor);
     }

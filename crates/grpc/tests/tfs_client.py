@@ -408,9 +408,9 @@ def check_errors(check, stub, models_stub, max_message_bytes):
     e("shape past int64", predict(spec("iris"), {"x": past_int64}), C.INVALID_ARGUMENT, "more elements than a tensor can hold")
     rank_255 = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto((1,) * 255), float_val=[1])
     e("rank 255", predict(spec("iris"), {"x": rank_255}), C.INVALID_ARGUMENT, "more dimensions than TensorFlow's limit of 254")
-    # One value may fill 256 MiB (16 bytes a row here), not more.
-    repeated = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto(((256 << 20) // 16 + 1, 4)), float_val=[1])
-    e("one value filling 256 MiB + 16 bytes", predict(spec("iris"), {"x": repeated}), C.INVALID_ARGUMENT, "a repeated value may fill at most 268435456 bytes")
+    # One value may fill 64 MiB (16 bytes a row here), not more.
+    repeated = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto(((64 << 20) // 16 + 1, 4)), float_val=[1])
+    e("one value filling 64 MiB + 16 bytes", predict(spec("iris"), {"x": repeated}), C.INVALID_ARGUMENT, "a request's repeated values may fill at most 67108864 bytes in all")
     e("missing input", predict(spec("iris"), {}), C.INVALID_ARGUMENT, "input size does not match signature: 0!=1")
     e("extra input", predict(spec("iris"), {"x": iris_x, "y": iris_x}), C.INVALID_ARGUMENT, "Sent extra: {y}")
     # 10,000 extra inputs: the names listed are cut short, so the message fits gRPC's trailers.

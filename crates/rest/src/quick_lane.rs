@@ -273,8 +273,10 @@ impl CachedDate {
     }
 }
 
-/// Serves the rest of a connection with hyper, as `axum::serve` does (HTTP/1.1, or HTTP/2
-/// if the client starts with its preface), until it closes; after `stop`, gracefully.
+/// Serves the rest of a connection with hyper, HTTP/1.1 only (as TF Serving's REST server:
+/// hyper's HTTP/2 has no timer for an idle or half-sent connection, so a client could hold
+/// connections open for ever with a 24-byte preface), until it closes; after `stop`,
+/// gracefully.
 pub(crate) async fn hand_over<S>(
     io: S,
     app: Router,
@@ -289,7 +291,8 @@ pub(crate) async fn hand_over<S>(
         request.map(axum::body::Body::new)
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     // hyper's header timer runs from when it starts waiting for a request's head, idle
     // keep-alive included: the lane's rule for HTTP/1.1. (A body that stalls is the
     // router's: `read_body`.)
@@ -297,7 +300,7 @@ pub(crate) async fn hand_over<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle_timeout);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let stopping = stop.requested();
     tokio::pin!(stopping);

@@ -281,6 +281,7 @@ async fn connections_that_send_nothing_are_closed_after_the_idle_timeout() {
         let mut silent = connect(&addr);
         assert!(closed_within(&mut silent, Duration::from_secs(5)));
         assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
+        h2_is_refused(&addr);
 
         let stalls = [
             String::new(),
@@ -340,6 +341,7 @@ async fn the_shared_runtime_server_closes_idle_connections_too() {
     let client = tokio::task::spawn_blocking(move || {
         let mut silent = connect(&addr);
         assert!(closed_within(&mut silent, Duration::from_secs(5)));
+        h2_is_refused(&addr);
         for stall in ["", "POST /lane/a HTTP/1.1\r\nContent-Le"] {
             let mut stream = connect(&addr);
             stream.write_all(post("/lane/a", "1").as_bytes()).unwrap();
@@ -366,4 +368,25 @@ async fn the_shared_runtime_server_closes_idle_connections_too() {
         .expect("the server stops")
         .unwrap();
     assert!(closed_within(&mut open, Duration::from_secs(1)));
+}
+
+/// REST is HTTP/1.1 only, as TF Serving's: an HTTP/2 preface, whole or in part, is
+/// answered 505 or closed, not held open (hyper's HTTP/2 has no idle timer).
+fn h2_is_refused(addr: &str) {
+    for preface in ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "PRI * HT"] {
+        let mut stream = connect(addr);
+        stream.write_all(preface.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 505")
+                || answer.starts_with("HTTP/1.1 400"),
+            "{preface:?}: {answer}"
+        );
+    }
 }

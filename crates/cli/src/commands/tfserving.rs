@@ -512,6 +512,14 @@ impl Settings {
             ("--rest_api_io_threads", "--rest_api_busy_poll_micros"),
         )?;
         if let Some(seconds) = args.rest_api_idle_timeout_seconds {
+            // Timers add it to the current instant: a year is far inside what they can.
+            if seconds > NEVER.as_secs() {
+                anyhow::bail!(
+                    "--rest_api_idle_timeout_seconds={seconds} is more than a year ({}); 0 turns \
+                     the timeout off",
+                    NEVER.as_secs()
+                );
+            }
             rest_threading.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
         }
         let grpc_threading = soma_net::Threading {
@@ -1063,6 +1071,8 @@ mod tests {
             Ok(Some(Duration::from_secs(5)))
         );
         assert_eq!(idle(&["--rest_api_idle_timeout_seconds=0"]), Ok(None));
+        let forever = idle(&["--rest_api_idle_timeout_seconds=18446744073709551615"]);
+        assert!(forever.unwrap_err().contains("more than a year"));
         let shared_idle = idle(&[
             "--rest_api_io_threads=0",
             "--rest_api_idle_timeout_seconds=5",

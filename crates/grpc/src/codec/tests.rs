@@ -284,30 +284,42 @@ fn bad_shapes_and_dtypes_are_errors() {
     ));
 }
 
-/// One value fills its shape (TensorFlow's rule) up to 256 MiB; past that the client is
-/// told to send the values, so a request of a few bytes cannot cost gigabytes.
+/// One value fills its shape (TensorFlow's rule) up to 64 MiB for the whole request; past
+/// that the client is told to send the values, so a request of a few bytes cannot cost
+/// gigabytes.
 #[test]
-fn one_value_fills_at_most_256_mib() {
-    let mut p = proto(DType::Float, &[1 << 20, 64]);
+fn lone_values_fill_at_most_64_mib_per_request() {
+    let mut p = proto(DType::Float, &[1 << 18, 64]);
     p.float_val = vec![0.5];
-    assert_eq!(tensor_from_proto(&p).unwrap().num_elements(), 1 << 26);
-    p.tensor_shape = shape(&[(1 << 20) + 1, 64]);
+    assert_eq!(tensor_from_proto(&p).unwrap().num_elements(), 1 << 24);
+    p.tensor_shape = shape(&[(1 << 18) + 1, 64]);
     let err = tensor_from_proto(&p).unwrap_err();
     assert!(matches!(err, CodecError::RepeatTooLarge { .. }), "{err}");
     assert!(err.to_string().contains("send every value"), "{err}");
     // Strings count their bytes: 24 + 8 per element.
-    let mut p = proto(DType::String, &[(256 << 20) / 32]);
+    let mut p = proto(DType::String, &[(64 << 20) / 32]);
     p.string_val = vec![b"12345678".to_vec()];
     assert!(tensor_from_proto(&p).is_ok());
-    p.tensor_shape = shape(&[(256 << 20) / 32 + 1]);
+    p.tensor_shape = shape(&[(64 << 20) / 32 + 1]);
     assert!(matches!(
         tensor_from_proto(&p),
         Err(CodecError::RepeatTooLarge { .. })
     ));
-    // Sent in full, the same size is fine: the limit is on repeating, not on size.
-    let mut p = proto(DType::Float, &[(1 << 20) + 1, 64]);
-    p.tensor_content = vec![0; ((1 << 20) + 1) * 64 * 4];
-    assert!(tensor_from_proto(&p).is_ok());
+    // The inputs of one request share the allowance: two halves pass, a third is refused.
+    let mut half = proto(DType::Float, &[1 << 17, 64]);
+    half.float_val = vec![1.0];
+    let mut allowance = MAX_REPEATED_BYTES;
+    assert!(tensor_from_proto_within(&half, &mut allowance).is_ok());
+    assert!(tensor_from_proto_within(&half, &mut allowance).is_ok());
+    assert_eq!(allowance, 0);
+    assert!(matches!(
+        tensor_from_proto_within(&half, &mut allowance),
+        Err(CodecError::RepeatTooLarge { .. })
+    ));
+    // Values sent in full take nothing from it: the limit is on repeating, not on size.
+    let mut full = proto(DType::Float, &[(1 << 18) + 1, 64]);
+    full.tensor_content = vec![0; ((1 << 18) + 1) * 64 * 4];
+    assert!(tensor_from_proto_within(&full, &mut allowance).is_ok());
 }
 
 /// Shapes TensorFlow aborts the process on (a failed `CHECK` in `TensorShape`) are refused
