@@ -35,6 +35,7 @@ mod predict;
 mod quick_lane;
 mod status;
 mod threads;
+mod write_deadline;
 mod writer;
 
 use std::future::Future;

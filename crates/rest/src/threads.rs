@@ -18,6 +18,7 @@ use soma_net::{Connections, Stop, Threading};
 use tokio::net::TcpListener;
 
 use crate::quick_lane::{self, QuickLane};
+use crate::write_deadline::WriteDeadline;
 
 /// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
 /// `shutdown` resolves, then lets the open requests finish. With `threading.threads` 0,
@@ -57,6 +58,7 @@ async fn serve_thread<L: QuickLane>(
     connections
         .serve_each(stop, |connection, stop| {
             let lane = Arc::clone(&lane);
+            let connection = WriteDeadline::new(connection, idle_timeout);
             quick_lane::serve_connection(connection, app.clone(), lane, stop, idle_timeout)
         })
         .await
@@ -122,6 +124,7 @@ async fn serve_connection(
         () = stop.clone().requested() => false,
     };
     if spoke {
+        let io = WriteDeadline::new(io, idle_timeout);
         quick_lane::hand_over(io, app, stop, idle_timeout).await;
     }
 }

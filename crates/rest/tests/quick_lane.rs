@@ -31,9 +31,14 @@ impl QuickLane for Lane {
     }
 }
 
-/// The router answers everything, saying so.
+/// The router answers everything, saying so; `/big` with 1 MiB.
 fn router() -> Router {
     Router::new().fallback(any(|uri: axum::http::Uri, body: String| async move {
+        let body = if uri.path() == "/big" {
+            "x".repeat(1 << 20)
+        } else {
+            body
+        };
         let mut response =
             axum::response::IntoResponse::into_response(format!("router {} {body}", uri.path()));
         response.headers_mut().insert(
@@ -388,5 +393,36 @@ fn h2_is_refused(addr: &str) {
                 || answer.starts_with("HTTP/1.1 400"),
             "{preface:?}: {answer}"
         );
+    }
+}
+
+/// A client that asks and never reads is cut off once the server's writes have made no
+/// progress for the idle timeout, on both servers, instead of holding its answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off() {
+    for threads in [2, 0] {
+        let (addr, stop, server) = start_with(threads, Some(Duration::from_millis(400))).await;
+        tokio::task::spawn_blocking(move || {
+            let mut stream = connect(&addr);
+            let asked = 50;
+            for _ in 0..asked {
+                stream.write_all(post("/big", "").as_bytes()).unwrap();
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            let mut answers = Vec::new();
+            let _ = stream.read_to_end(&mut answers);
+            assert!(
+                answers.len() < asked << 20,
+                "threads {threads}: all {} bytes arrived",
+                answers.len()
+            );
+        })
+        .await
+        .unwrap();
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap();
     }
 }
