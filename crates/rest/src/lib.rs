@@ -28,6 +28,7 @@
 
 mod budget;
 mod classify;
+mod deadline;
 mod encoding;
 pub mod error;
 mod path;
@@ -35,7 +36,6 @@ mod predict;
 mod quick_lane;
 mod status;
 mod threads;
-mod write_deadline;
 mod writer;
 
 use std::future::Future;
@@ -435,14 +435,10 @@ async fn read_body(body: Body, options: &RestOptions) -> Result<Vec<u8>, RestErr
     // several times over, which is most of a large request's time on a VM.
     let mut bytes = Vec::with_capacity(declared as usize);
     loop {
-        let frame = match options.idle_timeout {
-            None => Ok(body.frame().await),
-            Some(stall) => tokio::time::timeout(stall, body.frame()).await,
-        };
-        let frame = match frame {
-            Ok(None) => return Ok(bytes),
-            Ok(Some(frame)) => frame,
-            Err(_) => {
+        let frame = match deadline::within(options.idle_timeout, body.frame()).await {
+            Some(None) => return Ok(bytes),
+            Some(Some(frame)) => frame,
+            None => {
                 let stall = options.idle_timeout.unwrap_or_default();
                 let mut error = RestError::new(
                     ErrorKind::DeadlineExceeded,

@@ -27,6 +27,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::http::uri::PathAndQuery;
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::deadline;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Requests answered in the quick lane ([`crate::serve_on_threads`]).
@@ -126,7 +128,7 @@ pub(crate) async fn serve_connection<L, S>(
         if buffer.capacity() - buffer.len() < 1024 {
             buffer.reserve(4096);
         }
-        let read = read_within(idle_timeout, io.read_buf(&mut buffer));
+        let read = deadline::within(idle_timeout, io.read_buf(&mut buffer));
         let read = if stopped {
             read.await
         } else {
@@ -143,16 +145,6 @@ pub(crate) async fn serve_connection<L, S>(
             Some(Ok(0) | Err(_)) | None => return,
             Some(Ok(_)) => {}
         }
-    }
-}
-
-/// `read`, or `None` if it is still waiting after `timeout`. The timer is only set when the
-/// read does not complete at once (tokio registers a `Sleep` on its first poll), which is
-/// the rule for a busy connection's next request.
-async fn read_within<F: Future>(timeout: Option<Duration>, read: F) -> Option<F::Output> {
-    match timeout {
-        None => Some(read.await),
-        Some(timeout) => tokio::time::timeout(timeout, read).await.ok(),
     }
 }
 

@@ -17,8 +17,8 @@ use axum::Router;
 use soma_net::{Connections, Stop, Threading};
 use tokio::net::TcpListener;
 
+use crate::deadline::{self, WriteDeadline};
 use crate::quick_lane::{self, QuickLane};
-use crate::write_deadline::WriteDeadline;
 
 /// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
 /// `shutdown` resolves, then lets the open requests finish. With `threading.threads` 0,
@@ -111,13 +111,10 @@ async fn serve_connection(
     // `peek`, not `readable`: readiness may be reported before any byte has come.
     let mut first = [0u8; 1];
     let first_bytes = async {
-        match idle_timeout {
-            Some(timeout) => matches!(
-                tokio::time::timeout(timeout, io.peek(&mut first)).await,
-                Ok(Ok(n)) if n > 0
-            ),
-            None => matches!(io.peek(&mut first).await, Ok(n) if n > 0),
-        }
+        matches!(
+            deadline::within(idle_timeout, io.peek(&mut first)).await,
+            Some(Ok(n)) if n > 0
+        )
     };
     let spoke = tokio::select! {
         spoke = first_bytes => spoke,

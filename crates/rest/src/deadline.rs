@@ -1,4 +1,6 @@
-//! A connection whose writes give up when the client reads nothing for a while.
+//! Waiting on a client for at most the idle timeout: [`within`] for reads, and
+//! [`WriteDeadline`], a connection whose writes give up when the client reads nothing for a
+//! while.
 //!
 //! Without it, a client that sends requests and never reads the answers holds its
 //! connection, and every answer it asked for, in the server's memory for ever (an audit
@@ -14,6 +16,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+/// `wait`, or `None` if it is still waiting after `timeout` (`None`: no limit). tokio sets
+/// the timer on the first poll only if `wait` is not ready, which is the rule for a busy
+/// connection's next bytes.
+pub(crate) async fn within<F: Future>(timeout: Option<Duration>, wait: F) -> Option<F::Output> {
+    match timeout {
+        None => Some(wait.await),
+        Some(timeout) => tokio::time::timeout(timeout, wait).await.ok(),
+    }
+}
 
 pub(crate) struct WriteDeadline<S> {
     io: S,
