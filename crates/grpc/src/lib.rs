@@ -49,6 +49,7 @@ mod balance;
 pub mod codec;
 pub mod examples;
 mod health;
+mod held;
 mod lane;
 mod limit;
 mod models;
@@ -88,6 +89,11 @@ pub use tls::{TlsError, TlsSettings};
 pub struct GrpcOptions {
     /// The largest request or response message, in bytes. TF Serving allows `i32::MAX`.
     pub max_message_bytes: usize,
+    /// Request bytes held at once over every plaintext TCP connection (the bodies received,
+    /// until each request's work ends); a request that would go past it fails with
+    /// RESOURCE_EXHAUSTED. Never less than one largest message: see
+    /// [`GrpcOptions::request_bytes_budget`].
+    pub max_request_bytes_in_flight: usize,
     /// Where inference requests are counted and timed (TF Serving's `request_count`, with
     /// `entrypoint="GRPC"`); share it with the REST front end's to serve both on `/metrics`.
     pub metrics: Registry,
@@ -128,6 +134,7 @@ impl Default for GrpcOptions {
     fn default() -> GrpcOptions {
         GrpcOptions {
             max_message_bytes: i32::MAX as usize,
+            max_request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
             metrics: Registry::new(),
             keepalive_interval: None,
             keepalive_timeout: None,
@@ -140,6 +147,22 @@ impl Default for GrpcOptions {
         }
     }
 }
+
+impl GrpcOptions {
+    /// The request bytes the server holds at once: [`GrpcOptions::max_request_bytes_in_flight`],
+    /// or, if that is smaller, one largest message with its 5-byte gRPC prefix, so that every
+    /// message the size limit allows can be received when nothing else is.
+    pub fn request_bytes_budget(&self) -> usize {
+        self.max_request_bytes_in_flight
+            .max(self.max_message_bytes.saturating_add(5))
+    }
+}
+
+/// The default [`GrpcOptions::max_request_bytes_in_flight`]: 2 GiB, TF Serving's largest
+/// message. Decoding a request takes up to about as much again (typed values are read into a
+/// list, then into the tensor), so at most ~4–6 GB are taken by requests being received and
+/// decoded at once.
+pub const DEFAULT_REQUEST_BYTES_IN_FLIGHT: usize = 2 << 30;
 
 /// Why the gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -243,9 +266,10 @@ async fn serve_routes(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
     let threading = options.threading;
+    let request_bytes = held::RequestBytes::new(options.request_bytes_budget());
     let listener = match listener {
         GrpcListener::Tcp(listener) if threading.threads > 0 && options.tls.is_none() => {
-            let lane = Lane::new(predictions, routes, &options);
+            let lane = Lane::new(predictions, routes, &options, request_bytes);
             let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
                 let lane = Arc::clone(&lane);
                 connections.serve_each(stop, move |connection, stop| {
@@ -268,6 +292,7 @@ async fn serve_routes(
     }
     let router = server
         .layer(limit::layer())
+        .layer(held::layer(request_bytes))
         .layer(balance::BalanceLayer)
         .add_routes(routes);
     match listener {

@@ -479,3 +479,84 @@ fn find_frame(mut bytes: &[u8], kind: u8) -> Option<&[u8]> {
     }
     None
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_the_byte_budget_are_refused_and_the_rest_served() {
+    let cache = tempfile::tempdir().unwrap();
+    let set = Arc::new(ModelSet::new("lane", false));
+    common::load_iris(&set, cache.path()).await;
+    // Room for one 30,000-byte message and a little more, not for two.
+    let options = GrpcOptions {
+        max_message_bytes: 30_000,
+        max_request_bytes_in_flight: 40_000,
+        ..GrpcOptions::default()
+    };
+    for (server, options) in common::both_servers(options) {
+        let url = common::serve_set_at(Arc::clone(&set), options).await;
+        refuses_past_the_budget(url.trim_start_matches("http://"))
+            .await
+            .unwrap_or_else(|e| panic!("{server}: {e}"));
+    }
+}
+
+async fn refuses_past_the_budget(addr: &str) -> Result<(), String> {
+    let body = framed(&iris_request("iris", 1800, true));
+    assert!((25_000..30_000).contains(&body.len()), "{}", body.len());
+    let client = connect(addr, 1 << 20).await;
+    // Two requests each send 25,000 bytes and wait: the second to arrive goes past the
+    // budget.
+    let request = || {
+        http::Request::post(format!("http://soma{PREDICT}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut client = client.clone().ready().await.unwrap();
+        let (response, mut stream) = client.send_request(request(), false).unwrap();
+        stream.send_data(body.slice(..25_000), false).unwrap();
+        open.push((Box::pin(response), stream));
+    }
+    let [first, second] = open.as_mut_slice() else {
+        unreachable!()
+    };
+    let (refused, waiting) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::select! {
+            r = &mut first.0 => (r, 1),
+            r = &mut second.0 => (r, 0),
+        }
+    })
+    .await
+    .map_err(|_| "no request refused".to_string())?;
+    let refused = refused.unwrap();
+    let status = |name: &str| refused.headers().get(name).map(|v| v.to_str().unwrap());
+    if status("grpc-status") != Some("8") || !status("grpc-message").unwrap().contains("at%20once")
+    {
+        return Err(format!("refused with {refused:?}"));
+    }
+    // The other is answered when its body completes, unless it was refused too (under
+    // tonic's server a refused request's bytes are given back when its task drops its body:
+    // chunks of the two read in turn may both find the budget spent).
+    let (response, mut stream) = open.swap_remove(waiting);
+    let _ = stream.send_data(body.slice(25_000..), true);
+    let (parts, mut answer) = response.await.unwrap().into_parts();
+    assert_eq!(parts.status, 200);
+    if parts.headers.get("grpc-status").is_some() {
+        assert_eq!(parts.headers["grpc-status"], "8", "{parts:?}");
+    } else {
+        while let Some(chunk) = answer.data().await {
+            let chunk = chunk.unwrap();
+            answer.flow_control().release_capacity(chunk.len()).unwrap();
+        }
+        let trailers = answer.trailers().await.unwrap().unwrap();
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    }
+    // Every byte was given back: one at a time, whole messages are served.
+    for _ in 0..3 {
+        let answer = call(&mut client.clone(), PREDICT, &[], body.clone()).await;
+        assert_eq!(answer.trailers[0], ("grpc-status".into(), b"0".to_vec()));
+    }
+    Ok(())
+}

@@ -194,6 +194,7 @@ pub async fn serve_with(
         let stop = shared.stop.clone();
         let grpc_options = GrpcOptions {
             max_message_bytes: options.grpc_max_message_bytes,
+            max_request_bytes_in_flight: soma_grpc::DEFAULT_REQUEST_BYTES_IN_FLIGHT,
             metrics: shared.metrics.clone(),
             keepalive_interval: options.grpc_keepalive_interval,
             keepalive_timeout: None,

@@ -77,6 +77,12 @@ pub(crate) struct Args {
     #[arg(long = "grpc_busy_poll_micros", value_name = "MICROS")]
     grpc_busy_poll_micros: Option<u64>,
 
+    /// soma's own: request bytes the gRPC port holds at once, over all its connections
+    /// (bodies received, until each request is answered); a request that would go past it
+    /// fails with RESOURCE_EXHAUSTED. Default 2 GiB; never less than one largest message.
+    #[arg(long = "grpc_max_request_bytes_in_flight", value_name = "BYTES")]
+    grpc_max_request_bytes_in_flight: Option<usize>,
+
     /// soma's own: a REST connection that sends nothing for this many seconds while the
     /// server waits for a request (idle between requests, or stalled inside one) is closed.
     /// Default 75 (longer than load balancers' idle timeouts); 0: never.
@@ -602,6 +608,9 @@ impl Settings {
                     .map(read_ssl_config)
                     .transpose()?,
                 threading: grpc_threading,
+                max_request_bytes_in_flight: args
+                    .grpc_max_request_bytes_in_flight
+                    .unwrap_or(soma_grpc::DEFAULT_REQUEST_BYTES_IN_FLIGHT),
                 ..grpc_options(&args.grpc_channel_arguments)?
             },
             rest_port: (args.rest_api_port != 0).then_some(args.rest_api_port),
@@ -1474,6 +1483,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(unlimited.grpc.max_message_bytes, i32::MAX as usize);
+        // The byte budget is never less than one largest message and its prefix.
+        let budget = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.max_receive_message_length=4096",
+            "--grpc_max_request_bytes_in_flight=100",
+        ])
+        .unwrap();
+        assert_eq!(budget.grpc.max_request_bytes_in_flight, 100);
+        assert_eq!(budget.grpc.request_bytes_budget(), 4101);
+        assert_eq!(unlimited.grpc.request_bytes_budget(), i32::MAX as usize + 5);
         let never = parse(&[
             "--model_base_path=/m",
             "--grpc_channel_arguments=grpc.keepalive_time_ms=2147483647",

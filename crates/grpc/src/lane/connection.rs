@@ -30,6 +30,7 @@ use tonic::codegen::http::{HeaderMap, StatusCode, Uri};
 
 use super::Lane;
 use super::answer::{self, Head, Reply, ReplyBody};
+use crate::held::Held;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -116,6 +117,8 @@ enum State {
     Receiving {
         head: Head,
         body: Body,
+        /// `body`'s bytes, counted against the lane's budget until the request's work ends.
+        held: Held,
     },
     /// The request is being answered; aborted if the client resets the stream.
     Answering(Abort),
@@ -469,6 +472,7 @@ where
                 state: State::Receiving {
                     head,
                     body: Body::Empty,
+                    held: self.lane.request_bytes.hold(),
                 },
                 unacked: 0,
                 send_window: self.initial_send_window,
@@ -513,10 +517,15 @@ where
                 Ok(())
             };
         };
-        let State::Receiving { body, .. } = &mut stream.state else {
+        let State::Receiving { body, held, .. } = &mut stream.state else {
             self.reset(id, Reason::STREAM_CLOSED);
             return Ok(());
         };
+        if !held.grow(data.payload().len()) {
+            let reply = Reply::status(self.lane.request_bytes.exhausted());
+            self.answer_early(id, reply, end, Reason::NO_ERROR);
+            return Ok(());
+        }
         body.append(data.into_payload());
         let declared = body.declared_len().unwrap_or(0);
         if declared > limit || body.len() > limit.saturating_add(5) {
@@ -596,7 +605,7 @@ where
             return;
         };
         // (Cancelled only until the task's handle is in.)
-        let State::Receiving { head, body } =
+        let State::Receiving { head, body, held } =
             std::mem::replace(&mut stream.state, State::Cancelled)
         else {
             return;
@@ -604,7 +613,10 @@ where
         let lane = Arc::clone(&self.lane);
         // Boxed: a future is moved whole on its way into a task, and `run_balanced`'s holds
         // its work twice: boxed, what is copied is a pointer (one allocation instead).
-        let work = Box::pin(async move { answer::answer(&lane, head, body.freeze()).await });
+        let work = Box::pin(async move {
+            let _held = held;
+            answer::answer(&lane, head, body.freeze()).await
+        });
         let work = soma_net::run_balanced(work);
         let (work, abort) = if self.answering.is_empty() {
             let (work, abort) = futures::future::abortable(AssertUnwindSafe(work).catch_unwind());

@@ -55,6 +55,8 @@ pub(crate) struct Lane {
     pub(crate) keepalive: Option<(Duration, Duration)>,
     /// Send GOAWAY once a connection is this old.
     pub(crate) max_connection_age: Option<Duration>,
+    /// Request bytes held at once, over every connection.
+    pub(crate) request_bytes: Arc<crate::held::RequestBytes>,
 }
 
 impl Lane {
@@ -62,6 +64,7 @@ impl Lane {
         predictions: Arc<dyn PredictionService>,
         routes: Routes,
         options: &crate::GrpcOptions,
+        request_bytes: Arc<crate::held::RequestBytes>,
     ) -> Arc<Lane> {
         let keepalive = options.keepalive_interval.map(|interval| {
             let timeout = options.keepalive_timeout.unwrap_or(Duration::from_secs(20));
@@ -73,6 +76,7 @@ impl Lane {
             max_message_bytes: options.max_message_bytes,
             keepalive,
             max_connection_age: options.max_connection_age,
+            request_bytes,
         })
     }
 }
