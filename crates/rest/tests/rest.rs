@@ -798,8 +798,9 @@ async fn a_stalled_body_gets_408() {
     );
 }
 
-/// A body over the quick lane's size waits for the decode budget; past its deadline it gets
-/// 504, and it is answered once the budget is free again.
+/// A body over the quick lane's size waits for the decode budget (before it is read, when its
+/// length is known); past its deadline it gets 504, and it is answered once the budget is
+/// free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_wait_for_the_decode_budget() {
     let budget = soma_rest::DecodeBudget::new(64 * 1024);
@@ -826,13 +827,30 @@ async fn large_bodies_wait_for_the_decode_budget() {
     };
     let everything = budget.reserve(64 * 1024).await;
     let waited = send(addr.clone(), body.clone()).await.unwrap();
-    assert_eq!(
-        (waited.status, waited.text()),
-        (
-            504,
-            "{ \"error\": \"Request timed out after 300 ms\" }".to_string()
-        )
-    );
+    let timed_out = "{ \"error\": \"Request timed out after 300 ms\" }";
+    assert_eq!((waited.status, waited.text()), (504, timed_out.to_string()));
+    // It waits unread: a request that declares its body and sends none of it gets the same.
+    let raw = addr.clone();
+    let unread = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&raw).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+                  Content-Length: 30000\r\n\r\n",
+            )
+            .unwrap();
+        let mut answer = vec![0; 4096];
+        let n = stream.read(&mut answer).expect("an answer");
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(unread.starts_with("HTTP/1.1 504"), "{unread}");
+    assert!(unread.ends_with(timed_out), "{unread}");
     drop(everything);
     let answered = send(addr, body).await.unwrap();
     assert_eq!(answered.status, 200, "{}", answered.text());
