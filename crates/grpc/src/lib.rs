@@ -107,6 +107,11 @@ pub struct GrpcOptions {
     /// (`grpc.max_connection_age_ms`); requests already running finish. `None`: connections
     /// live as long as their clients keep them.
     pub max_connection_age: Option<Duration>,
+    /// A plaintext TCP connection on serving threads whose answers have waited this long to
+    /// be sent, with none of their bytes moving (the client does not read them, or gives no
+    /// flow-control window for them), is dropped, with its requests. `None`: never.
+    /// Default: [`DEFAULT_STALLED_SEND_TIMEOUT`].
+    pub stalled_send_timeout: Option<Duration>,
     /// At most this many inference RPCs are processed at once; the others wait (TF
     /// Serving's `--grpc_max_threads`). `None`: no limit. Servers given clones of one
     /// limit share it.
@@ -139,6 +144,7 @@ impl Default for GrpcOptions {
             keepalive_interval: None,
             keepalive_timeout: None,
             max_connection_age: None,
+            stalled_send_timeout: Some(DEFAULT_STALLED_SEND_TIMEOUT),
             max_concurrent: None,
             health: None,
             check_signature_method_names: false,
@@ -163,6 +169,10 @@ impl GrpcOptions {
 /// list, then into the tensor), so at most ~4–6 GB are taken by requests being received and
 /// decoded at once.
 pub const DEFAULT_REQUEST_BYTES_IN_FLIGHT: usize = 2 << 30;
+
+/// The default [`GrpcOptions::stalled_send_timeout`]: 75 s, as REST's idle timeout, longer
+/// than any pause a client that reads its answers makes.
+pub const DEFAULT_STALLED_SEND_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Why the gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]

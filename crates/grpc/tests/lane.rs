@@ -560,3 +560,41 @@ async fn refuses_past_the_budget(addr: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
+    let cache = tempfile::tempdir().unwrap();
+    let set = Arc::new(ModelSet::new("lane", false));
+    common::load_iris(&set, cache.path()).await;
+    let options = GrpcOptions {
+        stalled_send_timeout: Some(Duration::from_millis(300)),
+        ..GrpcOptions::default()
+    };
+    let [_, (_, options)] = common::both_servers(options);
+    let lane = common::serve_set_at(set, options).await;
+    let mut tcp = TcpStream::connect(lane.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0: the server may send no DATA on any stream.
+    tcp.write_all(&raw_frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    tcp.write_all(&raw_frame(1, 4, 1, &request_block(PREDICT)))
+        .await
+        .unwrap();
+    let body = framed(&iris_request("iris", 1, false));
+    tcp.write_all(&raw_frame(0, 1, 1, &body)).await.unwrap();
+    let started = std::time::Instant::now();
+    // The answer's HEADERS go out; its DATA waits for window that never comes, and the
+    // connection is dropped once the answer has waited for the timeout.
+    let read = read_to_close(&mut tcp).await;
+    let waited = started.elapsed();
+    assert_eq!(first_on_stream(&read, 1).map(|f| f.0), Some(1), "{read:?}");
+    assert!(
+        (Duration::from_millis(250)..Duration::from_secs(4)).contains(&waited),
+        "{waited:?}"
+    );
+}

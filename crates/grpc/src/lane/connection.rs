@@ -97,6 +97,9 @@ struct Connection<T> {
     unacked: u32,
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     too_old: Option<Pin<Box<Sleep>>>,
+    /// Armed while answers wait to be sent and none of their bytes move; when it fires the
+    /// connection is dropped (see [`Lane::stalled_send_timeout`]).
+    stall: Option<Pin<Box<Sleep>>>,
     keepalive: Option<Keepalive>,
     /// GOAWAY sent or received: no new streams, and the connection closes once the open
     /// ones are answered.
@@ -292,6 +295,7 @@ where
             unacked: 0,
             stopping: Box::pin(stop.requested()),
             too_old,
+            stall: None,
             keepalive,
             closing: false,
             goaway_sent: false,
@@ -350,9 +354,31 @@ where
                 return Poll::Ready(());
             }
             if !progress {
+                if self.send_stalled(flushed, cx) {
+                    return Poll::Ready(());
+                }
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Whether answers have waited to be sent, with none of their bytes moving, for the
+    /// lane's `stalled_send_timeout`: a client that asks and never reads (or never gives
+    /// window) would otherwise hold its answers, up to 1,024 streams' worth, for as long as
+    /// it keeps the connection open. The timer is armed only while something waits, so a
+    /// connection whose answers go out at once sets none.
+    fn send_stalled(&mut self, flushed: bool, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.lane.stalled_send_timeout else {
+            return false;
+        };
+        if flushed && self.blocked.is_empty() {
+            self.stall = None;
+            return false;
+        }
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        stall.as_mut().poll(cx).is_ready()
     }
 
     /// Whether the server is stopping or the connection has reached its maximum age.
@@ -392,6 +418,8 @@ where
                 Poll::Pending => return Ok(false),
             }
             let frame = self.outbox.pop_front().expect("the outbox is not empty");
+            // The client is reading: answers are moving.
+            self.stall = None;
             self.codec
                 .buffer(frame)
                 .map_err(|e| io::Error::other(format!("HTTP/2 frame not written: {e:?}")))?;
@@ -701,6 +729,7 @@ where
                 return;
             }
             let n = data.len().min(window as usize).min(max_frame);
+            self.stall = None;
             let mut frame = frame::Data::new(id.into(), data.split_to(n));
             self.send_window -= n as i64;
             stream.send_window -= n as i64;

@@ -55,6 +55,9 @@ pub(crate) struct Lane {
     pub(crate) keepalive: Option<(Duration, Duration)>,
     /// Send GOAWAY once a connection is this old.
     pub(crate) max_connection_age: Option<Duration>,
+    /// Drop a connection whose answers have waited this long to be sent without a byte
+    /// moving. `None`: never.
+    pub(crate) stalled_send_timeout: Option<Duration>,
     /// Request bytes held at once, over every connection.
     pub(crate) request_bytes: Arc<crate::held::RequestBytes>,
 }
@@ -76,6 +79,7 @@ impl Lane {
             max_message_bytes: options.max_message_bytes,
             keepalive,
             max_connection_age: options.max_connection_age,
+            stalled_send_timeout: options.stalled_send_timeout,
             request_bytes,
         })
     }
