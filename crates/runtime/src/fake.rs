@@ -26,6 +26,7 @@ impl Doubler {
         sig.outputs.insert("y".into(), info("y"));
         let mut signatures = BTreeMap::new();
         signatures.insert("broken".to_string(), sig.clone());
+        signatures.insert("picky".to_string(), sig.clone());
         signatures.insert("serving_default".to_string(), sig);
         Doubler { signatures }
     }
@@ -46,6 +47,12 @@ impl ModelRunner for Doubler {
         let x = inputs[0]
             .to_vec::<f32>()
             .map_err(|e| RunError::new(ErrorKind::Internal, e.to_string()))?;
+        if signature == "picky" && x.contains(&0.0) {
+            return Err(RunError::new(
+                ErrorKind::InvalidArgument,
+                "no zeros, please",
+            ));
+        }
         let y: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
         let out = Tensor::from_slice(inputs[0].shape().to_vec(), &y)
             .map_err(|e| RunError::new(ErrorKind::Internal, e.to_string()))?;

@@ -257,7 +257,7 @@ mod tests {
             .unwrap_err();
         assert!(
             sig.to_string()
-                .contains("no signature 'nope'; available: broken, serving_default")
+                .contains("no signature 'nope'; available: broken, picky, serving_default")
         );
     }
 
@@ -295,5 +295,15 @@ mod tests {
             .predict_json(None, &inputs(json!({"x": [[1, 2]]})))
             .unwrap_err();
         assert_eq!(err.kind(), soma_core::ErrorKind::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_model_that_refuses_zeros_as_input_still_warms_up_and_serves() {
+        let s = Servable::new("m", 1, Box::new(Doubler::new()), Some("picky")).unwrap();
+        s.warm_up().unwrap();
+        let served = s
+            .predict_json(None, &inputs(json!({"x": [[1, 2]]})))
+            .unwrap();
+        assert_eq!(served.outputs.len(), 1);
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
-use soma_core::{SignatureDef, Tensor, TensorInfo, format_shape};
+use soma_core::{ErrorKind, SignatureDef, Tensor, TensorInfo, format_shape};
 
 use crate::batching::{BatchOptions, Batcher, InPlace};
 use crate::run_clock::{RunClock, TimedRunner};
@@ -297,7 +297,10 @@ impl Servable {
     }
 
     /// Runs the default signature once on zero-valued inputs. This catches models that load
-    /// but cannot run (notably Keras 3 models saved with `tf.saved_model.save`).
+    /// but cannot run (notably Keras 3 models saved with `tf.saved_model.save`). A model
+    /// that refuses the zeros as input (INVALID_ARGUMENT: an empty string where it parses
+    /// tf.Examples with a required feature, a zero it divides by) can run, and serves: zeros
+    /// are soma's guess at an input, not the model's contract.
     pub fn warm_up(&self) -> Result<(), RuntimeError> {
         self.warm_up_hinting(KERAS_HINT)
     }
@@ -306,12 +309,22 @@ impl Servable {
         let (key, signature) = self.signature(None)?;
         let inputs = warmup_inputs(signature)?;
         let refs: Vec<&Tensor> = inputs.iter().collect();
-        self.runner.run(key, &refs).map(drop).map_err(|source| {
-            RuntimeError::Model(format!(
+        match self.runner.run(key, &refs) {
+            Ok(_) => Ok(()),
+            Err(refused) if refused.kind == ErrorKind::InvalidArgument => {
+                tracing::info!(
+                    model = %self.label(),
+                    reason = %refused,
+                    "zero-valued warm-up input refused by the model; serving without a \
+                     warm-up (record one in assets.extra/tf_serving_warmup_requests)"
+                );
+                Ok(())
+            }
+            Err(source) => Err(RuntimeError::Model(format!(
                 "{} loaded but failed its warm-up prediction: {source}\n{hint}",
                 self.label()
-            ))
-        })
+            ))),
+        }
     }
 
     /// Predicts from JSON inputs (`{name: nested list | scalar | string | {"b64": ...}}`).

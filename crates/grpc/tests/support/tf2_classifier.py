@@ -21,7 +21,8 @@ import tensorflow as tf  # noqa: E402
 
 CLASS_NAMES = [b"setosa", b"versicolor", b"virginica"]
 EXAMPLES = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-FEATURES = {"x": tf.io.FixedLenFeature([4], tf.float32, default_value=[0.0] * 4)}
+# Required (no default): an empty example fails, as in most real classifiers.
+FEATURES = {"x": tf.io.FixedLenFeature([4], tf.float32)}
 EXAMPLES_SPEC = tf.TensorSpec([None], tf.string)
 
 
