@@ -195,13 +195,18 @@ fn serve_speaks_grpc_with_the_official_client_and_refuses_reloads() {
     let script = r#"
 import json, sys, grpc, numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 channel = grpc.insecure_channel(sys.argv[1])
 request = predict_pb2.PredictRequest()
 request.model_spec.name = "iris"
 request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)))
 response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
-out = {"version": response.model_spec.version.value}
+out = {"version": response.model_spec.version.value, "name": response.model_spec.name}
+metadata = get_model_metadata_pb2.GetModelMetadataRequest()
+metadata.model_spec.name = "iris"
+metadata.metadata_field.append("signature_def")
+answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(metadata, timeout=30)
+out["metadata_name"] = answer.model_spec.name
 big = predict_pb2.PredictRequest()
 big.model_spec.name = "iris"
 big.inputs["x"].CopyFrom(tf.make_tensor_proto(np.zeros([500, 4], np.float32)))
@@ -225,6 +230,11 @@ print(json.dumps(out))
     let out: Value =
         serde_json::from_slice(&soma_testkit::run_python_code(script, &[&grpc])).unwrap();
     assert_eq!(out["version"], 10);
+    // The model's public name (the API's), not soma's internal one for a single model.
+    assert_eq!(
+        (&out["name"], &out["metadata_name"]),
+        (&"iris".into(), &"iris".into())
+    );
     assert_eq!(out["big"], "RESOURCE_EXHAUSTED", "{out}");
     assert_eq!(out["reload"], "UNIMPLEMENTED");
     assert!(

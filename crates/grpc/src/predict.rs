@@ -34,7 +34,13 @@ pub(crate) fn predict(
     let prediction = servable
         .predict_owned(Some(key), tensors, deadline)
         .map_err(|e| from_runtime(&e))?;
-    Ok(response(servable, key, outputs, prediction.outputs))
+    Ok(response(
+        &target.name,
+        servable,
+        key,
+        outputs,
+        prediction.outputs,
+    ))
 }
 
 /// Runs one PredictRequest on the async thread that read it, in a batch with the others
@@ -62,7 +68,13 @@ pub(crate) async fn predict_in_place(
         tokio::task::yield_now().await;
     }
     let prediction = queued.await.map_err(|e| from_runtime(&e))?;
-    Ok(response(servable, key, outputs, prediction.outputs))
+    Ok(response(
+        &target.name,
+        servable,
+        key,
+        outputs,
+        prediction.outputs,
+    ))
 }
 
 /// A PredictRequest checked against the servable: the signature key, the outputs to return
@@ -104,6 +116,7 @@ fn decode<'a>(
 
 /// The response with the `outputs` asked for, taken from those the model `produced`.
 fn response(
+    name: &str,
     servable: &Servable,
     key: &str,
     outputs: Vec<String>,
@@ -117,7 +130,7 @@ fn response(
         })
         .collect();
     PredictResponse {
-        model_spec: Some(response_spec(servable, Some(key))),
+        model_spec: Some(response_spec(name, servable, Some(key))),
         outputs,
     }
 }
@@ -212,7 +225,7 @@ pub(crate) fn check_metadata_request(request: &GetModelMetadataRequest) -> Resul
 }
 
 /// The servable's signatures, packed as TF Serving packs them.
-pub(crate) fn metadata(servable: &Servable) -> GetModelMetadataResponse {
+pub(crate) fn metadata(name: &str, servable: &Servable) -> GetModelMetadataResponse {
     let map = SignatureDefMap {
         signature_def: servable
             .signatures()
@@ -225,7 +238,7 @@ pub(crate) fn metadata(servable: &Servable) -> GetModelMetadataResponse {
         value: map.encode_to_vec(),
     };
     GetModelMetadataResponse {
-        model_spec: Some(response_spec(servable, None)),
+        model_spec: Some(response_spec(name, servable, None)),
         metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into(),
     }
 }

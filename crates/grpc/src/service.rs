@@ -172,7 +172,7 @@ impl Predictions {
         blocking(servable.runs_quickly(), move || {
             let examples = examples::serialize_input(input.as_ref())?;
             let (key, result) = run(&servable, target.signature.as_deref(), examples, check)?;
-            Ok((response_spec(&servable, Some(&key)), result))
+            Ok((response_spec(&target.name, &servable, Some(&key)), result))
         })
         .await
     }
@@ -250,7 +250,7 @@ impl PredictionService for Predictions {
         let target = Target::from_spec(request.model_spec.as_ref())?;
         predict::check_metadata_request(&request)?;
         let servable = target.resolve(self.hub.as_ref())?;
-        Ok(Response::new(predict::metadata(&servable)))
+        Ok(Response::new(predict::metadata(&target.name, &servable)))
     }
 
     async fn classify(
@@ -354,7 +354,7 @@ pub(crate) fn multi_inference(
             (key, inference_result::Result::RegressionResult(r))
         };
         results.push(InferenceResult {
-            model_spec: Some(response_spec(servable, Some(&key))),
+            model_spec: Some(response_spec(&target.name, servable, Some(&key))),
             result: Some(result),
         });
     }

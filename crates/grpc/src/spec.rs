@@ -43,10 +43,12 @@ impl Target {
     }
 }
 
-/// The `model_spec` of a response: the served name, version and signature.
-pub(crate) fn response_spec(servable: &Servable, signature: Option<&str>) -> ModelSpec {
+/// The `model_spec` of a response: the model's name as the request gave it (TF Serving's
+/// servable name; soma's may differ, as `soma serve` names a single-model API's model after
+/// the API), the version that answered and the signature.
+pub(crate) fn response_spec(name: &str, servable: &Servable, signature: Option<&str>) -> ModelSpec {
     ModelSpec {
-        name: servable.model().to_string(),
+        name: name.to_string(),
         version_choice: Some(VersionChoice::Version(servable.version())),
         signature_name: signature.unwrap_or_default().to_string(),
     }
