@@ -84,29 +84,34 @@ fn cors() -> CorsLayer {
 
 async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let path = request.uri().path().trim_end_matches('/').to_string();
+    let method = request.method().clone();
     for route in &gateway.config.routes {
-        if path == route.endpoint {
-            return match *request.method() {
+        let response = if path == route.endpoint {
+            match method {
                 Method::POST => submit(&gateway, route, request).await.into_response(),
                 _ => method_not_allowed("POST"),
+            }
+        } else {
+            let Some(id) = path
+                .strip_prefix(route.endpoint.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            else {
+                continue;
             };
-        }
-        let Some(id) = path
-            .strip_prefix(route.endpoint.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-        else {
-            continue;
+            if id.contains('/') {
+                continue;
+            }
+            match method {
+                Method::GET | Method::HEAD => status(&gateway, route, id).await.into_response(),
+                Method::DELETE => crate::ops::cancel(&gateway, route, id)
+                    .await
+                    .into_response(),
+                _ => method_not_allowed("GET, DELETE"),
+            }
         };
-        if id.contains('/') {
-            continue;
-        }
-        return match *request.method() {
-            Method::GET | Method::HEAD => status(&gateway, route, id).await.into_response(),
-            Method::DELETE => crate::ops::cancel(&gateway, route, id)
-                .await
-                .into_response(),
-            _ => method_not_allowed("GET, DELETE"),
-        };
+        // Every answer of an API is counted, errors included.
+        count_request(&gateway, route, method.as_str(), response.status());
+        return response;
     }
     ApiError::new(StatusCode::NOT_FOUND, format!("no API at {path}")).into_response()
 }
@@ -134,7 +139,6 @@ async fn submit(
         .submit(&route.api, &content_type, body)
         .await?;
     gateway.work_available.notify_waiters();
-    count_request(gateway, route, "POST", StatusCode::OK);
     Ok(json_response(
         StatusCode::OK,
         json!({ "id": id }).to_string(),
@@ -170,7 +174,6 @@ async fn status(gateway: &Gateway, route: &ApiRoute, raw_id: &str) -> Result<Res
         .status(&route.api, &id)
         .await?
         .ok_or_else(not_found)?;
-    count_request(gateway, route, "GET", StatusCode::OK);
     Ok(json_response(
         StatusCode::OK,
         status_body(&record, result.as_deref())?,

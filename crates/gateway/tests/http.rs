@@ -165,6 +165,17 @@ async fn health_readiness_and_metrics() {
     assert_eq!(call(&gw, get("/readyz")).await.0, StatusCode::OK);
 
     submit(&gw, "{}").await;
+    // Errors are counted too, with their codes: an unknown id, a DELETE of one.
+    assert_eq!(
+        call(&gw, get("/team/iris/nope")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let delete = Request::builder()
+        .method("DELETE")
+        .uri("/team/iris/nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&gw, delete).await.0, StatusCode::NOT_FOUND);
     let (status, text, content_type) = call(&gw, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.unwrap().starts_with("text/plain"));
@@ -178,6 +189,12 @@ async fn health_readiness_and_metrics() {
         ),
         "{text}"
     );
+    for method in ["GET", "DELETE"] {
+        let line = format!(
+            "soma_gateway_requests_total{{api_name=\"iris\",code=\"404\",method=\"{method}\"}} 1"
+        );
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -50,8 +50,18 @@ pub(crate) fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         metrics.extend(parse_metrics(&request(url, "GET", "/metrics")?.body));
     }
     println!(
-        "{:<24} {:<9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>9} {:>8}",
-        "API", "STATE", "WORKERS", "QUEUED", "IN_FLIGHT", "COMPLETED", "FAILED", "CANCELLED", "P50"
+        "{}",
+        table_row([
+            "API",
+            "STATE",
+            "WORKERS",
+            "QUEUED",
+            "IN_FLIGHT",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "P50"
+        ])
     );
     for api in &apis {
         let name = api["api"].as_str().unwrap_or("");
@@ -63,20 +73,44 @@ pub(crate) fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         let p50 = p50(&metrics, name).map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"));
         let state = api["state"].as_str().unwrap_or("");
         let state = state.split(':').next().unwrap_or(state);
+        // JSON numbers as text: `Value`'s Display ignores the column widths.
+        let count = |value: &Value| value.to_string();
         println!(
-            "{:<24} {:<9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>9} {:>8}",
-            name,
-            state,
-            workers,
-            api["queued"],
-            api["in_flight"],
-            api["counts"]["completed"],
-            api["counts"]["failed"],
-            api["counts"]["cancelled"],
-            p50
+            "{}",
+            table_row([
+                name,
+                state,
+                &workers,
+                &count(&api["queued"]),
+                &count(&api["in_flight"]),
+                &count(&api["counts"]["completed"]),
+                &count(&api["counts"]["failed"]),
+                &count(&api["counts"]["cancelled"]),
+                &p50,
+            ])
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `soma get`'s table: names left-aligned, numbers right-aligned under their
+/// headings.
+fn table_row(cells: [&str; 9]) -> String {
+    let [
+        api,
+        state,
+        workers,
+        queued,
+        in_flight,
+        completed,
+        failed,
+        cancelled,
+        p50,
+    ] = cells;
+    format!(
+        "{api:<24} {state:<9} {workers:>7} {queued:>7} {in_flight:>9} {completed:>9} \
+         {failed:>6} {cancelled:>9} {p50:>8}"
+    )
 }
 
 pub(crate) fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
@@ -222,6 +256,28 @@ fn p50(metrics: &[Metric], api: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_columns_line_up() {
+        let header = table_row([
+            "API",
+            "STATE",
+            "WORKERS",
+            "QUEUED",
+            "IN_FLIGHT",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "P50",
+        ]);
+        let row = table_row(["iris", "ready", "1", "0", "0", "12", "3", "0", "0.001s"]);
+        assert_eq!(header.len(), row.len(), "{header}\n{row}");
+        // Right-aligned: each number ends where its heading does.
+        for heading in ["QUEUED", "COMPLETED", "P50"] {
+            let end = header.find(heading).unwrap() + heading.len();
+            assert_ne!(row.as_bytes()[end - 1], b' ', "{heading}:\n{header}\n{row}");
+        }
+    }
 
     #[test]
     fn p50_sums_processes_and_interpolates() {
