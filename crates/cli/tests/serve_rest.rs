@@ -145,6 +145,7 @@ fn rest_and_handlers_share_the_live_versions() {
     );
 }
 
+/// Refused when the config is validated, so `soma validate` catches it before a deploy.
 #[test]
 fn an_endpoint_under_the_rest_paths_is_refused() {
     let yaml = "- name: bad\n  kind: AsyncAPI\n  handler:\n    type: python\n    path: h.py\n  networking:\n    endpoint: /v1/models/x\n";
@@ -152,18 +153,23 @@ fn an_endpoint_under_the_rest_paths_is_refused() {
         ("cortex.yaml", yaml),
         ("h.py", "class Handler:\n    pass\n"),
     ]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soma"))
-        .arg("serve")
-        .arg(dir.path().join("cortex.yaml"))
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("API 'bad': endpoint /v1/models/x lies under the TF Serving REST paths"),
-        "{stderr}"
-    );
+    for command in [&["serve", "--listen", "127.0.0.1:0"][..], &["validate"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_soma"))
+            .arg(command[0])
+            .arg(dir.path().join("cortex.yaml"))
+            .args(&command[1..])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "bad (AsyncAPI): networking: endpoint: /v1/models/x lies under the TF Serving \
+                 REST paths"
+            ),
+            "{command:?}: {stderr}"
+        );
+    }
 }
 
 /// `--grpc-listen`: TF Serving's official Python client predicts on an API's model; a request

@@ -64,6 +64,16 @@ fn endpoint(walker: &mut Walker, text: &str) -> Option<String> {
         return None;
     }
     let canonical = format!("/{trimmed}");
+    if under_tf_serving_paths(&canonical) {
+        walker.error(
+            &at,
+            format!(
+                "{canonical} lies under the TF Serving REST paths (/v1/..., /v2/health/...) \
+                 that soma serves on the same port; choose another endpoint"
+            ),
+        );
+        return None;
+    }
     if RESERVED_ENDPOINTS.contains(&canonical.as_str()) {
         walker.error(
             &at,
@@ -75,6 +85,20 @@ fn endpoint(walker: &mut Walker, text: &str) -> Option<String> {
         return None;
     }
     Some(canonical)
+}
+
+/// Whether an endpoint would be shadowed by the TF Serving REST API (`/v1/models/...`) or
+/// its health paths (`/v2/health/live`, `/v2/health/ready`), which soma serves on the
+/// gateway's port. Paths match without regard to case, as the router's do.
+fn under_tf_serving_paths(endpoint: &str) -> bool {
+    let lower = endpoint.to_ascii_lowercase();
+    let under = |root: &str| {
+        lower == root
+            || lower
+                .strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    under("/v1") || under("/v2/health")
 }
 
 /// `update_strategy`: `max_surge` / `max_unavailable`, each an integer or `N%` (0–100),
@@ -126,4 +150,19 @@ fn int_or_percent(walker: &mut Walker, map: &Mapping, key: &str) -> Option<IntOr
         );
     }
     parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::under_tf_serving_paths;
+
+    #[test]
+    fn tf_serving_paths_shadow_only_what_lies_under_them() {
+        for shadowed in ["/v1", "/V1/models/x", "/v2/health", "/v2/health/ready"] {
+            assert!(under_tf_serving_paths(shadowed), "{shadowed}");
+        }
+        for free in ["/v1x", "/v2", "/v2/healthy", "/iris", "/team/v1"] {
+            assert!(!under_tf_serving_paths(free), "{free}");
+        }
+    }
 }

@@ -89,23 +89,13 @@ impl ModelHub for CortexHub {
     }
 }
 
-/// A cortex.yaml endpoint under TF Serving's REST paths would be shadowed by them.
-pub(crate) fn shadowed_endpoint(endpoint: &str) -> bool {
-    let lower = endpoint.to_ascii_lowercase();
-    lower == "/v1" || lower.starts_with("/v1/") || lower.starts_with("/v2/health")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_and_shadowing() {
+    fn names() {
         assert_eq!(hub_name("iris", "_cortex_default", true), "iris");
         assert_eq!(hub_name("zoo", "iris", false), "zoo.iris");
-        assert!(shadowed_endpoint("/V1/models/x"));
-        assert!(shadowed_endpoint("/v2/health/ready"));
-        assert!(!shadowed_endpoint("/v1x"));
-        assert!(!shadowed_endpoint("/iris"));
     }
 }

@@ -33,11 +33,6 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
-    #[error(
-        "API '{api}': endpoint {endpoint} lies under the TF Serving REST paths (/v1/..., \
-         /v2/health/...) that soma serves on the same port; choose another endpoint"
-    )]
-    ShadowedEndpoint { api: String, endpoint: String },
 }
 
 /// What every API's start-up task shares.
@@ -93,15 +88,6 @@ pub async fn serve_with(
             })
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
-    if let Some(route) = all_routes
-        .iter()
-        .find(|r| live_models::shadowed_endpoint(&r.endpoint))
-    {
-        return Err(ServeError::ShadowedEndpoint {
-            api: route.api.to_string(),
-            endpoint: route.endpoint.clone(),
-        });
-    }
     let routes = if role.runs_gateway() {
         all_routes
     } else {
