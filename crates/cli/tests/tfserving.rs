@@ -891,24 +891,30 @@ fn the_platform_config_file_sets_the_session_config_and_batching() {
         "the session config's log_device_placement did not reach TensorFlow"
     );
 
-    // The flags the file overrides are refused next to it.
-    let (code, _, stderr) = run_to_exit(
-        &[
-            "--model_name=iris",
-            &model,
-            &platform_flag,
-            "--enable_batching",
-        ],
-        work.path(),
-    );
-    assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains(
-            "--enable_batching has no effect with --platform_config_file, whose legacy_config \
-             sets the same"
+    // The flags the file overrides are refused next to it, even at their default values
+    // (--enable_model_warmup=true beside a legacy_config without warm-up would be lost).
+    for (flag, name) in [
+        ("--enable_batching", "--enable_batching"),
+        ("--enable_model_warmup=true", "--enable_model_warmup"),
+        ("--saved_model_tags=serve", "--saved_model_tags"),
+        (
+            "--tensorflow_session_parallelism=0",
+            "--tensorflow_session_parallelism",
         ),
-        "{stderr}"
-    );
+    ] {
+        let (code, _, stderr) = run_to_exit(
+            &["--model_name=iris", &model, &platform_flag, flag],
+            work.path(),
+        );
+        assert_eq!(code, Some(1), "{flag}");
+        assert!(
+            stderr.contains(&format!(
+                "{name} has no effect with --platform_config_file, whose legacy_config sets the \
+                 same"
+            )),
+            "{flag}: {stderr}"
+        );
+    }
     write_legacy_config("enable_session_metadata: true");
     let (code, _, stderr) =
         run_to_exit(&["--model_name=iris", &model, &platform_flag], work.path());

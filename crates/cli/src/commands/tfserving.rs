@@ -126,38 +126,25 @@ pub(crate) struct Args {
     )]
     file_system_poll_wait_seconds: u64,
 
+    // The flags a --platform_config_file replaces are `Option`s, unset unless given, so that
+    // one given beside the file is refused even at its default value.
     /// The tags of the MetaGraph to load from each SavedModel, comma-separated; a MetaGraph
-    /// is loaded when its tag set is exactly this one.
-    #[arg(
-        long = "saved_model_tags",
-        default_value = "serve",
-        value_name = "TAGS"
-    )]
-    saved_model_tags: String,
+    /// is loaded when its tag set is exactly this one. Default: serve.
+    #[arg(long = "saved_model_tags", value_name = "TAGS")]
+    saved_model_tags: Option<String>,
 
-    /// TensorFlow intra-op threads per model; 0 lets soma/TensorFlow choose.
-    #[arg(
-        long = "tensorflow_intra_op_parallelism",
-        default_value_t = 0,
-        value_name = "N"
-    )]
-    tensorflow_intra_op_parallelism: u32,
+    /// TensorFlow intra-op threads per model; 0 (the default) lets soma/TensorFlow choose.
+    #[arg(long = "tensorflow_intra_op_parallelism", value_name = "N")]
+    tensorflow_intra_op_parallelism: Option<u32>,
 
-    /// TensorFlow inter-op threads per model; 0 lets soma/TensorFlow choose.
-    #[arg(
-        long = "tensorflow_inter_op_parallelism",
-        default_value_t = 0,
-        value_name = "N"
-    )]
-    tensorflow_inter_op_parallelism: u32,
+    /// TensorFlow inter-op threads per model; 0 (the default) lets soma/TensorFlow choose.
+    #[arg(long = "tensorflow_inter_op_parallelism", value_name = "N")]
+    tensorflow_inter_op_parallelism: Option<u32>,
 
     /// TensorFlow threads per model for both pools, unless the two flags above set them.
-    #[arg(
-        long = "tensorflow_session_parallelism",
-        default_value_t = 0,
-        value_name = "N"
-    )]
-    tensorflow_session_parallelism: u32,
+    /// Default 0.
+    #[arg(long = "tensorflow_session_parallelism", value_name = "N")]
+    tensorflow_session_parallelism: Option<u32>,
 
     /// A text-proto TF Serving `PlatformConfigMap`: the "tensorflow" platform's
     /// `SavedModelBundleSourceAdapterConfig` sets the session config, batching, tags and
@@ -184,21 +171,20 @@ pub(crate) struct Args {
           value_name = "BOOL")]
     allow_version_labels_for_unavailable_models: bool,
 
-    /// Server-side batching of predict requests.
-    #[arg(long = "enable_batching", default_value_t = false, num_args = 0..=1,
-          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
-    enable_batching: bool,
+    /// Server-side batching of predict requests. Default: false.
+    #[arg(long = "enable_batching", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_batching: Option<bool>,
 
     /// A text-proto `BatchingParameters` file (with --enable_batching).
     #[arg(long = "batching_parameters_file", value_name = "FILE")]
     batching_parameters_file: Option<PathBuf>,
 
     /// With --enable_batching: batch each version by the `batching_params.pbtxt` in its
-    /// folder; versions without one are not batched.
-    #[arg(long = "enable_per_model_batching_parameters", default_value_t = false,
-          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
-          value_name = "BOOL")]
-    enable_per_model_batching_parameters: bool,
+    /// folder; versions without one are not batched. Default: false.
+    #[arg(long = "enable_per_model_batching_parameters", num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_per_model_batching_parameters: Option<bool>,
 
     /// A text-proto `MonitoringConfig`: `prometheus_config { enable: true path: "..." }`
     /// also serves the Prometheus metrics on that path of the REST port.
@@ -305,18 +291,18 @@ pub(crate) struct Args {
     _num_tflite_interpreters_per_pool: Option<u32>,
 
     /// Replay each version's assets.extra/tf_serving_warmup_requests before it serves.
-    #[arg(long = "enable_model_warmup", default_value_t = true, num_args = 0..=1,
-          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
-    enable_model_warmup: bool,
+    /// Default: true.
+    #[arg(long = "enable_model_warmup", num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_model_warmup: Option<bool>,
 
-    /// How often each warm-up record is run.
+    /// How often each warm-up record is run. Default 1.
     #[arg(
         long = "num_request_iterations_for_warmup",
-        default_value_t = 1,
         value_name = "N",
         value_parser = clap::value_parser!(u32).range(1..)
     )]
-    num_request_iterations_for_warmup: u32,
+    num_request_iterations_for_warmup: Option<u32>,
 }
 
 /// TF Serving flags soma knows but does not implement, and what to do instead.
@@ -544,10 +530,12 @@ impl Settings {
                 args.port
             );
         }
-        if args.batching_parameters_file.is_some() && !args.enable_batching {
+        let enable_batching = args.enable_batching.unwrap_or(false);
+        let per_model_batching = args.enable_per_model_batching_parameters.unwrap_or(false);
+        if args.batching_parameters_file.is_some() && !enable_batching {
             anyhow::bail!("--batching_parameters_file needs --enable_batching");
         }
-        if args.enable_per_model_batching_parameters && !args.enable_batching {
+        if per_model_batching && !enable_batching {
             anyhow::bail!("--enable_per_model_batching_parameters needs --enable_batching");
         }
         let prometheus_path = match &args.monitoring_config_file {
@@ -560,7 +548,7 @@ impl Settings {
                  REST port: give --rest_api_port"
             );
         }
-        let mut saved_model_tags = split_tags(&args.saved_model_tags)?;
+        let mut saved_model_tags = split_tags(args.saved_model_tags.as_deref().unwrap_or("serve"))?;
         let mut session_config = match &args.tensorflow_session_config_file {
             None => None,
             Some(file) => Some(read_flag_file(
@@ -569,12 +557,12 @@ impl Settings {
                 parse_session_config,
             )?),
         };
-        let mut batching = args
-            .enable_batching
-            .then(|| Batching::Flags(args.batching_parameters_file.clone()));
+        let mut batching =
+            enable_batching.then(|| Batching::Flags(args.batching_parameters_file.clone()));
         let mut warmup_iterations = args
             .enable_model_warmup
-            .then_some(args.num_request_iterations_for_warmup);
+            .unwrap_or(true)
+            .then_some(args.num_request_iterations_for_warmup.unwrap_or(1));
         if let Some(platform) = platform {
             session_config =
                 (!platform.session_config.is_empty()).then_some(platform.session_config);
@@ -588,7 +576,7 @@ impl Settings {
                  request ends, on no thread pool"
             );
         }
-        let nonzero = |n: u32| (n > 0).then_some(n);
+        let nonzero = |n: Option<u32>| n.filter(|&n| n > 0);
         let both_pools = nonzero(args.tensorflow_session_parallelism);
         Ok(Settings {
             grpc_port: args.port,
@@ -638,7 +626,7 @@ impl Settings {
             },
             allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
             batching,
-            per_model_batching: args.enable_per_model_batching_parameters,
+            per_model_batching,
             warmup_iterations,
             prometheus_path,
             saved_model_tags,
@@ -652,36 +640,36 @@ impl Settings {
 /// script does not silently lose one.
 fn refuse_flags_the_platform_config_sets(args: &Args) -> anyhow::Result<()> {
     let given = [
-        ("--enable_batching", args.enable_batching),
+        ("--enable_batching", args.enable_batching.is_some()),
         (
             "--batching_parameters_file",
             args.batching_parameters_file.is_some(),
         ),
         (
             "--enable_per_model_batching_parameters",
-            args.enable_per_model_batching_parameters,
+            args.enable_per_model_batching_parameters.is_some(),
         ),
         (
             "--tensorflow_session_parallelism",
-            args.tensorflow_session_parallelism > 0,
+            args.tensorflow_session_parallelism.is_some(),
         ),
         (
             "--tensorflow_intra_op_parallelism",
-            args.tensorflow_intra_op_parallelism > 0,
+            args.tensorflow_intra_op_parallelism.is_some(),
         ),
         (
             "--tensorflow_inter_op_parallelism",
-            args.tensorflow_inter_op_parallelism > 0,
+            args.tensorflow_inter_op_parallelism.is_some(),
         ),
         (
             "--tensorflow_session_config_file",
             args.tensorflow_session_config_file.is_some(),
         ),
-        ("--saved_model_tags", args.saved_model_tags != "serve"),
-        ("--enable_model_warmup=false", !args.enable_model_warmup),
+        ("--saved_model_tags", args.saved_model_tags.is_some()),
+        ("--enable_model_warmup", args.enable_model_warmup.is_some()),
         (
             "--num_request_iterations_for_warmup",
-            args.num_request_iterations_for_warmup != 1,
+            args.num_request_iterations_for_warmup.is_some(),
         ),
     ];
     match given.iter().find(|(_, set)| *set) {
