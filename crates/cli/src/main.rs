@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct GlobalArgs {
     /// TensorFlow C library: `libtensorflow_cc.so.2` or the folder that holds it. By default
-    /// soma looks in the project's Python environment (`.venv`, `$VIRTUAL_ENV`).
+    /// soma looks in the project's Python environment (`$VIRTUAL_ENV`, then `.venv`).
     #[arg(long, global = true, env = "SOMA_TENSORFLOW_LIB", value_name = "PATH")]
     tensorflow_lib: Option<PathBuf>,
 
@@ -72,7 +72,8 @@ enum Command {
     /// shared Redis + S3 backend; `soma worker` processes run the workloads.
     Gateway(commands::serve::Args),
     /// Run only the workers (handlers, models) of a cortex.yaml's APIs, on the shared
-    /// Redis + S3 backend; HTTP serves only /healthz, /readyz and /metrics.
+    /// Redis + S3 backend; HTTP serves /healthz, /readyz, /metrics and TF Serving's REST API
+    /// for the APIs' models (gRPC too with --grpc-listen), no workload submissions.
     Worker(commands::serve::Args),
     /// Show every API of a running soma (workers, queue, in flight, completed/failed, p50
     /// processing time), or one workload with `soma get <api> <id>`.

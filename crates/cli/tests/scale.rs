@@ -147,6 +147,12 @@ fn two_thousand_workloads_survive_a_worker_sigkill() {
     first.wait_ready(Duration::from_secs(60));
     second.wait_ready(Duration::from_secs(60));
     assert_eq!(gateway.get_json("/readyz").0, 200);
+    // The worker-only setting it was given is named as ignored.
+    let log = std::fs::read_to_string(&gateway.log).unwrap();
+    assert!(
+        log.contains("soma gateway ignores this setting") && log.contains("--python-env"),
+        "{log}"
+    );
 
     let mut ids = submit_n(&gateway, 0, 1000);
     // Let the first worker hold some leases, then kill it without warning.

@@ -28,7 +28,8 @@ pub(crate) struct BackendArgs {
     pub(crate) backend: BackendKind,
 
     /// YAML file whose `jobs` section configures the Redis + S3 backend (redis_url,
-    /// redis_key_prefix, s3_url, s3_endpoint, s3_region); SOMA_* variables override it.
+    /// redis_key_prefix, s3_url, s3_endpoint, s3_region, inline_payload_bytes); SOMA_* variables
+    /// override it.
     #[arg(long, env = "SOMA_SETTINGS", value_name = "FILE")]
     pub(crate) settings: Option<PathBuf>,
 }
@@ -85,6 +86,17 @@ pub(crate) async fn run(
              a database file that only one process can open, so separate gateway and worker \
              processes could not share it; use `soma serve` for a single process"
         );
+    }
+    if role == Role::Gateway {
+        for flag in args.worker_settings_given() {
+            // Warned, not refused: deployments often share one environment file between
+            // gateways and workers.
+            tracing::warn!(
+                setting = flag,
+                "soma gateway ignores this setting (or its SOMA_ variable): only workers \
+                 load models, run handlers and serve TF Serving's APIs"
+            );
+        }
     }
     let config = super::load_config(&args.config)?;
     let backend = args.backend.connect_remote().await?;

@@ -119,6 +119,31 @@ pub(crate) struct Args {
     python_env: Option<PathBuf>,
 }
 
+impl Args {
+    /// The settings given that only a process running workers uses (they load models, run
+    /// handlers and serve TF Serving's APIs): a gateway alone ignores them.
+    pub(crate) fn worker_settings_given(&self) -> Vec<&'static str> {
+        [
+            ("--workers", self.workers.is_some()),
+            ("--prefetch", self.prefetch.is_some()),
+            ("--python-env", self.python_env.is_some()),
+            ("--grpc-listen", self.grpc_listen.is_some()),
+            ("--grpc-tls-cert", self.grpc_tls_cert.is_some()),
+            (
+                "--grpc-keepalive-interval",
+                self.grpc_keepalive_interval.is_some(),
+            ),
+            (
+                "--grpc-max-connection-age",
+                self.grpc_max_connection_age.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+}
+
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(&args.config)?;
     let options = options(&args, &config, global)?;

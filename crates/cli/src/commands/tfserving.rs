@@ -752,7 +752,8 @@ fn read_ssl_config(path: &Path) -> anyhow::Result<TlsSettings> {
     }
     if config.client_verify && config.custom_ca.trim().is_empty() {
         anyhow::bail!(
-            "{file}: client_verify is true but custom_ca is missing: give the CA that signs              the clients' certificates"
+            "{file}: client_verify is true but custom_ca is missing: give the CA that signs \
+             the clients' certificates"
         );
     }
     if !config.client_verify && !config.custom_ca.trim().is_empty() {
