@@ -105,8 +105,13 @@ impl ModelSet {
         };
         found.cloned().ok_or_else(|| {
             let available: Vec<String> = versions.keys().map(i64::to_string).collect();
+            // A single model's name is soma's own (`_cortex_default`), not the user's.
+            let model = match self.single {
+                true => "the model".to_string(),
+                false => format!("model '{name}'"),
+            };
             RuntimeError::NotFound(format!(
-                "model '{name}' has no version {version}; available versions: [{}]",
+                "{model} has no version {version}; available versions: [{}]",
                 available.join(", ")
             ))
         })
@@ -198,6 +203,11 @@ mod tests {
         set.insert(servable(SINGLE_MODEL_NAME, 1));
         assert!(set.resolve(None, VersionSpec::Latest).is_ok());
         assert!(set.resolve(Some("anything"), VersionSpec::Latest).is_ok());
+        let missing = set.resolve(None, VersionSpec::Number(7)).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "the model has no version 7; available versions: [1]"
+        );
     }
 
     #[test]
