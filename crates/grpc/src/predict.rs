@@ -34,13 +34,7 @@ pub(crate) fn predict(
     let prediction = servable
         .predict_owned(Some(key), tensors, deadline)
         .map_err(|e| from_runtime(&e))?;
-    Ok(response(
-        &target.name,
-        servable,
-        key,
-        outputs,
-        prediction.outputs,
-    ))
+    Ok(response(target, servable, key, outputs, prediction.outputs))
 }
 
 /// Runs one PredictRequest on the async thread that read it, in a batch with the others
@@ -68,13 +62,7 @@ pub(crate) async fn predict_in_place(
         tokio::task::yield_now().await;
     }
     let prediction = queued.await.map_err(|e| from_runtime(&e))?;
-    Ok(response(
-        &target.name,
-        servable,
-        key,
-        outputs,
-        prediction.outputs,
-    ))
+    Ok(response(target, servable, key, outputs, prediction.outputs))
 }
 
 /// A PredictRequest checked against the servable: the signature key, the outputs to return
@@ -116,7 +104,7 @@ fn decode<'a>(
 
 /// The response with the `outputs` asked for, taken from those the model `produced`.
 fn response(
-    name: &str,
+    target: &Target,
     servable: &Servable,
     key: &str,
     outputs: Vec<String>,
@@ -130,7 +118,7 @@ fn response(
         })
         .collect();
     PredictResponse {
-        model_spec: Some(response_spec(name, servable, Some(key))),
+        model_spec: Some(response_spec(&target.name, servable, Some(key))),
         outputs,
     }
 }

@@ -144,11 +144,17 @@ async fn call(
     }
 }
 
-/// The iris model served by tonic's server and by the lane: their addresses.
-async fn serve_iris() -> [(&'static str, String); 2] {
+/// The iris model (every version), loaded in TensorFlow.
+async fn iris_set() -> Arc<ModelSet> {
     let cache = tempfile::tempdir().unwrap();
     let set = Arc::new(ModelSet::new("lane", false));
     common::load_iris(&set, cache.path()).await;
+    set
+}
+
+/// The iris model served by tonic's server and by the lane: their addresses.
+async fn serve_iris() -> [(&'static str, String); 2] {
+    let set = iris_set().await;
     let [(a, tonic), (b, lane)] = common::both_servers(GrpcOptions::default());
     let tonic = common::serve_set_at(Arc::clone(&set), tonic).await;
     let lane = common::serve_set_at(set, lane).await;
@@ -482,9 +488,7 @@ fn find_frame(mut bytes: &[u8], kind: u8) -> Option<&[u8]> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_past_the_byte_budget_are_refused_and_the_rest_served() {
-    let cache = tempfile::tempdir().unwrap();
-    let set = Arc::new(ModelSet::new("lane", false));
-    common::load_iris(&set, cache.path()).await;
+    let set = iris_set().await;
     // Room for one 30,000-byte message and a little more, not for two.
     let options = GrpcOptions {
         max_message_bytes: 30_000,
@@ -563,9 +567,7 @@ async fn refuses_past_the_budget(addr: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
-    let cache = tempfile::tempdir().unwrap();
-    let set = Arc::new(ModelSet::new("lane", false));
-    common::load_iris(&set, cache.path()).await;
+    let set = iris_set().await;
     let options = GrpcOptions {
         stalled_send_timeout: Some(Duration::from_millis(300)),
         ..GrpcOptions::default()

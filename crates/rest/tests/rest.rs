@@ -758,11 +758,28 @@ async fn a_slow_prediction_times_out_with_504() {
     );
 }
 
+/// Sends `request` on a new connection to `addr` and returns the first bytes of the answer
+/// (within 10 s).
+async fn first_answer(addr: String, request: &'static [u8]) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut answer = vec![0; 4096];
+        let n = stream.read(&mut answer).expect("an answer");
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
 /// A body that stops arriving gets 408 after the idle timeout, with TF Serving's error JSON,
 /// instead of holding the connection for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_gets_408() {
-    use std::io::{Read, Write};
     let manager = ModelManager::new(ManagerOptions::new(std::env::temp_dir()));
     let options = RestOptions {
         idle_timeout: Some(Duration::from_millis(300)),
@@ -772,25 +789,14 @@ async fn a_stalled_body_gets_408() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(
-                b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
-                  Content-Length: 100\r\n\r\n{\"instances\":",
-            )
-            .unwrap();
-        let started = std::time::Instant::now();
-        let mut answer = vec![0; 4096];
-        let n = stream.read(&mut answer).expect("an answer");
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        String::from_utf8_lossy(&answer[..n]).into_owned()
-    })
-    .await
-    .unwrap();
+    let started = std::time::Instant::now();
+    let answer = first_answer(
+        addr,
+        b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+          Content-Length: 100\r\n\r\n{\"instances\":",
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
         answer.ends_with("{ \"error\": \"the request body stalled: no bytes for 300 ms\" }"),
@@ -830,25 +836,12 @@ async fn large_bodies_wait_for_the_decode_budget() {
     let timed_out = "{ \"error\": \"Request timed out after 300 ms\" }";
     assert_eq!((waited.status, waited.text()), (504, timed_out.to_string()));
     // It waits unread: a request that declares its body and sends none of it gets the same.
-    let raw = addr.clone();
-    let unread = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&raw).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(
-                b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
-                  Content-Length: 30000\r\n\r\n",
-            )
-            .unwrap();
-        let mut answer = vec![0; 4096];
-        let n = stream.read(&mut answer).expect("an answer");
-        String::from_utf8_lossy(&answer[..n]).into_owned()
-    })
-    .await
-    .unwrap();
+    let unread = first_answer(
+        addr.clone(),
+        b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+          Content-Length: 30000\r\n\r\n",
+    )
+    .await;
     assert!(unread.starts_with("HTTP/1.1 504"), "{unread}");
     assert!(unread.ends_with(timed_out), "{unread}");
     drop(everything);

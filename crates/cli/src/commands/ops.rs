@@ -49,20 +49,7 @@ pub(crate) fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     for url in &args.url {
         metrics.extend(parse_metrics(&request(url, "GET", "/metrics")?.body));
     }
-    println!(
-        "{}",
-        table_row([
-            "API",
-            "STATE",
-            "WORKERS",
-            "QUEUED",
-            "IN_FLIGHT",
-            "COMPLETED",
-            "FAILED",
-            "CANCELLED",
-            "P50"
-        ])
-    );
+    println!("{}", table_row(HEADINGS));
     for api in &apis {
         let name = api["api"].as_str().unwrap_or("");
         if args.api.as_deref().is_some_and(|wanted| wanted != name) {
@@ -92,6 +79,19 @@ pub(crate) fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The columns of `soma get`'s table.
+const HEADINGS: [&str; 9] = [
+    "API",
+    "STATE",
+    "WORKERS",
+    "QUEUED",
+    "IN_FLIGHT",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "P50",
+];
 
 /// One line of `soma get`'s table: names left-aligned, numbers right-aligned under their
 /// headings.
@@ -259,17 +259,7 @@ mod tests {
 
     #[test]
     fn table_columns_line_up() {
-        let header = table_row([
-            "API",
-            "STATE",
-            "WORKERS",
-            "QUEUED",
-            "IN_FLIGHT",
-            "COMPLETED",
-            "FAILED",
-            "CANCELLED",
-            "P50",
-        ]);
+        let header = table_row(HEADINGS);
         let row = table_row(["iris", "ready", "1", "0", "0", "12", "3", "0", "0.001s"]);
         assert_eq!(header.len(), row.len(), "{header}\n{row}");
         // Right-aligned: each number ends where its heading does.
