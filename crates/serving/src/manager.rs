@@ -51,18 +51,45 @@ impl ModelManager {
     /// (resolves once their first versions are AVAILABLE or failed), and models whose
     /// loading settings stayed the same get their new policy, labels and base path from their
     /// task, which keeps serving while it loads (a moved model's new versions are loaded
-    /// before its old ones are unloaded). The error lists every model that could not be
-    /// applied; the others are applied regardless.
+    /// before its old ones are unloaded).
+    ///
+    /// A list that cannot be applied as a whole changes nothing, as TF Serving's
+    /// `ReloadConfig` checks labels before it loads or unloads a model: a name given twice,
+    /// a base path that does not parse, a label on a version not available now (on a reload;
+    /// the first list's labels are checked once its versions have loaded), or a new model
+    /// whose base path has no versions (those started for it are stopped again). Past that,
+    /// the error lists every version that failed to load; the rest is applied regardless.
     pub async fn apply(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
         let mut tasks = self.tasks.lock().await;
+        let wanted = self.validate(&tasks, models)?;
         let mut errors = Vec::new();
-        let mut wanted: BTreeMap<String, ManagedModel> = BTreeMap::new();
-        for model in models {
-            let name = model.config.name.clone();
-            if wanted.insert(name.clone(), model).is_some() {
-                return Err(RuntimeError::InvalidInput(format!(
-                    "model {name} is configured more than once"
-                )));
+        // New models first: one that cannot start undoes the others, before anything that
+        // serves is touched.
+        let mut started = Vec::new();
+        for (name, spec) in &wanted {
+            if tasks.contains_key(name) {
+                continue;
+            }
+            match self.start(spec.clone()).await {
+                Ok((commands, loaded)) => {
+                    let running = Running {
+                        spec: spec.clone(),
+                        commands,
+                    };
+                    tasks.insert(name.clone(), running);
+                    started.push(name.clone());
+                    match loaded {
+                        Err(e @ RuntimeError::NotFound(_)) => {
+                            for name in &started {
+                                self.stop(&mut tasks, name).await;
+                            }
+                            return Err(e);
+                        }
+                        Err(e) => errors.push(e.to_string()),
+                        Ok(()) => {}
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
             }
         }
         let stale: Vec<String> = tasks
@@ -78,15 +105,17 @@ impl ModelManager {
             self.stop(&mut tasks, &name).await;
         }
         for (name, spec) in wanted {
+            if started.contains(&name) {
+                continue;
+            }
             let result = match tasks.get_mut(&name) {
-                Some(running) => match parse_location(&spec) {
-                    Ok(location) => {
-                        let result = configure(running, spec.config.clone(), location).await;
-                        running.spec = spec;
-                        result
-                    }
-                    Err(e) => Err(e),
-                },
+                Some(running) => {
+                    let location = parse_location(&spec)?;
+                    let result = configure(running, spec.config.clone(), location).await;
+                    running.spec = spec;
+                    result
+                }
+                // Its loading settings changed: started afresh.
                 None => match self.start(spec.clone()).await {
                     Ok((commands, started)) => {
                         tasks.insert(name.clone(), Running { spec, commands });
@@ -103,6 +132,39 @@ impl ModelManager {
             0 => Ok(()),
             _ => Err(RuntimeError::Model(errors.join("; "))),
         }
+    }
+
+    /// The checks of [`apply`](Self::apply) that come before any change: the models by name.
+    fn validate(
+        &self,
+        tasks: &BTreeMap<String, Running>,
+        models: Vec<ManagedModel>,
+    ) -> Result<BTreeMap<String, ManagedModel>, RuntimeError> {
+        let mut wanted: BTreeMap<String, ManagedModel> = BTreeMap::new();
+        for model in models {
+            let name = model.config.name.clone();
+            parse_location(&model)?;
+            if wanted.insert(name.clone(), model).is_some() {
+                return Err(RuntimeError::InvalidInput(format!(
+                    "model {name} is configured more than once"
+                )));
+            }
+        }
+        // The first list's labels are checked once its versions load (TF Serving refuses
+        // them outright unless --allow_version_labels_for_unavailable_models).
+        if !tasks.is_empty() {
+            let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+            for (name, spec) in &wanted {
+                crate::state::check_labels(
+                    name,
+                    models.get(name),
+                    &spec.config.labels,
+                    self.options.allow_labels_for_unavailable,
+                )
+                .map_err(RuntimeError::Model)?;
+            }
+        }
+        Ok(wanted)
     }
 
     /// Adds models next to the ones served (`soma serve` adds each API's models). A name

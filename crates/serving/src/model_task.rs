@@ -412,31 +412,12 @@ impl ModelTask {
             return Ok(());
         };
         let wanted = &self.spec.config.labels;
-        for (label, &version) in wanted {
-            // With the flag, a new label may wait for its version; a label that serves
-            // traffic moves only to an available version, so that moving it never drops
-            // requests (as in TF Serving).
-            let moved_from = model
-                .labels
-                .get(label)
-                .copied()
-                .filter(|&old| old != version);
-            let may_wait = self.options.allow_labels_for_unavailable && moved_from.is_none();
-            if !may_wait && model.available(version).is_none() {
-                let why = match moved_from {
-                    Some(old) if self.options.allow_labels_for_unavailable => format!(
-                        "label '{label}' points at version {old}, and a label moves only to an \
-                         available version"
-                    ),
-                    _ => format!("label '{label}'"),
-                };
-                return Err(format!(
-                    "Request to assign label to version {version} of model {}, which is not \
-                     currently available for inference ({why})",
-                    self.name()
-                ));
-            }
-        }
+        crate::state::check_labels(
+            self.name(),
+            Some(model),
+            wanted,
+            self.options.allow_labels_for_unavailable,
+        )?;
         model.labels = wanted.clone();
         Ok(())
     }

@@ -26,6 +26,40 @@ impl VersionEntry {
     }
 }
 
+/// TF Serving's rule for a model's `wanted` labels: each points at a version of `model` (its
+/// state now; `None`: a model not served yet) that is AVAILABLE. With
+/// `allow_unavailable` (`--allow_version_labels_for_unavailable_models`) a new label may
+/// wait for its version, but a label in use moves only to an available version, so that
+/// moving it never drops requests (as in TF Serving).
+pub(crate) fn check_labels(
+    name: &str,
+    model: Option<&ModelState>,
+    wanted: &BTreeMap<String, i64>,
+    allow_unavailable: bool,
+) -> Result<(), String> {
+    for (label, &version) in wanted {
+        let moved_from = model
+            .and_then(|m| m.labels.get(label))
+            .copied()
+            .filter(|&old| old != version);
+        let may_wait = allow_unavailable && moved_from.is_none();
+        if !may_wait && model.and_then(|m| m.available(version)).is_none() {
+            let why = match moved_from {
+                Some(old) if allow_unavailable => format!(
+                    "label '{label}' points at version {old}, and a label moves only to an \
+                     available version"
+                ),
+                _ => format!("label '{label}'"),
+            };
+            return Err(format!(
+                "Request to assign label to version {version} of model {name}, which is not \
+                 currently available for inference ({why})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One model: its config, labels in force and versions.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelState {

@@ -415,7 +415,12 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
             "Unrecognized servable version label: canary".to_string()
         )
     );
-    // ... and "plain" was removed by that reload, which applied everything else.
+    // ... and nothing else of that reload was applied ("plain", left out of it, still
+    // serves), as TF Serving checks labels before it loads or unloads anything.
+    assert_eq!(manager.models(), ["iris", "plain"]);
+    assert_eq!(latest(&manager, "plain"), Some(1));
+    assert_eq!(latest(&manager, "iris"), Some(9));
+    manager.reload(vec![pinned.clone()]).await.unwrap();
     assert_eq!(manager.models(), ["iris"]);
     // As in TF Serving, a removed model's versions are still reported, as END.
     let gone = manager.status("plain", None).unwrap();
@@ -452,7 +457,8 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
     manager.remove(&["extra".to_string()]).await;
     assert_eq!(manager.models(), ["iris"]);
 
-    // A base path without versions fails the reload with the reason.
+    // A new model whose base path has no versions fails the reload with the reason, and
+    // the rest of it is not applied (iris, left out, still serves).
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = manager
@@ -460,6 +466,27 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
         .await
         .unwrap_err();
     assert!(err.to_string().starts_with("model e: "), "{err}");
+    assert_eq!(manager.models(), ["iris"]);
+    assert_eq!(latest(&manager, "iris"), Some(9));
+    // So does a base path that does not parse, and a new model with a label (none of its
+    // versions is available yet).
+    let mut labelled = config("plain", &plain, VersionPolicy::Latest(1));
+    labelled.labels.insert("stable".into(), 1);
+    let err = manager.reload(vec![labelled]).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "Request to assign label to version 1 of model plain, which is not currently \
+             available"
+        ),
+        "{err}"
+    );
+    let err = manager
+        .reload(vec![config("bad", Path::new(""), VersionPolicy::Latest(1))])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("model bad: base_path"), "{err}");
+    assert_eq!(manager.models(), ["iris"]);
+    assert_eq!(latest(&manager, "iris"), Some(9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
