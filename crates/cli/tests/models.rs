@@ -189,6 +189,29 @@ fn validate_reports_config_and_layout_errors_and_load_catches_unrunnable_models(
         stderr(&out)
     );
 
+    // A graph with another export's variables (a copy in progress): named as such, not
+    // as a Keras export.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(mixed.join("1")).unwrap();
+    std::fs::copy(
+        fixtures().join("iris/1/saved_model.pb"),
+        mixed.join("1/saved_model.pb"),
+    )
+    .unwrap();
+    copy_dir(
+        &fixtures().join("mlp1024/1/variables"),
+        &mixed.join("1/variables"),
+    );
+    std::fs::write(&config, yaml.replace("MIXED", mixed.to_str().unwrap())).unwrap();
+    let out = soma(&["validate", "--load", config.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("may come from different exports")
+            && !stderr(&out).contains("model.export(path)"),
+        "{}",
+        stderr(&out)
+    );
+
     // A version whose recorded warm-up request fails (TF Serving's warm-up file).
     let records = dir.path().join("records");
     let script = repo_root().join("crates/grpc/tests/support/warmup_records.py");

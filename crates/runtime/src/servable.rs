@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
-use soma_core::{ErrorKind, SignatureDef, Tensor, TensorInfo, format_shape};
+use soma_core::{DType, ErrorKind, SignatureDef, Tensor, TensorInfo, format_shape};
 
 use crate::batching::{BatchOptions, Batcher, InPlace};
 use crate::run_clock::{RunClock, TimedRunner};
@@ -34,6 +34,10 @@ pub const QUICK_RUN: Duration = Duration::from_micros(100);
 const KERAS_HINT: &str = "If this is a Keras model saved with tf.saved_model.save, re-export it \
      with model.export(path), which writes a SavedModel that TensorFlow's C API (and TF \
      Serving) can run.";
+/// ... when the graph and the variables do not fit each other ...
+const MIXED_FILES_HINT: &str = "The graph and the variables do not fit: if the version's files \
+     are being replaced, saved_model.pb and variables/ may come from different exports; it is \
+     loaded again once its files stop changing.";
 /// ... and when it has none.
 const NO_VARIABLES_HINT: &str = "The version has no variables/ folder: if its files are still \
      being copied, it is loaded again once they change; a SavedModel that reads variables \
@@ -285,33 +289,32 @@ impl Servable {
             )
         });
         if !takes_examples {
-            // A version without variables/ whose graph reads variables is most likely still
-            // being copied (an S3 upload sends saved_model.pb first), not a Keras export.
-            let hint = match dir.join("variables").is_dir() {
-                true => KERAS_HINT,
-                false => NO_VARIABLES_HINT,
-            };
-            self.warm_up_hinting(hint)?;
+            self.warm_up_hinting(dir.join("variables").is_dir())?;
         }
         Ok(None)
     }
 
     /// Runs the default signature once on zero-valued inputs. This catches models that load
-    /// but cannot run (notably Keras 3 models saved with `tf.saved_model.save`). A model
-    /// that refuses the zeros as input (INVALID_ARGUMENT: an empty string where it parses
-    /// tf.Examples with a required feature, a zero it divides by) can run, and serves: zeros
-    /// are soma's guess at an input, not the model's contract.
+    /// but cannot run (notably Keras 3 models saved with `tf.saved_model.save`, and a
+    /// `saved_model.pb` with another export's variables). A signature with a string input
+    /// that refuses the empty string (INVALID_ARGUMENT: it parses tf.Examples with a
+    /// required feature) can run, and serves: an empty string is soma's guess at an input,
+    /// not the model's contract. Numeric zeros refused are not excused: that is how a graph
+    /// and variables of different shapes fail.
     pub fn warm_up(&self) -> Result<(), RuntimeError> {
-        self.warm_up_hinting(KERAS_HINT)
+        self.warm_up_hinting(true)
     }
 
-    fn warm_up_hinting(&self, hint: &str) -> Result<(), RuntimeError> {
+    /// [`warm_up`](Self::warm_up), with the hint for a failure chosen by whether the
+    /// version has a `variables/` folder.
+    fn warm_up_hinting(&self, has_variables: bool) -> Result<(), RuntimeError> {
         let (key, signature) = self.signature(None)?;
         let inputs = warmup_inputs(signature)?;
         let refs: Vec<&Tensor> = inputs.iter().collect();
+        let takes_strings = signature.inputs.values().any(|i| i.dtype == DType::String);
         match self.runner.run(key, &refs) {
             Ok(_) => Ok(()),
-            Err(refused) if refused.kind == ErrorKind::InvalidArgument => {
+            Err(refused) if refused.kind == ErrorKind::InvalidArgument && takes_strings => {
                 tracing::info!(
                     model = %self.label(),
                     reason = %refused,
@@ -320,10 +323,20 @@ impl Servable {
                 );
                 Ok(())
             }
-            Err(source) => Err(RuntimeError::Model(format!(
-                "{} loaded but failed its warm-up prediction: {source}\n{hint}",
-                self.label()
-            ))),
+            Err(source) => {
+                let hint = match (has_variables, source.kind) {
+                    // A version without variables/ whose graph reads variables is most likely
+                    // still being copied (an S3 upload sends saved_model.pb first).
+                    (false, _) => NO_VARIABLES_HINT,
+                    // Shapes that do not fit: the graph and the variables of two exports.
+                    (true, ErrorKind::InvalidArgument) => MIXED_FILES_HINT,
+                    (true, _) => KERAS_HINT,
+                };
+                Err(RuntimeError::Model(format!(
+                    "{} loaded but failed its warm-up prediction: {source}\n{hint}",
+                    self.label()
+                )))
+            }
         }
     }
 
