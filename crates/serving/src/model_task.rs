@@ -60,6 +60,8 @@ pub(crate) struct ModelTask {
     problem: Option<String>,
     /// Moved to a base path with no versions yet: the old versions serve until it has some.
     moved_to_empty: bool,
+    /// The base path lists no versions while some are loaded (said once per such spell).
+    serving_without_versions: bool,
 }
 
 impl ModelTask {
@@ -80,6 +82,7 @@ impl ModelTask {
             stale: BTreeSet::new(),
             problem: None,
             moved_to_empty: false,
+            serving_without_versions: false,
         }
     }
 
@@ -257,6 +260,7 @@ impl ModelTask {
                 for version in policy::to_unload(policy, &present, &failed, &loaded) {
                     self.unload(version);
                 }
+                self.note_serving_without_versions(present.is_empty() && !loaded.is_empty());
                 return;
             };
             self.stale.remove(&version);
@@ -264,6 +268,21 @@ impl ModelTask {
                 errors.push(e);
             }
         }
+    }
+
+    /// Warns when the base path stops listing versions while some serve (they serve on:
+    /// see `policy::to_unload`), and says when versions are back.
+    fn note_serving_without_versions(&mut self, now: bool) {
+        if now && !self.serving_without_versions {
+            tracing::warn!(
+                model = %self.name(),
+                "the base path lists no versions: the loaded versions serve on until versions \
+                 appear there (take the model out of the config to unload it)"
+            );
+        } else if !now && self.serving_without_versions {
+            tracing::info!(model = %self.name(), "the base path lists versions again");
+        }
+        self.serving_without_versions = now;
     }
 
     fn loaded_and_failed(&self) -> (BTreeSet<i64>, BTreeSet<i64>) {

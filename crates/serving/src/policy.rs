@@ -24,13 +24,20 @@ pub(crate) fn wanted(
 /// no longer wants, except that, as TF Serving's availability-preserving policy, while the
 /// policy asks for versions on disk but none of them serves (they failed to load), the newest
 /// loaded version serves on. A model whose folder holds only a broken version (after a new
-/// version replaced the old folder, or a move to a new base path) keeps answering.
+/// version replaced the old folder, or a move to a new base path) keeps answering. A base
+/// path with no versions at all unloads nothing: an S3 prefix emptied to be uploaded again,
+/// or storage that lists nothing for a while, is no reason to stop answering (TF Serving
+/// keeps serving when its base path is missing, and an S3 prefix without objects is one;
+/// taking the model out of the config unloads it).
 pub(crate) fn to_unload(
     policy: &VersionPolicy,
     present: &BTreeSet<i64>,
     failed: &BTreeSet<i64>,
     loaded: &BTreeSet<i64>,
 ) -> BTreeSet<i64> {
+    if present.is_empty() {
+        return BTreeSet::new();
+    }
     let serve = wanted(policy, present, failed);
     let mut unwanted: BTreeSet<i64> = loaded.difference(&serve).copied().collect();
     let asked_for = wanted(policy, present, &BTreeSet::new());
@@ -82,11 +89,13 @@ mod tests {
             to_unload(&latest, &set(&[7]), &set(&[]), &set(&[2, 7])),
             set(&[2])
         );
-        // A folder emptied, or a policy that asks for no version on disk: nothing to wait for.
+        // A base path emptied (an S3 prefix deleted to be uploaded again): what is loaded
+        // serves on.
         assert_eq!(
             to_unload(&latest, &set(&[]), &set(&[]), &set(&[1, 2])),
-            set(&[1, 2])
+            set(&[])
         );
+        // A policy that asks for no version on disk: nothing to wait for.
         let specific = VersionPolicy::Specific(set(&[5]));
         assert_eq!(
             to_unload(&specific, &set(&[1]), &set(&[]), &set(&[1])),

@@ -520,6 +520,18 @@ async fn s3_versions_go_live() {
         .predict_json(None, &iris_input())
         .unwrap();
     assert_eq!(p.version, 9);
+
+    // The prefix emptied (`aws s3 rm --recursive`, to upload again): version 9 serves on,
+    // then the new upload goes live.
+    for key in moto.list_keys("models") {
+        moto.delete_object("models", &key);
+    }
+    tokio::time::sleep(POLL * 5).await;
+    assert_eq!(latest(&manager, "iris"), Some(9));
+    let still = manager.servable("iris", &VersionSelector::Latest).unwrap();
+    assert_eq!(still.predict_json(None, &iris_input()).unwrap().version, 9);
+    moto.upload_dir(&fixtures().join("iris/10"), "models", "iris/10");
+    wait_until("s3 version 10", || latest(&manager, "iris") == Some(10)).await;
 }
 
 /// A fetch that fails for a reason that passes is retried: the cache's folder for the model
