@@ -353,6 +353,24 @@ fn the_three_models_forms_work_over_s3() {
         dir.path().join("cache").is_dir(),
         "S3 models are downloaded to the cache"
     );
+
+    // TensorFlow's own S3 variables, as TF Serving deployments with MinIO set them, into a
+    // fresh cache.
+    let endpoint = moto.endpoint();
+    let tf_style: Vec<(&str, String)> = env
+        .iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL" && *k != "SOMA_CACHE_DIR")
+        .cloned()
+        .chain([
+            ("S3_ENDPOINT", endpoint.trim_start_matches("http://").into()),
+            ("S3_USE_HTTPS", "0".into()),
+            (
+                "SOMA_CACHE_DIR",
+                dir.path().join("cache2").to_string_lossy().into_owned(),
+            ),
+        ])
+        .collect();
+    check_three_forms(&dir.path().join("cortex.yaml"), &tf_style);
 }
 
 #[test]

@@ -209,7 +209,46 @@ fn build_s3(
     bucket: &str,
     settings: &S3Settings,
 ) -> object_store::Result<object_store::aws::AmazonS3> {
-    s3_builder(AmazonS3Builder::from_env(), bucket, settings).build()
+    let base = tf_serving_env(AmazonS3Builder::from_env(), |name| std::env::var(name).ok());
+    s3_builder(base, bucket, settings).build()
+}
+
+/// TensorFlow's own S3 variables, which TF Serving deployments set for MinIO and other
+/// S3-compatible servers: `S3_ENDPOINT` (`host:port`, or a URL), `S3_USE_HTTPS` (`0`: plain
+/// HTTP), `S3_VERIFY_SSL` (`0`: accept any certificate) and `S3_REGION`. Each applies where
+/// the AWS variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, ...) leave the setting open.
+fn tf_serving_env(
+    mut builder: AmazonS3Builder,
+    var: impl Fn(&str) -> Option<String>,
+) -> AmazonS3Builder {
+    let set = |builder: &AmazonS3Builder, key: AmazonS3ConfigKey| {
+        builder.get_config_value(&key).is_some()
+    };
+    let plain_http = var("S3_USE_HTTPS").is_some_and(|v| v.starts_with('0'));
+    if let Some(endpoint) = var("S3_ENDPOINT").filter(|e| !e.is_empty())
+        && !set(&builder, AmazonS3ConfigKey::Endpoint)
+        && !set(&builder, AmazonS3ConfigKey::S3Endpoint)
+    {
+        let endpoint = match (endpoint.contains("://"), plain_http) {
+            (true, _) => endpoint,
+            (false, true) => format!("http://{endpoint}"),
+            (false, false) => format!("https://{endpoint}"),
+        };
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = var("S3_REGION").filter(|r| !r.is_empty())
+        && !set(&builder, AmazonS3ConfigKey::Region)
+        && !set(&builder, AmazonS3ConfigKey::DefaultRegion)
+    {
+        builder = builder.with_region(region);
+    }
+    if var("S3_VERIFY_SSL").is_some_and(|v| v.starts_with('0')) {
+        builder = builder.with_config(
+            AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowInvalidCertificates),
+            "true",
+        );
+    }
+    builder
 }
 
 /// Applies `settings` (over what `base` read from the environment) and the defaults.
@@ -265,6 +304,67 @@ mod tests {
             builder,
             AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp),
         )
+    }
+
+    #[test]
+    fn tensorflows_s3_variables_fill_what_the_aws_ones_leave_open() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let minio = env(&[
+            ("S3_ENDPOINT", "minio:9000"),
+            ("S3_USE_HTTPS", "0"),
+            ("S3_REGION", "eu-west-1"),
+            ("S3_VERIFY_SSL", "0"),
+        ]);
+        let builder = s3_builder(
+            tf_serving_env(AmazonS3Builder::new(), minio),
+            "b",
+            &S3Settings::default(),
+        );
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::Endpoint).as_deref(),
+            Some("http://minio:9000")
+        );
+        assert_eq!(allow_http(&builder).as_deref(), Some("true"));
+        assert_eq!(
+            value(&builder, AmazonS3ConfigKey::Region).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            value(
+                &builder,
+                AmazonS3ConfigKey::Client(ClientConfigKey::AllowInvalidCertificates)
+            )
+            .as_deref(),
+            Some("true")
+        );
+        // HTTPS unless told otherwise; the AWS variables win.
+        let https = tf_serving_env(
+            AmazonS3Builder::new(),
+            env(&[("S3_ENDPOINT", "s3.example")]),
+        );
+        assert_eq!(
+            value(&https, AmazonS3ConfigKey::Endpoint).as_deref(),
+            Some("https://s3.example")
+        );
+        let aws = AmazonS3Builder::new()
+            .with_config(AmazonS3ConfigKey::Endpoint, "http://127.0.0.1:9000")
+            .with_config(AmazonS3ConfigKey::Region, "us-west-2");
+        let aws = tf_serving_env(aws, minio);
+        assert_eq!(
+            value(&aws, AmazonS3ConfigKey::Endpoint).as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            value(&aws, AmazonS3ConfigKey::Region).as_deref(),
+            Some("us-west-2")
+        );
     }
 
     #[test]
