@@ -241,9 +241,7 @@ impl SourceState {
             Ok(listing) => listing,
             Err(e) => {
                 let key = self.source_key();
-                // Storage messages differ on every attempt (timings, request ids): one
-                // report per kind of failure, not per attempt.
-                let signature = format!("listing failed: {}", e.kind());
+                let signature = failure_signature(&e);
                 self.report_as(key, Some((signature, e.to_string())), events);
                 return;
             }
@@ -415,10 +413,44 @@ impl SourceState {
             }
             Some(_) => {}
             None => {
-                self.reported.remove(&key);
+                if let Some(previous) = self.reported.remove(&key)
+                    && previous.starts_with(LISTING_FAILED)
+                {
+                    tracing::info!(
+                        model = key.as_deref().unwrap_or(""),
+                        "model watcher: the base path lists again"
+                    );
+                }
             }
         }
     }
+}
+
+const LISTING_FAILED: &str = "listing failed";
+
+/// What a failed listing is reported once for. Storage messages differ on every attempt
+/// (timings, request ids), so not the message: its kind, the storage's error class and the
+/// HTTP status it carries, so that a 403 after a 503 is reported too.
+fn failure_signature(error: &RepositoryError) -> String {
+    let (class, message) = match error {
+        RepositoryError::Storage { source, .. } => {
+            let class = match source {
+                object_store::Error::NotFound { .. } => "not found",
+                object_store::Error::PermissionDenied { .. } => "permission denied",
+                object_store::Error::Unauthenticated { .. } => "unauthenticated",
+                _ => "storage",
+            };
+            (class, source.to_string())
+        }
+        other => ("local", other.to_string()),
+    };
+    let status = message
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|digits| {
+            digits.len() == 3 && digits.parse::<u16>().is_ok_and(|n| (400..600).contains(&n))
+        })
+        .unwrap_or("");
+    format!("{LISTING_FAILED}: {} {class} {status}", error.kind())
 }
 
 impl Observed {
@@ -474,5 +506,42 @@ fn observe(location: &ModelLocation, listing: &Listing, validator: Validator) ->
         layout_problem,
         valid,
         invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(message: &str) -> RepositoryError {
+        RepositoryError::Storage {
+            location: "s3://models/iris".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: message.to_string().into(),
+            },
+        }
+    }
+
+    #[test]
+    fn failures_are_reported_once_per_class_and_status_not_per_attempt() {
+        let unavailable = |id: &str| {
+            storage(&format!(
+                "Server returned non-2xx status code: 503 Service Unavailable, request {id} after 12ms"
+            ))
+        };
+        assert_eq!(
+            failure_signature(&unavailable("a1")),
+            failure_signature(&unavailable("b2"))
+        );
+        let denied = storage("Server returned non-2xx status code: 403 Forbidden: AccessDenied");
+        assert_ne!(
+            failure_signature(&unavailable("a1")),
+            failure_signature(&denied)
+        );
+        let missing = RepositoryError::NotFound {
+            location: "/models/iris".into(),
+        };
+        assert!(failure_signature(&missing).starts_with(LISTING_FAILED));
     }
 }

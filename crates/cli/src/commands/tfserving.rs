@@ -118,13 +118,14 @@ pub(crate) struct Args {
     model_config_file_poll_wait_seconds: u64,
 
     /// Seconds between polls of each base path for new or removed versions; 0 polls only
-    /// at start.
+    /// at start (so does a negative value, which TF Serving reserves for its tests).
     #[arg(
         long = "file_system_poll_wait_seconds",
         default_value_t = 1,
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        allow_negative_numbers = true
     )]
-    file_system_poll_wait_seconds: u64,
+    file_system_poll_wait_seconds: i64,
 
     // The flags a --platform_config_file replaces are `Option`s, unset unless given, so that
     // one given beside the file is refused even at its default value.
@@ -617,8 +618,10 @@ impl Settings {
                 Duration::from_micros(args.load_retry_interval_micros),
             ),
             fs_poll: match args.file_system_poll_wait_seconds {
-                0 => NEVER,
-                s => Duration::from_secs(s),
+                // TF Serving: negative is for its tests (no poll at all, start-up waits for
+                // ever); here it is "only at start", as 0.
+                ..=0 => NEVER,
+                s => Duration::from_secs(s.unsigned_abs()).min(NEVER),
             },
             threads: ThreadPools {
                 intra_op: nonzero(args.tensorflow_intra_op_parallelism).or(both_pools),
@@ -1028,6 +1031,8 @@ mod tests {
         assert_eq!(s.rest_port, Some(8501));
         assert_eq!(s.rest_timeout, Duration::from_millis(1500));
         assert_eq!(s.fs_poll, Duration::from_secs(5));
+        let once = parse(&["--model_base_path=/m", "--file_system_poll_wait_seconds=-1"]);
+        assert_eq!(once.unwrap().fs_poll, NEVER);
         assert_eq!(s.models[0].name, "iris");
         assert_eq!(s.models[0].base_path, "/work/models/iris");
         assert_eq!(s.threads.intra_op, Some(2));
