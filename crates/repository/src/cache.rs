@@ -63,6 +63,46 @@ impl ModelCache {
         &self.cache_dir
     }
 
+    /// Where an S3 model's versions are cached (`None` for a local model, used in place).
+    fn folder_of(&self, location: &ModelLocation) -> Result<Option<PathBuf>, RepositoryError> {
+        let ModelLocation::S3 { bucket, prefix } = location else {
+            return Ok(None);
+        };
+        let shown = location.to_string();
+        let mut folder = self.cache_dir.clone();
+        for part in std::iter::once(bucket.as_str()).chain(prefix.split('/')) {
+            if part.is_empty() {
+                continue;
+            }
+            folder.push(safe_relative(&shown, part)?);
+        }
+        Ok(Some(folder))
+    }
+
+    /// Deletes the cached copy of an S3 model's `version` (one removed from storage and
+    /// unloaded): the cache would otherwise keep every version ever seen. Nothing for a
+    /// local model; a failure is logged, not returned (the copy is only disk space).
+    pub async fn evict(&self, location: &ModelLocation, version: i64) {
+        let Ok(Some(folder)) = self.folder_of(location) else {
+            return;
+        };
+        let target = folder.join(version.to_string());
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(target.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        match tokio::fs::remove_dir_all(&target).await {
+            Ok(()) => {
+                tracing::info!(model = %location, version, "cached copy of a removed version deleted");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(model = %location, version, error = %e, "cached copy not deleted");
+            }
+        }
+    }
+
     /// The local folder holding `version` of `model` (the `saved_model.pb` folder).
     pub async fn fetch(
         &self,
@@ -77,23 +117,16 @@ impl ModelCache {
                     location: model.location.to_string(),
                     version,
                 })?;
-        let (bucket, prefix) = match &model.location {
-            ModelLocation::Local(root) => {
-                return Ok(match model.layout {
-                    Layout::Versioned => root.join(version.to_string()),
-                    Layout::NonVersioned => root.clone(),
-                });
-            }
-            ModelLocation::S3 { bucket, prefix } => (bucket, prefix),
-        };
-        let location = model.location.to_string();
-        let mut parent = self.cache_dir.clone();
-        for part in std::iter::once(bucket.as_str()).chain(prefix.split('/')) {
-            if part.is_empty() {
-                continue;
-            }
-            parent.push(safe_relative(&location, part)?);
+        if let ModelLocation::Local(root) = &model.location {
+            return Ok(match model.layout {
+                Layout::Versioned => root.join(version.to_string()),
+                Layout::NonVersioned => root.clone(),
+            });
         }
+        let parent = self
+            .folder_of(&model.location)?
+            .expect("an S3 model has a cache folder");
+        let location = model.location.to_string();
         let target = parent.join(version.to_string());
         let expected = Manifest {
             location: location.clone(),

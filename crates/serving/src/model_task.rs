@@ -50,6 +50,11 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) struct ModelTask {
     spec: ManagedModel,
+    /// Where its versions are (the base path, parsed).
+    location: soma_core::ModelLocation,
+    /// Versions removed from storage since the last apply: their downloaded copies are
+    /// deleted once they are not loaded.
+    gone: BTreeSet<i64>,
     options: Arc<ManagerOptions>,
     models: Models,
     watcher: Watcher,
@@ -72,8 +77,10 @@ impl ModelTask {
         models: Models,
         cache: Arc<ModelCache>,
     ) -> ModelTask {
-        let watcher = watcher(&spec.config.name, location, &options);
+        let watcher = watcher(&spec.config.name, location.clone(), &options);
         ModelTask {
+            location,
+            gone: BTreeSet::new(),
             spec,
             options,
             models,
@@ -160,7 +167,8 @@ impl ModelTask {
     async fn relocate(&mut self, location: soma_core::ModelLocation) -> Result<(), RuntimeError> {
         tracing::info!(model = %self.name(), base_path = %location, "model moved to a new base path");
         let shown = location.to_string();
-        self.watcher = watcher(self.name(), location, &self.options);
+        self.watcher = watcher(self.name(), location.clone(), &self.options);
+        self.location = location;
         self.problem = None;
         let (loaded, _) = self.loaded_and_failed();
         self.stale.extend(loaded);
@@ -195,8 +203,12 @@ impl ModelTask {
                     self.stale.insert(version);
                     self.forget_failure(version);
                 }
-                RepositoryEvent::VersionAdded { version, .. }
-                | RepositoryEvent::VersionRemoved { version, .. } => {
+                RepositoryEvent::VersionAdded { version, .. } => {
+                    self.gone.remove(&version);
+                    self.forget_failure(version);
+                }
+                RepositoryEvent::VersionRemoved { version, .. } => {
+                    self.gone.insert(version);
                     self.forget_failure(version);
                 }
                 RepositoryEvent::Error { error, .. } => self.problem = Some(error),
@@ -257,8 +269,18 @@ impl ModelTask {
                 .copied();
             let Some(version) = next else {
                 let policy = &self.spec.config.policy;
-                for version in policy::to_unload(policy, &present, &failed, &loaded) {
+                let unloaded = policy::to_unload(policy, &present, &failed, &loaded);
+                for &version in &unloaded {
                     self.unload(version);
+                }
+                // Gone from storage and not serving: the downloaded copy is of no more use.
+                let gone = std::mem::take(&mut self.gone);
+                for version in gone {
+                    if loaded.contains(&version) && !unloaded.contains(&version) {
+                        self.gone.insert(version);
+                    } else {
+                        self.cache.evict(&self.location, version).await;
+                    }
                 }
                 self.note_serving_without_versions(present.is_empty() && !loaded.is_empty());
                 return;

@@ -532,6 +532,14 @@ async fn s3_versions_go_live() {
     assert_eq!(still.predict_json(None, &iris_input()).unwrap().version, 9);
     moto.upload_dir(&fixtures().join("iris/10"), "models", "iris/10");
     wait_until("s3 version 10", || latest(&manager, "iris") == Some(10)).await;
+    // The downloaded copies of the versions deleted from S3 are deleted once they do not
+    // serve (9 after 10 replaced it; 1 was not serving when it went).
+    let cached = |v: &str| tmp.path().join("cache/models/iris").join(v).exists();
+    wait_until("the removed versions' copies deleted", || {
+        !cached("9") && !cached("1")
+    })
+    .await;
+    assert!(cached("10"));
 }
 
 /// A fetch that fails for a reason that passes is retried: the cache's folder for the model
