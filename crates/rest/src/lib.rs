@@ -29,6 +29,7 @@
 mod budget;
 mod classify;
 mod deadline;
+mod document;
 mod encoding;
 pub mod error;
 mod path;

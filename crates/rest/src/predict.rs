@@ -31,7 +31,7 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, RestError> {
             "JSON Parse error: Invalid encoding in string. ({e})"
         ))
     })?;
-    let value: Value = serde_json::from_str(&quote_non_finite_tokens(text))
+    let value: Value = crate::document::parse(&quote_non_finite_tokens(text))
         .map_err(|e| RestError::invalid(format!("JSON Parse error: {e}")))?;
     match value {
         Value::Object(map) => Ok(map),

@@ -340,6 +340,12 @@ fn predict_errors_are_tf_servings() {
             .starts_with("JSON Parse error: ")
     );
     assert_error(post(iris, "[1]"), 400, "JSON Parse error: Is not object");
+    // A key given twice would mean one thing to soma and another to TF Serving: refused.
+    assert_error(
+        post(iris, r#"{"instances": [[1,2,3,4]], "instances": []}"#),
+        400,
+        "JSON Parse error: the key \"instances\" appears twice in one object at line 1 column 43",
+    );
     assert_error(
         post(iris, r#"{"instances": [[1,2,3,4]], "inputs": [[1,2,3,4]]}"#),
         400,
