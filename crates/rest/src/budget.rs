@@ -6,29 +6,11 @@
 //! reserve their size from one budget before they are decoded and keep it until their
 //! answer is written, so concurrent large requests queue (within their deadline) instead
 //! of taking the process past the machine's memory. A body larger than the whole budget
-//! takes all of it, and runs alone. A body whose `Content-Length` is known reserves it
-//! before it is read, so that a waiting body stays in the client's socket, not the server's
-//! memory.
+//! takes all of it, and runs alone.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Bytes reserved from a [`DecodeBudget`], given back when dropped.
-#[derive(Debug)]
-pub struct Reservation {
-    _permit: OwnedSemaphorePermit,
-    /// The bytes it covers: what was asked, or, for a body larger than the whole budget,
-    /// any size.
-    covers: usize,
-}
-
-impl Reservation {
-    /// Whether a body of `bytes` fits in it.
-    pub fn covers(&self, bytes: usize) -> bool {
-        bytes <= self.covers
-    }
-}
 
 /// Shared by every request of a REST front end (clones share it).
 #[derive(Debug, Clone)]
@@ -52,21 +34,14 @@ impl DecodeBudget {
 
     /// Waits until `bytes` of body (or the whole budget, if it is smaller) can be decoded;
     /// they are given back when the reservation is dropped.
-    pub async fn reserve(&self, bytes: usize) -> Reservation {
-        let asked = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        let kib = asked.clamp(1, self.kib);
-        let permit = Arc::clone(&self.permits)
+    pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.kib);
+        Arc::clone(&self.permits)
             .acquire_many_owned(kib)
             .await
-            .expect("the semaphore is never closed");
-        Reservation {
-            _permit: permit,
-            covers: if asked >= self.kib {
-                usize::MAX
-            } else {
-                kib as usize * 1024
-            },
-        }
+            .expect("the semaphore is never closed")
     }
 }
 
@@ -86,7 +61,6 @@ mod tests {
     async fn reservations_share_the_budget_and_a_large_one_takes_all_of_it() {
         let budget = DecodeBudget::new(100 * 1024);
         let first = budget.reserve(60 * 1024).await;
-        assert!(first.covers(60 * 1024) && !first.covers(60 * 1024 + 1));
         let second = budget.reserve(40 * 1024).await;
         assert!(waits(budget.reserve(1)).await, "the budget is spent");
         drop(second);
@@ -94,7 +68,6 @@ mod tests {
         drop((first, small));
         // Larger than the budget: waits for everything, then runs alone.
         let all = budget.reserve(10 << 20).await;
-        assert!(all.covers(usize::MAX));
         assert!(waits(budget.reserve(1)).await);
         drop(all);
         let _again = budget.reserve(100 * 1024).await;

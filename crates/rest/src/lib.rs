@@ -57,7 +57,7 @@ use crate::encoding::BodyEncoding;
 use crate::error::{RestError, json_response};
 use crate::path::Route;
 
-pub use budget::{DecodeBudget, Reservation};
+pub use budget::DecodeBudget;
 pub use quick_lane::{NoQuickLane, QUICK_BODY_LIMIT, QuickLane};
 pub use soma_net::Threading;
 pub use threads::serve_on_threads;
@@ -183,15 +183,7 @@ impl QuickLane for PredictLane {
         body: Vec<u8>,
     ) -> (StatusCode, String) {
         let rest = &*self.0;
-        let infer = infer(
-            rest,
-            &model,
-            &version,
-            method,
-            body,
-            BodyEncoding::Identity,
-            None,
-        );
+        let infer = infer(rest, &model, &version, method, body, BodyEncoding::Identity);
         match recorded(rest, &model, method, infer).await {
             Ok(body) => (StatusCode::OK, body),
             Err(e) => (e.status(), error::error_body(&e.message)),
@@ -318,25 +310,17 @@ async fn handle(
         } => {
             let infer = async {
                 let encoding = BodyEncoding::of(headers)?;
-                // A large body waits for the decode budget before it is read.
-                let declared = axum::body::HttpBody::size_hint(&body).exact();
-                let reservation = match declared.and_then(|n| usize::try_from(n).ok()) {
-                    Some(len) if len <= rest.options.body_limit => {
-                        let deadline = std::time::Instant::now() + rest.options.timeout;
-                        reserve(rest, len, deadline).await?
-                    }
-                    _ => None,
-                };
+                // Read before the decode budget is reserved: a client that sends its body
+                // slowly must not hold the budget while it does.
                 let body = read_body(body, &rest.options).await?;
-                infer(rest, &model, &version, method, body, encoding, reservation).await
+                infer(rest, &model, &version, method, body, encoding).await
             };
             recorded(rest, &model, method, infer).await
         }
     }
 }
 
-/// `body` predicted, classified or regressed; `reserved`: what was reserved from the decode
-/// budget before it was read, if anything.
+/// `body` predicted, classified or regressed.
 async fn infer(
     rest: &Rest,
     model: &str,
@@ -344,7 +328,6 @@ async fn infer(
     method: path::Method,
     body: Vec<u8>,
     encoding: BodyEncoding,
-    reserved: Option<Reservation>,
 ) -> Result<String, RestError> {
     let limit = rest.options.body_limit;
     let body = if encoding == BodyEncoding::Identity || body.len() <= INLINE_GZIP_LIMIT {
@@ -373,17 +356,8 @@ async fn infer(
     // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
     // the work to another thread and back would.
     let small = body.len() <= INLINE_BODY_LIMIT;
-    // Held, like `permit`, until the answer is written. What was reserved before the body
-    // was read is given back first if the body decompressed to more: holding part while
-    // waiting for more could wait forever.
-    let reservation = match reserved {
-        Some(reserved) if reserved.covers(body.len()) => Some(reserved),
-        _ if small => None,
-        reserved => {
-            drop(reserved);
-            reserve(rest, body.len(), deadline).await?
-        }
-    };
+    // Held, like `permit`, until the answer is written.
+    let reservation = reserve(rest, body.len(), deadline).await?;
     let check = rest.options.check_signature_method_names;
     if small && method == path::Method::Predict && servable.may_answer_now() {
         return predict::predict_in_place(&servable, &body, check).await;
@@ -419,7 +393,7 @@ async fn reserve(
     rest: &Rest,
     bytes: usize,
     deadline: std::time::Instant,
-) -> Result<Option<Reservation>, RestError> {
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RestError> {
     match &rest.options.decode_budget {
         Some(budget) if bytes > INLINE_BODY_LIMIT => {
             match tokio::time::timeout_at(deadline.into(), budget.reserve(bytes)).await {
