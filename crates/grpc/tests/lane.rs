@@ -591,8 +591,21 @@ async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
     tcp.write_all(&raw_frame(0, 1, 1, &body)).await.unwrap();
     let started = std::time::Instant::now();
     // The answer's HEADERS go out; its DATA waits for window that never comes, and the
-    // connection is dropped once the answer has waited for the timeout.
-    let read = read_to_close(&mut tcp).await;
+    // connection is dropped once the answer has waited for the timeout, though the client
+    // keeps sending PINGs (their acks are not the answer's bytes moving).
+    let (mut reading, mut writing) = tcp.into_split();
+    let pings = tokio::spawn(async move {
+        let ping = raw_frame(6, 0, 0, b"stallpng");
+        while writing.write_all(&ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), reading.read_to_end(&mut read))
+        .await
+        .expect("closed")
+        .ok();
+    pings.abort();
     let waited = started.elapsed();
     assert_eq!(first_on_stream(&read, 1).map(|f| f.0), Some(1), "{read:?}");
     assert!(

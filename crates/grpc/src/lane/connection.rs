@@ -418,8 +418,11 @@ where
                 Poll::Pending => return Ok(false),
             }
             let frame = self.outbox.pop_front().expect("the outbox is not empty");
-            // The client is reading: answers are moving.
-            self.stall = None;
+            // An answer's bytes go out: answers are moving. (Not PINGs or their acks: a
+            // client that pings but gives no window must not keep its answers for ever.)
+            if matches!(frame, Frame::Data(_)) {
+                self.stall = None;
+            }
             self.codec
                 .buffer(frame)
                 .map_err(|e| io::Error::other(format!("HTTP/2 frame not written: {e:?}")))?;
