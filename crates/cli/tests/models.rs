@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use serde_json::{Map, Value};
 use soma_testkit::{
     MotoServer, assert_outputs_match, copy_dir, expected_cases, fixtures, repo_root, run_python,
+    run_python_code,
 };
 
 fn soma(args: &[&str], env: &[(&str, String)]) -> Output {
@@ -211,6 +212,33 @@ fn validate_reports_config_and_layout_errors_and_load_catches_unrunnable_models(
         "{}",
         stderr(&out)
     );
+
+    // Models that refuse zeros but take ones (an input check, one-based ids into a table):
+    // they load, as in TF Serving.
+    let refusing = dir.path().join("refusing");
+    let script = r#"
+import sys, tensorflow as tf
+class Positive(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def serve(self, x):
+        tf.debugging.assert_positive(x, message="x must be positive")
+        return {"y": tf.math.log(x)}
+class OneBased(tf.Module):
+    def __init__(self):
+        self.table = tf.Variable(tf.random.uniform([10, 3]))
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+    def serve(self, ids):
+        return {"y": tf.gather(self.table, ids - 1)}
+for name, m in [("positive", Positive()), ("one_based", OneBased())]:
+    tf.saved_model.save(m, f"{sys.argv[1]}/{name}/1", signatures={"serving_default": m.serve})
+"#;
+    run_python_code(script, &[refusing.as_os_str()]);
+    for name in ["positive", "one_based"] {
+        let model = refusing.join(name);
+        std::fs::write(&config, yaml.replace("MIXED", model.to_str().unwrap())).unwrap();
+        let out = soma(&["validate", "--load", config.to_str().unwrap()], &[]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
 
     // A version whose recorded warm-up request fails (TF Serving's warm-up file).
     let records = dir.path().join("records");

@@ -27,6 +27,7 @@ impl Doubler {
         let mut signatures = BTreeMap::new();
         signatures.insert("broken".to_string(), sig.clone());
         signatures.insert("picky".to_string(), sig.clone());
+        signatures.insert("stubborn".to_string(), sig.clone());
         signatures.insert("serving_default".to_string(), sig);
         Doubler { signatures }
     }
@@ -51,6 +52,12 @@ impl ModelRunner for Doubler {
             return Err(RunError::new(
                 ErrorKind::InvalidArgument,
                 "no zeros, please",
+            ));
+        }
+        if signature == "stubborn" && x.iter().any(|v| *v < 2.0) {
+            return Err(RunError::new(
+                ErrorKind::InvalidArgument,
+                "two or more, please",
             ));
         }
         let y: Vec<f32> = x.iter().map(|v| v * 2.0).collect();

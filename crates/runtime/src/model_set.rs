@@ -266,8 +266,9 @@ mod tests {
             )
             .unwrap_err();
         assert!(
-            sig.to_string()
-                .contains("no signature 'nope'; available: broken, picky, serving_default")
+            sig.to_string().contains(
+                "no signature 'nope'; available: broken, picky, serving_default, stubborn"
+            )
         );
     }
 
@@ -308,12 +309,15 @@ mod tests {
     }
 
     #[test]
-    fn numeric_zeros_refused_fail_the_warm_up_as_a_graph_and_variables_that_do_not_fit() {
+    fn numbers_refused_are_tried_again_with_ones_then_fail_with_the_hint() {
         // (A string input that refuses the empty string is excused: tf2_classifier's
         // tests load such a model in TensorFlow.)
-        let s = Servable::new("m", 1, Box::new(Doubler::new()), Some("picky")).unwrap();
-        let err = s.warm_up().unwrap_err().to_string();
-        assert!(err.contains("no zeros, please"), "{err}");
+        let picky = Servable::new("m", 1, Box::new(Doubler::new()), Some("picky")).unwrap();
+        picky.warm_up().unwrap();
+        let stubborn = Servable::new("m", 1, Box::new(Doubler::new()), Some("stubborn")).unwrap();
+        let err = stubborn.warm_up().unwrap_err().to_string();
+        assert!(err.contains("two or more, please"), "{err}");
         assert!(err.contains("may come from different exports"), "{err}");
+        assert!(err.contains("tf_serving_warmup_requests"), "{err}");
     }
 }

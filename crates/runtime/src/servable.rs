@@ -10,6 +10,7 @@ use soma_core::{DType, ErrorKind, SignatureDef, Tensor, TensorInfo, format_shape
 
 use crate::batching::{BatchOptions, Batcher, InPlace};
 use crate::run_clock::{RunClock, TimedRunner};
+use crate::signature::warmup_inputs_of_ones;
 use crate::{RecordedWarmup, RuntimeError, choose_signature, warmup_inputs};
 
 /// One loaded model version, with the signature it serves by default.
@@ -34,10 +35,13 @@ pub const QUICK_RUN: Duration = Duration::from_micros(100);
 const KERAS_HINT: &str = "If this is a Keras model saved with tf.saved_model.save, re-export it \
      with model.export(path), which writes a SavedModel that TensorFlow's C API (and TF \
      Serving) can run.";
-/// ... when the graph and the variables do not fit each other ...
-const MIXED_FILES_HINT: &str = "The graph and the variables do not fit: if the version's files \
-     are being replaced, saved_model.pb and variables/ may come from different exports; it is \
-     loaded again once its files stop changing.";
+/// ... when the model refuses zeros and ones alike ...
+const MIXED_FILES_HINT: &str = "soma runs each new version once on zero-valued inputs, then \
+     ones, to check that it runs. If the version's files are being replaced, saved_model.pb \
+     and variables/ may come from different exports (it is loaded again once its files stop \
+     changing); if the model needs other values, record a warm-up request in \
+     assets.extra/tf_serving_warmup_requests (TF Serving's warm-up file), which soma runs \
+     instead.";
 /// ... and when it has none.
 const NO_VARIABLES_HINT: &str = "The version has no variables/ folder: if its files are still \
      being copied, it is loaded again once they change; a SavedModel that reads variables \
@@ -299,8 +303,9 @@ impl Servable {
     /// `saved_model.pb` with another export's variables). A signature with a string input
     /// that refuses the empty string (INVALID_ARGUMENT: it parses tf.Examples with a
     /// required feature) can run, and serves: an empty string is soma's guess at an input,
-    /// not the model's contract. Numeric zeros refused are not excused: that is how a graph
-    /// and variables of different shapes fail.
+    /// not the model's contract. Numbers refused (INVALID_ARGUMENT) get a second try with
+    /// ones (`assert_positive`, one-based ids); refused again, the version fails, as a graph
+    /// and variables of different shapes do whatever the values.
     pub fn warm_up(&self) -> Result<(), RuntimeError> {
         self.warm_up_hinting(true)
     }
@@ -309,11 +314,23 @@ impl Servable {
     /// version has a `variables/` folder.
     fn warm_up_hinting(&self, has_variables: bool) -> Result<(), RuntimeError> {
         let (key, signature) = self.signature(None)?;
-        let inputs = warmup_inputs(signature)?;
-        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let run = |inputs: Vec<Tensor>| {
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            self.runner.run(key, &refs).map(drop)
+        };
         let takes_strings = signature.inputs.values().any(|i| i.dtype == DType::String);
-        match self.runner.run(key, &refs) {
-            Ok(_) => Ok(()),
+        let outcome = match run(warmup_inputs(signature)?) {
+            Err(zeros) if zeros.kind == ErrorKind::InvalidArgument && !takes_strings => {
+                run(warmup_inputs_of_ones(signature)?).map_err(|ones| match ones.kind {
+                    // The message of the first refusal says more (zeros are what it got).
+                    ErrorKind::InvalidArgument => zeros,
+                    _ => ones,
+                })
+            }
+            outcome => outcome,
+        };
+        match outcome {
+            Ok(()) => Ok(()),
             Err(refused) if refused.kind == ErrorKind::InvalidArgument && takes_strings => {
                 tracing::info!(
                     model = %self.label(),

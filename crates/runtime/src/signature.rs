@@ -50,13 +50,46 @@ pub fn choose_signature(
 /// Zero-valued inputs for a warm-up run: unknown dimensions become 1, an unknown rank a
 /// scalar, strings are empty.
 pub fn warmup_inputs(signature: &SignatureDef) -> Result<Vec<Tensor>, RuntimeError> {
+    filled_inputs(signature, false)
+}
+
+/// The same inputs with every number 1 (strings still empty): a second try for a model that
+/// refuses zeros (`assert_positive`, one-based ids that index a table).
+pub(crate) fn warmup_inputs_of_ones(signature: &SignatureDef) -> Result<Vec<Tensor>, RuntimeError> {
+    filled_inputs(signature, true)
+}
+
+fn filled_inputs(signature: &SignatureDef, ones: bool) -> Result<Vec<Tensor>, RuntimeError> {
     signature
         .inputs
         .iter()
         .map(|(name, info)| {
-            zero_tensor(info).map_err(|e| RuntimeError::Model(format!("input '{name}': {e}")))
+            let tensor = zero_tensor(info).map(|t| if ones { fill_ones(t) } else { t });
+            tensor.map_err(|e| RuntimeError::Model(format!("input '{name}': {e}")))
         })
         .collect()
+}
+
+/// `tensor` (all zeros) with every element 1, in its dtype's encoding (little-endian, as
+/// TensorFlow's buffers are); quantized and opaque dtypes stay zero.
+fn fill_ones(tensor: Tensor) -> Tensor {
+    let one: Vec<u8> = match tensor.dtype() {
+        DType::Float => 1f32.to_le_bytes().to_vec(),
+        DType::Double => 1f64.to_le_bytes().to_vec(),
+        DType::Half => 0x3C00u16.to_le_bytes().to_vec(),
+        DType::Bfloat16 => 0x3F80u16.to_le_bytes().to_vec(),
+        DType::Int8 | DType::Uint8 | DType::Bool => vec![1],
+        DType::Int16 | DType::Uint16 => 1u16.to_le_bytes().to_vec(),
+        DType::Int32 | DType::Uint32 => 1u32.to_le_bytes().to_vec(),
+        DType::Int64 | DType::Uint64 => 1u64.to_le_bytes().to_vec(),
+        DType::Complex64 => [1f32.to_le_bytes(), 0f32.to_le_bytes()].concat(),
+        DType::Complex128 => [1f64.to_le_bytes(), 0f64.to_le_bytes()].concat(),
+        _ => return tensor,
+    };
+    let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
+    let count: usize = shape.iter().product();
+    let data = TensorData::Fixed(one.repeat(count));
+    Tensor::new(dtype, shape, data).unwrap_or(tensor)
 }
 
 fn zero_tensor(info: &TensorInfo) -> Result<Tensor, soma_core::TensorError> {
@@ -141,5 +174,26 @@ mod tests {
         assert_eq!(inputs[0].shape(), &[] as &[usize]);
         assert_eq!(inputs[1].shape(), &[1, 4]);
         assert_eq!(inputs[1].to_vec::<f32>().unwrap(), vec![0.0; 4]);
+        let ones = warmup_inputs_of_ones(&sig).unwrap();
+        assert_eq!(ones[1].to_vec::<f32>().unwrap(), vec![1.0; 4]);
+        assert_eq!(ones[0].shape(), &[] as &[usize], "strings stay empty");
+        for (dtype, one) in [
+            // IEEE half: sign 0, exponent 15 (biased), mantissa 0.
+            (DType::Half, (15u16 << 10).to_le_bytes().to_vec()),
+            // bfloat16: the upper half of float32's 1.0.
+            (
+                DType::Bfloat16,
+                ((1f32.to_bits() >> 16) as u16).to_le_bytes().to_vec(),
+            ),
+            (DType::Int64, 1i64.to_le_bytes().to_vec()),
+        ] {
+            let info = TensorInfo {
+                tensor_name: "v:0".into(),
+                dtype,
+                shape: Some(vec![2]),
+            };
+            let filled = fill_ones(zero_tensor(&info).unwrap());
+            assert_eq!(filled.bytes(), Some(one.repeat(2).as_slice()), "{dtype:?}");
+        }
     }
 }
