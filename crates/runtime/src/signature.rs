@@ -64,16 +64,16 @@ fn filled_inputs(signature: &SignatureDef, ones: bool) -> Result<Vec<Tensor>, Ru
         .inputs
         .iter()
         .map(|(name, info)| {
-            let tensor = zero_tensor(info).map(|t| if ones { fill_ones(t) } else { t });
-            tensor.map_err(|e| RuntimeError::Model(format!("input '{name}': {e}")))
+            filled_tensor(info, ones)
+                .map_err(|e| RuntimeError::Model(format!("input '{name}': {e}")))
         })
         .collect()
 }
 
-/// `tensor` (all zeros) with every element 1, in its dtype's encoding (little-endian, as
-/// TensorFlow's buffers are); quantized and opaque dtypes stay zero.
-fn fill_ones(tensor: Tensor) -> Tensor {
-    let one: Vec<u8> = match tensor.dtype() {
+/// One element equal to 1 in `dtype`'s encoding (little-endian, as TensorFlow's buffers
+/// are); `None` for strings, quantized and opaque dtypes, which have no such value.
+fn one_of(dtype: DType) -> Option<Vec<u8>> {
+    Some(match dtype {
         DType::Float => 1f32.to_le_bytes().to_vec(),
         DType::Double => 1f64.to_le_bytes().to_vec(),
         DType::Half => 0x3C00u16.to_le_bytes().to_vec(),
@@ -84,15 +84,13 @@ fn fill_ones(tensor: Tensor) -> Tensor {
         DType::Int64 | DType::Uint64 => 1u64.to_le_bytes().to_vec(),
         DType::Complex64 => [1f32.to_le_bytes(), 0f32.to_le_bytes()].concat(),
         DType::Complex128 => [1f64.to_le_bytes(), 0f64.to_le_bytes()].concat(),
-        _ => return tensor,
-    };
-    let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
-    let count: usize = shape.iter().product();
-    let data = TensorData::Fixed(one.repeat(count));
-    Tensor::new(dtype, shape, data).unwrap_or(tensor)
+        _ => return None,
+    })
 }
 
-fn zero_tensor(info: &TensorInfo) -> Result<Tensor, soma_core::TensorError> {
+/// A tensor for `info` with every element 0 (or 1 where `ones` and the dtype has a one):
+/// unknown dimensions become 1, an unknown rank a scalar, strings are empty.
+fn filled_tensor(info: &TensorInfo, ones: bool) -> Result<Tensor, soma_core::TensorError> {
     let shape: Vec<usize> = info
         .shape
         .as_deref()
@@ -101,9 +99,11 @@ fn zero_tensor(info: &TensorInfo) -> Result<Tensor, soma_core::TensorError> {
         .map(|d| usize::try_from(*d).unwrap_or(1))
         .collect();
     let count: usize = shape.iter().product();
-    let data = match info.dtype {
-        DType::String => TensorData::Strings(vec![Vec::new(); count]),
-        other => TensorData::Fixed(vec![0; count * other.byte_size().unwrap_or(0)]),
+    let one = if ones { one_of(info.dtype) } else { None };
+    let data = match (info.dtype, one) {
+        (DType::String, _) => TensorData::Strings(vec![Vec::new(); count]),
+        (_, Some(one)) => TensorData::Fixed(one.repeat(count)),
+        (other, None) => TensorData::Fixed(vec![0; count * other.byte_size().unwrap_or(0)]),
     };
     Tensor::new(info.dtype, shape, data)
 }
@@ -192,7 +192,7 @@ mod tests {
                 dtype,
                 shape: Some(vec![2]),
             };
-            let filled = fill_ones(zero_tensor(&info).unwrap());
+            let filled = filled_tensor(&info, true).unwrap();
             assert_eq!(filled.bytes(), Some(one.repeat(2).as_slice()), "{dtype:?}");
         }
     }

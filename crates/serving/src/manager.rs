@@ -66,30 +66,26 @@ impl ModelManager {
         // New models first: one that cannot start undoes the others, before anything that
         // serves is touched.
         let mut started = Vec::new();
-        for (name, spec) in &wanted {
+        for (name, Checked { spec, location }) in &wanted {
             if tasks.contains_key(name) {
                 continue;
             }
-            match self.start(spec.clone()).await {
-                Ok((commands, loaded)) => {
-                    let running = Running {
-                        spec: spec.clone(),
-                        commands,
-                    };
-                    tasks.insert(name.clone(), running);
-                    started.push(name.clone());
-                    match loaded {
-                        Err(e @ RuntimeError::NotFound(_)) => {
-                            for name in &started {
-                                self.stop(&mut tasks, name).await;
-                            }
-                            return Err(e);
-                        }
-                        Err(e) => errors.push(e.to_string()),
-                        Ok(()) => {}
+            let (commands, loaded) = self.start(spec.clone(), location.clone()).await;
+            let running = Running {
+                spec: spec.clone(),
+                commands,
+            };
+            tasks.insert(name.clone(), running);
+            started.push(name.clone());
+            match loaded {
+                Err(e @ RuntimeError::NotFound(_)) => {
+                    for name in &started {
+                        self.stop(&mut tasks, name).await;
                     }
+                    return Err(e);
                 }
                 Err(e) => errors.push(e.to_string()),
+                Ok(()) => {}
             }
         }
         let stale: Vec<String> = tasks
@@ -97,32 +93,29 @@ impl ModelManager {
             .filter(|(name, running)| {
                 wanted
                     .get(*name)
-                    .is_none_or(|w| !running.spec.same_loading(w))
+                    .is_none_or(|w| !running.spec.same_loading(&w.spec))
             })
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
             self.stop(&mut tasks, &name).await;
         }
-        for (name, spec) in wanted {
+        for (name, Checked { spec, location }) in wanted {
             if started.contains(&name) {
                 continue;
             }
             let result = match tasks.get_mut(&name) {
                 Some(running) => {
-                    let location = parse_location(&spec)?;
                     let result = configure(running, spec.config.clone(), location).await;
                     running.spec = spec;
                     result
                 }
                 // Its loading settings changed: started afresh.
-                None => match self.start(spec.clone()).await {
-                    Ok((commands, started)) => {
-                        tasks.insert(name.clone(), Running { spec, commands });
-                        started
-                    }
-                    Err(e) => Err(e),
-                },
+                None => {
+                    let (commands, loaded) = self.start(spec.clone(), location).await;
+                    tasks.insert(name.clone(), Running { spec, commands });
+                    loaded
+                }
             };
             if let Err(e) = result {
                 errors.push(e.to_string());
@@ -134,17 +127,21 @@ impl ModelManager {
         }
     }
 
-    /// The checks of [`apply`](Self::apply) that come before any change: the models by name.
+    /// The checks of [`apply`](Self::apply) that come before any change: the models by name,
+    /// each with its parsed base path.
     fn validate(
         &self,
         tasks: &BTreeMap<String, Running>,
         models: Vec<ManagedModel>,
-    ) -> Result<BTreeMap<String, ManagedModel>, RuntimeError> {
-        let mut wanted: BTreeMap<String, ManagedModel> = BTreeMap::new();
-        for model in models {
-            let name = model.config.name.clone();
-            parse_location(&model)?;
-            if wanted.insert(name.clone(), model).is_some() {
+    ) -> Result<BTreeMap<String, Checked>, RuntimeError> {
+        let mut wanted = BTreeMap::new();
+        for spec in models {
+            let name = spec.config.name.clone();
+            let location = parse_location(&spec)?;
+            if wanted
+                .insert(name.clone(), Checked { spec, location })
+                .is_some()
+            {
                 return Err(RuntimeError::InvalidInput(format!(
                     "model {name} is configured more than once"
                 )));
@@ -154,7 +151,7 @@ impl ModelManager {
         // them outright unless --allow_version_labels_for_unavailable_models).
         if !tasks.is_empty() {
             let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-            for (name, spec) in &wanted {
+            for (name, Checked { spec, .. }) in &wanted {
                 crate::state::check_labels(
                     name,
                     models.get(name),
@@ -181,14 +178,18 @@ impl ModelManager {
         let mut errors = Vec::new();
         for spec in models {
             let name = spec.config.name.clone();
-            match self.start(spec.clone()).await {
-                Ok((commands, started)) => {
-                    tasks.insert(name, Running { spec, commands });
-                    if let Err(e) = started {
-                        errors.push(e.to_string());
-                    }
+            // A model whose base path does not parse is not started.
+            let location = match parse_location(&spec) {
+                Ok(location) => location,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
                 }
-                Err(e) => errors.push(e.to_string()),
+            };
+            let (commands, loaded) = self.start(spec.clone(), location).await;
+            tasks.insert(name, Running { spec, commands });
+            if let Err(e) = loaded {
+                errors.push(e.to_string());
             }
         }
         match errors.len() {
@@ -231,13 +232,14 @@ impl ModelManager {
         self.retired.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a model's task after its first poll and load. A model whose path cannot be
-    /// parsed is not started; one whose versions fail to load is (its status shows why).
+    /// Starts a model's task after its first poll and load, and returns its command channel
+    /// and how the load went; one whose versions fail to load is started all the same (its
+    /// status shows why).
     async fn start(
         &self,
         spec: ManagedModel,
-    ) -> Result<(mpsc::Sender<Command>, Result<(), RuntimeError>), RuntimeError> {
-        let location = parse_location(&spec)?;
+        location: ModelLocation,
+    ) -> (mpsc::Sender<Command>, Result<(), RuntimeError>) {
         self.retired().remove(&spec.config.name);
         let mut task = ModelTask::new(
             spec,
@@ -249,7 +251,7 @@ impl ModelManager {
         let started = task.start().await;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(task.run(rx));
-        Ok((tx, started))
+        (tx, started)
     }
 
     fn read<T>(
@@ -265,6 +267,12 @@ impl ModelManager {
             ))),
         }
     }
+}
+
+/// A model of a list that passed [`ModelManager::validate`], with its parsed base path.
+struct Checked {
+    spec: ManagedModel,
+    location: ModelLocation,
 }
 
 fn parse_location(spec: &ManagedModel) -> Result<ModelLocation, RuntimeError> {
