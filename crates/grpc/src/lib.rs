@@ -65,6 +65,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use lane::Lane;
 use soma_grpc_proto::grpc::health::v1::health_server::HealthServer;
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
@@ -72,6 +73,7 @@ use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
     PredictionService, PredictionServiceServer,
 };
 use soma_metrics::Registry;
+use soma_net::WriteDeadline;
 use soma_runtime::{ConcurrencyLimit, ModelHub};
 use tokio::net::{TcpListener, UnixListener};
 use tonic::codec::CompressionEncoding;
@@ -109,7 +111,9 @@ pub struct GrpcOptions {
     pub max_connection_age: Option<Duration>,
     /// A plaintext TCP connection on serving threads whose answers have waited this long to
     /// be sent, with none of their bytes moving (the client does not read them, or gives no
-    /// flow-control window for them), is dropped, with its requests. `None`: never.
+    /// flow-control window for them), is dropped, with its requests. Under tonic's server
+    /// (TLS, Unix socket, no serving threads) only the socket is timed: a connection whose
+    /// writes make no progress this long is dropped. `None`: never.
     /// Default: [`DEFAULT_STALLED_SEND_TIMEOUT`].
     pub stalled_send_timeout: Option<Duration>,
     /// At most this many inference RPCs are processed at once; the others wait (TF
@@ -266,6 +270,11 @@ pub async fn serve_predictions<P: PredictionService>(
     serve_routes(predictions, routes, listener.into(), options, shutdown).await
 }
 
+/// Wraps each of tonic's connections in a [`WriteDeadline`] of `stalled`.
+fn guarded<S>(stalled: Option<Duration>) -> impl Fn(S) -> WriteDeadline<S> + Clone {
+    move |io| WriteDeadline::new(io, stalled)
+}
+
 /// Serves `routes` on `listener`: plaintext TCP on serving threads in the lane (with
 /// `predictions` answering plain Predicts directly), everything else with tonic's server.
 async fn serve_routes(
@@ -300,6 +309,9 @@ async fn serve_routes(
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls.server_config())?;
     }
+    // h2 under tonic has no timer for answers that wait on the client's flow-control window
+    // (the lane has); a client that stops reading the socket is cut off here.
+    let stalled = options.stalled_send_timeout;
     let router = server
         .layer(limit::layer())
         .layer(held::layer(request_bytes))
@@ -309,9 +321,10 @@ async fn serve_routes(
         GrpcListener::Tcp(listener) if threading.threads > 0 => {
             let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
                 let router = router.clone();
+                let incoming = connections.into_stream().map_ok(guarded(stalled));
                 async move {
                     router
-                        .serve_with_incoming_shutdown(connections.into_stream(), stop.requested())
+                        .serve_with_incoming_shutdown(incoming, stop.requested())
                         .await
                         .map_err(std::io::Error::other)
                 }
@@ -319,14 +332,19 @@ async fn serve_routes(
             soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
         }
         GrpcListener::Tcp(listener) => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map_ok(guarded(stalled));
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;
         }
         GrpcListener::Unix(listener) => {
             let incoming = futures::stream::unfold(listener, |listener| async move {
-                let next = listener.accept().await.map(|(stream, _)| stream);
+                let next = listener
+                    .accept()
+                    .await
+                    .map(|(stream, _)| WriteDeadline::new(stream, stalled));
                 Some((next, listener))
             });
             router

@@ -613,3 +613,96 @@ async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
         "{waited:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_its_socket_is_dropped_by_both_servers() {
+    let set = iris_set().await;
+    let options = GrpcOptions {
+        // Longer than the first part below takes, when answers wait for window (which the
+        // lane times too).
+        stalled_send_timeout: Some(Duration::from_secs(5)),
+        ..GrpcOptions::default()
+    };
+    for (server, options) in common::both_servers(options) {
+        let url = common::serve_set_at(Arc::clone(&set), options).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let address = url.trim_start_matches("http://").parse().unwrap();
+        let tcp = socket.connect(address).await.unwrap();
+        let (mut reading, mut writing) = tcp.into_split();
+        writing
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        // No window for answers at first: the server holds them while this client reads
+        // what it is sent (the answers' HEADERS, its WINDOW_UPDATEs for the requests).
+        writing
+            .write_all(&raw_frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]))
+            .await
+            .unwrap();
+        let mut head = [0u8; 9];
+        reading.read_exact(&mut head).await.unwrap();
+        let length = usize::from(head[1]) << 8 | usize::from(head[2]);
+        reading.read_exact(&mut vec![0; length]).await.unwrap();
+        assert_eq!(head[3], 4, "{server}: {head:?}");
+        writing.write_all(&raw_frame(4, 1, 0, &[])).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let reader = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 65_536];
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return reading,
+                    read = reading.read(&mut buffer) => assert!(read.unwrap() > 0, "{server}: closed"),
+                }
+            }
+        });
+        // 40 answers of 20,000 rows (~240 KB each): more than the socket buffers take. The
+        // requests (~320 KB) go one at a time, as the server reads them and gives its
+        // window back.
+        let body = framed(&iris_request("iris", 20_000, true));
+        let streams: Vec<u32> = (1..80).step_by(2).collect();
+        for &id in &streams {
+            writing
+                .write_all(&raw_frame(1, 4, id, &request_block(PREDICT)))
+                .await
+                .unwrap();
+            let chunks = body.chunks(16_384).count();
+            for (i, chunk) in body.chunks(16_384).enumerate() {
+                let last = u8::from(i + 1 == chunks);
+                writing
+                    .write_all(&raw_frame(0, last, id, chunk))
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Now the client stops reading and gives window for every answer: nothing but the
+        // unread socket holds them back.
+        stop.send(()).unwrap();
+        let mut reading = reader.await.unwrap();
+        let window = (64u32 << 20).to_be_bytes();
+        writing
+            .write_all(&raw_frame(8, 0, 0, &window))
+            .await
+            .unwrap();
+        for &id in &streams {
+            writing
+                .write_all(&raw_frame(8, 0, id, &window))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        // Reading now drains what the kernel holds; the connection must be closed already.
+        let mut read = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), reading.read_to_end(&mut read)).await;
+        assert!(
+            closed.is_ok(),
+            "{server}: still open after {} bytes",
+            read.len()
+        );
+        drop(writing);
+    }
+}

@@ -30,12 +30,14 @@ mod balance;
 mod busy_poll;
 mod connection;
 mod shards;
+mod write_deadline;
 
 use std::time::Duration;
 
 pub use balance::{run_balanced, thread_may_have_company};
 pub use connection::Connection;
 pub use shards::{Connections, Stop, serve_sharded};
+pub use write_deadline::WriteDeadline;
 
 /// How [`serve_sharded`] spreads connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

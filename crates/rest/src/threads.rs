@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use soma_net::{Connections, Stop, Threading};
+use soma_net::{Connections, Stop, Threading, WriteDeadline};
 use tokio::net::TcpListener;
 
-use crate::deadline::{self, WriteDeadline};
+use crate::deadline;
 use crate::quick_lane::{self, QuickLane};
 
 /// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
