@@ -706,3 +706,91 @@ async fn a_client_that_stops_reading_its_socket_is_dropped_by_both_servers() {
         drop(writing);
     }
 }
+
+/// `request_block(path)` with `extra` fields after it, or without `:scheme`.
+fn request_block_with(path: &str, extra: &[(&str, &str)], scheme: bool) -> Vec<u8> {
+    let mut block = request_block(path);
+    if !scheme {
+        block.remove(1);
+    }
+    for (name, value) in extra {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_request_is_reset_alone_and_the_others_are_answered() {
+    let body = framed(&iris_request("iris", 1, false));
+    let (half, rest) = body.split_at(10);
+    for (server, url) in serve_iris().await {
+        // Each a stream error (RFC 9113 §8.1.1): a connection-specific field, `te` other
+        // than "trailers" (both refused by h2's codec before the lane sees the request),
+        // and no `:scheme`.
+        let malformed = [
+            request_block_with(PREDICT, &[("connection", "keep-alive")], true),
+            request_block_with(PREDICT, &[("te", "gzip")], true),
+            request_block_with(PREDICT, &[], false),
+        ];
+        for block in malformed {
+            let mut tcp = raw_connection(url.trim_start_matches("http://")).await;
+            // Stream 1 is under way when stream 3 comes, with its body right behind its
+            // head as clients send it; then stream 1 ends and stream 5 opens.
+            let mut bytes = raw_frame(1, 4, 1, &request_block(PREDICT));
+            bytes.extend(raw_frame(0, 0, 1, half));
+            bytes.extend(raw_frame(1, 4, 3, &block));
+            bytes.extend(raw_frame(0, 1, 3, &body));
+            bytes.extend(raw_frame(0, 1, 1, rest));
+            bytes.extend(raw_frame(1, 4, 5, &request_block(PREDICT)));
+            bytes.extend(raw_frame(0, 1, 5, &body));
+            tcp.write_all(&bytes).await.unwrap();
+            let (reset, first, fifth) = read_until(&mut tcp, |read| {
+                assert!(find_frame(read, 7).is_none(), "{server}: GOAWAY: {read:?}");
+                let ended = |id| ends_stream(read, id).then_some(());
+                Some((first_on_stream(read, 3)?, ended(1)?, ended(5)?))
+            })
+            .await;
+            assert_eq!(reset.0, 3, "{server}: RST_STREAM on 3: {reset:?}");
+            assert_eq!((first, fifth), ((), ()));
+        }
+    }
+}
+
+/// Whether a frame of stream `id` in `bytes` ends it (END_STREAM on HEADERS or DATA).
+fn ends_stream(mut bytes: &[u8], id: u32) -> bool {
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes.len() < 9 + length {
+            return false;
+        }
+        if bytes[5..9] == id.to_be_bytes() && bytes[3] <= 1 && bytes[4] & 1 == 1 {
+            return true;
+        }
+        bytes = &bytes[9 + length..];
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_no_preface_is_closed() {
+    let [_, (_, lane)] = serve_iris().await;
+    let mut tcp = TcpStream::connect(lane.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut read = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut read)).await;
+    assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+    assert!(read.is_empty(), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

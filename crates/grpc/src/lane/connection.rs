@@ -57,16 +57,23 @@ const OUTBOX_LIMIT: usize = 1024;
 /// The payload of the lane's keepalive PINGs.
 const KEEPALIVE_PING: [u8; 8] = *b"soma-kap";
 
+/// How long a new connection may take to send the HTTP/2 preface. Clients send it as soon as
+/// they connect; without a limit, connections that send nothing would hold their file
+/// descriptors for ever (no keepalive or stall timer runs before the preface), and enough of
+/// them shut every client out. gRPC's C++ server allows 120 s for its whole handshake.
+pub(crate) const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves one connection until it closes, or, after `stop`, until its open requests are
-/// answered. Bytes that are not an HTTP/2 connection preface close it.
+/// answered. Bytes that are not an HTTP/2 connection preface, or no preface within
+/// [`PREFACE_TIMEOUT`], close it.
 pub(crate) async fn serve_connection<T>(mut io: T, lane: Arc<Lane>, stop: soma_net::Stop)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut preface = [0; PREFACE.len()];
     tokio::select! {
-        read = io.read_exact(&mut preface) => {
-            if read.is_err() || &preface != PREFACE {
+        read = tokio::time::timeout(PREFACE_TIMEOUT, io.read_exact(&mut preface)) => {
+            if !matches!(read, Ok(Ok(_))) || &preface != PREFACE {
                 return;
             }
         }
@@ -84,6 +91,9 @@ struct Connection<T> {
     /// (what a GOAWAY names: refused streams are not taken).
     highest_stream_id: u32,
     last_stream_id: u32,
+    /// The last stream the codec reset before it was opened (a malformed request head): it
+    /// counts as opened and closed, and the frames the client sent behind it are dropped.
+    reset_unopened: Option<u32>,
     answering: FuturesUnordered<Answering>,
     outbox: VecDeque<Frame<Bytes>>,
     /// Streams with body left to send when the windows allow.
@@ -285,6 +295,7 @@ where
             lane,
             streams: HashMap::new(),
             highest_stream_id: 0,
+            reset_unopened: None,
             last_stream_id: 0,
             answering: FuturesUnordered::new(),
             outbox,
@@ -326,7 +337,14 @@ where
                     }
                     Poll::Ready(Some(Err(FrameError::Reset(id, reason, _)))) => {
                         progress = true;
-                        self.reset(u32::from(id), reason);
+                        let id = u32::from(id);
+                        if id > self.highest_stream_id && id % 2 == 1 {
+                            // Else its DATA, right behind, would be DATA on an idle stream:
+                            // a connection error, failing every other request on it.
+                            self.highest_stream_id = id;
+                            self.reset_unopened = Some(id);
+                        }
+                        self.reset(id, reason);
                     }
                     Poll::Ready(Some(Err(FrameError::GoAway(_, reason, _)))) => {
                         progress = true;
@@ -478,6 +496,10 @@ where
             } else {
                 self.reset(id, Reason::PROTOCOL_ERROR);
             }
+            return Ok(());
+        }
+        if self.reset_unopened == Some(id) {
+            // Its RST_STREAM is sent; frames on a stream the server reset are ignored.
             return Ok(());
         }
         if id <= self.highest_stream_id || id % 2 == 0 {
@@ -858,12 +880,13 @@ where
 }
 
 /// The request's method, URI and headers; `None` if its pseudo-headers are missing or
-/// malformed.
+/// malformed (`:method`, `:scheme` and `:path` are required, RFC 9113 §8.3.1).
 fn request_head(pseudo: Pseudo, headers: HeaderMap) -> Option<Head> {
     let method = pseudo.method?;
+    let scheme = pseudo.scheme?;
     let mut parts = tonic::codegen::http::uri::Parts::default();
     parts.path_and_query = Some(PathAndQuery::try_from(&*pseudo.path?).ok()?);
-    if let (Some(scheme), Some(authority)) = (pseudo.scheme, pseudo.authority) {
+    if let Some(authority) = pseudo.authority {
         parts.scheme = Some(Scheme::try_from(&*scheme).ok()?);
         parts.authority = Some(Authority::try_from(&*authority).ok()?);
     }
