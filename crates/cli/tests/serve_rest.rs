@@ -347,3 +347,73 @@ print(json.dumps({
     let out: Value = serde_json::from_slice(&soma_testkit::run_python_code(script, &args)).unwrap();
     assert_eq!(out, json!({"with_cert": 10, "without": "UNAVAILABLE"}));
 }
+
+#[test]
+fn a_broken_version_at_start_up_leaves_the_others_serving() {
+    let repo_dir = tempfile::tempdir().unwrap();
+    let (good, broken) = (repo_dir.path().join("good"), repo_dir.path().join("broken"));
+    // An old version that does not load next to a good latest one; and a model whose only
+    // version does not load.
+    copy_dir(&fixtures().join("iris/1"), &good.join("1"));
+    copy_dir(&fixtures().join("iris/1"), &good.join("2"));
+    std::fs::write(good.join("1/saved_model.pb"), b"not a SavedModel").unwrap();
+    copy_dir(&fixtures().join("iris/1"), &broken.join("1"));
+    std::fs::write(broken.join("1/saved_model.pb"), b"not a SavedModel").unwrap();
+    let api = |name: &str, path: &Path| {
+        format!(
+            "- name: {name}\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      path: {}\n",
+            path.display()
+        )
+    };
+    let yaml = api("good", &good) + &api("broken", &broken);
+    let dir = project(&[("cortex.yaml", &yaml), ("latest.py", LATEST_PY)]);
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &["--model-poll-interval", "200ms"],
+    );
+    let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
+    let predict = |model: &str| {
+        let path = format!("/v1/models/{model}:predict");
+        soma.request("POST", &path, &[], body).unwrap()
+    };
+    let readiness = || soma.get_json("/readyz").1;
+    wait("the good API ready", || {
+        readiness()["apis"]["good"]["state"] == "ready"
+    });
+    let states = states(&soma, "good");
+    assert_eq!(states[0], ("1".into(), "END".into()), "{states:?}");
+    assert_eq!(states[1], ("2".into(), "AVAILABLE".into()), "{states:?}");
+    assert_eq!(predict("good").status, 200);
+    let id = soma.submit(
+        "/good",
+        "application/json",
+        b"{\"x\": [[5.1, 3.5, 1.4, 0.2]]}",
+    );
+    let done = soma.wait_final("/good", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // The API whose model has no version that loads is not ready and says why; its
+    // workloads wait. Fixing the file brings it up without a restart.
+    wait("the broken API to say why", || {
+        readiness()["apis"]["broken"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("waiting for a version of broken that loads"))
+    });
+    let id = soma.submit(
+        "/broken",
+        "application/json",
+        b"{\"x\": [[5.1, 3.5, 1.4, 0.2]]}",
+    );
+    std::fs::copy(
+        fixtures().join("iris/1/saved_model.pb"),
+        broken.join("1/saved_model.pb"),
+    )
+    .unwrap();
+    wait("the broken API ready once fixed", || {
+        readiness()["apis"]["broken"]["state"] == "ready"
+    });
+    let done = soma.wait_final("/broken", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(predict("broken").status, 200);
+}

@@ -7,7 +7,8 @@ pub enum ApiState {
     /// Models loading or `Handler.__init__` running.
     Starting,
     Ready,
-    /// Start-up failed; the message says why. The API stays not ready.
+    /// Start-up failed, or waits for something to be fixed (a model none of whose versions
+    /// loads); the message says why. Not ready.
     Failed(String),
 }
 

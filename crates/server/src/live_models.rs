@@ -3,10 +3,11 @@
 //! TF Serving REST paths.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use soma_config::ApiSpec;
 use soma_runtime::hub::{BoxFuture, ModelConfig, VersionSelector, VersionStatus};
-use soma_runtime::{ModelHub, ModelSet, RuntimeError, Servable, VersionPolicy};
+use soma_runtime::{ModelHub, ModelSet, RuntimeError, Servable, ServableState, VersionPolicy};
 use soma_serving::{ManagedModel, ModelManager};
 
 /// The TF Serving name of an API's model: the API's name for `models.path`, else
@@ -20,9 +21,19 @@ pub(crate) fn hub_name(api: &str, model: &str, single: bool) -> String {
 }
 
 /// Registers every model of `api` with the manager (every version folder served, as
-/// Cortex did) and returns the API's model set. On failure the API's models are removed
-/// again and the error says why.
-pub(crate) async fn load(api: &ApiSpec, manager: &ModelManager) -> Result<Arc<ModelSet>, String> {
+/// Cortex did) and returns the API's model set once every model has a version that serves.
+///
+/// Versions that fail to load are reported (in the log and the model status) and do not
+/// stop the API, as while it runs: a restart of a server that served must not take it down
+/// for an old broken folder. A model none of whose versions loads holds the API back
+/// (`waiting` is told why) until one does; its folder is still polled, so a fixed or new
+/// version is picked up without a restart. A model that could not be registered at all
+/// fails the API: its models are removed again and the error says why.
+pub(crate) async fn load(
+    api: &ApiSpec,
+    manager: &ModelManager,
+    waiting: impl Fn(String),
+) -> Result<Arc<ModelSet>, String> {
     let (entries, single) = soma_models::entries(api).await.map_err(|e| e.to_string())?;
     let set = Arc::new(ModelSet::new(&api.name, single));
     let models: Vec<ManagedModel> = entries
@@ -43,10 +54,40 @@ pub(crate) async fn load(api: &ApiSpec, manager: &ModelManager) -> Result<Arc<Mo
         })
         .collect();
     let names: Vec<String> = models.iter().map(|m| m.config.name.clone()).collect();
-    if let Err(e) = manager.add(models).await {
-        manager.remove(&names).await;
-        return Err(e.to_string());
+    let Err(error) = manager.add(models).await else {
+        return Ok(set);
+    };
+    let mut told = false;
+    loop {
+        let mut unserved = Vec::new();
+        for name in &names {
+            match manager.status(name, None) {
+                Ok(versions) if versions.iter().any(|v| v.state == ServableState::Available) => {}
+                Ok(_) => unserved.push(name.as_str()),
+                Err(_) => {
+                    manager.remove(&names).await;
+                    return Err(error.to_string());
+                }
+            }
+        }
+        if unserved.is_empty() {
+            break;
+        }
+        if !told {
+            let message = format!(
+                "{error}; waiting for a version of {} that loads",
+                unserved.join(", ")
+            );
+            tracing::error!(api = %api.name, error = %message, "API not ready");
+            waiting(message);
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    tracing::warn!(
+        api = %api.name, %error,
+        "versions failed to load; the API serves the others (the model status has the errors)"
+    );
     Ok(set)
 }
 

@@ -259,7 +259,10 @@ async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
                     .await
                     .map_err(|e| e.to_string())?,
             ),
-            Some(_) => Some(live_models::load(&api, &shared.models).await?),
+            Some(_) => {
+                let waiting = |message| shared.readiness.set(&api.name, ApiState::Failed(message));
+                Some(live_models::load(&api, &shared.models, waiting).await?)
+            }
             None => None,
         };
         python_handler::start(
