@@ -40,7 +40,10 @@ impl AtomicSteps for EmbeddedBackend {
             return Ok(None);
         }
         let api = api.clone();
-        self.write_lazy(move |txn| {
+        // Durable before the payload is handed out: the delivery's attempt count is what
+        // fails a payload that kills the process, and a lazy commit is lost with it (an
+        // audit's handler that exited at once was delivered as attempt 1 on every restart).
+        self.write(move |txn| {
             let Commit::Yes(Some(lease)) = queue::pop(txn, &api, lease)? else {
                 return Ok(Commit::No(None));
             };

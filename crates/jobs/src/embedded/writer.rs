@@ -7,13 +7,14 @@
 //! arrive while a commit is under way are applied together in the next transaction, one
 //! after the other, exactly as if they had run in order, and share its fsync.
 //!
-//! Some operations need not be durable on their own (`Commitment::Lazy`): taking a lease, marking
-//! a workload `in_progress`, renewing or acknowledging a lease. Losing them in a crash
-//! leaves the workload queued again, which is what an expired lease does anyway. A batch of
-//! only such operations commits without fsync; redb makes it durable with the next durable
-//! commit, and the writer forces one when it has been idle for [`FLUSH_AFTER`], so a
-//! delivery is recorded on disk within milliseconds (the attempt count that stops a payload
-//! that crashes the process depends on it).
+//! Some operations need not be durable on their own (`Commitment::Lazy`): renewing or
+//! acknowledging a lease, and the queue's and the state's single steps of a delivery (taking
+//! a lease, marking a workload `in_progress`). Losing them in a crash leaves the workload
+//! queued again, which is what an expired lease does anyway. A batch of only such operations
+//! commits without fsync; redb makes it durable with the next durable commit, and the writer
+//! forces one when it has been idle for [`FLUSH_AFTER`]. The delivery that hands a payload to
+//! a handler (`AtomicSteps::take`) is durable: its attempt count is what stops a payload that
+//! crashes the process, and a handler can crash sooner than any flush.
 //!
 //! If any operation of a batch fails, the transaction is aborted (nothing of it is visible)
 //! and the operations are run again one per transaction, so one caller's error never becomes

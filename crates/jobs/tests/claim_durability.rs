@@ -1,9 +1,8 @@
-//! The embedded backend commits deliveries (pop, mark `in_progress`) without waiting for an
-//! fsync, and promises to make them durable within milliseconds. The attempt count that
-//! stops a payload from crashing the process forever depends on that promise, so this test
-//! checks it with a real SIGKILL: a child claims a workload and then idles (no further
-//! writes that could carry the claim to disk); after the kill, the next delivery must be
-//! attempt 2.
+//! The attempt count that stops a payload from crashing the process forever must be on disk
+//! before the payload is handed out: a handler can kill the process at once (an audit's
+//! `os._exit` did, and was delivered as attempt 1 after every restart while claims were
+//! committed lazily). Checked with a real SIGKILL: a child claims a workload and is killed as
+//! soon as it says so; after the kill, the next delivery must be attempt 2.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,17 +12,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use soma_jobs::{ApiName, EmbeddedBackend};
 
-const CHILD_DIR_ENV: &str = "SOMA_JOBS_LAZY_CHILD_DIR";
+const CHILD_DIR_ENV: &str = "SOMA_JOBS_CLAIM_CHILD_DIR";
 const LEASE: Duration = Duration::from_millis(300);
 
 fn api() -> ApiName {
-    ApiName::parse("lazy").expect("api name")
+    ApiName::parse("claims").expect("api name")
 }
 
 #[test]
-#[ignore = "helper process for `a_claim_reaches_the_disk_without_further_writes`"]
-fn lazy_child_helper() {
-    let dir = std::env::var(CHILD_DIR_ENV).expect("run by the lazy flush test only");
+#[ignore = "helper process for `a_claim_is_on_disk_when_the_payload_is_handed_out`"]
+fn claiming_child_helper() {
+    let dir = std::env::var(CHILD_DIR_ENV).expect("run by the claim durability test only");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let backend = EmbeddedBackend::open(Path::new(&dir)).await.expect("open");
@@ -43,10 +42,15 @@ fn lazy_child_helper() {
 }
 
 #[tokio::test]
-async fn a_claim_reaches_the_disk_without_further_writes() {
+async fn a_claim_is_on_disk_when_the_payload_is_handed_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--ignored", "--exact", "lazy_child_helper", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "claiming_child_helper",
+            "--nocapture",
+        ])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -61,8 +65,7 @@ async fn a_claim_reaches_the_disk_without_further_writes() {
         .find(|line| line.contains("claimed "))
         .expect("the child claims the workload");
     assert!(claimed.ends_with(" attempt 1"), "{claimed}");
-    // Well past the writer's idle flush (2 ms), well short of anything else happening.
-    std::thread::sleep(Duration::from_millis(100));
+    // At once, as a handler that crashes the process on its payload.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 
