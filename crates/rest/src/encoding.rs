@@ -38,14 +38,6 @@ impl BodyEncoding {
         }
         Ok(encoding)
     }
-
-    /// The body as JSON text expects it; at most `limit` bytes once inflated (413 beyond).
-    pub(crate) fn decode(self, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, RestError> {
-        match self {
-            BodyEncoding::Identity => Ok(body),
-            BodyEncoding::Gzip => inflate_gzip(&body, limit),
-        }
-    }
 }
 
 fn unsupported(encoding: &str) -> RestError {
@@ -57,26 +49,40 @@ fn unsupported(encoding: &str) -> RestError {
     error
 }
 
-fn inflate_gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, RestError> {
+/// What the last gzip member's trailer says the body inflates to (its ISIZE: the size modulo
+/// 2^32, so a hint, not a promise); 0 if the body is too short to be gzip.
+pub(crate) fn gzip_announced_len(body: &[u8]) -> usize {
+    match body.len().checked_sub(4).filter(|_| body.len() >= 18) {
+        Some(at) => {
+            u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as usize
+        }
+        None => 0,
+    }
+}
+
+/// `body` inflated, or `None` if it inflates to more than `cap` bytes (without inflating
+/// the rest of what may be a bomb).
+pub(crate) fn inflate_gzip(body: &[u8], cap: usize) -> Result<Option<Vec<u8>>, RestError> {
     let mut inflated = Vec::new();
-    // One byte past the limit tells "exactly at the limit" from "over it" without inflating
-    // the rest of a body that may be a bomb.
+    // One byte past the cap tells "exactly at the cap" from "over it".
     let read = flate2::read::MultiGzDecoder::new(body)
-        .take(limit as u64 + 1)
+        .take(cap as u64 + 1)
         .read_to_end(&mut inflated);
     if let Err(e) = read {
         return Err(RestError::invalid(format!(
             "cannot decompress the gzip request body: {e}"
         )));
     }
-    if inflated.len() > limit {
-        let mut error = RestError::invalid(format!(
-            "the request body is larger than the limit of {limit} bytes once decompressed"
-        ));
-        error.http = Some(StatusCode::PAYLOAD_TOO_LARGE);
-        return Err(error);
-    }
-    Ok(inflated)
+    Ok((inflated.len() <= cap).then_some(inflated))
+}
+
+/// A gzip body that inflates to more than the body limit (413).
+pub(crate) fn too_large_inflated(limit: usize) -> RestError {
+    let mut error = RestError::invalid(format!(
+        "the request body is larger than the limit of {limit} bytes once decompressed"
+    ));
+    error.http = Some(StatusCode::PAYLOAD_TOO_LARGE);
+    error
 }
 
 #[cfg(test)]
@@ -120,29 +126,24 @@ mod tests {
     }
 
     #[test]
-    fn gzip_bodies_are_inflated_within_the_limit() {
+    fn gzip_bodies_are_inflated_within_a_cap() {
         let body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
-        assert_eq!(
-            BodyEncoding::Gzip.decode(gzip(body), body.len()).unwrap(),
-            body
-        );
+        let inflated = inflate_gzip(&gzip(body), body.len()).unwrap();
+        assert_eq!(inflated.as_deref(), Some(&body[..]));
         // Two gzip members one after the other are one body (as `cat a.gz b.gz`).
         let twice = [gzip(b"ab"), gzip(b"cd")].concat();
-        assert_eq!(BodyEncoding::Gzip.decode(twice, 4).unwrap(), b"abcd");
+        assert_eq!(
+            inflate_gzip(&twice, 4).unwrap().as_deref(),
+            Some(&b"abcd"[..])
+        );
 
-        let over = BodyEncoding::Gzip
-            .decode(gzip(body), body.len() - 1)
-            .unwrap_err();
-        assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        // A bomb stops at the limit instead of filling memory.
+        assert_eq!(inflate_gzip(&gzip(body), body.len() - 1).unwrap(), None);
+        // A bomb stops at the cap instead of filling memory.
         let bomb = gzip(&vec![b' '; 64 << 20]);
         assert!(bomb.len() < 1 << 20);
-        let over = BodyEncoding::Gzip.decode(bomb, 1 << 20).unwrap_err();
-        assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(inflate_gzip(&bomb, 1 << 20).unwrap(), None);
 
-        let junk = BodyEncoding::Gzip
-            .decode(body.to_vec(), 1 << 20)
-            .unwrap_err();
+        let junk = inflate_gzip(body, 1 << 20).unwrap_err();
         assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
         assert!(
             junk.message
@@ -150,9 +151,20 @@ mod tests {
             "{junk:?}"
         );
         assert_eq!(
-            BodyEncoding::Identity.decode(body.to_vec(), 1).unwrap(),
-            body,
-            "an identity body was already held to the limit when read"
+            too_large_inflated(1).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
         );
+    }
+
+    #[test]
+    fn the_announced_size_is_the_last_members_trailer() {
+        assert_eq!(gzip_announced_len(&gzip(&[7; 1000])), 1000);
+        let twice = [gzip(b"ab"), gzip(b"cde")].concat();
+        assert_eq!(
+            gzip_announced_len(&twice),
+            3,
+            "a hint: the last member only"
+        );
+        assert_eq!(gzip_announced_len(b"short"), 0);
     }
 }

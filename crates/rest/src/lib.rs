@@ -329,20 +329,6 @@ async fn infer(
     body: Vec<u8>,
     encoding: BodyEncoding,
 ) -> Result<String, RestError> {
-    let limit = rest.options.body_limit;
-    let body = if encoding == BodyEncoding::Identity || body.len() <= INLINE_GZIP_LIMIT {
-        encoding.decode(body, limit)?
-    } else {
-        // Inflating megabytes takes milliseconds: not on an async thread.
-        tokio::task::spawn_blocking(move || encoding.decode(body, limit))
-            .await
-            .map_err(|join| {
-                RestError::new(
-                    ErrorKind::Internal,
-                    format!("the decompression task failed: {join}"),
-                )
-            })??
-    };
     let servable = rest.hub.servable(model, version)?;
     let deadline = std::time::Instant::now() + rest.options.timeout;
     // Held until the prediction ends (moved into the blocking task if there is one).
@@ -353,11 +339,18 @@ async fn infer(
             Err(_) => return Err(timed_out(rest.options.timeout)),
         },
     };
+    // Held, like `permit`, until the answer is written. A compressed body is inflated
+    // under it, so concurrent small bombs cannot take the server past its memory.
+    let (body, reservation) = match encoding {
+        BodyEncoding::Identity => {
+            let reservation = reserve(rest, body.len(), deadline).await?;
+            (body, reservation)
+        }
+        BodyEncoding::Gzip => inflate_reserved(rest, body, deadline).await?,
+    };
     // Parsing, a TensorFlow run of at most `QUICK_RUN` and printing take less than handing
     // the work to another thread and back would.
     let small = body.len() <= INLINE_BODY_LIMIT;
-    // Held, like `permit`, until the answer is written.
-    let reservation = reserve(rest, body.len(), deadline).await?;
     let check = rest.options.check_signature_method_names;
     if small && method == path::Method::Predict && servable.may_answer_now() {
         return predict::predict_in_place(&servable, &body, check).await;
@@ -385,6 +378,47 @@ async fn infer(
         )),
         Err(_) => Err(timed_out(rest.options.timeout)),
     }
+}
+
+/// A gzip body inflated under a reservation of the decode budget: first for the size its
+/// trailer announces (at least the compressed size); a body that inflates to more (a
+/// trailer that lies, concatenated members) gives that back and is inflated again under a
+/// reservation of the body limit, so it runs alone when the limit is above the budget.
+async fn inflate_reserved(
+    rest: &Rest,
+    body: Vec<u8>,
+    deadline: std::time::Instant,
+) -> Result<(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>), RestError> {
+    let limit = rest.options.body_limit;
+    let announced = encoding::gzip_announced_len(&body).clamp(body.len(), limit);
+    let body = Arc::new(body);
+    let caps = if announced < limit {
+        vec![announced, limit]
+    } else {
+        vec![limit]
+    };
+    for cap in caps {
+        let reservation = reserve(rest, cap, deadline).await?;
+        let compressed = Arc::clone(&body);
+        let inflate = move || encoding::inflate_gzip(&compressed, cap);
+        let inflated = if body.len() <= INLINE_GZIP_LIMIT {
+            inflate()?
+        } else {
+            // Inflating megabytes takes milliseconds: not on an async thread.
+            tokio::task::spawn_blocking(inflate)
+                .await
+                .map_err(|join| {
+                    RestError::new(
+                        ErrorKind::Internal,
+                        format!("the decompression task failed: {join}"),
+                    )
+                })??
+        };
+        if let Some(inflated) = inflated {
+            return Ok((inflated, reservation));
+        }
+    }
+    Err(encoding::too_large_inflated(limit))
 }
 
 /// Reserves `bytes` from the decode budget, if there is one and the body is larger than

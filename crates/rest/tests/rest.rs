@@ -866,3 +866,39 @@ async fn large_bodies_wait_for_the_decode_budget() {
         1000
     );
 }
+
+/// A gzip body is inflated under the decode budget, not before it: one that inflates past
+/// the body limit waits for the budget like any large body (here past its deadline: 504)
+/// instead of being inflated while the budget is taken, so concurrent bombs cannot take
+/// the server past its memory. Once the budget is free it gets its 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_inflated_under_the_decode_budget() {
+    let budget = soma_rest::DecodeBudget::new(64 * 1024);
+    let options = RestOptions {
+        timeout: Duration::from_millis(300),
+        decode_budget: Some(budget.clone()),
+        body_limit: 1 << 20,
+        ..RestOptions::default()
+    };
+    let (addr, _cache) = serve_model("iris", "iris", options).await;
+    let bomb = gzip(&vec![b' '; 4 << 20]);
+    assert!(bomb.len() < 16 * 1024);
+    let send = |addr: String, body: Vec<u8>| {
+        tokio::task::spawn_blocking(move || {
+            http(
+                &addr,
+                "POST",
+                "/v1/models/iris:predict",
+                &[("Content-Encoding", "gzip")],
+                &body,
+            )
+            .unwrap()
+        })
+    };
+    let everything = budget.reserve(64 * 1024).await;
+    let waited = send(addr.clone(), bomb.clone()).await.unwrap();
+    assert_eq!(waited.status, 504, "{}", waited.text());
+    drop(everything);
+    let refused = send(addr, bomb).await.unwrap();
+    assert_eq!(refused.status, 413, "{}", refused.text());
+}
