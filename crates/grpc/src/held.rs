@@ -78,6 +78,13 @@ impl Held {
     }
 }
 
+impl Held {
+    /// What a request that would go past the budget gets.
+    pub(crate) fn exhausted(&self) -> tonic::Status {
+        self.budget.exhausted()
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);

@@ -50,6 +50,7 @@ pub mod codec;
 pub mod examples;
 mod health;
 mod held;
+mod inflate;
 mod lane;
 mod limit;
 mod models;
@@ -314,7 +315,8 @@ async fn serve_routes(
     let stalled = options.stalled_send_timeout;
     let router = server
         .layer(limit::layer())
-        .layer(held::layer(request_bytes))
+        .layer(held::layer(Arc::clone(&request_bytes)))
+        .layer(inflate::layer(request_bytes, options.max_message_bytes))
         .layer(balance::BalanceLayer)
         .add_routes(routes);
     match listener {

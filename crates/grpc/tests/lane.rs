@@ -616,94 +616,63 @@ async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_its_socket_is_dropped_by_both_servers() {
-    let set = iris_set().await;
+    // 1,000 floats in, 4 MB out: five answers are more than the socket buffers take.
+    let set = Arc::new(ModelSet::new("stall", false));
+    set.insert(Arc::new(common::repeat_model(1000)));
     let options = GrpcOptions {
-        // Longer than the first part below takes, when answers wait for window (which the
-        // lane times too).
-        stalled_send_timeout: Some(Duration::from_secs(5)),
+        stalled_send_timeout: Some(Duration::from_millis(300)),
         ..GrpcOptions::default()
     };
+    let x = Tensor::from_slice(vec![1000], &[1.5f32; 1000]).unwrap();
+    let body = framed(&PredictRequest {
+        model_spec: spec("repeat"),
+        inputs: [("x".to_string(), tensor_into_content_proto(x))].into(),
+        output_filter: vec![],
+    });
     for (server, options) in common::both_servers(options) {
         let url = common::serve_set_at(Arc::clone(&set), options).await;
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let address = url.trim_start_matches("http://").parse().unwrap();
-        let tcp = socket.connect(address).await.unwrap();
-        let (mut reading, mut writing) = tcp.into_split();
-        writing
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        let mut tcp = socket.connect(address).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
             .unwrap();
-        // No window for answers at first: the server holds them while this client reads
-        // what it is sent (the answers' HEADERS, its WINDOW_UPDATEs for the requests).
-        writing
-            .write_all(&raw_frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]))
-            .await
-            .unwrap();
-        let mut head = [0u8; 9];
-        reading.read_exact(&mut head).await.unwrap();
-        let length = usize::from(head[1]) << 8 | usize::from(head[2]);
-        reading.read_exact(&mut vec![0; length]).await.unwrap();
-        assert_eq!(head[3], 4, "{server}: {head:?}");
-        writing.write_all(&raw_frame(4, 1, 0, &[])).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let reader = tokio::spawn(async move {
-            let mut buffer = vec![0u8; 65_536];
-            tokio::pin!(stopped);
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => return reading,
-                    read = reading.read(&mut buffer) => assert!(read.unwrap() > 0, "{server}: closed"),
-                }
-            }
-        });
-        // 40 answers of 20,000 rows (~240 KB each): more than the socket buffers take. The
-        // requests (~320 KB) go one at a time, as the server reads them and gives its
-        // window back.
-        let body = framed(&iris_request("iris", 20_000, true));
-        let streams: Vec<u32> = (1..80).step_by(2).collect();
-        for &id in &streams {
-            writing
-                .write_all(&raw_frame(1, 4, id, &request_block(PREDICT)))
-                .await
-                .unwrap();
-            let chunks = body.chunks(16_384).count();
-            for (i, chunk) in body.chunks(16_384).enumerate() {
-                let last = u8::from(i + 1 == chunks);
-                writing
-                    .write_all(&raw_frame(0, last, id, chunk))
-                    .await
-                    .unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        // Now the client stops reading and gives window for every answer: nothing but the
-        // unread socket holds them back.
-        stop.send(()).unwrap();
-        let mut reading = reader.await.unwrap();
+        // Window for every answer, so nothing but the unread socket holds them back.
         let window = (64u32 << 20).to_be_bytes();
-        writing
-            .write_all(&raw_frame(8, 0, 0, &window))
-            .await
-            .unwrap();
-        for &id in &streams {
-            writing
-                .write_all(&raw_frame(8, 0, id, &window))
+        let settings = [&[0, 4][..], &window].concat();
+        tcp.write_all(&raw_frame(4, 0, 0, &settings)).await.unwrap();
+        let more = ((64u32 << 20) - 65_535).to_be_bytes();
+        tcp.write_all(&raw_frame(8, 0, 0, &more)).await.unwrap();
+        // The server's SETTINGS are acknowledged, the last thing this client reads until
+        // the end.
+        let mut head = [0u8; 9];
+        tcp.read_exact(&mut head).await.unwrap();
+        let length = usize::from(head[1]) << 8 | usize::from(head[2]);
+        tcp.read_exact(&mut vec![0; length]).await.unwrap();
+        assert_eq!(head[3], 4, "{server}: {head:?}");
+        tcp.write_all(&raw_frame(4, 1, 0, &[])).await.unwrap();
+        for id in [1u32, 3, 5, 7, 9] {
+            tcp.write_all(&raw_frame(1, 4, id, &request_block(PREDICT)))
                 .await
                 .unwrap();
+            tcp.write_all(&raw_frame(0, 1, id, &body)).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         // Reading now drains what the kernel holds; the connection must be closed already.
         let mut read = Vec::new();
         let closed =
-            tokio::time::timeout(Duration::from_secs(10), reading.read_to_end(&mut read)).await;
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut read)).await;
         assert!(
             closed.is_ok(),
             "{server}: still open after {} bytes",
             read.len()
         );
-        drop(writing);
+        assert!(
+            read.len() < 20_000_000,
+            "{server}: every answer came: {}",
+            read.len()
+        );
     }
 }
 
@@ -793,4 +762,85 @@ async fn a_connection_that_sends_no_preface_is_closed() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_requests_count_what_they_inflate_to() {
+    use std::io::Write as _;
+    let set = iris_set().await;
+    // Room for one 30,000-byte message and a little more, not for two.
+    let options = GrpcOptions {
+        max_message_bytes: 30_000,
+        max_request_bytes_in_flight: 40_000,
+        ..GrpcOptions::default()
+    };
+    let message = iris_request("iris", 1700, true).encode_to_vec();
+    assert!(
+        (25_000..30_000).contains(&message.len()),
+        "{}",
+        message.len()
+    );
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&message).unwrap();
+    let compressed = gzip.finish().unwrap();
+    assert!(compressed.len() < 10_000, "{}", compressed.len());
+    let mut body = vec![1];
+    body.extend_from_slice(&u32::try_from(compressed.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&compressed);
+    let body = Bytes::from(body);
+    let held_back = framed(&iris_request("iris", 1800, true));
+    for (server, options) in common::both_servers(options) {
+        let url = common::serve_set_at(Arc::clone(&set), options).await;
+        let client = connect(url.trim_start_matches("http://"), 1 << 20).await;
+        let request = |compressed: bool| {
+            let request = http::Request::post(format!("http://soma{PREDICT}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+            let request = if compressed {
+                request.header("grpc-encoding", "gzip")
+            } else {
+                request
+            };
+            request.body(()).unwrap()
+        };
+        // An uncompressed request holds 25,000 bytes of the budget while it waits for the
+        // rest of its body.
+        let mut first = client.clone().ready().await.unwrap();
+        let (_waiting, mut stream) = first.send_request(request(false), false).unwrap();
+        stream.send_data(held_back.slice(..25_000), false).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Under 10,000 bytes sent, ~28,000 once inflated: past the budget.
+        let mut second = client.clone().ready().await.unwrap();
+        let (response, mut compressed_stream) = second.send_request(request(true), false).unwrap();
+        compressed_stream.send_data(body.clone(), true).unwrap();
+        let (parts, mut answer) = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_parts();
+        let status = match parts.headers.get("grpc-status") {
+            Some(status) => status.clone(),
+            None => {
+                while answer.data().await.is_some() {}
+                answer.trailers().await.unwrap().unwrap()["grpc-status"].clone()
+            }
+        };
+        assert_eq!(status, "8", "{server}: RESOURCE_EXHAUSTED: {parts:?}");
+        // Once the budget is free the same request is answered.
+        drop(stream);
+        drop(_waiting);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = call(
+            &mut client.clone(),
+            PREDICT,
+            &[("grpc-encoding", "gzip")],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            answer.trailers[0],
+            ("grpc-status".into(), b"0".to_vec()),
+            "{server}: {answer:?}"
+        );
+    }
 }

@@ -3,49 +3,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use soma_core::runner::{ModelRunner, RunError};
-use soma_core::{SignatureDef, Tensor};
+use soma_core::Tensor;
 use soma_grpc::GrpcOptions;
 use soma_grpc::codec::tensor_into_content_proto;
 use soma_grpc_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use soma_runtime::{ModelSet, Servable};
+use soma_runtime::ModelSet;
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
 const LIMIT: usize = 1 << 20;
-
-/// Repeats its float input `factor` times: small requests, large responses.
-#[derive(Debug)]
-struct Repeat {
-    signatures: BTreeMap<String, SignatureDef>,
-    factor: usize,
-}
-
-impl ModelRunner for Repeat {
-    fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
-        &self.signatures
-    }
-
-    fn run(&self, _signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {
-        let values = inputs[0].to_vec::<f32>().unwrap().repeat(self.factor);
-        Ok(vec![
-            Tensor::from_slice(vec![values.len()], &values).unwrap(),
-        ])
-    }
-}
-
-fn repeat_model() -> Servable {
-    let runner = Repeat {
-        signatures: soma_testkit::vector_signatures(),
-        factor: 4,
-    };
-    Servable::new("repeat", 1, Box::new(runner), None).unwrap()
-}
 
 fn request(elements: usize) -> PredictRequest {
     let x = Tensor::from_slice(vec![elements], &vec![1.0f32; elements]).unwrap();
@@ -62,7 +32,7 @@ fn request(elements: usize) -> PredictRequest {
 /// Servers of the repeat model with messages limited to [`LIMIT`]: tonic's and the lane.
 async fn serve_repeat() -> Vec<(&'static str, Channel)> {
     let set = Arc::new(ModelSet::new("limits", false));
-    set.insert(Arc::new(repeat_model()));
+    set.insert(Arc::new(common::repeat_model(4)));
     let options = GrpcOptions {
         max_message_bytes: LIMIT,
         ..GrpcOptions::default()

@@ -153,7 +153,21 @@ async fn predict(
 
 /// Serves the request with tonic's router and the layers tonic's server runs it through;
 /// the body is read as the connection sends it.
-async fn through_router(lane: &Lane, head: Head, body: Bytes) -> Reply {
+async fn through_router(lane: &Lane, mut head: Head, body: Bytes) -> Reply {
+    // A compressed message is inflated here, under the byte budget, and the inflated bytes
+    // held until the answer (see `inflate`).
+    let (body, _inflated) = match crate::inflate::Coding::of(&head.headers) {
+        None => (body, None),
+        Some(coding) => {
+            head.headers.remove("grpc-encoding");
+            let held = lane.request_bytes.hold();
+            let limit = lane.max_message_bytes;
+            match crate::inflate::inflate_off_thread(body, coding, held, limit).await {
+                Ok((body, held)) => (body, Some(held)),
+                Err(status) => return Reply::status(status),
+            }
+        }
+    };
     let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;

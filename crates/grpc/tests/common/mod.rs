@@ -66,3 +66,37 @@ pub async fn load_fixture(set: &ModelSet, name: &str, cache: &Path) {
         .await
         .unwrap();
 }
+
+/// Repeats its float input `factor` times: small requests, large responses.
+#[derive(Debug)]
+struct Repeat {
+    signatures: std::collections::BTreeMap<String, soma_core::SignatureDef>,
+    factor: usize,
+}
+
+impl soma_core::runner::ModelRunner for Repeat {
+    fn signatures(&self) -> &std::collections::BTreeMap<String, soma_core::SignatureDef> {
+        &self.signatures
+    }
+
+    fn run(
+        &self,
+        _signature: &str,
+        inputs: &[&soma_core::Tensor],
+    ) -> Result<Vec<soma_core::Tensor>, soma_core::runner::RunError> {
+        let values = inputs[0].to_vec::<f32>().unwrap().repeat(self.factor);
+        Ok(vec![
+            soma_core::Tensor::from_slice(vec![values.len()], &values).unwrap(),
+        ])
+    }
+}
+
+/// The model `repeat` (input `x`, output `y`, float vectors): its answer is its input
+/// `factor` times over.
+pub fn repeat_model(factor: usize) -> soma_runtime::Servable {
+    let runner = Repeat {
+        signatures: soma_testkit::vector_signatures(),
+        factor,
+    };
+    soma_runtime::Servable::new("repeat", 1, Box::new(runner), None).unwrap()
+}

@@ -1,0 +1,236 @@
+//! Compressed requests (`grpc-encoding: gzip | deflate`) inflated before tonic's codec sees
+//! them, with the inflated bytes counted against the listener's request byte budget
+//! ([`crate::held`]) as they come out of the decoder.
+//!
+//! tonic inflates a compressed message up to the message size limit (2 GiB by default, as
+//! TF Serving's) and counts none of it, so the budget saw only the compressed bytes: an
+//! audit's 1 MiB message of gzip (1 GiB of zeros) took a server to 2.4 GB, three at once to
+//! 4.9 GB. Here a message whose inflated bytes would go past the budget fails at once with
+//! RESOURCE_EXHAUSTED, as an uncompressed one does, and the message reaches tonic
+//! uncompressed (its flag cleared, `grpc-encoding` removed). Errors are worded as tonic's
+//! codec words them.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt as _, StreamBody};
+use tonic::Status;
+use tonic::codegen::http::{HeaderMap, Request};
+use tower::util::MapRequestLayer;
+
+use crate::held::{Held, RequestBytes};
+
+/// Above this many compressed bytes, a body is inflated on tokio's blocking pool.
+const INLINE_BYTES: usize = 64 << 10;
+
+/// How the decoder reads each chunk; the budget grows by as much at a time.
+const CHUNK: usize = 64 << 10;
+
+/// A compression of gRPC requests that tonic's services accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    Gzip,
+    Deflate,
+}
+
+impl Coding {
+    /// From the request's `grpc-encoding`; `None` for none, `identity`, or a coding the
+    /// services refuse themselves (UNIMPLEMENTED, with the ones they accept).
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Coding> {
+        match headers.get("grpc-encoding")?.as_bytes() {
+            b"gzip" => Some(Coding::Gzip),
+            b"deflate" => Some(Coding::Deflate),
+            _ => None,
+        }
+    }
+}
+
+/// `body`'s gRPC messages with each compressed one inflated; what is not a whole message
+/// (a truncated one) is left as it is, for tonic to answer.
+pub(crate) fn inflate_body(
+    body: &[u8],
+    coding: Coding,
+    held: &mut Held,
+    limit: usize,
+) -> Result<Bytes, Status> {
+    let mut out = BytesMut::with_capacity(body.len());
+    let mut rest = body;
+    while let Some((&[flag, a, b, c, d], after)) = rest.split_first_chunk::<5>() {
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        if flag != 1 || after.len() < len {
+            break;
+        }
+        let inflated = inflate_message(&after[..len], coding, held, limit)?;
+        out.put_u8(0);
+        // At most `limit`, which is below 4 GiB (the codec's own bound).
+        out.put_u32(u32::try_from(inflated.len()).unwrap_or(u32::MAX));
+        out.extend_from_slice(&inflated);
+        rest = &after[len..];
+    }
+    out.extend_from_slice(rest);
+    Ok(out.freeze())
+}
+
+fn inflate_message(
+    compressed: &[u8],
+    coding: Coding,
+    held: &mut Held,
+    limit: usize,
+) -> Result<Vec<u8>, Status> {
+    let mut decoder: Box<dyn Read + '_> = match coding {
+        Coding::Gzip => Box::new(flate2::read::GzDecoder::new(compressed)),
+        Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(compressed)),
+    };
+    let mut inflated = Vec::new();
+    let mut chunk = vec![0; CHUNK];
+    loop {
+        let n = decoder.read(&mut chunk).map_err(|e| {
+            Status::internal(format!("Error decompressing: {e}, while sending request"))
+        })?;
+        if n == 0 {
+            return Ok(inflated);
+        }
+        if inflated.len() + n > limit {
+            return Err(Status::resource_exhausted(format!(
+                "Error decompressing: size limit, of {limit} bytes, exceeded while \
+                 decompressing message"
+            )));
+        }
+        if !held.grow(n) {
+            return Err(held.exhausted());
+        }
+        inflated.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// [`inflate_body`] on tokio's blocking pool when the body is large (inflating megabytes
+/// takes milliseconds); `held` comes back with the inflated bytes counted.
+pub(crate) async fn inflate_off_thread(
+    body: Bytes,
+    coding: Coding,
+    mut held: Held,
+    limit: usize,
+) -> Result<(Bytes, Held), Status> {
+    if body.len() <= INLINE_BYTES {
+        return inflate_body(&body, coding, &mut held, limit).map(|body| (body, held));
+    }
+    tokio::task::spawn_blocking(move || {
+        inflate_body(&body, coding, &mut held, limit).map(|body| (body, held))
+    })
+    .await
+    .map_err(|join| Status::internal(format!("the decompression task failed: {join}")))?
+}
+
+/// For tonic's server: a compressed request's body is read whole, inflated under the
+/// budget and handed on uncompressed; the inflated bytes are held until tonic has read them.
+pub(crate) fn layer(
+    budget: Arc<RequestBytes>,
+    limit: usize,
+) -> MapRequestLayer<impl Fn(Request<tonic::body::Body>) -> Request<tonic::body::Body> + Clone> {
+    MapRequestLayer::new(move |mut request: Request<tonic::body::Body>| {
+        let Some(coding) = Coding::of(request.headers()) else {
+            return request;
+        };
+        request.headers_mut().remove("grpc-encoding");
+        let held = budget.hold();
+        request.map(move |body| {
+            let frames = futures::stream::unfold(Step::Read(body, held), move |step| async move {
+                let Step::Read(body, held) = step else {
+                    // Tonic has the message: the held bytes go with the stream.
+                    return None;
+                };
+                let inflated = async {
+                    let compressed = body.collect().await?.to_bytes();
+                    inflate_off_thread(compressed, coding, held, limit).await
+                };
+                Some(match inflated.await {
+                    Ok((data, held)) => (
+                        Ok(http_body::Frame::data(data)),
+                        Step::Hold { _inflated: held },
+                    ),
+                    Err(status) => (Err(status), Step::Done),
+                })
+            });
+            tonic::body::Body::new(StreamBody::new(frames))
+        })
+    })
+}
+
+/// Where a compressed request's body stream is.
+enum Step {
+    Read(tonic::body::Body, Held),
+    /// Holding the inflated bytes until tonic has read them.
+    Hold {
+        _inflated: Held,
+    },
+    Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+        let mut frame = vec![flag];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(message);
+        frame
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_and_counted() {
+        let budget = RequestBytes::new(1 << 20);
+        let mut held = budget.hold();
+        let body = framed(1, &gzip(b"hello"));
+        let inflated = inflate_body(&body, Coding::Gzip, &mut held, 100).unwrap();
+        assert_eq!(&inflated[..], &framed(0, b"hello")[..]);
+        // An uncompressed message, or a truncated one, passes as it is.
+        let plain = framed(0, b"as is");
+        assert_eq!(
+            &inflate_body(&plain, Coding::Gzip, &mut held, 100).unwrap()[..],
+            &plain[..]
+        );
+        let truncated = &body[..body.len() - 1];
+        assert_eq!(
+            &inflate_body(truncated, Coding::Gzip, &mut held, 100).unwrap()[..],
+            truncated
+        );
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit_or_the_budget() {
+        let bomb = framed(1, &gzip(&vec![0; 4 << 20]));
+        let budget = RequestBytes::new(64 << 20);
+        let over = inflate_body(&bomb, Coding::Gzip, &mut budget.hold(), 1 << 20).unwrap_err();
+        assert_eq!(over.code(), tonic::Code::ResourceExhausted);
+        assert!(over.message().contains("size limit"), "{over:?}");
+        let small = RequestBytes::new(1 << 20);
+        let mut held = small.hold();
+        let over = inflate_body(&bomb, Coding::Gzip, &mut held, 64 << 20).unwrap_err();
+        assert_eq!(over.code(), tonic::Code::ResourceExhausted);
+        assert!(over.message().contains("receiving"), "{over:?}");
+        drop(held);
+        assert!(small.hold().grow(1 << 20), "the budget is given back");
+    }
+
+    #[test]
+    fn junk_is_an_internal_error_as_tonic_says() {
+        let budget = RequestBytes::new(1 << 20);
+        let junk = framed(1, b"not gzip at all");
+        let error = inflate_body(&junk, Coding::Gzip, &mut budget.hold(), 100).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::Internal);
+        assert!(
+            error.message().starts_with("Error decompressing: "),
+            "{error:?}"
+        );
+    }
+}
