@@ -1,5 +1,5 @@
 //! The Redis + S3 backend against a real `redis-server` and `moto_server`: the shared
-//! conformance suite, fail-fast start-up checks, and an outage of Redis.
+//! conformance suite, fail-fast start-up checks, and outages of Redis and S3.
 
 use std::time::Duration;
 
@@ -169,4 +169,28 @@ async fn redis_outage_is_unavailable_then_recovers() {
         .expect("claim after recovery")
         .expect("the queued workload");
     assert_eq!(claimed.lease.id, before);
+}
+
+/// An S3 that accepts connections and never answers (hung, or black-holed by the network)
+/// fails a submission whose payload goes there with Unavailable within seconds, as a Redis
+/// outage does (it took object_store's 180 s of retries), and the backend recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_s3_is_unavailable_within_seconds() {
+    let (_redis, moto, backend) = servers().await;
+    let api = ApiName::parse("hung").unwrap();
+    let large = vec![b'x'; soma_jobs::DEFAULT_INLINE_LIMIT + 1];
+    moto.freeze(true);
+    let started = std::time::Instant::now();
+    let err = backend
+        .submit(&api, "application/octet-stream", large.clone().into())
+        .await
+        .expect_err("submit while S3 hangs");
+    let waited = started.elapsed();
+    moto.freeze(false);
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(waited < Duration::from_secs(30), "waited {waited:?}: {err}");
+    backend
+        .submit(&api, "application/octet-stream", large.into())
+        .await
+        .expect("submit once S3 answers again");
 }

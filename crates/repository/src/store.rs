@@ -28,6 +28,10 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// How long one operation may take, its retries included; `None`: `object_store`'s
+    /// defaults (30 s per request, retried for up to 180 s), right for model files of
+    /// gigabytes, too long for a client waiting on its submission.
+    pub operation_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for S3Settings {
                 "session_token",
                 &self.session_token.as_ref().map(|_| "<set>"),
             )
+            .field("operation_timeout", &self.operation_timeout)
             .finish()
     }
 }
@@ -279,6 +284,19 @@ fn s3_builder(base: AmazonS3Builder, bucket: &str, settings: &S3Settings) -> Ama
     if let Some(token) = &settings.session_token {
         builder = builder.with_token(token);
     }
+    if let Some(timeout) = settings.operation_timeout {
+        // Each try gets the whole time; the retries stop when it is spent.
+        let each = format!("{}ms", timeout.as_millis());
+        builder = builder
+            .with_config(
+                AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+                each,
+            )
+            .with_retry(object_store::RetryConfig {
+                retry_timeout: timeout,
+                ..object_store::RetryConfig::default()
+            });
+    }
     let endpoint = builder
         .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
         .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
@@ -291,6 +309,8 @@ fn s3_builder(base: AmazonS3Builder, bucket: &str, settings: &S3Settings) -> Ama
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use object_store::ClientConfigKey;
 
     use super::*;
@@ -399,6 +419,7 @@ mod tests {
             access_key_id: Some("AKID".into()),
             secret_access_key: Some("SECRET".into()),
             session_token: None,
+            operation_timeout: Some(Duration::from_millis(1500)),
         };
         let base = AmazonS3Builder::new().with_config(AmazonS3ConfigKey::Region, "us-west-2");
         let builder = s3_builder(base, "b", &settings);
@@ -411,6 +432,8 @@ mod tests {
             Some("https://s3.example")
         );
         assert_ne!(allow_http(&builder).as_deref(), Some("true"));
+        let timeout = AmazonS3ConfigKey::Client(ClientConfigKey::Timeout);
+        assert_eq!(value(&builder, timeout).as_deref(), Some("1500ms"));
         assert!(builder.build().is_ok());
 
         // Debug output never shows credentials.

@@ -18,6 +18,7 @@ fn settings(moto: &MotoServer) -> S3Settings {
         access_key_id: Some("test".into()),
         secret_access_key: Some("test".into()),
         session_token: None,
+        operation_timeout: None,
     }
 }
 

@@ -502,6 +502,7 @@ async fn s3_versions_go_live() {
             access_key_id: Some("test".into()),
             secret_access_key: Some("test".into()),
             session_token: None,
+            operation_timeout: None,
         },
         ..options(&tmp.path().join("cache"))
     };
@@ -556,6 +557,7 @@ async fn a_fetch_that_fails_for_a_while_is_retried() {
         access_key_id: Some("test".into()),
         secret_access_key: Some("test".into()),
         session_token: None,
+        operation_timeout: None,
     };
     let cfg = ModelConfig {
         base_path: "s3://models/iris".into(),

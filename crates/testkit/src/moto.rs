@@ -39,6 +39,17 @@ impl MotoServer {
         server
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: while frozen, connections are
+    /// accepted by the kernel and never answered, as by a hung or black-holed endpoint.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} moto_server");
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
