@@ -111,8 +111,13 @@ impl Predictions {
         let status = result
             .as_ref()
             .map_or_else(|s| code_name(s.code()), |_| "OK");
+        // A success names a served model; only a failure may name anything at all.
+        let model = match result {
+            Ok(_) => model.as_str(),
+            Err(_) => self.hub.metrics_name(&model),
+        };
         self.metrics
-            .record_request(Entrypoint::Grpc, &model, api, status, started.elapsed());
+            .record_request(Entrypoint::Grpc, model, api, status, started.elapsed());
         result.map(Response::new)
     }
 

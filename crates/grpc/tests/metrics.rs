@@ -62,7 +62,9 @@ async fn predictions_are_counted_by_status_and_timed() {
     };
     assert_eq!(count("iris", "OK"), Some(3.0));
     assert_eq!(count("iris", "INVALID_ARGUMENT"), Some(1.0));
-    assert_eq!(count("nope", "NOT_FOUND"), Some(1.0));
+    // A model that is not served is counted without its name: clients cannot add series.
+    assert_eq!(count("", "NOT_FOUND"), Some(1.0));
+    assert_eq!(count("nope", "NOT_FOUND"), None);
     // Only successful requests are timed (a histogram's value is its count).
     let timed = metrics.value(
         REQUEST_LATENCY,

@@ -543,6 +543,11 @@ fn record(
         Ok(_) => "OK",
         Err(e) => e.kind.as_str(),
     };
+    // A success names a served model; only a failure may name anything at all.
+    let model = match result {
+        Ok(_) => model,
+        Err(_) => rest.hub.metrics_name(model),
+    };
     rest.options
         .metrics
         .record_request(Entrypoint::Rest, model, api, status, started.elapsed());

@@ -603,7 +603,19 @@ fn health_and_metrics() {
         "/v1/models/iris:predict",
         r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#,
     );
+    post(
+        "/v1/models/not-served-here:predict",
+        r#"{"instances": [1]}"#,
+    );
     let metrics = get("/metrics").text();
+    // A model that is not served is counted without its name: clients cannot add series.
+    assert!(!metrics.contains("not-served-here"), "{metrics}");
+    assert!(
+        metrics.contains(
+            ":tensorflow:serving:request_count{API=\"predict\",entrypoint=\"REST\",model_name=\"\",status=\"NOT_FOUND\"}"
+        ),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(
             ":tensorflow:serving:request_count{API=\"predict\",entrypoint=\"REST\",model_name=\"iris\",status=\"OK\"}"

@@ -117,6 +117,17 @@ pub trait ModelHub: Send + Sync + 'static {
     /// The names of the models served, sorted.
     fn models(&self) -> Vec<String>;
 
+    /// The name a request's metrics are recorded under: the model's, if it is served;
+    /// otherwise `""`, so that clients naming models that do not exist (any string, of any
+    /// length) cannot add a series each (an audit grew `/metrics` to 400 MB that way).
+    fn metrics_name<'a>(&self, model: &'a str) -> &'a str {
+        if self.models().iter().any(|m| m == model) {
+            model
+        } else {
+            ""
+        }
+    }
+
     /// The servable that answers a request. Only `AVAILABLE` versions are returned;
     /// `Latest` is the highest available version.
     fn servable(
