@@ -133,6 +133,22 @@ async fn submit(
                 "missing Content-Type key in request header",
             )
         })?;
+    // The payload is stored and handed to the handler as sent; a compressed one would
+    // reach it as bytes it cannot decode, so it is refused with the reason instead.
+    if let Some(encoding) = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+        .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding '{encoding}' is not supported on an async API: send the \
+                 payload uncompressed (the handler gets it as sent)"
+            ),
+        ));
+    }
     let body = read_body(request.into_body(), gateway.config.body_limit).await?;
     let id = gateway
         .backend

@@ -130,6 +130,17 @@ async fn request_errors_are_json_with_the_right_code() {
     );
     assert_eq!(content_type.as_deref(), Some("application/json"));
 
+    let mut gzipped = post("/team/iris", Some("application/json"), "{}");
+    gzipped
+        .headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let (status, text, _) = call(&gw, gzipped).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{text}");
+    assert!(
+        text.contains("Content-Encoding 'gzip' is not supported"),
+        "{text}"
+    );
+
     let big = "x".repeat(65).leak();
     let (status, text, _) = call(&gw, post("/team/iris", Some("text/plain"), big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");

@@ -217,6 +217,7 @@ fn numpy_name(dtype: DType) -> Option<&'static str> {
 /// when `value` is not a numeric numpy array (the JSON path handles it).
 pub(crate) fn numpy_tensor(
     py: Python<'_>,
+    name: &str,
     value: &Bound<'_, PyAny>,
     dtype: DType,
 ) -> PyResult<Option<Tensor>> {
@@ -227,13 +228,25 @@ pub(crate) fn numpy_tensor(
     let Some(target) = numpy_name(dtype).filter(|_| "biuf".contains(kind.as_str())) else {
         return Ok(None);
     };
+    // numpy casts booleans to numbers and back as "same kind"; a list of them is refused
+    // (as in the REST API), and so is an array.
+    if (kind == "b") != (dtype == DType::Bool) {
+        let found = if kind == "b" { "booleans" } else { "numbers" };
+        return Err(PyValueError::new_err(format!(
+            "input '{name}': cannot convert the array to {dtype}: it holds {found}"
+        )));
+    }
     let numpy = py.import("numpy")?;
     let array = numpy.call_method1("ascontiguousarray", (value,))?;
     let kwargs = PyDict::new(py);
     kwargs.set_item("casting", "same_kind")?;
     let array = array
         .call_method("astype", (target,), Some(&kwargs))
-        .map_err(|e| PyValueError::new_err(format!("cannot convert the array to {dtype}: {e}")))?;
+        .map_err(|e| {
+            PyValueError::new_err(format!(
+                "input '{name}': cannot convert the array to {dtype}: {e}"
+            ))
+        })?;
     let shape: Vec<usize> = array.getattr("shape")?.extract()?;
     let bytes: Vec<u8> = array.call_method0("tobytes")?.extract()?;
     Tensor::new(dtype, shape, TensorData::Fixed(bytes))

@@ -52,7 +52,7 @@ impl TensorFlowClient {
                 unknown.insert(name, serde_json::Value::Null);
                 continue;
             };
-            let tensor = match numpy_tensor(py, &value, info.dtype)? {
+            let tensor = match numpy_tensor(py, &name, &value, info.dtype)? {
                 Some(tensor) => tensor,
                 None => tensor_from_json(&name, &to_json(&value)?, info)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?,

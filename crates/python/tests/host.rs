@@ -323,6 +323,7 @@ async fn tensorflow_client_predicts_from_lists_numpy_and_versions() {
         "import numpy as np\nclass Handler:\n    def __init__(self, tensorflow_client, config):\n        self.c = tensorflow_client\n    \
          def handle_async(self, payload):\n        out = {}\n        out['list'] = self.c.predict({'x': [[1, 2.5]]})['y']\n        \
          out['numpy'] = self.c.predict({'x': np.array([[1.0, 2.0], [3.0, 4.0]])}, model_version=1)['y']\n        \
+         try:\n            self.c.predict({'x': np.ones((2, 2), bool)}, model_version=1)\n            out['bools'] = None\n        except ValueError as e:\n            out['bools'] = str(e)\n        \
          out['str_version'] = self.c.predict({'x': [[1, 1]]}, model_version='2')['y']\n        \
          try:\n            self.c.predict({'x': [1, 2]})\n        except ValueError as e:\n            out['shape_error'] = str(e)\n        \
          try:\n            self.c.predict({'x': [[1, 2]]}, model_version=7)\n        except ValueError as e:\n            out['version_error'] = str(e)\n        \
@@ -334,6 +335,11 @@ async fn tensorflow_client_predicts_from_lists_numpy_and_versions() {
     let out = host.handle(Bytes::new(), "text/plain", "r").await.unwrap();
     assert_eq!(out["list"], json!([[2.0, 5.0]]));
     assert_eq!(out["numpy"], json!([[2.0, 4.0], [6.0, 8.0]]));
+    // numpy would cast booleans to floats; the REST API refuses them, and so does this.
+    assert_eq!(
+        out["bools"], "input 'x': cannot convert the array to float32: it holds booleans",
+        "{out}"
+    );
     assert_eq!(out["str_version"], json!([[2.0, 2.0]]));
     assert!(
         out["shape_error"]
