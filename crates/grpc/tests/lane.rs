@@ -844,3 +844,35 @@ async fn compressed_requests_count_what_they_inflate_to() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_cancels_requests_in_a_loop_is_told_to_calm_down() {
+    let set = Arc::new(ModelSet::new("resets", false));
+    set.insert(Arc::new(common::slow_model(Duration::from_millis(20))));
+    let [_, (_, options)] = common::both_servers(GrpcOptions::default());
+    let lane = common::serve_set_at(set, options).await;
+    let x = Tensor::from_slice(vec![4], &[1.0f32; 4]).unwrap();
+    let body = framed(&PredictRequest {
+        model_spec: spec("slow"),
+        inputs: [("x".to_string(), tensor_into_content_proto(x))].into(),
+        output_filter: vec![],
+    });
+    let mut tcp = raw_connection(lane.trim_start_matches("http://")).await;
+    // Each request is sent whole, so its work starts, and cancelled (RST_STREAM, CANCEL).
+    let mut bytes = Vec::new();
+    for i in 0..1100u32 {
+        let id = 2 * i + 1;
+        bytes.extend(raw_frame(1, 4, id, &request_block(PREDICT)));
+        bytes.extend(raw_frame(0, 1, id, &body));
+        bytes.extend(raw_frame(3, 0, id, &8u32.to_be_bytes()));
+    }
+    tcp.write_all(&bytes).await.unwrap();
+    let goaway = read_until(&mut tcp, |read| {
+        find_frame(read, 7)
+            .filter(|payload| payload.len() >= 8)
+            .map(<[u8]>::to_vec)
+    })
+    .await;
+    // GOAWAY's error code follows the last stream id: ENHANCE_YOUR_CALM is 0xb.
+    assert_eq!(goaway[4..8], 11u32.to_be_bytes(), "{goaway:?}");
+}

@@ -54,6 +54,14 @@ const MAX_HEADER_LIST: u32 = 16 << 10;
 /// sends without reading its answers cannot grow the server's memory without bound.
 const OUTBOX_LIMIT: usize = 1024;
 
+/// Requests a client may cancel (RST_STREAM) while their work runs, per [`RESET_WINDOW`];
+/// past it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and closes. A cancelled request's
+/// task is aborted, but a prediction already on a blocking thread runs to its end: without
+/// a bound, a client that opens and cancels requests in a loop ("rapid reset") would queue
+/// unbounded work while holding none of the connection's 1,024 streams.
+const MAX_RESETS: u32 = 1024;
+const RESET_WINDOW: Duration = Duration::from_secs(10);
+
 /// The payload of the lane's keepalive PINGs.
 const KEEPALIVE_PING: [u8; 8] = *b"soma-kap";
 
@@ -117,6 +125,9 @@ struct Connection<T> {
     goaway_sent: bool,
     /// A connection error: close as soon as the GOAWAY is written.
     failed: bool,
+    /// Requests the client cancelled while their work ran, since `resets_since`.
+    resets: u32,
+    resets_since: Instant,
 }
 
 struct Stream {
@@ -311,6 +322,8 @@ where
             closing: false,
             goaway_sent: false,
             failed: false,
+            resets: 0,
+            resets_since: Instant::now(),
         }
     }
 
@@ -473,7 +486,15 @@ where
                 Ok(())
             }
             Frame::Reset(reset) => {
-                self.forget(u32::from(reset.stream_id()));
+                let id = u32::from(reset.stream_id());
+                let working = self
+                    .streams
+                    .get(&id)
+                    .is_some_and(|stream| matches!(stream.state, State::Answering(_)));
+                self.forget(id);
+                if working && !self.count_reset() {
+                    return Err(Reason::ENHANCE_YOUR_CALM);
+                }
                 Ok(())
             }
             Frame::GoAway(_) => {
@@ -860,6 +881,18 @@ where
         } else {
             self.streams.remove(&id);
         }
+    }
+
+    /// Counts a request the client cancelled while it ran; false past [`MAX_RESETS`] in
+    /// [`RESET_WINDOW`].
+    fn count_reset(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.resets_since) > RESET_WINDOW {
+            self.resets = 0;
+            self.resets_since = now;
+        }
+        self.resets += 1;
+        self.resets <= MAX_RESETS
     }
 
     /// No new streams: the client may send those above the last one again elsewhere.

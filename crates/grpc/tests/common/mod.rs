@@ -100,3 +100,34 @@ pub fn repeat_model(factor: usize) -> soma_runtime::Servable {
     };
     soma_runtime::Servable::new("repeat", 1, Box::new(runner), None).unwrap()
 }
+
+/// Takes `delay` per run (on the blocking pool, as slow models run), then answers its input.
+#[derive(Debug)]
+struct Slow {
+    signatures: std::collections::BTreeMap<String, soma_core::SignatureDef>,
+    delay: std::time::Duration,
+}
+
+impl soma_core::runner::ModelRunner for Slow {
+    fn signatures(&self) -> &std::collections::BTreeMap<String, soma_core::SignatureDef> {
+        &self.signatures
+    }
+
+    fn run(
+        &self,
+        _signature: &str,
+        inputs: &[&soma_core::Tensor],
+    ) -> Result<Vec<soma_core::Tensor>, soma_core::runner::RunError> {
+        std::thread::sleep(self.delay);
+        Ok(vec![inputs[0].clone()])
+    }
+}
+
+/// The model `slow` (input `x`, output `y`, float vectors): `delay` per run.
+pub fn slow_model(delay: std::time::Duration) -> soma_runtime::Servable {
+    let runner = Slow {
+        signatures: soma_testkit::vector_signatures(),
+        delay,
+    };
+    soma_runtime::Servable::new("slow", 1, Box::new(runner), None).unwrap()
+}
