@@ -417,3 +417,34 @@ fn a_broken_version_at_start_up_leaves_the_others_serving() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(predict("broken").status, 200);
 }
+
+#[test]
+fn a_model_folder_added_to_models_dir_is_served() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join("zoo");
+    copy_dir(&fixtures().join("iris/1"), &dir.join("first/1"));
+    let yaml = format!(
+        "- name: zoo\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: named.py\n    models:\n      dir: {}\n",
+        dir.display()
+    );
+    let named = "class Handler:\n    def __init__(self, tensorflow_client, config):\n        self.client = tensorflow_client\n\n    \
+                 def handle_async(self, payload):\n        return self.client.predict({'x': payload['x']}, model_name=payload['model'])\n";
+    let project_dir = project(&[("cortex.yaml", &yaml), ("named.py", named)]);
+    let soma = Soma::serve(
+        &project_dir.path().join("cortex.yaml"),
+        &project_dir.path().join("data"),
+        &["--model-poll-interval", "200ms"],
+    );
+    soma.wait_ready(Duration::from_secs(120));
+    // Copied under another name, then renamed into place, as a deployment would.
+    copy_dir(&fixtures().join("iris/1"), &repo.path().join("staging/1"));
+    std::fs::rename(repo.path().join("staging"), dir.join("second")).unwrap();
+    wait("the new model to serve", || {
+        states(&soma, "zoo.second") == [("1".to_string(), "AVAILABLE".to_string())]
+    });
+    let payload = br#"{"model": "second", "x": [[5.1, 3.5, 1.4, 0.2]]}"#;
+    let id = soma.submit("/zoo", "application/json", payload);
+    let done = soma.wait_final("/zoo", &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(states(&soma, "zoo.first")[0].1, "AVAILABLE");
+}

@@ -36,23 +36,7 @@ pub(crate) async fn load(
 ) -> Result<Arc<ModelSet>, String> {
     let (entries, single) = soma_models::entries(api).await.map_err(|e| e.to_string())?;
     let set = Arc::new(ModelSet::new(&api.name, single));
-    let models: Vec<ManagedModel> = entries
-        .into_iter()
-        .map(|entry| ManagedModel {
-            config: ModelConfig {
-                name: hub_name(&api.name, &entry.name, single),
-                base_path: entry.location.to_string(),
-                policy: VersionPolicy::All,
-                labels: Default::default(),
-            },
-            servable_name: entry.name,
-            signature_key: entry.signature_key,
-            any_signature: false,
-            threads: entry.threads,
-            batching: entry.batching,
-            mirror: Some(Arc::clone(&set)),
-        })
-        .collect();
+    let models = managed(api, entries, &set, single);
     let names: Vec<String> = models.iter().map(|m| m.config.name.clone()).collect();
     let Err(error) = manager.add(models).await else {
         return Ok(set);
@@ -89,6 +73,75 @@ pub(crate) async fn load(
         "versions failed to load; the API serves the others (the model status has the errors)"
     );
     Ok(set)
+}
+
+/// Every version folder of each entry served (as Cortex did), mirrored into `set`.
+fn managed(
+    api: &ApiSpec,
+    entries: Vec<soma_models::ModelEntry>,
+    set: &Arc<ModelSet>,
+    single: bool,
+) -> Vec<ManagedModel> {
+    entries
+        .into_iter()
+        .map(|entry| ManagedModel {
+            config: ModelConfig {
+                name: hub_name(&api.name, &entry.name, single),
+                base_path: entry.location.to_string(),
+                policy: VersionPolicy::All,
+                labels: Default::default(),
+            },
+            servable_name: entry.name,
+            signature_key: entry.signature_key,
+            any_signature: false,
+            threads: entry.threads,
+            batching: entry.batching,
+            mirror: Some(Arc::clone(set)),
+        })
+        .collect()
+}
+
+/// For an API with `models.dir`: lists the directory every `interval` and serves the model
+/// folders that appear in it, as Cortex's live reloading did (for the handlers'
+/// `tensorflow_client` and on the REST/gRPC paths). A listing that fails or finds a model
+/// folder not yet complete (being copied) is tried again at the next poll. A model folder
+/// that disappears keeps its loaded versions serving, as an emptied version folder does
+/// (an S3 prefix deleted to be uploaded again must not take the model down).
+pub(crate) async fn watch_dir(
+    api: ApiSpec,
+    manager: Arc<ModelManager>,
+    set: Arc<ModelSet>,
+    interval: Duration,
+) {
+    let mut last_error = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let entries = match soma_models::entries(&api).await {
+            Ok((entries, _)) => entries,
+            Err(e) => {
+                let error = e.to_string();
+                if last_error.as_ref() != Some(&error) {
+                    tracing::debug!(api = %api.name, %error, "models.dir listing; trying again");
+                    last_error = Some(error);
+                }
+                continue;
+            }
+        };
+        last_error = None;
+        let served = manager.models();
+        let new: Vec<_> = entries
+            .into_iter()
+            .filter(|e| !served.contains(&hub_name(&api.name, &e.name, false)))
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = new.iter().map(|e| e.name.clone()).collect();
+        tracing::info!(api = %api.name, models = ?names, "new model folders in models.dir");
+        if let Err(e) = manager.add(managed(&api, new, &set, false)).await {
+            tracing::warn!(api = %api.name, error = %e, "loading new models of models.dir");
+        }
+    }
 }
 
 /// The manager as the TF Serving front ends of `soma serve` see it: the model list comes

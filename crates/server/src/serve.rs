@@ -259,9 +259,18 @@ async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
                     .await
                     .map_err(|e| e.to_string())?,
             ),
-            Some(_) => {
+            Some(ref models) => {
                 let waiting = |message| shared.readiness.set(&api.name, ApiState::Failed(message));
-                Some(live_models::load(&api, &shared.models, waiting).await?)
+                let set = live_models::load(&api, &shared.models, waiting).await?;
+                if matches!(models.source, soma_config::ModelSource::Dir(_)) {
+                    tokio::spawn(live_models::watch_dir(
+                        api.clone(),
+                        Arc::clone(&shared.models),
+                        Arc::clone(&set),
+                        shared.options.model_poll_interval,
+                    ));
+                }
+                Some(set)
             }
             None => None,
         };
