@@ -699,11 +699,13 @@ async fn a_malformed_request_is_reset_alone_and_the_others_are_answered() {
     for (server, url) in serve_iris().await {
         // Each a stream error (RFC 9113 §8.1.1): a connection-specific field, `te` other
         // than "trailers" (both refused by h2's codec before the lane sees the request),
-        // and no `:scheme`.
+        // no `:scheme`, a content-length that is not the body's.
         let malformed = [
             request_block_with(PREDICT, &[("connection", "keep-alive")], true),
             request_block_with(PREDICT, &[("te", "gzip")], true),
             request_block_with(PREDICT, &[], false),
+            // Not the body's length.
+            request_block_with(PREDICT, &[("content-length", "3")], true),
         ];
         for block in malformed {
             let mut tcp = raw_connection(url.trim_start_matches("http://")).await;
@@ -875,4 +877,29 @@ async fn a_client_that_cancels_requests_in_a_loop_is_told_to_calm_down() {
     .await;
     // GOAWAY's error code follows the last stream id: ENHANCE_YOUR_CALM is 0xb.
     assert_eq!(goaway[4..8], 11u32.to_be_bytes(), "{goaway:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_errors_of_rfc_9113_close_the_connection() {
+    let [_, (_, lane)] = serve_iris().await;
+    let addr = lane.trim_start_matches("http://");
+    // RST_STREAM on a stream never opened (§6.4).
+    let mut tcp = raw_connection(addr).await;
+    tcp.write_all(&raw_frame(3, 0, 5, &8u32.to_be_bytes()))
+        .await
+        .unwrap();
+    let read = read_to_close(&mut tcp).await;
+    let goaway = find_frame(&read, 7).expect("GOAWAY");
+    assert_eq!(goaway[4..8], 1u32.to_be_bytes(), "PROTOCOL_ERROR: {read:?}");
+    // A first frame after the preface that is not SETTINGS (§3.4).
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.write_all(&raw_frame(6, 0, 0, b"12345678"))
+        .await
+        .unwrap();
+    let read = read_to_close(&mut tcp).await;
+    let goaway = find_frame(&read, 7).expect("GOAWAY");
+    assert_eq!(goaway[4..8], 1u32.to_be_bytes(), "PROTOCOL_ERROR: {read:?}");
 }

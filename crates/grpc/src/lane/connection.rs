@@ -125,6 +125,8 @@ struct Connection<T> {
     goaway_sent: bool,
     /// A connection error: close as soon as the GOAWAY is written.
     failed: bool,
+    /// The client's first SETTINGS, which must follow its preface, has come.
+    settings_seen: bool,
     /// Requests the client cancelled while their work ran, since `resets_since`.
     resets: u32,
     resets_since: Instant,
@@ -322,6 +324,7 @@ where
             closing: false,
             goaway_sent: false,
             failed: false,
+            settings_seen: false,
             resets: 0,
             resets_since: Instant::now(),
         }
@@ -467,6 +470,13 @@ where
 
     /// Handles one frame from the client; `Err` is a connection error.
     fn on_frame(&mut self, frame: Frame) -> Result<(), Reason> {
+        if !self.settings_seen {
+            // The preface ends with the client's SETTINGS (RFC 9113 §3.4).
+            if !matches!(&frame, Frame::Settings(s) if !s.is_ack()) {
+                return Err(Reason::PROTOCOL_ERROR);
+            }
+            self.settings_seen = true;
+        }
         match frame {
             Frame::Headers(headers) => self.on_headers(headers),
             Frame::Data(data) => self.on_data(data),
@@ -487,6 +497,10 @@ where
             }
             Frame::Reset(reset) => {
                 let id = u32::from(reset.stream_id());
+                if id > self.highest_stream_id {
+                    // RST_STREAM on an idle stream is a connection error (RFC 9113 §6.4).
+                    return Err(Reason::PROTOCOL_ERROR);
+                }
                 let working = self
                     .streams
                     .get(&id)
@@ -684,6 +698,16 @@ where
         else {
             return;
         };
+        // A content-length that is not the body's length makes the request malformed (RFC
+        // 9113 §8.1.1): a stream error, as under tonic.
+        if let Some(declared) = head
+            .headers
+            .get(tonic::codegen::http::header::CONTENT_LENGTH)
+            && declared.to_str().ok().and_then(|v| v.parse::<usize>().ok()) != Some(body.len())
+        {
+            self.reset(id, Reason::PROTOCOL_ERROR);
+            return;
+        }
         let lane = Arc::clone(&self.lane);
         // Boxed: a future is moved whole on its way into a task, and `run_balanced`'s holds
         // its work twice: boxed, what is copied is a pointer (one allocation instead).
