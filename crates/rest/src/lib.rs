@@ -281,10 +281,36 @@ async fn dispatch(State(rest): State<Arc<Rest>>, request: Request) -> Response {
     // The request taken apart, not extracted piece by piece: extracting the headers would
     // copy them.
     let (parts, body) = request.into_parts();
+    if let Err(e) = check_framing(&parts) {
+        return e.into_response();
+    }
     match handle(&rest, &parts.method, parts.uri.path(), &parts.headers, body).await {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => e.into_response(),
     }
+}
+
+/// What RFC 9112 requires of a request's head that hyper lets through: an HTTP/1.1 request
+/// names its `Host` (400 otherwise, §3.2), and a body in a transfer coding the server does
+/// not know gets 501 (§6.1: hyper de-chunks `gzip, chunked` and passes the gzip on as is).
+fn check_framing(parts: &axum::http::request::Parts) -> Result<(), RestError> {
+    if parts.version == axum::http::Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+        return Err(RestError::invalid(
+            "an HTTP/1.1 request must have a Host header",
+        ));
+    }
+    for value in parts.headers.get_all(header::TRANSFER_ENCODING) {
+        let codings = String::from_utf8_lossy(value.as_bytes());
+        if !codings.trim().eq_ignore_ascii_case("chunked") {
+            let mut error = RestError::invalid(format!(
+                "Transfer-Encoding '{codings}' is not supported: send the body chunked or \
+                 with a Content-Length (compressed: Content-Encoding: gzip)"
+            ));
+            error.http = Some(StatusCode::NOT_IMPLEMENTED);
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 async fn handle(

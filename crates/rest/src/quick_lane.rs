@@ -199,12 +199,16 @@ fn parse<L: QuickLane>(buffer: &[u8], lane: &L) -> Head<L::Route> {
 }
 
 /// The body's length if the headers say nothing but that about how to read it (absent:
-/// an empty body, as HTTP/1.1 reads a request without one).
+/// an empty body, as HTTP/1.1 reads a request without one). A request without `Host` goes
+/// to hyper's path, which refuses it.
 fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
     let mut length = None;
+    let mut host = false;
     for header in headers {
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
             let digits = header.value;
             let valid =
                 !digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit);
@@ -223,7 +227,7 @@ fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
             return None;
         }
     }
-    Some(length.unwrap_or(0))
+    host.then_some(length.unwrap_or(0))
 }
 
 /// The head hyper writes for a JSON answer of `len` bytes.
@@ -393,27 +397,30 @@ mod tests {
         let (path, head_len, body_len) = is_quick(request).unwrap();
         assert_eq!(path, "/v1/models/m:predict");
         assert_eq!((head_len, body_len), (request.len(), 12));
-        assert!(is_quick("POST / HTTP/1.1\r\n\r\n").is_some_and(|(_, _, len)| len == 0));
+        let empty = "POST / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(is_quick(empty).is_some_and(|(_, _, len)| len == 0));
     }
 
     #[test]
     fn anything_hyper_reads_differently_is_handed_over() {
         for request in [
-            "GET / HTTP/1.1\r\n\r\n",
-            "post / HTTP/1.1\r\n\r\n",
-            "POST / HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 16385\r\n\r\n",
-            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nConnection: close\r\n\r\n",
-            "POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Encoding: gzip\r\n\r\n",
-            "POST http://a/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "post / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 16385\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "POST / HTTP/1.1\r\nBad Header\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
+            // No Host: hyper's path refuses it (RFC 9112 §3.2).
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
         ] {
             assert!(
                 matches!(head(request), Head::Other),

@@ -171,6 +171,8 @@ async fn requests_that_hyper_reads_differently_go_to_the_router() {
                 .to_owned(),
             "POST /lane/a HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: 1\r\n\r\nx"
                 .to_owned(),
+            // No Host: the router (soma's refuses it).
+            "POST /lane/a HTTP/1.1\r\nContent-Length: 1\r\n\r\nx".to_owned(),
             format!(
                 "POST /lane/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{}",
                 soma_rest::QUICK_BODY_LIMIT + 1,
@@ -291,7 +293,7 @@ async fn connections_that_send_nothing_are_closed_after_the_idle_timeout() {
         let stalls = [
             String::new(),
             "POST /lane/a HTTP/1.1\r\nContent-Le".to_owned(),
-            "POST /lane/a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345".to_owned(),
+            "POST /lane/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345".to_owned(),
         ];
         // After a request in the lane, then (idle and a stalled head) after the move to
         // hyper, whose body reads are the router's (`rest.rs`, 408).

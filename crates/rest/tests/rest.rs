@@ -914,3 +914,28 @@ async fn gzip_bodies_are_inflated_under_the_decode_budget() {
     let refused = send(addr, bomb).await.unwrap();
     assert_eq!(refused.status, 413, "{}", refused.text());
 }
+
+/// What RFC 9112 requires and hyper lets through is refused with TF Serving's error JSON:
+/// no `Host` in an HTTP/1.1 request (400), a transfer coding other than chunked (501).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_lets_through_are_refused_as_rfc_9112_says() {
+    let (addr, _cache) = serve_model("iris", "iris", RestOptions::default()).await;
+    let no_host = first_answer(
+        addr.clone(),
+        b"POST /v1/models/iris:predict HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(no_host.contains("must have a Host header"), "{no_host}");
+    let gzip_chunked = first_answer(
+        addr,
+        b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+          Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(gzip_chunked.starts_with("HTTP/1.1 501"), "{gzip_chunked}");
+    assert!(
+        gzip_chunked.contains("Transfer-Encoding 'gzip, chunked' is not supported"),
+        "{gzip_chunked}"
+    );
+}
