@@ -486,15 +486,19 @@ fn find_frame(mut bytes: &[u8], kind: u8) -> Option<&[u8]> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn requests_past_the_byte_budget_are_refused_and_the_rest_served() {
-    let set = iris_set().await;
-    // Room for one 30,000-byte message and a little more, not for two.
-    let options = GrpcOptions {
+/// Room for one 30,000-byte message and a little more, not for two.
+fn budget_for_one_message() -> GrpcOptions {
+    GrpcOptions {
         max_message_bytes: 30_000,
         max_request_bytes_in_flight: 40_000,
         ..GrpcOptions::default()
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_the_byte_budget_are_refused_and_the_rest_served() {
+    let set = iris_set().await;
+    let options = budget_for_one_message();
     for (server, options) in common::both_servers(options) {
         let url = common::serve_set_at(Arc::clone(&set), options).await;
         refuses_past_the_budget(url.trim_start_matches("http://"))
@@ -770,12 +774,7 @@ async fn a_connection_that_sends_no_preface_is_closed() {
 async fn compressed_requests_count_what_they_inflate_to() {
     use std::io::Write as _;
     let set = iris_set().await;
-    // Room for one 30,000-byte message and a little more, not for two.
-    let options = GrpcOptions {
-        max_message_bytes: 30_000,
-        max_request_bytes_in_flight: 40_000,
-        ..GrpcOptions::default()
-    };
+    let options = budget_for_one_message();
     let message = iris_request("iris", 1700, true).encode_to_vec();
     assert!(
         (25_000..30_000).contains(&message.len()),

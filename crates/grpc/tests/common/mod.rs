@@ -67,48 +67,16 @@ pub async fn load_fixture(set: &ModelSet, name: &str, cache: &Path) {
         .unwrap();
 }
 
-/// Repeats its float input `factor` times: small requests, large responses.
+/// A stand-in model: after `delay` (on the blocking pool, as slow models run), answers its
+/// float input `factor` times over (small requests, large responses).
 #[derive(Debug)]
-struct Repeat {
+struct Stand {
     signatures: std::collections::BTreeMap<String, soma_core::SignatureDef>,
     factor: usize,
-}
-
-impl soma_core::runner::ModelRunner for Repeat {
-    fn signatures(&self) -> &std::collections::BTreeMap<String, soma_core::SignatureDef> {
-        &self.signatures
-    }
-
-    fn run(
-        &self,
-        _signature: &str,
-        inputs: &[&soma_core::Tensor],
-    ) -> Result<Vec<soma_core::Tensor>, soma_core::runner::RunError> {
-        let values = inputs[0].to_vec::<f32>().unwrap().repeat(self.factor);
-        Ok(vec![
-            soma_core::Tensor::from_slice(vec![values.len()], &values).unwrap(),
-        ])
-    }
-}
-
-/// The model `repeat` (input `x`, output `y`, float vectors): its answer is its input
-/// `factor` times over.
-pub fn repeat_model(factor: usize) -> soma_runtime::Servable {
-    let runner = Repeat {
-        signatures: soma_testkit::vector_signatures(),
-        factor,
-    };
-    soma_runtime::Servable::new("repeat", 1, Box::new(runner), None).unwrap()
-}
-
-/// Takes `delay` per run (on the blocking pool, as slow models run), then answers its input.
-#[derive(Debug)]
-struct Slow {
-    signatures: std::collections::BTreeMap<String, soma_core::SignatureDef>,
     delay: std::time::Duration,
 }
 
-impl soma_core::runner::ModelRunner for Slow {
+impl soma_core::runner::ModelRunner for Stand {
     fn signatures(&self) -> &std::collections::BTreeMap<String, soma_core::SignatureDef> {
         &self.signatures
     }
@@ -119,15 +87,29 @@ impl soma_core::runner::ModelRunner for Slow {
         inputs: &[&soma_core::Tensor],
     ) -> Result<Vec<soma_core::Tensor>, soma_core::runner::RunError> {
         std::thread::sleep(self.delay);
-        Ok(vec![inputs[0].clone()])
+        let values = inputs[0].to_vec::<f32>().unwrap().repeat(self.factor);
+        Ok(vec![
+            soma_core::Tensor::from_slice(vec![values.len()], &values).unwrap(),
+        ])
     }
 }
 
-/// The model `slow` (input `x`, output `y`, float vectors): `delay` per run.
-pub fn slow_model(delay: std::time::Duration) -> soma_runtime::Servable {
-    let runner = Slow {
+fn stand_in(name: &str, factor: usize, delay: std::time::Duration) -> soma_runtime::Servable {
+    let runner = Stand {
         signatures: soma_testkit::vector_signatures(),
+        factor,
         delay,
     };
-    soma_runtime::Servable::new("slow", 1, Box::new(runner), None).unwrap()
+    soma_runtime::Servable::new(name, 1, Box::new(runner), None).unwrap()
+}
+
+/// The model `repeat` (input `x`, output `y`, float vectors): its answer is its input
+/// `factor` times over.
+pub fn repeat_model(factor: usize) -> soma_runtime::Servable {
+    stand_in("repeat", factor, std::time::Duration::ZERO)
+}
+
+/// The model `slow` (input `x`, output `y`, float vectors): `delay` per run, its input back.
+pub fn slow_model(delay: std::time::Duration) -> soma_runtime::Servable {
+    stand_in("slow", 1, delay)
 }
