@@ -448,3 +448,43 @@ fn a_model_folder_added_to_models_dir_is_served() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(states(&soma, "zoo.first")[0].1, "AVAILABLE");
 }
+
+#[test]
+fn a_half_uploaded_model_folder_at_start_up_holds_the_api_until_it_is_whole() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join("zoo");
+    copy_dir(&fixtures().join("iris/1"), &dir.join("good/1"));
+    // A model folder being uploaded: its version has no variables yet.
+    std::fs::create_dir_all(dir.join("half/1")).unwrap();
+    std::fs::copy(
+        fixtures().join("iris/1/saved_model.pb"),
+        dir.join("half/1/saved_model.pb"),
+    )
+    .unwrap();
+    let yaml = format!(
+        "- name: zoo\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      dir: {}\n",
+        dir.display()
+    );
+    let project_dir = project(&[("cortex.yaml", &yaml), ("latest.py", LATEST_PY)]);
+    let soma = Soma::serve(
+        &project_dir.path().join("cortex.yaml"),
+        &project_dir.path().join("data"),
+        &["--model-poll-interval", "200ms"],
+    );
+    let readiness = || soma.get_json("/readyz").1;
+    wait("the API to say why it waits", || {
+        readiness()["apis"]["zoo"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("listing models.dir again"))
+    });
+    // The upload completes: the API starts, with both models.
+    copy_dir(
+        &fixtures().join("iris/1/variables"),
+        &dir.join("half/1/variables"),
+    );
+    wait("the API ready", || {
+        readiness()["apis"]["zoo"]["state"] == "ready"
+    });
+    assert_eq!(states(&soma, "zoo.good")[0].1, "AVAILABLE");
+    assert_eq!(states(&soma, "zoo.half")[0].1, "AVAILABLE");
+}

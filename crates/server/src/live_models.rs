@@ -29,12 +29,37 @@ pub(crate) fn hub_name(api: &str, model: &str, single: bool) -> String {
 /// (`waiting` is told why) until one does; its folder is still polled, so a fixed or new
 /// version is picked up without a restart. A model that could not be registered at all
 /// fails the API: its models are removed again and the error says why.
+///
+/// A `models.dir` whose listing fails (a model folder half uploaded, the directory not there
+/// yet) holds the API back the same way, listed again every `interval`, instead of failing
+/// it until a restart.
 pub(crate) async fn load(
     api: &ApiSpec,
     manager: &ModelManager,
+    interval: Duration,
     waiting: impl Fn(String),
 ) -> Result<Arc<ModelSet>, String> {
-    let (entries, single) = soma_models::entries(api).await.map_err(|e| e.to_string())?;
+    let listed = api
+        .handler
+        .models
+        .as_ref()
+        .is_some_and(|m| matches!(m.source, soma_config::ModelSource::Dir(_)));
+    let mut told = None;
+    let (entries, single) = loop {
+        match soma_models::entries(api).await {
+            Ok(found) => break found,
+            Err(e) if listed => {
+                let message = format!("{e}; listing models.dir again");
+                if told.as_ref() != Some(&message) {
+                    tracing::error!(api = %api.name, error = %message, "API not ready");
+                    waiting(message.clone());
+                    told = Some(message);
+                }
+                tokio::time::sleep(interval).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let set = Arc::new(ModelSet::new(&api.name, single));
     let models = managed(api, entries, &set, single);
     let names: Vec<String> = models.iter().map(|m| m.config.name.clone()).collect();

@@ -261,7 +261,8 @@ async fn start_api(api: ApiSpec, shared: Arc<Shared>) -> Option<WorkerPool> {
             ),
             Some(ref models) => {
                 let waiting = |message| shared.readiness.set(&api.name, ApiState::Failed(message));
-                let set = live_models::load(&api, &shared.models, waiting).await?;
+                let interval = shared.options.model_poll_interval;
+                let set = live_models::load(&api, &shared.models, interval, waiting).await?;
                 if matches!(models.source, soma_config::ModelSource::Dir(_)) {
                     tokio::spawn(live_models::watch_dir(
                         api.clone(),

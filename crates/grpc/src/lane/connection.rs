@@ -79,8 +79,10 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut preface = [0; PREFACE.len()];
+    // The client's SETTINGS, which end its preface, must come by the same deadline.
+    let handshake = Instant::now() + PREFACE_TIMEOUT;
     tokio::select! {
-        read = tokio::time::timeout(PREFACE_TIMEOUT, io.read_exact(&mut preface)) => {
+        read = tokio::time::timeout_at(handshake, io.read_exact(&mut preface)) => {
             if !matches!(read, Ok(Ok(_))) || &preface != PREFACE {
                 return;
             }
@@ -88,6 +90,7 @@ where
         () = stop.clone().requested() => return,
     }
     let mut connection = Connection::new(io, lane, stop);
+    connection.handshake = Some(Box::pin(tokio::time::sleep_until(handshake)));
     poll_fn(|cx| connection.poll(cx)).await;
 }
 
@@ -127,6 +130,8 @@ struct Connection<T> {
     failed: bool,
     /// The client's first SETTINGS, which must follow its preface, has come.
     settings_seen: bool,
+    /// Until then, the deadline for it ([`PREFACE_TIMEOUT`] after the connection opened).
+    handshake: Option<Pin<Box<Sleep>>>,
     /// Requests the client cancelled while their work ran, since `resets_since`.
     resets: u32,
     resets_since: Instant,
@@ -325,6 +330,7 @@ where
             goaway_sent: false,
             failed: false,
             settings_seen: false,
+            handshake: None,
             resets: 0,
             resets_since: Instant::now(),
         }
@@ -334,6 +340,14 @@ where
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let mut progress = false;
+            if let Some(handshake) = &mut self.handshake {
+                if self.settings_seen {
+                    self.handshake = None;
+                } else if handshake.as_mut().poll(cx).is_ready() {
+                    // A preface without SETTINGS: the connection is not HTTP/2 yet.
+                    return Poll::Ready(());
+                }
+            }
             if !self.closing && self.should_go_away(cx) {
                 self.go_away(Reason::NO_ERROR);
                 progress = true;
