@@ -369,13 +369,18 @@ fn request_block(path: &str) -> Vec<u8> {
         ("content-type", "application/grpc"),
         ("te", "trailers"),
     ] {
-        block.push(0);
-        block.push(u8::try_from(name.len()).unwrap());
-        block.extend_from_slice(name.as_bytes());
-        block.push(u8::try_from(value.len()).unwrap());
-        block.extend_from_slice(value.as_bytes());
+        push_literal(&mut block, name, value);
     }
     block
+}
+
+/// A header field as an HPACK literal without indexing, with a new name.
+fn push_literal(block: &mut Vec<u8>, name: &str, value: &str) {
+    block.push(0);
+    block.push(u8::try_from(name.len()).unwrap());
+    block.extend_from_slice(name.as_bytes());
+    block.push(u8::try_from(value.len()).unwrap());
+    block.extend_from_slice(value.as_bytes());
 }
 
 /// Everything the server sends until it closes the connection.
@@ -687,11 +692,7 @@ fn request_block_with(path: &str, extra: &[(&str, &str)], scheme: bool) -> Vec<u
         block.remove(1);
     }
     for (name, value) in extra {
-        block.push(0);
-        block.push(u8::try_from(name.len()).unwrap());
-        block.extend_from_slice(name.as_bytes());
-        block.push(u8::try_from(value.len()).unwrap());
-        block.extend_from_slice(value.as_bytes());
+        push_literal(&mut block, name, value);
     }
     block
 }
