@@ -13,7 +13,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt as _, StreamBody};
 use tonic::Status;
 use tonic::codegen::http::{HeaderMap, Request};
@@ -54,35 +54,40 @@ pub(crate) fn inflate_body(
     held: &mut Held,
     limit: usize,
 ) -> Result<Bytes, Status> {
-    let mut out = BytesMut::with_capacity(body.len());
+    let mut out = Vec::with_capacity(body.len());
     let mut rest = body;
     while let Some((&[flag, a, b, c, d], after)) = rest.split_first_chunk::<5>() {
         let len = u32::from_be_bytes([a, b, c, d]) as usize;
         if flag != 1 || after.len() < len {
             break;
         }
-        let inflated = inflate_message(&after[..len], coding, held, limit)?;
-        out.put_u8(0);
+        // The message is inflated in place behind its prefix, whose length is filled in
+        // after: no copy of what may be gigabytes.
+        let prefix = out.len();
+        out.extend_from_slice(&[0; 5]);
+        let inflated = inflate_message(&after[..len], coding, held, limit, &mut out)?;
         // At most `limit`, which is below 4 GiB (the codec's own bound).
-        out.put_u32(u32::try_from(inflated.len()).unwrap_or(u32::MAX));
-        out.extend_from_slice(&inflated);
+        let inflated = u32::try_from(inflated).unwrap_or(u32::MAX);
+        out[prefix + 1..prefix + 5].copy_from_slice(&inflated.to_be_bytes());
         rest = &after[len..];
     }
     out.extend_from_slice(rest);
-    Ok(out.freeze())
+    Ok(Bytes::from(out))
 }
 
+/// Appends the inflated `compressed` to `out`, counting it in `held`; its length.
 fn inflate_message(
     compressed: &[u8],
     coding: Coding,
     held: &mut Held,
     limit: usize,
-) -> Result<Vec<u8>, Status> {
+    out: &mut Vec<u8>,
+) -> Result<usize, Status> {
     let mut decoder: Box<dyn Read + '_> = match coding {
         Coding::Gzip => Box::new(flate2::read::GzDecoder::new(compressed)),
         Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(compressed)),
     };
-    let mut inflated = Vec::new();
+    let mut inflated = 0;
     let mut chunk = vec![0; CHUNK];
     loop {
         let n = decoder.read(&mut chunk).map_err(|e| {
@@ -91,7 +96,7 @@ fn inflate_message(
         if n == 0 {
             return Ok(inflated);
         }
-        if inflated.len() + n > limit {
+        if inflated + n > limit {
             return Err(Status::resource_exhausted(format!(
                 "Error decompressing: size limit, of {limit} bytes, exceeded while \
                  decompressing message"
@@ -100,7 +105,8 @@ fn inflate_message(
         if !held.grow(n) {
             return Err(held.exhausted());
         }
-        inflated.extend_from_slice(&chunk[..n]);
+        out.extend_from_slice(&chunk[..n]);
+        inflated += n;
     }
 }
 

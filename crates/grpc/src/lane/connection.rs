@@ -89,8 +89,7 @@ where
         }
         () = stop.clone().requested() => return,
     }
-    let mut connection = Connection::new(io, lane, stop);
-    connection.handshake = Some(Box::pin(tokio::time::sleep_until(handshake)));
+    let mut connection = Connection::new(io, lane, stop, handshake);
     poll_fn(|cx| connection.poll(cx)).await;
 }
 
@@ -286,7 +285,8 @@ impl<T> Connection<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(io: T, lane: Arc<Lane>, stop: soma_net::Stop) -> Connection<T> {
+    /// A connection whose client sent its preface; its SETTINGS are due by `handshake`.
+    fn new(io: T, lane: Arc<Lane>, stop: soma_net::Stop, handshake: Instant) -> Connection<T> {
         let mut codec = Codec::new(io);
         codec.set_max_recv_header_list_size(MAX_HEADER_LIST as usize);
         let mut settings = frame::Settings::default();
@@ -330,7 +330,7 @@ where
             goaway_sent: false,
             failed: false,
             settings_seen: false,
-            handshake: None,
+            handshake: Some(Box::pin(tokio::time::sleep_until(handshake))),
             resets: 0,
             resets_since: Instant::now(),
         }
