@@ -28,7 +28,8 @@ pub struct WorkerOptions {
     /// storage round trips overlap the handler and each other (like Celery's prefetch). The
     /// handler still runs one workload at a time per slot; a prefetched one is leased,
     /// marked `in_progress` and has its lease renewed while it waits, and after a crash it
-    /// is delivered again like a running one. Worth it on a remote backend, where a claim
+    /// is delivered again like a running one (see `is_redelivery` for what the slot does
+    /// with such a delivery). Worth it on a remote backend, where a claim
     /// costs network round trips; keep it small, as prefetched work waits for its slot even
     /// if another slot is idle.
     pub prefetch: usize,
@@ -156,6 +157,9 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
     // Claims started ahead (`options.prefetch`), oldest first. Each is run before anything
     // else, also after shutdown or a scale-down: it may be leased to this worker already.
     let mut prefetching: VecDeque<Prefetch> = VecDeque::new();
+    // Redelivered workloads that came out of `prefetching` while others waited behind them:
+    // they run once those have (see `is_redelivery`), their leases renewed meanwhile.
+    let mut deferred: VecDeque<Prefetch> = VecDeque::new();
     loop {
         while settling.try_join_next().is_some() {}
         if settling.len() >= MAX_SETTLING {
@@ -163,8 +167,17 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
         }
         let claimed = if let Some(prefetch) = prefetching.pop_front() {
             match prefetch.take().await {
+                Some(claimed) if is_redelivery(&claimed) && !prefetching.is_empty() => {
+                    deferred.push_back(Prefetch::hold(&shared, claimed));
+                    continue;
+                }
                 Some(claimed) => claimed,
                 // The queue was empty; claim (or wait) below once the others are in.
+                None => continue,
+            }
+        } else if let Some(held) = deferred.pop_front() {
+            match held.take().await {
+                Some(claimed) => claimed,
                 None => continue,
             }
         } else {
@@ -196,13 +209,31 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
                 }
             }
         };
-        while prefetching.len() < options.prefetch && !*shutdown.borrow() && slot.may_claim() {
+        let alone = is_redelivery(&claimed) || !deferred.is_empty();
+        while !alone
+            && prefetching.len() < options.prefetch
+            && !*shutdown.borrow()
+            && slot.may_claim()
+        {
             prefetching.push_back(Prefetch::start(&shared));
         }
         let settle = process(&shared, claimed).await;
         settling.spawn(settle.in_current_span());
     }
     while settling.join_next().await.is_some() {}
+}
+
+/// Whether an earlier delivery of this workload ended without an outcome: the process
+/// crashed (or was killed) while it ran or waited in a prefetch buffer, or its lease ran out.
+///
+/// Every delivery counts towards the backend's `max_attempts`, prefetched ones included, so
+/// a crash costs each workload held with the one that crashed a delivery. A redelivered
+/// workload may be the one that crashes, so a slot runs it without company of its own: it
+/// prefetches nothing while one runs or waits, and one that comes out of the prefetch buffer
+/// runs after the workloads behind it. Then a payload that crashes the process on every
+/// delivery uses up its own deliveries, not those of the workloads around it.
+fn is_redelivery(claimed: &Claimed) -> bool {
+    claimed.record.attempts > 1
 }
 
 /// Waits for a push (in this process or, if the backend signals them, any), the poll
@@ -246,25 +277,40 @@ impl Drop for Prefetch {
 
 impl Prefetch {
     fn start(shared: &Arc<Shared>) -> Prefetch {
-        let taken = Arc::new(Notify::new());
-        let (shared, signal) = (Arc::clone(shared), Arc::clone(&taken));
-        let task = tokio::spawn(
+        let claim = {
+            let shared = Arc::clone(shared);
             async move {
-                match shared
-                    .backend
-                    .claim(&shared.api, shared.options.lease)
-                    .await
-                {
-                    Ok(Some(claimed)) => {
-                        with_lease_renewal(&shared, &claimed, signal.notified()).await;
-                        Some(claimed)
-                    }
-                    Ok(None) => None,
+                let lease = shared.options.lease;
+                match shared.backend.claim(&shared.api, lease).await {
+                    Ok(claimed) => claimed,
                     Err(e) => {
                         warn!(error = %e, "cannot claim a workload ahead; retrying later");
                         None
                     }
                 }
+            }
+        };
+        Prefetch::renewing(shared, claim)
+    }
+
+    /// Holds a workload this slot claimed already, renewing its lease until it is taken.
+    fn hold(shared: &Arc<Shared>, claimed: Claimed) -> Prefetch {
+        Prefetch::renewing(shared, async { Some(claimed) })
+    }
+
+    /// Runs `claim` on a task of its own, then renews the lease of what it claimed until the
+    /// slot takes it.
+    fn renewing(
+        shared: &Arc<Shared>,
+        claim: impl Future<Output = Option<Claimed>> + Send + 'static,
+    ) -> Prefetch {
+        let taken = Arc::new(Notify::new());
+        let (shared, signal) = (Arc::clone(shared), Arc::clone(&taken));
+        let task = tokio::spawn(
+            async move {
+                let claimed = claim.await?;
+                with_lease_renewal(&shared, &claimed, signal.notified()).await;
+                Some(claimed)
             }
             .in_current_span(),
         );

@@ -41,13 +41,21 @@ struct Running {
 }
 
 fn start(delay: Duration, options: WorkerOptions, backend: Backend) -> Running {
+    start_with(Arc::new(TestHandler { delay }), options, backend)
+}
+
+fn start_with(
+    handler: Arc<dyn WorkloadHandler>,
+    options: WorkerOptions,
+    backend: Backend,
+) -> Running {
     let api = ApiName::parse("api").unwrap();
     let (stop, shutdown) = watch::channel(false);
     let metrics = Registry::new();
     let pool = WorkerPool::spawn(
         api.clone(),
         backend.clone(),
-        Arc::new(TestHandler { delay }),
+        handler,
         options,
         metrics.clone(),
         Arc::new(Notify::new()),
@@ -350,6 +358,120 @@ async fn shutdown_runs_the_prefetched_workload() {
             Status::Completed,
             Status::InQueue
         ]
+    );
+}
+
+/// Records the payloads it runs, in order. "poison" never returns, as if it had crashed the
+/// process (the test then aborts the pool, which is what a crash leaves in storage); "gate"
+/// waits for `gate`.
+#[derive(Debug, Default)]
+struct ScriptedHandler {
+    ran: std::sync::Mutex<Vec<String>>,
+    poisoned: Notify,
+    gate: Notify,
+}
+
+#[async_trait]
+impl WorkloadHandler for ScriptedHandler {
+    async fn handle(&self, workload: Workload) -> Result<Value, HandlerFailure> {
+        let name = String::from_utf8_lossy(&workload.payload).into_owned();
+        self.ran.lock().unwrap().push(name.clone());
+        match name.as_str() {
+            "poison" => {
+                self.poisoned.notify_one();
+                std::future::pending().await
+            }
+            "gate" => self.gate.notified().await,
+            _ => {}
+        }
+        Ok(json!({}))
+    }
+}
+
+async fn wait_status(backend: &Backend, api: &ApiName, id: &WorkloadId, want: Status) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.status(api, id).await.unwrap().unwrap().0.status != want {
+        assert!(Instant::now() < deadline, "workload {id} never {want:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A payload that crashes the process on every delivery while others wait in the prefetch
+/// buffer: the first crash costs them a delivery, and then the payload, delivered again,
+/// runs without company until its deliveries are used up. Without that, the workloads
+/// prefetched behind it would be held at each of its crashes and fail with it.
+#[tokio::test]
+async fn a_payload_that_crashes_every_delivery_fails_alone() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let submit = |body: &'static [u8]| {
+        let (backend, api) = (backend.clone(), api.clone());
+        async move {
+            let body = Bytes::from_static(body);
+            backend.submit(&api, "text/plain", body).await.unwrap()
+        }
+    };
+    let poison = submit(b"poison").await;
+    let others = [submit(b"b").await, submit(b"c").await];
+    let options = WorkerOptions {
+        lease: Duration::from_millis(200),
+        renew_every: Duration::from_millis(50),
+        ..prefetching(1)
+    };
+    for crash in 1..=backend.max_attempts() {
+        let handler = Arc::new(ScriptedHandler::default());
+        let run = start_with(handler.clone(), options.clone(), backend.clone());
+        handler.poisoned.notified().await;
+        if crash == 1 {
+            for id in &others {
+                wait_status(&backend, &api, id, Status::InProgress).await;
+            }
+        }
+        run.pool.drain(Duration::ZERO).await;
+    }
+    let run = start_with(Arc::new(ScriptedHandler::default()), options, backend);
+    let (status, _, attempts, error) = wait_final(&run.backend, &api, &poison).await;
+    assert_eq!((status, attempts), (Status::Failed, 4));
+    assert!(error.unwrap().starts_with("gave up after 3 deliveries"));
+    for id in &others {
+        let (status, _, attempts, _) = wait_final(&run.backend, &api, id).await;
+        assert_eq!((status, attempts), (Status::Completed, 2), "{id}");
+    }
+}
+
+/// A redelivered workload that comes out of the prefetch buffer with a fresh one behind it
+/// runs after that one, and nothing is prefetched while it waits.
+#[tokio::test]
+async fn a_redelivered_workload_runs_after_the_prefetched_ones() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let submit = |body: &'static [u8]| {
+        let (backend, api) = (backend.clone(), api.clone());
+        async move {
+            let body = Bytes::from_static(body);
+            backend.submit(&api, "text/plain", body).await.unwrap()
+        }
+    };
+    // Delivered once to a worker that died: visible again when its short lease runs out.
+    let redelivered = submit(b"redelivered").await;
+    let lost = backend.claim(&api, Duration::from_millis(50)).await;
+    assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
+    for body in [&b"gate"[..], b"f1", b"f2"] {
+        submit(body).await;
+    }
+    let handler = Arc::new(ScriptedHandler::default());
+    let _run = start_with(handler.clone(), prefetching(1), backend.clone());
+    // "gate" runs with f1 and f2 prefetched; the lease of "redelivered" runs out meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = submit(b"last").await;
+    handler.gate.notify_one();
+    let (status, _, attempts, _) = wait_final(&backend, &api, &redelivered).await;
+    assert_eq!((status, attempts), (Status::Completed, 2));
+    wait_final(&backend, &api, &last).await;
+    // After f1 the buffer took "redelivered" and then "last"; "redelivered" waited for it.
+    assert_eq!(
+        *handler.ran.lock().unwrap(),
+        ["gate", "f1", "f2", "last", "redelivered"]
     );
 }
 
