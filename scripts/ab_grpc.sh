@@ -19,11 +19,6 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 # shellcheck source=scripts/bench_lib.sh
 source scripts/bench_lib.sh
-cat >"$tmp/models.config" <<CONFIG
-model_config_list {
-  config { name: "iris" base_path: "$PWD/fixtures/models/iris" model_platform: "tensorflow" }
-}
-CONFIG
 printf 'max_batch_size { value: 64 }\nbatch_timeout_micros: auto\n' >"$tmp/auto.txt"
 flags="--enable_batching --batching_parameters_file $tmp/auto.txt ${FLAGS:-}"
 url=http://127.0.0.1:18500/tensorflow.serving.PredictionService/Predict
@@ -31,16 +26,8 @@ body_made=
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for build in $BINS; do
     name=${build%%:*} bin=${build#*:}
-    require_free 18500 18501
     # shellcheck disable=SC2086 # flags are words
-    "$bin" tfserving --port 18500 --rest_api_port 18501 --model_config_file "$tmp/models.config" \
-      $flags >"$tmp/$name.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 300); do
-      curl -sf -o /dev/null http://127.0.0.1:18501/v2/health/ready && break
-      sleep 0.1
-    done
-    kill -0 "$pid" || { cat "$tmp/$name.log" >&2; exit 1; }
+    start_iris_tfserving "$bin" "$tmp/$name.log" $flags
     if [ -z "$body_made" ]; then
       target/release/soma-bench grpc-body 127.0.0.1:18500 iris crates/bench/data/iris.json \
         "$tmp/iris.grpc" >/dev/null
@@ -54,16 +41,15 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
           -H 'te: trailers' "$url"
       }
       h2 2 >/dev/null
-      t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+      t0=$(cpu_ticks "$server_pid")
       out=$(h2 "${D:-6}")
-      t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+      t1=$(cpu_ticks "$server_pid")
       n=$(awk '/^requests:/ {print $8}' <<<"$out")
       rate=$(awk '/finished in/ {print $4}' <<<"$out")
-      ticks=$(getconf CLK_TCK)
-      us=$(echo "($t1 - $t0) * 1000000 / $ticks / $n" | bc -l)
+      us=$(us_per_request "$t0" "$t1" "$n")
       printf 'r%s %-8s %-6s %10s req/s  server %.2f us/req\n' "$round" "$name" "$load" "$rate" "$us"
     done
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    kill "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
   done
 done

@@ -388,6 +388,11 @@ impl WorkloadHandler for ScriptedHandler {
     }
 }
 
+async fn submit(backend: &Backend, api: &ApiName, body: &'static [u8]) -> WorkloadId {
+    let body = Bytes::from_static(body);
+    backend.submit(api, "text/plain", body).await.unwrap()
+}
+
 async fn wait_status(backend: &Backend, api: &ApiName, id: &WorkloadId, want: Status) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while backend.status(api, id).await.unwrap().unwrap().0.status != want {
@@ -404,15 +409,11 @@ async fn wait_status(backend: &Backend, api: &ApiName, id: &WorkloadId, want: St
 async fn a_payload_that_crashes_every_delivery_fails_alone() {
     let backend = MemoryBackend::backend();
     let api = ApiName::parse("api").unwrap();
-    let submit = |body: &'static [u8]| {
-        let (backend, api) = (backend.clone(), api.clone());
-        async move {
-            let body = Bytes::from_static(body);
-            backend.submit(&api, "text/plain", body).await.unwrap()
-        }
-    };
-    let poison = submit(b"poison").await;
-    let others = [submit(b"b").await, submit(b"c").await];
+    let poison = submit(&backend, &api, b"poison").await;
+    let others = [
+        submit(&backend, &api, b"b").await,
+        submit(&backend, &api, b"c").await,
+    ];
     let options = WorkerOptions {
         lease: Duration::from_millis(200),
         renew_every: Duration::from_millis(50),
@@ -445,25 +446,18 @@ async fn a_payload_that_crashes_every_delivery_fails_alone() {
 async fn a_redelivered_workload_runs_after_the_prefetched_ones() {
     let backend = MemoryBackend::backend();
     let api = ApiName::parse("api").unwrap();
-    let submit = |body: &'static [u8]| {
-        let (backend, api) = (backend.clone(), api.clone());
-        async move {
-            let body = Bytes::from_static(body);
-            backend.submit(&api, "text/plain", body).await.unwrap()
-        }
-    };
     // Delivered once to a worker that died: visible again when its short lease runs out.
-    let redelivered = submit(b"redelivered").await;
+    let redelivered = submit(&backend, &api, b"redelivered").await;
     let lost = backend.claim(&api, Duration::from_millis(50)).await;
     assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
     for body in [&b"gate"[..], b"f1", b"f2"] {
-        submit(body).await;
+        submit(&backend, &api, body).await;
     }
     let handler = Arc::new(ScriptedHandler::default());
     let _run = start_with(handler.clone(), prefetching(1), backend.clone());
     // "gate" runs with f1 and f2 prefetched; the lease of "redelivered" runs out meanwhile.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let last = submit(b"last").await;
+    let last = submit(&backend, &api, b"last").await;
     handler.gate.notify_one();
     let (status, _, attempts, _) = wait_final(&backend, &api, &redelivered).await;
     assert_eq!((status, attempts), (Status::Completed, 2));
