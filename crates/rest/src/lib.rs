@@ -291,13 +291,19 @@ async fn dispatch(State(rest): State<Arc<Rest>>, request: Request) -> Response {
 }
 
 /// What RFC 9112 requires of a request's head that hyper lets through: an HTTP/1.1 request
-/// names its `Host` (400 otherwise, §3.2), and a body in a transfer coding the server does
-/// not know gets 501 (§6.1: hyper de-chunks `gzip, chunked` and passes the gzip on as is).
+/// names its `Host`, once (400 otherwise, §3.2), and a body in a transfer coding the server
+/// does not know gets 501 (§6.1: hyper de-chunks `gzip, chunked` and passes the gzip on as is).
 fn check_framing(parts: &axum::http::request::Parts) -> Result<(), RestError> {
-    if parts.version == axum::http::Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if parts.version == axum::http::Version::HTTP_11 && hosts == 0 {
         return Err(RestError::invalid(
             "an HTTP/1.1 request must have a Host header",
         ));
+    }
+    if hosts > 1 {
+        return Err(RestError::invalid(format!(
+            "a request must have one Host header, not {hosts}"
+        )));
     }
     for value in parts.headers.get_all(header::TRANSFER_ENCODING) {
         let codings = String::from_utf8_lossy(value.as_bytes());

@@ -199,15 +199,15 @@ fn parse<L: QuickLane>(buffer: &[u8], lane: &L) -> Head<L::Route> {
 }
 
 /// The body's length if the headers say nothing but that about how to read it (absent:
-/// an empty body, as HTTP/1.1 reads a request without one). A request without `Host` goes
-/// to hyper's path, which refuses it.
+/// an empty body, as HTTP/1.1 reads a request without one). A request without one `Host`
+/// goes to hyper's path, which refuses it.
 fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
     let mut length = None;
-    let mut host = false;
+    let mut hosts = 0;
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
-            host = true;
+            hosts += 1;
         } else if name.eq_ignore_ascii_case("content-length") {
             let digits = header.value;
             let valid =
@@ -227,7 +227,7 @@ fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
             return None;
         }
     }
-    host.then_some(length.unwrap_or(0))
+    (hosts == 1).then_some(length.unwrap_or(0))
 }
 
 /// The head hyper writes for a JSON answer of `len` bytes.
@@ -419,8 +419,9 @@ mod tests {
             "POST http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
-            // No Host: hyper's path refuses it (RFC 9112 §3.2).
+            // No Host, or two: hyper's path refuses them (RFC 9112 §3.2).
             "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 1\r\n\r\n",
         ] {
             assert!(
                 matches!(head(request), Head::Other),

@@ -916,7 +916,7 @@ async fn gzip_bodies_are_inflated_under_the_decode_budget() {
 }
 
 /// What RFC 9112 requires and hyper lets through is refused with TF Serving's error JSON:
-/// no `Host` in an HTTP/1.1 request (400), a transfer coding other than chunked (501).
+/// no `Host` in an HTTP/1.1 request or two (400), a transfer coding other than chunked (501).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_hyper_lets_through_are_refused_as_rfc_9112_says() {
     let (addr, _cache) = serve_model("iris", "iris", RestOptions::default()).await;
@@ -927,6 +927,13 @@ async fn requests_hyper_lets_through_are_refused_as_rfc_9112_says() {
     .await;
     assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
     assert!(no_host.contains("must have a Host header"), "{no_host}");
+    let two_hosts = first_answer(
+        addr.clone(),
+        b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+    assert!(two_hosts.contains("one Host header, not 2"), "{two_hosts}");
     let gzip_chunked = first_answer(
         addr,
         b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
