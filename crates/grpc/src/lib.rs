@@ -55,6 +55,7 @@ mod lane;
 mod limit;
 mod models;
 mod predict;
+mod preface;
 mod service;
 mod spec;
 pub mod status;
@@ -68,6 +69,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use lane::Lane;
+use preface::PrefaceDeadline;
 use soma_grpc_proto::grpc::health::v1::health_server::HealthServer;
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
@@ -271,9 +273,12 @@ pub async fn serve_predictions<P: PredictionService>(
     serve_routes(predictions, routes, listener.into(), options, shutdown).await
 }
 
-/// Wraps each of tonic's connections in a [`WriteDeadline`] of `stalled`.
-fn guarded<S>(stalled: Option<Duration>) -> impl Fn(S) -> WriteDeadline<S> + Clone {
-    move |io| WriteDeadline::new(io, stalled)
+/// Wraps each of tonic's connections in a [`WriteDeadline`] of `stalled`, and gives it
+/// [`preface::PREFACE_TIMEOUT`] to start HTTP/2, as the lane does.
+fn guarded<S>(
+    stalled: Option<Duration>,
+) -> impl Fn(S) -> WriteDeadline<PrefaceDeadline<S>> + Clone {
+    move |io| WriteDeadline::new(PrefaceDeadline::new(io), stalled)
 }
 
 /// Serves `routes` on `listener`: plaintext TCP on serving threads in the lane (with
@@ -346,7 +351,7 @@ async fn serve_routes(
                 let next = listener
                     .accept()
                     .await
-                    .map(|(stream, _)| WriteDeadline::new(stream, stalled));
+                    .map(|(stream, _)| guarded(stalled)(stream));
                 Some((next, listener))
             });
             router

@@ -1,8 +1,8 @@
 //! Connection lifetime, as gRPC servers take it from channel arguments: an HTTP/2 peer that
 //! does not answer keepalive PINGs is disconnected, and a connection older than
-//! `max_connection_age` is asked to go away (GOAWAY). The peer here is a bare TCP
-//! client that speaks just enough HTTP/2 (the preface and an empty SETTINGS frame) and then
-//! only reads.
+//! `max_connection_age` is asked to go away (GOAWAY); and one that does not start HTTP/2 in
+//! time is closed. The peer here is a bare TCP client that speaks just enough HTTP/2 (the
+//! preface and an empty SETTINGS frame) and then only reads.
 
 mod common;
 
@@ -119,6 +119,39 @@ async fn by_default_connections_stay_open() {
         assert!(
             !frames.contains(&PING) && !frames.contains(&GOAWAY),
             "{server}: {frames:?}"
+        );
+    }
+}
+
+/// A client that connects and sends nothing, half the preface, or the preface without the
+/// SETTINGS frame that must follow it, is disconnected 10 s after it connected, by both
+/// servers: otherwise such connections hold their file descriptors for as long as the
+/// client likes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_does_not_start_http2_is_closed() {
+    let starts: [&[u8]; 3] = [b"", &PREFACE[..16], PREFACE];
+    let mut closing = Vec::new();
+    for (server, options) in common::both_servers(GrpcOptions::default()) {
+        let addr = serve(options).await;
+        for start in starts {
+            let addr = addr.clone();
+            closing.push(tokio::spawn(async move {
+                let mut tcp = TcpStream::connect(addr).await.unwrap();
+                tcp.write_all(start).await.unwrap();
+                let started = Instant::now();
+                let mut read = Vec::new();
+                let closed =
+                    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut read));
+                (server, start.len(), closed.await.is_ok(), started.elapsed())
+            }));
+        }
+    }
+    for closing in closing {
+        let (server, sent, closed, after) = closing.await.unwrap();
+        assert!(closed, "{server}, {sent} bytes: still open after {after:?}");
+        assert!(
+            after >= Duration::from_secs(9),
+            "{server}, {sent} bytes: closed after {after:?}"
         );
     }
 }

@@ -31,6 +31,7 @@ use tonic::codegen::http::{HeaderMap, StatusCode, Uri};
 use super::Lane;
 use super::answer::{self, Head, Reply, ReplyBody};
 use crate::held::Held;
+use crate::preface::PREFACE_TIMEOUT;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -64,12 +65,6 @@ const RESET_WINDOW: Duration = Duration::from_secs(10);
 
 /// The payload of the lane's keepalive PINGs.
 const KEEPALIVE_PING: [u8; 8] = *b"soma-kap";
-
-/// How long a new connection may take to send the HTTP/2 preface. Clients send it as soon as
-/// they connect; without a limit, connections that send nothing would hold their file
-/// descriptors for ever (no keepalive or stall timer runs before the preface), and enough of
-/// them shut every client out. gRPC's C++ server allows 120 s for its whole handshake.
-pub(crate) const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one connection until it closes, or, after `stop`, until its open requests are
 /// answered. Bytes that are not an HTTP/2 connection preface, or no preface within
