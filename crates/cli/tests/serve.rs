@@ -41,6 +41,8 @@ class Handler:
             raise ValueError("asked to fail")
         if payload == "junk":
             return object()
+        if payload == "exit":
+            os._exit(3)  # as a crash in native code would take the process down
         self.metrics.increment("echo_calls", tags={"kind": type(payload).__name__})
         return {
             "kind": describe(payload),
@@ -226,6 +228,46 @@ fn sigkill_mid_run_loses_nothing() {
         let done = soma.wait_final("/tools/echo", id, Duration::from_secs(60));
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["result"]["payload"]["n"], i);
+    }
+}
+
+/// A payload that takes the process down on every delivery (`os._exit` in the handler),
+/// with workloads prefetched behind it when it first does: after its third delivery it is
+/// failed, and they, delivered again, run (without the rule that a redelivered workload runs
+/// without prefetched company, they were held at each of its crashes and failed with it).
+#[test]
+fn a_payload_that_kills_the_process_fails_alone() {
+    let dir = echo_project();
+    let config = dir.path().join("cortex.yaml");
+    let data = dir.path().join("data");
+    let args = ["--workers", "1", "--prefetch", "2", "--lease", "1s"];
+    let soma = Soma::serve(&config, &data, &args);
+    soma.wait_ready(Duration::from_secs(60));
+    let json = "application/json";
+    // While the first sleeps, the others queue; the crash is claimed next with two behind it.
+    soma.submit("/tools/echo", json, br#"{"sleep": 1.0}"#);
+    let exit = soma.submit("/tools/echo", json, br#""exit""#);
+    let others = [
+        soma.submit("/tools/echo", json, br#"{"n": 1}"#),
+        soma.submit("/tools/echo", json, br#"{"n": 2}"#),
+    ];
+    let mut soma = soma;
+    for crash in 1..=3 {
+        assert!(
+            soma.wait_exit(Duration::from_secs(60)),
+            "crash {crash}: the process outlived the payload"
+        );
+        // At start-up, before it answers: the payload may take it down again at once.
+        soma = Soma::spawn_serve(&config, &data, &args);
+    }
+    soma.wait_ready(Duration::from_secs(60));
+    let failed = soma.wait_final("/tools/echo", &exit, Duration::from_secs(60));
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("gave up after 3 deliveries"), "{failed}");
+    for id in &others {
+        let done = soma.wait_final("/tools/echo", id, Duration::from_secs(60));
+        assert_eq!(done["status"], "completed", "{done}");
     }
 }
 

@@ -23,9 +23,33 @@ impl Soma {
         Soma::start("serve", config, data_dir, &args, &[])
     }
 
+    /// [`Soma::serve`] without waiting for it to listen (it may exit first).
+    pub fn spawn_serve(config: &Path, data_dir: &Path, extra: &[&str]) -> Soma {
+        let mut args = vec!["--data-dir", data_dir.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Soma::spawn("serve", config, data_dir, &args, &[])
+    }
+
     /// Starts `soma <command> <config> --listen <free port> <extra>` with `env` added, logging
     /// to a file beside `log_base`, and waits until `/healthz` answers.
     pub fn start(
+        command: &str,
+        config: &Path,
+        log_base: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Soma {
+        let soma = Soma::spawn(command, config, log_base, extra, env);
+        soma.wait_until(Duration::from_secs(30), "listening", |s| {
+            s.request("GET", "/healthz", &[], b"")
+                .ok()
+                .map(|r| r.status == 200)
+        });
+        soma
+    }
+
+    /// [`Soma::start`] without waiting for `/healthz`.
+    fn spawn(
         command: &str,
         config: &Path,
         log_base: &Path,
@@ -47,17 +71,11 @@ impl Soma {
             .stdin(Stdio::null())
             .spawn()
             .expect("start soma");
-        let soma = Soma {
+        Soma {
             child: Some(child),
             addr,
             log,
-        };
-        soma.wait_until(Duration::from_secs(30), "listening", |s| {
-            s.request("GET", "/healthz", &[], b"")
-                .ok()
-                .map(|r| r.status == 200)
-        });
-        soma
+        }
     }
 
     pub fn request(
@@ -80,7 +98,10 @@ impl Soma {
 
     /// Waits until `/readyz` says ready, and returns its body.
     pub fn wait_ready(&self, timeout: Duration) -> Value {
-        self.wait_until(timeout, "ready", |s| Some(s.get_json("/readyz").0 == 200));
+        self.wait_until(timeout, "ready", |s| {
+            let ready = s.request("GET", "/readyz", &[], b"").ok()?;
+            Some(ready.status == 200)
+        });
         self.get_json("/readyz").1
     }
 
@@ -120,6 +141,20 @@ impl Soma {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; whether it did.
+    pub fn wait_exit(mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        while Instant::now() < deadline {
+            if child.try_wait().expect("try_wait").is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// SIGKILL: no chance to clean up.
