@@ -119,7 +119,7 @@ impl ModelCache {
                 })?;
         if let ModelLocation::Local(root) = &model.location {
             return Ok(match model.layout {
-                Layout::Versioned => root.join(version.to_string()),
+                Layout::Versioned => root.join(&files.folder),
                 Layout::NonVersioned => root.clone(),
             });
         }
@@ -192,7 +192,10 @@ impl ModelCache {
             .map_err(|e| RepositoryError::io(tmp, e))?;
         let store = ModelStore::open(&model.location, &self.settings).await?;
         let folder = match model.layout {
-            Layout::Versioned => format!("{version}/"),
+            Layout::Versioned => match model.versions.get(&version) {
+                Some(files) => format!("{}/", files.folder),
+                None => format!("{version}/"),
+            },
             Layout::NonVersioned => String::new(),
         };
         let mut jobs = Vec::with_capacity(expected.files.len());

@@ -340,12 +340,27 @@ mod tests {
         assert!(discover(&keys, Validator::TensorFlow).await.is_err());
     }
 
+    /// Version names as TF Serving and Cortex read them: `007` is version 7, fetched from
+    /// that folder; `7` beside it names the version twice; a sign or a number past `i64` is
+    /// no version name.
     #[tokio::test]
-    async fn non_canonical_version_names_are_rejected() {
-        let keys = version("01", MODEL);
+    async fn version_names_are_read_as_tf_serving_reads_them() {
+        let model = discover(&version("007", MODEL), Validator::TensorFlow)
+            .await
+            .unwrap();
+        assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), [7]);
+        assert_eq!(model.versions[&7].folder, "007");
+        let mut keys = version("007", MODEL);
+        keys.extend(version("7", MODEL));
         let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
         assert!(
-            text.contains("\"01\" is not a valid version folder name"),
+            text.contains("version 7 is named by two folders, \"007\" and \"7\": keep one"),
+            "{text}"
+        );
+        let keys = version("+7", MODEL);
+        let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
+        assert!(
+            text.contains("\"+7\" is not a valid version folder name (use a non-negative integer without a sign)"),
             "{text}"
         );
         // All digits, past i64: a version name that cannot be, not a stray entry.

@@ -34,6 +34,10 @@ pub enum Layout {
 /// The files of one version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionFiles {
+    /// The version's folder as named in storage: the version number, possibly written with
+    /// leading zeros (`007` is version 7, as TF Serving and Cortex read it); empty for a
+    /// non-versioned model.
+    pub folder: String,
     /// Path relative to the version folder (the model root if non-versioned) → size in bytes.
     pub files: BTreeMap<String, u64>,
     /// The newest modification time among the files, when the storage reports one.
@@ -60,18 +64,19 @@ pub(crate) struct Analysis {
 
 const DATA_SHARD_PREFIX: &str = "variables/variables.data-00000-of-";
 
-/// Parses a version folder name. `Ok(None)`: not a number (a non-version entry);
-/// `Err`: looks like a number but cannot name a version folder.
-fn parse_version(name: &str) -> Result<Option<i64>, String> {
+/// Parses a version folder name: decimal digits, leading zeros allowed (TF Serving and
+/// Cortex read `007` as version 7). `Ok(None)`: not a number (a non-version entry); `Err`:
+/// looks like a number but cannot name a version folder.
+pub(crate) fn parse_version(name: &str) -> Result<Option<i64>, String> {
     match name.parse::<i64>() {
         Err(_) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
             "{name:?} is not a valid version folder name (versions are 64-bit integers, at most {})",
             i64::MAX
         )),
         Err(_) => Ok(None),
-        Ok(v) if v >= 0 && v.to_string() == name => Ok(Some(v)),
+        Ok(v) if name.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
         Ok(_) => Err(format!(
-            "{name:?} is not a valid version folder name (use a non-negative integer without sign or leading zeros)"
+            "{name:?} is not a valid version folder name (use a non-negative integer without a sign)"
         )),
     }
 }
@@ -103,19 +108,21 @@ pub(crate) fn missing_files(
     missing
 }
 
-fn version_files(entries: &BTreeMap<String, FileMeta>) -> VersionFiles {
+fn version_files(folder: &str, entries: &BTreeMap<String, FileMeta>) -> VersionFiles {
     VersionFiles {
+        folder: folder.to_string(),
         files: entries.iter().map(|(k, m)| (k.clone(), m.size)).collect(),
         last_modified: entries.values().filter_map(|m| m.last_modified).max(),
     }
 }
 
 fn check(
+    folder: &str,
     entries: &BTreeMap<String, FileMeta>,
     validator: Validator,
     what: &str,
 ) -> Result<VersionFiles, String> {
-    let files = version_files(entries);
+    let files = version_files(folder, entries);
     let missing = missing_files(&files.files, validator);
     if missing.is_empty() {
         Ok(files)
@@ -147,6 +154,9 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
         };
     }
     let mut versions: BTreeMap<i64, BTreeMap<String, FileMeta>> = BTreeMap::new();
+    // Each version's folder name, and the versions named by two folders (`7` and `007`).
+    let mut folders: BTreeMap<i64, &str> = BTreeMap::new();
+    let mut named_twice: BTreeMap<i64, (&str, &str)> = BTreeMap::new();
     let mut version_names: Vec<String> = Vec::new();
     let mut version_files_at_top: Vec<String> = Vec::new();
     let mut others: Vec<String> = Vec::new();
@@ -160,6 +170,10 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
             Ok(Some(v)) => {
                 if !version_names.iter().any(|n| n == first) {
                     version_names.push(first.to_string());
+                }
+                let folder = *folders.entry(v).or_insert(first);
+                if folder != first {
+                    named_twice.insert(v, (folder, first));
                 }
                 match rest {
                     Some(rest) => {
@@ -183,6 +197,12 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
             }
         }
     }
+    let check_version = |v: i64, entries: &BTreeMap<String, FileMeta>| match named_twice.get(&v) {
+        Some((a, b)) => Err(format!(
+            "version {v} is named by two folders, {a:?} and {b:?}: keep one"
+        )),
+        None => check(folders[&v], entries, validator, &format!("version {v}")),
+    };
     let mut problems = bad_names;
     if !version_names.is_empty() && !others.is_empty() {
         version_names.sort_by_key(|n| n.parse::<i64>().unwrap_or_default());
@@ -199,13 +219,13 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
             // while someone fixes a stray entry.
             versions: versions
                 .iter()
-                .map(|(v, e)| (*v, check(e, validator, &format!("version {v}"))))
+                .map(|(v, e)| (*v, check_version(*v, e)))
                 .collect(),
         };
     }
     if version_names.is_empty() {
         let mut out = BTreeMap::new();
-        out.insert(1, check(listing, validator, "the model folder"));
+        out.insert(1, check("", listing, validator, "the model folder"));
         return Analysis {
             layout: Ok(Layout::NonVersioned),
             versions: out,
@@ -213,7 +233,7 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
     }
     let mut out: BTreeMap<i64, Result<VersionFiles, String>> = versions
         .iter()
-        .map(|(v, e)| (*v, check(e, validator, &format!("version {v}"))))
+        .map(|(v, e)| (*v, check_version(*v, e)))
         .collect();
     for name in version_files_at_top {
         let v: i64 = name.parse().unwrap_or_default();

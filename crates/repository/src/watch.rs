@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::discover::{DiscoveredModel, RESERVED_MODEL_NAME, split_dir};
 use crate::error::RepositoryError;
-use crate::layout::{Layout, Listing, Validator, VersionFiles, analyze};
+use crate::layout::{Layout, Listing, Validator, VersionFiles, analyze, parse_version};
 use crate::store::{ModelStore, S3Settings};
 
 /// A folder to watch.
@@ -487,12 +487,11 @@ fn observe(location: &ModelLocation, listing: &Listing, validator: Validator) ->
                 valid.insert(version, files);
             }
             Err(problem) => {
-                let folder = version.to_string();
                 let files = listing
                     .iter()
                     .filter(|(key, _)| {
                         layout == Layout::NonVersioned
-                            || key.split('/').next() == Some(folder.as_str())
+                            || key.split('/').next().map(parse_version) == Some(Ok(Some(version)))
                     })
                     .map(|(key, meta)| (key.clone(), meta.size))
                     .collect();

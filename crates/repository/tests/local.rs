@@ -22,15 +22,21 @@ async fn local_discovery_and_fetch_in_place() {
     let iris = root.path().join("iris");
     write_version(&iris.join("3"));
     write_version(&iris.join("12"));
+    // Version 7, written with leading zeros as TF Serving and Cortex allow.
+    write_version(&iris.join("007"));
     let flat = root.path().join("flat");
     write_version(&flat);
 
     let model = discover_model(&ModelLocation::Local(iris.clone()), Validator::TensorFlow)
         .await
         .unwrap();
-    assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), [3, 12]);
+    assert_eq!(
+        model.versions.keys().copied().collect::<Vec<_>>(),
+        [3, 7, 12]
+    );
     let cache = ModelCache::new(root.path().join("cache"));
     assert_eq!(cache.fetch(&model, 12).await.unwrap(), iris.join("12"));
+    assert_eq!(cache.fetch(&model, 7).await.unwrap(), iris.join("007"));
 
     let flat_model = discover_model(&ModelLocation::Local(flat.clone()), Validator::TensorFlow)
         .await

@@ -50,6 +50,34 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A version folder written with leading zeros (`0042`, version 42, as TF Serving and Cortex
+/// read it) is listed, and downloaded, from that folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_version_folders_with_leading_zeros_are_fetched_from_their_folder() {
+    let moto = MotoServer::start();
+    moto.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    write_version(dir.path(), 42, "z");
+    std::fs::rename(dir.path().join("42"), dir.path().join("0042")).unwrap();
+    moto.upload_dir(dir.path(), BUCKET, "zoo/iris");
+    let settings = settings(&moto);
+    let location = ModelLocation::S3 {
+        bucket: BUCKET.into(),
+        prefix: "zoo/iris/".into(),
+    };
+    let model = discover_model_with(&location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), [42]);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = ModelCache::with_settings(cache_dir.path().to_path_buf(), settings);
+    let path = cache.fetch(&model, 42).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(path.join("variables/variables.data-00000-of-00001")).unwrap(),
+        "data-z-42"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_discovery_cache_and_watcher() {
     let moto = MotoServer::start();
