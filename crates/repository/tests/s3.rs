@@ -41,6 +41,14 @@ fn upload_version(moto: &MotoServer, version: i64, tag: &str) {
     moto.upload_dir(dir.path(), BUCKET, "zoo/iris");
 }
 
+/// Where `upload_version` puts the model.
+fn zoo_iris() -> ModelLocation {
+    ModelLocation::S3 {
+        bucket: BUCKET.into(),
+        prefix: "zoo/iris/".into(),
+    }
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -61,10 +69,7 @@ async fn s3_version_folders_with_leading_zeros_are_fetched_from_their_folder() {
     std::fs::rename(dir.path().join("42"), dir.path().join("0042")).unwrap();
     moto.upload_dir(dir.path(), BUCKET, "zoo/iris");
     let settings = settings(&moto);
-    let location = ModelLocation::S3 {
-        bucket: BUCKET.into(),
-        prefix: "zoo/iris/".into(),
-    };
+    let location = zoo_iris();
     let model = discover_model_with(&location, Validator::TensorFlow, &settings)
         .await
         .unwrap();
@@ -85,10 +90,7 @@ async fn s3_discovery_cache_and_watcher() {
     upload_version(&moto, 1, "a");
     upload_version(&moto, 10, "a");
     let settings = settings(&moto);
-    let location = ModelLocation::S3 {
-        bucket: BUCKET.into(),
-        prefix: "zoo/iris/".into(),
-    };
+    let location = zoo_iris();
 
     // Discovery.
     let model = discover_model_with(&location, Validator::TensorFlow, &settings)
