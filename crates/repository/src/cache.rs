@@ -159,7 +159,15 @@ impl ModelCache {
         let nonce = unique_suffix();
         let tmp = parent.join(format!("{version}.tmp-{nonce}"));
         let result = self
-            .download(model, version, &expected, &tmp, &target, &nonce)
+            .download(
+                model,
+                version,
+                &files.folder,
+                &expected,
+                &tmp,
+                &target,
+                &nonce,
+            )
             .await;
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
@@ -177,10 +185,13 @@ impl ModelCache {
         Ok(target)
     }
 
+    /// Downloads `version` of `model`, whose files are in the storage folder `folder`.
+    #[allow(clippy::too_many_arguments)]
     async fn download(
         &self,
         model: &DiscoveredModel,
         version: i64,
+        folder: &str,
         expected: &Manifest,
         tmp: &Path,
         target: &Path,
@@ -191,17 +202,14 @@ impl ModelCache {
             .await
             .map_err(|e| RepositoryError::io(tmp, e))?;
         let store = ModelStore::open(&model.location, &self.settings).await?;
-        let folder = match model.layout {
-            Layout::Versioned => match model.versions.get(&version) {
-                Some(files) => format!("{}/", files.folder),
-                None => format!("{version}/"),
-            },
+        let prefix = match model.layout {
+            Layout::Versioned => format!("{folder}/"),
             Layout::NonVersioned => String::new(),
         };
         let mut jobs = Vec::with_capacity(expected.files.len());
         for (relative, size) in &expected.files {
             let dest = tmp.join(safe_relative(location, relative)?);
-            jobs.push((format!("{folder}{relative}"), dest, *size));
+            jobs.push((format!("{prefix}{relative}"), dest, *size));
         }
         let store = &store;
         futures::stream::iter(jobs)
