@@ -234,14 +234,16 @@ fn sigkill_mid_run_loses_nothing() {
 /// A payload that takes the process down on every delivery (`os._exit` in the handler),
 /// with workloads prefetched behind it when it first does: after its third delivery it is
 /// failed, and they, delivered again, run (without the rule that a redelivered workload runs
-/// without prefetched company, they were held at each of its crashes and failed with it).
+/// alone, they were held at each of its crashes and failed with it).
 #[test]
 fn a_payload_that_kills_the_process_fails_alone() {
     let dir = echo_project();
-    let config = dir.path().join("cortex.yaml");
-    let data = dir.path().join("data");
     let args = ["--workers", "1", "--prefetch", "2", "--lease", "1s"];
-    let soma = Soma::serve(&config, &data, &args);
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &args,
+    );
     soma.wait_ready(Duration::from_secs(60));
     let json = "application/json";
     // While the first sleeps, the others queue; the crash is claimed next with two behind it.
@@ -251,21 +253,50 @@ fn a_payload_that_kills_the_process_fails_alone() {
         soma.submit("/tools/echo", json, br#"{"n": 1}"#),
         soma.submit("/tools/echo", json, br#"{"n": 2}"#),
     ];
-    let mut soma = soma;
+    crash_three_times(soma, &dir, &args, &exit, &others);
+}
+
+/// The same with a workload running in another worker slot at the first crash.
+#[test]
+fn a_payload_that_kills_the_process_fails_alone_among_workers() {
+    let dir = echo_project();
+    let args = ["--workers", "2", "--lease", "1s"];
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &args,
+    );
+    soma.wait_ready(Duration::from_secs(60));
+    let json = "application/json";
+    let other = soma.submit("/tools/echo", json, br#"{"sleep": 2.0}"#);
+    let exit = soma.submit("/tools/echo", json, br#""exit""#);
+    crash_three_times(soma, &dir, &args, &exit, &[other]);
+}
+
+/// Waits for `soma` to be taken down by `exit` three times, restarting it with `args` after
+/// each, and checks that `exit` failed and `others` completed.
+fn crash_three_times(
+    mut soma: Soma,
+    dir: &tempfile::TempDir,
+    args: &[&str],
+    exit: &str,
+    others: &[String],
+) {
+    let (config, data) = (dir.path().join("cortex.yaml"), dir.path().join("data"));
     for crash in 1..=3 {
         assert!(
             soma.wait_exit(Duration::from_secs(60)),
             "crash {crash}: the process outlived the payload"
         );
         // At start-up, before it answers: the payload may take it down again at once.
-        soma = Soma::spawn_serve(&config, &data, &args);
+        soma = Soma::spawn_serve(&config, &data, args);
     }
     soma.wait_ready(Duration::from_secs(60));
-    let failed = soma.wait_final("/tools/echo", &exit, Duration::from_secs(60));
+    let failed = soma.wait_final("/tools/echo", exit, Duration::from_secs(60));
     assert_eq!(failed["status"], "failed", "{failed}");
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("gave up after 3 deliveries"), "{failed}");
-    for id in &others {
+    for id in others {
         let done = soma.wait_final("/tools/echo", id, Duration::from_secs(60));
         assert_eq!(done["status"], "completed", "{done}");
     }

@@ -61,6 +61,7 @@ pub(crate) fn spawn_workers(
         renew_every: shared.options.lease / 4,
         poll_interval: shared.options.poll_interval,
         prefetch: shared.options.prefetch,
+        crash_isolation: shared.crash_isolation.clone(),
         ..WorkerOptions::default()
     };
     if shared.options.workers.is_some() {

@@ -7,7 +7,7 @@ use soma_config::{ApiSpec, Config};
 use soma_gateway::{ApiRoute, ApiState, Gateway, GatewayConfig, Readiness, router};
 use soma_jobs::{ApiName, Backend, EmbeddedBackend, JobsError};
 use soma_metrics::Registry;
-use soma_worker::WorkerPool;
+use soma_worker::{CrashIsolation, WorkerPool};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) wake: Arc<Notify>,
     pub(crate) stop: watch::Receiver<bool>,
     models: Arc<ModelManager>,
+    /// One for all APIs: a redelivered workload runs with nothing else held in the process.
+    pub(crate) crash_isolation: CrashIsolation,
 }
 
 /// Runs every API of `config` until `shutdown` resolves, then stops accepting requests, lets
@@ -131,6 +133,7 @@ pub async fn serve_with(
         wake: Arc::new(Notify::new()),
         stop,
         models,
+        crash_isolation: CrashIsolation::default(),
     });
     let gateway = Arc::new(Gateway {
         config: GatewayConfig {

@@ -14,13 +14,18 @@
 //! its handler runs (the claims' round trips overlap the handler); they stay leased, with
 //! their leases renewed, until the worker runs them one after the other.
 //!
+//! Crashes: a redelivered workload runs with nothing else held in the process
+//! ([`CrashIsolation`]), so a payload that crashes the process uses up its own deliveries.
+//!
 //! Autoscaling: a pool has a fixed number of slots, of which [`run_autoscaler`] lets a
 //! varying number claim work, following Cortex's algorithm (see [`Autoscaler`]).
 
 mod autoscale;
 mod handler;
+mod isolation;
 mod pool;
 
 pub use autoscale::{Autoscaler, AutoscalerParams, AutoscalerTiming, run_autoscaler};
 pub use handler::{HandlerFailure, Workload, WorkloadHandler};
+pub use isolation::CrashIsolation;
 pub use pool::{WorkerOptions, WorkerPool};

@@ -9,6 +9,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
+use crate::isolation::{CrashIsolation, Hold, is_redelivery};
 use crate::{HandlerFailure, Workload, WorkloadHandler};
 
 /// How workers claim and hold workloads.
@@ -28,13 +29,15 @@ pub struct WorkerOptions {
     /// storage round trips overlap the handler and each other (like Celery's prefetch). The
     /// handler still runs one workload at a time per slot; a prefetched one is leased,
     /// marked `in_progress` and has its lease renewed while it waits, and after a crash it
-    /// is delivered again like a running one (see `is_redelivery` for what the slot does
+    /// is delivered again like a running one (see [`CrashIsolation`] for what the pool does
     /// with such a delivery). Worth it on a remote backend, where a claim
     /// costs network round trips; keep it small, as prefetched work waits for its slot even
     /// if another slot is idle.
     pub prefetch: usize,
     /// Pause after a storage error before trying again.
     pub error_backoff: Duration,
+    /// Runs redelivered workloads alone; share one among all pools of a process.
+    pub crash_isolation: CrashIsolation,
 }
 
 impl Default for WorkerOptions {
@@ -46,6 +49,7 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_secs(1),
             prefetch: 0,
             error_backoff: Duration::from_secs(1),
+            crash_isolation: CrashIsolation::default(),
         }
     }
 }
@@ -158,26 +162,27 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
     // else, also after shutdown or a scale-down: it may be leased to this worker already.
     let mut prefetching: VecDeque<Prefetch> = VecDeque::new();
     // Redelivered workloads that came out of `prefetching` while others waited behind them:
-    // they run once those have (see `is_redelivery`), their leases renewed meanwhile.
+    // they run once those have (a slot's own held workloads would keep it from running
+    // alone), their leases renewed meanwhile.
     let mut deferred: VecDeque<Prefetch> = VecDeque::new();
     loop {
         while settling.try_join_next().is_some() {}
         if settling.len() >= MAX_SETTLING {
             settling.join_next().await;
         }
-        let claimed = if let Some(prefetch) = prefetching.pop_front() {
+        let (claimed, hold) = if let Some(prefetch) = prefetching.pop_front() {
             match prefetch.take().await {
-                Some(claimed) if is_redelivery(&claimed) && !prefetching.is_empty() => {
-                    deferred.push_back(Prefetch::hold(&shared, claimed));
+                Some((claimed, hold)) if hold.is_waiting() && !prefetching.is_empty() => {
+                    deferred.push_back(Prefetch::hold(&shared, claimed, hold));
                     continue;
                 }
-                Some(claimed) => claimed,
+                Some(held) => held,
                 // The queue was empty; claim (or wait) below once the others are in.
                 None => continue,
             }
         } else if let Some(held) = deferred.pop_front() {
             match held.take().await {
-                Some(claimed) => claimed,
+                Some(held) => held,
                 None => continue,
             }
         } else {
@@ -196,8 +201,9 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
                 }
                 continue;
             }
-            match shared.backend.claim(&shared.api, options.lease).await {
-                Ok(Some(claimed)) => claimed,
+            let claim = shared.backend.claim(&shared.api, options.lease);
+            match options.crash_isolation.claim(claim).await {
+                Ok(Some(held)) => held,
                 Ok(None) => {
                     wait_for_work(&shared, &mut shutdown).await;
                     continue;
@@ -209,31 +215,25 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
                 }
             }
         };
+        let hold = if hold.is_waiting() {
+            let alone = options.crash_isolation.alone();
+            with_lease_renewal(&shared, &claimed, alone).await
+        } else {
+            hold
+        };
         let alone = is_redelivery(&claimed) || !deferred.is_empty();
         while !alone
             && prefetching.len() < options.prefetch
+            && !options.crash_isolation.recovering()
             && !*shutdown.borrow()
             && slot.may_claim()
         {
             prefetching.push_back(Prefetch::start(&shared));
         }
-        let settle = process(&shared, claimed).await;
+        let settle = process(&shared, claimed, hold).await;
         settling.spawn(settle.in_current_span());
     }
     while settling.join_next().await.is_some() {}
-}
-
-/// Whether an earlier delivery of this workload ended without an outcome: the process
-/// crashed (or was killed) while it ran or waited in a prefetch buffer, or its lease ran out.
-///
-/// Every delivery counts towards the backend's `max_attempts`, prefetched ones included, so
-/// a crash costs each workload held with the one that crashed a delivery. A redelivered
-/// workload may be the one that crashes, so a slot runs it without company of its own: it
-/// prefetches nothing while one runs or waits, and one that comes out of the prefetch buffer
-/// runs after the workloads behind it. Then a payload that crashes the process on every
-/// delivery uses up its own deliveries, not those of the workloads around it.
-fn is_redelivery(claimed: &Claimed) -> bool {
-    claimed.record.attempts > 1
 }
 
 /// Waits for a push (in this process or, if the backend signals them, any), the poll
@@ -263,7 +263,7 @@ async fn wait_for_work(shared: &Shared, shutdown: &mut watch::Receiver<bool>) {
 /// leased to nobody until the lease runs out); once it has a workload it renews the lease
 /// until the slot takes it.
 struct Prefetch {
-    task: Option<tokio::task::JoinHandle<Option<Claimed>>>,
+    task: Option<tokio::task::JoinHandle<Option<(Claimed, Hold)>>>,
     taken: Arc<Notify>,
 }
 
@@ -280,9 +280,9 @@ impl Prefetch {
         let claim = {
             let shared = Arc::clone(shared);
             async move {
-                let lease = shared.options.lease;
-                match shared.backend.claim(&shared.api, lease).await {
-                    Ok(claimed) => claimed,
+                let claim = shared.backend.claim(&shared.api, shared.options.lease);
+                match shared.options.crash_isolation.claim_ahead(claim).await {
+                    Ok(held) => held,
                     Err(e) => {
                         warn!(error = %e, "cannot claim a workload ahead; retrying later");
                         None
@@ -294,23 +294,23 @@ impl Prefetch {
     }
 
     /// Holds a workload this slot claimed already, renewing its lease until it is taken.
-    fn hold(shared: &Arc<Shared>, claimed: Claimed) -> Prefetch {
-        Prefetch::renewing(shared, async { Some(claimed) })
+    fn hold(shared: &Arc<Shared>, claimed: Claimed, hold: Hold) -> Prefetch {
+        Prefetch::renewing(shared, async { Some((claimed, hold)) })
     }
 
     /// Runs `claim` on a task of its own, then renews the lease of what it claimed until the
     /// slot takes it.
     fn renewing(
         shared: &Arc<Shared>,
-        claim: impl Future<Output = Option<Claimed>> + Send + 'static,
+        claim: impl Future<Output = Option<(Claimed, Hold)>> + Send + 'static,
     ) -> Prefetch {
         let taken = Arc::new(Notify::new());
         let (shared, signal) = (Arc::clone(shared), Arc::clone(&taken));
         let task = tokio::spawn(
             async move {
-                let claimed = claim.await?;
+                let (claimed, hold) = claim.await?;
                 with_lease_renewal(&shared, &claimed, signal.notified()).await;
-                Some(claimed)
+                Some((claimed, hold))
             }
             .in_current_span(),
         );
@@ -322,7 +322,7 @@ impl Prefetch {
 
     /// The claimed workload (waiting for the claim if needed), its lease no longer renewed
     /// here; `None` if the queue was empty.
-    async fn take(mut self) -> Option<Claimed> {
+    async fn take(mut self) -> Option<(Claimed, Hold)> {
         // A stored permit if the claim is still running: the renewal then ends at once.
         self.taken.notify_one();
         let task = self.task.take()?;
@@ -336,8 +336,13 @@ impl Prefetch {
     }
 }
 
-/// Runs the handler on one workload and returns the future that stores its outcome.
-async fn process(shared: &Arc<Shared>, claimed: Claimed) -> impl Future<Output = ()> + use<> {
+/// Runs the handler on one workload and returns the future that stores its outcome, which
+/// lets go of the workload's `hold` once it is stored.
+async fn process(
+    shared: &Arc<Shared>,
+    claimed: Claimed,
+    hold: Hold,
+) -> impl Future<Output = ()> + use<> {
     let api = shared.api.as_str();
     let id = claimed.record.id.clone();
     let span = info_span!("workload", %id);
@@ -376,6 +381,7 @@ async fn process(shared: &Arc<Shared>, claimed: Claimed) -> impl Future<Output =
         let (outcome, took) = outcome;
         let status = outcome.status();
         store_outcome(&shared, &claimed, outcome).await;
+        drop(hold);
         let api = shared.api.as_str();
         let labels = [("api_name", api), ("status", status.as_str())];
         let _ = shared.metrics.counter_add(

@@ -78,6 +78,7 @@ fn fast_options(workers: usize) -> WorkerOptions {
         poll_interval: Duration::from_millis(20),
         prefetch: 0,
         error_backoff: Duration::from_millis(20),
+        ..WorkerOptions::default()
     }
 }
 
@@ -363,7 +364,7 @@ async fn shutdown_runs_the_prefetched_workload() {
 
 /// Records the payloads it runs, in order. "poison" never returns, as if it had crashed the
 /// process (the test then aborts the pool, which is what a crash leaves in storage); "gate"
-/// waits for `gate`.
+/// waits for `gate`; "slow" takes 300 ms.
 #[derive(Debug, Default)]
 struct ScriptedHandler {
     ran: std::sync::Mutex<Vec<String>>,
@@ -382,6 +383,7 @@ impl WorkloadHandler for ScriptedHandler {
                 std::future::pending().await
             }
             "gate" => self.gate.notified().await,
+            "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
             _ => {}
         }
         Ok(json!({}))
@@ -440,8 +442,9 @@ async fn a_payload_that_crashes_every_delivery_fails_alone() {
     }
 }
 
-/// A redelivered workload that comes out of the prefetch buffer with a fresh one behind it
-/// runs after that one, and nothing is prefetched while it waits.
+/// A redelivered workload that comes out of the prefetch buffer runs after the workloads
+/// prefetched before it, alone: nothing is prefetched while it waits, and the next workload
+/// is claimed once it has run.
 #[tokio::test]
 async fn a_redelivered_workload_runs_after_the_prefetched_ones() {
     let backend = MemoryBackend::backend();
@@ -462,11 +465,86 @@ async fn a_redelivered_workload_runs_after_the_prefetched_ones() {
     let (status, _, attempts, _) = wait_final(&backend, &api, &redelivered).await;
     assert_eq!((status, attempts), (Status::Completed, 2));
     wait_final(&backend, &api, &last).await;
-    // After f1 the buffer took "redelivered" and then "last"; "redelivered" waited for it.
+    // After f1 the buffer took "redelivered"; "last" was claimed after it ran.
     assert_eq!(
         *handler.ran.lock().unwrap(),
-        ["gate", "f1", "f2", "last", "redelivered"]
+        ["gate", "f1", "f2", "redelivered", "last"]
     );
+}
+
+/// A redelivered workload claimed while another slot runs a workload waits until that one
+/// is done and runs alone: the idle slot claims nothing meanwhile.
+#[tokio::test]
+async fn a_redelivered_workload_runs_alone_in_the_process() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let redelivered = submit(&backend, &api, b"redelivered").await;
+    let lost = backend.claim(&api, Duration::from_millis(50)).await;
+    assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
+    let gate = submit(&backend, &api, b"gate").await;
+    let handler = Arc::new(ScriptedHandler::default());
+    let _run = start_with(handler.clone(), fast_options(3), backend.clone());
+    wait_status(&backend, &api, &gate, Status::InProgress).await;
+    // A second slot claims "redelivered" once its lease is out; a third stays idle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend
+        .status(&api, &redelivered)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .attempts
+        < 2
+    {
+        assert!(Instant::now() < deadline, "never delivered again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fresh = submit(&backend, &api, b"fresh").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(*handler.ran.lock().unwrap(), ["gate"]);
+    let queued = backend.status(&api, &fresh).await.unwrap().unwrap().0;
+    assert_eq!(queued.status, Status::InQueue);
+    handler.gate.notify_one();
+    for id in [&gate, &redelivered, &fresh] {
+        assert_eq!(wait_final(&backend, &api, id).await.0, Status::Completed);
+    }
+    assert_eq!(
+        *handler.ran.lock().unwrap(),
+        ["gate", "redelivered", "fresh"]
+    );
+}
+
+/// A payload that crashes the process on every delivery while another worker slot runs a
+/// workload: that one loses a delivery at the first crash, and then each runs alone. (Were
+/// they delivered again side by side, "slow" would be running at each crash and fail too.)
+#[tokio::test]
+async fn a_payload_that_crashes_every_delivery_fails_alone_among_slots() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let poison = submit(&backend, &api, b"poison").await;
+    let other = submit(&backend, &api, b"slow").await;
+    let options = WorkerOptions {
+        lease: Duration::from_millis(200),
+        renew_every: Duration::from_millis(50),
+        ..fast_options(2)
+    };
+    for crash in 1..=backend.max_attempts() {
+        let handler = Arc::new(ScriptedHandler::default());
+        let run = start_with(handler.clone(), options.clone(), backend.clone());
+        handler.poisoned.notified().await;
+        if crash == 1 {
+            wait_status(&backend, &api, &other, Status::InProgress).await;
+        } else {
+            // Time for the other slot to claim "slow", were it allowed to.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        run.pool.drain(Duration::ZERO).await;
+    }
+    let run = start_with(Arc::new(ScriptedHandler::default()), options, backend);
+    let (status, _, attempts, _) = wait_final(&run.backend, &api, &poison).await;
+    assert_eq!((status, attempts), (Status::Failed, 4));
+    let (status, _, attempts, _) = wait_final(&run.backend, &api, &other).await;
+    assert_eq!((status, attempts), (Status::Completed, 2));
 }
 
 /// A workload submitted through another connection (as by a gateway in another process,

@@ -1,0 +1,143 @@
+//! Running a redelivered workload alone in the process.
+//!
+//! Every delivery counts towards the backend's `max_attempts`, and a crash costs a delivery
+//! to every workload the process holds (running, prefetched or waiting to run). A redelivered
+//! workload may be the one that crashed the process, so it runs with nothing else held:
+//! claims stop, the workloads already held finish, it runs, and claims resume. A payload that
+//! crashes the process on every delivery then uses up its own deliveries, not those of the
+//! workloads of other worker slots and APIs around it.
+//!
+//! The mechanism is a fair read-write lock: a held workload keeps a read guard from its claim
+//! until its outcome is stored; a redelivered one takes the write guard before it runs. While
+//! the pool is *recovering* (from start-up, which may follow a crash, and after any
+//! redelivered claim) claims take the write guard too, one at a time, until one brings a fresh
+//! workload or none; so workloads delivered again together after a crash are not all held
+//! together again.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use soma_jobs::Claimed;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+/// What keeps redelivered workloads apart. Pools given clones of one value run a redelivered
+/// workload alone among all of them: a process gives the same one to all of its pools (the
+/// default is a new one, as for a process of its own).
+#[derive(Clone)]
+pub struct CrashIsolation {
+    lock: Arc<RwLock<()>>,
+    recovering: Arc<AtomicBool>,
+}
+
+impl Default for CrashIsolation {
+    /// Starts recovering: a process that starts may be restarting after a crash, and the
+    /// workloads it held are then the first it is handed.
+    fn default() -> CrashIsolation {
+        CrashIsolation {
+            lock: Arc::new(RwLock::new(())),
+            recovering: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl fmt::Debug for CrashIsolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrashIsolation")
+            .field("recovering", &self.recovering())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an earlier delivery of this workload ended without an outcome: the process
+/// crashed (or was killed) while it ran or was held, or its lease ran out.
+pub(crate) fn is_redelivery(claimed: &Claimed) -> bool {
+    claimed.record.attempts > 1
+}
+
+/// A held workload's place under the lock; dropped once its outcome is stored.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// Beside other fresh workloads.
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    /// Alone in the process.
+    Alone(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+    /// A redelivered workload that must be [`CrashIsolation::alone`] before it runs.
+    Waiting,
+}
+
+impl Hold {
+    pub(crate) fn is_waiting(&self) -> bool {
+        matches!(self, Hold::Waiting)
+    }
+}
+
+impl CrashIsolation {
+    pub fn recovering(&self) -> bool {
+        self.recovering.load(Ordering::Acquire)
+    }
+
+    fn set_recovering(&self, recovering: bool) {
+        self.recovering.store(recovering, Ordering::Release);
+    }
+
+    /// Claims a workload with `claim` for a worker slot that holds nothing else (a slot's
+    /// own held workloads would keep it from ever getting the write guard). While recovering
+    /// the claim waits until nothing else is held; a redelivered workload it brings keeps
+    /// that, a fresh one (or none) ends the recovery.
+    pub(crate) async fn claim<E>(
+        &self,
+        claim: impl Future<Output = Result<Option<Claimed>, E>>,
+    ) -> Result<Option<(Claimed, Hold)>, E> {
+        let shared = loop {
+            if self.recovering() {
+                let alone = Arc::clone(&self.lock).write_owned().await;
+                let claimed = claim.await?;
+                return Ok(match claimed {
+                    Some(claimed) if is_redelivery(&claimed) => Some((claimed, Hold::Alone(alone))),
+                    fresh_or_none => {
+                        self.set_recovering(false);
+                        fresh_or_none.map(|claimed| (claimed, Hold::Shared(alone.downgrade())))
+                    }
+                });
+            }
+            let shared = Arc::clone(&self.lock).read_owned().await;
+            // The wait may have been for a redelivered workload, which starts a recovery.
+            if !self.recovering() {
+                break shared;
+            }
+        };
+        Ok(claim.await?.map(|claimed| self.held(claimed, shared)))
+    }
+
+    /// Claims ahead for a slot that holds other workloads: never while recovering (`None`,
+    /// without claiming), and a redelivered workload it brings is [`Hold::Waiting`].
+    pub(crate) async fn claim_ahead<E>(
+        &self,
+        claim: impl Future<Output = Result<Option<Claimed>, E>>,
+    ) -> Result<Option<(Claimed, Hold)>, E> {
+        if self.recovering() {
+            return Ok(None);
+        }
+        let shared = Arc::clone(&self.lock).read_owned().await;
+        if self.recovering() {
+            return Ok(None);
+        }
+        Ok(claim.await?.map(|claimed| self.held(claimed, shared)))
+    }
+
+    /// A workload claimed beside others: a redelivered one starts a recovery and waits.
+    fn held(&self, claimed: Claimed, shared: OwnedRwLockReadGuard<()>) -> (Claimed, Hold) {
+        if is_redelivery(&claimed) {
+            self.set_recovering(true);
+            return (claimed, Hold::Waiting);
+        }
+        (claimed, Hold::Shared(shared))
+    }
+
+    /// Waits until no other workload is held, for a redelivered one that is
+    /// [`Hold::Waiting`]; its slot must hold nothing else.
+    pub(crate) async fn alone(&self) -> Hold {
+        Hold::Alone(Arc::clone(&self.lock).write_owned().await)
+    }
+}
