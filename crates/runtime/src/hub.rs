@@ -49,7 +49,9 @@ impl ServableState {
     }
 }
 
-/// The state of one model version; `error` is set when loading failed (state `END`).
+/// The state of one model version; `error` is set when loading failed (state `END`), or
+/// when loading its changed files failed while the files loaded before serve on (state
+/// `AVAILABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionStatus {
     pub version: i64,

@@ -217,15 +217,20 @@ impl ModelTask {
     }
 
     /// New files for a version that failed: it gets another chance.
+    /// The version's files changed or went: a failure to load them no longer stands. A
+    /// version that failed is forgotten; one that serves keeps serving, its failed reload
+    /// no longer reported.
     fn forget_failure(&self, version: i64) {
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(model) = models.get_mut(self.name())
-            && model
-                .versions
-                .get(&version)
-                .is_some_and(|v| v.error.is_some())
-        {
-            model.versions.remove(&version);
+        let Some(model) = models.get_mut(self.name()) else {
+            return;
+        };
+        match model.versions.get_mut(&version) {
+            Some(entry) if entry.servable.is_some() => entry.error = None,
+            Some(entry) if entry.error.is_some() => {
+                model.versions.remove(&version);
+            }
+            _ => {}
         }
     }
 
@@ -370,6 +375,13 @@ impl ModelTask {
                 self.set_state(version, |e| {
                     if e.servable.is_none() {
                         e.state = ServableState::End;
+                        e.error = Some((kind, message));
+                    } else {
+                        // Still AVAILABLE (it serves), with the failure for whoever checks.
+                        let message = format!(
+                            "the version's files changed and failed to load; the files \
+                             loaded before serve on: {message}"
+                        );
                         e.error = Some((kind, message));
                     }
                 });

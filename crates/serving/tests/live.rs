@@ -108,6 +108,64 @@ async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
     assert_eq!(states(&*manager, "iris")[0], (1, ServableState::Available));
 }
 
+/// The outputs of a prediction on version 1.
+fn predict_v1(hub: &dyn ModelHub) -> Value {
+    let servable = hub.servable("iris", &VersionSelector::Number(1)).unwrap();
+    let prediction = servable.predict_json(None, &iris_input()).unwrap();
+    Value::Object(prediction.outputs_json())
+}
+
+fn version_1(hub: &dyn ModelHub) -> soma_runtime::VersionStatus {
+    hub.status("iris", Some(&VersionSelector::Number(1)))
+        .unwrap()[0]
+        .clone()
+}
+
+/// A version whose files are replaced in place is loaded again from them. Replaced with a
+/// broken copy, the files loaded before serve on and the version's status, still
+/// `AVAILABLE`, carries the failure until the files change again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_replaced_in_place_reloads_and_a_broken_copy_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("iris");
+    std::fs::create_dir_all(&repo).unwrap();
+    publish(&fixtures().join("iris/1"), &repo, 1);
+    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
+    let spec = ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)));
+    manager.apply(vec![spec]).await.unwrap();
+    let first = predict_v1(&*manager);
+
+    copy_dir(&fixtures().join("iris/2"), &repo.join("1"));
+    wait_until("the new files to serve", || predict_v1(&*manager) != first).await;
+    let second = predict_v1(&*manager);
+    assert_eq!(version_1(&*manager).error, None);
+
+    let data = repo.join("1/variables/variables.data-00000-of-00001");
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    wait_until("the failed reload to show", || {
+        version_1(&*manager).error.is_some()
+    })
+    .await;
+    let status = version_1(&*manager);
+    assert_eq!(status.state, ServableState::Available);
+    let (kind, message) = status.error.unwrap();
+    assert_eq!(kind, soma_core::ErrorKind::OutOfRange, "{message}");
+    assert!(
+        message.starts_with("the version's files changed and failed to load"),
+        "{message}"
+    );
+    assert_eq!(predict_v1(&*manager), second);
+
+    std::fs::write(&data, &bytes).unwrap();
+    wait_until("the repaired files to load", || {
+        version_1(&*manager).error.is_none()
+    })
+    .await;
+    assert_eq!(predict_v1(&*manager), second);
+    assert_eq!(version_1(&*manager).state, ServableState::Available);
+}
+
 /// A client that predicts on "latest" in a loop, from its start until [`finish`].
 ///
 /// [`finish`]: LoopingClient::finish
