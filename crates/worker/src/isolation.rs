@@ -7,12 +7,12 @@
 //! crashes the process on every delivery then uses up its own deliveries, not those of the
 //! workloads of other worker slots and APIs around it.
 //!
-//! The mechanism is a fair read-write lock: a held workload keeps a read guard from its claim
-//! until its outcome is stored; a redelivered one takes the write guard before it runs. While
-//! the pool is *recovering* (from start-up, which may follow a crash, and after any
-//! redelivered claim) claims take the write guard too, one at a time, until one brings a fresh
-//! workload or none; so workloads delivered again together after a crash are not all held
-//! together again.
+//! The mechanism is a fair read-write lock shared by the process' pools: a held workload
+//! keeps a read guard from its claim until its outcome is stored; a redelivered one takes the
+//! write guard before it runs. While a pool is *recovering* (from start-up, which may follow a
+//! crash, and after a redelivered claim from its queue) its claims take the write guard too,
+//! one at a time, until one brings a fresh workload or none; so workloads delivered again
+//! together after a crash are not all held together again.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,26 +24,32 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 /// What keeps redelivered workloads apart. Pools given clones of one value run a redelivered
 /// workload alone among all of them: a process gives the same one to all of its pools (the
 /// default is a new one, as for a process of its own).
-#[derive(Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CrashIsolation {
     lock: Arc<RwLock<()>>,
-    recovering: Arc<AtomicBool>,
 }
 
-impl Default for CrashIsolation {
-    /// Starts recovering: a process that starts may be restarting after a crash, and the
-    /// workloads it held are then the first it is handed.
-    fn default() -> CrashIsolation {
-        CrashIsolation {
-            lock: Arc::new(RwLock::new(())),
-            recovering: Arc::new(AtomicBool::new(true)),
+impl CrashIsolation {
+    /// The view of one pool, which claims from one queue.
+    pub(crate) fn for_pool(&self) -> PoolIsolation {
+        PoolIsolation {
+            lock: Arc::clone(&self.lock),
+            // A pool that starts may be in a process restarting after a crash, and the
+            // workloads it held are then the first its queue hands out.
+            recovering: AtomicBool::new(true),
         }
     }
 }
 
-impl fmt::Debug for CrashIsolation {
+/// A pool's claims under its process' [`CrashIsolation`].
+pub(crate) struct PoolIsolation {
+    lock: Arc<RwLock<()>>,
+    recovering: AtomicBool,
+}
+
+impl fmt::Debug for PoolIsolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CrashIsolation")
+        f.debug_struct("PoolIsolation")
             .field("recovering", &self.recovering())
             .finish_non_exhaustive()
     }
@@ -62,7 +68,7 @@ pub(crate) enum Hold {
     Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
     /// Alone in the process.
     Alone(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
-    /// A redelivered workload that must be [`CrashIsolation::alone`] before it runs.
+    /// A redelivered workload that must be [`PoolIsolation::alone`] before it runs.
     Waiting,
 }
 
@@ -72,8 +78,8 @@ impl Hold {
     }
 }
 
-impl CrashIsolation {
-    pub fn recovering(&self) -> bool {
+impl PoolIsolation {
+    pub(crate) fn recovering(&self) -> bool {
         self.recovering.load(Ordering::Acquire)
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
-use crate::isolation::{CrashIsolation, Hold, is_redelivery};
+use crate::isolation::{CrashIsolation, Hold, PoolIsolation, is_redelivery};
 use crate::{HandlerFailure, Workload, WorkloadHandler};
 
 /// How workers claim and hold workloads.
@@ -69,6 +69,7 @@ struct Shared {
     options: WorkerOptions,
     metrics: Registry,
     wake: Arc<Notify>,
+    isolation: PoolIsolation,
 }
 
 impl WorkerPool {
@@ -109,6 +110,7 @@ impl WorkerPool {
             api: api.clone(),
             backend,
             handler,
+            isolation: options.crash_isolation.for_pool(),
             options,
             metrics,
             wake,
@@ -202,7 +204,7 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
                 continue;
             }
             let claim = shared.backend.claim(&shared.api, options.lease);
-            match options.crash_isolation.claim(claim).await {
+            match shared.isolation.claim(claim).await {
                 Ok(Some(held)) => held,
                 Ok(None) => {
                     wait_for_work(&shared, &mut shutdown).await;
@@ -216,7 +218,7 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
             }
         };
         let hold = if hold.is_waiting() {
-            let alone = options.crash_isolation.alone();
+            let alone = shared.isolation.alone();
             with_lease_renewal(&shared, &claimed, alone).await
         } else {
             hold
@@ -224,7 +226,7 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
         let alone = is_redelivery(&claimed) || !deferred.is_empty();
         while !alone
             && prefetching.len() < options.prefetch
-            && !options.crash_isolation.recovering()
+            && !shared.isolation.recovering()
             && !*shutdown.borrow()
             && slot.may_claim()
         {
@@ -281,7 +283,7 @@ impl Prefetch {
             let shared = Arc::clone(shared);
             async move {
                 let claim = shared.backend.claim(&shared.api, shared.options.lease);
-                match shared.options.crash_isolation.claim_ahead(claim).await {
+                match shared.isolation.claim_ahead(claim).await {
                     Ok(held) => held,
                     Err(e) => {
                         warn!(error = %e, "cannot claim a workload ahead; retrying later");

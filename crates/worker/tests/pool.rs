@@ -514,6 +514,55 @@ async fn a_redelivered_workload_runs_alone_in_the_process() {
     );
 }
 
+/// Pools of one process share their isolation: a redelivered workload of one API waits for
+/// the workload another API's pool runs, and that pool claims nothing meanwhile.
+#[tokio::test]
+async fn a_redelivered_workload_waits_for_the_other_apis_of_the_process() {
+    let backend = MemoryBackend::backend();
+    let (first, second) = (ApiName::parse("a").unwrap(), ApiName::parse("b").unwrap());
+    let redelivered = submit(&backend, &first, b"redelivered").await;
+    let lost = backend.claim(&first, Duration::from_millis(50)).await;
+    assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
+    let gate = submit(&backend, &second, b"gate").await;
+    let handler = Arc::new(ScriptedHandler::default());
+    let options = fast_options(1);
+    let (_stop, shutdown) = watch::channel(false);
+    // "a" first: its start-up claim, made while "redelivered" is still leased, finds nothing.
+    let _pools = [&first, &second].map(|api| {
+        WorkerPool::spawn(
+            api.clone(),
+            backend.clone(),
+            handler.clone(),
+            options.clone(),
+            Registry::new(),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+        )
+    });
+    wait_status(&backend, &second, &gate, Status::InProgress).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend
+        .status(&first, &redelivered)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .attempts
+        < 2
+    {
+        assert!(Instant::now() < deadline, "never delivered again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(*handler.ran.lock().unwrap(), ["gate"]);
+    handler.gate.notify_one();
+    assert_eq!(
+        wait_final(&backend, &first, &redelivered).await.0,
+        Status::Completed
+    );
+    assert_eq!(*handler.ran.lock().unwrap(), ["gate", "redelivered"]);
+}
+
 /// A payload that crashes the process on every delivery while another worker slot runs a
 /// workload: that one loses a delivery at the first crash, and then each runs alone. (Were
 /// they delivered again side by side, "slow" would be running at each crash and fail too.)
