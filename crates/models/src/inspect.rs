@@ -40,7 +40,8 @@ pub async fn inspect_api(
         let model = soma_repository::discover_model(&entry.location, validator(api)).await?;
         let mut versions = Vec::with_capacity(model.versions.len());
         for &version in model.versions.keys() {
-            let dir = cache.fetch(&model, version).await?;
+            let cached = cache.fetch_locked(&model, version).await?;
+            let dir = cached.path;
             let pb = dir.join("saved_model.pb");
             let bytes = tokio::fs::read(&pb)
                 .await
@@ -48,6 +49,7 @@ pub async fn inspect_api(
                     model: entry.name.clone(),
                     message: format!("cannot read {}: {e}", pb.display()),
                 })?;
+            drop(cached.lock);
             let signatures =
                 soma_tensorflow::read_signatures(&bytes).map_err(|e| ModelsError::Inspect {
                     model: entry.name.clone(),

@@ -53,11 +53,14 @@ pub async fn load_entry(
     let cache = ModelCache::new(options.cache_dir.clone());
     let tf = tensorflow(options).await?;
     for &version in model.versions.keys() {
-        let dir = cache.fetch(&model, version).await?;
+        let cached = cache.fetch_locked(&model, version).await?;
         let (tf, entry, options) = (Arc::clone(&tf), entry.clone(), options.clone());
-        let servable =
-            tokio::task::spawn_blocking(move || load_version(&tf, &entry, version, dir, &options))
-                .await??;
+        let servable = tokio::task::spawn_blocking(move || {
+            // Held while TensorFlow reads the files: no process sharing the cache replaces them.
+            let _lock = cached.lock;
+            load_version(&tf, &entry, version, cached.path, &options)
+        })
+        .await??;
         set.insert(Arc::new(servable));
     }
     Ok(())

@@ -14,6 +14,7 @@ use crate::discover::DiscoveredModel;
 use crate::error::RepositoryError;
 use crate::layout::{Layout, missing_files};
 use crate::store::{ModelStore, S3Settings};
+use crate::version_lock::{self, Access, VersionLock};
 
 /// Written into every cached version folder; identical manifest = reusable download.
 pub const MANIFEST_FILE: &str = ".soma-manifest.json";
@@ -24,6 +25,19 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// How many files of one version are downloaded at the same time.
 const CONCURRENT_DOWNLOADS: usize = 4;
+
+/// Downloads of one fetch before it gives up on a cached copy that processes sharing the
+/// cache keep replacing (each with other files: they see the storage at other moments).
+const MAX_DOWNLOADS_PER_FETCH: usize = 3;
+
+/// A version's local folder, and for an S3 model a read lock on the cached copy: while it is
+/// held no process sharing the cache replaces or deletes the folder, so hold it while
+/// TensorFlow loads from it.
+#[derive(Debug)]
+pub struct CachedVersion {
+    pub path: PathBuf,
+    pub lock: Option<VersionLock>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Manifest {
@@ -37,6 +51,8 @@ struct Manifest {
 /// versions are downloaded to `<cache_dir>/<bucket>/<prefix>/<version>/` (atomically: a
 /// `<version>.tmp-<random>` folder is filled, checked, then renamed) and reused while the
 /// listing shows the same files and sizes, none newer than when they were downloaded.
+/// Processes may share the cache directory: a version folder is changed only under its
+/// exclusive lock (see `version_lock`), never while another process reads it.
 #[derive(Debug)]
 pub struct ModelCache {
     cache_dir: PathBuf,
@@ -92,6 +108,17 @@ impl ModelCache {
             locks.entry(target.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
+        let _write = match version_lock::try_write(&target).await {
+            Ok(Some(write)) => write,
+            Ok(None) => {
+                tracing::info!(model = %location, version, "cached copy of a removed version kept: it is being read (by another process sharing the cache)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(model = %location, version, error = %e, "cached copy not deleted");
+                return;
+            }
+        };
         match tokio::fs::remove_dir_all(&target).await {
             Ok(()) => {
                 tracing::info!(model = %location, version, "cached copy of a removed version deleted");
@@ -103,12 +130,23 @@ impl ModelCache {
         }
     }
 
-    /// The local folder holding `version` of `model` (the `saved_model.pb` folder).
+    /// The local folder holding `version` of `model` (the `saved_model.pb` folder). Another
+    /// process sharing the cache may replace it at any time after; to load from it, use
+    /// [`fetch_locked`](Self::fetch_locked).
     pub async fn fetch(
         &self,
         model: &DiscoveredModel,
         version: i64,
     ) -> Result<PathBuf, RepositoryError> {
+        self.fetch_locked(model, version).await.map(|v| v.path)
+    }
+
+    /// The local folder holding `version` of `model`, locked for reading (S3 models).
+    pub async fn fetch_locked(
+        &self,
+        model: &DiscoveredModel,
+        version: i64,
+    ) -> Result<CachedVersion, RepositoryError> {
         let files =
             model
                 .versions
@@ -118,10 +156,11 @@ impl ModelCache {
                     version,
                 })?;
         if let ModelLocation::Local(root) = &model.location {
-            return Ok(match model.layout {
+            let path = match model.layout {
                 Layout::Versioned => root.join(&files.folder),
                 Layout::NonVersioned => root.clone(),
-            });
+            };
+            return Ok(CachedVersion { path, lock: None });
         }
         let parent = self
             .folder_of(&model.location)?
@@ -141,12 +180,57 @@ impl ModelCache {
         };
         let _guard = lock.lock().await;
 
-        if reusable(&target, &expected).await {
-            tracing::info!(model = %location, version, path = %target.display(), "using the cached model version");
-            return Ok(target);
+        let mut downloads = 0;
+        loop {
+            let read = version_lock::lock(&target, Access::Read).await?;
+            if reusable(&target, &expected).await {
+                if downloads == 0 {
+                    tracing::info!(model = %location, version, path = %target.display(), "using the cached model version");
+                }
+                return Ok(CachedVersion {
+                    path: target,
+                    lock: Some(read),
+                });
+            }
+            drop(read);
+            if downloads == MAX_DOWNLOADS_PER_FETCH {
+                let why = format!(
+                    "the cached copy of version {version} was replaced {downloads} times while \
+                     this process fetched it (processes sharing the cache see other files)"
+                );
+                return Err(RepositoryError::io(&target, std::io::Error::other(why)));
+            }
+            let write = version_lock::lock(&target, Access::Write).await?;
+            // Another process may have put these very files there while this one waited.
+            if !reusable(&target, &expected).await {
+                self.download_into_place(
+                    model,
+                    version,
+                    &files.folder,
+                    &expected,
+                    &parent,
+                    &target,
+                )
+                .await?;
+            }
+            drop(write);
+            downloads += 1;
         }
+    }
 
-        remove_abandoned(&parent, version).await;
+    /// Downloads `version` into a temporary folder next to `target` and moves it into place;
+    /// the caller holds `target`'s write lock.
+    async fn download_into_place(
+        &self,
+        model: &DiscoveredModel,
+        version: i64,
+        folder: &str,
+        expected: &Manifest,
+        parent: &Path,
+        target: &Path,
+    ) -> Result<(), RepositoryError> {
+        let location = &expected.location;
+        remove_abandoned(parent, version).await;
         let started = Instant::now();
         let bytes: u64 = expected.files.values().sum();
         tracing::info!(
@@ -159,19 +243,11 @@ impl ModelCache {
         let nonce = unique_suffix();
         let tmp = parent.join(format!("{version}.tmp-{nonce}"));
         let result = self
-            .download(
-                model,
-                version,
-                &files.folder,
-                &expected,
-                &tmp,
-                &target,
-                &nonce,
-            )
+            .download(model, version, folder, expected, &tmp, target, &nonce)
             .await;
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
-            return result.map(|()| target);
+            return result;
         }
         tracing::info!(
             model = %location,
@@ -182,7 +258,7 @@ impl ModelCache {
             path = %target.display(),
             "downloaded model version"
         );
-        Ok(target)
+        Ok(())
     }
 
     /// Downloads `version` of `model`, whose files are in the storage folder `folder`.

@@ -25,9 +25,10 @@ mod error;
 mod layout;
 mod store;
 mod tree;
+mod version_lock;
 mod watch;
 
-pub use cache::{MANIFEST_FILE, ModelCache};
+pub use cache::{CachedVersion, MANIFEST_FILE, ModelCache};
 pub use discover::{
     DiscoveredModel, RESERVED_MODEL_NAME, discover_dir, discover_dir_with, discover_model,
     discover_model_with,
@@ -35,4 +36,5 @@ pub use discover::{
 pub use error::RepositoryError;
 pub use layout::{Layout, Validator, VersionFiles};
 pub use store::{S3Settings, open_object_store};
+pub use version_lock::VersionLock;
 pub use watch::{RepositoryEvent, WatchSource, Watcher};

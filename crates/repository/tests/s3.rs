@@ -83,6 +83,54 @@ async fn s3_version_folders_with_leading_zeros_are_fetched_from_their_folder() {
     );
 }
 
+/// Two caches on one directory, as two processes sharing it: while one loads from a cached
+/// version (holding its read lock), the other, which sees changed files in storage, waits
+/// before it moves the folder away; once the first lets go, it replaces it. A version being
+/// read is not deleted either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_cache_do_not_replace_a_version_being_loaded() {
+    let moto = MotoServer::start();
+    let settings = settings(&moto);
+    moto.create_bucket(BUCKET);
+    upload_version(&moto, 10, "a");
+    let location = zoo_iris();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let first = ModelCache::with_settings(cache_dir.path().to_path_buf(), settings.clone());
+    let second = ModelCache::with_settings(cache_dir.path().to_path_buf(), settings.clone());
+    let model = discover_model_with(&location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    let loading = first.fetch_locked(&model, 10).await.unwrap();
+    let pb = loading.path.join("saved_model.pb");
+
+    // The second sees the first's download as its own: nothing is downloaded again.
+    let shared = second.fetch_locked(&model, 10).await.unwrap();
+    assert_eq!(shared.path, loading.path);
+    drop(shared);
+
+    moto.put_object(BUCKET, "zoo/iris/10/saved_model.pb", b"pb-bigger");
+    let changed = discover_model_with(&location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    let replacing =
+        tokio::spawn(async move { second.fetch_locked(&changed, 10).await.map(|v| v.path) });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!replacing.is_finished(), "replaced a version being loaded");
+    assert_eq!(std::fs::read_to_string(&pb).unwrap(), "pb-a");
+    first.evict(&location, 10).await;
+    assert!(pb.exists(), "deleted a version being loaded");
+
+    drop(loading);
+    let replaced = replacing.await.unwrap().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(replaced.join("saved_model.pb")).unwrap(),
+        "pb-bigger"
+    );
+    assert_eq!(entries(replaced.parent().unwrap()), ["10", "10.lock"]);
+    first.evict(&location, 10).await;
+    assert_eq!(entries(replaced.parent().unwrap()), ["10.lock"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_discovery_cache_and_watcher() {
     let moto = MotoServer::start();
@@ -128,7 +176,7 @@ async fn s3_discovery_cache_and_watcher() {
     assert!(path.join(MANIFEST_FILE).is_file());
     assert_eq!(
         entries(path.parent().unwrap()),
-        ["10"],
+        ["10", "10.lock"],
         "no temporary folder left"
     );
 
@@ -148,7 +196,7 @@ async fn s3_discovery_cache_and_watcher() {
         std::fs::read_to_string(path.join("saved_model.pb")).unwrap(),
         "pb-bigger"
     );
-    assert_eq!(entries(path.parent().unwrap()), ["10"]);
+    assert_eq!(entries(path.parent().unwrap()), ["10", "10.lock"]);
 
     // A stale listing (the object changed since discovery): the download is refused, the
     // temporary folder removed and the cached version left alone.
@@ -164,7 +212,7 @@ async fn s3_discovery_cache_and_watcher() {
         ),
         "{err}"
     );
-    assert_eq!(entries(path.parent().unwrap()), ["10"]);
+    assert_eq!(entries(path.parent().unwrap()), ["10", "10.lock"]);
     assert_eq!(
         std::fs::read_to_string(path.join("saved_model.pb")).unwrap(),
         "pb-bigger"

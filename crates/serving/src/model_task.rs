@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use soma_core::ErrorKind;
 use soma_repository::{
-    DiscoveredModel, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher,
+    CachedVersion, DiscoveredModel, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher,
 };
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
@@ -397,11 +397,11 @@ impl ModelTask {
         &self,
         model: &DiscoveredModel,
         version: i64,
-    ) -> Result<PathBuf, (ErrorKind, String)> {
+    ) -> Result<CachedVersion, (ErrorKind, String)> {
         let mut retries = self.options.load_retries;
         loop {
-            match self.cache.fetch(model, version).await {
-                Ok(dir) => return Ok(dir),
+            match self.cache.fetch_locked(model, version).await {
+                Ok(cached) => return Ok(cached),
                 Err(e)
                     if retries > 0
                         && matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) =>
@@ -424,14 +424,16 @@ impl ModelTask {
                 format!("model {} has no versions", self.name()),
             )
         })?;
-        let dir = self.fetch(&model, version).await?;
+        let cached = self.fetch(&model, version).await?;
         let spec = self.spec.clone();
         let options = self.options.clone();
         // Fetching is I/O and not limited; loading and warming up take the CPU.
         let permit = soma_runtime::permit(options.load_limit.as_ref()).await;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            load_blocking(&options, &spec, version, dir)
+            // Held while TensorFlow reads the files: no process sharing the cache replaces them.
+            let _lock = cached.lock;
+            load_blocking(&options, &spec, version, cached.path)
         })
         .await
         .map_err(|e| failed(ErrorKind::Internal, &e))?
