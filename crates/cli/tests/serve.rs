@@ -239,12 +239,7 @@ fn sigkill_mid_run_loses_nothing() {
 fn a_payload_that_kills_the_process_fails_alone() {
     let dir = echo_project();
     let args = ["--workers", "1", "--prefetch", "2", "--lease", "1s"];
-    let soma = Soma::serve(
-        &dir.path().join("cortex.yaml"),
-        &dir.path().join("data"),
-        &args,
-    );
-    soma.wait_ready(Duration::from_secs(60));
+    let soma = serve_ready(&dir, &args);
     let json = "application/json";
     // While the first sleeps, the others queue; the crash is claimed next with two behind it.
     soma.submit("/tools/echo", json, br#"{"sleep": 1.0}"#);
@@ -261,16 +256,22 @@ fn a_payload_that_kills_the_process_fails_alone() {
 fn a_payload_that_kills_the_process_fails_alone_among_workers() {
     let dir = echo_project();
     let args = ["--workers", "2", "--lease", "1s"];
-    let soma = Soma::serve(
-        &dir.path().join("cortex.yaml"),
-        &dir.path().join("data"),
-        &args,
-    );
-    soma.wait_ready(Duration::from_secs(60));
+    let soma = serve_ready(&dir, &args);
     let json = "application/json";
     let other = soma.submit("/tools/echo", json, br#"{"sleep": 2.0}"#);
     let exit = soma.submit("/tools/echo", json, br#""exit""#);
     crash_three_times(soma, &dir, &args, &exit, &[other]);
+}
+
+/// `soma serve` of the project in `dir` (data in `dir/data`), once it is ready.
+fn serve_ready(dir: &tempfile::TempDir, args: &[&str]) -> Soma {
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        args,
+    );
+    soma.wait_ready(Duration::from_secs(60));
+    soma
 }
 
 /// Waits for `soma` to be taken down by `exit` three times, restarting it with `args` after

@@ -70,17 +70,23 @@ fn latest(hub: &dyn ModelHub, model: &str) -> Option<i64> {
         .map(|s| s.version())
 }
 
+/// A manager serving `<root>/iris` (latest version) with version 1 of the iris fixture in it.
+async fn serve_iris_1(root: &Path) -> (PathBuf, Arc<ModelManager>) {
+    let repo = root.join("iris");
+    std::fs::create_dir_all(&repo).unwrap();
+    publish(&fixtures().join("iris/1"), &repo, 1);
+    let manager = Arc::new(ModelManager::new(options(&root.join("cache"))));
+    let spec = ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)));
+    manager.apply(vec![spec]).await.unwrap();
+    (repo, manager)
+}
+
 /// A version whose variables were copied in half fails with TensorFlow's own code in its
 /// status (`OUT_OF_RANGE`, as TF Serving reports it), and the version before it serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("iris");
-    std::fs::create_dir_all(&repo).unwrap();
-    publish(&fixtures().join("iris/1"), &repo, 1);
-    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
-    let spec = ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)));
-    manager.apply(vec![spec]).await.unwrap();
+    let (repo, manager) = serve_iris_1(tmp.path()).await;
 
     let staging = tmp.path().join("staging");
     copy_dir(&fixtures().join("iris/2"), &staging);
@@ -127,12 +133,7 @@ fn version_1(hub: &dyn ModelHub) -> soma_runtime::VersionStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_replaced_in_place_reloads_and_a_broken_copy_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("iris");
-    std::fs::create_dir_all(&repo).unwrap();
-    publish(&fixtures().join("iris/1"), &repo, 1);
-    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
-    let spec = ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)));
-    manager.apply(vec![spec]).await.unwrap();
+    let (repo, manager) = serve_iris_1(tmp.path()).await;
     let first = predict_v1(&*manager);
 
     copy_dir(&fixtures().join("iris/2"), &repo.join("1"));

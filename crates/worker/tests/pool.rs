@@ -403,6 +403,23 @@ async fn wait_status(backend: &Backend, api: &ApiName, id: &WorkloadId, want: St
     }
 }
 
+/// Submits `body` and claims it under a 50 ms lease that is never renewed, as by a worker
+/// that died: it is delivered again once the lease runs out.
+async fn lose_first_delivery(backend: &Backend, api: &ApiName, body: &'static [u8]) -> WorkloadId {
+    let id = submit(backend, api, body).await;
+    let lost = backend.claim(api, Duration::from_millis(50)).await;
+    assert_eq!(lost.unwrap().unwrap().record.id, id);
+    id
+}
+
+async fn wait_redelivered(backend: &Backend, api: &ApiName, id: &WorkloadId) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.status(api, id).await.unwrap().unwrap().0.attempts < 2 {
+        assert!(Instant::now() < deadline, "{id} never delivered again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A payload that crashes the process on every delivery while others wait in the prefetch
 /// buffer: the first crash costs them a delivery, and then the payload, delivered again,
 /// runs without company until its deliveries are used up. Without that, the workloads
@@ -449,10 +466,7 @@ async fn a_payload_that_crashes_every_delivery_fails_alone() {
 async fn a_redelivered_workload_runs_after_the_prefetched_ones() {
     let backend = MemoryBackend::backend();
     let api = ApiName::parse("api").unwrap();
-    // Delivered once to a worker that died: visible again when its short lease runs out.
-    let redelivered = submit(&backend, &api, b"redelivered").await;
-    let lost = backend.claim(&api, Duration::from_millis(50)).await;
-    assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
+    let redelivered = lose_first_delivery(&backend, &api, b"redelivered").await;
     for body in [&b"gate"[..], b"f1", b"f2"] {
         submit(&backend, &api, body).await;
     }
@@ -478,27 +492,13 @@ async fn a_redelivered_workload_runs_after_the_prefetched_ones() {
 async fn a_redelivered_workload_runs_alone_in_the_process() {
     let backend = MemoryBackend::backend();
     let api = ApiName::parse("api").unwrap();
-    let redelivered = submit(&backend, &api, b"redelivered").await;
-    let lost = backend.claim(&api, Duration::from_millis(50)).await;
-    assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
+    let redelivered = lose_first_delivery(&backend, &api, b"redelivered").await;
     let gate = submit(&backend, &api, b"gate").await;
     let handler = Arc::new(ScriptedHandler::default());
     let _run = start_with(handler.clone(), fast_options(3), backend.clone());
     wait_status(&backend, &api, &gate, Status::InProgress).await;
     // A second slot claims "redelivered" once its lease is out; a third stays idle.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backend
-        .status(&api, &redelivered)
-        .await
-        .unwrap()
-        .unwrap()
-        .0
-        .attempts
-        < 2
-    {
-        assert!(Instant::now() < deadline, "never delivered again");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_redelivered(&backend, &api, &redelivered).await;
     let fresh = submit(&backend, &api, b"fresh").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*handler.ran.lock().unwrap(), ["gate"]);
@@ -520,9 +520,7 @@ async fn a_redelivered_workload_runs_alone_in_the_process() {
 async fn a_redelivered_workload_waits_for_the_other_apis_of_the_process() {
     let backend = MemoryBackend::backend();
     let (first, second) = (ApiName::parse("a").unwrap(), ApiName::parse("b").unwrap());
-    let redelivered = submit(&backend, &first, b"redelivered").await;
-    let lost = backend.claim(&first, Duration::from_millis(50)).await;
-    assert_eq!(lost.unwrap().unwrap().record.id, redelivered);
+    let redelivered = lose_first_delivery(&backend, &first, b"redelivered").await;
     let gate = submit(&backend, &second, b"gate").await;
     let handler = Arc::new(ScriptedHandler::default());
     let options = fast_options(1);
@@ -540,19 +538,7 @@ async fn a_redelivered_workload_waits_for_the_other_apis_of_the_process() {
         )
     });
     wait_status(&backend, &second, &gate, Status::InProgress).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backend
-        .status(&first, &redelivered)
-        .await
-        .unwrap()
-        .unwrap()
-        .0
-        .attempts
-        < 2
-    {
-        assert!(Instant::now() < deadline, "never delivered again");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_redelivered(&backend, &first, &redelivered).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*handler.ran.lock().unwrap(), ["gate"]);
     handler.gate.notify_one();
