@@ -116,8 +116,13 @@ impl PoolIsolation {
         Ok(claim.await?.map(|claimed| self.held(claimed, shared)))
     }
 
-    /// Claims ahead for a slot that holds other workloads: never while recovering (`None`,
-    /// without claiming), and a redelivered workload it brings is [`Hold::Waiting`].
+    /// Claims ahead for a slot that holds other workloads: never while recovering or while a
+    /// redelivered workload waits for or has the process to itself (`None`, without
+    /// claiming), and a redelivered workload it brings is [`Hold::Waiting`].
+    ///
+    /// It never waits for the lock: the slot may hold a workload claimed ahead after this
+    /// one, whose read guard a waiting redelivered workload waits for, and the slot runs this
+    /// one first.
     pub(crate) async fn claim_ahead<E>(
         &self,
         claim: impl Future<Output = Result<Option<Claimed>, E>>,
@@ -125,10 +130,9 @@ impl PoolIsolation {
         if self.recovering() {
             return Ok(None);
         }
-        let shared = Arc::clone(&self.lock).read_owned().await;
-        if self.recovering() {
+        let Ok(shared) = Arc::clone(&self.lock).try_read_owned() else {
             return Ok(None);
-        }
+        };
         Ok(claim.await?.map(|claimed| self.held(claimed, shared)))
     }
 

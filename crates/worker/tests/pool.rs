@@ -403,11 +403,20 @@ async fn wait_status(backend: &Backend, api: &ApiName, id: &WorkloadId, want: St
     }
 }
 
-/// Submits `body` and claims it under a 50 ms lease that is never renewed, as by a worker
-/// that died: it is delivered again once the lease runs out.
+/// Submits `body` to an empty queue and claims it under a 50 ms lease that is never renewed,
+/// as by a worker that died: it is delivered again once the lease runs out.
 async fn lose_first_delivery(backend: &Backend, api: &ApiName, body: &'static [u8]) -> WorkloadId {
+    lose_delivery(backend, api, body, Duration::from_millis(50)).await
+}
+
+async fn lose_delivery(
+    backend: &Backend,
+    api: &ApiName,
+    body: &'static [u8],
+    lease: Duration,
+) -> WorkloadId {
     let id = submit(backend, api, body).await;
-    let lost = backend.claim(api, Duration::from_millis(50)).await;
+    let lost = backend.claim(api, lease).await;
     assert_eq!(lost.unwrap().unwrap().record.id, id);
     id
 }
@@ -547,6 +556,47 @@ async fn a_redelivered_workload_waits_for_the_other_apis_of_the_process() {
         Status::Completed
     );
     assert_eq!(*handler.ran.lock().unwrap(), ["gate", "redelivered"]);
+}
+
+/// Many slots prefetching while workloads are delivered again among fresh ones: the
+/// redelivered ones wait for the others to be run and make claims wait, and nothing waits on
+/// something that waits on it (every workload ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeliveries_among_prefetching_slots_never_stall_the_pool() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    // Deliveries lost with leases that run out one after the other while the rest run.
+    let mut ids = Vec::new();
+    for i in 1..=20 {
+        let lease = Duration::from_millis(40 * i);
+        ids.push(lose_delivery(&backend, &api, b"redelivered", lease).await);
+    }
+    for i in 0..200 {
+        let body: &'static [u8] = if i % 10 == 0 { b"slow" } else { b"quick" };
+        ids.push(submit(&backend, &api, body).await);
+    }
+    let handler = Arc::new(ScriptedHandler::default());
+    let options = WorkerOptions {
+        prefetch: 2,
+        ..fast_options(4)
+    };
+    let _run = start_with(handler, options, backend.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let record = backend.status(&api, id).await.unwrap().unwrap().0;
+            if record.status.is_final() {
+                assert_eq!(record.status, Status::Completed, "{id}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} still {:?}: the pool stalled",
+                record.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A payload that crashes the process on every delivery while another worker slot runs a
