@@ -217,6 +217,9 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
                 }
             }
         };
+        if is_redelivery(&claimed) {
+            info!(id = %claimed.record.id, attempt = claimed.record.attempts, "delivered again (its worker stopped or its lease ran out): it runs alone in the process");
+        }
         let hold = if hold.is_waiting() {
             let alone = shared.isolation.alone();
             with_lease_renewal(&shared, &claimed, alone).await
