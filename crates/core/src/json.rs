@@ -209,7 +209,7 @@ fn for_each_leaf<'v, E>(
 
 fn string_leaf(input: &str, index: &[usize], leaf: &Value) -> Result<Vec<u8>, InputError> {
     match leaf {
-        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::String(s) if non_finite_token(s).is_none() => Ok(s.as_bytes().to_vec()),
         Value::Object(map) => match b64_field(map) {
             Some(Value::String(encoded)) => B64.decode(encoded).map_err(|e| {
                 InputError::new(
@@ -245,7 +245,10 @@ fn describe(value: &Value) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("the boolean {b}"),
         Value::Number(n) => format!("the number {n}"),
-        Value::String(s) => format!("the string {s:?}"),
+        Value::String(s) => match s.strip_prefix(TOKEN_MARK) {
+            Some(token) if non_finite_token(s).is_some() => format!("the number {token}"),
+            _ => format!("the string {s:?}"),
+        },
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
     }
@@ -339,6 +342,7 @@ fn integer_of(n: &Number) -> Option<i128> {
 fn float_leaf(leaf: &Value) -> Option<f64> {
     match leaf {
         Value::Number(n) => n.as_f64(),
+        Value::String(s) if s.starts_with(TOKEN_MARK) => non_finite_token(s),
         Value::String(s) => match s.as_str() {
             "NaN" | "nan" => Some(f64::NAN),
             "Infinity" | "inf" => Some(f64::INFINITY),
@@ -469,10 +473,27 @@ fn non_finite(x: f64) -> Value {
     Value::String(token.to_string())
 }
 
+/// What starts the string [`quote_non_finite_tokens`] makes of a bare token: U+0000, which
+/// no sensible string input starts with, so that a token is told from the string `"NaN"`.
+const TOKEN_MARK: char = '\0';
+
+/// The value of a bare `NaN`, `Infinity` or `-Infinity` token as
+/// [`quote_non_finite_tokens`] wrote it; `None` for any other string.
+pub fn non_finite_token(s: &str) -> Option<f64> {
+    match s.strip_prefix(TOKEN_MARK)? {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
 /// Makes TF Serving's non-standard JSON parseable: the bare tokens `NaN`, `Infinity` and
-/// `-Infinity` (accepted by TF Serving's parser, rejected by RFC 8259 parsers) are quoted
-/// wherever they stand as values, so that [`tensor_from_json`] reads them as the
-/// non-finite floats it already accepts in string form. Text inside strings is untouched.
+/// `-Infinity` (accepted by TF Serving's parser, rejected by RFC 8259 parsers) are turned,
+/// wherever they stand as values, into strings marked as tokens ([`non_finite_token`]), so
+/// that [`tensor_from_json`] reads them as non-finite numbers for floating-point inputs and
+/// refuses them for string inputs (a bare `NaN` is a number, not the string `"NaN"`). Text
+/// inside strings is untouched.
 pub fn quote_non_finite_tokens(text: &str) -> std::borrow::Cow<'_, str> {
     const TOKENS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
     if !TOKENS.iter().any(|t| text.contains(t)) {
@@ -494,7 +515,7 @@ pub fn quote_non_finite_tokens(text: &str) -> std::borrow::Cow<'_, str> {
         } else if c == '"' {
             in_string = true;
         } else if let Some(token) = TOKENS.iter().find(|t| rest.starts_with(**t)) {
-            out.push('"');
+            out.push_str("\"\\u0000");
             out.push_str(token);
             out.push('"');
             rest = &rest[token.len()..];
@@ -508,7 +529,9 @@ pub fn quote_non_finite_tokens(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod non_finite_tests {
-    use super::quote_non_finite_tokens;
+    use serde_json::json;
+
+    use super::*;
 
     #[test]
     fn bare_tokens_are_quoted_outside_strings_only() {
@@ -516,12 +539,44 @@ mod non_finite_tests {
             quote_non_finite_tokens(
                 r#"{"x": [NaN, -Infinity, Infinity, "NaN and Infinity", "a\"NaN"]}"#
             ),
-            r#"{"x": ["NaN", "-Infinity", "Infinity", "NaN and Infinity", "a\"NaN"]}"#
+            r#"{"x": ["\u0000NaN", "\u0000-Infinity", "\u0000Infinity", "NaN and Infinity", "a\"NaN"]}"#
         );
         assert!(matches!(
             quote_non_finite_tokens("[1, 2]"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    fn parsed(text: &str) -> Value {
+        serde_json::from_str(&quote_non_finite_tokens(text)).unwrap()
+    }
+
+    /// A bare token is a number: non-finite for a float input, a type error for a string
+    /// input; the string "NaN" stays a string (and soma's own "NaN" output a float).
+    #[test]
+    fn a_bare_token_is_a_number_and_a_quoted_one_a_string() {
+        let float = TensorInfo {
+            tensor_name: "f:0".into(),
+            dtype: DType::Float,
+            shape: None,
+        };
+        let string = TensorInfo {
+            dtype: DType::String,
+            ..float.clone()
+        };
+        let t = tensor_from_json("f", &parsed("[NaN, -Infinity]"), &float).unwrap();
+        assert_eq!(tensor_to_json(&t), json!(["NaN", "-Infinity"]));
+        let t = tensor_from_json("f", &parsed(r#"["NaN", "Infinity"]"#), &float).unwrap();
+        assert_eq!(tensor_to_json(&t), json!(["NaN", "Infinity"]));
+
+        let err = tensor_from_json("s", &parsed("[NaN]"), &string).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input 's': expected a string at [0], found the number NaN"
+        );
+        let t = tensor_from_json("s", &parsed(r#"["NaN"]"#), &string).unwrap();
+        assert_eq!(tensor_to_json(&t), json!(["NaN"]));
+        assert_eq!(non_finite_token("NaN"), None);
     }
 }
 

@@ -195,10 +195,17 @@ fn feature(name: &str, values: &[&Value]) -> Result<Vec<u8>, RestError> {
                 ints.push(i64::from(*b));
                 Kind::Int64
             }
-            Value::String(s) => {
-                bytes.push(s.as_bytes().to_vec());
-                Kind::Bytes
-            }
+            // A bare NaN / Infinity token (see `quote_non_finite_tokens`) is a float.
+            Value::String(s) => match soma_core::json::non_finite_token(s) {
+                Some(x) => {
+                    floats.push(x as f32);
+                    Kind::Float
+                }
+                None => {
+                    bytes.push(s.as_bytes().to_vec());
+                    Kind::Bytes
+                }
+            },
             Value::Object(map) if map.len() == 1 && map.contains_key("b64") => {
                 let decoded = soma_core::json::tensor_from_json(
                     name,
@@ -319,6 +326,38 @@ mod tests {
         assert_eq!(
             example(&json!([1])).unwrap_err().message,
             "Example must be JSON object but got JSON array"
+        );
+    }
+
+    /// Bare NaN / Infinity tokens are floats, beside other floats; the string "NaN" is bytes.
+    #[test]
+    fn bare_non_finite_tokens_are_float_features() {
+        let body = br#"{"examples": [{"x": [1.5, NaN, -Infinity], "s": "NaN"}]}"#;
+        let doc = parse_body(body).unwrap();
+        let [bytes] = &examples(&doc, "classify").unwrap()[..] else {
+            panic!("one example");
+        };
+        let expected = example(&json!({"x": [1.5, 0.0, 0.0], "s": "NaN"})).unwrap();
+        // The same message but for the float values: NaN and -inf in place of the zeros.
+        let mut floats = Vec::new();
+        for x in [1.5f32, f32::NAN, f32::NEG_INFINITY] {
+            floats.extend(x.to_le_bytes());
+        }
+        let zeros: Vec<u8> = [1.5f32, 0.0, 0.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let at = expected
+            .windows(12)
+            .position(|w| w == zeros)
+            .expect("packed floats");
+        let mut want = expected.clone();
+        want[at..at + 12].copy_from_slice(&floats);
+        assert_eq!(*bytes, want);
+        let err = example(&json!({"x": [1, "\u{0}NaN"]})).unwrap_err();
+        assert_eq!(
+            err.message,
+            "Unexpected element type in feature: x expecting type: int64"
         );
     }
 }

@@ -5,7 +5,7 @@ use soma_runtime::signature_method::{InferenceApi, check_signature};
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use soma_core::json::{b64_value, json_elements, quote_non_finite_tokens};
+use soma_core::json::{b64_value, json_elements, non_finite_token, quote_non_finite_tokens};
 use soma_core::{DType, SignatureDef, Tensor};
 use soma_runtime::Servable;
 
@@ -43,7 +43,7 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, RestError> {
 pub(crate) fn signature_name(doc: &Map<String, Value>) -> Result<Option<&str>, RestError> {
     match doc.get("signature_name") {
         None => Ok(None),
-        Some(Value::String(name)) => Ok(Some(name)),
+        Some(Value::String(name)) if non_finite_token(name).is_none() => Ok(Some(name)),
         Some(_) => Err(RestError::invalid(
             "'signature_name' key must be a string value.",
         )),
