@@ -312,9 +312,6 @@ async fn serve_routes(
     if let Some(age) = options.max_connection_age {
         server = server.max_connection_age(age);
     }
-    if let Some(tls) = &options.tls {
-        server = server.tls_config(tls.server_config())?;
-    }
     // h2 under tonic has no timer for answers that wait on the client's flow-control window
     // (the lane has); a client that stops reading the socket is cut off here.
     let stalled = options.stalled_send_timeout;
@@ -324,39 +321,49 @@ async fn serve_routes(
         .layer(inflate::layer(request_bytes, options.max_message_bytes))
         .layer(balance::BalanceLayer)
         .add_routes(routes);
+    let tls = options.tls;
+    // `router` on `incoming` (plaintext connections), through soma's TLS handshakes first
+    // when TLS is on; each connection is `guarded` once it is ready for HTTP/2, so a client
+    // that completes a handshake and sends nothing is closed as a plaintext one is.
+    macro_rules! serve_tonic {
+        ($router:expr, $tls:expr, $incoming:expr, $shutdown:expr) => {
+            match $tls {
+                Some(tls) => {
+                    let incoming = tls.incoming(Box::pin($incoming)).map_ok(guarded(stalled));
+                    $router
+                        .serve_with_incoming_shutdown(incoming, $shutdown)
+                        .await
+                }
+                None => {
+                    let incoming = $incoming.map_ok(guarded(stalled));
+                    $router
+                        .serve_with_incoming_shutdown(incoming, $shutdown)
+                        .await
+                }
+            }
+        };
+    }
     match listener {
         GrpcListener::Tcp(listener) if threading.threads > 0 => {
             let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
-                let router = router.clone();
-                let incoming = connections.into_stream().map_ok(guarded(stalled));
+                let (router, tls) = (router.clone(), tls.clone());
                 async move {
-                    router
-                        .serve_with_incoming_shutdown(incoming, stop.requested())
-                        .await
+                    serve_tonic!(router, &tls, connections.into_stream(), stop.requested())
                         .map_err(std::io::Error::other)
                 }
             };
             soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
         }
         GrpcListener::Tcp(listener) => {
-            let incoming = TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .map_ok(guarded(stalled));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            serve_tonic!(router, &tls, incoming, shutdown)?;
         }
         GrpcListener::Unix(listener) => {
             let incoming = futures::stream::unfold(listener, |listener| async move {
-                let next = listener
-                    .accept()
-                    .await
-                    .map(|(stream, _)| guarded(stalled)(stream));
+                let next = listener.accept().await.map(|(stream, _)| stream);
                 Some((next, listener))
             });
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+            serve_tonic!(router, &tls, incoming, shutdown)?;
         }
     }
     Ok(())

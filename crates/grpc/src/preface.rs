@@ -24,8 +24,8 @@ pub(crate) const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 const OPENING_BYTES: usize = 33;
 
 /// `io` whose reads fail with `TimedOut` if its first [`OPENING_BYTES`] have not arrived
-/// [`PREFACE_TIMEOUT`] after it was wrapped. Over TLS these are the first bytes of the TLS
-/// handshake, which has a deadline of its own (`tls::HANDSHAKE_TIMEOUT`).
+/// [`PREFACE_TIMEOUT`] after it was wrapped. Over TLS it wraps the decrypted stream once the
+/// handshake, which has a deadline of its own (`tls::HANDSHAKE_TIMEOUT`), is done.
 #[derive(Debug)]
 pub(crate) struct PrefaceDeadline<S> {
     io: S,

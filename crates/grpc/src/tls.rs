@@ -6,13 +6,26 @@
 //! Everything is checked when [`TlsSettings`] is built, so that a broken certificate or a key
 //! that does not belong to it stops the server at start-up with a message that names the
 //! part, instead of failing every client's handshake later.
+//!
+//! soma accepts the handshakes itself (see [`TlsIncoming`]) rather than through tonic's TLS,
+//! so that what comes after a handshake is timed like a plaintext connection's opening.
 
 use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, Stream};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::{self, PemObject as _};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// How long a client may take over its TLS handshake. A connection that stalls in the
 /// handshake holds a socket and a task; real handshakes take a few round trips.
@@ -64,7 +77,7 @@ impl TlsError {
 /// Checked TLS settings for [`crate::GrpcOptions::tls`].
 #[derive(Clone)]
 pub struct TlsSettings {
-    config: ServerTlsConfig,
+    acceptor: TlsAcceptor,
     mutual: bool,
 }
 
@@ -86,31 +99,46 @@ impl TlsSettings {
         private_key: &str,
         client_ca: Option<&str>,
     ) -> Result<TlsSettings, TlsError> {
-        certificates(certificate_chain, TlsPart::ServerCertificate)?;
-        PrivateKeyDer::from_pem_slice(private_key.as_bytes()).map_err(|e| TlsError::Pem {
-            part: TlsPart::PrivateKey,
-            message: match e {
-                pem::Error::NoItemsFound => "no private key in it (expected a PEM block \
+        let chain = certificates(certificate_chain, TlsPart::ServerCertificate)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(private_key.as_bytes()).map_err(|e| TlsError::Pem {
+                part: TlsPart::PrivateKey,
+                message: match e {
+                    pem::Error::NoItemsFound => "no private key in it (expected a PEM block \
                      -----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY; an \
                      encrypted key must be decrypted first, e.g. with `openssl pkey`)"
-                    .to_string(),
-                other => format!("not valid PEM: {other}"),
-            },
-        })?;
-        let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(certificate_chain, private_key))
-            .timeout(HANDSHAKE_TIMEOUT);
-        if let Some(ca) = client_ca {
-            certificates(ca, TlsPart::ClientCa)?;
-            config = config.client_ca_root(Certificate::from_pem(ca));
-        }
-        // Build the rustls configuration once now: this is where a key that does not match
-        // the certificate, or a CA that is not a usable trust anchor, is found.
-        Server::builder()
-            .tls_config(config.clone())
-            .map_err(|e| TlsError::Refused(error_chain(&e)))?;
+                        .to_string(),
+                    other => format!("not valid PEM: {other}"),
+                },
+            })?;
+        let refused = |e: &dyn std::error::Error| TlsError::Refused(error_chain(e));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| refused(&e))?;
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in certificates(ca, TlsPart::ClientCa)? {
+                    roots.add(certificate).map_err(|e| TlsError::Pem {
+                        part: TlsPart::ClientCa,
+                        message: format!("not a usable CA certificate: {e}"),
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| refused(&e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        // Where a key that does not belong to the certificate is found.
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| refused(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(TlsSettings {
-            config,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
             mutual: client_ca.is_some(),
         })
     }
@@ -120,8 +148,70 @@ impl TlsSettings {
         self.mutual
     }
 
-    pub(crate) fn server_config(&self) -> ServerTlsConfig {
-        self.config.clone()
+    /// `connections` (plaintext) as the TLS connections whose handshakes succeed.
+    pub(crate) fn incoming<S, C>(&self, connections: C) -> TlsIncoming<S, C> {
+        TlsIncoming {
+            acceptor: self.acceptor.clone(),
+            connections: Some(connections),
+            handshakes: FuturesUnordered::new(),
+        }
+    }
+}
+
+type Handshake<S> = Pin<Box<dyn Future<Output = Option<TlsStream<S>>> + Send>>;
+
+/// A stream of accepted TLS connections: each plaintext connection's handshake runs, within
+/// [`HANDSHAKE_TIMEOUT`], beside the others (one slow client holds up no one), and only the
+/// connections whose handshake succeeded come out. A failed handshake is logged at debug
+/// level (scanners and clients with the wrong certificate make them).
+pub(crate) struct TlsIncoming<S, C> {
+    acceptor: TlsAcceptor,
+    /// `None` once it ended.
+    connections: Option<C>,
+    handshakes: FuturesUnordered<Handshake<S>>,
+}
+
+impl<S, C> Stream for TlsIncoming<S, C>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Stream<Item = io::Result<S>> + Unpin,
+{
+    type Item = io::Result<TlsStream<S>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while let Some(connections) = &mut this.connections {
+            match Pin::new(connections).poll_next(cx) {
+                Poll::Ready(Some(Ok(io))) => {
+                    let accept = this.acceptor.accept(io);
+                    this.handshakes.push(Box::pin(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                            Ok(Ok(stream)) => Some(stream),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                None
+                            }
+                        }
+                    }));
+                }
+                // An accept error (e.g. out of file descriptors) is the server's to see.
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.connections = None,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match Pin::new(&mut this.handshakes).poll_next(cx) {
+                Poll::Ready(Some(Some(stream))) => return Poll::Ready(Some(Ok(stream))),
+                Poll::Ready(Some(None)) => continue,
+                Poll::Ready(None) if this.connections.is_none() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

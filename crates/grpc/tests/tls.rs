@@ -6,6 +6,11 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use soma_core::Tensor;
 use soma_grpc::codec::tensor_into_content_proto;
@@ -114,6 +119,76 @@ async fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
         predict(&addr, Some(with(&pki.client_cert, &pki.client_key))).await,
         Ok(10)
     );
+}
+
+/// A client that completes the TLS handshake and then sends nothing, or half of HTTP/2's
+/// preface, is closed after the 10 s a plaintext one gets; so is one that never finishes
+/// its handshake. A client that does start HTTP/2 is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_connection_that_does_not_start_http2_is_closed() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let pki = TestPki::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let tls = TlsSettings::new(&pki.server_cert, &pki.server_key, None).unwrap();
+    let addr = serve_iris(tls, cache.path()).await;
+    let connector = tls_connector(&pki);
+    let mut closing = Vec::new();
+    for start in [None, Some(&b""[..]), Some(&PREFACE[..16])] {
+        let (addr, connector) = (addr.clone(), connector.clone());
+        closing.push(tokio::spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let started = Instant::now();
+            let mut read = Vec::new();
+            let closed = match start {
+                // A TLS ClientHello cut short: the handshake never ends.
+                None => {
+                    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+                        .await
+                        .unwrap();
+                    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut read))
+                        .await
+                        .is_ok()
+                }
+                Some(start) => {
+                    let name = ServerName::try_from("localhost").unwrap();
+                    let mut stream = connector.connect(name, tcp).await.unwrap();
+                    stream.write_all(start).await.unwrap();
+                    stream.flush().await.unwrap();
+                    let read = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        stream.read_to_end(&mut read),
+                    );
+                    read.await.is_ok()
+                }
+            };
+            (start.map(<[u8]>::len), closed, started.elapsed())
+        }));
+    }
+    assert_eq!(predict(&addr, Some(trusting(&pki))).await, Ok(10));
+    for closing in closing {
+        let (sent, closed, after) = closing.await.unwrap();
+        assert!(closed, "{sent:?} bytes: still open after {after:?}");
+        assert!(
+            after >= Duration::from_secs(9),
+            "{sent:?} bytes: closed after {after:?}"
+        );
+    }
+}
+
+/// A raw TLS client (rustls) that trusts the test CA and offers HTTP/2.
+fn tls_connector(pki: &TestPki) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pki.ca_cert.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 #[test]
