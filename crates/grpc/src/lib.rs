@@ -22,10 +22,10 @@
 //! * Threads: with [`GrpcOptions::threading`], TCP connections are served on threads of
 //!   their own (`soma_net`), and `balance` moves a request of a busy connection to the
 //!   least busy thread.
-//! * `lane`: plaintext TCP connections on those threads are served by soma's own HTTP/2
-//!   server for unary calls, which answers plain Predicts directly and everything else
-//!   through the same tonic router; TLS connections, the Unix socket and servers without
-//!   threads use tonic's server.
+//! * `lane`: TCP connections on those threads and the Unix socket's, plaintext or TLS, are
+//!   served by soma's own HTTP/2 server for unary calls, which answers plain Predicts
+//!   directly and everything else through the same tonic router; a server without threads
+//!   uses tonic's server.
 //! * Metrics: Predict, Classify, Regress and MultiInference are counted by status and timed
 //!   in [`GrpcOptions::metrics`], as REST requests are (`entrypoint="GRPC"`).
 //! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
@@ -94,8 +94,8 @@ pub use tls::{TlsError, TlsSettings};
 pub struct GrpcOptions {
     /// The largest request or response message, in bytes. TF Serving allows `i32::MAX`.
     pub max_message_bytes: usize,
-    /// Request bytes held at once over every plaintext TCP connection (the bodies received,
-    /// until each request's work ends); a request that would go past it fails with
+    /// Request bytes held at once over every connection of the listener (the bodies
+    /// received, until each request's work ends; under tonic's server, until decoded); a request that would go past it fails with
     /// RESOURCE_EXHAUSTED. Never less than one largest message: see
     /// [`GrpcOptions::request_bytes_budget`].
     pub max_request_bytes_in_flight: usize,
@@ -112,10 +112,10 @@ pub struct GrpcOptions {
     /// (`grpc.max_connection_age_ms`); requests already running finish. `None`: connections
     /// live as long as their clients keep them.
     pub max_connection_age: Option<Duration>,
-    /// A plaintext TCP connection on serving threads whose answers have waited this long to
-    /// be sent, with none of their bytes moving (the client does not read them, or gives no
-    /// flow-control window for them), is dropped, with its requests. Under tonic's server
-    /// (TLS, Unix socket, no serving threads) only the socket is timed: a connection whose
+    /// A connection whose answers have waited this long to be sent, with none of their
+    /// bytes moving (the client does not read them, or gives no flow-control window for
+    /// them), is dropped, with its requests. Under tonic's server (no serving threads) only
+    /// the socket is timed: a connection whose
     /// writes make no progress this long is dropped. `None`: never.
     /// Default: [`DEFAULT_STALLED_SEND_TIMEOUT`].
     pub stalled_send_timeout: Option<Duration>,
@@ -281,8 +281,9 @@ fn guarded<S>(
     move |io| WriteDeadline::new(PrefaceDeadline::new(io), stalled)
 }
 
-/// Serves `routes` on `listener`: plaintext TCP on serving threads in the lane (with
-/// `predictions` answering plain Predicts directly), everything else with tonic's server.
+/// Serves `routes` on `listener`, over TLS when it is on: TCP on serving threads and the
+/// Unix socket in the lane (with `predictions` answering plain Predicts directly), TCP
+/// without serving threads with tonic's server.
 async fn serve_routes(
     predictions: Arc<dyn PredictionService>,
     routes: Routes,
@@ -292,79 +293,68 @@ async fn serve_routes(
 ) -> Result<(), GrpcError> {
     let threading = options.threading;
     let request_bytes = held::RequestBytes::new(options.request_bytes_budget());
-    let listener = match listener {
-        GrpcListener::Tcp(listener) if threading.threads > 0 && options.tls.is_none() => {
+    match listener {
+        GrpcListener::Tcp(listener) if threading.threads > 0 => {
             let lane = Lane::new(predictions, routes, &options, request_bytes);
+            let tls = options.tls.clone();
             let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
-                let lane = Arc::clone(&lane);
+                let (lane, tls) = (Arc::clone(&lane), tls.clone());
                 connections.serve_each(stop, move |connection, stop| {
-                    lane::serve_connection(connection, Arc::clone(&lane), stop)
+                    lane::serve_accepted(connection, Arc::clone(&lane), tls.clone(), stop)
                 })
             };
             soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
-            return Ok(());
         }
-        listener => listener,
-    };
+        GrpcListener::Unix(listener) => {
+            let lane = Lane::new(predictions, routes, &options, request_bytes);
+            lane::serve_unix(listener, lane, options.tls, shutdown).await;
+        }
+        GrpcListener::Tcp(listener) => {
+            serve_tonic(listener, routes, options, request_bytes, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Serves `routes` on `listener` with tonic's HTTP/2 server, on the caller's runtime.
+async fn serve_tonic(
+    listener: TcpListener,
+    routes: Routes,
+    options: GrpcOptions,
+    request_bytes: Arc<held::RequestBytes>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let mut server = Server::builder()
         .http2_keepalive_interval(options.keepalive_interval)
         .http2_keepalive_timeout(options.keepalive_timeout);
     if let Some(age) = options.max_connection_age {
         server = server.max_connection_age(age);
     }
-    // h2 under tonic has no timer for answers that wait on the client's flow-control window
-    // (the lane has); a client that stops reading the socket is cut off here.
-    let stalled = options.stalled_send_timeout;
     let router = server
         .layer(limit::layer())
         .layer(held::layer(Arc::clone(&request_bytes)))
         .layer(inflate::layer(request_bytes, options.max_message_bytes))
         .layer(balance::BalanceLayer)
         .add_routes(routes);
-    let tls = options.tls;
-    // `router` on `incoming` (plaintext connections), through soma's TLS handshakes first
-    // when TLS is on; each connection is `guarded` once it is ready for HTTP/2, so a client
-    // that completes a handshake and sends nothing is closed as a plaintext one is.
-    macro_rules! serve_tonic {
-        ($router:expr, $tls:expr, $incoming:expr, $shutdown:expr) => {
-            match $tls {
-                Some(tls) => {
-                    let incoming = tls.incoming(Box::pin($incoming)).map_ok(guarded(stalled));
-                    $router
-                        .serve_with_incoming_shutdown(incoming, $shutdown)
-                        .await
-                }
-                None => {
-                    let incoming = $incoming.map_ok(guarded(stalled));
-                    $router
-                        .serve_with_incoming_shutdown(incoming, $shutdown)
-                        .await
-                }
-            }
-        };
-    }
-    match listener {
-        GrpcListener::Tcp(listener) if threading.threads > 0 => {
-            let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
-                let (router, tls) = (router.clone(), tls.clone());
-                async move {
-                    serve_tonic!(router, &tls, connections.into_stream(), stop.requested())
-                        .map_err(std::io::Error::other)
-                }
-            };
-            soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
+    // h2 under tonic has no timer for answers that wait on the client's flow-control window
+    // (the lane has); a client that stops reading the socket is cut off by the `guarded`
+    // write deadline. Each connection is guarded once it is ready for HTTP/2 (after soma's
+    // TLS handshake), so a client that completes a handshake and sends nothing is closed as
+    // a plaintext one is.
+    let stalled = options.stalled_send_timeout;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    match options.tls {
+        Some(tls) => {
+            let incoming = tls.incoming(Box::pin(incoming)).map_ok(guarded(stalled));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
         }
-        GrpcListener::Tcp(listener) => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            serve_tonic!(router, &tls, incoming, shutdown)?;
-        }
-        GrpcListener::Unix(listener) => {
-            let incoming = futures::stream::unfold(listener, |listener| async move {
-                let next = listener.accept().await.map(|(stream, _)| stream);
-                Some((next, listener))
-            });
-            serve_tonic!(router, &tls, incoming, shutdown)?;
+        None => {
+            let incoming = incoming.map_ok(guarded(stalled));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
         }
     }
-    Ok(())
 }

@@ -148,10 +148,33 @@ impl TlsSettings {
         self.mutual
     }
 
+    /// The TLS connection over `io` once its handshake is done, within [`HANDSHAKE_TIMEOUT`];
+    /// `None` if it failed or timed out (logged at debug level: scanners and clients with the
+    /// wrong certificate make such handshakes).
+    pub(crate) fn accept<S>(&self, io: S) -> impl Future<Output = Option<TlsStream<S>>> + use<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let accept = self.acceptor.accept(io);
+        async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    None
+                }
+            }
+        }
+    }
+
     /// `connections` (plaintext) as the TLS connections whose handshakes succeed.
     pub(crate) fn incoming<S, C>(&self, connections: C) -> TlsIncoming<S, C> {
         TlsIncoming {
-            acceptor: self.acceptor.clone(),
+            tls: self.clone(),
             connections: Some(connections),
             handshakes: FuturesUnordered::new(),
         }
@@ -160,12 +183,11 @@ impl TlsSettings {
 
 type Handshake<S> = Pin<Box<dyn Future<Output = Option<TlsStream<S>>> + Send>>;
 
-/// A stream of accepted TLS connections: each plaintext connection's handshake runs, within
-/// [`HANDSHAKE_TIMEOUT`], beside the others (one slow client holds up no one), and only the
-/// connections whose handshake succeeded come out. A failed handshake is logged at debug
-/// level (scanners and clients with the wrong certificate make them).
+/// A stream of accepted TLS connections: each plaintext connection's handshake
+/// ([`TlsSettings::accept`]) runs beside the others (one slow client holds up no one), and
+/// only the connections whose handshake succeeded come out.
 pub(crate) struct TlsIncoming<S, C> {
-    acceptor: TlsAcceptor,
+    tls: TlsSettings,
     /// `None` once it ended.
     connections: Option<C>,
     handshakes: FuturesUnordered<Handshake<S>>,
@@ -182,22 +204,7 @@ where
         let this = self.get_mut();
         while let Some(connections) = &mut this.connections {
             match Pin::new(connections).poll_next(cx) {
-                Poll::Ready(Some(Ok(io))) => {
-                    let accept = this.acceptor.accept(io);
-                    this.handshakes.push(Box::pin(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                            Ok(Ok(stream)) => Some(stream),
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                None
-                            }
-                        }
-                    }));
-                }
+                Poll::Ready(Some(Ok(io))) => this.handshakes.push(Box::pin(this.tls.accept(io))),
                 // An accept error (e.g. out of file descriptors) is the server's to see.
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => this.connections = None,

@@ -1,5 +1,5 @@
-//! The gRPC lane (`soma tfserving`'s HTTP/2 server on serving threads) against tonic's
-//! server, over a raw HTTP/2 client (the `h2` crate) and the real iris model: the same
+//! The gRPC lane (`soma tfserving`'s HTTP/2 server on serving threads and on the Unix
+//! socket) against tonic's server, over a raw HTTP/2 client (the `h2` crate) and the real iris model: the same
 //! requests get the same status, headers, body and trailers; flow control holds both ways
 //! for messages larger than the windows; a reset stream, many streams at once and protocol
 //! errors leave the server serving.
@@ -17,9 +17,9 @@ use soma_grpc::codec::{tensor_into_content_proto, tensor_into_proto};
 use soma_grpc_proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelStatusRequest, ModelSpec, PredictRequest,
 };
-use soma_runtime::ModelSet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use soma_runtime::{ModelHub, ModelSet, StaticHub};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tonic::codegen::http::{self, HeaderMap};
 
 const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
@@ -394,7 +394,10 @@ async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Reads from `tcp` until `found` finds something in what was read.
-async fn read_until<T>(tcp: &mut TcpStream, found: impl Fn(&[u8]) -> Option<T>) -> T {
+async fn read_until<T>(
+    tcp: &mut (impl AsyncRead + Unpin),
+    found: impl Fn(&[u8]) -> Option<T>,
+) -> T {
     let mut read = Vec::new();
     let mut buf = [0; 4096];
     loop {
@@ -581,28 +584,58 @@ async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
         stalled_send_timeout: Some(Duration::from_millis(300)),
         ..GrpcOptions::default()
     };
-    let [_, (_, options)] = common::both_servers(options);
-    let lane = common::serve_set_at(set, options).await;
-    let mut tcp = TcpStream::connect(lane.trim_start_matches("http://"))
+    let [_, (_, lane_options)] = common::both_servers(options.clone());
+    let lane = common::serve_set_at(Arc::clone(&set), lane_options).await;
+    let tcp = TcpStream::connect(lane.trim_start_matches("http://"))
         .await
         .unwrap();
-    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    is_dropped_without_window(tcp).await;
+    // The Unix socket is served in the lane too.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = serve_set_on_socket(set, options, dir.path());
+    is_dropped_without_window(UnixStream::connect(&socket).await.unwrap()).await;
+}
+
+/// Serves `set` on a Unix socket in `dir` until the test ends; the socket's path.
+fn serve_set_on_socket(
+    set: Arc<ModelSet>,
+    options: GrpcOptions,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let socket = dir.join("grpc.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    tokio::spawn(soma_grpc::serve(
+        hub,
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    socket
+}
+
+/// Asks for a prediction over `io`, giving no flow-control window for answers: the answer's
+/// HEADERS go out, its DATA waits for window that never comes, and the connection is
+/// dropped once the answer has waited for the server's stall timeout (300 ms), though the
+/// client keeps sending PINGs (their acks are not the answer's bytes moving).
+async fn is_dropped_without_window<S>(mut io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
     // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0: the server may send no DATA on any stream.
-    tcp.write_all(&raw_frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]))
+    io.write_all(&raw_frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]))
         .await
         .unwrap();
-    tcp.write_all(&raw_frame(1, 4, 1, &request_block(PREDICT)))
+    io.write_all(&raw_frame(1, 4, 1, &request_block(PREDICT)))
         .await
         .unwrap();
     let body = framed(&iris_request("iris", 1, false));
-    tcp.write_all(&raw_frame(0, 1, 1, &body)).await.unwrap();
+    io.write_all(&raw_frame(0, 1, 1, &body)).await.unwrap();
     let started = std::time::Instant::now();
-    // The answer's HEADERS go out; its DATA waits for window that never comes, and the
-    // connection is dropped once the answer has waited for the timeout, though the client
-    // keeps sending PINGs (their acks are not the answer's bytes moving).
-    let (mut reading, mut writing) = tcp.into_split();
+    let (mut reading, mut writing) = tokio::io::split(io);
     let pings = tokio::spawn(async move {
         let ping = raw_frame(6, 0, 0, b"stallpng");
         while writing.write_all(&ping).await.is_ok() {
@@ -621,6 +654,31 @@ async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
         (Duration::from_millis(250)..Duration::from_secs(4)).contains(&waited),
         "{waited:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unix_socket_path_as_authority_is_answered() {
+    // gRPC's Python and Java clients send a Unix socket's path as `:authority`, which is not
+    // a host and port (hyper's HTTP/2 server refuses such requests).
+    let dir = tempfile::tempdir().unwrap();
+    let socket = serve_set_on_socket(iris_set().await, GrpcOptions::default(), dir.path());
+    let mut unix = UnixStream::connect(&socket).await.unwrap();
+    unix.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    unix.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut block = vec![0x83, 0x86];
+    push_literal(&mut block, ":authority", socket.to_str().unwrap());
+    block.extend_from_slice(&request_block(PREDICT)[2..]);
+    let mut bytes = raw_frame(1, 4, 1, &block);
+    bytes.extend(raw_frame(0, 1, 1, &framed(&iris_request("iris", 1, false))));
+    unix.write_all(&bytes).await.unwrap();
+    // HEADERS, then the answer's message in DATA, then trailers: not RST_STREAM.
+    let (first, data) = read_until(&mut unix, |read| {
+        ends_stream(read, 1).then(|| (first_on_stream(read, 1), find_frame(read, 0).is_some()))
+    })
+    .await;
+    assert_eq!((first.map(|f| f.0), data), (Some(1), true));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -23,19 +23,21 @@ use soma_runtime::ModelSet;
 use soma_testkit::TestPki;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-/// Serves the iris fixture (real TensorFlow) with `tls`; the server's address.
-async fn serve_iris(tls: TlsSettings, cache: &std::path::Path) -> String {
+/// Serves the iris fixture (real TensorFlow) with `tls` on both servers (tonic's, and the
+/// lane on serving threads); their names and addresses.
+async fn serve_iris(tls: TlsSettings, cache: &std::path::Path) -> Vec<(&'static str, String)> {
     let set = Arc::new(ModelSet::new("tls", false));
     common::load_iris(&set, cache).await;
-    let url = common::serve_set_at(
-        set,
-        GrpcOptions {
-            tls: Some(tls),
-            ..GrpcOptions::default()
-        },
-    )
-    .await;
-    url.trim_start_matches("http://").to_string()
+    let options = GrpcOptions {
+        tls: Some(tls),
+        ..GrpcOptions::default()
+    };
+    let mut served = Vec::new();
+    for (server, options) in common::both_servers(options) {
+        let url = common::serve_set_at(Arc::clone(&set), options).await;
+        served.push((server, url.trim_start_matches("http://").to_string()));
+    }
+    served
 }
 
 /// One iris Predict over a channel to `addr` with `tls` (plaintext when `None`); the
@@ -81,19 +83,24 @@ async fn clients_that_trust_the_ca_are_served_and_plaintext_clients_are_not() {
     for key in [&pki.server_key, &pki.server_key_pkcs1] {
         let tls = TlsSettings::new(&pki.server_cert, key, None).unwrap();
         assert!(!tls.client_certificates_required());
-        let addr = serve_iris(tls, cache.path()).await;
-        assert_eq!(predict(&addr, Some(trusting(&pki))).await, Ok(10));
-        // A client certificate is not asked for, and does no harm when offered.
-        let offered =
-            trusting(&pki).identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
-        assert_eq!(predict(&addr, Some(offered)).await, Ok(10));
-        // A plaintext HTTP/2 client gets no answer from a TLS port.
-        assert!(predict(&addr, None).await.is_err());
-        // Nor does a client that does not trust the server's CA.
-        let other_ca = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&pki.stranger_cert))
-            .domain_name("localhost");
-        assert!(predict(&addr, Some(other_ca)).await.is_err());
+        for (server, addr) in serve_iris(tls, cache.path()).await {
+            assert_eq!(
+                predict(&addr, Some(trusting(&pki))).await,
+                Ok(10),
+                "{server}"
+            );
+            // A client certificate is not asked for, and does no harm when offered.
+            let offered =
+                trusting(&pki).identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
+            assert_eq!(predict(&addr, Some(offered)).await, Ok(10), "{server}");
+            // A plaintext HTTP/2 client gets no answer from a TLS port.
+            assert!(predict(&addr, None).await.is_err(), "{server}");
+            // Nor does a client that does not trust the server's CA.
+            let other_ca = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pki.stranger_cert))
+                .domain_name("localhost");
+            assert!(predict(&addr, Some(other_ca)).await.is_err(), "{server}");
+        }
     }
 }
 
@@ -103,22 +110,17 @@ async fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
     let cache = tempfile::tempdir().unwrap();
     let tls = TlsSettings::new(&pki.server_cert, &pki.server_key, Some(&pki.ca_cert)).unwrap();
     assert!(tls.client_certificates_required());
-    let addr = serve_iris(tls, cache.path()).await;
-
     let with = |cert: &str, key: &str| trusting(&pki).identity(Identity::from_pem(cert, key));
-    assert_eq!(
-        predict(&addr, Some(with(&pki.client_cert, &pki.client_key))).await,
-        Ok(10)
-    );
-    let without = predict(&addr, Some(trusting(&pki))).await;
-    assert!(without.is_err(), "{without:?}");
-    let stranger = predict(&addr, Some(with(&pki.stranger_cert, &pki.stranger_key))).await;
-    assert!(stranger.is_err(), "{stranger:?}");
-    // The refused handshakes did not hurt the server.
-    assert_eq!(
-        predict(&addr, Some(with(&pki.client_cert, &pki.client_key))).await,
-        Ok(10)
-    );
+    for (server, addr) in serve_iris(tls, cache.path()).await {
+        let client = || Some(with(&pki.client_cert, &pki.client_key));
+        assert_eq!(predict(&addr, client()).await, Ok(10), "{server}");
+        let without = predict(&addr, Some(trusting(&pki))).await;
+        assert!(without.is_err(), "{server}: {without:?}");
+        let stranger = predict(&addr, Some(with(&pki.stranger_cert, &pki.stranger_key))).await;
+        assert!(stranger.is_err(), "{server}: {stranger:?}");
+        // The refused handshakes did not hurt the server.
+        assert_eq!(predict(&addr, client()).await, Ok(10), "{server}");
+    }
 }
 
 /// A client that completes the TLS handshake and then sends nothing, or half of HTTP/2's
@@ -130,11 +132,15 @@ async fn a_tls_connection_that_does_not_start_http2_is_closed() {
     let pki = TestPki::generate();
     let cache = tempfile::tempdir().unwrap();
     let tls = TlsSettings::new(&pki.server_cert, &pki.server_key, None).unwrap();
-    let addr = serve_iris(tls, cache.path()).await;
+    let served = serve_iris(tls, cache.path()).await;
     let connector = tls_connector(&pki);
     let mut closing = Vec::new();
-    for start in [None, Some(&b""[..]), Some(&PREFACE[..16])] {
-        let (addr, connector) = (addr.clone(), connector.clone());
+    let starts = [None, Some(&b""[..]), Some(&PREFACE[..16])];
+    for ((server, addr), start) in served
+        .iter()
+        .flat_map(|s| starts.map(|start| (s.clone(), start)))
+    {
+        let connector = connector.clone();
         closing.push(tokio::spawn(async move {
             let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
             let started = Instant::now();
@@ -161,16 +167,25 @@ async fn a_tls_connection_that_does_not_start_http2_is_closed() {
                     read.await.is_ok()
                 }
             };
-            (start.map(<[u8]>::len), closed, started.elapsed())
+            (server, start.map(<[u8]>::len), closed, started.elapsed())
         }));
     }
-    assert_eq!(predict(&addr, Some(trusting(&pki))).await, Ok(10));
+    for (server, addr) in &served {
+        assert_eq!(
+            predict(addr, Some(trusting(&pki))).await,
+            Ok(10),
+            "{server}"
+        );
+    }
     for closing in closing {
-        let (sent, closed, after) = closing.await.unwrap();
-        assert!(closed, "{sent:?} bytes: still open after {after:?}");
+        let (server, sent, closed, after) = closing.await.unwrap();
+        assert!(
+            closed,
+            "{server}, {sent:?} bytes: still open after {after:?}"
+        );
         assert!(
             after >= Duration::from_secs(9),
-            "{sent:?} bytes: closed after {after:?}"
+            "{server}, {sent:?} bytes: closed after {after:?}"
         );
     }
 }

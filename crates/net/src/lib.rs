@@ -36,7 +36,7 @@ use std::time::Duration;
 
 pub use balance::{run_balanced, thread_may_have_company};
 pub use connection::Connection;
-pub use shards::{Connections, Stop, serve_sharded};
+pub use shards::{Connections, Stop, accept_failed, serve_sharded};
 pub use write_deadline::WriteDeadline;
 
 /// How [`serve_sharded`] spreads connections.

@@ -195,8 +195,10 @@ pub async fn serve_with(
             // TF Serving's default: TensorFlow 2 classifiers and regressors work.
             check_signature_method_names: false,
             tls: options.grpc_tls.clone(),
-            // The gateway's runtime serves gRPC too: this process also runs the workers.
-            threading: soma_grpc::Threading::default(),
+            // Threads of its own, as `soma tfserving`'s, so that its connections are served by
+            // soma's HTTP/2 server (the lane) with all its bounds; no busy polling: the
+            // workers need the cores.
+            threading: soma_grpc::Threading::per_core(Duration::ZERO),
         };
         tokio::spawn(async move {
             let serving = soma_grpc::serve(hub, grpc, grpc_options, wait_for_stop(stop));

@@ -947,14 +947,18 @@ where
 
 /// The request's method, URI and headers; `None` if its pseudo-headers are missing or
 /// malformed (`:method`, `:scheme` and `:path` are required, RFC 9113 §8.3.1).
+///
+/// An `:authority` that is not a host and port is left out rather than refused: gRPC's
+/// Python and Java clients send a Unix socket's path there, and TF Serving's C++ server
+/// answers them (no service routes on the authority).
 fn request_head(pseudo: Pseudo, headers: HeaderMap) -> Option<Head> {
     let method = pseudo.method?;
     let scheme = pseudo.scheme?;
     let mut parts = tonic::codegen::http::uri::Parts::default();
     parts.path_and_query = Some(PathAndQuery::try_from(&*pseudo.path?).ok()?);
-    if let Some(authority) = pseudo.authority {
+    if let Some(Ok(authority)) = pseudo.authority.map(|a| Authority::try_from(&*a)) {
         parts.scheme = Some(Scheme::try_from(&*scheme).ok()?);
-        parts.authority = Some(Authority::try_from(&*authority).ok()?);
+        parts.authority = Some(authority);
     }
     let uri = Uri::from_parts(parts).ok()?;
     Some(Head {

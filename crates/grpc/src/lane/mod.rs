@@ -21,7 +21,9 @@
 //! in a task of its own); with others in flight, each runs as a task of its own, as under
 //! hyper, so that they run side by side and `soma_net` can move them to another thread.
 //!
-//! TLS connections and the Unix socket stay on tonic's server.
+//! Connections come from `soma_net`'s serving threads (TCP) or from [`serve_unix`] on the
+//! caller's runtime (the Unix socket), over TLS when it is on ([`serve_accepted`]); only a
+//! server without serving threads (`--grpc_io_threads=0`) uses tonic's HTTP/2 server.
 
 mod answer;
 mod connection;
@@ -37,7 +39,11 @@ use tower::util::MapResponse;
 
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionService;
 
-pub(crate) use connection::serve_connection;
+use connection::serve_connection;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
+
+use crate::tls::TlsSettings;
 
 /// tonic's router behind the size-limit status rewrite.
 type Router = MapResponse<Routes, fn(Response<Body>) -> Response<Body>>;
@@ -83,4 +89,56 @@ impl Lane {
             request_bytes,
         })
     }
+}
+
+/// Serves one accepted connection until it closes, after soma's TLS handshake when `tls` is
+/// on (a failed handshake closes it).
+pub(crate) async fn serve_accepted<T>(
+    io: T,
+    lane: Arc<Lane>,
+    tls: Option<TlsSettings>,
+    stop: soma_net::Stop,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match tls {
+        None => serve_connection(io, lane, stop).await,
+        Some(tls) => {
+            if let Some(io) = tls.accept(io).await {
+                serve_connection(io, lane, stop).await;
+            }
+        }
+    }
+}
+
+/// Serves the Unix socket's connections on the caller's runtime, a task each, until
+/// `shutdown`; then accepts no more and returns once every open connection has answered
+/// its requests and closed.
+pub(crate) async fn serve_unix(
+    listener: UnixListener,
+    lane: Arc<Lane>,
+    tls: Option<TlsSettings>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    let stop = soma_net::Stop::when(stop.clone());
+                    connections.spawn(serve_accepted(io, Arc::clone(&lane), tls.clone(), stop));
+                }
+                Err(error) => soma_net::accept_failed(error).await,
+            },
+            // Reaps finished connections, so a long-lived server holds no handle per
+            // connection it ever had.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
 }
