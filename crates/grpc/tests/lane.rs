@@ -17,7 +17,7 @@ use soma_grpc::codec::{tensor_into_content_proto, tensor_into_proto};
 use soma_grpc_proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelStatusRequest, ModelSpec, PredictRequest,
 };
-use soma_runtime::{ModelHub, ModelSet, StaticHub};
+use soma_runtime::ModelSet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tonic::codegen::http::{self, HeaderMap};
@@ -592,26 +592,8 @@ async fn a_client_that_gives_no_window_for_its_answers_is_dropped() {
     is_dropped_without_window(tcp).await;
     // The Unix socket is served in the lane too.
     let dir = tempfile::tempdir().unwrap();
-    let socket = serve_set_on_socket(set, options, dir.path());
+    let socket = common::serve_set_on_socket(set, options, dir.path());
     is_dropped_without_window(UnixStream::connect(&socket).await.unwrap()).await;
-}
-
-/// Serves `set` on a Unix socket in `dir` until the test ends; the socket's path.
-fn serve_set_on_socket(
-    set: Arc<ModelSet>,
-    options: GrpcOptions,
-    dir: &std::path::Path,
-) -> std::path::PathBuf {
-    let socket = dir.join("grpc.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
-    tokio::spawn(soma_grpc::serve(
-        hub,
-        listener,
-        options,
-        std::future::pending(),
-    ));
-    socket
 }
 
 /// Asks for a prediction over `io`, giving no flow-control window for answers: the answer's
@@ -661,7 +643,7 @@ async fn a_unix_socket_path_as_authority_is_answered() {
     // gRPC's Python and Java clients send a Unix socket's path as `:authority`, which is not
     // a host and port (hyper's HTTP/2 server refuses such requests).
     let dir = tempfile::tempdir().unwrap();
-    let socket = serve_set_on_socket(iris_set().await, GrpcOptions::default(), dir.path());
+    let socket = common::serve_set_on_socket(iris_set().await, GrpcOptions::default(), dir.path());
     let mut unix = UnixStream::connect(&socket).await.unwrap();
     unix.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await

@@ -24,11 +24,13 @@
 //!   a request about to run a batch alone asks whether other connections on its thread may
 //!   have requests to add, and yields first if so.
 //!
-//! Measured in BENCHMARKS.md §4.
+//! Measured in BENCHMARKS.md §4. [`serve_here`] serves a listener on the caller's runtime
+//! instead (servers without threads of their own, Unix sockets), with the same [`Stop`].
 
 mod balance;
 mod busy_poll;
 mod connection;
+mod here;
 mod shards;
 mod write_deadline;
 
@@ -36,7 +38,8 @@ use std::time::Duration;
 
 pub use balance::{run_balanced, thread_may_have_company};
 pub use connection::Connection;
-pub use shards::{Connections, Stop, accept_failed, serve_sharded};
+pub use here::{Listener, serve_here};
+pub use shards::{Connections, Stop, serve_sharded};
 pub use write_deadline::WriteDeadline;
 
 /// How [`serve_sharded`] spreads connections.

@@ -210,7 +210,7 @@ fn hand_over(shards: &[Shard], stream: TcpStream) {
 
 /// Connection errors (a client that gave up) are routine; others (e.g. out of file
 /// descriptors) are logged and slow the loop down instead of spinning on them.
-pub async fn accept_failed(error: io::Error) {
+pub(crate) async fn accept_failed(error: io::Error) {
     use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
         error.kind(),

@@ -73,29 +73,11 @@ async fn serve_shared(
     idle_timeout: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((io, _)) => {
-                    let _ = io.set_nodelay(true);
-                    let stop = Stop::when(stopping.clone());
-                    connections.spawn(serve_connection(io, app.clone(), stop, idle_timeout));
-                }
-                // Out of file descriptors, say: others may close; try again shortly.
-                Err(error) => {
-                    tracing::error!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
+    let serve = |io: tokio::net::TcpStream, stop| {
+        let _ = io.set_nodelay(true);
+        serve_connection(io, app.clone(), stop, idle_timeout)
+    };
+    soma_net::serve_here(listener, serve, shutdown).await;
     Ok(())
 }
 

@@ -111,34 +111,15 @@ pub(crate) async fn serve_accepted<T>(
     }
 }
 
-/// Serves the Unix socket's connections on the caller's runtime, a task each, until
-/// `shutdown`; then accepts no more and returns once every open connection has answered
-/// its requests and closed.
+/// Serves the Unix socket's connections on the caller's runtime until `shutdown`; then
+/// accepts no more and returns once every open connection has answered its requests and
+/// closed.
 pub(crate) async fn serve_unix(
     listener: UnixListener,
     lane: Arc<Lane>,
     tls: Option<TlsSettings>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let (stopping, stop) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((io, _)) => {
-                    let stop = soma_net::Stop::when(stop.clone());
-                    connections.spawn(serve_accepted(io, Arc::clone(&lane), tls.clone(), stop));
-                }
-                Err(error) => soma_net::accept_failed(error).await,
-            },
-            // Reaps finished connections, so a long-lived server holds no handle per
-            // connection it ever had.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = stopping.send(true);
-    while connections.join_next().await.is_some() {}
+    let serve = |io, stop| serve_accepted(io, Arc::clone(&lane), tls.clone(), stop);
+    soma_net::serve_here(listener, serve, shutdown).await;
 }

@@ -1,11 +1,11 @@
 //! Set-up shared by the gRPC integration tests (each test file uses part of it).
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use soma_core::ModelLocation;
-use soma_grpc::GrpcOptions;
+use soma_grpc::{GrpcListener, GrpcOptions};
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
 use soma_runtime::{ModelHub, ModelSet, StaticHub};
@@ -30,16 +30,28 @@ pub fn both_servers(options: GrpcOptions) -> [(&'static str, GrpcOptions); 2] {
 
 /// Serves `set` with `options` on a free port until the test ends; its URL.
 pub async fn serve_set_at(set: Arc<ModelSet>, options: GrpcOptions) -> String {
-    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    serve_set_on(set, listener.into(), options);
+    url
+}
+
+/// Serves `set` with `options` on a Unix socket in `dir` until the test ends; its path.
+pub fn serve_set_on_socket(set: Arc<ModelSet>, options: GrpcOptions, dir: &Path) -> PathBuf {
+    let socket = dir.join("grpc.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    serve_set_on(set, listener.into(), options);
+    socket
+}
+
+fn serve_set_on(set: Arc<ModelSet>, listener: GrpcListener, options: GrpcOptions) {
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
     tokio::spawn(soma_grpc::serve(
         hub,
         listener,
         options,
         std::future::pending(),
     ));
-    url
 }
 
 /// [`serve_set_at`], and a channel to it.
