@@ -79,6 +79,19 @@ impl Held {
 }
 
 impl Held {
+    /// The bytes it counts.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives back `fewer` of the bytes it counts (at most all of them).
+    pub(crate) fn shrink(&mut self, fewer: usize) {
+        let fewer = fewer.min(self.bytes);
+        self.budget.held.fetch_sub(fewer, Ordering::AcqRel);
+        self.bytes -= fewer;
+    }
+
     /// What a request that would go past the budget gets.
     pub(crate) fn exhausted(&self) -> tonic::Status {
         self.budget.exhausted()

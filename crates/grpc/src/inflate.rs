@@ -1,6 +1,7 @@
-//! Compressed requests (`grpc-encoding: gzip | deflate`) inflated before tonic's codec sees
-//! them, with the inflated bytes counted against the listener's request byte budget
-//! ([`crate::held`]) as they come out of the decoder.
+//! Compressed requests (`grpc-encoding: gzip | deflate`) inflated before tonic's codec (or
+//! the lane's direct Predict) sees them, with the inflated bytes counted against the
+//! listener's request byte budget ([`crate::held`]) as they come out of the decoder, or
+//! up front where gzip's trailer states the size (the buffer is then taken at once).
 //!
 //! tonic inflates a compressed message up to the message size limit (2 GiB by default, as
 //! TF Serving's) and counts none of it, so the budget saw only the compressed bytes: an
@@ -87,6 +88,21 @@ fn inflate_message(
         Coding::Gzip => Box::new(flate2::read::GzDecoder::new(compressed)),
         Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(compressed)),
     };
+    // Room for the whole message at once where gzip's trailer says its size, counted before
+    // it is taken: growing as it fills, the buffer would hold up to twice the message, and
+    // copy it at each doubling. A size claimed past the budget fails as the message would.
+    let claimed = match coding {
+        Coding::Gzip => gzip_size(compressed).filter(|&size| size <= limit),
+        Coding::Deflate => None,
+    };
+    let mut counted = 0;
+    if let Some(size) = claimed {
+        if !held.grow(size) {
+            return Err(held.exhausted());
+        }
+        out.reserve_exact(size);
+        counted = size;
+    }
     let mut inflated = 0;
     let mut chunk = vec![0; CHUNK];
     loop {
@@ -94,6 +110,8 @@ fn inflate_message(
             Status::internal(format!("Error decompressing: {e}, while sending request"))
         })?;
         if n == 0 {
+            // A claim larger than the message gives its excess back.
+            held.shrink(counted - inflated);
             return Ok(inflated);
         }
         if inflated + n > limit {
@@ -102,12 +120,26 @@ fn inflate_message(
                  decompressing message"
             )));
         }
-        if !held.grow(n) {
+        let uncounted = (inflated + n).saturating_sub(counted);
+        if !held.grow(uncounted) {
             return Err(held.exhausted());
         }
+        counted += uncounted;
         out.extend_from_slice(&chunk[..n]);
         inflated += n;
     }
+}
+
+/// The inflated size a gzip member's trailer states (ISIZE: the size modulo 4 GiB, so
+/// exact for every message the size limit allows); `None` if `compressed` is too short to
+/// be gzip. Only a hint: a client may state anything.
+fn gzip_size(compressed: &[u8]) -> Option<usize> {
+    // A 10-byte header and an 8-byte trailer at least.
+    if compressed.len() < 18 {
+        return None;
+    }
+    let (_, trailer) = compressed.split_last_chunk::<4>()?;
+    usize::try_from(u32::from_le_bytes(*trailer)).ok()
 }
 
 /// [`inflate_body`] on tokio's blocking pool when the body is large (inflating megabytes
@@ -226,6 +258,47 @@ mod tests {
         assert!(over.message().contains("receiving"), "{over:?}");
         drop(held);
         assert!(small.hold().grow(1 << 20), "the budget is given back");
+    }
+
+    #[test]
+    fn gzip_stated_size_is_taken_and_counted_up_front() {
+        let message = vec![7; 100_000];
+        let budget = RequestBytes::new(1 << 20);
+        let mut held = budget.hold();
+        let body = framed(1, &gzip(&message));
+        let inflated = inflate_body(&body, Coding::Gzip, &mut held, 1 << 20).unwrap();
+        assert_eq!(&inflated[5..], &message[..]);
+        assert_eq!(held.bytes(), message.len());
+        // Taken at once: not grown by doubling (to 128 KiB), nor copied on the way.
+        let mut out = Vec::new();
+        inflate_message(
+            &gzip(&message),
+            Coding::Gzip,
+            &mut budget.hold(),
+            1 << 20,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.capacity(), message.len());
+
+        // A trailer that claims more than the budget fails before inflating anything.
+        let mut lying = gzip(b"small");
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&(2u32 << 20).to_le_bytes());
+        let mut held = budget.hold();
+        let over = inflate_body(&framed(1, &lying), Coding::Gzip, &mut held, 4 << 20);
+        assert_eq!(over.unwrap_err().code(), tonic::Code::ResourceExhausted);
+        // One within the budget but not the message's size is found out by the decoder.
+        for claim in [512u32 << 10, 1] {
+            lying[at..].copy_from_slice(&claim.to_le_bytes());
+            let wrong = inflate_body(
+                &framed(1, &lying),
+                Coding::Gzip,
+                &mut budget.hold(),
+                4 << 20,
+            );
+            assert_eq!(wrong.unwrap_err().code(), tonic::Code::Internal);
+        }
     }
 
     #[test]

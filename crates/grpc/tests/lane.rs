@@ -144,6 +144,35 @@ async fn call(
     }
 }
 
+/// How [`compressed`] compresses.
+enum Compression {
+    Gzip,
+    Deflate,
+}
+
+/// `message` as one gRPC message compressed with `how` (its flag set).
+fn compressed(how: Compression, message: &impl Message) -> Bytes {
+    use std::io::Write as _;
+    let level = flate2::Compression::fast();
+    let bytes = match how {
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+            encoder.write_all(&message.encode_to_vec()).unwrap();
+            encoder.finish().unwrap()
+        }
+        Compression::Deflate => {
+            let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            encoder.write_all(&message.encode_to_vec()).unwrap();
+            encoder.finish().unwrap()
+        }
+    };
+    let mut body = BytesMut::with_capacity(5 + bytes.len());
+    body.put_u8(1);
+    body.put_u32(u32::try_from(bytes.len()).unwrap());
+    body.put_slice(&bytes);
+    body.freeze()
+}
+
 /// The iris model (every version), loaded in TensorFlow.
 async fn iris_set() -> Arc<ModelSet> {
     let cache = tempfile::tempdir().unwrap();
@@ -198,6 +227,46 @@ async fn the_lane_answers_as_tonic_does() {
             vec![("grpc-encoding", "identity")],
             { framed(&iris_request("iris", 1, false)) },
         ),
+        (
+            "gzip",
+            PREDICT,
+            vec![("grpc-encoding", "gzip")],
+            compressed(Compression::Gzip, &iris_request("iris", 3, false)),
+        ),
+        (
+            "deflate",
+            PREDICT,
+            vec![("grpc-encoding", "deflate")],
+            compressed(Compression::Deflate, &iris_request("iris", 2, true)),
+        ),
+        (
+            "gzip, unknown model",
+            PREDICT,
+            vec![("grpc-encoding", "gzip")],
+            compressed(Compression::Gzip, &iris_request("nope", 1, false)),
+        ),
+        (
+            "gzip declared, message not compressed",
+            PREDICT,
+            vec![("grpc-encoding", "gzip")],
+            framed(&iris_request("iris", 1, false)),
+        ),
+        (
+            "gzip declared, message not gzip",
+            PREDICT,
+            vec![("grpc-encoding", "gzip")],
+            {
+                let mut body = framed(&iris_request("iris", 1, false)).to_vec();
+                body[0] = 1;
+                Bytes::from(body)
+            },
+        ),
+        (
+            "compressed message, no encoding",
+            PREDICT,
+            vec![],
+            compressed(Compression::Gzip, &iris_request("iris", 1, false)),
+        ),
         ("long deadline", PREDICT, vec![("grpc-timeout", "10S")], {
             framed(&iris_request("iris", 1, false))
         }),
@@ -230,7 +299,7 @@ async fn the_lane_answers_as_tonic_does() {
             answer.body = expected.body.clone();
         }
         assert_eq!(answer, expected, "{case}");
-        if case == "predict" {
+        if ["predict", "gzip", "deflate"].contains(&case) {
             assert_eq!(expected.status, 200);
             assert_eq!(
                 expected.trailers,
@@ -794,23 +863,16 @@ fn ends_stream(mut bytes: &[u8], id: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compressed_requests_count_what_they_inflate_to() {
-    use std::io::Write as _;
     let set = iris_set().await;
     let options = budget_for_one_message();
-    let message = iris_request("iris", 1700, true).encode_to_vec();
+    let message = iris_request("iris", 1700, true);
     assert!(
-        (25_000..30_000).contains(&message.len()),
+        (25_000..30_000).contains(&message.encoded_len()),
         "{}",
-        message.len()
+        message.encoded_len()
     );
-    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gzip.write_all(&message).unwrap();
-    let compressed = gzip.finish().unwrap();
-    assert!(compressed.len() < 10_000, "{}", compressed.len());
-    let mut body = vec![1];
-    body.extend_from_slice(&u32::try_from(compressed.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(&compressed);
-    let body = Bytes::from(body);
+    let body = compressed(Compression::Gzip, &message);
+    assert!(body.len() < 10_000, "{}", body.len());
     let held_back = framed(&iris_request("iris", 1800, true));
     for (server, options) in common::both_servers(options) {
         let url = common::serve_set_at(Arc::clone(&set), options).await;

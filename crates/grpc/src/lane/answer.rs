@@ -1,5 +1,6 @@
-//! Answering one request of the lane: a [`Reply`] from the PredictionService (a plain
-//! Predict) or from tonic's router (everything else), within the client's deadline.
+//! Answering one request of the lane: a [`Reply`] from the PredictionService (a Predict
+//! in one message, inflated first if compressed) or from tonic's router (everything else),
+//! within the client's deadline.
 
 use std::time::Instant;
 
@@ -74,6 +75,17 @@ pub(crate) async fn answer(lane: &Lane, head: Head, body: Bytes) -> Reply {
     // router's future, ~2 KB, is boxed. A request's future is moved whole several times on
     // its way into its task: for a plain Predict, this keeps those copies small.
     let work = std::pin::pin!(async {
+        let mut head = head;
+        // A compressed message is inflated here, under the byte budget, and the inflated
+        // bytes held until the answer (see `inflate`); then a Predict is answered directly,
+        // as a plain one: tonic's codec would copy the inflated message once more.
+        let (body, _inflated) = match crate::inflate::Coding::of(&head.headers) {
+            None => (body, None),
+            Some(coding) => match Box::pin(inflate(lane, &mut head, coding, body)).await {
+                Ok((body, held)) => (body, Some(held)),
+                Err(status) => return Reply::status(status),
+            },
+        };
         match plain_predict(&head, &body) {
             Some(request) => predict(lane, head.headers, request, deadline).await,
             None => Box::pin(through_router(lane, head, body)).await,
@@ -87,8 +99,22 @@ pub(crate) async fn answer(lane: &Lane, head: Head, body: Bytes) -> Reply {
     }
 }
 
-/// The PredictRequest of a Predict call in one uncompressed message; `None` for anything
-/// else, including a message that does not decode (the router answers it as tonic does).
+/// `body` with its compressed messages inflated, the inflated bytes counted against the
+/// request byte budget; `grpc-encoding` is taken off `head`, as the body no longer has it.
+async fn inflate(
+    lane: &Lane,
+    head: &mut Head,
+    coding: crate::inflate::Coding,
+    body: Bytes,
+) -> Result<(Bytes, crate::held::Held), Status> {
+    head.headers.remove("grpc-encoding");
+    let held = lane.request_bytes.hold();
+    crate::inflate::inflate_off_thread(body, coding, held, lane.max_message_bytes).await
+}
+
+/// The PredictRequest of a Predict call in one uncompressed message (or one inflated
+/// already); `None` for anything else, including a message that does not decode (the
+/// router answers it as tonic does).
 fn plain_predict(head: &Head, body: &[u8]) -> Option<PredictRequest> {
     if head.method != Method::POST
         || head.uri.path() != PREDICT_PATH
@@ -153,21 +179,7 @@ async fn predict(
 
 /// Serves the request with tonic's router and the layers tonic's server runs it through;
 /// the body is read as the connection sends it.
-async fn through_router(lane: &Lane, mut head: Head, body: Bytes) -> Reply {
-    // A compressed message is inflated here, under the byte budget, and the inflated bytes
-    // held until the answer (see `inflate`).
-    let (body, _inflated) = match crate::inflate::Coding::of(&head.headers) {
-        None => (body, None),
-        Some(coding) => {
-            head.headers.remove("grpc-encoding");
-            let held = lane.request_bytes.hold();
-            let limit = lane.max_message_bytes;
-            match crate::inflate::inflate_off_thread(body, coding, held, limit).await {
-                Ok((body, held)) => (body, Some(held)),
-                Err(status) => return Reply::status(status),
-            }
-        }
-    };
+async fn through_router(lane: &Lane, head: Head, body: Bytes) -> Reply {
     let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;
