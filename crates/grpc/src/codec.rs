@@ -133,8 +133,8 @@ fn field_counts(p: &TensorProto) -> [(&'static str, usize); 12] {
     ]
 }
 
-/// Decodes a request tensor.
-pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, CodecError> {
+/// Decodes a request tensor; its `tensor_content` becomes the tensor's bytes without a copy.
+pub fn tensor_from_proto(proto: TensorProto) -> Result<Tensor, CodecError> {
     tensor_from_proto_within(proto, &mut { MAX_REPEATED_BYTES })
 }
 
@@ -142,7 +142,7 @@ pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, CodecError> {
 /// takes its bytes from `repeat_allowance`, which the request's inputs share
 /// ([`MAX_REPEATED_BYTES`] in all).
 pub fn tensor_from_proto_within(
-    proto: &TensorProto,
+    mut proto: TensorProto,
     repeat_allowance: &mut usize,
 ) -> Result<Tensor, CodecError> {
     let dtype = DType::from_proto(proto.dtype)
@@ -171,7 +171,7 @@ pub fn tensor_from_proto_within(
         .ok_or_else(too_large)?;
     let from_content = !proto.tensor_content.is_empty();
     // Values in a field this dtype does not read would be silently ignored by TensorFlow.
-    for (name, n) in field_counts(proto) {
+    for (name, n) in field_counts(&proto) {
         if n > 0 && name != field && !(name == "tensor_content" && from_content) {
             return Err(CodecError::WrongField {
                 field: name,
@@ -181,7 +181,7 @@ pub fn tensor_from_proto_within(
         }
     }
     if from_content
-        && field_counts(proto)
+        && field_counts(&proto)
             .iter()
             .any(|(n, c)| *n == field && *c > 0)
     {
@@ -207,9 +207,12 @@ pub fn tensor_from_proto_within(
                 actual: proto.tensor_content.len(),
             });
         }
-        TensorData::Fixed(le_to_native(dtype, &proto.tensor_content))
+        TensorData::Fixed(le_to_native(
+            dtype,
+            std::mem::take(&mut proto.tensor_content),
+        ))
     } else {
-        let given = typed_values(dtype, proto)?;
+        let given = typed_values(dtype, &proto)?;
         TensorData::Fixed(broadcast_fixed(
             dtype,
             field,
@@ -278,7 +281,7 @@ pub fn tensor_into_content_proto(tensor: Tensor) -> TensorProto {
     match data {
         TensorData::Strings(strings) => p.string_val = strings,
         // The swap is its own inverse: native -> little-endian is the same operation.
-        TensorData::Fixed(bytes) => p.tensor_content = le_to_native(dtype, &bytes),
+        TensorData::Fixed(bytes) => p.tensor_content = le_to_native(dtype, bytes),
     }
     p
 }
@@ -476,14 +479,13 @@ fn component_width(dtype: DType) -> usize {
 
 /// Little-endian wire bytes to the native layout of [`Tensor`] (a copy on little-endian
 /// machines, a per-number byte swap on big-endian ones).
-fn le_to_native(dtype: DType, bytes: &[u8]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
+fn le_to_native(dtype: DType, mut bytes: Vec<u8>) -> Vec<u8> {
     if cfg!(target_endian = "big") {
-        for number in out.chunks_exact_mut(component_width(dtype)) {
+        for number in bytes.chunks_exact_mut(component_width(dtype)) {
             number.reverse();
         }
     }
-    out
+    bytes
 }
 
 /// TensorFlow's encoding of a string tensor in `tensor_content`: `count` varint32 lengths,

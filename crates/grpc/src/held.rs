@@ -4,9 +4,10 @@
 //! of a connection's streams, over as many connections as it likes; every byte is held until
 //! its message is complete and decoded. Without a bound, enough of them take the process past
 //! the machine's memory, and everyone's requests die with it. So each request counts the
-//! bytes it has received against one budget and gives them back when they are let go (in
-//! the lane, when the request's work ends; under tonic's server, once its message is
-//! decoded); a chunk of body that would go past the budget fails its request at once with
+//! bytes it has received against one budget (in the lane, from a body's second frame on,
+//! the room for the whole message its prefix declares, which is taken at once) and gives
+//! them back when they are let go (in the lane, when the request's work ends; under tonic's
+//! server, once its message is decoded); a chunk of body that would go past the budget fails its request at once with
 //! RESOURCE_EXHAUSTED (gRPC's answer when a server is out of a resource, which clients and
 //! their retry policies know), and the rest are served as before. Failing instead of
 //! waiting is what keeps this free of deadlock: requests that each hold part of the budget
@@ -80,7 +81,6 @@ impl Held {
 
 impl Held {
     /// The bytes it counts.
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -24,7 +24,7 @@ const SIGNATURE_DEF_FIELD: &str = "signature_def";
 pub(crate) fn predict(
     servable: &Servable,
     target: &Target,
-    inputs: &HashMap<String, TensorProto>,
+    inputs: HashMap<String, TensorProto>,
     output_filter: &[String],
     deadline: Option<std::time::Instant>,
     check_method_name: bool,
@@ -43,7 +43,7 @@ pub(crate) fn predict(
 pub(crate) async fn predict_in_place(
     servable: &Servable,
     target: &Target,
-    inputs: &HashMap<String, TensorProto>,
+    inputs: HashMap<String, TensorProto>,
     output_filter: &[String],
     check_method_name: bool,
 ) -> Result<PredictResponse, Status> {
@@ -74,7 +74,7 @@ type Decoded<'a> = (&'a str, Vec<String>, BTreeMap<String, Tensor>);
 fn decode<'a>(
     servable: &'a Servable,
     target: &Target,
-    inputs: &HashMap<String, TensorProto>,
+    inputs: HashMap<String, TensorProto>,
     output_filter: &[String],
     check_method_name: bool,
 ) -> Result<Decoded<'a>, Status> {
@@ -90,14 +90,15 @@ fn decode<'a>(
             })?;
     check_signature(signature, InferenceApi::Predict, check_method_name)
         .map_err(|e| from_runtime(&e))?;
-    check_input_names(signature, inputs)?;
+    check_input_names(signature, &inputs)?;
     let outputs = selected_outputs(signature, output_filter)?;
     let mut tensors = BTreeMap::new();
     let mut repeat_allowance = MAX_REPEATED_BYTES;
+    // By value: a `tensor_content` becomes its tensor's bytes without a copy.
     for (alias, proto) in inputs {
         let tensor = tensor_from_proto_within(proto, &mut repeat_allowance)
             .map_err(|e| invalid(format!("tensor parsing error: {alias}: {e}")))?;
-        tensors.insert(alias.clone(), tensor);
+        tensors.insert(alias, tensor);
     }
     Ok((key, outputs, tensors))
 }

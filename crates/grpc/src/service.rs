@@ -140,7 +140,7 @@ impl Predictions {
             let response = predict::predict_in_place(
                 &servable,
                 &target,
-                &request.inputs,
+                request.inputs,
                 &request.output_filter,
                 check,
             )
@@ -152,7 +152,7 @@ impl Predictions {
             let response = predict::predict(
                 &servable,
                 &target,
-                &request.inputs,
+                request.inputs,
                 &request.output_filter,
                 deadline,
                 check,

@@ -95,10 +95,11 @@ fn replay_one(servable: &Servable, log: &PredictionLog, check: bool) -> Result<(
         Some(LogType::PredictLog(log)) => {
             let request = log.request.as_ref().ok_or_else(missing)?;
             let target = target(request.model_spec.as_ref());
+            // Cloned: a record is replayed `iterations` times.
             predict(
                 servable,
                 &target,
-                &request.inputs,
+                request.inputs.clone(),
                 &request.output_filter,
                 None,
                 check,

@@ -139,7 +139,7 @@ async fn connect(url: &str) -> Channel {
 /// Predicts `[i]` and checks the answer is `[i]`.
 async fn echo(channel: Channel, i: usize) {
     let response = predict(channel, "slow", i as f32).await.unwrap();
-    let y = tensor_from_proto(&response.outputs["y"]).unwrap();
+    let y = tensor_from_proto(response.outputs["y"].clone()).unwrap();
     assert_eq!(y.to_vec::<f32>().unwrap(), vec![i as f32]);
 }
 

@@ -91,7 +91,12 @@ fn every_dtype_round_trips_through_typed_fields() {
     for tensor in samples() {
         let p = tensor_into_proto(tensor.clone());
         assert!(p.tensor_content.is_empty(), "{}", tensor.dtype());
-        assert_eq!(tensor_from_proto(&p).unwrap(), tensor, "{}", tensor.dtype());
+        assert_eq!(
+            tensor_from_proto(p.clone()).unwrap(),
+            tensor,
+            "{}",
+            tensor.dtype()
+        );
     }
 }
 
@@ -101,7 +106,12 @@ fn every_dtype_round_trips_through_tensor_content() {
         let p = tensor_into_content_proto(tensor.clone());
         let fixed = tensor.dtype() != DType::String && tensor.num_elements() > 0;
         assert_eq!(!p.tensor_content.is_empty(), fixed, "{}", tensor.dtype());
-        assert_eq!(tensor_from_proto(&p).unwrap(), tensor, "{}", tensor.dtype());
+        assert_eq!(
+            tensor_from_proto(p.clone()).unwrap(),
+            tensor,
+            "{}",
+            tensor.dtype()
+        );
     }
 }
 
@@ -120,10 +130,22 @@ fn typed_fields_are_the_ones_tensorflow_uses() {
 }
 
 #[test]
+fn tensor_content_becomes_the_tensor_without_a_copy() {
+    let mut p = proto(DType::Float, &[1024]);
+    p.tensor_content = vec![0; 4096];
+    let address = p.tensor_content.as_ptr();
+    let (_, _, data) = tensor_from_proto(p).unwrap().into_parts();
+    let TensorData::Fixed(bytes) = data else {
+        panic!("a float tensor has fixed-width data")
+    };
+    assert_eq!(bytes.as_ptr(), address);
+}
+
+#[test]
 fn tensor_content_is_little_endian() {
     let mut p = proto(DType::Int32, &[2]);
     p.tensor_content = vec![1, 0, 0, 0, 0, 1, 0, 0];
-    let t = tensor_from_proto(&p).unwrap();
+    let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.to_vec::<i32>().unwrap(), vec![1, 256]);
 }
 
@@ -131,20 +153,20 @@ fn tensor_content_is_little_endian() {
 fn one_typed_value_fills_the_shape() {
     let mut p = proto(DType::Float, &[2, 3]);
     p.float_val = vec![0.5];
-    let t = tensor_from_proto(&p).unwrap();
+    let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.shape(), &[2, 3]);
     assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.5; 6]);
 
     let mut p = proto(DType::String, &[3]);
     p.string_val = vec![b"x".to_vec()];
     assert_eq!(
-        tensor_from_proto(&p).unwrap().strings().unwrap(),
+        tensor_from_proto(p.clone()).unwrap().strings().unwrap(),
         &[b"x".to_vec(), b"x".to_vec(), b"x".to_vec()]
     );
 
     let mut p = proto(DType::Complex64, &[2]);
     p.scomplex_val = vec![1.0, 2.0];
-    let t = tensor_from_proto(&p).unwrap();
+    let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.bytes().unwrap().len(), 16);
 
     // No shape at all is a scalar.
@@ -153,7 +175,7 @@ fn one_typed_value_fills_the_shape() {
         int64_val: vec![7],
         ..TensorProto::default()
     };
-    let t = tensor_from_proto(&p).unwrap();
+    let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.shape(), &[] as &[usize]);
     assert_eq!(t.to_vec::<i64>().unwrap(), vec![7]);
 }
@@ -162,20 +184,20 @@ fn one_typed_value_fills_the_shape() {
 fn value_count_mismatches_are_errors() {
     let mut p = proto(DType::Float, &[2, 3]);
     p.float_val = vec![1.0, 2.0];
-    let err = tensor_from_proto(&p).unwrap_err();
+    let err = tensor_from_proto(p.clone()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "float_val has 2 values, but a float32 tensor of shape [2, 3] needs 6 (or a single value to fill it)"
     );
     p.float_val = vec![];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::ValueCount { actual: 0, .. })
     ));
     let mut p = proto(DType::String, &[2]);
     p.string_val = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::ValueCount {
             expected: 2,
             actual: 3,
@@ -185,7 +207,7 @@ fn value_count_mismatches_are_errors() {
     let mut p = proto(DType::Complex128, &[1]);
     p.dcomplex_val = vec![1.0];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::OddComplex { .. })
     ));
 }
@@ -194,7 +216,7 @@ fn value_count_mismatches_are_errors() {
 fn content_length_must_match() {
     let mut p = proto(DType::Double, &[3]);
     p.tensor_content = vec![0; 16];
-    let err = tensor_from_proto(&p).unwrap_err();
+    let err = tensor_from_proto(p.clone()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "tensor_content has 16 bytes, but a float64 tensor of shape [3] needs 24"
@@ -205,7 +227,7 @@ fn content_length_must_match() {
 fn values_in_the_wrong_field_are_errors() {
     let mut p = proto(DType::Float, &[1]);
     p.int64_val = vec![1];
-    let err = tensor_from_proto(&p).unwrap_err();
+    let err = tensor_from_proto(p.clone()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "int64_val is set, but a float32 tensor takes its values from float_val"
@@ -214,7 +236,7 @@ fn values_in_the_wrong_field_are_errors() {
     p.int_val = vec![1];
     p.tensor_content = vec![1, 0, 0, 0];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::WrongField {
             field: "int_val",
             ..
@@ -237,7 +259,7 @@ fn narrow_integers_are_range_checked() {
         } else {
             p.int_val = vec![0, bad];
         }
-        let err = tensor_from_proto(&p).unwrap_err();
+        let err = tensor_from_proto(p.clone()).unwrap_err();
         assert!(
             matches!(err, CodecError::OutOfRange { index: 1, .. }),
             "{dtype}: {err}"
@@ -250,21 +272,24 @@ fn bad_shapes_and_dtypes_are_errors() {
     let mut p = proto(DType::Float, &[-1, 2]);
     p.float_val = vec![1.0];
     assert_eq!(
-        tensor_from_proto(&p).unwrap_err(),
+        tensor_from_proto(p.clone()).unwrap_err(),
         CodecError::NegativeDim { index: 0, size: -1 }
     );
     p.tensor_shape = Some(TensorShapeProto {
         dim: vec![],
         unknown_rank: true,
     });
-    assert_eq!(tensor_from_proto(&p).unwrap_err(), CodecError::UnknownRank);
+    assert_eq!(
+        tensor_from_proto(p.clone()).unwrap_err(),
+        CodecError::UnknownRank
+    );
     for dtype in [0, 20, 21, 99] {
         let p = TensorProto {
             dtype,
             ..TensorProto::default()
         };
         assert!(matches!(
-            tensor_from_proto(&p),
+            tensor_from_proto(p.clone()),
             Err(CodecError::UnsupportedDType(_))
         ));
     }
@@ -272,14 +297,14 @@ fn bad_shapes_and_dtypes_are_errors() {
     let mut p = proto(DType::Double, &[1 << 20, 1 << 20]);
     p.double_val = vec![1.0];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::TooLarge { .. })
     ));
     // Nor may one string, counted as the memory it takes once repeated: 2^22 copies of 1 KB.
     let mut p = proto(DType::String, &[1 << 22]);
     p.string_val = vec![vec![b'x'; 1000]];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::TooLarge { .. })
     ));
 }
@@ -291,35 +316,38 @@ fn bad_shapes_and_dtypes_are_errors() {
 fn lone_values_fill_at_most_64_mib_per_request() {
     let mut p = proto(DType::Float, &[1 << 18, 64]);
     p.float_val = vec![0.5];
-    assert_eq!(tensor_from_proto(&p).unwrap().num_elements(), 1 << 24);
+    assert_eq!(
+        tensor_from_proto(p.clone()).unwrap().num_elements(),
+        1 << 24
+    );
     p.tensor_shape = shape(&[(1 << 18) + 1, 64]);
-    let err = tensor_from_proto(&p).unwrap_err();
+    let err = tensor_from_proto(p.clone()).unwrap_err();
     assert!(matches!(err, CodecError::RepeatTooLarge { .. }), "{err}");
     assert!(err.to_string().contains("send every value"), "{err}");
     // Strings count their bytes: 24 + 8 per element.
     let mut p = proto(DType::String, &[(64 << 20) / 32]);
     p.string_val = vec![b"12345678".to_vec()];
-    assert!(tensor_from_proto(&p).is_ok());
+    assert!(tensor_from_proto(p.clone()).is_ok());
     p.tensor_shape = shape(&[(64 << 20) / 32 + 1]);
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::RepeatTooLarge { .. })
     ));
     // The inputs of one request share the allowance: two halves pass, a third is refused.
     let mut half = proto(DType::Float, &[1 << 17, 64]);
     half.float_val = vec![1.0];
     let mut allowance = MAX_REPEATED_BYTES;
-    assert!(tensor_from_proto_within(&half, &mut allowance).is_ok());
-    assert!(tensor_from_proto_within(&half, &mut allowance).is_ok());
+    assert!(tensor_from_proto_within(half.clone(), &mut allowance).is_ok());
+    assert!(tensor_from_proto_within(half.clone(), &mut allowance).is_ok());
     assert_eq!(allowance, 0);
     assert!(matches!(
-        tensor_from_proto_within(&half, &mut allowance),
+        tensor_from_proto_within(half.clone(), &mut allowance),
         Err(CodecError::RepeatTooLarge { .. })
     ));
     // Values sent in full take nothing from it: the limit is on repeating, not on size.
     let mut full = proto(DType::Float, &[(1 << 18) + 1, 64]);
     full.tensor_content = vec![0; ((1 << 18) + 1) * 64 * 4];
-    assert!(tensor_from_proto_within(&full, &mut allowance).is_ok());
+    assert!(tensor_from_proto_within(full.clone(), &mut allowance).is_ok());
 }
 
 /// Shapes TensorFlow aborts the process on (a failed `CHECK` in `TensorShape`) are refused
@@ -330,34 +358,37 @@ fn shapes_tensorflow_cannot_represent_are_errors() {
     for values in [vec![], vec![1.0]] {
         let mut p = proto(DType::Float, &[1 << 62, 4]);
         p.float_val = values;
-        let err = tensor_from_proto(&p).unwrap_err();
+        let err = tensor_from_proto(p.clone()).unwrap_err();
         assert!(matches!(err, CodecError::Shape(_)), "{err}");
         assert!(err.to_string().contains("more elements than"), "{err}");
     }
     let mut p = proto(DType::Float, &[1 << 40, 1 << 30, 0]);
-    assert!(matches!(tensor_from_proto(&p), Err(CodecError::Shape(_))));
+    assert!(matches!(
+        tensor_from_proto(p.clone()),
+        Err(CodecError::Shape(_))
+    ));
     p.tensor_shape = shape(&[1; 255]);
     p.float_val = vec![1.0];
-    let err = tensor_from_proto(&p).unwrap_err();
+    let err = tensor_from_proto(p.clone()).unwrap_err();
     assert!(err.to_string().contains("rank 255"), "{err}");
     p.tensor_shape = shape(&[1; 254]);
-    assert_eq!(tensor_from_proto(&p).unwrap().shape().len(), 254);
+    assert_eq!(tensor_from_proto(p.clone()).unwrap().shape().len(), 254);
 }
 
 #[test]
 fn string_tensor_content_uses_tensorflows_string_list() {
     let mut p = proto(DType::String, &[2]);
     p.tensor_content = vec![1, 3, b'a', b'x', b'y', b'z'];
-    let t = tensor_from_proto(&p).unwrap();
+    let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.strings().unwrap(), &[b"a".to_vec(), b"xyz".to_vec()]);
     p.tensor_content = vec![1, 3, b'a', b'x'];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::BadStringContent(_))
     ));
     p.tensor_content = vec![1, 1, b'a', b'x', b'!'];
     assert!(matches!(
-        tensor_from_proto(&p),
+        tensor_from_proto(p.clone()),
         Err(CodecError::BadStringContent(_))
     ));
 }

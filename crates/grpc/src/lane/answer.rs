@@ -87,7 +87,12 @@ pub(crate) async fn answer(lane: &Lane, head: Head, body: Bytes) -> Reply {
             },
         };
         match plain_predict(&head, &body) {
-            Some(request) => predict(lane, head.headers, request, deadline).await,
+            Some(request) => {
+                // Decoded: the message's bytes are let go before the prediction, which may
+                // take as much again (its counted bytes are held until the answer).
+                drop(body);
+                predict(lane, head.headers, request, deadline).await
+            }
             None => Box::pin(through_router(lane, head, body)).await,
         }
     });

@@ -174,11 +174,33 @@ impl Body {
         }
     }
 
-    fn append(&mut self, more: Bytes) {
+    /// The bytes the body holds once `more` is appended ([`Body::append`]): its length, or
+    /// the room its buffer takes for the whole message when frames are joined.
+    fn held_after(&self, more: &Bytes, limit: usize) -> usize {
+        let len = self.len() + more.len();
+        match self {
+            Body::Empty => len,
+            Body::One(_) => len.max(self.room(limit)),
+            Body::Many(joined) => len.max(joined.capacity()),
+        }
+    }
+
+    /// Room for the message the prefix declares (at most `limit`) with its prefix, taken at
+    /// once when a second frame comes: a buffer that grows as it fills holds up to twice
+    /// the message, and copies it at each doubling.
+    fn room(&self, limit: usize) -> usize {
+        self.declared_len()
+            .map_or(0, |declared| declared.min(limit) + 5)
+    }
+
+    /// Appends `more`; see [`Body::held_after`] for the buffer it takes.
+    fn append(&mut self, more: Bytes, limit: usize) {
+        let room = self.room(limit);
         *self = match std::mem::replace(self, Body::Empty) {
             Body::Empty => Body::One(more),
             Body::One(first) => {
-                let mut joined = BytesMut::with_capacity(first.len() + more.len());
+                let len = first.len() + more.len();
+                let mut joined = BytesMut::with_capacity(len.max(room));
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&more);
                 Body::Many(joined)
@@ -618,12 +640,16 @@ where
             self.reset(id, Reason::STREAM_CLOSED);
             return Ok(());
         };
-        if !held.grow(data.payload().len()) {
+        let payload = data.into_payload();
+        let more = body
+            .held_after(&payload, limit)
+            .saturating_sub(held.bytes());
+        if !held.grow(more) {
             let reply = Reply::status(self.lane.request_bytes.exhausted());
             self.answer_early(id, reply, end, Reason::NO_ERROR);
             return Ok(());
         }
-        body.append(data.into_payload());
+        body.append(payload, limit);
         let declared = body.declared_len().unwrap_or(0);
         if declared > limit || body.len() > limit.saturating_add(5) {
             let found = declared.max(body.len().saturating_sub(5));
@@ -977,5 +1003,52 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     match message {
         Some(message) => format!("panicked with message {message:?}"),
         None => "panicked".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of one gRPC message of `len` bytes, as `frames` DATA frames.
+    fn frames(len: usize, frames: usize) -> Vec<Bytes> {
+        let mut whole = vec![0];
+        whole.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+        whole.resize(5 + len, 7);
+        let whole = Bytes::from(whole);
+        let size = whole.len().div_ceil(frames);
+        (0..whole.len())
+            .step_by(size)
+            .map(|at| whole.slice(at..(at + size).min(whole.len())))
+            .collect()
+    }
+
+    #[test]
+    fn a_body_of_many_frames_takes_room_for_its_message_at_once() {
+        let limit = 1 << 20;
+        let mut body = Body::Empty;
+        let mut held = Vec::new();
+        for frame in frames(100_000, 7) {
+            held.push(body.held_after(&frame, limit));
+            body.append(frame, limit);
+        }
+        // The first frame as it came, then the whole message's room from the second on.
+        assert_eq!(held[0], 14_287);
+        assert!(held[1..].iter().all(|&h| h == 100_005), "{held:?}");
+        let Body::Many(joined) = &body else {
+            panic!("joined")
+        };
+        // Not grown by doubling (to 128 KiB), so not copied on the way.
+        assert_eq!(joined.capacity(), 100_005);
+        assert_eq!(body.len(), 100_005);
+        // One frame is kept as it came; a declared length past the limit takes no more
+        // room than the limit (the request is refused).
+        let mut one = Body::Empty;
+        let frame = frames(10, 1).remove(0);
+        assert_eq!(one.held_after(&frame, limit), 15);
+        one.append(frame, limit);
+        let mut huge = Body::Empty;
+        huge.append(frames(100, 2).remove(0), 8);
+        assert_eq!(huge.room(8), 13);
     }
 }

@@ -1,12 +1,14 @@
-"""Peak memory of `soma tfserving` under many gzip-compressed gRPC Predicts at once.
+"""Peak memory of `soma tfserving` under many large gRPC Predicts at once.
 
-Each request carries a tensor of zeros (a few hundred KiB once compressed, `--mib` MiB once
-inflated) for a model that does not exist, so the server inflates and decodes the message and
-then answers NOT_FOUND: what is measured is what compressed requests cost to receive, not the
-prediction. `--clients` threads send at once, `--rounds` times; the server's peak resident
-memory (VmHWM) is printed with the answers' codes.
+Each request carries a tensor of `--mib` MiB of zeros (gzip-compressed by the client unless
+`--plain`: then a few hundred KiB on the wire). `--fails-at model` names a model that does not
+exist, so the server inflates and decodes the message and answers NOT_FOUND; `--fails-at shape`
+sends the served model's input `x` with one dimension, so the server also decodes the tensor
+and TensorFlow's shape check answers INVALID_ARGUMENT. Either way what is measured is what
+requests cost to receive, not the prediction. `--clients` threads send at once, `--rounds`
+times; the server's peak resident memory (VmHWM) is printed with the answers' codes.
 
-    python scripts/bench_inflate_memory.py --soma target/release/soma --model iris=fixtures/models/iris
+    python scripts/bench_request_memory.py --soma target/release/soma --model iris=fixtures/models/iris
 """
 import argparse
 import collections
@@ -44,6 +46,8 @@ def main():
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--extra", default="", help="more soma tfserving flags")
+    parser.add_argument("--plain", action="store_true", help="send the requests uncompressed")
+    parser.add_argument("--fails-at", choices=["model", "shape"], default="model")
     args = parser.parse_args()
 
     name, base = args.model.split("=", 1)
@@ -59,7 +63,7 @@ def main():
         time.sleep(1)
         idle = peak_rss_mib(server.pid)
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = "no-such-model"
+        request.model_spec.name = "no-such-model" if args.fails_at == "model" else name
         floats = args.mib * (1 << 20) // 4
         request.inputs["x"].dtype = 1  # DT_FLOAT
         request.inputs["x"].tensor_shape.dim.add().size = floats
@@ -74,7 +78,8 @@ def main():
             stub = prediction_service_pb2_grpc.PredictionServiceStub(own)
             for _ in range(args.rounds):
                 try:
-                    stub.Predict(request, timeout=300, compression=grpc.Compression.Gzip)
+                    compression = grpc.Compression.NoCompression if args.plain else grpc.Compression.Gzip
+                    stub.Predict(request, timeout=300, compression=compression)
                     code = "OK"
                 except grpc.RpcError as e:
                     code = e.code().name
@@ -87,7 +92,9 @@ def main():
             t.start()
         for t in threads:
             t.join()
-        print(f"{args.soma}: {args.clients} clients x {args.rounds} of {args.mib} MiB inflated: "
+        how = "plain" if args.plain else "gzip"
+        print(f"{args.soma}: {args.clients} clients x {args.rounds} of {args.mib} MiB ({how}, "
+              f"fails at {args.fails_at}): "
               f"peak RSS {peak_rss_mib(server.pid):.0f} MiB (idle {idle:.0f}), "
               f"{time.time() - started:.1f} s, answers {dict(codes)}", flush=True)
     finally:
