@@ -27,6 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptors.bin"), descriptors.encode_to_vec())?;
     tonic_prost_build::configure()
+        // A request's tensor bytes as `Bytes`: decoded from a `Bytes` buffer they are a
+        // slice of it, not a copy (a `Vec<u8>` field is filled through a `Bytes` copy
+        // first, which held the tensor twice more than its message while it decoded).
+        .bytes(".tensorflow.TensorProto.tensor_content")
         .build_server(true)
         .build_client(true)
         .build_transport(false)

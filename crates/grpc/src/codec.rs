@@ -209,7 +209,7 @@ pub fn tensor_from_proto_within(
         }
         TensorData::Fixed(le_to_native(
             dtype,
-            std::mem::take(&mut proto.tensor_content),
+            Vec::from(std::mem::take(&mut proto.tensor_content)),
         ))
     } else {
         let given = typed_values(dtype, &proto)?;
@@ -281,7 +281,7 @@ pub fn tensor_into_content_proto(tensor: Tensor) -> TensorProto {
     match data {
         TensorData::Strings(strings) => p.string_val = strings,
         // The swap is its own inverse: native -> little-endian is the same operation.
-        TensorData::Fixed(bytes) => p.tensor_content = le_to_native(dtype, bytes),
+        TensorData::Fixed(bytes) => p.tensor_content = le_to_native(dtype, bytes).into(),
     }
     p
 }

@@ -132,7 +132,7 @@ fn typed_fields_are_the_ones_tensorflow_uses() {
 #[test]
 fn tensor_content_becomes_the_tensor_without_a_copy() {
     let mut p = proto(DType::Float, &[1024]);
-    p.tensor_content = vec![0; 4096];
+    p.tensor_content = vec![0; 4096].into();
     let address = p.tensor_content.as_ptr();
     let (_, _, data) = tensor_from_proto(p).unwrap().into_parts();
     let TensorData::Fixed(bytes) = data else {
@@ -144,7 +144,7 @@ fn tensor_content_becomes_the_tensor_without_a_copy() {
 #[test]
 fn tensor_content_is_little_endian() {
     let mut p = proto(DType::Int32, &[2]);
-    p.tensor_content = vec![1, 0, 0, 0, 0, 1, 0, 0];
+    p.tensor_content = vec![1, 0, 0, 0, 0, 1, 0, 0].into();
     let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.to_vec::<i32>().unwrap(), vec![1, 256]);
 }
@@ -215,7 +215,7 @@ fn value_count_mismatches_are_errors() {
 #[test]
 fn content_length_must_match() {
     let mut p = proto(DType::Double, &[3]);
-    p.tensor_content = vec![0; 16];
+    p.tensor_content = vec![0; 16].into();
     let err = tensor_from_proto(p.clone()).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -234,7 +234,7 @@ fn values_in_the_wrong_field_are_errors() {
     );
     let mut p = proto(DType::Int32, &[1]);
     p.int_val = vec![1];
-    p.tensor_content = vec![1, 0, 0, 0];
+    p.tensor_content = vec![1, 0, 0, 0].into();
     assert!(matches!(
         tensor_from_proto(p.clone()),
         Err(CodecError::WrongField {
@@ -346,7 +346,7 @@ fn lone_values_fill_at_most_64_mib_per_request() {
     ));
     // Values sent in full take nothing from it: the limit is on repeating, not on size.
     let mut full = proto(DType::Float, &[(1 << 18) + 1, 64]);
-    full.tensor_content = vec![0; ((1 << 18) + 1) * 64 * 4];
+    full.tensor_content = vec![0; ((1 << 18) + 1) * 64 * 4].into();
     assert!(tensor_from_proto_within(full.clone(), &mut allowance).is_ok());
 }
 
@@ -378,15 +378,15 @@ fn shapes_tensorflow_cannot_represent_are_errors() {
 #[test]
 fn string_tensor_content_uses_tensorflows_string_list() {
     let mut p = proto(DType::String, &[2]);
-    p.tensor_content = vec![1, 3, b'a', b'x', b'y', b'z'];
+    p.tensor_content = vec![1, 3, b'a', b'x', b'y', b'z'].into();
     let t = tensor_from_proto(p.clone()).unwrap();
     assert_eq!(t.strings().unwrap(), &[b"a".to_vec(), b"xyz".to_vec()]);
-    p.tensor_content = vec![1, 3, b'a', b'x'];
+    p.tensor_content = vec![1, 3, b'a', b'x'].into();
     assert!(matches!(
         tensor_from_proto(p.clone()),
         Err(CodecError::BadStringContent(_))
     ));
-    p.tensor_content = vec![1, 1, b'a', b'x', b'!'];
+    p.tensor_content = vec![1, 1, b'a', b'x', b'!'].into();
     assert!(matches!(
         tensor_from_proto(p.clone()),
         Err(CodecError::BadStringContent(_))

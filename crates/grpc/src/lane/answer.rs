@@ -88,8 +88,9 @@ pub(crate) async fn answer(lane: &Lane, head: Head, body: Bytes) -> Reply {
         };
         match plain_predict(&head, &body) {
             Some(request) => {
-                // Decoded: the message's bytes are let go before the prediction, which may
-                // take as much again (its counted bytes are held until the answer).
+                // Decoded: the message's bytes go as soon as its tensors are made from the
+                // slices the request holds, before the prediction, which may take as much
+                // again (its counted bytes are held until the answer).
                 drop(body);
                 predict(lane, head.headers, request, deadline).await
             }
@@ -120,7 +121,7 @@ async fn inflate(
 /// The PredictRequest of a Predict call in one uncompressed message (or one inflated
 /// already); `None` for anything else, including a message that does not decode (the
 /// router answers it as tonic does).
-fn plain_predict(head: &Head, body: &[u8]) -> Option<PredictRequest> {
+fn plain_predict(head: &Head, body: &Bytes) -> Option<PredictRequest> {
     if head.method != Method::POST
         || head.uri.path() != PREDICT_PATH
         || head.headers.contains_key("grpc-encoding")
@@ -133,7 +134,8 @@ fn plain_predict(head: &Head, body: &[u8]) -> Option<PredictRequest> {
     if u32::from_be_bytes([a, b, c, d]) as usize != message.len() {
         return None;
     }
-    PredictRequest::decode(message).ok()
+    // From `Bytes`: a `tensor_content` is a slice of the body, not a copy.
+    PredictRequest::decode(body.slice(5..)).ok()
 }
 
 async fn predict(
