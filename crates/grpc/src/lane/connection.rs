@@ -185,12 +185,13 @@ impl Body {
         }
     }
 
-    /// Room for the message the prefix declares (at most `limit`) with its prefix, taken at
-    /// once when a second frame comes: a buffer that grows as it fills holds up to twice
-    /// the message, and copies it at each doubling.
+    /// Room for the message the prefix declares with its prefix, taken at once when a
+    /// second frame comes: a buffer that grows as it fills holds up to twice the message,
+    /// and copies it at each doubling. None for a message over `limit`, which is refused.
     fn room(&self, limit: usize) -> usize {
         self.declared_len()
-            .map_or(0, |declared| declared.min(limit) + 5)
+            .filter(|&declared| declared <= limit)
+            .map_or(0, |declared| declared + 5)
     }
 
     /// Appends `more`; see [`Body::held_after`] for the buffer it takes.
@@ -1041,14 +1042,15 @@ mod tests {
         // Not grown by doubling (to 128 KiB), so not copied on the way.
         assert_eq!(joined.capacity(), 100_005);
         assert_eq!(body.len(), 100_005);
-        // One frame is kept as it came; a declared length past the limit takes no more
-        // room than the limit (the request is refused).
+        // One frame is kept as it came; a declared length past the limit takes no room
+        // (the request is refused).
         let mut one = Body::Empty;
         let frame = frames(10, 1).remove(0);
         assert_eq!(one.held_after(&frame, limit), 15);
         one.append(frame, limit);
         let mut huge = Body::Empty;
         huge.append(frames(100, 2).remove(0), 8);
-        assert_eq!(huge.room(8), 13);
+        assert_eq!(huge.room(8), 0);
+        assert_eq!(huge.room(100), 105);
     }
 }
