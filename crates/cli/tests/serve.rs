@@ -41,7 +41,7 @@ class Handler:
             raise ValueError("asked to fail")
         if payload == "junk":
             return object()
-        if payload == "exit":
+        if payload == "exit" or isinstance(payload, dict) and payload.get("exit"):
             os._exit(3)  # as a crash in native code would take the process down
         self.metrics.increment("echo_calls", tags={"kind": type(payload).__name__})
         return {
@@ -259,7 +259,9 @@ fn a_payload_that_kills_the_process_fails_alone_among_workers() {
     let soma = serve_ready(&dir, &args);
     let json = "application/json";
     let other = soma.submit("/tools/echo", json, br#"{"sleep": 2.0}"#);
-    let exit = soma.submit("/tools/echo", json, br#""exit""#);
+    // The idle slot claims it at once: it sleeps first, so that the process answers its POST
+    // before it goes down.
+    let exit = soma.submit("/tools/echo", json, br#"{"sleep": 0.3, "exit": true}"#);
     crash_three_times(soma, &dir, &args, &exit, &[other]);
 }
 
