@@ -1,5 +1,6 @@
 //! `null-server [--rest ADDR] [--grpc ADDR] [--model DIR] [--threads N] [--busy-poll-micros N]`:
-//! servers built like soma's (axum on hyper for REST, tonic for gRPC), served the way
+//! servers built like soma's (axum on hyper for REST, soma's HTTP/2 lane and tonic's
+//! services for gRPC), served the way
 //! `soma tfserving` serves them (a thread per core with busy polling, gRPC requests through
 //! soma's balancing layer), that answer every request with soma's answer to
 //! `crates/bench/data/iris.json`, fixed. The REST side reads the whole body; the gRPC side
@@ -147,7 +148,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// As `soma_grpc::serve` serves soma's gRPC port: in soma's HTTP/2 lane on `threading`'s
-/// threads (tonic's server with none), each request through soma's balancing.
+/// threads (on the caller's runtime with none), each request through soma's balancing.
 async fn serve_grpc(
     listener: tokio::net::TcpListener,
     work: Work,

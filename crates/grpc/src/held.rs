@@ -4,10 +4,10 @@
 //! of a connection's streams, over as many connections as it likes; every byte is held until
 //! its message is complete and decoded. Without a bound, enough of them take the process past
 //! the machine's memory, and everyone's requests die with it. So each request counts the
-//! bytes it has received against one budget (in the lane, from a body's second frame on,
-//! the room for the whole message its prefix declares, which is taken at once) and gives
-//! them back when they are let go (in the lane, when the request's work ends; under tonic's
-//! server, once its message is decoded); a chunk of body that would go past the budget fails its request at once with
+//! bytes it has received against one budget (from a body's second frame on, the room for
+//! the whole message its prefix declares, which is taken at once) and gives them back when
+//! the request's work ends; a chunk of body that would go past the budget fails its request
+//! at once with
 //! RESOURCE_EXHAUSTED (gRPC's answer when a server is out of a resource, which clients and
 //! their retry policies know), and the rest are served as before. Failing instead of
 //! waiting is what keeps this free of deadlock: requests that each hold part of the budget
@@ -15,11 +15,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use futures::StreamExt as _;
-use http_body_util::{BodyStream, StreamBody};
-use tonic::codegen::http::Request;
-use tower::util::MapRequestLayer;
 
 /// The budget, shared by every connection of one server.
 #[derive(Debug)]
@@ -102,28 +97,6 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
     }
-}
-
-/// For tonic's server: each request's body counts its chunks as they are read, and fails
-/// with [`RequestBytes::exhausted`] past the budget (tonic answers with that status).
-pub(crate) fn layer(
-    budget: Arc<RequestBytes>,
-) -> MapRequestLayer<impl Fn(Request<tonic::body::Body>) -> Request<tonic::body::Body> + Clone> {
-    MapRequestLayer::new(move |request: Request<tonic::body::Body>| {
-        let budget = Arc::clone(&budget);
-        request.map(move |body| {
-            let mut held = budget.hold();
-            let frames = BodyStream::new(body).map(move |frame| {
-                let frame = frame?;
-                let len = frame.data_ref().map_or(0, |data| data.len());
-                match held.grow(len) {
-                    true => Ok(frame),
-                    false => Err(held.budget.exhausted()),
-                }
-            });
-            tonic::body::Body::new(StreamBody::new(frames))
-        })
-    })
 }
 
 #[cfg(test)]

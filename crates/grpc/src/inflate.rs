@@ -1,5 +1,5 @@
-//! Compressed requests (`grpc-encoding: gzip | deflate`) inflated before tonic's codec (or
-//! the lane's direct Predict) sees them, with the inflated bytes counted against the
+//! Compressed requests (`grpc-encoding: gzip | deflate`) inflated by the lane before its
+//! direct Predict or tonic's router (and its codec) sees them, with the inflated bytes counted against the
 //! listener's request byte budget ([`crate::held`]) as they come out of the decoder, or
 //! up front where gzip's trailer states the size (the buffer is then taken at once).
 //!
@@ -12,15 +12,12 @@
 //! codec words them.
 
 use std::io::Read;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, StreamBody};
 use tonic::Status;
-use tonic::codegen::http::{HeaderMap, Request};
-use tower::util::MapRequestLayer;
+use tonic::codegen::http::HeaderMap;
 
-use crate::held::{Held, RequestBytes};
+use crate::held::Held;
 
 /// Above this many compressed bytes, a body is inflated on tokio's blocking pool.
 const INLINE_BYTES: usize = 64 << 10;
@@ -160,56 +157,12 @@ pub(crate) async fn inflate_off_thread(
     .map_err(|join| Status::internal(format!("the decompression task failed: {join}")))?
 }
 
-/// For tonic's server: a compressed request's body is read whole, inflated under the
-/// budget and handed on uncompressed; the inflated bytes are held until tonic has read them.
-pub(crate) fn layer(
-    budget: Arc<RequestBytes>,
-    limit: usize,
-) -> MapRequestLayer<impl Fn(Request<tonic::body::Body>) -> Request<tonic::body::Body> + Clone> {
-    MapRequestLayer::new(move |mut request: Request<tonic::body::Body>| {
-        let Some(coding) = Coding::of(request.headers()) else {
-            return request;
-        };
-        request.headers_mut().remove("grpc-encoding");
-        let held = budget.hold();
-        request.map(move |body| {
-            let frames = futures::stream::unfold(Step::Read(body, held), move |step| async move {
-                let Step::Read(body, held) = step else {
-                    // Tonic has the message: the held bytes go with the stream.
-                    return None;
-                };
-                let inflated = async {
-                    let compressed = body.collect().await?.to_bytes();
-                    inflate_off_thread(compressed, coding, held, limit).await
-                };
-                Some(match inflated.await {
-                    Ok((data, held)) => (
-                        Ok(http_body::Frame::data(data)),
-                        Step::Hold { _inflated: held },
-                    ),
-                    Err(status) => (Err(status), Step::Done),
-                })
-            });
-            tonic::body::Body::new(StreamBody::new(frames))
-        })
-    })
-}
-
-/// Where a compressed request's body stream is.
-enum Step {
-    Read(tonic::body::Body, Held),
-    /// Holding the inflated bytes until tonic has read them.
-    Hold {
-        _inflated: Held,
-    },
-    Done,
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
 
     use super::*;
+    use crate::held::RequestBytes;
 
     fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
         let mut frame = vec![flag];

@@ -20,12 +20,11 @@
 //!   models: in place). There is no lock around predictions; TensorFlow's own thread pools
 //!   do the parallel work.
 //! * Threads: with [`GrpcOptions::threading`], TCP connections are served on threads of
-//!   their own (`soma_net`), and `balance` moves a request of a busy connection to the
-//!   least busy thread.
-//! * `lane`: TCP connections on those threads and the Unix socket's, plaintext or TLS, are
-//!   served by soma's own HTTP/2 server for unary calls, which answers plain Predicts
-//!   directly and everything else through the same tonic router; a server without threads
-//!   uses tonic's server.
+//!   their own (`soma_net`), and a request of a busy connection moves to the least busy
+//!   thread; without, on the caller's runtime.
+//! * `lane`: every connection, TCP or Unix socket, plaintext or TLS, is served by soma's
+//!   own HTTP/2 server for unary calls, which answers plain Predicts directly and everything
+//!   else through tonic's router (tonic's services, not its server).
 //! * Metrics: Predict, Classify, Regress and MultiInference are counted by status and timed
 //!   in [`GrpcOptions::metrics`], as REST requests are (`entrypoint="GRPC"`).
 //! * Message size: one limit for requests and responses ([`GrpcOptions::max_message_bytes`]);
@@ -45,7 +44,6 @@
 //! * [`tls`]: optional TLS on every listener, with or without client certificates (TF
 //!   Serving's `--ssl_config_file`), checked before the server starts.
 
-mod balance;
 pub mod codec;
 pub mod examples;
 mod health;
@@ -55,7 +53,6 @@ mod lane;
 mod limit;
 mod models;
 mod predict;
-mod preface;
 mod service;
 mod spec;
 pub mod status;
@@ -67,22 +64,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use lane::Lane;
-use preface::PrefaceDeadline;
 use soma_grpc_proto::grpc::health::v1::health_server::HealthServer;
 use soma_grpc_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use soma_grpc_proto::tensorflow::serving::prediction_service_server::{
     PredictionService, PredictionServiceServer,
 };
 use soma_metrics::Registry;
-use soma_net::WriteDeadline;
 use soma_runtime::{ConcurrencyLimit, ModelHub};
 use tokio::net::{TcpListener, UnixListener};
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use health::HealthReport;
 pub use soma_net::Threading;
@@ -95,7 +87,7 @@ pub struct GrpcOptions {
     /// The largest request or response message, in bytes. TF Serving allows `i32::MAX`.
     pub max_message_bytes: usize,
     /// Request bytes held at once over every connection of the listener (the bodies
-    /// received, until each request's work ends; under tonic's server, until decoded); a request that would go past it fails with
+    /// received, until each request's work ends); a request that would go past it fails with
     /// RESOURCE_EXHAUSTED. Never less than one largest message: see
     /// [`GrpcOptions::request_bytes_budget`].
     pub max_request_bytes_in_flight: usize,
@@ -114,9 +106,7 @@ pub struct GrpcOptions {
     pub max_connection_age: Option<Duration>,
     /// A connection whose answers have waited this long to be sent, with none of their
     /// bytes moving (the client does not read them, or gives no flow-control window for
-    /// them), is dropped, with its requests. Under tonic's server (no serving threads) only
-    /// the socket is timed: a connection whose
-    /// writes make no progress this long is dropped. `None`: never.
+    /// them), is dropped, with its requests. `None`: never.
     /// Default: [`DEFAULT_STALLED_SEND_TIMEOUT`].
     pub stalled_send_timeout: Option<Duration>,
     /// At most this many inference RPCs are processed at once; the others wait (TF
@@ -185,8 +175,6 @@ pub const DEFAULT_STALLED_SEND_TIMEOUT: Duration = Duration::from_secs(75);
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("gRPC server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -232,6 +220,20 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
+    let (predictions, routes) = services(hub, &options);
+    serve_routes(predictions, routes, listener.into(), options, shutdown).await
+}
+
+/// The services [`serve`] serves, routed by tonic's router, for tests that hold soma's
+/// HTTP/2 server to tonic's: served by tonic's server, they answer as a tonic gRPC server
+/// would.
+#[doc(hidden)]
+pub fn tonic_routes(hub: Arc<dyn ModelHub>, options: &GrpcOptions) -> Routes {
+    services(hub, options).1
+}
+
+/// soma's PredictionService, and every service of the server behind tonic's router.
+fn services(hub: Arc<dyn ModelHub>, options: &GrpcOptions) -> (Arc<service::Predictions>, Routes) {
     let limit = options.max_message_bytes;
     let predictions = Arc::new(service::Predictions {
         hub: Arc::clone(&hub),
@@ -253,7 +255,7 @@ pub async fn serve(
     if let Some(report) = options.health {
         routes = routes.add_service(HealthServer::new(health::HealthService { hub, report }));
     }
-    serve_routes(predictions, routes, listener.into(), options, shutdown).await
+    (predictions, routes)
 }
 
 /// Serves `predictions` alone, as [`serve`] serves soma's own PredictionService (the
@@ -273,17 +275,9 @@ pub async fn serve_predictions<P: PredictionService>(
     serve_routes(predictions, routes, listener.into(), options, shutdown).await
 }
 
-/// Wraps each of tonic's connections in a [`WriteDeadline`] of `stalled`, and gives it
-/// [`preface::PREFACE_TIMEOUT`] to start HTTP/2, as the lane does.
-fn guarded<S>(
-    stalled: Option<Duration>,
-) -> impl Fn(S) -> WriteDeadline<PrefaceDeadline<S>> + Clone {
-    move |io| WriteDeadline::new(PrefaceDeadline::new(io), stalled)
-}
-
-/// Serves `routes` on `listener`, over TLS when it is on: TCP on serving threads and the
-/// Unix socket in the lane (with `predictions` answering plain Predicts directly), TCP
-/// without serving threads with tonic's server.
+/// Serves `routes` on `listener` with soma's HTTP/2 server (the lane), over TLS when it is
+/// on, with `predictions` answering plain Predicts directly: TCP on serving threads, or, with
+/// none, on the caller's runtime, as the Unix socket always is.
 async fn serve_routes(
     predictions: Arc<dyn PredictionService>,
     routes: Routes,
@@ -293,10 +287,10 @@ async fn serve_routes(
 ) -> Result<(), GrpcError> {
     let threading = options.threading;
     let request_bytes = held::RequestBytes::new(options.request_bytes_budget());
+    let lane = Lane::new(predictions, routes, &options, request_bytes);
+    let tls = options.tls;
     match listener {
         GrpcListener::Tcp(listener) if threading.threads > 0 => {
-            let lane = Lane::new(predictions, routes, &options, request_bytes);
-            let tls = options.tls.clone();
             let serve = move |connections: soma_net::Connections, stop: soma_net::Stop| {
                 let (lane, tls) = (Arc::clone(&lane), tls.clone());
                 connections.serve_each(stop, move |connection, stop| {
@@ -305,56 +299,10 @@ async fn serve_routes(
             };
             soma_net::serve_sharded(listener, threading, "soma-grpc", serve, shutdown).await?;
         }
-        GrpcListener::Unix(listener) => {
-            let lane = Lane::new(predictions, routes, &options, request_bytes);
-            lane::serve_unix(listener, lane, options.tls, shutdown).await;
-        }
         GrpcListener::Tcp(listener) => {
-            serve_tonic(listener, routes, options, request_bytes, shutdown).await?;
+            lane::serve_here(listener, lane, tls, shutdown).await;
         }
+        GrpcListener::Unix(listener) => lane::serve_here(listener, lane, tls, shutdown).await,
     }
     Ok(())
-}
-
-/// Serves `routes` on `listener` with tonic's HTTP/2 server, on the caller's runtime.
-async fn serve_tonic(
-    listener: TcpListener,
-    routes: Routes,
-    options: GrpcOptions,
-    request_bytes: Arc<held::RequestBytes>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let mut server = Server::builder()
-        .http2_keepalive_interval(options.keepalive_interval)
-        .http2_keepalive_timeout(options.keepalive_timeout);
-    if let Some(age) = options.max_connection_age {
-        server = server.max_connection_age(age);
-    }
-    let router = server
-        .layer(limit::layer())
-        .layer(held::layer(Arc::clone(&request_bytes)))
-        .layer(inflate::layer(request_bytes, options.max_message_bytes))
-        .layer(balance::BalanceLayer)
-        .add_routes(routes);
-    // h2 under tonic has no timer for answers that wait on the client's flow-control window
-    // (the lane has); a client that stops reading the socket is cut off by the `guarded`
-    // write deadline. Each connection is guarded once it is ready for HTTP/2 (after soma's
-    // TLS handshake), so a client that completes a handshake and sends nothing is closed as
-    // a plaintext one is.
-    let stalled = options.stalled_send_timeout;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    match options.tls {
-        Some(tls) => {
-            let incoming = tls.incoming(Box::pin(incoming)).map_ok(guarded(stalled));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
-        None => {
-            let incoming = incoming.map_ok(guarded(stalled));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
-    }
 }

@@ -7,18 +7,15 @@
 //! that does not belong to it stops the server at start-up with a message that names the
 //! part, instead of failing every client's handshake later.
 //!
-//! soma accepts the handshakes itself (see [`TlsIncoming`]) rather than through tonic's TLS,
-//! so that what comes after a handshake is timed like a plaintext connection's opening.
+//! soma's HTTP/2 server accepts the handshakes itself ([`TlsSettings::accept`]), each in its
+//! connection's task with a deadline of its own, so that what comes after a handshake is
+//! timed like a plaintext connection's opening.
 
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, Stream};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::{self, PemObject as _};
@@ -167,56 +164,6 @@ impl TlsSettings {
                     tracing::debug!("TLS handshake timed out");
                     None
                 }
-            }
-        }
-    }
-
-    /// `connections` (plaintext) as the TLS connections whose handshakes succeed.
-    pub(crate) fn incoming<S, C>(&self, connections: C) -> TlsIncoming<S, C> {
-        TlsIncoming {
-            tls: self.clone(),
-            connections: Some(connections),
-            handshakes: FuturesUnordered::new(),
-        }
-    }
-}
-
-type Handshake<S> = Pin<Box<dyn Future<Output = Option<TlsStream<S>>> + Send>>;
-
-/// A stream of accepted TLS connections: each plaintext connection's handshake
-/// ([`TlsSettings::accept`]) runs beside the others (one slow client holds up no one), and
-/// only the connections whose handshake succeeded come out.
-pub(crate) struct TlsIncoming<S, C> {
-    tls: TlsSettings,
-    /// `None` once it ended.
-    connections: Option<C>,
-    handshakes: FuturesUnordered<Handshake<S>>,
-}
-
-impl<S, C> Stream for TlsIncoming<S, C>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    C: Stream<Item = io::Result<S>> + Unpin,
-{
-    type Item = io::Result<TlsStream<S>>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        while let Some(connections) = &mut this.connections {
-            match Pin::new(connections).poll_next(cx) {
-                Poll::Ready(Some(Ok(io))) => this.handshakes.push(Box::pin(this.tls.accept(io))),
-                // An accept error (e.g. out of file descriptors) is the server's to see.
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => this.connections = None,
-                Poll::Pending => break,
-            }
-        }
-        loop {
-            match Pin::new(&mut this.handshakes).poll_next(cx) {
-                Poll::Ready(Some(Some(stream))) => return Poll::Ready(Some(Ok(stream))),
-                Poll::Ready(Some(None)) => continue,
-                Poll::Ready(None) if this.connections.is_none() => return Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -100,8 +100,7 @@ async fn an_old_connection_is_asked_to_go_away() {
             !frames.contains(&GOAWAY),
             "{server}: GOAWAY before the age: {frames:?}"
         );
-        // ...but after it. (tonic then waits for the peer to acknowledge the GOAWAY's PING,
-        // which this one never does; the lane closes a connection with nothing open.)
+        // ...but after it (and the connection, with nothing open, is closed).
         let (frames, _) = silent_peer(&addr, Duration::from_millis(1500)).await;
         assert!(
             frames.contains(&GOAWAY),
@@ -124,8 +123,8 @@ async fn by_default_connections_stay_open() {
 }
 
 /// A client that connects and sends nothing, half the preface, or the preface without the
-/// SETTINGS frame that must follow it, is disconnected 10 s after it connected, by both
-/// servers: otherwise such connections hold their file descriptors for as long as the
+/// SETTINGS frame that must follow it, is disconnected 10 s after it connected, however
+/// the port is served: otherwise such connections hold their file descriptors for as long as the
 /// client likes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_that_does_not_start_http2_is_closed() {

@@ -29,7 +29,8 @@ fn request(elements: usize) -> PredictRequest {
     }
 }
 
-/// Servers of the repeat model with messages limited to [`LIMIT`]: tonic's and the lane.
+/// Servers of the repeat model with messages limited to [`LIMIT`]: on the caller's runtime
+/// and on serving threads.
 async fn serve_repeat() -> Vec<(&'static str, Channel)> {
     let set = Arc::new(ModelSet::new("limits", false));
     set.insert(Arc::new(common::repeat_model(4)));

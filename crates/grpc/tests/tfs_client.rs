@@ -279,8 +279,8 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
 
     let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(Arc::clone(&set)));
     let metrics = Registry::new();
-    // The main server is the lane on serving threads, as `soma tfserving` runs it; the
-    // recording server below is tonic's.
+    // The main server is on serving threads, as `soma tfserving` runs it; the recording
+    // server below on the test's runtime.
     let main_options = GrpcOptions {
         max_message_bytes: MAX_MESSAGE_BYTES,
         metrics: metrics.clone(),

@@ -23,8 +23,8 @@ use soma_runtime::ModelSet;
 use soma_testkit::TestPki;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-/// Serves the iris fixture (real TensorFlow) with `tls` on both servers (tonic's, and the
-/// lane on serving threads); their names and addresses.
+/// Serves the iris fixture (real TensorFlow) with `tls` on both ways of serving a TCP port
+/// (on the caller's runtime and on serving threads); their names and addresses.
 async fn serve_iris(tls: TlsSettings, cache: &std::path::Path) -> Vec<(&'static str, String)> {
     let set = Arc::new(ModelSet::new("tls", false));
     common::load_iris(&set, cache).await;

@@ -107,12 +107,3 @@ impl AsyncWrite for Connection {
         self.stream().poll_shutdown(cx)
     }
 }
-
-/// tonic serves any connection that says where it comes from.
-impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}

@@ -18,8 +18,13 @@ pub trait Listener: Send {
 impl Listener for TcpListener {
     type Io = TcpStream;
 
+    /// A connection with Nagle's algorithm off, as the serving threads' are: answers are
+    /// written whole, and a client waits for each.
     async fn accept_one(&self) -> io::Result<TcpStream> {
-        self.accept().await.map(|(io, _)| io)
+        let (io, _) = self.accept().await?;
+        // A socket that refuses the option is served as it is.
+        let _ = io.set_nodelay(true);
+        Ok(io)
     }
 }
 

@@ -115,13 +115,3 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
         this.progressed(poll, cx)
     }
 }
-
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for WriteDeadline<S>
-{
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
-    }
-}

@@ -73,10 +73,7 @@ async fn serve_shared(
     idle_timeout: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let serve = |io: tokio::net::TcpStream, stop| {
-        let _ = io.set_nodelay(true);
-        serve_connection(io, app.clone(), stop, idle_timeout)
-    };
+    let serve = |io, stop| serve_connection(io, app.clone(), stop, idle_timeout);
     soma_net::serve_here(listener, serve, shutdown).await;
     Ok(())
 }

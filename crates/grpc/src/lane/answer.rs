@@ -184,8 +184,8 @@ async fn predict(
     }
 }
 
-/// Serves the request with tonic's router and the layers tonic's server runs it through;
-/// the body is read as the connection sends it.
+/// Serves the request with tonic's router (behind `limit`'s rewrite of size-limit
+/// statuses), as a tonic server would; the body is read as the connection sends it.
 async fn through_router(lane: &Lane, head: Head, body: Bytes) -> Reply {
     let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = head.method;

@@ -31,9 +31,15 @@ use tonic::codegen::http::{HeaderMap, StatusCode, Uri};
 use super::Lane;
 use super::answer::{self, Head, Reply, ReplyBody};
 use crate::held::Held;
-use crate::preface::PREFACE_TIMEOUT;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a new connection may take to send the HTTP/2 preface and its SETTINGS frame,
+/// which clients send as soon as they connect (over TLS: once the handshake, which has a
+/// deadline of its own, is done). gRPC's C++ server allows 120 s for its whole handshake.
+/// Without a deadline a client that connects and sends nothing would hold a file
+/// descriptor as long as it liked; enough of them would shut every other client out.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Each stream's receive window and the connection's: hyper's defaults, which tonic's
 /// server uses.
@@ -928,7 +934,7 @@ where
     }
 
     /// Drops a stream the client or the server has reset. One whose answer is being worked
-    /// out has its task aborted (as tonic's server drops a reset call's future: a request
+    /// out has its task aborted (as a tonic server drops a reset call's future: a request
     /// still waiting for a permit or a batch never runs) and stays, cancelled, until the
     /// task ends.
     fn forget(&mut self, id: u32) {

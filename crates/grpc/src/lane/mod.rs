@@ -14,16 +14,16 @@
 //! HPACK, CONTINUATION and frame size checks.
 //!
 //! What answers (`answer`): `Predict` with a plain (uncompressed) message calls the
-//! PredictionService directly; every other request goes through tonic's router, as it would
-//! under tonic's server, with the same layers. A connection's only request runs in the
+//! PredictionService directly; every other request goes through tonic's router, as under a
+//! tonic server (tests compare the two servers' answers). A connection's only request runs in the
 //! connection's own task (as a REST request does in the quick lane: on a connection of one
 //! stream at a time, h2load with 8 or 64 connections, 4–8% less server CPU per request than
 //! in a task of its own); with others in flight, each runs as a task of its own, as under
 //! hyper, so that they run side by side and `soma_net` can move them to another thread.
 //!
-//! Connections come from `soma_net`'s serving threads (TCP) or from [`serve_unix`] on the
-//! caller's runtime (the Unix socket), over TLS when it is on ([`serve_accepted`]); only a
-//! server without serving threads (`--grpc_io_threads=0`) uses tonic's HTTP/2 server.
+//! Connections come from `soma_net`'s serving threads (TCP) or from [`serve_here`] on the
+//! caller's runtime (the Unix socket, and TCP for a server without serving threads,
+//! `--grpc_io_threads=0`), over TLS when it is on ([`serve_accepted`]).
 
 mod answer;
 mod connection;
@@ -41,7 +41,6 @@ use soma_grpc_proto::tensorflow::serving::prediction_service_server::PredictionS
 
 use connection::serve_connection;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixListener;
 
 use crate::tls::TlsSettings;
 
@@ -52,8 +51,8 @@ type Router = MapResponse<Routes, fn(Response<Body>) -> Response<Body>>;
 pub(crate) struct Lane {
     /// Answers plain Predicts (soma's own service, or the null server's).
     pub(crate) predictions: Arc<dyn PredictionService>,
-    /// Every service of the server, as tonic's server routes them, with the layer of
-    /// `limit` that tonic's server also runs them through.
+    /// Every service of the server, as tonic's server would route them, behind `limit`'s
+    /// rewrite of size-limit statuses.
     pub(crate) router: Router,
     /// The largest request message (and, checked by the services, response).
     pub(crate) max_message_bytes: usize,
@@ -111,11 +110,10 @@ pub(crate) async fn serve_accepted<T>(
     }
 }
 
-/// Serves the Unix socket's connections on the caller's runtime until `shutdown`; then
-/// accepts no more and returns once every open connection has answered its requests and
-/// closed.
-pub(crate) async fn serve_unix(
-    listener: UnixListener,
+/// Serves `listener`'s connections on the caller's runtime until `shutdown`; then accepts
+/// no more and returns once every open connection has answered its requests and closed.
+pub(crate) async fn serve_here(
+    listener: impl soma_net::Listener<Io: AsyncRead + AsyncWrite + Unpin>,
     lane: Arc<Lane>,
     tls: Option<TlsSettings>,
     shutdown: impl std::future::Future<Output = ()> + Send,

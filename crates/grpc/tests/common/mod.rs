@@ -13,11 +13,11 @@ use soma_testkit::fixtures;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-/// `options` for the two ways a TCP port is served: by tonic's HTTP/2 server (no serving
-/// threads, as `soma serve` runs gRPC) and by the lane on serving threads (as `soma
-/// tfserving` runs it). Tests of the wire run against both.
+/// `options` for the two ways soma serves a TCP port: on the caller's runtime (no serving
+/// threads, `--grpc_io_threads=0`) and on serving threads of its own (as `soma tfserving`
+/// and `soma serve` run it). Tests of the wire run against both.
 pub fn both_servers(options: GrpcOptions) -> [(&'static str, GrpcOptions); 2] {
-    let lane = GrpcOptions {
+    let threads = GrpcOptions {
         threading: soma_grpc::Threading {
             threads: 2,
             busy_poll: std::time::Duration::ZERO,
@@ -25,7 +25,24 @@ pub fn both_servers(options: GrpcOptions) -> [(&'static str, GrpcOptions); 2] {
         },
         ..options.clone()
     };
-    [("tonic", options), ("lane", lane)]
+    [("caller's runtime", options), ("serving threads", threads)]
+}
+
+/// Serves `set` with tonic's own HTTP/2 server, soma's services as they are, on a free port
+/// until the test ends; its address (host:port). The reference for how a gRPC server
+/// answers, which soma's own server is held to.
+pub async fn serve_with_tonic(set: Arc<ModelSet>, options: GrpcOptions) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hub: Arc<dyn ModelHub> = Arc::new(StaticHub::new(set));
+    let routes = soma_grpc::tonic_routes(hub, &options);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(incoming),
+    );
+    addr
 }
 
 /// Serves `set` with `options` on a free port until the test ends; its URL.
