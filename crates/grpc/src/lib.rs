@@ -104,6 +104,10 @@ pub struct GrpcOptions {
     /// (`grpc.max_connection_age_ms`); requests already running finish. `None`: connections
     /// live as long as their clients keep them.
     pub max_connection_age: Option<Duration>,
+    /// How long the requests of a connection asked to go away for its age may still run;
+    /// then the connection is closed and the ones left fail (`grpc.max_connection_age_grace_ms`).
+    /// `None`: as long as they take (gRPC's default).
+    pub max_connection_age_grace: Option<Duration>,
     /// A connection whose answers have waited this long to be sent, with none of their
     /// bytes moving (the client does not read them, or gives no flow-control window for
     /// them), is dropped, with its requests. `None`: never.
@@ -141,6 +145,7 @@ impl Default for GrpcOptions {
             keepalive_interval: None,
             keepalive_timeout: None,
             max_connection_age: None,
+            max_connection_age_grace: None,
             stalled_send_timeout: Some(DEFAULT_STALLED_SEND_TIMEOUT),
             max_concurrent: None,
             health: None,

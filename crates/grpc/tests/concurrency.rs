@@ -462,6 +462,37 @@ async fn a_request_that_panics_fails_alone_with(options: GrpcOptions) {
     server.await.unwrap().unwrap();
 }
 
+/// A connection past `max_connection_age` is asked to go away (GOAWAY) and its running
+/// request finishes, gRPC's default; with `max_connection_age_grace`, the connection closes
+/// when the grace ends and the request still running fails then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aged_connection_keeps_its_requests_for_the_grace_period_only() {
+    let takes = Duration::from_millis(1500);
+    for grace in [None, Some(Duration::from_millis(200))] {
+        let options = GrpcOptions {
+            max_connection_age: Some(Duration::from_millis(100)),
+            max_connection_age_grace: grace,
+            ..on_serving_threads()
+        };
+        let (url, stop, server) = serve(echo_model(takes).0, options).await;
+        let started = Instant::now();
+        let answer = predict(connect(&url).await, "slow", 1.0).await;
+        let took = started.elapsed();
+        match grace {
+            None => {
+                answer.unwrap();
+                assert!(took >= takes, "{took:?}");
+            }
+            Some(_) => {
+                let error = answer.unwrap_err();
+                assert!(took < takes * 2 / 3, "{took:?}: {error:?}");
+            }
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}
+
 /// The lane answers a request that outlives its `grpc-timeout` with DEADLINE_EXCEEDED when
 /// the deadline passes, as a C++ gRPC server does (tonic's server says CANCELLED).
 /// Through a raw HTTP/2 client: tonic's client gives up by itself at the deadline.

@@ -188,6 +188,7 @@ pub async fn serve_with(
             keepalive_interval: options.grpc_keepalive_interval,
             keepalive_timeout: None,
             max_connection_age: options.grpc_max_connection_age,
+            max_connection_age_grace: None,
             stalled_send_timeout: Some(soma_grpc::DEFAULT_STALLED_SEND_TIMEOUT),
             max_concurrent: None,
             // The port opens while the APIs' models may still load.
@@ -195,9 +196,8 @@ pub async fn serve_with(
             // TF Serving's default: TensorFlow 2 classifiers and regressors work.
             check_signature_method_names: false,
             tls: options.grpc_tls.clone(),
-            // Threads of its own, as `soma tfserving`'s, so that its connections are served by
-            // soma's HTTP/2 server (the lane) with all its bounds; no busy polling: the
-            // workers need the cores.
+            // Threads of its own, as `soma tfserving`'s; no busy polling: the workers need
+            // the cores.
             threading: soma_grpc::Threading::per_core(Duration::ZERO),
         };
         tokio::spawn(async move {

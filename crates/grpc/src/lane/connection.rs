@@ -118,6 +118,9 @@ struct Connection<T> {
     unacked: u32,
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     too_old: Option<Pin<Box<Sleep>>>,
+    /// Set when the connection went away for its age, if its requests have only so long:
+    /// when it fires the connection closes, with whatever is still running.
+    grace: Option<Pin<Box<Sleep>>>,
     /// Armed while answers wait to be sent and none of their bytes move; when it fires the
     /// connection is dropped (see [`Lane::stalled_send_timeout`]).
     stall: Option<Pin<Box<Sleep>>>,
@@ -348,6 +351,7 @@ where
             unacked: 0,
             stopping: Box::pin(stop.requested()),
             too_old,
+            grace: None,
             stall: None,
             keepalive,
             closing: false,
@@ -422,6 +426,14 @@ where
             let Ok(flushed) = self.write(cx) else {
                 return Poll::Ready(());
             };
+            // Checked once the GOAWAY has been written (as far as the socket takes it).
+            if self
+                .grace
+                .as_mut()
+                .is_some_and(|grace| grace.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(());
+            }
             if flushed && (self.failed || (self.closing && self.streams.is_empty())) {
                 return Poll::Ready(());
             }
@@ -453,13 +465,21 @@ where
         stall.as_mut().poll(cx).is_ready()
     }
 
-    /// Whether the server is stopping or the connection has reached its maximum age.
+    /// Whether the server is stopping or the connection has reached its maximum age (which
+    /// starts its grace period, if it has one).
     fn should_go_away(&mut self, cx: &mut Context<'_>) -> bool {
         let too_old = self
             .too_old
             .as_mut()
             .is_some_and(|age| age.as_mut().poll(cx).is_ready());
-        too_old || self.stopping.as_mut().poll(cx).is_ready()
+        if too_old {
+            self.grace = self
+                .lane
+                .max_connection_age_grace
+                .map(|grace| Box::pin(tokio::time::sleep(grace)));
+            return true;
+        }
+        self.stopping.as_mut().poll(cx).is_ready()
     }
 
     /// Ready(Ok) when a PING was queued, Ready(Err) when the last one went unanswered.

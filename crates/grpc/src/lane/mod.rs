@@ -60,6 +60,8 @@ pub(crate) struct Lane {
     pub(crate) keepalive: Option<(Duration, Duration)>,
     /// Send GOAWAY once a connection is this old.
     pub(crate) max_connection_age: Option<Duration>,
+    /// Then close it once this has passed too.
+    pub(crate) max_connection_age_grace: Option<Duration>,
     /// Drop a connection whose answers have waited this long to be sent without a byte
     /// moving. `None`: never.
     pub(crate) stalled_send_timeout: Option<Duration>,
@@ -84,6 +86,7 @@ impl Lane {
             max_message_bytes: options.max_message_bytes,
             keepalive,
             max_connection_age: options.max_connection_age,
+            max_connection_age_grace: options.max_connection_age_grace,
             stalled_send_timeout: options.stalled_send_timeout,
             request_bytes,
         })

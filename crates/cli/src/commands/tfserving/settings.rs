@@ -292,8 +292,8 @@ fn split_tags(flag: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// TF Serving's `--grpc_channel_arguments`: the message size limits (the smaller of the two if
-/// both are given), keepalive and connection age are applied; other arguments are accepted and
-/// logged as ignored.
+/// both are given), keepalive, connection age and its grace are applied; other arguments are
+/// accepted and logged as ignored.
 fn grpc_options(arguments: &str) -> anyhow::Result<GrpcOptions> {
     let mut options = GrpcOptions::default();
     let mut limit: Option<usize> = None;
@@ -321,12 +321,12 @@ fn grpc_options(arguments: &str) -> anyhow::Result<GrpcOptions> {
             "grpc.keepalive_time_ms" => options.keepalive_interval = millis(number()?),
             "grpc.keepalive_timeout_ms" => options.keepalive_timeout = millis(number()?),
             "grpc.max_connection_age_ms" => options.max_connection_age = millis(number()?),
-            // tonic closes an aged connection at age + grace without a GOAWAY first; running
-            // requests would be cut off. Without it they finish, gRPC's default.
-            "grpc.max_connection_age_grace_ms" => tracing::warn!(
-                argument = key,
-                "gRPC channel argument ignored: an aged connection's requests always finish"
-            ),
+            // Zero is a grace of none: closed as soon as the GOAWAY is out.
+            "grpc.max_connection_age_grace_ms" => {
+                let grace = number()?;
+                options.max_connection_age_grace =
+                    millis(grace).or((grace == 0).then_some(Duration::ZERO));
+            }
             other => tracing::warn!(argument = other, "gRPC channel argument ignored"),
         }
     }
@@ -819,6 +819,10 @@ mod tests {
         assert_eq!(s.grpc.keepalive_interval, Some(Duration::from_secs(30)));
         assert_eq!(s.grpc.keepalive_timeout, Some(Duration::from_secs(5)));
         assert_eq!(s.grpc.max_connection_age, Some(Duration::from_secs(600)));
+        assert_eq!(
+            s.grpc.max_connection_age_grace,
+            Some(Duration::from_secs(1))
+        );
 
         let unlimited = parse(&[
             "--model_base_path=/m",
@@ -843,6 +847,16 @@ mod tests {
         .unwrap();
         // INT_MAX is gRPC's "never".
         assert_eq!(never.grpc.keepalive_interval, None);
+        let grace = |ms: &str| {
+            let arguments =
+                format!("--grpc_channel_arguments=grpc.max_connection_age_grace_ms={ms}");
+            parse(&["--model_base_path=/m", &arguments])
+                .unwrap()
+                .grpc
+                .max_connection_age_grace
+        };
+        assert_eq!(grace("0"), Some(Duration::ZERO));
+        assert_eq!(grace("2147483647"), None);
         let defaults = parse(&["--model_base_path=/m"]).unwrap();
         assert_eq!(defaults.grpc.keepalive_interval, None);
         assert_eq!(defaults.grpc.max_connection_age, None);
