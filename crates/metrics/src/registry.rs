@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::histogram::{Buckets, Histogram, HistogramHandle, SharedHistogram, lock};
+
 /// Latency buckets in seconds, from 1 ms to 10 min (async workloads can be long).
 pub const DEFAULT_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -68,19 +70,22 @@ pub enum MetricError {
 
 pub(crate) type Labels = Vec<(String, String)>;
 
-/// What a family holds: its kind and, for a histogram, its buckets' upper bounds.
+/// What a family holds: its kind and, for a histogram, its buckets.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     kind: Kind,
-    buckets: &'static [f64],
+    buckets: Buckets,
 }
 
 impl Shape {
     fn scalar(kind: Kind) -> Shape {
-        Shape { kind, buckets: &[] }
+        Shape {
+            kind,
+            buckets: Buckets::prometheus(&[]),
+        }
     }
 
-    fn histogram(buckets: &'static [f64]) -> Shape {
+    fn histogram(buckets: Buckets) -> Shape {
         Shape {
             kind: Kind::Histogram,
             buckets,
@@ -89,24 +94,17 @@ impl Shape {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Histogram {
-    pub(crate) counts: Vec<u64>,
-    pub(crate) sum: f64,
-    pub(crate) count: u64,
-}
-
-#[derive(Debug, Clone)]
 pub(crate) enum Series {
     Scalar(f64),
-    Histogram(Histogram),
+    Histogram(SharedHistogram),
 }
 
 #[derive(Debug)]
 pub(crate) struct Family {
     pub(crate) help: String,
     pub(crate) kind: Kind,
-    /// A histogram's upper bounds (set when the family is created); empty otherwise.
-    pub(crate) buckets: &'static [f64],
+    /// A histogram's buckets (set when the family is created); none otherwise.
+    pub(crate) buckets: Buckets,
     pub(crate) series: BTreeMap<Labels, Series>,
 }
 
@@ -202,6 +200,29 @@ impl Registry {
         self.observe_all_in(name, help, buckets, labels, &[value])
     }
 
+    /// The handle of a histogram series (created, with no observation, if it is new): see
+    /// [`HistogramHandle`]. A histogram keeps the buckets it was created with.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Buckets,
+        labels: &[(&str, &str)],
+    ) -> Result<HistogramHandle, MetricError> {
+        let shared = self.with_series(
+            name,
+            help,
+            Shape::histogram(buckets),
+            labels,
+            |series, buckets| match series {
+                Series::Histogram(histogram) => Some((Arc::clone(histogram), buckets)),
+                Series::Scalar(_) => None,
+            },
+        )?;
+        let (histogram, buckets) = shared.expect("the family's kind is checked: a histogram");
+        Ok(HistogramHandle::new(name, buckets, histogram))
+    }
+
     /// Records several observations in one histogram series at once: one lock and one
     /// series lookup for all of them (a batch records every member's wait).
     pub fn observe_all_in(
@@ -215,20 +236,15 @@ impl Registry {
         self.update(
             name,
             help,
-            Shape::histogram(buckets),
+            Shape::histogram(Buckets::prometheus(buckets)),
             labels,
             values,
-            |series, bounds, values| {
-                if let Series::Histogram(h) = series {
-                    for &v in values {
-                        for (count, bound) in h.counts.iter_mut().zip(bounds) {
-                            if v <= *bound {
-                                *count += 1;
-                            }
-                        }
-                        h.sum += v;
+            |series, buckets, values| {
+                if let Series::Histogram(histogram) = series {
+                    let mut histogram = lock(histogram);
+                    for &value in values {
+                        histogram.observe(buckets, value);
                     }
-                    h.count += values.len() as u64;
                 }
             },
         )
@@ -239,7 +255,7 @@ impl Registry {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         match families.get(name)?.series.get(&owned(labels))? {
             Series::Scalar(v) => Some(*v),
-            Series::Histogram(h) => Some(h.count as f64),
+            Series::Histogram(h) => Some(lock(h).count as f64),
         }
     }
 
@@ -247,14 +263,29 @@ impl Registry {
         &self,
         name: &str,
         help: &str,
-        Shape { kind, buckets }: Shape,
+        shape: Shape,
         labels: &[(&str, &str)],
         values: &[f64],
-        apply: impl FnOnce(&mut Series, &[f64], &[f64]),
+        apply: impl FnOnce(&mut Series, Buckets, &[f64]),
     ) -> Result<(), MetricError> {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(MetricError::NotFinite(name.to_string()));
         }
+        self.with_series(name, help, shape, labels, |series, buckets| {
+            apply(series, buckets, values)
+        })
+    }
+
+    /// Runs `use_series` on the series of `name` with `labels` (and its family's buckets),
+    /// under the registry's lock, creating the family and the series if they are new.
+    fn with_series<R>(
+        &self,
+        name: &str,
+        help: &str,
+        Shape { kind, buckets }: Shape,
+        labels: &[(&str, &str)],
+        use_series: impl FnOnce(&mut Series, Buckets) -> R,
+    ) -> Result<R, MetricError> {
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         // Names and labels are checked when their family or series is created; updating an
         // existing series (every request's case) allocates nothing.
@@ -280,10 +311,9 @@ impl Registry {
                 requested: kind.as_str(),
             });
         }
-        let bounds = family.buckets;
+        let buckets = family.buckets;
         if let Some(series) = find_series(&mut family.series, labels) {
-            apply(series, bounds, values);
-            return Ok(());
+            return Ok(use_series(series, buckets));
         }
         if !new_family {
             validate_labels(labels)?;
@@ -292,20 +322,15 @@ impl Registry {
             .series
             .entry(owned(labels))
             .or_insert_with(|| match kind {
-                Kind::Histogram => Series::Histogram(Histogram {
-                    counts: vec![0; bounds.len()],
-                    sum: 0.0,
-                    count: 0,
-                }),
+                Kind::Histogram => Series::Histogram(Arc::new(Mutex::new(Histogram::new(buckets)))),
                 Kind::Counter | Kind::Gauge => Series::Scalar(0.0),
             });
-        apply(series, bounds, values);
-        Ok(())
+        Ok(use_series(series, buckets))
     }
 }
 
 /// A counter's or gauge's update by deltas.
-fn add_to_scalar(series: &mut Series, _buckets: &[f64], deltas: &[f64]) {
+fn add_to_scalar(series: &mut Series, _buckets: Buckets, deltas: &[f64]) {
     if let Series::Scalar(total) = series {
         *total += deltas.iter().sum::<f64>();
     }

@@ -1,5 +1,6 @@
 use std::fmt::Write as _;
 
+use crate::histogram::lock;
 use crate::registry::{Labels, Registry, Series};
 
 impl Registry {
@@ -17,7 +18,8 @@ impl Registry {
                             writeln!(out, "{name}{} {}", format_labels(labels, None), number(*v));
                     }
                     Series::Histogram(h) => {
-                        for (count, bound) in h.counts.iter().zip(family.buckets) {
+                        let h = lock(h);
+                        for (count, bound) in h.counts.iter().zip(family.buckets.bounds) {
                             let le = number(*bound);
                             let _ = writeln!(
                                 out,
@@ -86,7 +88,70 @@ fn escape_help(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::{MetricError, Registry};
+    use crate::{Buckets, MetricError, Registry};
+
+    #[test]
+    fn a_handle_observes_the_series_the_registry_renders() {
+        let r = Registry::new();
+        let labels = [("m", "a")];
+        let handle = r
+            .histogram("h", "H.", Buckets::prometheus(&[1.0, 2.0]), &labels)
+            .unwrap();
+        // A handle's series exists before its first observation.
+        assert!(
+            r.render().contains("h_count{m=\"a\"} 0\n"),
+            "{}",
+            r.render()
+        );
+        handle.observe(1.0).unwrap();
+        r.observe_in("h", "H.", &[1.0, 2.0], &labels, 1.5).unwrap();
+        // Another handle to the same series shares it, with the buckets it was created with.
+        let again = r
+            .histogram("h", "", Buckets::tensorflow(&[5.0]), &labels)
+            .unwrap();
+        again.observe(2.0).unwrap();
+        let text = r.render();
+        for line in [
+            "h_bucket{m=\"a\",le=\"1\"} 1\n",
+            "h_bucket{m=\"a\",le=\"2\"} 3\n",
+            "h_bucket{m=\"a\",le=\"+Inf\"} 3\nh_sum{m=\"a\"} 4.5\nh_count{m=\"a\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert_eq!(r.value("h", &labels), Some(3.0));
+        assert!(matches!(
+            handle.observe(f64::INFINITY),
+            Err(MetricError::NotFinite(_))
+        ));
+        r.counter_add("c", "", &[], 1.0).unwrap();
+        assert!(matches!(
+            r.histogram("c", "", Buckets::prometheus(&[1.0]), &[]),
+            Err(MetricError::KindConflict { .. })
+        ));
+    }
+
+    #[test]
+    fn tensorflow_buckets_count_a_value_on_a_bound_in_the_bucket_above() {
+        let r = Registry::new();
+        let bounds: &[f64] = &[1.0, 2.0, 4.0];
+        let prometheus = r
+            .histogram("p", "", Buckets::prometheus(bounds), &[])
+            .unwrap();
+        let tensorflow = r
+            .histogram("t", "", Buckets::tensorflow(bounds), &[])
+            .unwrap();
+        for value in [1.0, 2.0, 3.0] {
+            prometheus.observe(value).unwrap();
+            tensorflow.observe(value).unwrap();
+        }
+        let text = r.render();
+        for line in [
+            "p_bucket{le=\"1\"} 1\np_bucket{le=\"2\"} 2\np_bucket{le=\"4\"} 3\n",
+            "t_bucket{le=\"1\"} 0\nt_bucket{le=\"2\"} 1\nt_bucket{le=\"4\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
 
     #[test]
     fn renders_counters_gauges_and_histograms() {

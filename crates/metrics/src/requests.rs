@@ -64,7 +64,7 @@ impl Registry {
                     ("API", api),
                     ("entrypoint", entrypoint),
                 ],
-                latency.as_secs_f64() * 1e6,
+                crate::micros(latency),
             );
         }
     }
