@@ -371,13 +371,17 @@ fn config_file_mode_reloads_the_file() {
     )
     .unwrap();
     assert_eq!(metrics.status, 200);
-    assert!(
-        metrics.text().contains(
-            r#":tensorflow:serving:request_count{API="predict",entrypoint="REST",model_name="a",status="OK"} 1"#
+    let version_10 = fixtures().join("iris/10").display().to_string();
+    for line in [
+        r#":tensorflow:serving:request_count{API="predict",entrypoint="REST",model_name="a",status="OK"} 1"#.to_string(),
+        // The models' own metrics are on the same page: the run, and the version's load.
+        r#":tensorflow:serving:runtime_latency_count{API="Predict",model_name="a",runtime="TF1"} 1"#.to_string(),
+        format!(
+            r#":tensorflow:cc:saved_model:load_attempt_count{{model_path="{version_10}",status="success"}} 1"#
         ),
-        "{}",
-        metrics.text()
-    );
+    ] {
+        assert!(metrics.text().contains(&line), "{line} not in\n{}", metrics.text());
+    }
     std::fs::write(
         &config,
         format!("model_config_list {{\n{}}}\n", entry("b", "iris_plain")),

@@ -14,6 +14,7 @@ use soma_core::{DType, ErrorKind, Tensor};
 use soma_grpc_proto::tensorflow::serving::{
     Class, ClassificationResult, Classifications, Input, Regression, RegressionResult, input,
 };
+use soma_metrics::RuntimeApi;
 use soma_runtime::Servable;
 use tonic::Status;
 
@@ -24,6 +25,15 @@ use soma_runtime::signature_method::{
     REGRESSION_OUTPUT as OUTPUTS, SCORES_OUTPUT as SCORES, check_signature,
 };
 pub(crate) use soma_runtime::signature_method::{CLASSIFY_METHOD, REGRESS_METHOD};
+
+/// Whether a Classify or Regress run counts in TF Serving's `runtime_latency`: a request's
+/// does (a warm-up record's too); the runs of a MultiInference's tasks do not, as TF Serving
+/// times none of its MultiInference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTiming {
+    Recorded,
+    Unrecorded,
+}
 
 /// The serialized examples of a request, one per example, context merged in.
 pub fn serialize_input(input: Option<&Input>) -> Result<Vec<Vec<u8>>, Status> {
@@ -72,10 +82,13 @@ fn signature_key<'a>(
     Ok(key)
 }
 
+/// Runs the signature `key` on `examples`, timed for `api` if `timing` says so.
 fn run(
     servable: &Servable,
     key: &str,
     examples: Vec<Vec<u8>>,
+    api: RuntimeApi,
+    timing: RunTiming,
 ) -> Result<BTreeMap<String, Tensor>, Status> {
     let n = examples.len();
     let tensor = Tensor::from_strings(vec![n], examples).expect("one string per example");
@@ -83,6 +96,9 @@ fn run(
     let prediction = servable
         .predict(Some(key), &inputs)
         .map_err(|e| from_runtime(&e))?;
+    if timing == RunTiming::Recorded {
+        servable.record_runtime_latency(api, prediction.runtime);
+    }
     Ok(prediction.outputs)
 }
 
@@ -93,6 +109,7 @@ pub fn classify(
     signature_name: Option<&str>,
     examples: Vec<Vec<u8>>,
     check_method_name: bool,
+    timing: RunTiming,
 ) -> Result<(String, ClassificationResult), Status> {
     let key = signature_key(
         servable,
@@ -101,7 +118,7 @@ pub fn classify(
         check_method_name,
     )?;
     let n = examples.len();
-    let mut outputs = run(servable, key, examples)?;
+    let mut outputs = run(servable, key, examples, RuntimeApi::Classify, timing)?;
     let result = classification_result(n, outputs.remove(CLASSES), outputs.remove(SCORES))?;
     Ok((key.to_string(), result))
 }
@@ -112,6 +129,7 @@ pub fn regress(
     signature_name: Option<&str>,
     examples: Vec<Vec<u8>>,
     check_method_name: bool,
+    timing: RunTiming,
 ) -> Result<(String, RegressionResult), Status> {
     let key = signature_key(
         servable,
@@ -120,7 +138,7 @@ pub fn regress(
         check_method_name,
     )?;
     let n = examples.len();
-    let mut outputs = run(servable, key, examples)?;
+    let mut outputs = run(servable, key, examples, RuntimeApi::Regress, timing)?;
     let values = outputs.remove(OUTPUTS).expect("the signature declares it");
     Ok((key.to_string(), regression_result(n, &values)?))
 }

@@ -10,6 +10,7 @@ use soma_grpc_proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelMetadataResponse, PredictResponse, SignatureDefMap,
 };
 use soma_grpc_proto::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_info};
+use soma_metrics::RuntimeApi;
 use soma_runtime::Servable;
 use tonic::Status;
 
@@ -20,7 +21,8 @@ use crate::status::{from_runtime, invalid, status};
 const SIGNATURE_DEF_FIELD: &str = "signature_def";
 
 /// Runs one PredictRequest on `servable` (called on a blocking thread: it may wait for a
-/// batch).
+/// batch). The run is timed in TF Serving's `runtime_latency`, as its `RunPredict` times
+/// requests and warm-up records alike.
 pub(crate) fn predict(
     servable: &Servable,
     target: &Target,
@@ -34,6 +36,7 @@ pub(crate) fn predict(
     let prediction = servable
         .predict_owned(Some(key), tensors, deadline)
         .map_err(|e| from_runtime(&e))?;
+    servable.record_runtime_latency(RuntimeApi::Predict, prediction.runtime);
     Ok(response(target, servable, key, outputs, prediction.outputs))
 }
 
@@ -62,6 +65,7 @@ pub(crate) async fn predict_in_place(
         tokio::task::yield_now().await;
     }
     let prediction = queued.await.map_err(|e| from_runtime(&e))?;
+    servable.record_runtime_latency(RuntimeApi::Predict, prediction.runtime);
     Ok(response(target, servable, key, outputs, prediction.outputs))
 }
 

@@ -19,7 +19,7 @@ use soma_metrics::{Entrypoint, Registry};
 use soma_runtime::{ConcurrencyLimit, ModelHub, Servable};
 use tonic::{Request, Response, Status};
 
-use crate::examples::{self, CLASSIFY_METHOD, REGRESS_METHOD};
+use crate::examples::{self, CLASSIFY_METHOD, REGRESS_METHOD, RunTiming};
 use crate::models::{model_configs, version_status};
 use crate::predict;
 use crate::spec::{Target, response_spec};
@@ -93,7 +93,7 @@ impl std::fmt::Debug for Predictions {
 
 /// A Classify- or Regress-style run: serialized examples in, a typed result out.
 type ExamplesRun<R> =
-    fn(&Servable, Option<&str>, Vec<Vec<u8>>, bool) -> Result<(String, R), Status>;
+    fn(&Servable, Option<&str>, Vec<Vec<u8>>, bool, RunTiming) -> Result<(String, R), Status>;
 
 impl Predictions {
     /// Awaits an inference RPC and records it in the request metrics under `api` (TF
@@ -176,7 +176,8 @@ impl Predictions {
         let check = self.check_method_names;
         blocking(servable.runs_quickly(), move || {
             let examples = examples::serialize_input(input.as_ref())?;
-            let (key, result) = run(&servable, target.signature.as_deref(), examples, check)?;
+            let signature = target.signature.as_deref();
+            let (key, result) = run(&servable, signature, examples, check, RunTiming::Recorded)?;
             Ok((response_spec(&target.name, &servable, Some(&key)), result))
         })
         .await
@@ -339,6 +340,10 @@ pub(crate) fn check_tasks(
     Ok(targets)
 }
 
+/// Runs every task of a MultiInference on `servable`. As in TF Serving, the runs are not
+/// timed in `runtime_latency`, and the request's examples are counted in
+/// `request_example_counts` once every task has answered (requests and warm-up records
+/// alike).
 pub(crate) fn multi_inference(
     servable: &Servable,
     tasks: Vec<(Target, String)>,
@@ -346,16 +351,19 @@ pub(crate) fn multi_inference(
     check_method_names: bool,
 ) -> Result<MultiInferenceResponse, Status> {
     let examples = examples::serialize_input(input)?;
+    let count = examples.len();
+    let check = check_method_names;
+    let untimed = RunTiming::Unrecorded;
     let mut results = Vec::with_capacity(tasks.len());
     for (target, method) in tasks {
         let signature = target.signature.as_deref();
         let (key, result) = if method == CLASSIFY_METHOD {
             let (key, r) =
-                examples::classify(servable, signature, examples.clone(), check_method_names)?;
+                examples::classify(servable, signature, examples.clone(), check, untimed)?;
             (key, inference_result::Result::ClassificationResult(r))
         } else {
             let (key, r) =
-                examples::regress(servable, signature, examples.clone(), check_method_names)?;
+                examples::regress(servable, signature, examples.clone(), check, untimed)?;
             (key, inference_result::Result::RegressionResult(r))
         };
         results.push(InferenceResult {
@@ -363,6 +371,7 @@ pub(crate) fn multi_inference(
             result: Some(result),
         });
     }
+    servable.record_example_count(count);
     Ok(MultiInferenceResponse { results })
 }
 

@@ -15,7 +15,7 @@ use soma_grpc_proto::tensorflow::serving::{ModelSpec, PredictionLog};
 use soma_runtime::{RecordedWarmup, RuntimeError, Servable, VersionSelector};
 use tonic::Status;
 
-use crate::examples;
+use crate::examples::{self, RunTiming::Recorded};
 use crate::predict::predict;
 use crate::service::{check_tasks, multi_inference};
 use crate::spec::Target;
@@ -110,13 +110,13 @@ fn replay_one(servable: &Servable, log: &PredictionLog, check: bool) -> Result<(
             let request = log.request.as_ref().ok_or_else(missing)?;
             let examples = examples::serialize_input(request.input.as_ref())?;
             let signature = target(request.model_spec.as_ref()).signature;
-            examples::classify(servable, signature.as_deref(), examples, check).map(drop)
+            examples::classify(servable, signature.as_deref(), examples, check, Recorded).map(drop)
         }
         Some(LogType::RegressLog(log)) => {
             let request = log.request.as_ref().ok_or_else(missing)?;
             let examples = examples::serialize_input(request.input.as_ref())?;
             let signature = target(request.model_spec.as_ref()).signature;
-            examples::regress(servable, signature.as_deref(), examples, check).map(drop)
+            examples::regress(servable, signature.as_deref(), examples, check, Recorded).map(drop)
         }
         Some(LogType::MultiInferenceLog(log)) => {
             let request = log.request.as_ref().ok_or_else(missing)?;

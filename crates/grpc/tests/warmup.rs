@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use soma_core::{ErrorKind, ModelLocation, VersionSpec};
 use soma_grpc::warmup::{TfServingWarmup, WARMUP_FILE};
+use soma_metrics::{
+    LOAD_ATTEMPT_COUNT, MODEL_WARMUP_LATENCY, REQUEST_EXAMPLE_COUNT_TOTAL, REQUEST_EXAMPLE_COUNTS,
+    RUNTIME_LATENCY, Registry,
+};
 use soma_models::{ModelEntry, ModelOptions};
 use soma_repository::Validator;
 use soma_runtime::{ModelSet, RecordedWarmup, RuntimeError, Servable};
@@ -114,4 +118,78 @@ async fn recorded_requests_replay_and_bad_files_fail_with_the_record() {
         not_a_log.starts_with("record 1: not a PredictionLog: "),
         "{not_a_log}"
     );
+}
+
+/// A version's recorded warm-up is timed in TF Serving's `model_warmup_latency` under the
+/// version's path, and its requests count as TF Serving's warm-up requests do: Classify and
+/// Regress runs in `runtime_latency`, MultiInference examples in the example counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_warm_up_is_timed_and_its_runs_counted_as_tf_serving_counts_them() {
+    let work = tempfile::tempdir().unwrap();
+    let records = work.path().join("records");
+    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    run_python(
+        &support.join("support/warmup_records.py"),
+        &[records.as_os_str()],
+    );
+    let census = work.path().join("census");
+    run_python(
+        &support.join("tfs_client.py"),
+        &["make-classifier".as_ref(), census.as_os_str()],
+    );
+    let version = census.join("1");
+    let file = version.join(WARMUP_FILE);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::copy(records.join("census_examples"), file).unwrap();
+
+    let metrics = Registry::new();
+    let options = ModelOptions {
+        tensorflow_lib: None,
+        cache_dir: work.path().join("cache"),
+        metrics: Some(metrics.clone()),
+        warmup: Some(Arc::new(TfServingWarmup::default())),
+    };
+    let set = ModelSet::new("warmup", false);
+    let entry = ModelEntry::new("census", ModelLocation::Local(census.clone()));
+    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
+        .await
+        .unwrap();
+
+    let page = metrics.render();
+    let path = version.display().to_string();
+    let warm_ups = metrics.value(
+        MODEL_WARMUP_LATENCY,
+        &[("model_path", &path), ("status", "OK")],
+    );
+    assert_eq!(warm_ups, Some(1.0), "{page}");
+    let loads = metrics.value(
+        LOAD_ATTEMPT_COUNT,
+        &[("model_path", &path), ("status", "success")],
+    );
+    assert_eq!(loads, Some(1.0), "{page}");
+    let runs = |api: &str| {
+        metrics.value(
+            RUNTIME_LATENCY,
+            &[("model_name", "census"), ("API", api), ("runtime", "TF1")],
+        )
+    };
+    assert_eq!(runs("Classify"), Some(1.0), "{page}");
+    assert_eq!(runs("Regress"), Some(1.0), "{page}");
+    let examples = |name: &str| metrics.value(name, &[("model", "census")]);
+    assert_eq!(examples(REQUEST_EXAMPLE_COUNTS), Some(1.0), "{page}");
+    assert_eq!(examples(REQUEST_EXAMPLE_COUNT_TOTAL), Some(2.0), "{page}");
+
+    // soma's own zero-valued warm-up (no recorded file) is not TF Serving's: not timed.
+    let iris = Registry::new();
+    let options = ModelOptions {
+        metrics: Some(iris.clone()),
+        ..options
+    };
+    let entry = ModelEntry::new("iris", ModelLocation::Local(fixtures().join("iris/1")));
+    soma_models::load_entry(&set, &entry, Validator::TensorFlow, &options)
+        .await
+        .unwrap();
+    let page = iris.render();
+    assert!(!page.contains(MODEL_WARMUP_LATENCY), "{page}");
+    assert!(page.contains(LOAD_ATTEMPT_COUNT), "{page}");
 }

@@ -13,6 +13,7 @@ mod entries;
 mod error;
 mod inspect;
 mod load;
+mod recorded;
 mod tf_runner;
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use entries::{ModelEntry, batch_options, entries};
 pub use error::ModelsError;
 pub use inspect::{ModelReport, VersionReport, inspect_api};
 pub use load::{load_api, load_entry, load_location};
+pub use recorded::LoadRecord;
 pub use tf_runner::TfRunner;
 
 /// Where to find TensorFlow and where to cache downloaded models.
@@ -33,7 +35,9 @@ pub struct ModelOptions {
     pub tensorflow_lib: Option<PathBuf>,
     /// Cache for models downloaded from S3.
     pub cache_dir: PathBuf,
-    /// Where batching metrics (batch sizes, waits) are recorded, if anywhere.
+    /// Where the models' metrics are recorded, if anywhere: batch sizes and waits, and TF
+    /// Serving's (version loads and warm-ups, `runtime_latency` and example counts, under
+    /// the models' names).
     pub metrics: Option<soma_metrics::Registry>,
     /// Replays the warm-up requests a version was saved with (see
     /// [`Servable::warm_up_from`](soma_runtime::Servable::warm_up_from)).

@@ -9,7 +9,7 @@ use soma_runtime::{ModelSet, SINGLE_MODEL_NAME, Servable};
 use soma_tensorflow::TensorFlow;
 
 use crate::entries::validator;
-use crate::{ModelEntry, ModelOptions, ModelsError, TfRunner, entries};
+use crate::{LoadRecord, ModelEntry, ModelOptions, ModelsError, TfRunner, entries};
 
 /// Loads every version of every model of an API and warms each one up.
 pub async fn load_api(api: &ApiSpec, options: &ModelOptions) -> Result<Arc<ModelSet>, ModelsError> {
@@ -54,11 +54,14 @@ pub async fn load_entry(
     let tf = tensorflow(options).await?;
     for &version in model.versions.keys() {
         let cached = cache.fetch_locked(&model, version).await?;
+        let model_path = model
+            .version_path(version)
+            .unwrap_or_else(|| cached.path.display().to_string());
         let (tf, entry, options) = (Arc::clone(&tf), entry.clone(), options.clone());
         let servable = tokio::task::spawn_blocking(move || {
             // Held while TensorFlow reads the files: no process sharing the cache replaces them.
             let _lock = cached.lock;
-            load_version(&tf, &entry, version, cached.path, &options)
+            load_version(&tf, &entry, version, cached.path, &model_path, &options)
         })
         .await??;
         set.insert(Arc::new(servable));
@@ -72,23 +75,30 @@ async fn tensorflow(options: &ModelOptions) -> Result<Arc<TensorFlow>, ModelsErr
     Ok(tokio::task::spawn_blocking(move || TensorFlow::global(explicit.as_deref())).await??)
 }
 
+/// Loads one version from `dir`, stored at `model_path` (its name in the load metrics).
 fn load_version(
     tf: &Arc<TensorFlow>,
     entry: &ModelEntry,
     version: i64,
     dir: PathBuf,
+    model_path: &str,
     options: &ModelOptions,
 ) -> Result<Servable, ModelsError> {
     let started = Instant::now();
-    let runner = TfRunner::load(tf, &dir, entry.threads)?;
+    let record = LoadRecord {
+        metrics: options.metrics.as_ref(),
+        model_path,
+    };
+    let runner = record.load(|| TfRunner::load(tf, &dir, entry.threads))?;
     let servable = Servable::new(
         &entry.name,
         version,
         Box::new(runner),
         entry.signature_key.as_deref(),
     )?;
+    let servable = record.with_run_metrics(servable, &entry.name);
     // Warm up before batching is on: a warm-up run needs no batch.
-    let records = servable.warm_up_from(&dir, options.warmup.as_deref())?;
+    let records = record.warm_up(&servable, &dir, options.warmup.as_deref())?;
     let servable = match &entry.batching {
         Some(batching) => servable.with_batching(batching.clone(), options.metrics.clone())?,
         None => servable,

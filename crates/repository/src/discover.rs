@@ -28,6 +28,22 @@ impl DiscoveredModel {
     pub fn latest_version(&self) -> Option<i64> {
         self.versions.keys().next_back().copied()
     }
+
+    /// Where `version` is stored, as TF Serving names a version it loads (the base path
+    /// joined with the version's folder): the local folder, or the `s3://` URL of the
+    /// version of an S3 model, whose downloaded copy is what soma loads.
+    pub fn version_path(&self, version: i64) -> Option<String> {
+        // Empty for a non-versioned model: the version is the model's root.
+        let folder = &self.versions.get(&version)?.folder;
+        Some(match &self.location {
+            ModelLocation::Local(root) if folder.is_empty() => root.display().to_string(),
+            ModelLocation::Local(root) => root.join(folder).display().to_string(),
+            ModelLocation::S3 { bucket, prefix } => {
+                let key = format!("{prefix}{folder}");
+                format!("s3://{bucket}/{}", key.trim_end_matches('/'))
+            }
+        })
+    }
 }
 
 /// Lists and validates one model folder (S3 settings from the environment).
@@ -238,6 +254,34 @@ mod tests {
         assert_eq!(model.layout, Layout::NonVersioned);
         assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(model.versions[&1].files.len(), 3);
+        assert_eq!(model.version_path(1).as_deref(), Some("s3://b/m"));
+        assert_eq!(model.version_path(2), None);
+    }
+
+    #[tokio::test]
+    async fn a_versions_path_is_its_folder_under_the_base_path() {
+        let keys = version("007", MODEL);
+        let model = discover(&keys, Validator::TensorFlow).await.unwrap();
+        assert_eq!(model.version_path(7).as_deref(), Some("s3://b/m/007"));
+        assert_eq!(model.version_path(1), None);
+        let local = DiscoveredModel {
+            location: ModelLocation::Local("/models/iris".into()),
+            ..model
+        };
+        assert_eq!(local.version_path(7).as_deref(), Some("/models/iris/007"));
+        let plain = DiscoveredModel {
+            layout: Layout::NonVersioned,
+            versions: [(
+                1,
+                VersionFiles {
+                    folder: String::new(),
+                    ..local.versions[&7].clone()
+                },
+            )]
+            .into(),
+            ..local
+        };
+        assert_eq!(plain.version_path(1).as_deref(), Some("/models/iris"));
     }
 
     #[tokio::test]

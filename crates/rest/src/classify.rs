@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 use soma_core::{DType, Tensor, TensorData};
+use soma_metrics::RuntimeApi;
 use soma_runtime::Servable;
 
 use soma_runtime::signature_method::{EXAMPLES_INPUT, InferenceApi, check_signature};
@@ -101,10 +102,10 @@ fn run(
     let doc = parse_body(body)?;
     let (key, sig) = signature(servable, signature_name(&doc)?)?;
     check_signature(sig, api, check_method_name)?;
-    let verb = if api == InferenceApi::Classify {
-        "classify"
+    let (verb, timed) = if api == InferenceApi::Classify {
+        ("classify", RuntimeApi::Classify)
     } else {
-        "regress"
+        ("regress", RuntimeApi::Regress)
     };
     let examples = examples(&doc, verb)?;
     let tensor = Tensor::new(
@@ -115,6 +116,8 @@ fn run(
     .map_err(|e| RestError::invalid(e.to_string()))?;
     let inputs = std::collections::BTreeMap::from([(EXAMPLES_INPUT.to_string(), tensor)]);
     let prediction = servable.predict(Some(key), &inputs)?;
+    // TF Serving's classifier and regressor time their runs, over REST as over gRPC.
+    servable.record_runtime_latency(timed, prediction.runtime);
     Ok(prediction.outputs.into_iter().collect())
 }
 

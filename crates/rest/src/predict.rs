@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use soma_core::json::{b64_value, json_elements, non_finite_token, quote_non_finite_tokens};
 use soma_core::{DType, SignatureDef, Tensor};
+use soma_metrics::RuntimeApi;
 use soma_runtime::Servable;
 
 use crate::error::RestError;
@@ -52,7 +53,8 @@ pub(crate) fn signature_name(doc: &Map<String, Value>) -> Result<Option<&str>, R
 
 /// Runs a predict request on `servable` and renders the response body (on a blocking
 /// thread: it may wait for a batch). A batched request still waiting at `deadline` fails
-/// with DEADLINE_EXCEEDED.
+/// with DEADLINE_EXCEEDED. The run is timed in TF Serving's `runtime_latency` under
+/// `API="Predict"`: TF Serving's REST handler runs the same predictor as its gRPC one.
 pub(crate) fn predict(
     servable: &Servable,
     body: &[u8],
@@ -61,6 +63,7 @@ pub(crate) fn predict(
 ) -> Result<String, RestError> {
     let (key, format, inputs) = parse_request(body, servable, check_method_name)?;
     let prediction = servable.predict_json_until(Some(key), &inputs, Some(deadline))?;
+    servable.record_runtime_latency(RuntimeApi::Predict, prediction.runtime);
     render(&prediction.outputs, format)
 }
 
@@ -79,6 +82,7 @@ pub(crate) async fn predict_in_place(
         tokio::task::yield_now().await;
     }
     let prediction = queued.await?;
+    servable.record_runtime_latency(RuntimeApi::Predict, prediction.runtime);
     render(&prediction.outputs, format)
 }
 

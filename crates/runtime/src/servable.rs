@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
 use soma_core::{DType, ErrorKind, SignatureDef, Tensor, TensorInfo, format_shape};
+use soma_metrics::{ModelMetrics, RuntimeApi};
 
 use crate::batching::{BatchOptions, Batcher, InPlace};
 use crate::run_clock::{RunClock, TimedRunner};
@@ -25,6 +26,8 @@ pub struct Servable {
     /// How long this version's TensorFlow runs take (the runner times them); see
     /// [`Servable::runs_quickly`].
     run_clock: Arc<RunClock>,
+    /// TF Serving's run metrics of this version, if they are recorded.
+    metrics: Option<ModelMetrics>,
 }
 
 /// A model whose TensorFlow runs typically take at most this long may run predictions on the
@@ -54,6 +57,10 @@ pub struct Prediction {
     pub version: i64,
     pub signature: String,
     pub outputs: BTreeMap<String, Tensor>,
+    /// How long the run took, from its checked input tensors to its outputs, a wait for a
+    /// batch included: TF Serving's runtime latency (see
+    /// [`Servable::record_runtime_latency`]).
+    pub runtime: Duration,
 }
 
 impl Prediction {
@@ -74,6 +81,8 @@ pub struct QueuedPrediction<'a> {
     key: &'a str,
     sig: &'a SignatureDef,
     outputs: Outputs<'a>,
+    /// When its inputs were handed over: its runtime starts there.
+    queued: Instant,
 }
 
 #[derive(Debug)]
@@ -121,7 +130,9 @@ impl std::future::Future for QueuedPrediction<'_> {
                     .run_now(this.key, &inputs.iter().collect::<Vec<_>>())
             }
         };
-        std::task::Poll::Ready(outputs.map(|o| this.servable.prediction(this.key, this.sig, o)))
+        std::task::Poll::Ready(
+            outputs.map(|o| this.servable.prediction(this.key, this.sig, o, this.queued)),
+        )
     }
 }
 
@@ -144,7 +155,33 @@ impl Servable {
             default_signature,
             batcher: None,
             run_clock,
+            metrics: None,
         })
+    }
+
+    /// Records TF Serving's run metrics of this version in `metrics` (see
+    /// [`record_runtime_latency`](Self::record_runtime_latency)).
+    pub fn with_metrics(mut self, metrics: ModelMetrics) -> Servable {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// TF Serving's `runtime_latency` of a request's successful run on this version (its
+    /// [`Prediction::runtime`]), if the version records metrics. The front ends call this
+    /// for the runs TF Serving times: Predict, Classify and Regress, over REST and gRPC (not
+    /// a MultiInference's tasks).
+    pub fn record_runtime_latency(&self, api: RuntimeApi, runtime: Duration) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_runtime_latency(api, runtime);
+        }
+    }
+
+    /// TF Serving's `request_example_counts` of a MultiInference request that ran on this
+    /// version with `examples` tf.Examples, if the version records metrics.
+    pub fn record_example_count(&self, examples: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_example_count(examples);
+        }
     }
 
     /// Turns on server-side batching (see [`crate::batching`]); batch sizes and waits are
@@ -218,6 +255,7 @@ impl Servable {
         sig: &'a SignatureDef,
         tensors: Vec<Tensor>,
     ) -> QueuedPrediction<'a> {
+        let queued = Instant::now();
         let outputs = match &self.batcher {
             Some(batcher) => Outputs::Batched(batcher.queue_in_place(key, tensors)),
             None => Outputs::Alone(Some(tensors)),
@@ -227,6 +265,7 @@ impl Servable {
             key,
             sig,
             outputs,
+            queued,
         }
     }
 
@@ -428,9 +467,10 @@ impl Servable {
             let owned = sig.inputs.keys().map(|name| inputs[name].clone()).collect();
             return self.run(key, sig, owned, None);
         }
+        let started = Instant::now();
         let ordered: Vec<&Tensor> = sig.inputs.keys().map(|name| &inputs[name]).collect();
         let outputs = self.run_now(key, &ordered)?;
-        Ok(self.prediction(key, sig, outputs))
+        Ok(self.prediction(key, sig, outputs, started))
     }
 
     /// Like [`predict`](Self::predict), taking the inputs by value (no copy when batching)
@@ -453,11 +493,12 @@ impl Servable {
         inputs: Vec<Tensor>,
         deadline: Option<Instant>,
     ) -> Result<Prediction, RuntimeError> {
+        let started = Instant::now();
         let outputs = match &self.batcher {
             Some(batcher) => batcher.run(key, inputs, deadline)?,
             None => self.run_now(key, &inputs.iter().collect::<Vec<_>>())?,
         };
-        Ok(self.prediction(key, sig, outputs))
+        Ok(self.prediction(key, sig, outputs, started))
     }
 
     fn run_now(&self, key: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
@@ -469,12 +510,21 @@ impl Servable {
             })
     }
 
-    fn prediction(&self, key: &str, sig: &SignatureDef, outputs: Vec<Tensor>) -> Prediction {
+    /// The prediction of a run that `started` when its inputs were handed over.
+    fn prediction(
+        &self,
+        key: &str,
+        sig: &SignatureDef,
+        outputs: Vec<Tensor>,
+        started: Instant,
+    ) -> Prediction {
+        let runtime = started.elapsed();
         Prediction {
             model: self.model.clone(),
             version: self.version,
             signature: key.to_string(),
             outputs: sig.outputs.keys().cloned().zip(outputs).collect(),
+            runtime,
         }
     }
 
@@ -703,6 +753,44 @@ mod tests {
             servable.run_clock.is_quick(),
             "the run was quick; only the wait was long"
         );
+    }
+
+    #[test]
+    fn a_runtime_spans_the_run_and_its_batch_wait_and_is_recorded_under_the_api() {
+        let registry = soma_metrics::Registry::new();
+        let x = Tensor::from_slice(vec![1, 2], &[1.0f32, 2.0]).unwrap();
+        let inputs = BTreeMap::from([("x".to_string(), x)]);
+        let run = Duration::from_millis(5);
+        let (alone, _) = timed(run);
+        let alone = alone.with_metrics(ModelMetrics::new(registry.clone(), "public"));
+        let prediction = alone.predict(None, &inputs).unwrap();
+        assert!(prediction.runtime >= run, "{:?}", prediction.runtime);
+        alone.record_runtime_latency(RuntimeApi::Classify, prediction.runtime);
+
+        let window = Duration::from_millis(20);
+        let options = BatchOptions {
+            window: BatchWindow::Fixed(window),
+            ..BatchOptions::default()
+        };
+        let (batched, _) = timed(run);
+        let batched = batched.with_batching(options, None).unwrap();
+        let prediction = batched.predict_owned(None, inputs.clone(), None).unwrap();
+        assert!(
+            prediction.runtime >= window + run,
+            "{:?}",
+            prediction.runtime
+        );
+        // Without metrics nothing is recorded.
+        batched.record_runtime_latency(RuntimeApi::Predict, prediction.runtime);
+
+        let count = |api: &str| {
+            registry.value(
+                soma_metrics::RUNTIME_LATENCY,
+                &[("model_name", "public"), ("API", api), ("runtime", "TF1")],
+            )
+        };
+        assert_eq!(count("Classify"), Some(1.0));
+        assert_eq!(count("Predict"), None);
     }
 
     #[test]

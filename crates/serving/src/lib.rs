@@ -78,7 +78,9 @@ pub struct ManagerOptions {
     /// TF Serving's `--allow_version_labels_for_unavailable_models`.
     pub allow_labels_for_unavailable: bool,
     pub s3: S3Settings,
-    /// Where batching metrics are recorded (batch sizes and waits), if anywhere.
+    /// Where the models' metrics are recorded, if anywhere: batch sizes and waits, and TF
+    /// Serving's (version loads and warm-ups, `runtime_latency` and example counts, under
+    /// the models' names as requests use them).
     pub metrics: Option<soma_metrics::Registry>,
     /// Server-side batching of models added through
     /// [`ModelHub::reload`](soma_runtime::ModelHub::reload) (TF Serving's `--enable_batching`).

@@ -425,6 +425,9 @@ impl ModelTask {
             )
         })?;
         let cached = self.fetch(&model, version).await?;
+        let model_path = model
+            .version_path(version)
+            .unwrap_or_else(|| cached.path.display().to_string());
         let spec = self.spec.clone();
         let options = self.options.clone();
         // Fetching is I/O and not limited; loading and warming up take the CPU.
@@ -433,7 +436,7 @@ impl ModelTask {
             let _permit = permit;
             // Held while TensorFlow reads the files: no process sharing the cache replaces them.
             let _lock = cached.lock;
-            load_blocking(&options, &spec, version, cached.path)
+            load_blocking(&options, &spec, version, cached.path, &model_path)
         })
         .await
         .map_err(|e| failed(ErrorKind::Internal, &e))?
@@ -478,11 +481,13 @@ impl ModelTask {
     }
 }
 
+/// Loads one version from `dir`, stored at `model_path` (its name in the load metrics).
 fn load_blocking(
     options: &ManagerOptions,
     spec: &ManagedModel,
     version: i64,
     dir: PathBuf,
+    model_path: &str,
 ) -> Result<Servable, (ErrorKind, String)> {
     let failed = |e: RuntimeError| (e.kind(), e.to_string());
     let tf = TensorFlow::global(options.tensorflow_lib.as_deref())
@@ -492,14 +497,21 @@ fn load_blocking(
         .iter()
         .map(String::as_str)
         .collect();
-    let runner = soma_models::TfRunner::load_tagged(
-        &tf,
-        &dir,
-        &tags,
-        spec.threads,
-        options.session_config.as_ref(),
-    )
-    .map_err(|e| (e.kind(), e.to_string()))?;
+    let record = soma_models::LoadRecord {
+        metrics: options.metrics.as_ref(),
+        model_path,
+    };
+    let runner = record
+        .load(|| {
+            soma_models::TfRunner::load_tagged(
+                &tf,
+                &dir,
+                &tags,
+                spec.threads,
+                options.session_config.as_ref(),
+            )
+        })
+        .map_err(|e| (e.kind(), e.to_string()))?;
     let mut key = spec.signature_key.clone();
     if key.is_none() && spec.any_signature {
         let sigs = soma_core::runner::ModelRunner::signatures(&runner);
@@ -515,9 +527,12 @@ fn load_blocking(
         key.as_deref(),
     )
     .map_err(|e| (e.kind(), e.to_string()))?;
+    // Labelled with the name requests use (for a cortex.yaml API's `models.path`, the API's
+    // name, not `_cortex_default`).
+    let servable = record.with_run_metrics(servable, &spec.config.name);
     // Before batching is on: a warm-up run needs no batch.
-    let recorded = servable
-        .warm_up_from(&dir, options.warmup.as_deref())
+    let recorded = record
+        .warm_up(&servable, &dir, options.warmup.as_deref())
         .map_err(failed)?;
     if let Some(records) = recorded {
         tracing::info!(model = %spec.servable_name, version, records, "warm-up requests replayed");

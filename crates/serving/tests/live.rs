@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+use soma_metrics::{LOAD_ATTEMPT_COUNT, LOAD_LATENCY, Registry};
 use soma_repository::S3Settings;
 use soma_runtime::hub::ModelConfig;
 use soma_runtime::{
@@ -72,10 +73,22 @@ fn latest(hub: &dyn ModelHub, model: &str) -> Option<i64> {
 
 /// A manager serving `<root>/iris` (latest version) with version 1 of the iris fixture in it.
 async fn serve_iris_1(root: &Path) -> (PathBuf, Arc<ModelManager>) {
+    serve_iris_1_recorded(root, None).await
+}
+
+/// [`serve_iris_1`], the models' metrics recorded in `metrics`.
+async fn serve_iris_1_recorded(
+    root: &Path,
+    metrics: Option<Registry>,
+) -> (PathBuf, Arc<ModelManager>) {
     let repo = root.join("iris");
     std::fs::create_dir_all(&repo).unwrap();
     publish(&fixtures().join("iris/1"), &repo, 1);
-    let manager = Arc::new(ModelManager::new(options(&root.join("cache"))));
+    let options = ManagerOptions {
+        metrics,
+        ..options(&root.join("cache"))
+    };
+    let manager = Arc::new(ModelManager::new(options));
     let spec = ManagedModel::new(config("iris", &repo, VersionPolicy::Latest(1)));
     manager.apply(vec![spec]).await.unwrap();
     (repo, manager)
@@ -83,10 +96,12 @@ async fn serve_iris_1(root: &Path) -> (PathBuf, Arc<ModelManager>) {
 
 /// A version whose variables were copied in half fails with TensorFlow's own code in its
 /// status (`OUT_OF_RANGE`, as TF Serving reports it), and the version before it serves on.
+/// TensorFlow's load metrics count both attempts under the versions' paths.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, manager) = serve_iris_1(tmp.path()).await;
+    let metrics = Registry::new();
+    let (repo, manager) = serve_iris_1_recorded(tmp.path(), Some(metrics.clone())).await;
 
     let staging = tmp.path().join("staging");
     copy_dir(&fixtures().join("iris/2"), &staging);
@@ -112,6 +127,22 @@ async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
     );
     assert_eq!(latest(&*manager, "iris"), Some(1));
     assert_eq!(states(&*manager, "iris")[0], (1, ServableState::Available));
+
+    let page = metrics.render();
+    let path = |version: &str| repo.join(version).display().to_string();
+    let loads = |version: &str, status: &str| {
+        metrics.value(
+            LOAD_ATTEMPT_COUNT,
+            &[("model_path", &path(version)), ("status", status)],
+        )
+    };
+    assert_eq!(loads("1", "success"), Some(1.0), "{page}");
+    assert_eq!(loads("2", "fail"), Some(1.0), "{page}");
+    assert_eq!(loads("2", "success"), None, "{page}");
+    for version in ["1", "2"] {
+        let micros = metrics.value(LOAD_LATENCY, &[("model_path", &path(version))]);
+        assert!(micros.is_some_and(|us| us > 0.0), "{page}");
+    }
 }
 
 /// The outputs of a prediction on version 1.
@@ -554,7 +585,9 @@ async fn s3_versions_go_live() {
     moto.create_bucket("models");
     moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
     let tmp = tempfile::tempdir().unwrap();
+    let metrics = Registry::new();
     let options = ManagerOptions {
+        metrics: Some(metrics.clone()),
         s3: S3Settings {
             endpoint: Some(moto.endpoint()),
             region: Some("us-east-1".into()),
@@ -572,6 +605,13 @@ async fn s3_versions_go_live() {
     };
     manager.reload(vec![cfg]).await.unwrap();
     assert_eq!(latest(&manager, "iris"), Some(1));
+    // Loaded from the downloaded copy, recorded under the version's own address, as TF
+    // Serving (which reads S3 itself) names it.
+    let loads = metrics.value(
+        LOAD_ATTEMPT_COUNT,
+        &[("model_path", "s3://models/iris/1"), ("status", "success")],
+    );
+    assert_eq!(loads, Some(1.0), "{}", metrics.render());
     moto.upload_dir(&fixtures().join("iris/9"), "models", "iris/9");
     wait_until("s3 version 9", || latest(&manager, "iris") == Some(9)).await;
     let p = manager
