@@ -195,6 +195,8 @@ fn serve_speaks_grpc_with_the_official_client_and_refuses_reloads() {
             "30s",
             "--grpc-max-connection-age",
             "1h",
+            "--grpc-max-connection-age-grace",
+            "10m",
         ],
     );
     soma.wait_ready(Duration::from_secs(120));

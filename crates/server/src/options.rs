@@ -47,6 +47,9 @@ pub struct ServeOptions {
     pub grpc_keepalive_interval: Option<Duration>,
     /// GOAWAY for older gRPC connections ([`soma_grpc::GrpcOptions::max_connection_age`]).
     pub grpc_max_connection_age: Option<Duration>,
+    /// How long an aged gRPC connection's requests may still run
+    /// ([`soma_grpc::GrpcOptions::max_connection_age_grace`]).
+    pub grpc_max_connection_age_grace: Option<Duration>,
     /// TLS on the gRPC port ([`soma_grpc::GrpcOptions::tls`]).
     pub grpc_tls: Option<soma_grpc::TlsSettings>,
 }

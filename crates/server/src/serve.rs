@@ -188,7 +188,7 @@ pub async fn serve_with(
             keepalive_interval: options.grpc_keepalive_interval,
             keepalive_timeout: None,
             max_connection_age: options.grpc_max_connection_age,
-            max_connection_age_grace: None,
+            max_connection_age_grace: options.grpc_max_connection_age_grace,
             stalled_send_timeout: Some(soma_grpc::DEFAULT_STALLED_SEND_TIMEOUT),
             max_concurrent: None,
             // The port opens while the APIs' models may still load.

@@ -86,6 +86,11 @@ pub(crate) struct Args {
     #[arg(long, env = "SOMA_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     grpc_max_connection_age: Option<Duration>,
 
+    /// With --grpc-max-connection-age: close an aged connection this long after its GOAWAY,
+    /// failing the requests still running on it. Default: they finish.
+    #[arg(long, env = "SOMA_GRPC_MAX_CONNECTION_AGE_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "grpc_max_connection_age")]
+    grpc_max_connection_age_grace: Option<Duration>,
+
     /// Serve gRPC over TLS with this certificate chain (PEM file); needs --grpc-tls-key.
     #[arg(
         long,
@@ -136,6 +141,10 @@ impl Args {
             (
                 "--grpc-max-connection-age",
                 self.grpc_max_connection_age.is_some(),
+            ),
+            (
+                "--grpc-max-connection-age-grace",
+                self.grpc_max_connection_age_grace.is_some(),
             ),
         ]
         .into_iter()
@@ -200,6 +209,7 @@ pub(crate) fn options(
         grpc_max_message_bytes: args.grpc_max_message_bytes,
         grpc_keepalive_interval: args.grpc_keepalive_interval,
         grpc_max_connection_age: args.grpc_max_connection_age,
+        grpc_max_connection_age_grace: args.grpc_max_connection_age_grace,
         grpc_tls: grpc_tls(args)?,
     })
 }
@@ -286,7 +296,43 @@ fn parse_size(text: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
     use super::parse_size;
+    use crate::{Cli, Command};
+
+    /// `soma serve cortex.yaml` with `flags`: its gRPC connection ages, or clap's error.
+    fn ages(flags: &[&str]) -> Result<(Option<Duration>, Option<Duration>), String> {
+        let cli = Cli::try_parse_from(["soma", "serve", "cortex.yaml"].iter().chain(flags))
+            .map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else {
+            unreachable!()
+        };
+        Ok((
+            args.grpc_max_connection_age,
+            args.grpc_max_connection_age_grace,
+        ))
+    }
+
+    #[test]
+    fn a_connection_age_grace_needs_an_age() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(ages(&[]), Ok((None, None)));
+        assert_eq!(
+            ages(&[
+                "--grpc-max-connection-age=1h",
+                "--grpc-max-connection-age-grace=1m"
+            ]),
+            Ok((Some(minute * 60), Some(minute)))
+        );
+        let alone = ages(&["--grpc-max-connection-age-grace=1m"]).unwrap_err();
+        assert!(
+            alone.contains("--grpc-max-connection-age <DURATION>"),
+            "{alone}"
+        );
+    }
 
     #[test]
     fn sizes_with_units() {
