@@ -206,7 +206,7 @@ fn stateful_routes() -> Router<Arc<Rest>> {
 }
 
 /// A complete server: [`routes`], `/metrics`, `/v1` paths in any letter case (TF Serving
-/// matches them case-insensitively) and 404 for anything else.
+/// matches them case-insensitively) and a JSON 404 for anything else.
 pub fn router(hub: Arc<dyn ModelHub>, options: RestOptions) -> Router {
     let mut routes = stateful_routes();
     let extra = options
@@ -249,8 +249,22 @@ async fn any_case_v1(state: State<Arc<Rest>>, request: Request) -> Response {
     {
         dispatch(state, request).await
     } else {
-        StatusCode::NOT_FOUND.into_response()
+        not_found(request.method(), request.uri().path()).into_response()
     }
+}
+
+/// A path outside the API: 404, with an error that says where the API is (TF Serving sends
+/// an empty 404 here; a client that reads every error as JSON gets one it can parse).
+fn not_found(method: &Method, path: &str) -> RestError {
+    let mut error = RestError::new(
+        soma_core::ErrorKind::NotFound,
+        format!(
+            "Not found: {method} {path}: TF Serving's REST API is under /v1/models, health \
+             checks are /v2/health/live and /v2/health/ready, metrics /metrics"
+        ),
+    );
+    error.http = Some(StatusCode::NOT_FOUND);
+    error
 }
 
 fn prometheus(metrics: &Registry) -> Response {

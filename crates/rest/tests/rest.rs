@@ -150,6 +150,23 @@ fn model_status_is_tf_servings_json() {
     assert_eq!(labelled["model_version_status"][0]["version"], "2");
     // Case-insensitive paths, as TF Serving's regexes.
     assert_eq!(get("/V1/MODELS/iris/VERSIONS/9").status, 200);
+    // Outside the API: a JSON 404 that says where the API is.
+    for (response, request) in [
+        (get("/nope"), "GET /nope"),
+        (
+            post("/v2/models/iris/infer", "{}"),
+            "POST /v2/models/iris/infer",
+        ),
+    ] {
+        assert_error(
+            response,
+            404,
+            &format!(
+                "Not found: {request}: TF Serving's REST API is under /v1/models, health \
+                 checks are /v2/health/live and /v2/health/ready, metrics /metrics"
+            ),
+        );
+    }
 
     assert_error(
         get("/v1/models/nope"),
