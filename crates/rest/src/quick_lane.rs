@@ -10,7 +10,9 @@
 //! [`QuickLane`] takes. The first request that is anything else (another method or path,
 //! chunked, `Expect: 100-continue`, HTTP/1.0, an HTTP/2 preface, a malformed or large
 //! head) hands the connection, with every byte already read, to hyper and the router for
-//! the rest of its life: the lane never answers what hyper would answer differently.
+//! the rest of its life: the lane never answers what hyper would answer differently, with
+//! one exception: a request whose `Transfer-Encoding` does not end with `chunked` gets a
+//! JSON 400 before the connection closes, where hyper sends an empty one.
 //!
 //! The lane writes the head hyper writes for the same answer (status line, `content-type`,
 //! `content-length`, `date`); tests compare the lane's answers with hyper's for every
@@ -104,6 +106,15 @@ pub(crate) async fn serve_connection<L, S>(
                     body_len,
                 } => (route, head_len, body_len),
                 Head::Partial => break,
+                Head::Unframed(message) => {
+                    out.clear();
+                    let json = crate::error::error_body(&message);
+                    write_head_closing(&mut out, StatusCode::BAD_REQUEST, json.len());
+                    out.extend_from_slice(json.as_bytes());
+                    let _ = io.write_all(&out).await;
+                    let _ = io.shutdown().await;
+                    return;
+                }
                 Head::Other => {
                     let prefix = buffer.freeze();
                     return hand_over(Rewound { prefix, io }, app, stop, idle_timeout).await;
@@ -158,6 +169,9 @@ enum Head<R> {
     },
     /// Not a whole head yet.
     Partial,
+    /// A request whose body cannot be delimited: answered 400 with this message, and the
+    /// connection closed (hyper would close it with an empty 400).
+    Unframed(String),
     /// Anything else: the router's.
     Other,
 }
@@ -173,6 +187,9 @@ fn parse<L: QuickLane>(buffer: &[u8], lane: &L) -> Head<L::Route> {
         Ok(httparse::Status::Partial) if buffer.len() <= HEAD_LIMIT => return Head::Partial,
         _ => return Head::Other,
     };
+    if let Some(message) = unframed(request.headers) {
+        return Head::Unframed(message);
+    }
     if request.method != Some("POST") || request.version != Some(1) {
         return Head::Other;
     }
@@ -196,6 +213,27 @@ fn parse<L: QuickLane>(buffer: &[u8], lane: &L) -> Head<L::Route> {
         },
         None => Head::Other,
     }
+}
+
+/// Why a request's body cannot be delimited, if it cannot: a `Transfer-Encoding` whose last
+/// coding is not `chunked` (RFC 9112 §6.3: the server must answer 400 and close, as the next
+/// request's start is unknown).
+fn unframed(headers: &[httparse::Header<'_>]) -> Option<String> {
+    let codings = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let last = codings.rsplit(',').next()?.trim();
+    if codings.is_empty() || last.eq_ignore_ascii_case("chunked") {
+        return None;
+    }
+    Some(format!(
+        "Transfer-Encoding '{codings}' does not end with chunked, so the body's length cannot \
+         be known: send the body chunked or with a Content-Length (compressed: \
+         Content-Encoding: gzip)"
+    ))
 }
 
 /// The body's length if the headers say nothing but that about how to read it (absent:
@@ -232,11 +270,22 @@ fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
 
 /// The head hyper writes for a JSON answer of `len` bytes.
 fn write_head(out: &mut Vec<u8>, status: StatusCode, len: usize) {
+    write_head_with(out, status, len, "");
+}
+
+/// [`write_head`], for the last answer on the connection.
+fn write_head_closing(out: &mut Vec<u8>, status: StatusCode, len: usize) {
+    write_head_with(out, status, len, "connection: close\r\n");
+}
+
+fn write_head_with(out: &mut Vec<u8>, status: StatusCode, len: usize, extra: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"content-type: application/json\r\ncontent-length: ");
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{len}");
     out.extend_from_slice(b"\r\ndate: ");
@@ -399,6 +448,29 @@ mod tests {
         assert_eq!((head_len, body_len), (request.len(), 12));
         let empty = "POST / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert!(is_quick(empty).is_some_and(|(_, _, len)| len == 0));
+    }
+
+    #[test]
+    fn a_body_that_does_not_end_chunked_cannot_be_delimited() {
+        for request in [
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\ntransfer-encoding: gzip\r\n\r\n",
+        ] {
+            let Head::Unframed(message) = head(request) else {
+                panic!("{request:?}");
+            };
+            assert!(message.contains("does not end with chunked"), "{message}");
+        }
+        // Ending with chunked, the body can be read: hyper's path takes it (and refuses the
+        // other codings itself, with 501).
+        for request in [
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        ] {
+            assert!(matches!(head(request), Head::Other), "{request:?}");
+        }
     }
 
     #[test]

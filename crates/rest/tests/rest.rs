@@ -811,6 +811,44 @@ async fn first_answer(addr: String, request: &'static [u8]) -> String {
     .unwrap()
 }
 
+/// A body whose length cannot be known (its Transfer-Encoding does not end with chunked) gets
+/// 400 with a JSON error, and the connection closes (RFC 9112 §6.3): on soma's serving
+/// threads, as `soma tfserving` serves REST.
+#[test]
+fn a_body_that_cannot_be_delimited_gets_400_and_the_connection_closes() {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&server().addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: soma\r\n\
+              Transfer-Encoding: identity\r\n\r\n{\"instances\": [[1, 2, 3, 4]]}",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(
+            "{ \"error\": \"Transfer-Encoding 'identity' does not end with chunked, so the \
+             body's length cannot be known: send the body chunked or with a Content-Length \
+             (compressed: Content-Encoding: gzip)\" }"
+        ),
+        "{answer}"
+    );
+}
+
 /// A body that stops arriving gets 408 after the idle timeout, with TF Serving's error JSON,
 /// instead of holding the connection for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
