@@ -51,7 +51,8 @@ pub trait QuickLane: Send + Sync + 'static {
     ) -> impl Future<Output = (StatusCode, String)> + Send;
 }
 
-/// A lane that takes nothing: every connection goes to the router.
+/// A lane that takes no request: every connection goes to the router at its first request
+/// (after the check every lane makes, that the request's body can be delimited).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoQuickLane;
 
@@ -322,12 +323,8 @@ impl CachedDate {
 /// hyper's HTTP/2 has no timer for an idle or half-sent connection, so a client could hold
 /// connections open for ever with a 24-byte preface), until it closes; after `stop`,
 /// gracefully.
-pub(crate) async fn hand_over<S>(
-    io: S,
-    app: Router,
-    stop: soma_net::Stop,
-    idle_timeout: Option<Duration>,
-) where
+async fn hand_over<S>(io: S, app: Router, stop: soma_net::Stop, idle_timeout: Option<Duration>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

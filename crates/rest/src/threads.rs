@@ -17,12 +17,11 @@ use axum::Router;
 use soma_net::{Connections, Stop, Threading, WriteDeadline};
 use tokio::net::TcpListener;
 
-use crate::deadline;
 use crate::quick_lane::{self, QuickLane};
 
 /// Serves `app` on `listener`, with `lane`'s requests answered in the quick lane, until
 /// `shutdown` resolves, then lets the open requests finish. With `threading.threads` 0,
-/// serves `app` alone (no quick lane) on the caller's runtime.
+/// serves them on the caller's runtime.
 pub async fn serve_on_threads<L: QuickLane>(
     listener: TcpListener,
     app: Router,
@@ -30,10 +29,10 @@ pub async fn serve_on_threads<L: QuickLane>(
     threading: Threading,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    if threading.threads == 0 {
-        return serve_shared(listener, app, threading.idle_timeout, shutdown).await;
-    }
     let lane = Arc::new(lane);
+    if threading.threads == 0 {
+        return serve_shared(listener, app, lane, threading.idle_timeout, shutdown).await;
+    }
     let idle_timeout = threading.idle_timeout;
     let serve = move |connections, stop| {
         serve_thread(
@@ -64,43 +63,26 @@ async fn serve_thread<L: QuickLane>(
         .await
 }
 
-/// Serves `app` with hyper on the caller's runtime, a task per connection (as
-/// `axum::serve`, which has no idle timeout), until `shutdown`; then lets every connection
-/// finish its requests and waits for them.
-async fn serve_shared(
+/// Serves `app` on the caller's runtime, a task per connection, each starting in the quick
+/// lane as on the serving threads, until `shutdown`; then lets every connection finish its
+/// requests and waits for them.
+async fn serve_shared<L: QuickLane>(
     listener: TcpListener,
     app: Router,
+    lane: Arc<L>,
     idle_timeout: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let serve = |io, stop| serve_connection(io, app.clone(), stop, idle_timeout);
-    soma_net::serve_here(listener, serve, shutdown).await;
-    Ok(())
-}
-
-/// One connection of [`serve_shared`]. hyper's HTTP/1-or-2 detection waits for the first
-/// bytes without a timer, so a connection that never sends any waits here, within the idle
-/// timeout (or until shutdown).
-async fn serve_connection(
-    io: tokio::net::TcpStream,
-    app: Router,
-    stop: Stop,
-    idle_timeout: Option<Duration>,
-) {
-    // `peek`, not `readable`: readiness may be reported before any byte has come.
-    let mut first = [0u8; 1];
-    let first_bytes = async {
-        matches!(
-            deadline::within(idle_timeout, io.peek(&mut first)).await,
-            Some(Ok(n)) if n > 0
+    let serve = |io, stop| {
+        let connection = WriteDeadline::new(io, idle_timeout);
+        quick_lane::serve_connection(
+            connection,
+            app.clone(),
+            Arc::clone(&lane),
+            stop,
+            idle_timeout,
         )
     };
-    let spoke = tokio::select! {
-        spoke = first_bytes => spoke,
-        () = stop.clone().requested() => false,
-    };
-    if spoke {
-        let io = WriteDeadline::new(io, idle_timeout);
-        quick_lane::hand_over(io, app, stop, idle_timeout).await;
-    }
+    soma_net::serve_here(listener, serve, shutdown).await;
+    Ok(())
 }

@@ -338,9 +338,9 @@ async fn connections_that_send_nothing_are_closed_after_the_idle_timeout() {
     server.await.unwrap();
 }
 
-/// On the caller's runtime (`threads: 0`, as `soma serve` serves), hyper alone: the same
-/// timeout for silent and stalled connections, none for busy ones; shutdown closes the
-/// kept-alive ones and returns.
+/// On the caller's runtime (`threads: 0`, as `soma serve` serves), the same: the lane's
+/// requests in the lane, the others in the router, the same timeout for silent and stalled
+/// connections, none for busy ones; shutdown closes the kept-alive ones and returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_runtime_server_closes_idle_connections_too() {
     let idle = Duration::from_millis(400);
@@ -352,7 +352,7 @@ async fn the_shared_runtime_server_closes_idle_connections_too() {
         for stall in ["", "POST /lane/a HTTP/1.1\r\nContent-Le"] {
             let mut stream = connect(&addr);
             stream.write_all(post("/lane/a", "1").as_bytes()).unwrap();
-            assert_eq!(read_answers(&mut stream, 1).0, ["router /lane/a 1"]);
+            assert_eq!(read_answers(&mut stream, 1).0, ["lane /lane/a 1"]);
             stream.write_all(stall.as_bytes()).unwrap();
             assert!(
                 closed_within(&mut stream, Duration::from_secs(5)),
