@@ -47,20 +47,27 @@ fn replay(servable: &Servable, dir: &Path) -> Result<Option<usize>, RuntimeError
     .replay(servable, dir)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn recorded_requests_replay_and_bad_files_fail_with_the_record() {
-    let work = tempfile::tempdir().unwrap();
-    let records = work.path().join("records");
+/// Writes the warm-up records (`support/warmup_records.py`) and the census classifier
+/// (`tfs_client.py make-classifier`) under `work`: their folders.
+fn records_and_classifier(work: &Path) -> (PathBuf, PathBuf) {
+    let records = work.join("records");
     let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     run_python(
         &support.join("support/warmup_records.py"),
         &[records.as_os_str()],
     );
-    let census = work.path().join("census");
+    let census = work.join("census");
     run_python(
         &support.join("tfs_client.py"),
         &["make-classifier".as_ref(), census.as_os_str()],
     );
+    (records, census)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_requests_replay_and_bad_files_fail_with_the_record() {
+    let work = tempfile::tempdir().unwrap();
+    let (records, census) = records_and_classifier(work.path());
     let read = |name: &str| std::fs::read(records.join(name)).unwrap();
     let cache = work.path().join("cache");
     let iris = servable("iris", &fixtures().join("iris"), &cache).await;
@@ -126,17 +133,7 @@ async fn recorded_requests_replay_and_bad_files_fail_with_the_record() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_warm_up_is_timed_and_its_runs_counted_as_tf_serving_counts_them() {
     let work = tempfile::tempdir().unwrap();
-    let records = work.path().join("records");
-    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    run_python(
-        &support.join("support/warmup_records.py"),
-        &[records.as_os_str()],
-    );
-    let census = work.path().join("census");
-    run_python(
-        &support.join("tfs_client.py"),
-        &["make-classifier".as_ref(), census.as_os_str()],
-    );
+    let (records, census) = records_and_classifier(work.path());
     let version = census.join("1");
     let file = version.join(WARMUP_FILE);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
