@@ -188,13 +188,14 @@ fn parse<L: QuickLane>(buffer: &[u8], lane: &L) -> Head<L::Route> {
         Ok(httparse::Status::Partial) if buffer.len() <= HEAD_LIMIT => return Head::Partial,
         _ => return Head::Other,
     };
-    if let Some(message) = unframed(request.headers) {
+    let framing = framing(request.headers);
+    if let Framing::Unframed(message) = framing {
         return Head::Unframed(message);
     }
     if request.method != Some("POST") || request.version != Some(1) {
         return Head::Other;
     }
-    let Some(body_len) = plain_body_len(request.headers) else {
+    let Framing::Plain(body_len) = framing else {
         return Head::Other;
     };
     if body_len > QUICK_BODY_LIMIT {
@@ -237,12 +238,24 @@ fn unframed(headers: &[httparse::Header<'_>]) -> Option<String> {
     ))
 }
 
-/// The body's length if the headers say nothing but that about how to read it (absent:
-/// an empty body, as HTTP/1.1 reads a request without one). A request without one `Host`
-/// goes to hyper's path, which refuses it.
-fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
+/// How a request's body is read, as its headers say.
+enum Framing {
+    /// Its length, and nothing else about how to read it (absent: an empty body, as
+    /// HTTP/1.1 reads a request without one), with one `Host`.
+    Plain(usize),
+    /// It cannot be delimited: the message says why (see [`unframed`]).
+    Unframed(String),
+    /// Anything else (another `Host` count included: hyper's path refuses it).
+    Other,
+}
+
+/// [`Framing`] from one pass over the headers (the codings are gathered again only for a
+/// request that has a `Transfer-Encoding`).
+fn framing(headers: &[httparse::Header<'_>]) -> Framing {
     let mut length = None;
     let mut hosts = 0;
+    let mut plain = true;
+    let mut encoded = false;
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
@@ -252,21 +265,30 @@ fn plain_body_len(headers: &[httparse::Header<'_>]) -> Option<usize> {
             let valid =
                 !digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit);
             if length.is_some() || !valid {
-                return None;
+                plain = false;
             }
-            length = std::str::from_utf8(digits).ok()?.parse().ok();
+            length = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok());
         } else if name.eq_ignore_ascii_case("connection") {
-            if !header.value.eq_ignore_ascii_case(b"keep-alive") {
-                return None;
-            }
-        } else if ["transfer-encoding", "expect", "upgrade", "content-encoding"]
+            plain &= header.value.eq_ignore_ascii_case(b"keep-alive");
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            encoded = true;
+        } else if ["expect", "upgrade", "content-encoding"]
             .iter()
             .any(|special| name.eq_ignore_ascii_case(special))
         {
-            return None;
+            plain = false;
         }
     }
-    (hosts == 1).then_some(length.unwrap_or(0))
+    if let Some(message) = encoded.then(|| unframed(headers)).flatten() {
+        return Framing::Unframed(message);
+    }
+    if plain && !encoded && hosts == 1 {
+        Framing::Plain(length.unwrap_or(0))
+    } else {
+        Framing::Other
+    }
 }
 
 /// The head hyper writes for a JSON answer of `len` bytes.
