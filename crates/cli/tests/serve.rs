@@ -291,13 +291,9 @@ fn crash_three_times(
             soma.wait_exit(Duration::from_secs(60)),
             "crash {crash}: the process outlived the payload"
         );
-        // Restarted once the leases of the workloads it held (`--lease 1s`) have run out, so
-        // that they are all there for the restarted process' first claims, which take them
-        // one at a time. (Restarted sooner, its first claim may find nothing and end that
-        // recovery; two slots may then claim two of them side by side when their leases run
-        // out, and a crash costs both a delivery: a known gap.)
-        std::thread::sleep(Duration::from_millis(1500));
-        // At start-up, before it answers: the payload may take it down again at once.
+        // Restarted at once, while the leases of the workloads it held (`--lease 1s`) still
+        // run: they come back together when the leases run out, and must still be claimed
+        // one at a time. At start-up, before it answers: the payload may take it down again.
         soma = Soma::spawn_serve(&config, &data, args);
     }
     soma.wait_ready(Duration::from_secs(60));

@@ -14,7 +14,8 @@ use tracing::{debug, warn};
 
 use crate::error::JobsError;
 use crate::model::{
-    ApiName, Lease, Outcome, Status, Timestamp, WorkloadId, WorkloadRecord, payload_key,
+    ApiName, Deliveries, Lease, Outcome, Popped, Status, Timestamp, WorkloadId, WorkloadRecord,
+    payload_key,
 };
 use crate::traits::{AtomicSteps, BlobStore, Queue, StateStore, Taken};
 
@@ -173,14 +174,30 @@ impl Backend {
         api: &ApiName,
         lease: Duration,
     ) -> Result<Option<Claimed>, JobsError> {
+        Ok(self
+            .claim_only(api, lease, Deliveries::Any)
+            .await?
+            .into_item())
+    }
+
+    /// [`claim`](Self::claim) of the `deliveries` given: with [`Deliveries::FirstOnly`], a
+    /// workload delivered before (whose lease ran out) is left in the queue and answered
+    /// with [`Popped::RedeliveryWaiting`].
+    pub async fn claim_only(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        deliveries: Deliveries,
+    ) -> Result<Popped<Claimed>, JobsError> {
         loop {
-            let Some(Taken {
+            let Taken {
                 lease,
                 record,
                 payload,
-            }) = self.take(api, lease).await?
-            else {
-                return Ok(None);
+            } = match self.take(api, lease, deliveries).await? {
+                Popped::Item(taken) => taken,
+                Popped::Empty => return Ok(Popped::Empty),
+                Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
             };
             let key = payload_key(api, &lease.id);
             let Some(record) = record else {
@@ -211,7 +228,7 @@ impl Backend {
                 self.drop_with_error(&lease, &key, error).await?;
                 continue;
             };
-            return Ok(Some(Claimed {
+            return Ok(Popped::Item(Claimed {
                 lease,
                 record,
                 payload,
@@ -221,12 +238,19 @@ impl Backend {
     }
 
     /// Pops the next item, marks it `in_progress` and reads its payload (unless final).
-    async fn take(&self, api: &ApiName, lease: Duration) -> Result<Option<Taken>, JobsError> {
+    async fn take(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        deliveries: Deliveries,
+    ) -> Result<Popped<Taken>, JobsError> {
         if let Some(atomic) = &self.atomic {
-            return atomic.take(api, lease, Timestamp::now()).await;
+            return atomic.take(api, lease, deliveries, Timestamp::now()).await;
         }
-        let Some(lease) = self.queue.pop(api, lease).await? else {
-            return Ok(None);
+        let lease = match self.queue.pop(api, lease, deliveries).await? {
+            Popped::Item(lease) => lease,
+            Popped::Empty => return Ok(Popped::Empty),
+            Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
         };
         let record = self
             .states
@@ -236,7 +260,7 @@ impl Backend {
             Some(r) if !r.status.is_final() => self.blobs.get(&payload_key(api, &lease.id)).await?,
             _ => None,
         };
-        Ok(Some(Taken {
+        Ok(Popped::Item(Taken {
             lease,
             record,
             payload,

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::{
-    ApiName, Backend, CancelResult, JobsError, Outcome, Status, Timestamp, WorkloadId,
-    WorkloadRecord, payload_key,
+    ApiName, Backend, CancelResult, Deliveries, JobsError, Outcome, Popped, Status, Timestamp,
+    WorkloadId, WorkloadRecord, payload_key,
 };
 
 /// Lease used where a case waits for expiry: long enough for the calls in between.
@@ -29,6 +29,7 @@ pub async fn run_all(backend: &Backend) {
     fifo_per_api(backend).await;
     push_is_idempotent(backend).await;
     lease_expiry_redelivers(backend).await;
+    first_deliveries_leave_redeliveries(backend).await;
     extend_keeps_lease(backend).await;
     ack_removes(backend).await;
     exactly_one_final(backend).await;
@@ -231,9 +232,10 @@ pub async fn push_is_idempotent(backend: &Backend) {
     backend.queue.push(&api, &id).await.expect("push again");
     let lease = backend
         .queue
-        .pop(&api, LONG_LEASE)
+        .pop(&api, LONG_LEASE, Deliveries::Any)
         .await
         .expect("pop")
+        .into_item()
         .expect("an item");
     assert_eq!(lease.id, id);
     backend
@@ -244,9 +246,10 @@ pub async fn push_is_idempotent(backend: &Backend) {
     assert!(
         backend
             .queue
-            .pop(&api, LONG_LEASE)
+            .pop(&api, LONG_LEASE, Deliveries::Any)
             .await
             .expect("pop")
+            .into_item()
             .is_none()
     );
     assert!(backend.queue.ack(&lease).await.expect("ack"));
@@ -320,6 +323,61 @@ pub async fn lease_expiry_redelivers(backend: &Backend) {
     assert_eq!(record.status, Status::Completed);
 }
 
+/// A claim of first deliveries only takes nothing while a lease has run out (the
+/// redelivery comes first), and says so; once the redelivery is taken by a claim of any
+/// delivery, the never-delivered items follow.
+pub async fn first_deliveries_leave_redeliveries(backend: &Backend) {
+    let api = fresh_api("first-only");
+    let lost = backend
+        .submit(&api, "text/plain", json("lost"))
+        .await
+        .expect("submit");
+    let fresh = backend
+        .submit(&api, "text/plain", json("fresh"))
+        .await
+        .expect("submit");
+    assert_eq!(claim_now(backend, &api, SHORT_LEASE).await.lease.id, lost);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+
+    let claimed = backend
+        .claim_only(&api, LONG_LEASE, Deliveries::FirstOnly)
+        .await
+        .expect("claim first only");
+    assert!(
+        matches!(claimed, Popped::RedeliveryWaiting),
+        "first-only claim with a lease run out: {claimed:?}"
+    );
+    let popped = backend
+        .queue
+        .pop(&api, LONG_LEASE, Deliveries::FirstOnly)
+        .await
+        .expect("pop first only");
+    assert_eq!(popped, Popped::RedeliveryWaiting);
+    let (record, _) = backend
+        .status(&api, &lost)
+        .await
+        .expect("status")
+        .expect("record");
+    assert_eq!(record.attempts, 1, "left in the queue without a delivery");
+    let stats = backend.queue.stats(&api).await.expect("stats");
+    assert_eq!((stats.queued, stats.in_flight), (2, 0));
+
+    let again = claim_now(backend, &api, LONG_LEASE).await;
+    assert_eq!((again.lease.id, again.record.attempts), (lost, 2));
+    let next = backend
+        .claim_only(&api, LONG_LEASE, Deliveries::FirstOnly)
+        .await
+        .expect("claim first only")
+        .into_item()
+        .expect("the never-delivered item");
+    assert_eq!((next.lease.id, next.record.attempts), (fresh, 1));
+    let none = backend
+        .claim_only(&api, LONG_LEASE, Deliveries::FirstOnly)
+        .await
+        .expect("claim first only");
+    assert!(matches!(none, Popped::Empty), "empty queue: {none:?}");
+}
+
 /// `extend` pushes the deadline out; a lost lease cannot be extended.
 pub async fn extend_keeps_lease(backend: &Backend) {
     let api = fresh_api("extend");
@@ -337,9 +395,10 @@ pub async fn extend_keeps_lease(backend: &Backend) {
     assert!(
         backend
             .queue
-            .pop(&api, LONG_LEASE)
+            .pop(&api, LONG_LEASE, Deliveries::Any)
             .await
             .expect("pop")
+            .into_item()
             .is_none(),
         "extended lease expired"
     );
@@ -362,9 +421,10 @@ pub async fn ack_removes(backend: &Backend) {
         .expect("submit");
     let lease = backend
         .queue
-        .pop(&api, SHORT_LEASE)
+        .pop(&api, SHORT_LEASE, Deliveries::Any)
         .await
         .expect("pop")
+        .into_item()
         .expect("an item");
     assert!(backend.queue.ack(&lease).await.expect("ack"));
     assert!(
@@ -375,9 +435,10 @@ pub async fn ack_removes(backend: &Backend) {
     assert!(
         backend
             .queue
-            .pop(&api, LONG_LEASE)
+            .pop(&api, LONG_LEASE, Deliveries::Any)
             .await
             .expect("pop")
+            .into_item()
             .is_none()
     );
     let stats = backend.queue.stats(&api).await.expect("stats");

@@ -77,8 +77,8 @@ pub use embedded::{DB_FILE, EmbeddedBackend};
 pub use error::{BoxError, JobsError};
 pub use memory::MemoryBackend;
 pub use model::{
-    ApiName, Lease, Outcome, QueueStats, Status, StatusCounts, Timestamp, WorkloadId,
-    WorkloadRecord, payload_key,
+    ApiName, Deliveries, Lease, Outcome, Popped, QueueStats, Status, StatusCounts, Timestamp,
+    WorkloadId, WorkloadRecord, payload_key,
 };
 pub use redis_store::RedisStore;
 pub use remote::connect_remote;

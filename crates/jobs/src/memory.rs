@@ -11,7 +11,8 @@ use bytes::Bytes;
 use crate::backend::Backend;
 use crate::error::JobsError;
 use crate::model::{
-    ApiName, Lease, Outcome, QueueStats, StatusCounts, Timestamp, WorkloadId, WorkloadRecord,
+    ApiName, Deliveries, Lease, Outcome, Popped, QueueStats, StatusCounts, Timestamp, WorkloadId,
+    WorkloadRecord,
 };
 use crate::traits::{BlobStore, Queue, StateStore};
 
@@ -80,7 +81,12 @@ impl Queue for MemoryBackend {
         Ok(())
     }
 
-    async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
+    async fn pop(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        deliveries: Deliveries,
+    ) -> Result<Popped<Lease>, JobsError> {
         let mut s = self.lock();
         let now = SystemTime::now();
         let expired = s
@@ -90,6 +96,9 @@ impl Queue for MemoryBackend {
             .min_by_key(|(_, l)| l.deadline)
             .map(|((_, id), l)| (id.clone(), l.attempt));
         let (id, attempt) = match expired {
+            Some(_) if deliveries == Deliveries::FirstOnly => {
+                return Ok(Popped::RedeliveryWaiting);
+            }
             Some((id, attempt)) => (id, attempt + 1),
             None => {
                 let first = s
@@ -98,7 +107,7 @@ impl Queue for MemoryBackend {
                     .next()
                     .map(|((_, seq), (id, _))| (*seq, id.clone()));
                 let Some((seq, id)) = first else {
-                    return Ok(None);
+                    return Ok(Popped::Empty);
                 };
                 s.ready.remove(&(api.clone(), seq));
                 s.queued.remove(&key(api, &id));
@@ -114,7 +123,7 @@ impl Queue for MemoryBackend {
                 attempt,
             },
         );
-        Ok(Some(Lease {
+        Ok(Popped::Item(Lease {
             api: api.clone(),
             id,
             token,

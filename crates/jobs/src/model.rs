@@ -357,6 +357,46 @@ pub struct Lease {
     pub attempt: u32,
 }
 
+/// Which items a pop may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deliveries {
+    /// Any visible item: expired leases first (they are the oldest), then FIFO order.
+    Any,
+    /// Only an item never popped before. A worker holding other workloads claims this way,
+    /// so that a redelivered workload, which may be one that crashes its process, is only
+    /// ever taken by a claim that holds nothing else.
+    FirstOnly,
+}
+
+/// What a pop (or a claim) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Popped<T> {
+    Item(T),
+    /// Nothing visible.
+    Empty,
+    /// Only with [`Deliveries::FirstOnly`]: an item whose lease ran out is visible. It comes
+    /// before the never-popped ones, so nothing was taken.
+    RedeliveryWaiting,
+}
+
+impl<T> Popped<T> {
+    /// The item; `None` for both other answers.
+    pub fn into_item(self) -> Option<T> {
+        match self {
+            Popped::Item(item) => Some(item),
+            Popped::Empty | Popped::RedeliveryWaiting => None,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Popped<U> {
+        match self {
+            Popped::Item(item) => Popped::Item(f(item)),
+            Popped::Empty => Popped::Empty,
+            Popped::RedeliveryWaiting => Popped::RedeliveryWaiting,
+        }
+    }
+}
+
 /// Queue depth for autoscaling and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {

@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use crate::error::JobsError;
 use crate::model::{
-    ApiName, Lease, Outcome, QueueStats, StatusCounts, Timestamp, WorkloadId, WorkloadRecord,
+    ApiName, Deliveries, Lease, Outcome, Popped, QueueStats, StatusCounts, Timestamp, WorkloadId,
+    WorkloadRecord,
 };
 
 /// A per-API FIFO of workload ids with visibility leases (SQS semantics).
@@ -24,8 +25,14 @@ pub trait Queue: Send + Sync + Debug {
     async fn push(&self, api: &ApiName, id: &WorkloadId) -> Result<(), JobsError>;
 
     /// Takes the next visible item and hides it for `lease`. Items whose lease expired come
-    /// first (they are the oldest), then FIFO order. `None` when nothing is visible.
-    async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError>;
+    /// first (they are the oldest), then FIFO order; with [`Deliveries::FirstOnly`] an
+    /// expired lease is left where it is and answered with [`Popped::RedeliveryWaiting`].
+    async fn pop(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        deliveries: Deliveries,
+    ) -> Result<Popped<Lease>, JobsError>;
 
     /// Moves the lease deadline to now + `lease`. Fails with `LeaseLost` if the lease was
     /// acknowledged or redelivered to someone else.
@@ -157,8 +164,9 @@ pub trait AtomicSteps: Send + Sync + Debug {
         &self,
         api: &ApiName,
         lease: Duration,
+        deliveries: Deliveries,
         now: Timestamp,
-    ) -> Result<Option<Taken>, JobsError>;
+    ) -> Result<Popped<Taken>, JobsError>;
 
     /// `StateStore::finish`, `BlobStore::delete` of the payload, `Queue::ack`. Returns
     /// whether this call set the final status. `record` is the record as `take` handed it

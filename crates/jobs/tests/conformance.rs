@@ -42,6 +42,7 @@ cases!(
     fifo_per_api,
     push_is_idempotent,
     lease_expiry_redelivers,
+    first_deliveries_leave_redeliveries,
     extend_keeps_lease,
     ack_removes,
     exactly_one_final,

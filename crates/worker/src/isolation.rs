@@ -2,23 +2,24 @@
 //!
 //! Every delivery counts towards the backend's `max_attempts`, and a crash costs a delivery
 //! to every workload the process holds (running, prefetched or waiting to run). A redelivered
-//! workload may be the one that crashed the process, so it runs with nothing else held:
-//! claims stop, the workloads already held finish, it runs, and claims resume. A payload that
-//! crashes the process on every delivery then uses up its own deliveries, not those of the
-//! workloads of other worker slots and APIs around it.
+//! workload may be the one that crashed the process, so it is claimed and run with nothing
+//! else held: claims stop, the workloads already held finish, it is claimed and runs, and
+//! claims resume. A payload that crashes the process on every delivery then uses up its own
+//! deliveries, not those of the workloads of other worker slots and APIs around it.
 //!
 //! The mechanism is a fair read-write lock shared by the process' pools: a held workload
-//! keeps a read guard from its claim until its outcome is stored; a redelivered one takes the
-//! write guard before it runs. While a pool is *recovering* (from start-up, which may follow a
-//! crash, and after a redelivered claim from its queue) its claims take the write guard too,
-//! one at a time, until one brings a fresh workload or none; so workloads delivered again
-//! together after a crash are not all held together again.
+//! keeps a read guard from its claim until its outcome is stored. Claims under a read guard
+//! take first deliveries only ([`Deliveries::FirstOnly`]); when the queue answers that a
+//! redelivery waits, the pool is *recovering*: its claims take the write guard, one at a
+//! time, and any delivery, until one brings a fresh workload or none. So two redelivered
+//! workloads are never held together, even when their leases run out at the same moment
+//! (a process restarted before the leases of the crashed one ran out).
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use soma_jobs::Claimed;
+use soma_jobs::{Claimed, Deliveries, Popped};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// What keeps redelivered workloads apart. Pools given clones of one value run a redelivered
@@ -34,9 +35,9 @@ impl CrashIsolation {
     pub(crate) fn for_pool(&self) -> PoolIsolation {
         PoolIsolation {
             lock: Arc::clone(&self.lock),
-            // A pool that starts may be in a process restarting after a crash, and the
-            // workloads it held are then the first its queue hands out.
-            recovering: AtomicBool::new(true),
+            // A restart after a crash needs no recovery of its own: the workloads the crashed
+            // process held come back as redeliveries, which first-delivery claims leave.
+            recovering: AtomicBool::new(false),
         }
     }
 }
@@ -87,19 +88,22 @@ impl PoolIsolation {
         self.recovering.store(recovering, Ordering::Release);
     }
 
-    /// Claims a workload with `claim` for a worker slot that holds nothing else (a slot's
-    /// own held workloads would keep it from ever getting the write guard). While recovering
-    /// the claim waits until nothing else is held; a redelivered workload it brings keeps
-    /// that, a fresh one (or none) ends the recovery.
-    pub(crate) async fn claim<E>(
+    /// Claims a workload with `claim` (called with the deliveries it may take) for a worker
+    /// slot that holds nothing else (a slot's own held workloads would keep it from ever
+    /// getting the write guard). While recovering the claim waits until nothing else is
+    /// held; a redelivered workload it brings keeps that, a fresh one (or none) ends the
+    /// recovery.
+    pub(crate) async fn claim<E, Fut>(
         &self,
-        claim: impl Future<Output = Result<Option<Claimed>, E>>,
-    ) -> Result<Option<(Claimed, Hold)>, E> {
-        let shared = loop {
+        mut claim: impl FnMut(Deliveries) -> Fut,
+    ) -> Result<Option<(Claimed, Hold)>, E>
+    where
+        Fut: Future<Output = Result<Popped<Claimed>, E>>,
+    {
+        loop {
             if self.recovering() {
                 let alone = Arc::clone(&self.lock).write_owned().await;
-                let claimed = claim.await?;
-                return Ok(match claimed {
+                return Ok(match claim(Deliveries::Any).await?.into_item() {
                     Some(claimed) if is_redelivery(&claimed) => Some((claimed, Hold::Alone(alone))),
                     fresh_or_none => {
                         self.set_recovering(false);
@@ -109,31 +113,47 @@ impl PoolIsolation {
             }
             let shared = Arc::clone(&self.lock).read_owned().await;
             // The wait may have been for a redelivered workload, which starts a recovery.
-            if !self.recovering() {
-                break shared;
+            if self.recovering() {
+                continue;
             }
-        };
-        Ok(claim.await?.map(|claimed| self.held(claimed, shared)))
+            match claim(Deliveries::FirstOnly).await? {
+                Popped::Item(claimed) => return Ok(Some(self.held(claimed, shared))),
+                Popped::Empty => return Ok(None),
+                Popped::RedeliveryWaiting => self.set_recovering(true),
+            }
+        }
     }
 
-    /// Claims ahead for a slot that holds other workloads: never while recovering or while a
-    /// redelivered workload waits for or has the process to itself (`None`, without
-    /// claiming), and a redelivered workload it brings is [`Hold::Waiting`].
+    /// Claims ahead for a slot that holds other workloads: first deliveries only, and never
+    /// while recovering or while a redelivered workload waits for or has the process to
+    /// itself (`None`, without claiming). A redelivery waiting in the queue starts a
+    /// recovery, which the slot's next [`claim`](Self::claim) makes once its held workloads
+    /// have run.
     ///
     /// It never waits for the lock: the slot may hold a workload claimed ahead after this
     /// one, whose read guard a waiting redelivered workload waits for, and the slot runs this
     /// one first.
-    pub(crate) async fn claim_ahead<E>(
+    pub(crate) async fn claim_ahead<E, Fut>(
         &self,
-        claim: impl Future<Output = Result<Option<Claimed>, E>>,
-    ) -> Result<Option<(Claimed, Hold)>, E> {
+        claim: impl FnOnce(Deliveries) -> Fut,
+    ) -> Result<Option<(Claimed, Hold)>, E>
+    where
+        Fut: Future<Output = Result<Popped<Claimed>, E>>,
+    {
         if self.recovering() {
             return Ok(None);
         }
         let Ok(shared) = Arc::clone(&self.lock).try_read_owned() else {
             return Ok(None);
         };
-        Ok(claim.await?.map(|claimed| self.held(claimed, shared)))
+        Ok(match claim(Deliveries::FirstOnly).await? {
+            Popped::Item(claimed) => Some(self.held(claimed, shared)),
+            Popped::Empty => None,
+            Popped::RedeliveryWaiting => {
+                self.set_recovering(true);
+                None
+            }
+        })
     }
 
     /// A workload claimed beside others: a redelivered one starts a recovery and waits.

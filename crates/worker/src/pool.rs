@@ -203,7 +203,11 @@ async fn work(shared: Arc<Shared>, mut slot: Slot, mut shutdown: watch::Receiver
                 }
                 continue;
             }
-            let claim = shared.backend.claim(&shared.api, options.lease);
+            let claim = |deliveries| {
+                shared
+                    .backend
+                    .claim_only(&shared.api, options.lease, deliveries)
+            };
             match shared.isolation.claim(claim).await {
                 Ok(Some(held)) => held,
                 Ok(None) => {
@@ -285,7 +289,10 @@ impl Prefetch {
         let claim = {
             let shared = Arc::clone(shared);
             async move {
-                let claim = shared.backend.claim(&shared.api, shared.options.lease);
+                let claim = |deliveries| {
+                    let lease = shared.options.lease;
+                    shared.backend.claim_only(&shared.api, lease, deliveries)
+                };
                 match shared.isolation.claim_ahead(claim).await {
                     Ok(held) => held,
                     Err(e) => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{Commit, EmbeddedBackend, blob, queue, state};
 use crate::error::JobsError;
-use crate::model::{ApiName, Lease, Outcome, Timestamp, WorkloadRecord};
+use crate::model::{ApiName, Deliveries, Lease, Outcome, Popped, Timestamp, WorkloadRecord};
 use crate::traits::{AtomicSteps, Taken};
 
 #[async_trait]
@@ -34,18 +34,21 @@ impl AtomicSteps for EmbeddedBackend {
         &self,
         api: &ApiName,
         lease: Duration,
+        deliveries: Deliveries,
         now: Timestamp,
-    ) -> Result<Option<Taken>, JobsError> {
+    ) -> Result<Popped<Taken>, JobsError> {
         if !self.maybe_visible(api)? {
-            return Ok(None);
+            return Ok(Popped::Empty);
         }
         let api = api.clone();
         // Durable before the payload is handed out: the delivery's attempt count is what
         // fails a payload that kills the process, and a lazy commit is lost with it (an
         // audit's handler that exited at once was delivered as attempt 1 on every restart).
         self.write(move |txn| {
-            let Commit::Yes(Some(lease)) = queue::pop(txn, &api, lease)? else {
-                return Ok(Commit::No(None));
+            let lease = match queue::pop(txn, &api, lease, deliveries)?.into_value() {
+                Popped::Item(lease) => lease,
+                Popped::Empty => return Ok(Commit::No(Popped::Empty)),
+                Popped::RedeliveryWaiting => return Ok(Commit::No(Popped::RedeliveryWaiting)),
             };
             let record = state::mark_in_progress(txn, &api, &lease.id, now)?.into_value();
             let payload = match &record {
@@ -54,7 +57,7 @@ impl AtomicSteps for EmbeddedBackend {
                 }
                 _ => None,
             };
-            Ok(Commit::Yes(Some(Taken {
+            Ok(Commit::Yes(Popped::Item(Taken {
                 lease,
                 record,
                 payload,

@@ -8,7 +8,7 @@ use super::writer::Tx;
 use super::tables::{DEADLINES, LEASES, QUEUED, READY};
 use super::{Commit, EmbeddedBackend, TxError, millis, now_millis};
 use crate::error::JobsError;
-use crate::model::{ApiName, Lease, QueueStats, WorkloadId};
+use crate::model::{ApiName, Deliveries, Lease, Popped, QueueStats, WorkloadId};
 use crate::traits::Queue;
 
 #[async_trait]
@@ -18,12 +18,18 @@ impl Queue for EmbeddedBackend {
         self.write(move |txn| push(txn, &api, &id)).await
     }
 
-    async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
+    async fn pop(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        deliveries: Deliveries,
+    ) -> Result<Popped<Lease>, JobsError> {
         if !self.maybe_visible(api)? {
-            return Ok(None);
+            return Ok(Popped::Empty);
         }
         let api = api.clone();
-        self.write_lazy(move |txn| pop(txn, &api, lease)).await
+        self.write_lazy(move |txn| pop(txn, &api, lease, deliveries))
+            .await
     }
 
     async fn extend(&self, lease: &Lease, by: Duration) -> Result<(), JobsError> {
@@ -147,15 +153,23 @@ pub(super) fn pop(
     txn: &Tx<'_>,
     api: &ApiName,
     lease: Duration,
-) -> Result<Commit<Option<Lease>>, TxError> {
+    deliveries: Deliveries,
+) -> Result<Commit<Popped<Lease>>, TxError> {
     let now = now_millis();
-    let taken = match take_expired(txn, api, now)? {
+    let expired = match first_expired(txn, api, now)? {
+        Some(_) if deliveries == Deliveries::FirstOnly => {
+            return Ok(Commit::No(Popped::RedeliveryWaiting));
+        }
+        Some((deadline, id)) => Some(take_expired(txn, api, deadline, id)?),
+        None => None,
+    };
+    let taken = match expired {
         Some(taken) => Some(taken),
         None => take_ready(txn, api)?,
     };
     let Some((id, attempt)) = taken else {
         // Nothing changed: abort instead of paying an fsync per empty poll.
-        return Ok(Commit::No(None));
+        return Ok(Commit::No(Popped::Empty));
     };
     let token = txn.next_seq().to_string();
     let deadline = now.saturating_add(millis(lease));
@@ -166,7 +180,7 @@ pub(super) fn pop(
     txn.open_table(DEADLINES)?
         .insert((api.as_str(), deadline, id.as_str()), ())?;
     let id = parse_id(&id)?;
-    Ok(Commit::Yes(Some(Lease {
+    Ok(Commit::Yes(Popped::Item(Lease {
         api: api.clone(),
         id,
         token,
@@ -185,9 +199,9 @@ pub(super) fn ack(txn: &Tx<'_>, lease: &Lease) -> Result<Commit<bool>, TxError> 
     Ok(Commit::Yes(true))
 }
 
-/// Removes the earliest expired lease of `api`, returning (id, next attempt).
-fn take_expired(txn: &Tx<'_>, api: &ApiName, now: u64) -> Result<Option<(String, u32)>, TxError> {
-    let mut deadlines = txn.open_table(DEADLINES)?;
+/// The earliest expired lease of `api`: (deadline, id).
+fn first_expired(txn: &Tx<'_>, api: &ApiName, now: u64) -> Result<Option<(u64, String)>, TxError> {
+    let deadlines = txn.open_table(DEADLINES)?;
     let first = deadlines
         .range((api.as_str(), 0, "")..(api.as_str(), now.saturating_add(1), ""))?
         .next()
@@ -196,10 +210,18 @@ fn take_expired(txn: &Tx<'_>, api: &ApiName, now: u64) -> Result<Option<(String,
             let (_, deadline, id) = key.value();
             (deadline, id.to_string())
         });
-    let Some((deadline, id)) = first else {
-        return Ok(None);
-    };
-    deadlines.remove((api.as_str(), deadline, id.as_str()))?;
+    Ok(first)
+}
+
+/// Removes the expired lease of `id` (from [`first_expired`]), returning (id, next attempt).
+fn take_expired(
+    txn: &Tx<'_>,
+    api: &ApiName,
+    deadline: u64,
+    id: String,
+) -> Result<(String, u32), TxError> {
+    txn.open_table(DEADLINES)?
+        .remove((api.as_str(), deadline, id.as_str()))?;
     let attempt = txn
         .open_table(LEASES)?
         .get((api.as_str(), id.as_str()))?
@@ -207,7 +229,7 @@ fn take_expired(txn: &Tx<'_>, api: &ApiName, now: u64) -> Result<Option<(String,
     let Some(attempt) = attempt else {
         return Err(corrupt(format!("deadline without lease for {api}/{id}")));
     };
-    Ok(Some((id, attempt.saturating_add(1))))
+    Ok((id, attempt.saturating_add(1)))
 }
 
 /// Removes the first never-popped item of `api`, returning (id, attempt 1).

@@ -5,11 +5,35 @@ use async_trait::async_trait;
 use super::RedisStore;
 use super::scripts::{ACK, EXTEND, POP, PUSH, REMOVE, STATS};
 use crate::error::JobsError;
-use crate::model::{ApiName, Lease, QueueStats, WorkloadId};
+use redis::{FromRedisValue, ParsingError, Value};
+
+use crate::model::{ApiName, Deliveries, Lease, Popped, QueueStats, WorkloadId};
 use crate::traits::Queue;
 
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `first only` argument of the pop scripts.
+pub(super) fn first_only_arg(deliveries: Deliveries) -> &'static str {
+    match deliveries {
+        Deliveries::Any => "0",
+        Deliveries::FirstOnly => "1",
+    }
+}
+
+/// The reply of a pop script: nil when nothing is visible, 0 when a redelivery was left
+/// (first deliveries only), else the script's item.
+pub(super) struct PopReply<T>(pub(super) Popped<T>);
+
+impl<T: FromRedisValue> FromRedisValue for PopReply<T> {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        Ok(PopReply(match v {
+            Value::Nil | Value::Boolean(false) => Popped::Empty,
+            Value::Int(0) => Popped::RedeliveryWaiting,
+            item => Popped::Item(T::from_redis_value(item)?),
+        }))
+    }
 }
 
 #[async_trait]
@@ -28,24 +52,32 @@ impl Queue for RedisStore {
         Ok(())
     }
 
-    async fn pop(&self, api: &ApiName, lease: Duration) -> Result<Option<Lease>, JobsError> {
-        let popped: Option<(String, String, u32)> = POP
+    async fn pop(
+        &self,
+        api: &ApiName,
+        lease: Duration,
+        deliveries: Deliveries,
+    ) -> Result<Popped<Lease>, JobsError> {
+        let PopReply(popped) = POP
             .key(self.queue_key(api, "ready"))
             .key(self.queue_key(api, "leases"))
             .key(self.queue_key(api, "since"))
             .key(self.seq_key())
             .key(self.queue_key(api, "lease"))
             .arg(millis(lease))
+            .arg(first_only_arg(deliveries))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err(e))?;
-        let Some((id, token, attempt)) = popped else {
-            return Ok(None);
+        let (id, token, attempt): (String, String, u32) = match popped {
+            Popped::Item(item) => item,
+            Popped::Empty => return Ok(Popped::Empty),
+            Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
         };
         let id = WorkloadId::parse(&id).map_err(|e| JobsError::Corrupt {
             what: format!("queue entry of api {api}: {e}"),
         })?;
-        Ok(Some(Lease {
+        Ok(Popped::Item(Lease {
             api: api.clone(),
             id,
             token,

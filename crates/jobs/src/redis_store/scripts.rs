@@ -45,16 +45,19 @@ return 1
     ))
 });
 
-/// `pop_lease()`: the pop shared by [`POP`] and [`TAKE`] (KEYS: ready, leases, since, seq,
-/// lease info; ARGV[1]: lease ms). Leases the next visible id, expired leases first (they are
-/// the oldest), and returns `id, token, attempt`, or nil when nothing is visible.
+/// `pop_lease(first_only)`: the pop shared by [`POP`] and [`TAKE`] (KEYS: ready, leases,
+/// since, seq, lease info; ARGV[1]: lease ms). Leases the next visible id, expired leases
+/// first (they are the oldest), and returns `id, token, attempt`; nil when nothing is
+/// visible; `nil, 'waiting'` when `first_only` and a lease expired (nothing is taken).
+/// Their scripts answer the last two with nil and 0.
 const POP_LEASE: &str = r"
-local function pop_lease()
+local function pop_lease(first_only)
   local now = now_ms()
   local id
   local attempt = 1
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1)
   if #expired > 0 then
+    if first_only then return nil, 'waiting' end
     id = expired[1]
     local info = redis.call('HGET', KEYS[5], id)
     if info then attempt = tonumber(string.match(info, ':(%d+)$')) + 1 end
@@ -72,13 +75,13 @@ local function pop_lease()
 end
 ";
 
-/// KEYS: ready, leases, since, seq, lease info. ARGV: lease ms.
-/// Returns `{id, token, attempt}` or nil. Expired leases first (they are the oldest).
+/// KEYS: ready, leases, since, seq, lease info. ARGV: lease ms, first only (`1` or `0`).
+/// Returns `{id, token, attempt}`, nil or 0 (see `pop_lease`).
 pub(super) static POP: LazyLock<Script> = LazyLock::new(|| {
     script(&format!(
         r"{POP_LEASE}
-local id, token, attempt = pop_lease()
-if not id then return false end
+local id, token, attempt = pop_lease(ARGV[2] == '1')
+if not id then return token == 'waiting' and 0 or false end
 return {{id, tostring(token), attempt}}
 ",
     ))
@@ -200,16 +203,16 @@ return members
     )
 });
 
-/// [`POP`] (same KEYS and ARGV[1]) that also returns the popped workload's record JSON and
-/// its payload hash's `ct` and `body` (nil when absent): `{id, token, attempt, record, ct,
-/// body}`. Their keys depend on the popped id, so they are built from ARGV[2] (record key
-/// prefix) and ARGV[3], ARGV[4] (payload key before and after the id); fine on a single
-/// Redis (the `EXPIRE` script does the same), not on Redis Cluster.
+/// [`POP`] (same KEYS and ARGV[1]; first only is ARGV[5]) that also returns the popped
+/// workload's record JSON and its payload hash's `ct` and `body` (nil when absent): `{id,
+/// token, attempt, record, ct, body}`. Their keys depend on the popped id, so they are built
+/// from ARGV[2] (record key prefix) and ARGV[3], ARGV[4] (payload key before and after the
+/// id); fine on a single Redis (the `EXPIRE` script does the same), not on Redis Cluster.
 pub(super) static TAKE: LazyLock<Script> = LazyLock::new(|| {
     script(&format!(
         r"{POP_LEASE}
-local id, token, attempt = pop_lease()
-if not id then return false end
+local id, token, attempt = pop_lease(ARGV[5] == '1')
+if not id then return token == 'waiting' and 0 or false end
 local record = redis.call('GET', ARGV[2] .. id)
 local blob = redis.call('HMGET', ARGV[3] .. id .. ARGV[4], 'ct', 'body')
 return {{id, tostring(token), attempt, record, blob[1], blob[2]}}

@@ -22,10 +22,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::RedisStore;
+use super::queue::{PopReply, first_only_arg};
 use super::scripts::{ENQUEUE, SETTLE, TAKE};
 use super::state::{decode, encode, transition_args};
 use crate::error::JobsError;
-use crate::model::{ApiName, Lease, Outcome, Timestamp, WorkloadId, WorkloadRecord, payload_key};
+use crate::model::{
+    ApiName, Deliveries, Lease, Outcome, Popped, Timestamp, WorkloadId, WorkloadRecord, payload_key,
+};
 use crate::tiered::IN_LARGE_STORE;
 use crate::traits::{AtomicSteps, BlobStore, Queue, StateStore, Taken};
 
@@ -40,7 +43,7 @@ pub(crate) struct RedisSteps {
     pub(crate) inline_limit: usize,
 }
 
-type Popped = (
+type TakeReply = (
     String,
     String,
     u32,
@@ -118,11 +121,12 @@ impl AtomicSteps for RedisSteps {
         &self,
         api: &ApiName,
         lease: Duration,
+        deliveries: Deliveries,
         now: Timestamp,
-    ) -> Result<Option<Taken>, JobsError> {
+    ) -> Result<Popped<Taken>, JobsError> {
         let redis = &self.redis;
         let (blob_prefix, blob_suffix) = self.blob_prefix_suffix(api);
-        let popped: Option<Popped> = TAKE
+        let PopReply(popped) = TAKE
             .key(redis.queue_key(api, "ready"))
             .key(redis.queue_key(api, "leases"))
             .key(redis.queue_key(api, "since"))
@@ -132,11 +136,14 @@ impl AtomicSteps for RedisSteps {
             .arg(redis.record_key_prefix(api))
             .arg(blob_prefix)
             .arg(blob_suffix)
+            .arg(first_only_arg(deliveries))
             .invoke_async(&mut redis.conn())
             .await
             .map_err(|e| redis.err(e))?;
-        let Some((id, token, attempt, raw, content_type, body)) = popped else {
-            return Ok(None);
+        let (id, token, attempt, raw, content_type, body): TakeReply = match popped {
+            Popped::Item(item) => item,
+            Popped::Empty => return Ok(Popped::Empty),
+            Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
         };
         let id = WorkloadId::parse(&id).map_err(|e| JobsError::Corrupt {
             what: format!("queue entry of api {api}: {e}"),
@@ -148,7 +155,7 @@ impl AtomicSteps for RedisSteps {
             attempt,
         };
         let Some(raw) = raw else {
-            return Ok(Some(Taken {
+            return Ok(Popped::Item(Taken {
                 lease,
                 record: None,
                 payload: None,
@@ -156,7 +163,7 @@ impl AtomicSteps for RedisSteps {
         };
         let record = decode(&raw)?;
         if record.status.is_final() {
-            return Ok(Some(Taken {
+            return Ok(Popped::Item(Taken {
                 lease,
                 record: Some(record),
                 payload: None,
@@ -182,7 +189,7 @@ impl AtomicSteps for RedisSteps {
             }
             (Some(_), _, _) => None,
         };
-        Ok(Some(Taken {
+        Ok(Popped::Item(Taken {
             lease,
             record,
             payload,
