@@ -18,6 +18,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use soma_jobs::{Claimed, Deliveries, Popped};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
@@ -31,10 +32,12 @@ pub struct CrashIsolation {
 }
 
 impl CrashIsolation {
-    /// The view of one pool, which claims from one queue.
-    pub(crate) fn for_pool(&self) -> PoolIsolation {
+    /// The view of one pool, which claims from one queue and looks again every `recheck`
+    /// whether a redelivery it waits to claim alone is still there.
+    pub(crate) fn for_pool(&self, recheck: Duration) -> PoolIsolation {
         PoolIsolation {
             lock: Arc::clone(&self.lock),
+            recheck,
             // A restart after a crash needs no recovery of its own: the workloads the crashed
             // process held come back as redeliveries, which first-delivery claims leave.
             recovering: AtomicBool::new(false),
@@ -45,6 +48,7 @@ impl CrashIsolation {
 /// A pool's claims under its process' [`CrashIsolation`].
 pub(crate) struct PoolIsolation {
     lock: Arc<RwLock<()>>,
+    recheck: Duration,
     recovering: AtomicBool,
 }
 
@@ -92,7 +96,8 @@ impl PoolIsolation {
     /// slot that holds nothing else (a slot's own held workloads would keep it from ever
     /// getting the write guard). While recovering the claim waits until nothing else is
     /// held; a redelivered workload it brings keeps that, a fresh one (or none) ends the
-    /// recovery.
+    /// recovery. So does finding, at one of its looks every `recheck` while it waits, that
+    /// no redelivery waits any more (a worker of another process took it).
     pub(crate) async fn claim<E, Fut>(
         &self,
         mut claim: impl FnMut(Deliveries) -> Fut,
@@ -102,14 +107,31 @@ impl PoolIsolation {
     {
         loop {
             if self.recovering() {
-                let alone = Arc::clone(&self.lock).write_owned().await;
-                return Ok(match claim(Deliveries::Any).await?.into_item() {
-                    Some(claimed) if is_redelivery(&claimed) => Some((claimed, Hold::Alone(alone))),
-                    fresh_or_none => {
+                let alone = Arc::clone(&self.lock).write_owned();
+                if let Ok(alone) = tokio::time::timeout(self.recheck, alone).await {
+                    return Ok(match claim(Deliveries::Any).await?.into_item() {
+                        Some(claimed) if is_redelivery(&claimed) => {
+                            Some((claimed, Hold::Alone(alone)))
+                        }
+                        fresh_or_none => {
+                            self.set_recovering(false);
+                            fresh_or_none.map(|claimed| (claimed, Hold::Shared(alone.downgrade())))
+                        }
+                    });
+                }
+                // Still waiting for the held workloads to finish: another process' worker
+                // may have taken the redelivery meanwhile, and then there is nothing to wait
+                // for (its own long-running workloads must not stall this process' claims).
+                let Ok(shared) = Arc::clone(&self.lock).try_read_owned() else {
+                    continue;
+                };
+                match claim(Deliveries::FirstOnly).await? {
+                    Popped::RedeliveryWaiting => continue,
+                    popped => {
                         self.set_recovering(false);
-                        fresh_or_none.map(|claimed| (claimed, Hold::Shared(alone.downgrade())))
+                        return Ok(popped.into_item().map(|claimed| self.held(claimed, shared)));
                     }
-                });
+                }
             }
             let shared = Arc::clone(&self.lock).read_owned().await;
             // The wait may have been for a redelivered workload, which starts a recovery.

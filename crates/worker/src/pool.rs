@@ -110,7 +110,7 @@ impl WorkerPool {
             api: api.clone(),
             backend,
             handler,
-            isolation: options.crash_isolation.for_pool(),
+            isolation: options.crash_isolation.for_pool(options.poll_interval),
             options,
             metrics,
             wake,

@@ -551,6 +551,40 @@ async fn redeliveries_due_together_are_claimed_one_at_a_time() {
     assert_eq!(handler.ran.lock().unwrap().len(), 1);
 }
 
+/// A process waiting for its running workload before it claims a redelivery alone stops
+/// waiting once another process has taken the redelivery: its idle slot claims fresh work
+/// while the long workload still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_taken_by_another_process_stops_the_wait() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let redelivered = lose_first_delivery(&backend, &api, b"redelivered").await;
+    let gate = submit(&backend, &api, b"gate").await;
+    let waiting = Arc::new(ScriptedHandler::default());
+    let _first = start_with(waiting.clone(), fast_options(2), backend.clone());
+    wait_status(&backend, &api, &gate, Status::InProgress).await;
+    // Past the lease of "redelivered": the idle slot has found it and waits for "gate".
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(attempts(&backend, &api, &redelivered).await, 1);
+    // Another process (crash isolation of its own) claims it, runs it and stops.
+    let second = start_with(
+        Arc::new(ScriptedHandler::default()),
+        fast_options(1),
+        backend.clone(),
+    );
+    assert_eq!(
+        wait_final(&backend, &api, &redelivered).await.0,
+        Status::Completed
+    );
+    second.stop.send(true).unwrap();
+    second.pool.drain(Duration::from_secs(5)).await;
+    let fresh = submit(&backend, &api, b"fresh").await;
+    wait_final(&backend, &api, &fresh).await;
+    assert_eq!(*waiting.ran.lock().unwrap(), ["gate", "fresh"]);
+    waiting.gate.notify_one();
+    wait_final(&backend, &api, &gate).await;
+}
+
 /// Pools of one process share their isolation: a redelivered workload of one API waits for
 /// the workload another API's pool runs, and that pool claims nothing meanwhile.
 #[tokio::test]
