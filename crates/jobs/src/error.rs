@@ -31,6 +31,13 @@ pub enum JobsError {
         #[source]
         source: BoxError,
     },
+    /// A storage server soma cannot work with (e.g. a Redis Cluster, a read-only replica),
+    /// found at start-up: a configuration to change, not an outage to wait out.
+    #[error("job storage ({backend}) cannot be used: {reason}")]
+    Unsupported {
+        backend: &'static str,
+        reason: String,
+    },
     /// Stored data that cannot be decoded: a bug or a damaged store.
     #[error("corrupt job storage data: {what}")]
     Corrupt { what: String },
@@ -46,9 +53,9 @@ impl JobsError {
             JobsError::InvalidId { .. } | JobsError::InvalidApiName { .. } => {
                 ErrorKind::InvalidArgument
             }
-            JobsError::AlreadyExists { .. } | JobsError::LeaseLost { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            JobsError::AlreadyExists { .. }
+            | JobsError::LeaseLost { .. }
+            | JobsError::Unsupported { .. } => ErrorKind::FailedPrecondition,
             JobsError::Unavailable { .. } => ErrorKind::Unavailable,
             JobsError::Corrupt { .. } | JobsError::Internal { .. } => ErrorKind::Internal,
         }

@@ -127,6 +127,48 @@ async fn start_up_fails_fast_on_missing_bucket_or_redis() {
     assert!(!message.contains(":pw@"), "password leaked: {message}");
 }
 
+/// A Redis Cluster node or a read-only replica is refused at start-up with what to give
+/// instead (they would fail every script, or every write, later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_refuses_a_cluster_node_or_a_replica() {
+    let (primary, moto) =
+        tokio::task::spawn_blocking(|| (RedisServer::start(), MotoServer::start()))
+            .await
+            .expect("start servers");
+    moto.create_bucket(BUCKET);
+    let primary_port = primary.port().to_string();
+    let (replica, cluster) = tokio::task::spawn_blocking(move || {
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
+        let cluster = RedisServer::start_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ]);
+        (replica, cluster)
+    })
+    .await
+    .expect("start servers");
+    connect_remote(&config(&primary, &moto, BUCKET))
+        .await
+        .expect("the primary is accepted");
+    for (server, expected) in [
+        (
+            &replica,
+            "read-only replica (role:slave); give the URL of its primary",
+        ),
+        (&cluster, "it is a Redis Cluster node (cluster_enabled:1)"),
+    ] {
+        let err = connect_remote(&config(server, &moto, BUCKET))
+            .await
+            .expect_err("must be refused");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        let message = err.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains(&server.port().to_string()), "{message}");
+    }
+}
+
 /// While Redis is down calls fail as `Unavailable`; after a restart (append-only file on)
 /// the same client works again and nothing accepted before the outage is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

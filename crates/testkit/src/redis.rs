@@ -14,11 +14,19 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Given to `redis-server` after the usual ones, at every (re)start.
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (or `SOMA_REDIS_SERVER`) on a free port and waits for `PING`.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` options (e.g. `--replicaof`); a
+    /// relative file name in them lands in the server's data directory.
+    pub fn start_with(extra_args: &[&str]) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("soma-redis-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("create redis data dir");
@@ -26,6 +34,7 @@ impl RedisServer {
             child: None,
             port: free_port(),
             dir,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         };
         server.restart();
         server
@@ -72,6 +81,7 @@ impl RedisServer {
                 "--save",
                 "",
             ])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

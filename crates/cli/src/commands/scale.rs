@@ -52,12 +52,19 @@ impl BackendArgs {
             .resolve()
             .context("the redis backend is not configured")?;
         tracing::info!(redis = %config.redis_url, bucket = %config.bucket, prefix = %config.s3_prefix, "connecting to the Redis + S3 backend");
-        soma_jobs::connect_remote(&config).await.with_context(|| {
-            format!(
-                "cannot use the Redis + S3 backend (Redis {}, bucket s3://{}); is Redis \
-                     running and does the bucket exist?",
+        soma_jobs::connect_remote(&config).await.map_err(|e| {
+            // The question only helps when a server did not answer, not when one answered
+            // that it cannot serve (e.g. a Redis Cluster node).
+            let hint = match e.kind() {
+                soma_core::ErrorKind::Unavailable => {
+                    "; is Redis running and does the bucket exist?"
+                }
+                _ => "",
+            };
+            anyhow::Error::new(e).context(format!(
+                "cannot use the Redis + S3 backend (Redis {}, bucket s3://{}){hint}",
                 config.redis_url, config.bucket
-            )
+            ))
         })
     }
 }

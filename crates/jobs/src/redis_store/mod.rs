@@ -66,6 +66,7 @@
 mod blob;
 mod queue;
 mod scripts;
+mod server;
 mod state;
 mod steps;
 
@@ -128,6 +129,15 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| unavailable(url, e))?;
+        // A server that cannot run INFO (a proxy, a restricted account) is not checked.
+        let info: Result<String, _> = redis::cmd("INFO").query_async(&mut conn).await;
+        match info {
+            Ok(info) => server::check(&info).map_err(|reason| JobsError::Unsupported {
+                backend: "redis",
+                reason: format!("{url}: {reason}"),
+            })?,
+            Err(e) => tracing::debug!(error = %e, "INFO failed; the Redis server is not checked"),
+        }
         Ok(RedisStore {
             conn,
             client,
