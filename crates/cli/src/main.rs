@@ -2,6 +2,7 @@
 
 mod commands;
 mod logging;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report::one_line(&e));
             ExitCode::FAILURE
         }
     }

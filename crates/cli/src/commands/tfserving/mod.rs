@@ -188,7 +188,7 @@ async fn poll_config_file(manager: Arc<ModelManager>, file: PathBuf, every: Dura
                 file = %file.display(),
                 "the model config file has no model_config_list; the model list stays as it is"
             ),
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "model config file"),
+            Err(e) => tracing::warn!(error = crate::report::one_line(&e), "model config file"),
         }
     }
 }
