@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::post_json;
 use serde_json::{Value, json};
 use soma_rest::{RestOptions, router};
 use soma_runtime::ModelHub;
 use soma_runtime::hub::ModelConfig;
 use soma_serving::{ManagerOptions, ModelManager};
-use soma_testkit::{http, repo_root, run_python};
+use soma_testkit::{repo_root, run_python};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_and_regress_match_tensorflow() {
@@ -26,16 +29,7 @@ async fn classify_and_regress_match_tensorflow() {
     )
     .await;
 
-    let post = move |path: &'static str, body: Value| {
-        let addr = addr.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                http(&addr, "POST", path, &[], body.to_string().as_bytes()).unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let post = |path: &'static str, body: Value| post_json(&addr, path, body);
     let examples = json!([{"x": [1.0, 2.0]}, {"x": [3.0, -1.0], "w": [2.0]}]);
     for (case, body) in [
         ("plain", json!({"examples": examples})),
@@ -159,17 +153,9 @@ async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
         .iter()
         .map(|x| json!({"x": x}))
         .collect();
-    let post = |addr: String, path: &'static str, body: Value| async move {
-        tokio::task::spawn_blocking(move || {
-            http(&addr, "POST", path, &[], body.to_string().as_bytes()).unwrap()
-        })
-        .await
-        .unwrap()
-    };
-
     let off = serve_tf2(&model, &tmp.path().join("cache"), false).await;
-    let response = post(
-        off.clone(),
+    let response = post_json(
+        &off,
         "/v1/models/tf2:classify",
         json!({"examples": examples}),
     )
@@ -190,7 +176,7 @@ async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
         }
     }
     let body = json!({"signature_name": "regress_x", "examples": examples});
-    let response = post(off, "/v1/models/tf2:regress", body.clone()).await;
+    let response = post_json(&off, "/v1/models/tf2:regress", body.clone()).await;
     assert_eq!(response.status, 200, "{}", response.text());
     let got: Value = serde_json::from_slice(&response.body).unwrap();
     for (value, want) in got["results"]
@@ -206,8 +192,8 @@ async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
     }
 
     let on = serve_tf2(&model, &tmp.path().join("cache"), true).await;
-    let response = post(
-        on.clone(),
+    let response = post_json(
+        &on,
         "/v1/models/tf2:classify",
         json!({"examples": examples}),
     )
@@ -221,6 +207,6 @@ async fn a_tf2_classifier_is_served_unless_method_names_are_checked() {
                 .to_string()
         )
     );
-    let response = post(on, "/v1/models/tf2:regress", body).await;
+    let response = post_json(&on, "/v1/models/tf2:regress", body).await;
     assert_eq!(response.status, 400, "{}", response.text());
 }

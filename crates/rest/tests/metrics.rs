@@ -6,6 +6,9 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::post_json;
 use serde_json::json;
 use soma_metrics::{LOAD_ATTEMPT_COUNT, LOAD_LATENCY, Registry};
 use soma_rest::{RestOptions, router};
@@ -49,16 +52,7 @@ async fn rest_runs_are_timed_under_tf_servings_api_labels() {
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let post = |path: &'static str, body: serde_json::Value| {
-        let addr = addr.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                http(&addr, "POST", path, &[], body.to_string().as_bytes()).unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let post = |path: &'static str, body: serde_json::Value| post_json(&addr, path, body);
     // The first on the blocking pool, the others in place once iris is known to be quick.
     for _ in 0..3 {
         let response = post(
