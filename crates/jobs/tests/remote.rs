@@ -130,7 +130,7 @@ async fn start_up_fails_fast_on_missing_bucket_or_redis() {
 /// A Redis Cluster node or a read-only replica is refused at start-up with what to give
 /// instead (they would fail every script, or every write, later).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_up_refuses_a_cluster_node_or_a_replica() {
+async fn start_up_refuses_a_cluster_node_or_a_replica_and_warns_of_risky_settings() {
     let (primary, moto) =
         tokio::task::spawn_blocking(|| (RedisServer::start(), MotoServer::start()))
             .await
@@ -152,6 +152,15 @@ async fn start_up_refuses_a_cluster_node_or_a_replica() {
     connect_remote(&config(&primary, &moto, BUCKET))
         .await
         .expect("the primary is accepted");
+    // Settings that may lose workloads are warned about (in the log), not refused.
+    let risky = tokio::task::spawn_blocking(|| {
+        RedisServer::start_with(&["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"])
+    })
+    .await
+    .expect("start server");
+    connect_remote(&config(&risky, &moto, BUCKET))
+        .await
+        .expect("a server without an append-only file is accepted");
     for (server, expected) in [
         (
             &replica,

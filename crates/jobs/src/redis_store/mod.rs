@@ -132,10 +132,15 @@ impl RedisStore {
         // A server that cannot run INFO (a proxy, a restricted account) is not checked.
         let info: Result<String, _> = redis::cmd("INFO").query_async(&mut conn).await;
         match info {
-            Ok(info) => server::check(&info).map_err(|reason| JobsError::Unsupported {
-                backend: "redis",
-                reason: format!("{url}: {reason}"),
-            })?,
+            Ok(info) => {
+                let warnings = server::check(&info).map_err(|reason| JobsError::Unsupported {
+                    backend: "redis",
+                    reason: format!("{url}: {reason}"),
+                })?;
+                for warning in warnings {
+                    tracing::warn!(redis = %url, "{warning}");
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "INFO failed; the Redis server is not checked"),
         }
         Ok(RedisStore {

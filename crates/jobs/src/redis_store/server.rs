@@ -6,13 +6,19 @@
 //! * **The primary**: a replica refuses writes (`READONLY`).
 //! * **Redis 5 or later**: the scripts read the server's clock (`TIME`) before they write,
 //!   which earlier versions refuse unless every script opts into effects replication.
+//!
+//! Settings that lose accepted workloads only in some events are warned about, not refused
+//! (a test or a throw-away setup may choose them): no append-only file (a restart loses what
+//! was acknowledged since the last snapshot) and an eviction policy (memory pressure drops
+//! keys, workloads among them).
 
 /// Oldest Redis version (major, minor) whose scripts may write after reading `TIME`.
 const MIN_VERSION: (u32, u32) = (5, 0);
 
-/// `Err(reason)` when the server described by `info` (the text of `INFO`) cannot serve soma.
-/// Fields `INFO` does not show (a proxy in front of Redis may hide some) are not checked.
-pub(super) fn check(info: &str) -> Result<(), String> {
+/// `Err(reason)` when the server described by `info` (the text of `INFO`) cannot serve soma,
+/// else the warnings it deserves. Fields `INFO` does not show (a proxy in front of Redis may
+/// hide some) are not checked.
+pub(super) fn check(info: &str) -> Result<Vec<String>, String> {
     let field = |name: &str| {
         info.lines().find_map(|line| {
             let (key, value) = line.trim_end_matches('\r').split_once(':')?;
@@ -46,7 +52,23 @@ pub(super) fn check(info: &str) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    let mut warnings = Vec::new();
+    if field("aof_enabled") == Some("0") {
+        warnings.push(
+            "Redis runs without its append-only file (appendonly no): a Redis restart loses the \
+             workloads accepted since its last snapshot; set appendonly yes"
+                .to_string(),
+        );
+    }
+    if let Some(policy) = field("maxmemory_policy")
+        && policy != "noeviction"
+    {
+        warnings.push(format!(
+            "Redis evicts keys when it reaches maxmemory (maxmemory_policy:{policy}), and \
+             accepted workloads with them; set maxmemory-policy noeviction"
+        ));
+    }
+    Ok(warnings)
 }
 
 #[cfg(test)]
@@ -54,16 +76,42 @@ mod tests {
     use super::check;
 
     const STANDALONE: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\
+                              # Memory\r\nmaxmemory_policy:noeviction\r\n\
+                              # Persistence\r\naof_enabled:1\r\n\
                               # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\
                               # Cluster\r\ncluster_enabled:0\r\n";
 
     #[test]
     fn a_standalone_primary_of_redis_5_or_later_is_accepted() {
-        assert_eq!(check(STANDALONE), Ok(()));
-        assert_eq!(check(&STANDALONE.replace("7.0.15", "5.0.0")), Ok(()));
+        let none: Vec<String> = Vec::new();
+        assert_eq!(check(STANDALONE), Ok(none.clone()));
+        assert_eq!(
+            check(&STANDALONE.replace("7.0.15", "5.0.0")),
+            Ok(none.clone())
+        );
         // What INFO does not say is not held against the server.
-        assert_eq!(check("# Server\r\nredis_version:6.2.6\r\n"), Ok(()));
-        assert_eq!(check(""), Ok(()));
+        assert_eq!(
+            check("# Server\r\nredis_version:6.2.6\r\n"),
+            Ok(none.clone())
+        );
+        assert_eq!(check(""), Ok(none));
+    }
+
+    #[test]
+    fn settings_that_may_lose_workloads_are_warned_about() {
+        let risky = STANDALONE
+            .replace("aof_enabled:1", "aof_enabled:0")
+            .replace(
+                "maxmemory_policy:noeviction",
+                "maxmemory_policy:allkeys-lru",
+            );
+        let warnings = check(&risky).unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("set appendonly yes"), "{warnings:?}");
+        assert!(
+            warnings[1].contains("(maxmemory_policy:allkeys-lru)"),
+            "{warnings:?}"
+        );
     }
 
     #[test]
