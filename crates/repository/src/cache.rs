@@ -108,7 +108,7 @@ impl ModelCache {
             locks.entry(target.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let _write = match version_lock::try_write(&target).await {
+        let write = match version_lock::try_write(&target).await {
             Ok(Some(write)) => write,
             Ok(None) => {
                 tracing::info!(model = %location, version, "cached copy of a removed version kept: it is being read (by another process sharing the cache)");
@@ -126,7 +126,11 @@ impl ModelCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(model = %location, version, error = %e, "cached copy not deleted");
+                return;
             }
+        }
+        if let Err(e) = write.delete_file() {
+            tracing::warn!(model = %location, version, error = %e, "lock file of a deleted cached copy not deleted");
         }
     }
 

@@ -128,7 +128,14 @@ async fn processes_sharing_a_cache_do_not_replace_a_version_being_loaded() {
     );
     assert_eq!(entries(replaced.parent().unwrap()), ["10", "10.lock"]);
     first.evict(&location, 10).await;
-    assert_eq!(entries(replaced.parent().unwrap()), ["10.lock"]);
+    // Its lock file goes with it (Vec<&str>: the folder is empty).
+    assert_eq!(entries(replaced.parent().unwrap()), Vec::<&str>::new());
+    // And the version can be cached again.
+    let model = discover_model_with(&location, Validator::TensorFlow, &settings)
+        .await
+        .unwrap();
+    let again = first.fetch_locked(&model, 10).await.unwrap();
+    assert!(again.path.join("saved_model.pb").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
