@@ -7,7 +7,9 @@
 //! Concurrent operations share transactions (group commit, see `writer.rs`); they are applied
 //! one after the other, which is what makes the conditional updates (`finish`, `ack`, `pop`)
 //! atomic without any locking of our own. Reads run on tokio's blocking pool. Lease deadlines are wall-clock
-//! milliseconds stored in the file, so a restarted process redelivers what a killed one held.
+//! milliseconds stored in the file. Only one process can open the file, so the leases a
+//! process finds when it opens it are all of one that is gone: they are made to run out
+//! then, and what a killed process held is delivered again at once.
 
 mod atomic;
 mod blob;
@@ -76,7 +78,14 @@ impl EmbeddedBackend {
             // Create every table once so read transactions never meet a missing table.
             let txn = db.begin_write()?;
             tables::create_all(&txn)?;
+            let redelivered = queue::expire_all_leases(&txn, now_millis())?;
             txn.commit()?;
+            if redelivered > 0 {
+                tracing::info!(
+                    workloads = redelivered,
+                    "the workloads the previous process held are delivered again"
+                );
+            }
             let counters = Arc::new(Mutex::new(writer::Counters::load(&db)?));
             let db = Arc::new(db);
             let writer = Arc::new(writer::Writer::start(

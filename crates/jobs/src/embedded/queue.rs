@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 
 use super::writer::Tx;
 
@@ -250,6 +250,38 @@ fn take_ready(txn: &Tx<'_>, api: &ApiName) -> Result<Option<(String, u32)>, TxEr
     txn.open_table(QUEUED)?
         .remove((api.as_str(), id.as_str()))?;
     Ok(Some((id, 1)))
+}
+
+/// Makes every lease that has not run out yet run out `now`, and returns how many: for
+/// [`EmbeddedBackend::open_store`](super::EmbeddedBackend::open_store), where all of them
+/// belong to a process that is gone (redb lets one process at a time open the file), so
+/// what it held is delivered again at once instead of when its leases would have run out.
+pub(super) fn expire_all_leases(txn: &WriteTransaction, now: u64) -> Result<usize, TxError> {
+    let mut deadlines = txn.open_table(DEADLINES)?;
+    let mut held = Vec::new();
+    for entry in deadlines.iter()? {
+        let (key, _) = entry?;
+        let (api, deadline, id) = key.value();
+        if deadline > now {
+            held.push((api.to_string(), deadline, id.to_string()));
+        }
+    }
+    let mut leases = txn.open_table(LEASES)?;
+    for (api, deadline, id) in &held {
+        let (api, id) = (api.as_str(), id.as_str());
+        let lease = leases.get((api, id))?.map(|v| {
+            let (token, _, attempt) = v.value();
+            (token.to_string(), attempt)
+        });
+        let Some((token, attempt)) = lease else {
+            return Err(corrupt(format!("deadline without lease for {api}/{id}")));
+        };
+        leases.insert((api, id), (token.as_str(), now, attempt))?;
+        deadlines.remove((api, *deadline, id))?;
+        // Ties (all of them, now) are taken in id order: UUID v7 ids, submission order.
+        deadlines.insert((api, now, id), ())?;
+    }
+    Ok(held.len())
 }
 
 /// The stored lease (token, deadline, attempt) if `lease` is still the current holder.
