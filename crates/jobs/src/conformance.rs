@@ -30,6 +30,7 @@ pub async fn run_all(backend: &Backend) {
     push_is_idempotent(backend).await;
     lease_expiry_redelivers(backend).await;
     first_deliveries_leave_redeliveries(backend).await;
+    release_delivers_again_at_once(backend).await;
     extend_keeps_lease(backend).await;
     ack_removes(backend).await;
     exactly_one_final(backend).await;
@@ -376,6 +377,42 @@ pub async fn first_deliveries_leave_redeliveries(backend: &Backend) {
         .await
         .expect("claim first only");
     assert!(matches!(none, Popped::Empty), "empty queue: {none:?}");
+}
+
+/// A released lease runs out at once: the item is delivered again (as a redelivery) by the
+/// next claim, and the old lease can be released no more.
+pub async fn release_delivers_again_at_once(backend: &Backend) {
+    let api = fresh_api("release");
+    let id = backend
+        .submit(&api, "text/plain", json("p"))
+        .await
+        .expect("submit");
+    let first = claim_now(backend, &api, LONG_LEASE).await;
+    assert!(backend.queue.release(&first.lease).await.expect("release"));
+    // Given back: a late renewal must not take it again.
+    let late = backend.queue.extend(&first.lease, LONG_LEASE).await;
+    assert!(
+        matches!(late, Err(JobsError::LeaseLost { .. })),
+        "extend after release: {late:?}"
+    );
+    let again = claim_now(backend, &api, LONG_LEASE).await;
+    assert_eq!((again.lease.id, again.record.attempts), (id, 2));
+    assert!(
+        !backend
+            .queue
+            .release(&first.lease)
+            .await
+            .expect("stale release"),
+        "a stale lease was released"
+    );
+    assert!(
+        backend
+            .claim(&api, LONG_LEASE)
+            .await
+            .expect("claim")
+            .is_none(),
+        "the current lease was disturbed"
+    );
 }
 
 /// `extend` pushes the deadline out; a lost lease cannot be extended.

@@ -131,6 +131,19 @@ impl Queue for MemoryBackend {
         }))
     }
 
+    async fn release(&self, lease: &Lease) -> Result<bool, JobsError> {
+        let mut s = self.lock();
+        match s.leases.get_mut(&key(&lease.api, &lease.id)) {
+            Some(held) if held.token == lease.token => {
+                held.deadline = SystemTime::now();
+                // Held by nobody: tokens are never empty.
+                held.token = String::new();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn extend(&self, lease: &Lease, by: Duration) -> Result<(), JobsError> {
         let mut s = self.lock();
         match s.leases.get_mut(&key(&lease.api, &lease.id)) {

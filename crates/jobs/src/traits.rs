@@ -42,6 +42,11 @@ pub trait Queue: Send + Sync + Debug {
     /// or expired and popped again); the item is then left to its current holder.
     async fn ack(&self, lease: &Lease) -> Result<bool, JobsError>;
 
+    /// Gives the item back: its lease runs out now, so the next pop delivers it again (a
+    /// worker that stops without finishing it), and no longer holds it (a late `extend` or
+    /// `ack` with it fails). `false` if this lease is no longer held.
+    async fn release(&self, lease: &Lease) -> Result<bool, JobsError>;
+
     /// Deletes a visible (never popped) item. `false` if it is not queued or is leased.
     async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError>;
 

@@ -43,6 +43,7 @@ cases!(
     push_is_idempotent,
     lease_expiry_redelivers,
     first_deliveries_leave_redeliveries,
+    release_delivers_again_at_once,
     extend_keeps_lease,
     ack_removes,
     exactly_one_final,

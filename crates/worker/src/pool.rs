@@ -1,9 +1,9 @@
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use soma_jobs::{ApiName, Backend, Claimed, Outcome};
+use soma_jobs::{ApiName, Backend, Claimed, Lease, Outcome, WorkloadId};
 use soma_metrics::Registry;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -58,7 +58,7 @@ impl Default for WorkerOptions {
 #[derive(Debug)]
 pub struct WorkerPool {
     tasks: JoinSet<()>,
-    api: ApiName,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
@@ -70,6 +70,9 @@ struct Shared {
     metrics: Registry,
     wake: Arc<Notify>,
     isolation: PoolIsolation,
+    /// The leases being renewed (workloads running or waiting in a prefetch buffer), for
+    /// [`WorkerPool::drain`] to give back those it abandons.
+    renewing: Mutex<HashMap<WorkloadId, Lease>>,
 }
 
 impl WorkerPool {
@@ -114,6 +117,7 @@ impl WorkerPool {
             options,
             metrics,
             wake,
+            renewing: Mutex::default(),
         });
         let mut tasks = JoinSet::new();
         for index in 0..shared.options.workers.max(1) {
@@ -124,17 +128,28 @@ impl WorkerPool {
             };
             tasks.spawn(work(shared.clone(), slot, shutdown.clone()).instrument(span));
         }
-        WorkerPool { tasks, api }
+        WorkerPool { tasks, shared }
     }
 
     /// Waits up to `grace` for running workloads to finish after shutdown was signalled.
-    /// Workloads still running then are abandoned: their leases run out and they are
-    /// delivered again after a restart, so nothing accepted is lost.
+    /// Workloads still running then (or waiting in a prefetch buffer) are abandoned, and
+    /// their leases given back, so that they are delivered again at once, to a worker of
+    /// another process or after a restart: nothing accepted is lost.
     pub async fn drain(mut self, grace: Duration) {
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(grace, all_done).await.is_err() {
-            warn!(api = %self.api, "grace period over; running workloads will be redelivered");
-            self.tasks.abort_all();
+        if tokio::time::timeout(grace, all_done).await.is_ok() {
+            return;
+        }
+        let shared = &self.shared;
+        let abandoned: Vec<Lease> = shared.renewing().values().cloned().collect();
+        warn!(api = %shared.api, workloads = abandoned.len(), "grace period over; running workloads will be delivered again");
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        for lease in abandoned {
+            // A workload whose outcome was stored meanwhile has no lease to give back.
+            if let Err(e) = shared.backend.queue.release(&lease).await {
+                warn!(id = %lease.id, error = %e, "cannot give back the lease of an abandoned workload; it runs again once the lease runs out");
+            }
         }
     }
 }
@@ -417,12 +432,41 @@ async fn process(
     .instrument(span)
 }
 
+impl Shared {
+    fn renewing(&self) -> std::sync::MutexGuard<'_, HashMap<WorkloadId, Lease>> {
+        self.renewing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A lease listed in [`Shared::renewing`] while it lives.
+struct Renewing<'a> {
+    shared: &'a Shared,
+    id: WorkloadId,
+}
+
+impl<'a> Renewing<'a> {
+    fn start(shared: &'a Shared, lease: &Lease) -> Renewing<'a> {
+        shared.renewing().insert(lease.id.clone(), lease.clone());
+        Renewing {
+            shared,
+            id: lease.id.clone(),
+        }
+    }
+}
+
+impl Drop for Renewing<'_> {
+    fn drop(&mut self) {
+        self.shared.renewing().remove(&self.id);
+    }
+}
+
 /// Runs `work` while renewing the lease, so long workloads are not redelivered.
 async fn with_lease_renewal<T>(
     shared: &Shared,
     claimed: &Claimed,
     work: impl Future<Output = T>,
 ) -> T {
+    let _listed = Renewing::start(shared, &claimed.lease);
     let renew = async {
         let mut ticker = tokio::time::interval(shared.options.renew_every);
         ticker.tick().await;

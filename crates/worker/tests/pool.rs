@@ -279,6 +279,38 @@ async fn shutdown_leaves_queued_work_queued() {
     );
 }
 
+/// Workloads still running when the grace period ends (and those waiting in a prefetch
+/// buffer) are abandoned with their leases given back: another worker gets them at once,
+/// not when the lease (a minute here) runs out.
+#[tokio::test]
+async fn abandoned_workloads_are_delivered_again_at_once() {
+    let backend = MemoryBackend::backend();
+    let api = ApiName::parse("api").unwrap();
+    let running = submit(&backend, &api, b"gate").await;
+    let prefetched = submit(&backend, &api, b"quick").await;
+    let options = WorkerOptions {
+        lease: Duration::from_secs(60),
+        ..prefetching(1)
+    };
+    let run = start_with(
+        Arc::new(ScriptedHandler::default()),
+        options,
+        backend.clone(),
+    );
+    wait_status(&backend, &api, &running, Status::InProgress).await;
+    wait_status(&backend, &api, &prefetched, Status::InProgress).await;
+    run.stop.send(true).unwrap();
+    run.pool.drain(Duration::from_millis(100)).await;
+    let mut again = Vec::new();
+    while let Some(claimed) = backend.claim(&api, Duration::from_secs(60)).await.unwrap() {
+        again.push((claimed.record.id, claimed.record.attempts));
+    }
+    again.sort();
+    let mut expected = vec![(running, 2), (prefetched, 2)];
+    expected.sort();
+    assert_eq!(again, expected);
+}
+
 /// A prefetched workload waits while the current one runs: its lease is renewed meanwhile,
 /// so it is not delivered a second time, and the handler runs one workload at a time.
 #[tokio::test]

@@ -59,6 +59,25 @@ impl Queue for EmbeddedBackend {
         self.write_lazy(move |txn| ack(txn, &lease)).await
     }
 
+    async fn release(&self, lease: &Lease) -> Result<bool, JobsError> {
+        let lease = lease.clone();
+        self.write(move |txn| {
+            let Some((_, deadline, attempt)) = held(txn, &lease)? else {
+                return Ok(Commit::No(false));
+            };
+            let (api, id) = (lease.api.as_str(), lease.id.as_str());
+            let now = now_millis().min(deadline);
+            let mut deadlines = txn.open_table(DEADLINES)?;
+            deadlines.remove((api, deadline, id))?;
+            deadlines.insert((api, now, id), ())?;
+            // Held by nobody: tokens are never empty.
+            txn.open_table(LEASES)?
+                .insert((api, id), ("", now, attempt))?;
+            Ok(Commit::Yes(true))
+        })
+        .await
+    }
+
     async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError> {
         let (api, id) = (api.clone(), id.clone());
         self.write(move |txn| {

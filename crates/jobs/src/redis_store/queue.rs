@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::RedisStore;
-use super::scripts::{ACK, EXTEND, POP, PUSH, REMOVE, STATS};
+use super::scripts::{ACK, EXTEND, POP, PUSH, RELEASE, REMOVE, STATS};
 use crate::error::JobsError;
 use redis::{FromRedisValue, ParsingError, Value};
 
@@ -103,6 +103,18 @@ impl Queue for RedisStore {
                 id: lease.id.clone(),
             })
         }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, JobsError> {
+        let held: i64 = RELEASE
+            .key(self.queue_key(&lease.api, "leases"))
+            .key(self.queue_key(&lease.api, "lease"))
+            .arg(lease.id.as_str())
+            .arg(&lease.token)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(held == 1)
     }
 
     async fn ack(&self, lease: &Lease) -> Result<bool, JobsError> {

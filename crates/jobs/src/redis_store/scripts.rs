@@ -99,6 +99,21 @@ return 1
     )
 });
 
+/// KEYS: leases, lease info. ARGV: id, token. 1 if the token held the lease, which now runs
+/// out (its deadline is now: the next pop delivers it again) and is held by nobody (token
+/// 0: `INCR` hands out tokens from 1).
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local info = redis.call('HGET', KEYS[2], ARGV[1])
+if not info or string.match(info, '^(%d+):') ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], '0:' .. string.match(info, ':(%d+)$'))
+return 1
+",
+    )
+});
+
 /// KEYS: leases, lease info. ARGV: id, token. 1 if the token held the lease (now deleted).
 pub(super) static ACK: LazyLock<Script> = LazyLock::new(|| {
     script(
