@@ -194,10 +194,9 @@ impl Backend {
                 lease,
                 record,
                 payload,
-            } = match self.take(api, lease, deliveries).await? {
-                Popped::Item(taken) => taken,
-                Popped::Empty => return Ok(Popped::Empty),
-                Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
+            } = match self.take(api, lease, deliveries).await?.item() {
+                Ok(taken) => taken,
+                Err(none) => return Ok(none),
             };
             let key = payload_key(api, &lease.id);
             let Some(record) = record else {
@@ -247,10 +246,9 @@ impl Backend {
         if let Some(atomic) = &self.atomic {
             return atomic.take(api, lease, deliveries, Timestamp::now()).await;
         }
-        let lease = match self.queue.pop(api, lease, deliveries).await? {
-            Popped::Item(lease) => lease,
-            Popped::Empty => return Ok(Popped::Empty),
-            Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
+        let lease = match self.queue.pop(api, lease, deliveries).await?.item() {
+            Ok(lease) => lease,
+            Err(none) => return Ok(none),
         };
         let record = self
             .states

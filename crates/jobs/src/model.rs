@@ -388,11 +388,12 @@ impl<T> Popped<T> {
         }
     }
 
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Popped<U> {
+    /// The item, or the answer without one, retyped for a caller that passes it on.
+    pub fn item<U>(self) -> Result<T, Popped<U>> {
         match self {
-            Popped::Item(item) => Popped::Item(f(item)),
-            Popped::Empty => Popped::Empty,
-            Popped::RedeliveryWaiting => Popped::RedeliveryWaiting,
+            Popped::Item(item) => Ok(item),
+            Popped::Empty => Err(Popped::Empty),
+            Popped::RedeliveryWaiting => Err(Popped::RedeliveryWaiting),
         }
     }
 }

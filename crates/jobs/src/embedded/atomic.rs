@@ -45,10 +45,12 @@ impl AtomicSteps for EmbeddedBackend {
         // fails a payload that kills the process, and a lazy commit is lost with it (an
         // audit's handler that exited at once was delivered as attempt 1 on every restart).
         self.write(move |txn| {
-            let lease = match queue::pop(txn, &api, lease, deliveries)?.into_value() {
-                Popped::Item(lease) => lease,
-                Popped::Empty => return Ok(Commit::No(Popped::Empty)),
-                Popped::RedeliveryWaiting => return Ok(Commit::No(Popped::RedeliveryWaiting)),
+            let lease = match queue::pop(txn, &api, lease, deliveries)?
+                .into_value()
+                .item()
+            {
+                Ok(lease) => lease,
+                Err(none) => return Ok(Commit::No(none)),
             };
             let record = state::mark_in_progress(txn, &api, &lease.id, now)?.into_value();
             let payload = match &record {

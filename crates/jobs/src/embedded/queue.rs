@@ -42,13 +42,16 @@ impl Queue for EmbeddedBackend {
                 }
                 .into());
             };
-            let (api, id) = (lease.api.as_str(), lease.id.as_str());
             let deadline = now_millis().saturating_add(millis(by));
-            let mut deadlines = txn.open_table(DEADLINES)?;
-            deadlines.remove((api, old_deadline, id))?;
-            deadlines.insert((api, deadline, id), ())?;
-            txn.open_table(LEASES)?
-                .insert((api, id), (lease.token.as_str(), deadline, attempt))?;
+            let (api, id) = (lease.api.as_str(), lease.id.as_str());
+            move_deadline(
+                txn,
+                api,
+                id,
+                (old_deadline, deadline),
+                &lease.token,
+                attempt,
+            )?;
             Ok(Commit::Yes(()))
         })
         .await
@@ -65,14 +68,10 @@ impl Queue for EmbeddedBackend {
             let Some((_, deadline, attempt)) = held(txn, &lease)? else {
                 return Ok(Commit::No(false));
             };
-            let (api, id) = (lease.api.as_str(), lease.id.as_str());
             let now = now_millis().min(deadline);
-            let mut deadlines = txn.open_table(DEADLINES)?;
-            deadlines.remove((api, deadline, id))?;
-            deadlines.insert((api, now, id), ())?;
+            let (api, id) = (lease.api.as_str(), lease.id.as_str());
             // Held by nobody: tokens are never empty.
-            txn.open_table(LEASES)?
-                .insert((api, id), ("", now, attempt))?;
+            move_deadline(txn, api, id, (deadline, now), "", attempt)?;
             Ok(Commit::Yes(true))
         })
         .await
@@ -276,31 +275,45 @@ fn take_ready(txn: &Tx<'_>, api: &ApiName) -> Result<Option<(String, u32)>, TxEr
 /// belong to a process that is gone (redb lets one process at a time open the file), so
 /// what it held is delivered again at once instead of when its leases would have run out.
 pub(super) fn expire_all_leases(txn: &WriteTransaction, now: u64) -> Result<usize, TxError> {
-    let mut deadlines = txn.open_table(DEADLINES)?;
     let mut held = Vec::new();
-    for entry in deadlines.iter()? {
+    for entry in txn.open_table(DEADLINES)?.iter()? {
         let (key, _) = entry?;
         let (api, deadline, id) = key.value();
         if deadline > now {
             held.push((api.to_string(), deadline, id.to_string()));
         }
     }
-    let mut leases = txn.open_table(LEASES)?;
     for (api, deadline, id) in &held {
         let (api, id) = (api.as_str(), id.as_str());
-        let lease = leases.get((api, id))?.map(|v| {
+        let lease = txn.open_table(LEASES)?.get((api, id))?.map(|v| {
             let (token, _, attempt) = v.value();
             (token.to_string(), attempt)
         });
         let Some((token, attempt)) = lease else {
             return Err(corrupt(format!("deadline without lease for {api}/{id}")));
         };
-        leases.insert((api, id), (token.as_str(), now, attempt))?;
-        deadlines.remove((api, *deadline, id))?;
         // Ties (all of them, now) are taken in id order: UUID v7 ids, submission order.
-        deadlines.insert((api, now, id), ())?;
+        move_deadline(txn, api, id, (*deadline, now), &token, attempt)?;
     }
     Ok(held.len())
+}
+
+/// Moves the lease of `api`/`id` from deadline `from` to `to`, held by `token` (`""`: by
+/// nobody), keeping LEASES and DEADLINES in step.
+fn move_deadline(
+    txn: &WriteTransaction,
+    api: &str,
+    id: &str,
+    (from, to): (u64, u64),
+    token: &str,
+    attempt: u32,
+) -> Result<(), TxError> {
+    let mut deadlines = txn.open_table(DEADLINES)?;
+    deadlines.remove((api, from, id))?;
+    deadlines.insert((api, to, id), ())?;
+    txn.open_table(LEASES)?
+        .insert((api, id), (token, to, attempt))?;
+    Ok(())
 }
 
 /// The stored lease (token, deadline, attempt) if `lease` is still the current holder.

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::RedisStore;
 use super::scripts::{ACK, EXTEND, POP, PUSH, RELEASE, REMOVE, STATS};
 use crate::error::JobsError;
-use redis::{FromRedisValue, ParsingError, Value};
+use redis::{FromRedisValue, ParsingError, Script, Value};
 
 use crate::model::{ApiName, Deliveries, Lease, Popped, QueueStats, WorkloadId};
 use crate::traits::Queue;
@@ -33,6 +33,22 @@ impl<T: FromRedisValue> FromRedisValue for PopReply<T> {
             Value::Int(0) => Popped::RedeliveryWaiting,
             item => Popped::Item(T::from_redis_value(item)?),
         }))
+    }
+}
+
+impl RedisStore {
+    /// Runs `script` (KEYS: leases, lease info; ARGV: id, token) on `lease`: whether the
+    /// lease was still held, and so changed.
+    async fn on_held_lease(&self, script: &Script, lease: &Lease) -> Result<bool, JobsError> {
+        let held: i64 = script
+            .key(self.queue_key(&lease.api, "leases"))
+            .key(self.queue_key(&lease.api, "lease"))
+            .arg(lease.id.as_str())
+            .arg(&lease.token)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(held == 1)
     }
 }
 
@@ -69,10 +85,9 @@ impl Queue for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err(e))?;
-        let (id, token, attempt): (String, String, u32) = match popped {
-            Popped::Item(item) => item,
-            Popped::Empty => return Ok(Popped::Empty),
-            Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
+        let (id, token, attempt): (String, String, u32) = match popped.item() {
+            Ok(item) => item,
+            Err(none) => return Ok(none),
         };
         let id = WorkloadId::parse(&id).map_err(|e| JobsError::Corrupt {
             what: format!("queue entry of api {api}: {e}"),
@@ -106,27 +121,11 @@ impl Queue for RedisStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, JobsError> {
-        let held: i64 = RELEASE
-            .key(self.queue_key(&lease.api, "leases"))
-            .key(self.queue_key(&lease.api, "lease"))
-            .arg(lease.id.as_str())
-            .arg(&lease.token)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(held == 1)
+        self.on_held_lease(&RELEASE, lease).await
     }
 
     async fn ack(&self, lease: &Lease) -> Result<bool, JobsError> {
-        let held: i64 = ACK
-            .key(self.queue_key(&lease.api, "leases"))
-            .key(self.queue_key(&lease.api, "lease"))
-            .arg(lease.id.as_str())
-            .arg(&lease.token)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(held == 1)
+        self.on_held_lease(&ACK, lease).await
     }
 
     async fn remove(&self, api: &ApiName, id: &WorkloadId) -> Result<bool, JobsError> {

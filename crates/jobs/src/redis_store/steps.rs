@@ -140,10 +140,9 @@ impl AtomicSteps for RedisSteps {
             .invoke_async(&mut redis.conn())
             .await
             .map_err(|e| redis.err(e))?;
-        let (id, token, attempt, raw, content_type, body): TakeReply = match popped {
-            Popped::Item(item) => item,
-            Popped::Empty => return Ok(Popped::Empty),
-            Popped::RedeliveryWaiting => return Ok(Popped::RedeliveryWaiting),
+        let (id, token, attempt, raw, content_type, body): TakeReply = match popped.item() {
+            Ok(item) => item,
+            Err(none) => return Ok(none),
         };
         let id = WorkloadId::parse(&id).map_err(|e| JobsError::Corrupt {
             what: format!("queue entry of api {api}: {e}"),
