@@ -27,7 +27,7 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
   for build in $BINS; do
     name=${build%%:*} bin=${build#*:}
     # shellcheck disable=SC2086 # flags are words
-    start_iris_tfserving "$bin" "$tmp/$name.log" $flags
+    start_model_tfserving iris "$bin" "$tmp/$name.log" $flags
     if [ -z "$body_made" ]; then
       target/release/soma-bench grpc-body 127.0.0.1:18500 iris crates/bench/data/iris.json \
         "$tmp/iris.grpc" >/dev/null

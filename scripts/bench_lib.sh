@@ -11,15 +11,16 @@ require_free() { # <port>...
   done
 }
 
-# Starts `soma tfserving` serving iris alone on the fixed ports 18500 (gRPC) and 18501 (REST)
-# and waits until it is ready; sets `server_pid`. Its log and model config go beside <log>.
-start_iris_tfserving() { # <soma binary> <log file> [flag...]
-  local bin=$1 log=$2 config
-  shift 2
+# Starts `soma tfserving` serving one fixture model (iris, mlp1024, ...) alone on the fixed
+# ports 18500 (gRPC) and 18501 (REST) and waits until it is ready; sets `server_pid`. Its log
+# and model config go beside <log>.
+start_model_tfserving() { # <model> <soma binary> <log file> [flag...]
+  local model=$1 bin=$2 log=$3 config
+  shift 3
   config="$log.models.config"
   cat >"$config" <<CONFIG
 model_config_list {
-  config { name: "iris" base_path: "$PWD/fixtures/models/iris" model_platform: "tensorflow" }
+  config { name: "$model" base_path: "$PWD/fixtures/models/$model" model_platform: "tensorflow" }
 }
 CONFIG
   require_free 18500 18501

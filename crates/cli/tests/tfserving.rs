@@ -852,6 +852,58 @@ fn the_session_config_file_configures_tensorflow() {
     );
 }
 
+/// `--mixed_precision=bfloat16` has TensorFlow run the model's float32 math in bfloat16, as
+/// TF Serving's flag does: every output of the 1024-wide MLP is then a bfloat16 value (the
+/// low 16 bits of its float32 are 0) within bfloat16's precision of Python TensorFlow's
+/// float32 answer, which soma gives exactly without the flag.
+#[test]
+fn mixed_precision_bfloat16_runs_the_model_in_bfloat16() {
+    let work = tempfile::tempdir().unwrap();
+    let model_dir = fixtures().join("mlp1024");
+    let case = expected_cases(&model_dir).remove(0);
+    let want: Vec<f32> =
+        serde_json::from_value(case.outputs["output_0"]["values"].clone()).unwrap();
+    let body = serde_json::json!({"signature_name": case.signature, "instances": case.inputs["x"]});
+    let model = format!("--model_base_path={}", model_dir.display());
+    for bfloat16 in [false, true] {
+        let mut args = vec!["--model_name=mlp", model.as_str()];
+        if bfloat16 {
+            args.push("--mixed_precision=bfloat16");
+        }
+        let server = start(&args, work.path());
+        let r = http(
+            &server.addr,
+            "POST",
+            "/v1/models/mlp:predict",
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer: Value = serde_json::from_slice(&r.body).unwrap();
+        let got: Vec<Vec<f32>> = serde_json::from_value(answer["predictions"].clone()).unwrap();
+        let got = &got[0];
+        assert_eq!(got.len(), want.len());
+        if !bfloat16 {
+            assert_eq!(got, &want);
+            continue;
+        }
+        let not_bfloat16 = got.iter().filter(|v| v.to_bits() & 0xffff != 0).count();
+        assert_eq!(
+            not_bfloat16, 0,
+            "outputs that are not bfloat16 values: {got:?}"
+        );
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        // bfloat16 keeps 8 significant bits: three 1024-wide layers stay within a few
+        // hundredths of float32 on these outputs (|values| < 2).
+        assert!(worst < 0.05, "largest difference from float32: {worst}");
+    }
+}
+
 /// `--platform_config_file` (TF Serving's `PlatformConfigMap`) configures the session,
 /// batching and warm-up of every model instead of their flags; a flag it overrides is
 /// refused, and a field soma does not apply stops start-up with its line and column.

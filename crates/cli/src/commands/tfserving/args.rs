@@ -137,6 +137,11 @@ pub(crate) struct Args {
     #[arg(long = "tensorflow_session_config_file", value_name = "FILE")]
     pub(super) tensorflow_session_config_file: Option<PathBuf>,
 
+    /// `bfloat16`: TensorFlow runs the models' float32 math in bfloat16 where its oneDNN
+    /// mixed precision pass finds it safe. Default: off.
+    #[arg(long = "mixed_precision", value_name = "MODE")]
+    pub(super) mixed_precision: Option<String>,
+
     /// At most N REST inference requests are processed at once; 0: no limit.
     #[arg(long = "rest_api_num_threads", default_value_t = 0, value_name = "N")]
     pub(super) rest_api_num_threads: usize,
@@ -286,18 +291,11 @@ pub(crate) struct Args {
 }
 
 /// TF Serving flags soma knows but does not implement, and what to do instead.
-const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
-    (
-        "--thread_pool_factory_config_file",
-        "TensorFlow runs on its own intra-op pool and the calling thread; size the pool \
+const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[(
+    "--thread_pool_factory_config_file",
+    "TensorFlow runs on its own intra-op pool and the calling thread; size the pool \
          with --tensorflow_intra_op_parallelism",
-    ),
-    (
-        "--mixed_precision",
-        "soma runs the SavedModel's graph as saved; export the model in the precision to \
-         serve",
-    ),
-];
+)];
 
 /// TF Serving switches for features soma does not have: accepted when off, refused when on.
 pub(super) fn refuse_switched_on(args: &Args) -> anyhow::Result<()> {
@@ -384,6 +382,7 @@ pub(super) fn refuse_flags_the_platform_config_sets(args: &Args) -> anyhow::Resu
             "--tensorflow_session_config_file",
             args.tensorflow_session_config_file.is_some(),
         ),
+        ("--mixed_precision", args.mixed_precision.is_some()),
         ("--saved_model_tags", args.saved_model_tags.is_some()),
         ("--enable_model_warmup", args.enable_model_warmup.is_some()),
         (

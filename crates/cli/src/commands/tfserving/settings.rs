@@ -60,7 +60,7 @@ pub(crate) struct Settings {
     pub(crate) per_model_batching: bool,
     /// --saved_model_tags, split.
     pub(crate) saved_model_tags: Vec<String>,
-    /// --tensorflow_session_config_file, read and encoded.
+    /// --tensorflow_session_config_file, read and encoded, with --mixed_precision's rewrite.
     pub(crate) session_config: Option<Arc<[u8]>>,
 }
 
@@ -198,6 +198,14 @@ impl Settings {
                 parse_session_config,
             )?),
         };
+        let onednn = std::env::var("TF_ENABLE_ONEDNN_OPTS").ok();
+        if bfloat16_requested(args.mixed_precision.as_deref(), onednn.as_deref())? {
+            // Appended, the message merges into the file's (protobuf's rule for a message
+            // field given twice): the file's other graph options stay.
+            let mut config = session_config.unwrap_or_default();
+            config.extend(parse_session_config(BFLOAT16_REWRITE).context("--mixed_precision")?);
+            session_config = Some(config);
+        }
         let mut batching =
             enable_batching.then(|| Batching::Flags(args.batching_parameters_file.clone()));
         let mut warmup_iterations = args
@@ -275,6 +283,37 @@ impl Settings {
             saved_model_tags,
             session_config: session_config.map(Arc::from),
         })
+    }
+}
+
+/// What `--mixed_precision=bfloat16` sets in every version's session config, as TF Serving
+/// does: Grappler's oneDNN pass that runs float32 math in bfloat16 where it is safe.
+const BFLOAT16_REWRITE: &str =
+    "graph_options { rewrite_options { auto_mixed_precision_onednn_bfloat16: ON } }";
+
+/// `--mixed_precision`: whether the models run in bfloat16. `bfloat16` is TF Serving's one
+/// mode, and empty its default (off). The rewrite is one of TensorFlow's oneDNN passes, which
+/// TensorFlow leaves out without a word when `TF_ENABLE_ONEDNN_OPTS` (`onednn`) turns
+/// oneDNN off, so that pairing is refused rather than serving float32 to a user who asked
+/// for bfloat16.
+fn bfloat16_requested(mode: Option<&str>, onednn: Option<&str>) -> anyhow::Result<bool> {
+    match mode {
+        None | Some("") => Ok(false),
+        Some("bfloat16") => {
+            // TensorFlow reads the variable as a boolean: "0" and "false" turn oneDNN off.
+            if let Some(off) = onednn.filter(|v| *v == "0" || v.eq_ignore_ascii_case("false")) {
+                anyhow::bail!(
+                    "--mixed_precision=bfloat16 needs TensorFlow's oneDNN optimizations, which \
+                     TF_ENABLE_ONEDNN_OPTS={off} turns off (TensorFlow would serve float32 \
+                     without a word): unset it, or drop the flag"
+                );
+            }
+            Ok(true)
+        }
+        Some(other) => anyhow::bail!(
+            "--mixed_precision={other}: the one mode is bfloat16 (TensorFlow's oneDNN mixed \
+             precision on the CPU); leave the flag out to serve the models in their own precision"
+        ),
     }
 }
 
@@ -603,11 +642,15 @@ mod tests {
             explain_unsupported_flag(&error)
         };
         assert_eq!(
-            explain(&["--model_base_path=/m", "--mixed_precision=bfloat16"]).as_deref(),
+            explain(&[
+                "--model_base_path=/m",
+                "--thread_pool_factory_config_file=/t"
+            ])
+            .as_deref(),
             Some(
-                "--mixed_precision is a TF Serving flag that soma tfserving does not support: \
-                 soma runs the SavedModel's graph as saved; export the model in the precision \
-                 to serve"
+                "--thread_pool_factory_config_file is a TF Serving flag that soma tfserving \
+                 does not support: TensorFlow runs on its own intra-op pool and the calling \
+                 thread; size the pool with --tensorflow_intra_op_parallelism"
             )
         );
         let gpu = parse(&[
@@ -733,7 +776,6 @@ mod tests {
             explain_unsupported_flag(&error).unwrap_or_else(|| panic!("{flag}: {error}"))
         };
         assert!(explain("--thread_pool_factory_config_file=/t.config").contains("intra-op pool"));
-        assert!(explain("--mixed_precision=bfloat16").contains("precision"));
     }
 
     /// TF Serving's Docker image runs `tensorflow_model_server --port=8500
@@ -898,6 +940,61 @@ mod tests {
                  base_path, model_platform, model_version_policy, version_labels)",
                 file.display()
             )
+        );
+    }
+
+    #[test]
+    fn mixed_precision_bfloat16_adds_the_rewrite_to_the_session_config() {
+        let rewrite = parse_session_config(BFLOAT16_REWRITE).unwrap();
+        let bf16 = parse(&["--model_base_path=/m", "--mixed_precision=bfloat16"]).unwrap();
+        assert_eq!(bf16.session_config.as_deref(), Some(rewrite.as_slice()));
+        // After the file's settings, which stay (protobuf merges the two graph_options).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("session.config");
+        let text = "graph_options { rewrite_options { remapping: OFF } }";
+        std::fs::write(&file, text).unwrap();
+        let with_file = parse(&[
+            "--model_base_path=/m",
+            &format!("--tensorflow_session_config_file={}", file.display()),
+            "--mixed_precision=bfloat16",
+        ])
+        .unwrap();
+        let expected = [parse_session_config(text).unwrap(), rewrite].concat();
+        assert_eq!(
+            with_file.session_config.as_deref(),
+            Some(expected.as_slice())
+        );
+        // TF Serving's default (empty) is off; any other mode is refused.
+        let off = parse(&["--model_base_path=/m", "--mixed_precision="]).unwrap();
+        assert_eq!(off.session_config, None);
+        let fp16 = parse(&["--model_base_path=/m", "--mixed_precision=float16"]).unwrap_err();
+        assert!(
+            fp16.starts_with("--mixed_precision=float16: the one mode is bfloat16"),
+            "{fp16}"
+        );
+        // oneDNN turned off would drop the rewrite without a word: refused.
+        for off in ["0", "false", "FALSE"] {
+            let error = bfloat16_requested(Some("bfloat16"), Some(off)).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("which TF_ENABLE_ONEDNN_OPTS={off} turns off")),
+                "{error}"
+            );
+        }
+        for on in [None, Some("1"), Some("true")] {
+            assert!(bfloat16_requested(Some("bfloat16"), on).unwrap(), "{on:?}");
+        }
+        // --platform_config_file's legacy_config holds the session config instead.
+        let platform = parse(&[
+            "--model_base_path=/m",
+            "--platform_config_file=/p.config",
+            "--mixed_precision=bfloat16",
+        ])
+        .unwrap_err();
+        assert!(
+            platform.starts_with("--mixed_precision has no effect with --platform_config_file"),
+            "{platform}"
         );
     }
 }
