@@ -55,6 +55,14 @@ fn json(value: &str) -> Bytes {
     Bytes::copy_from_slice(value.as_bytes())
 }
 
+/// Submits a `text/plain` workload carrying `payload`; its id.
+async fn submit_text(backend: &Backend, api: &ApiName, payload: &str) -> WorkloadId {
+    backend
+        .submit(api, "text/plain", json(payload))
+        .await
+        .expect("submit")
+}
+
 async fn claim_now(backend: &Backend, api: &ApiName, lease: Duration) -> crate::Claimed {
     backend
         .claim(api, lease)
@@ -182,19 +190,9 @@ pub async fn fifo_per_api(backend: &Backend) {
     let mut ids_a = Vec::new();
     let mut ids_b = Vec::new();
     for i in 0..5 {
-        ids_a.push(
-            backend
-                .submit(&a, "text/plain", json(&format!("a{i}")))
-                .await
-                .expect("submit"),
-        );
+        ids_a.push(submit_text(backend, &a, &format!("a{i}")).await);
         if i % 2 == 0 {
-            ids_b.push(
-                backend
-                    .submit(&b, "text/plain", json(&format!("b{i}")))
-                    .await
-                    .expect("submit"),
-            );
+            ids_b.push(submit_text(backend, &b, &format!("b{i}")).await);
         }
     }
     for (i, id) in ids_a.iter().enumerate() {
@@ -260,10 +258,7 @@ pub async fn push_is_idempotent(backend: &Backend) {
 /// and the old token no longer acknowledges it.
 pub async fn lease_expiry_redelivers(backend: &Backend) {
     let api = fresh_api("redeliver");
-    let id = backend
-        .submit(&api, "text/plain", json("p"))
-        .await
-        .expect("submit");
+    let id = submit_text(backend, &api, "p").await;
     let first = claim_now(backend, &api, SHORT_LEASE).await;
     assert_eq!(first.lease.attempt, 1);
     assert!(
@@ -329,14 +324,8 @@ pub async fn lease_expiry_redelivers(backend: &Backend) {
 /// delivery, the never-delivered items follow.
 pub async fn first_deliveries_leave_redeliveries(backend: &Backend) {
     let api = fresh_api("first-only");
-    let lost = backend
-        .submit(&api, "text/plain", json("lost"))
-        .await
-        .expect("submit");
-    let fresh = backend
-        .submit(&api, "text/plain", json("fresh"))
-        .await
-        .expect("submit");
+    let lost = submit_text(backend, &api, "lost").await;
+    let fresh = submit_text(backend, &api, "fresh").await;
     assert_eq!(claim_now(backend, &api, SHORT_LEASE).await.lease.id, lost);
     tokio::time::sleep(PAST_SHORT_LEASE).await;
 
@@ -383,10 +372,7 @@ pub async fn first_deliveries_leave_redeliveries(backend: &Backend) {
 /// next claim, and the old lease can be released no more.
 pub async fn release_delivers_again_at_once(backend: &Backend) {
     let api = fresh_api("release");
-    let id = backend
-        .submit(&api, "text/plain", json("p"))
-        .await
-        .expect("submit");
+    let id = submit_text(backend, &api, "p").await;
     let first = claim_now(backend, &api, LONG_LEASE).await;
     assert!(backend.queue.release(&first.lease).await.expect("release"));
     // Given back: a late renewal must not take it again.
@@ -418,10 +404,7 @@ pub async fn release_delivers_again_at_once(backend: &Backend) {
 /// `extend` pushes the deadline out; a lost lease cannot be extended.
 pub async fn extend_keeps_lease(backend: &Backend) {
     let api = fresh_api("extend");
-    backend
-        .submit(&api, "text/plain", json("p"))
-        .await
-        .expect("submit");
+    submit_text(backend, &api, "p").await;
     let claimed = claim_now(backend, &api, SHORT_LEASE).await;
     backend
         .queue
@@ -452,10 +435,7 @@ pub async fn extend_keeps_lease(backend: &Backend) {
 /// An acknowledged item never comes back, also after its lease would have expired.
 pub async fn ack_removes(backend: &Backend) {
     let api = fresh_api("ack");
-    backend
-        .submit(&api, "text/plain", json("p"))
-        .await
-        .expect("submit");
+    submit_text(backend, &api, "p").await;
     let lease = backend
         .queue
         .pop(&api, SHORT_LEASE, Deliveries::Any)
@@ -556,10 +536,7 @@ pub async fn exactly_one_final(backend: &Backend) {
 /// `complete` repeated (e.g. by a worker retrying after an error) keeps the first outcome.
 pub async fn complete_is_idempotent(backend: &Backend) {
     let api = fresh_api("complete-twice");
-    let id = backend
-        .submit(&api, "text/plain", json("p"))
-        .await
-        .expect("submit");
+    let id = submit_text(backend, &api, "p").await;
     let claimed = claim_now(backend, &api, LONG_LEASE).await;
     assert!(
         backend
@@ -592,14 +569,8 @@ pub async fn complete_is_idempotent(backend: &Backend) {
 /// to finish.
 pub async fn cancel_queued_vs_running(backend: &Backend) {
     let api = fresh_api("cancel");
-    let running = backend
-        .submit(&api, "text/plain", json("run"))
-        .await
-        .expect("submit");
-    let queued = backend
-        .submit(&api, "text/plain", json("wait"))
-        .await
-        .expect("submit");
+    let running = submit_text(backend, &api, "run").await;
+    let queued = submit_text(backend, &api, "wait").await;
     let claimed = claim_now(backend, &api, LONG_LEASE).await;
     assert_eq!(claimed.lease.id, running);
 
@@ -659,18 +630,9 @@ pub async fn cancel_queued_vs_running(backend: &Backend) {
 /// and workloads whose payload is gone (marked failed with a message).
 pub async fn claim_skips_final_and_missing(backend: &Backend) {
     let api = fresh_api("skip");
-    let done = backend
-        .submit(&api, "text/plain", json("done"))
-        .await
-        .expect("submit");
-    let lost = backend
-        .submit(&api, "text/plain", json("lost"))
-        .await
-        .expect("submit");
-    let fine = backend
-        .submit(&api, "text/plain", json("fine"))
-        .await
-        .expect("submit");
+    let done = submit_text(backend, &api, "done").await;
+    let lost = submit_text(backend, &api, "lost").await;
+    let fine = submit_text(backend, &api, "fine").await;
 
     // Simulate a worker that finished `done` and died before deleting the payload and acking.
     let claimed = claim_now(backend, &api, SHORT_LEASE).await;
@@ -740,10 +702,7 @@ pub async fn claim_skips_final_and_missing(backend: &Backend) {
 pub async fn gives_up_after_max_attempts(backend: &Backend) {
     let backend = backend.clone().with_max_attempts(2);
     let api = fresh_api("give-up");
-    let id = backend
-        .submit(&api, "text/plain", json("poison"))
-        .await
-        .expect("submit");
+    let id = submit_text(&backend, &api, "poison").await;
     for attempt in 1..=2 {
         let claimed = claim_now(&backend, &api, SHORT_LEASE).await;
         assert_eq!(claimed.record.attempts, attempt);
@@ -833,17 +792,9 @@ pub async fn stats_and_counts(backend: &Backend) {
 
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(
-            backend
-                .submit(&api, "text/plain", json(&format!("{i}")))
-                .await
-                .expect("submit"),
-        );
+        ids.push(submit_text(backend, &api, &format!("{i}")).await);
     }
-    backend
-        .submit(&other, "text/plain", json("x"))
-        .await
-        .expect("submit");
+    submit_text(backend, &other, "x").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let first = claim_now(backend, &api, LONG_LEASE).await;
     let second = claim_now(backend, &api, LONG_LEASE).await;
@@ -929,18 +880,9 @@ pub async fn blobs_put_get_delete(backend: &Backend) {
 /// payloads, and keeps everything else.
 pub async fn expire_removes_records_and_payloads(backend: &Backend) {
     let api = fresh_api("expire");
-    let completed = backend
-        .submit(&api, "text/plain", json("a"))
-        .await
-        .expect("submit");
-    let failed = backend
-        .submit(&api, "text/plain", json("b"))
-        .await
-        .expect("submit");
-    let queued = backend
-        .submit(&api, "text/plain", json("c"))
-        .await
-        .expect("submit");
+    let completed = submit_text(backend, &api, "a").await;
+    let failed = submit_text(backend, &api, "b").await;
+    let queued = submit_text(backend, &api, "c").await;
     let claimed = claim_now(backend, &api, LONG_LEASE).await;
     backend
         .complete(&claimed, Outcome::Completed { result: json("{}") })
