@@ -26,22 +26,35 @@ fn script(body: &str) -> Script {
 /// every consumer is busy and nobody takes them.
 pub(super) const WAKE_TOKENS: usize = 32;
 
-/// KEYS: ready, leases, since, seq, wake. ARGV: id. Appends `id` unless it is queued or
-/// leased, and then pushes a wake token for a consumer blocked on the wake list (`BLPOP`).
-pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    script(&format!(
+/// `push_id(ready, leases, since, seq, wake, id)`: the push shared by [`PUSH`] and
+/// [`ENQUEUE`]. Appends `id` unless it is queued or leased (then 0), and pushes a wake token
+/// for a consumer blocked on the wake list (`BLPOP`); 1.
+static PUSH_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
         r"
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  return 0
+local function push_id(ready, leases, since, seq, wake, id)
+  if redis.call('ZSCORE', ready, id) or redis.call('ZSCORE', leases, id) then
+    return 0
+  end
+  redis.call('ZADD', ready, redis.call('INCR', seq), id)
+  redis.call('HSET', since, id, now_ms())
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, {})
+  return 1
 end
-local seq = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[1], seq, ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], now_ms())
-redis.call('LPUSH', KEYS[5], '1')
-redis.call('LTRIM', KEYS[5], 0, {})
-return 1
 ",
         WAKE_TOKENS - 1
+    )
+});
+
+/// KEYS: ready, leases, since, seq, wake. ARGV: id. 1 if `id` was appended, 0 if it was
+/// queued or leased already (see `push_id`).
+pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    script(&format!(
+        r"{}
+return push_id(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1])
+",
+        *PUSH_ID
     ))
 });
 
@@ -242,23 +255,16 @@ return {{id, tostring(token), attempt, record, blob[1], blob[2]}}
 /// already (nothing written: the caller takes the step-by-step path, which cleans up), else 1.
 pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(&format!(
-        r"
+        r"{}
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 redis.call('HSET', KEYS[3], 'ct', ARGV[3], 'body', ARGV[4])
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-if redis.call('ZSCORE', KEYS[4], ARGV[5]) or redis.call('ZSCORE', KEYS[5], ARGV[5]) then
-  return 1
-end
-local seq = redis.call('INCR', KEYS[7])
-redis.call('ZADD', KEYS[4], seq, ARGV[5])
-redis.call('HSET', KEYS[6], ARGV[5], now_ms())
-redis.call('LPUSH', KEYS[8], '1')
-redis.call('LTRIM', KEYS[8], 0, {})
+push_id(KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[5])
 return 1
 ",
-        WAKE_TOKENS - 1
+        *PUSH_ID
     ))
 });
 
