@@ -360,10 +360,14 @@ where
     // hyper's header timer runs from when it starts waiting for a request's head, idle
     // keep-alive included: the lane's rule for HTTP/1.1. (A body that stalls is the
     // router's: `read_body`.)
+    // A client may end its side of the connection once its request is sent and wait for the
+    // answer (as the quick lane serves it): without `half_close` hyper would take that end
+    // for the client leaving and drop the request unanswered.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout);
+        .header_read_timeout(idle_timeout)
+        .half_close(true);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let stopping = stop.requested();

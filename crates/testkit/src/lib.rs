@@ -10,10 +10,12 @@
 //!   each fixture (`expected.json`), and the comparison soma's outputs must pass.
 //! * [`http`]: a bare HTTP/1.1 client for black-box tests of `soma serve`.
 //! * [`TestPki`]: a CA, server and client certificates for TLS tests, made by `openssl`.
+//! * [`Mutator`]: seeded damaged copies of valid requests, for robustness tests of servers.
 
 mod expected;
 mod http;
 mod moto;
+mod mutate;
 mod paths;
 mod redis;
 mod signatures;
@@ -22,6 +24,7 @@ mod tls;
 pub use expected::{ExpectedCase, assert_outputs_match, expected_cases};
 pub use http::{HttpConnection, HttpResponse, http};
 pub use moto::MotoServer;
+pub use mutate::Mutator;
 pub use paths::{
     copy_dir, fixtures, free_port, repo_root, run_python, run_python_code, tf2_classifier, venv_bin,
 };
