@@ -989,3 +989,126 @@ async fn connection_errors_of_rfc_9113_close_the_connection() {
     let goaway = find_frame(&read, 7).expect("GOAWAY");
     assert_eq!(goaway[4..8], 1u32.to_be_bytes(), "PROTOCOL_ERROR: {read:?}");
 }
+
+/// Damaged copies of a valid connection's bytes (the preface, SETTINGS, a Predict's HEADERS
+/// and DATA; seeded changes, cuts, repeats and noise, mostly after the preface so that the
+/// frames are what is damaged) never hang or crash the lane: once the client's side ends,
+/// the server closes every connection within seconds, having sent whole frames only, and
+/// afterwards answers as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_connections_are_closed_and_the_lane_serves_on() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let [_, (_, lane)] = serve_iris().await;
+    let body = framed(&iris_request("iris", 1, false));
+    let mut frames = raw_frame(4, 0, 0, &[]);
+    frames.extend(raw_frame(1, 4, 1, &request_block(PREDICT)));
+    frames.extend(raw_frame(0, 1, 1, &body));
+    let valid = [PREFACE, &frames].concat();
+    // Undamaged, the bytes are a request that is answered. (An HTTP/2 client does not end
+    // its side of the connection while it waits for answers: at the end of its side the
+    // server closes the connection, and drops what it had not answered.)
+    let mut tcp = TcpStream::connect(&lane).await.unwrap();
+    tcp.write_all(&valid).await.unwrap();
+    read_until(&mut tcp, |read| ends_stream(read, 1).then_some(())).await;
+
+    let seed = 0x5eed_2026_1207;
+    let mut mutator = soma_testkit::Mutator::new(seed);
+    for case in 0..1000 {
+        let bytes = match mutator.below(4) {
+            0 => mutator.mutate(&valid),
+            _ => [PREFACE, &mutator.mutate(&frames)].concat(),
+        };
+        let read = exchange_h2(&lane, &bytes)
+            .await
+            .unwrap_or_else(|| panic!("not closed within 10 s; seed {seed:#x}, case {case}"));
+        assert!(
+            whole_frames(&read),
+            "seed {seed:#x}, case {case}: {bytes:?} -> {read:?}"
+        );
+    }
+    let answer = call(&mut connect(&lane, 65_535).await, PREDICT, &[], body).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.trailers,
+        [("grpc-status".to_string(), b"0".to_vec())]
+    );
+}
+
+/// Sends `bytes` on a new connection to `addr`, ends the client's side, and reads until
+/// the server closes: `None` if it has not closed within 10 s.
+async fn exchange_h2(addr: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // The server may close first (a preface it refuses): then the rest cannot be sent.
+    let _ = tcp.write_all(bytes).await;
+    let _ = tcp.shutdown().await;
+    let mut read = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut read)).await {
+        Ok(_) => Some(read),
+        Err(_) => None,
+    }
+}
+
+/// Whether `bytes` is a sequence of whole HTTP/2 frames.
+fn whole_frames(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        if bytes.len() < 9 {
+            return false;
+        }
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes.len() < 9 + length {
+            return false;
+        }
+        bytes = &bytes[9 + length..];
+    }
+    true
+}
+
+/// Damaged Predict messages, in well-formed gRPC framing on one connection (seeded changes
+/// to the protobuf bytes: tags, lengths, values, model name, tensor shapes and contents), are
+/// each answered with a prediction or a status of the request's fault (INTERNAL only for a
+/// message that does not decode, as gRPC has it), never another INTERNAL or UNKNOWN, and
+/// the connection serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_messages_get_a_status_of_the_request_and_the_connection_serves_on() {
+    let [_, (_, lane)] = serve_iris().await;
+    let message = [
+        iris_request("iris", 2, false).encode_to_vec(),
+        iris_request("iris", 2, true).encode_to_vec(),
+    ];
+    let mut client = connect(&lane, 65_535).await;
+    let seed = 0x5eed_2026_1207;
+    let mut mutator = soma_testkit::Mutator::new(seed);
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for case in 0..1000 {
+        let original = mutator.below(message.len());
+        let damaged = mutator.mutate(&message[original]);
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(u32::try_from(damaged.len()).unwrap());
+        body.put_slice(&damaged);
+        let answer = call(&mut client, PREDICT, &[], body.freeze()).await;
+        let field = |wanted: &str| {
+            answer
+                .trailers
+                .iter()
+                .chain(&answer.headers)
+                .find(|(name, _)| name == wanted)
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        };
+        let status = field("grpc-status")
+            .unwrap_or_else(|| panic!("seed {seed:#x}, case {case}: no grpc-status: {answer:?}"));
+        // gRPC answers a message that does not decode with INTERNAL (tonic and gRPC's C++
+        // server, TF Serving's, alike); any other INTERNAL or UNKNOWN is soma's fault.
+        let undecodable = status == "13"
+            && field("grpc-message")
+                .is_some_and(|m| m.starts_with("failed%20to%20decode%20Protobuf%20message"));
+        assert!(
+            undecodable || (status != "13" && status != "2"),
+            "seed {seed:#x}, case {case}: {damaged:?} -> {answer:?}"
+        );
+        *seen.entry(status).or_default() += 1;
+    }
+    eprintln!("grpc-status of the damaged messages' answers: {seen:?}");
+    assert!(seen.contains_key("3"), "{seen:?}");
+}
