@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{Soma, project};
 use serde_json::json;
+use soma_testkit::{parse_answers, raw_post, send_raw};
 
 const ECHO_YAML: &str = r#"
 - name: echo
@@ -160,6 +161,79 @@ fn failures_are_reported_and_the_process_stays_up() {
         soma.wait_final("/tools/echo", &id, Duration::from_secs(30))["status"],
         "completed"
     );
+}
+
+/// Damaged copies of valid requests to the async API (a submission of each payload type, a
+/// chunked one, a status poll; seeded as the REST and gRPC servers' tests are) never hang
+/// or crash `soma serve`, and it loses nothing it accepted: each gets answers that are not
+/// server errors, or a close, and every submission answered with an id reaches a final
+/// state.
+#[test]
+fn damaged_requests_lose_no_accepted_workload() {
+    let dir = echo_project();
+    let soma = Soma::serve(
+        &dir.path().join("cortex.yaml"),
+        &dir.path().join("data"),
+        &["--workers", "2"],
+    );
+    soma.wait_ready(Duration::from_secs(60));
+    let known = soma.submit("/tools/echo", "application/json", b"{}");
+    let json = br#"{"a": [1, 2.5, "x"]}"#;
+    let valid = [
+        raw_post("/tools/echo", "application/json", json),
+        raw_post(
+            "/tools/echo",
+            "text/plain; charset=utf-8",
+            "héllo".as_bytes(),
+        ),
+        raw_post("/tools/echo", "application/octet-stream", &[0, 1, 2, 255]),
+        format!("GET /tools/echo/{known} HTTP/1.1\r\nHost: soma\r\n\r\n").into_bytes(),
+        format!(
+            "POST /tools/echo HTTP/1.1\r\nHost: soma\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            json.len(),
+            String::from_utf8_lossy(json)
+        )
+        .into_bytes(),
+    ];
+    let seed = 0x5eed_2026_1207;
+    let mut mutator = soma_testkit::Mutator::new(seed);
+    let mut accepted = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for case in 0..500 {
+        let original = mutator.below(valid.len());
+        let damaged = mutator.mutate(&valid[original]);
+        let context = format!(
+            "seed {seed:#x}, case {case}: {:?}",
+            String::from_utf8_lossy(&damaged)
+        );
+        let raw = send_raw(&soma.addr, &damaged, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no answer and no close within 10 s; {context}"));
+        for answer in parse_answers(&raw).unwrap_or_else(|e| panic!("{e}; {context}")) {
+            assert!(
+                answer.status < 500 || answer.status == 505,
+                "{answer:?}; {context}"
+            );
+            *statuses.entry(answer.status).or_default() += 1;
+            let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            // A submission's answer is its id alone; a status poll's has the status too.
+            if let Some(id) = body["id"].as_str().filter(|_| body.get("status").is_none()) {
+                accepted.push(id.to_string());
+            }
+        }
+    }
+    eprintln!("statuses: {statuses:?}; accepted: {}", accepted.len());
+    assert!(
+        !accepted.is_empty() && statuses.contains_key(&400),
+        "{statuses:?}"
+    );
+    for id in &accepted {
+        let done = soma.wait_final("/tools/echo", id, Duration::from_secs(60));
+        assert!(
+            ["completed", "failed"].contains(&done["status"].as_str().unwrap_or("")),
+            "{done}"
+        );
+    }
 }
 
 #[test]

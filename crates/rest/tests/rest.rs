@@ -13,6 +13,7 @@ use soma_runtime::{ModelHub, ModelSet, StaticHub, VersionPolicy};
 use soma_serving::{ManagerOptions, ModelManager};
 use soma_testkit::{
     HttpConnection, HttpResponse, assert_outputs_match, expected_cases, fixtures, http,
+    parse_answers, raw_post, send_raw,
 };
 
 const MODELS: [&str; 8] = [
@@ -1005,66 +1006,6 @@ async fn requests_hyper_lets_through_are_refused_as_rfc_9112_says() {
     );
 }
 
-/// A raw HTTP/1.1 request with a JSON body, as bytes.
-fn raw_request(method: &str, path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: soma\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Sends `bytes` on a new connection, ends the client's side, and reads until the server
-/// closes: `None` if the server neither answered in full nor closed within 10 s.
-fn exchange(addr: &str, bytes: &[u8]) -> Option<Vec<u8>> {
-    use std::io::{ErrorKind, Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // The server may close first (a head it refuses): then the rest cannot be sent.
-    let _ = stream.write_all(bytes);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let mut answer = Vec::new();
-    match stream.read_to_end(&mut answer) {
-        Ok(_) => Some(answer),
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => Some(answer),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-        Err(e) => panic!("reading the answer: {e}"),
-    }
-}
-
-/// The status codes of the HTTP/1.1 answers in `bytes`, one after the other (each framed
-/// by its Content-Length); panics on anything that is not such an answer.
-fn statuses(mut bytes: &[u8]) -> Vec<u16> {
-    let mut found = Vec::new();
-    while !bytes.is_empty() {
-        let text = String::from_utf8_lossy(bytes);
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("an answer without the end of its head: {text:?}"));
-        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-        let status = head
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {text:?}"));
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("an answer without Content-Length: {head:?}"));
-        found.push(status);
-        bytes = &bytes[(end + 4 + length).min(bytes.len())..];
-    }
-    found
-}
-
 /// Damaged copies of valid requests (seeded: bytes changed, runs cut, repeated or inserted,
 /// the tail cut; 2,000 of them, a third after a valid request on the same connection, so that the
 /// quick lane and hyper both read them, and the hand-off between them) never hang the
@@ -1074,20 +1015,21 @@ fn statuses(mut bytes: &[u8]) -> Vec<u16> {
 #[test]
 fn damaged_requests_are_refused_or_answered_and_the_server_serves_on() {
     let addr = &server().addr;
+    const JSON: &str = "application/json";
     let predict = r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
     let before = post("/v1/models/iris:predict", predict);
     assert_eq!(before.status, 200);
     let valid = [
-        raw_request("POST", "/v1/models/iris:predict", predict),
-        raw_request(
-            "POST",
+        raw_post("/v1/models/iris:predict", JSON, predict.as_bytes()),
+        raw_post(
             "/v1/models/iris/versions/2:predict",
-            r#"{"signature_name": "serving_default", "inputs": {"x": [[5.1, 3.5, 1.4, 0.2]]}}"#,
+            JSON,
+            br#"{"signature_name": "serving_default", "inputs": {"x": [[5.1, 3.5, 1.4, 0.2]]}}"#,
         ),
-        raw_request(
-            "POST",
+        raw_post(
             "/v1/models/all_dtypes:predict",
-            r#"{"inputs": {"in_float16": [1.5], "in_bfloat16": [-2.0], "in_float32": [NaN],
+            JSON,
+            br#"{"inputs": {"in_float16": [1.5], "in_bfloat16": [-2.0], "in_float32": [NaN],
                 "in_float64": [-Infinity], "in_int8": [-128], "in_int16": [7], "in_int32": [7],
                 "in_int64": [9223372036854775807], "in_uint8": [255], "in_uint16": [7],
                 "in_uint32": [7], "in_uint64": [18446744073709551615], "in_bool": [true],
@@ -1101,15 +1043,15 @@ fn damaged_requests_are_refused_or_answered_and_the_server_serves_on() {
         )
         .into_bytes(),
     ];
+    let statuses = |raw: &[u8], context: &str| -> Vec<u16> {
+        let answers = parse_answers(raw).unwrap_or_else(|e| panic!("{e}; {context}"));
+        answers.iter().map(|a| a.status).collect()
+    };
+    let ten_seconds = Duration::from_secs(10);
     for request in &valid {
-        let answer = exchange(addr, request).expect("an answer");
-        assert_eq!(
-            statuses(&answer),
-            [200],
-            "{:?} -> {:?}",
-            String::from_utf8_lossy(request),
-            String::from_utf8_lossy(&answer)
-        );
+        let context = String::from_utf8_lossy(request);
+        let answer = send_raw(addr, request, ten_seconds).expect("an answer");
+        assert_eq!(statuses(&answer, &context), [200], "{context}");
     }
     let seed = 0x5eed_2026_1207;
     let mut mutator = soma_testkit::Mutator::new(seed);
@@ -1127,9 +1069,9 @@ fn damaged_requests_are_refused_or_answered_and_the_server_serves_on() {
             "seed {seed:#x}, case {case}: {:?}",
             String::from_utf8_lossy(&bytes)
         );
-        let answer = exchange(addr, &bytes)
+        let answer = send_raw(addr, &bytes, ten_seconds)
             .unwrap_or_else(|| panic!("no answer and no close within 10 s; {context}"));
-        let found = statuses(&answer);
+        let found = statuses(&answer, &context);
         if after_valid {
             assert_eq!(found.first(), Some(&200), "{context}");
         }

@@ -1,4 +1,4 @@
-use std::io::{Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -171,4 +171,60 @@ impl HttpConnection {
         self.stream.read_exact(&mut response.body)?;
         Ok(response)
     }
+}
+
+/// Sends `bytes` as they are on a new connection to `addr`, ends the client's side of it (a
+/// half-close), and reads until the server closes: `None` if it has not within `timeout`.
+/// For tests that send what a client library would not: damaged or pipelined requests.
+pub fn send_raw(addr: &str, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    // The server may close first (a head it refuses): then the rest cannot be sent.
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Some(answer),
+        Err(e) if cut_short(&e) => Some(answer),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("reading from {addr}: {e}"),
+    }
+}
+
+/// The HTTP/1.1 answers in `raw` (as [`send_raw`] read them), one after the other, each
+/// framed by its `Content-Length`; an error names what is not such an answer.
+pub fn parse_answers(mut raw: &[u8]) -> Result<Vec<HttpResponse>, String> {
+    let mut answers = Vec::new();
+    while !raw.is_empty() {
+        let text = || String::from_utf8_lossy(raw).into_owned();
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("an answer without the end of its head: {:?}", text()))?;
+        if !raw.starts_with(b"HTTP/1.1 ") {
+            return Err(format!("not an HTTP/1.1 answer: {:?}", text()));
+        }
+        let mut answer = parse(&raw[..end + 4]).map_err(|e| format!("{e}: {:?}", text()))?;
+        let length: usize = answer
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("an answer without Content-Length: {:?}", text()))?;
+        let body = raw
+            .get(end + 4..end + 4 + length)
+            .ok_or_else(|| format!("an answer cut short: {:?}", text()))?;
+        answer.body = body.to_vec();
+        answers.push(answer);
+        raw = &raw[end + 4 + length..];
+    }
+    Ok(answers)
+}
+
+/// The bytes of an HTTP/1.1 POST of `body`, for [`send_raw`].
+pub fn raw_post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: soma\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    [head.as_bytes(), body].concat()
 }

@@ -22,7 +22,7 @@ mod signatures;
 mod tls;
 
 pub use expected::{ExpectedCase, assert_outputs_match, expected_cases};
-pub use http::{HttpConnection, HttpResponse, http};
+pub use http::{HttpConnection, HttpResponse, http, parse_answers, raw_post, send_raw};
 pub use moto::MotoServer;
 pub use mutate::Mutator;
 pub use paths::{
