@@ -67,12 +67,7 @@ fn echo_project() -> tempfile::TempDir {
 #[test]
 fn python_handler_round_trips_every_payload_type() {
     let dir = echo_project();
-    let soma = Soma::serve(
-        &dir.path().join("cortex.yaml"),
-        &dir.path().join("data"),
-        &["--workers", "2"],
-    );
-    soma.wait_ready(Duration::from_secs(60));
+    let soma = serve_ready(&dir, &["--workers", "2"]);
 
     let id = soma.submit(
         "/tools/echo",
@@ -112,12 +107,7 @@ fn python_handler_round_trips_every_payload_type() {
 #[test]
 fn failures_are_reported_and_the_process_stays_up() {
     let dir = echo_project();
-    let soma = Soma::serve(
-        &dir.path().join("cortex.yaml"),
-        &dir.path().join("data"),
-        &[],
-    );
-    soma.wait_ready(Duration::from_secs(60));
+    let soma = serve_ready(&dir, &[]);
 
     let id = soma.submit("/tools/echo", "text/plain", b"raise");
     let done = soma.wait_final("/tools/echo", &id, Duration::from_secs(30));
@@ -171,12 +161,7 @@ fn failures_are_reported_and_the_process_stays_up() {
 #[test]
 fn damaged_requests_lose_no_accepted_workload() {
     let dir = echo_project();
-    let soma = Soma::serve(
-        &dir.path().join("cortex.yaml"),
-        &dir.path().join("data"),
-        &["--workers", "2"],
-    );
-    soma.wait_ready(Duration::from_secs(60));
+    let soma = serve_ready(&dir, &["--workers", "2"]);
     let known = soma.submit("/tools/echo", "application/json", b"{}");
     let json = br#"{"a": [1, 2.5, "x"]}"#;
     let valid = [
@@ -597,12 +582,7 @@ fn a_thousand_workloads_survive_sigkill_and_retention_removes_them_later() {
 #[test]
 fn a_burst_of_ten_thousand_small_workloads_all_complete() {
     let dir = echo_project();
-    let soma = Soma::serve(
-        &dir.path().join("cortex.yaml"),
-        &dir.path().join("data"),
-        &["--workers", "2"],
-    );
-    soma.wait_ready(Duration::from_secs(60));
+    let soma = serve_ready(&dir, &["--workers", "2"]);
     let ids: Vec<String> = std::thread::scope(|scope| {
         let chunks: Vec<_> = (0..4)
             .map(|t| {

@@ -1007,11 +1007,12 @@ async fn requests_hyper_lets_through_are_refused_as_rfc_9112_says() {
 }
 
 /// Damaged copies of valid requests (seeded: bytes changed, runs cut, repeated or inserted,
-/// the tail cut; 2,000 of them, a third after a valid request on the same connection, so that the
-/// quick lane and hyper both read them, and the hand-off between them) never hang the
-/// server, crash it or get a server error: each gets HTTP answers that are not 5xx (but
-/// 505 for an HTTP version that is not 1.x), or its connection closed. Afterwards the
-/// server answers as before.
+/// the tail cut; 2,000 of them, a third after a valid request on the same connection, so
+/// that the quick lane and hyper both read them, and the hand-off between them) never hang
+/// the server, crash it or get a server error: each gets HTTP answers that are not 5xx (but
+/// 505 for an HTTP version that is not 1.x), or its connection closed. Every request is
+/// sent and then the client's side ended (a half-close): the valid ones are answered so.
+/// Afterwards the server answers as before.
 #[test]
 fn damaged_requests_are_refused_or_answered_and_the_server_serves_on() {
     let addr = &server().addr;
@@ -1063,7 +1064,7 @@ fn damaged_requests_are_refused_or_answered_and_the_server_serves_on() {
         let bytes = if after_valid {
             [valid[0].as_slice(), &damaged].concat()
         } else {
-            damaged.clone()
+            damaged
         };
         let context = format!(
             "seed {seed:#x}, case {case}: {:?}",

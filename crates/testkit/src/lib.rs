@@ -8,7 +8,8 @@
 //!   data directory, stoppable and restartable for outage tests.
 //! * [`expected_cases`], [`assert_outputs_match`]: the outputs Python TensorFlow gave for
 //!   each fixture (`expected.json`), and the comparison soma's outputs must pass.
-//! * [`http`]: a bare HTTP/1.1 client for black-box tests of `soma serve`.
+//! * [`http`]: a bare HTTP/1.1 client for black-box tests of `soma serve`; [`send_raw`],
+//!   [`raw_post`] and [`parse_answers`] for bytes no client library would send.
 //! * [`TestPki`]: a CA, server and client certificates for TLS tests, made by `openssl`.
 //! * [`Mutator`]: seeded damaged copies of valid requests, for robustness tests of servers.
 

@@ -293,8 +293,8 @@ pub(crate) struct Args {
 /// TF Serving flags soma knows but does not implement, and what to do instead.
 const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[(
     "--thread_pool_factory_config_file",
-    "TensorFlow runs on its own intra-op pool and the calling thread; size the pool \
-         with --tensorflow_intra_op_parallelism",
+    "TensorFlow runs on its own intra-op pool and the calling thread; size the pool with \
+     --tensorflow_intra_op_parallelism",
 )];
 
 /// TF Serving switches for features soma does not have: accepted when off, refused when on.
