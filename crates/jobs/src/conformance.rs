@@ -63,6 +63,12 @@ async fn submit_text(backend: &Backend, api: &ApiName, payload: &str) -> Workloa
         .expect("submit")
 }
 
+/// Asserts that a claim of `api` with `lease` takes nothing (`why`: what that shows).
+async fn assert_nothing_to_claim(backend: &Backend, api: &ApiName, lease: Duration, why: &str) {
+    let claimed = backend.claim(api, lease).await.expect("claim");
+    assert!(claimed.is_none(), "{why}: {claimed:?}");
+}
+
 async fn claim_now(backend: &Backend, api: &ApiName, lease: Duration) -> crate::Claimed {
     backend
         .claim(api, lease)
@@ -135,13 +141,7 @@ pub async fn submit_status_round_trip(backend: &Backend) {
         .await
         .expect("blob get");
     assert_eq!(payload, None, "payload must be deleted after completion");
-    assert!(
-        backend
-            .claim(&api, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert_nothing_to_claim(backend, &api, LONG_LEASE, "nothing should be claimable").await;
 }
 
 /// Unknown ids read as absent everywhere and writes to them change nothing.
@@ -175,13 +175,7 @@ pub async fn unknown_id_is_none(backend: &Backend) {
         backend.cancel(&api, &id).await.expect("cancel"),
         CancelResult::NotFound
     );
-    assert!(
-        backend
-            .claim(&api, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert_nothing_to_claim(backend, &api, LONG_LEASE, "nothing should be claimable").await;
 }
 
 /// Each API is its own FIFO.
@@ -200,13 +194,7 @@ pub async fn fifo_per_api(backend: &Backend) {
         assert_eq!(&claimed.lease.id, id, "FIFO order of api a at position {i}");
         assert_eq!(claimed.payload, json(&format!("a{i}")));
     }
-    assert!(
-        backend
-            .claim(&a, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert_nothing_to_claim(backend, &a, LONG_LEASE, "nothing should be claimable").await;
     for id in &ids_b {
         assert_eq!(
             &claim_now(backend, &b, LONG_LEASE).await.lease.id,
@@ -214,13 +202,7 @@ pub async fn fifo_per_api(backend: &Backend) {
             "FIFO order of api b"
         );
     }
-    assert!(
-        backend
-            .claim(&b, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert_nothing_to_claim(backend, &b, LONG_LEASE, "nothing should be claimable").await;
 }
 
 /// Pushing an id that is queued or leased does not enqueue it twice.
@@ -261,14 +243,7 @@ pub async fn lease_expiry_redelivers(backend: &Backend) {
     let id = submit_text(backend, &api, "p").await;
     let first = claim_now(backend, &api, SHORT_LEASE).await;
     assert_eq!(first.lease.attempt, 1);
-    assert!(
-        backend
-            .claim(&api, SHORT_LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
-        "leased item visible"
-    );
+    assert_nothing_to_claim(backend, &api, SHORT_LEASE, "leased item visible").await;
     let stats = backend.queue.stats(&api).await.expect("stats");
     assert_eq!((stats.queued, stats.in_flight), (0, 1));
 
@@ -391,14 +366,7 @@ pub async fn release_delivers_again_at_once(backend: &Backend) {
             .expect("stale release"),
         "a stale lease was released"
     );
-    assert!(
-        backend
-            .claim(&api, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
-        "the current lease was disturbed"
-    );
+    assert_nothing_to_claim(backend, &api, LONG_LEASE, "the current lease was disturbed").await;
 }
 
 /// `extend` pushes the deadline out; a lost lease cannot be extended.
@@ -591,14 +559,7 @@ pub async fn cancel_queued_vs_running(backend: &Backend) {
         .await
         .expect("blob get");
     assert_eq!(payload, None, "cancel must delete the payload");
-    assert!(
-        backend
-            .claim(&api, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
-        "cancelled item delivered"
-    );
+    assert_nothing_to_claim(backend, &api, LONG_LEASE, "cancelled item delivered").await;
     assert_eq!(
         backend.cancel(&api, &queued).await.expect("cancel twice"),
         CancelResult::AlreadyFinal(Status::Cancelled)
@@ -708,13 +669,7 @@ pub async fn gives_up_after_max_attempts(backend: &Backend) {
         assert_eq!(claimed.record.attempts, attempt);
         tokio::time::sleep(PAST_SHORT_LEASE).await;
     }
-    assert!(
-        backend
-            .claim(&api, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert_nothing_to_claim(&backend, &api, LONG_LEASE, "nothing should be claimable").await;
     let (record, _) = backend
         .status(&api, &id)
         .await
@@ -767,13 +722,7 @@ pub async fn duplicate_id_is_rejected(backend: &Backend) {
         (claimed.payload, claimed.content_type.as_str()),
         (json("first"), "text/plain")
     );
-    assert!(
-        backend
-            .claim(&api, LONG_LEASE)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert_nothing_to_claim(backend, &api, LONG_LEASE, "nothing should be claimable").await;
 }
 
 /// Queue depth and per-status counts follow the workloads.
