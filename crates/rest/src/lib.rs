@@ -494,7 +494,8 @@ fn timed_out(timeout: Duration) -> RestError {
 
 /// The default [`RestOptions::decode_budget`]: 64 MiB of bodies decoded together, which
 /// took ~2.4 GB at the peak in the audit's measurements (35–40× for dense JSON arrays);
-/// a larger body, up to the body limit, runs alone.
+/// a body larger than the large bodies' 48 MiB, up to the body limit, runs alone among
+/// them (bodies up to 1 MiB keep the other 16 MiB: [`DecodeBudget`]).
 pub const DEFAULT_DECODE_BUDGET: usize = 64 << 20;
 
 /// Requests up to this size on a [quick](soma_runtime::Servable::runs_quickly) model are

@@ -938,6 +938,39 @@ async fn large_bodies_wait_for_the_decode_budget() {
     );
 }
 
+/// A large request holding the decode budget (being decoded or run, for seconds when it is
+/// tens of megabytes) does not hold up the smaller ones behind it: they have a share of
+/// the budget of their own.
+#[tokio::test]
+async fn a_large_body_does_not_hold_up_small_ones() {
+    // 4 MiB: bodies up to 64 KiB draw on their own MiB of it.
+    let budget = soma_rest::DecodeBudget::new(4 << 20);
+    let options = RestOptions {
+        timeout: Duration::from_millis(2000),
+        decode_budget: Some(budget.clone()),
+        ..RestOptions::default()
+    };
+    let (addr, _cache) = serve_model("iris", "iris", options).await;
+    // ~22 KB: over the quick lane's 16 KiB, so it takes its share of the budget.
+    let body = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000]}).to_string();
+    let large = budget.reserve(100 << 20).await;
+    // Held up, it would get a 504 once its deadline passed.
+    let answered = tokio::task::spawn_blocking(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/models/iris:predict",
+            &[],
+            body.as_bytes(),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    drop(large);
+}
+
 /// A gzip body is inflated under the decode budget, not before it: one that inflates past
 /// the body limit waits for the budget like any large body (here past its deadline: 504)
 /// instead of being inflated while the budget is taken, so concurrent bombs cannot take
