@@ -224,7 +224,15 @@ fn feature(name: &str, values: &[&Value]) -> Result<Vec<u8>, RestError> {
                 Kind::Bytes
             }
             Value::Number(n) if n.is_f64() => {
-                floats.push(n.as_f64().unwrap_or_default() as f32);
+                let x = n.as_f64().unwrap_or_default();
+                // TF Serving's `IsLosslessDecimal<float>`: beyond float32's range the cast
+                // would give an infinity the client never sent.
+                if x.is_finite() && (x > f64::from(f32::MAX) || x < f64::from(f32::MIN)) {
+                    return Err(RestError::invalid(format!(
+                        "Cannot convert JSON value: {n} to float without loss of precision."
+                    )));
+                }
+                floats.push(x as f32);
                 Kind::Float
             }
             Value::Number(n) => {
@@ -362,5 +370,20 @@ mod tests {
             err.message,
             "Unexpected element type in feature: x expecting type: int64"
         );
+    }
+
+    /// A number past float32's range is refused (TF Serving's `IsLosslessDecimal<float>`),
+    /// where a cast would send TensorFlow an infinity; float32's own limits are kept.
+    #[test]
+    fn float_features_beyond_float32_are_refused() {
+        for x in [json!(1e39), json!(-1e300)] {
+            let err = example(&json!({"x": [1.5, x.clone()]})).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!("Cannot convert JSON value: {x} to float without loss of precision.")
+            );
+        }
+        let max = f64::from(f32::MAX);
+        assert!(example(&json!({"x": [max, -max, 1e-50]})).is_ok());
     }
 }

@@ -50,7 +50,9 @@ pub(crate) fn parse(method: &axum::http::Method, path: &str) -> Result<Route, Re
     let malformed = || RestError::invalid(format!("Malformed request: {method} {path}"));
     let rest = strip_prefix_ci(path, "/v1/models").ok_or_else(malformed)?;
     if *method == axum::http::Method::POST {
-        let (target, verb) = rest.rsplit_once(':').ok_or_else(malformed)?;
+        // The first ':' ends the target: TF Serving's pattern allows none in a name or
+        // label (`[^/:]+`), so `iris:foo:predict` is malformed, not a model "iris:foo".
+        let (target, verb) = rest.split_once(':').ok_or_else(malformed)?;
         let method = match verb.to_ascii_lowercase().as_str() {
             "predict" => Method::Predict,
             "classify" => Method::Classify,
@@ -210,6 +212,14 @@ mod tests {
         assert_eq!(
             err(M::GET, "/v1/models/iris/versions/99999999999999999999"),
             "Failed to convert version: 99999999999999999999 to numeric."
+        );
+        assert_eq!(
+            err(M::POST, "/v1/models/iris:foo:predict"),
+            "Malformed request: POST /v1/models/iris:foo:predict"
+        );
+        assert_eq!(
+            err(M::POST, "/v1/models/iris/labels/a:b:predict"),
+            "Malformed request: POST /v1/models/iris/labels/a:b:predict"
         );
         assert_eq!(
             err(M::POST, "/v1/models/iris/versions/1/labels/a:predict"),
