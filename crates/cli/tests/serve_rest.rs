@@ -98,8 +98,8 @@ fn rest_and_handlers_share_the_live_versions() {
     wait("version 2 over REST", || {
         states(&soma, "live")
             == [
-                ("1".into(), "AVAILABLE".into()),
                 ("2".into(), "AVAILABLE".into()),
+                ("1".into(), "AVAILABLE".into()),
             ]
     });
     assert_outputs_match(
@@ -110,7 +110,7 @@ fn rest_and_handlers_share_the_live_versions() {
     // Remove version 1: unloaded.
     std::fs::remove_dir_all(repo.join("1")).unwrap();
     wait("version 1 unloaded", || {
-        states(&soma, "live") == [("1".into(), "END".into()), ("2".into(), "AVAILABLE".into())]
+        states(&soma, "live") == [("2".into(), "AVAILABLE".into()), ("1".into(), "END".into())]
     });
     let (code, _) = soma.get_json("/v2/health/ready");
     assert_eq!(code, 200);
@@ -384,8 +384,8 @@ fn a_broken_version_at_start_up_leaves_the_others_serving() {
         readiness()["apis"]["good"]["state"] == "ready"
     });
     let states = states(&soma, "good");
-    assert_eq!(states[0], ("1".into(), "END".into()), "{states:?}");
-    assert_eq!(states[1], ("2".into(), "AVAILABLE".into()), "{states:?}");
+    assert_eq!(states[0], ("2".into(), "AVAILABLE".into()), "{states:?}");
+    assert_eq!(states[1], ("1".into(), "END".into()), "{states:?}");
     assert_eq!(predict("good").status, 200);
     let id = soma.submit(
         "/good",

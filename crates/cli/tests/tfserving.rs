@@ -165,7 +165,7 @@ fn single_model_mode_swaps_versions_under_load_and_reports_broken_ones() {
     copy_dir(&fixtures().join("iris/2"), &tmp.path().join("staging"));
     std::fs::rename(tmp.path().join("staging"), repo.join("2")).unwrap();
     wait_for(&server, "version 2", |s| {
-        versions(s, "iris") == [("1".into(), "END".into()), ("2".into(), "AVAILABLE".into())]
+        versions(s, "iris") == [("2".into(), "AVAILABLE".into()), ("1".into(), "END".into())]
     });
     std::fs::remove_dir_all(repo.join("1")).unwrap();
     // A broken version 3 (loads, fails its warm-up) leaves version 2 serving.
@@ -264,7 +264,7 @@ fn saved_model_tags_choose_the_metagraph_and_a_mismatch_says_which_tags_there_ar
     );
     assert_eq!(
         versions(&server, "iris"),
-        [("1".into(), "AVAILABLE".into()), ("2".into(), "END".into())]
+        [("2".into(), "END".into()), ("1".into(), "AVAILABLE".into())]
     );
     assert_eq!(iris_scores(&server, row), got);
 }
@@ -1141,6 +1141,6 @@ fn per_model_batching_parameters_come_from_each_version_folder() {
     assert_eq!(predict(&server, "batched").0, 200);
     assert_eq!(
         versions(&server, "batched"),
-        [("1".into(), "AVAILABLE".into()), ("2".into(), "END".into())]
+        [("2".into(), "END".into()), ("1".into(), "AVAILABLE".into())]
     );
 }

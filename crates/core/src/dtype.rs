@@ -126,6 +126,21 @@ impl DType {
         }
     }
 
+    /// The proto enum name of any `DataType` number soma knows, as protobuf's JSON printer
+    /// writes it: `DT_INVALID` for 0 (`__saved_model_init_op`'s outputs), `DT_FLOAT_REF`
+    /// for a reference type; `None` for a number soma does not know.
+    pub fn proto_enum_name(value: i32) -> Option<String> {
+        if value == 0 {
+            return Some("DT_INVALID".to_string());
+        }
+        let base = DType::ALL.iter().find(|d| **d as i32 == value % 100)?;
+        match value / 100 {
+            0 => Some(base.proto_name().to_string()),
+            1 => Some(format!("{}_REF", base.proto_name())),
+            _ => None,
+        }
+    }
+
     /// Bytes per element for fixed-width types; `None` for string, resource and variant.
     pub fn byte_size(self) -> Option<usize> {
         match self {
@@ -167,5 +182,17 @@ mod tests {
         assert_eq!(DType::from_proto(101), Some(DType::Float));
         assert_eq!(DType::from_proto(0), None);
         assert_eq!(DType::from_proto(24), None);
+    }
+
+    #[test]
+    fn proto_enum_names() {
+        let name = DType::proto_enum_name;
+        assert_eq!(name(0).as_deref(), Some("DT_INVALID"));
+        assert_eq!(name(1).as_deref(), Some("DT_FLOAT"));
+        assert_eq!(name(123).as_deref(), Some("DT_UINT64_REF"));
+        assert_eq!(name(24), None);
+        assert_eq!(name(100), None);
+        assert_eq!(name(201), None);
+        assert_eq!(name(-1), None);
     }
 }

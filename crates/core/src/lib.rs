@@ -19,6 +19,8 @@ mod version;
 pub use dtype::DType;
 pub use error::ErrorKind;
 pub use location::{LocationError, ModelLocation};
-pub use signature::{SignatureDef, TensorInfo, format_shape};
+pub use signature::{
+    ListedSignature, ListedTensor, SignatureDef, TensorEncoding, TensorInfo, format_shape,
+};
 pub use tensor::{Element, MAX_RANK, Tensor, TensorData, TensorError, element_count};
 pub use version::{VersionSpec, VersionSpecError};

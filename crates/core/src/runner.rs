@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::Path;
 
-use crate::{ErrorKind, SignatureDef, Tensor};
+use crate::{ErrorKind, ListedSignature, SignatureDef, Tensor};
 
 /// A loaded model version that can run its signatures.
 pub trait ModelRunner: Send + Sync + Debug {
@@ -18,6 +18,16 @@ pub trait ModelRunner: Send + Sync + Debug {
     /// Runs one signature. `inputs` follow the order of the signature's `inputs` map
     /// (sorted by name); the result follows the order of its `outputs` map.
     fn run(&self, signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError>;
+
+    /// Every signature the model lists in its metadata, runnable or not (see
+    /// [`ListedSignature`]). By default the runnable ones; an engine that reads more of the
+    /// model lists more, and a runner that wraps another passes its list on.
+    fn listed_signatures(&self) -> BTreeMap<String, ListedSignature> {
+        self.signatures()
+            .iter()
+            .map(|(key, signature)| (key.clone(), ListedSignature::from(signature)))
+            .collect()
+    }
 }
 
 /// Thread-pool sizes for one model; `None` keeps the engine's (soma's) default.

@@ -21,6 +21,74 @@ pub struct SignatureDef {
     pub outputs: BTreeMap<String, TensorInfo>,
 }
 
+/// A signature as a model's metadata lists it (TF Serving's `GetModelMetadata`): every
+/// signature of the served MetaGraph, runnable or not, TensorFlow's `__saved_model_init_op`
+/// included, with its tensors as the SavedModel declares them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListedSignature {
+    pub method_name: String,
+    pub inputs: BTreeMap<String, ListedTensor>,
+    pub outputs: BTreeMap<String, ListedTensor>,
+    /// The serialized `SignatureDef` as the SavedModel stores it, when the engine read one:
+    /// what gRPC's metadata sends, whole (a composite tensor's `type_spec` included).
+    pub stored: Option<Vec<u8>>,
+}
+
+/// One input or output of a [`ListedSignature`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTensor {
+    /// TensorFlow's `DataType` number: also those soma cannot carry (`DT_INVALID` = 0 for
+    /// `__saved_model_init_op`, `_REF` types, numbers it does not know).
+    pub dtype: i32,
+    /// Dimensions, `-1` where unknown; `None` when even the rank is unknown.
+    pub shape: Option<Vec<i64>>,
+    pub encoding: TensorEncoding,
+}
+
+/// How a signature tensor is bound to the graph (`TensorInfo`'s `encoding`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TensorEncoding {
+    /// A dense tensor, e.g. `serving_default_x:0`.
+    Name(String),
+    /// A sparse tensor's three dense parts.
+    CooSparse {
+        values_tensor_name: String,
+        indices_tensor_name: String,
+        dense_shape_tensor_name: String,
+    },
+    /// A composite tensor (ragged, ...): its flat components (its `type_spec` is only in
+    /// [`ListedSignature::stored`]).
+    Composite { components: Vec<ListedTensor> },
+    /// No encoding set.
+    None,
+}
+
+impl From<&TensorInfo> for ListedTensor {
+    fn from(info: &TensorInfo) -> ListedTensor {
+        ListedTensor {
+            dtype: info.dtype.to_proto(),
+            shape: info.shape.clone(),
+            encoding: TensorEncoding::Name(info.tensor_name.clone()),
+        }
+    }
+}
+
+impl From<&SignatureDef> for ListedSignature {
+    fn from(signature: &SignatureDef) -> ListedSignature {
+        let list = |map: &BTreeMap<String, TensorInfo>| {
+            map.iter()
+                .map(|(alias, info)| (alias.clone(), ListedTensor::from(info)))
+                .collect()
+        };
+        ListedSignature {
+            method_name: signature.method_name.clone(),
+            inputs: list(&signature.inputs),
+            outputs: list(&signature.outputs),
+            stored: None,
+        }
+    }
+}
+
 /// Formats a signature shape the way `saved_model_cli` does: `(-1, 4)`, `()` or `unknown rank`.
 pub fn format_shape(shape: Option<&[i64]>) -> String {
     match shape {

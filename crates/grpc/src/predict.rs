@@ -4,10 +4,10 @@ use soma_runtime::signature_method::{InferenceApi, check_signature};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use prost::Message;
-use soma_core::{ErrorKind, SignatureDef, Tensor, TensorInfo};
+use soma_core::{ErrorKind, ListedSignature, ListedTensor, SignatureDef, Tensor, TensorEncoding};
 use soma_grpc_proto::SIGNATURE_DEF_MAP_TYPE_URL;
 use soma_grpc_proto::tensorflow::serving::{
-    GetModelMetadataRequest, GetModelMetadataResponse, PredictResponse, SignatureDefMap,
+    GetModelMetadataRequest, GetModelMetadataResponse, PredictResponse,
 };
 use soma_grpc_proto::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_info};
 use soma_metrics::RuntimeApi;
@@ -217,18 +217,12 @@ pub(crate) fn check_metadata_request(request: &GetModelMetadataRequest) -> Resul
     Ok(())
 }
 
-/// The servable's signatures, packed as TF Serving packs them.
+/// The servable's signatures, packed as TF Serving packs them: every signature of the
+/// MetaGraph, each as the SavedModel stores it.
 pub(crate) fn metadata(name: &str, servable: &Servable) -> GetModelMetadataResponse {
-    let map = SignatureDefMap {
-        signature_def: servable
-            .signatures()
-            .iter()
-            .map(|(key, sig)| (key.clone(), signature_to_proto(sig)))
-            .collect(),
-    };
     let any = prost_types::Any {
         type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),
-        value: map.encode_to_vec(),
+        value: signature_def_map(&servable.listed_signatures()),
     };
     GetModelMetadataResponse {
         model_spec: Some(response_spec(name, servable, None)),
@@ -236,8 +230,35 @@ pub(crate) fn metadata(name: &str, servable: &Servable) -> GetModelMetadataRespo
     }
 }
 
-pub(crate) fn signature_to_proto(signature: &SignatureDef) -> tf::SignatureDef {
-    let infos = |map: &BTreeMap<String, TensorInfo>| {
+/// A serialized `SignatureDefMap` (`map<string, SignatureDef> signature_def = 1`), written
+/// by hand so that stored signatures go out byte for byte: prost would drop the fields
+/// soma's protos leave out (a composite tensor's `type_spec`). A signature an engine did
+/// not read from a SavedModel is encoded from what soma knows of it.
+fn signature_def_map(listed: &BTreeMap<String, ListedSignature>) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let mut out = Vec::new();
+    for (key, signature) in listed {
+        let value = match &signature.stored {
+            Some(stored) => stored.clone(),
+            None => signature_to_proto(signature).encode_to_vec(),
+        };
+        // A map entry: key = 1, value = 2.
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 12);
+        encode_key(1, WireType::LengthDelimited, &mut entry);
+        encode_varint(key.len() as u64, &mut entry);
+        entry.extend_from_slice(key.as_bytes());
+        encode_key(2, WireType::LengthDelimited, &mut entry);
+        encode_varint(value.len() as u64, &mut entry);
+        entry.extend_from_slice(&value);
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(entry.len() as u64, &mut out);
+        out.extend_from_slice(&entry);
+    }
+    out
+}
+
+pub(crate) fn signature_to_proto(signature: &ListedSignature) -> tf::SignatureDef {
+    let infos = |map: &BTreeMap<String, ListedTensor>| {
         map.iter()
             .map(|(alias, info)| (alias.clone(), tensor_info_to_proto(info)))
             .collect()
@@ -250,7 +271,7 @@ pub(crate) fn signature_to_proto(signature: &SignatureDef) -> tf::SignatureDef {
     }
 }
 
-fn tensor_info_to_proto(info: &TensorInfo) -> tf::TensorInfo {
+fn tensor_info_to_proto(info: &ListedTensor) -> tf::TensorInfo {
     let shape = match &info.shape {
         None => TensorShapeProto {
             dim: Vec::new(),
@@ -267,9 +288,64 @@ fn tensor_info_to_proto(info: &TensorInfo) -> tf::TensorInfo {
             unknown_rank: false,
         },
     };
+    let encoding = match &info.encoding {
+        TensorEncoding::Name(name) => Some(tensor_info::Encoding::Name(name.clone())),
+        TensorEncoding::CooSparse {
+            values_tensor_name,
+            indices_tensor_name,
+            dense_shape_tensor_name,
+        } => Some(tensor_info::Encoding::CooSparse(tensor_info::CooSparse {
+            values_tensor_name: values_tensor_name.clone(),
+            indices_tensor_name: indices_tensor_name.clone(),
+            dense_shape_tensor_name: dense_shape_tensor_name.clone(),
+        })),
+        // Only a SavedModel has composite tensors, and its signatures go out as stored.
+        TensorEncoding::Composite { .. } | TensorEncoding::None => None,
+    };
     tf::TensorInfo {
-        dtype: info.dtype.to_proto(),
+        dtype: info.dtype,
         tensor_shape: Some(shape),
-        encoding: Some(tensor_info::Encoding::Name(info.tensor_name.clone())),
+        encoding,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use soma_core::{DType, SignatureDef, TensorInfo};
+    use soma_grpc_proto::tensorflow::serving::SignatureDefMap;
+
+    use super::*;
+
+    /// The hand-written map decodes as protobuf's: stored signatures byte for byte (here one
+    /// with a field soma's protos do not declare), the others encoded from what soma knows.
+    #[test]
+    fn signature_def_maps_pass_stored_signatures_on_whole() {
+        let known = SignatureDef {
+            method_name: "tensorflow/serving/predict".into(),
+            inputs: BTreeMap::from([(
+                "x".to_string(),
+                TensorInfo {
+                    tensor_name: "x:0".into(),
+                    dtype: DType::Float,
+                    shape: Some(vec![-1, 4]),
+                },
+            )]),
+            outputs: BTreeMap::new(),
+        };
+        let mut stored = ListedSignature::from(&known);
+        let mut bytes = signature_to_proto(&stored).encode_to_vec();
+        // Field 9 (varint 1), unknown to prost's SignatureDef.
+        bytes.extend([0x48, 0x01]);
+        stored.stored = Some(bytes.clone());
+        let listed = BTreeMap::from([
+            ("a".to_string(), ListedSignature::from(&known)),
+            ("b".to_string(), stored),
+        ]);
+        let map = signature_def_map(&listed);
+        let decoded = SignatureDefMap::decode(map.as_slice()).unwrap();
+        assert_eq!(decoded.signature_def["a"], signature_to_proto(&listed["a"]));
+        assert_eq!(decoded.signature_def["b"], signature_to_proto(&listed["a"]));
+        let b_entry = [&[0x0a, 1, b'b', 0x12, bytes.len() as u8][..], &bytes].concat();
+        assert!(map.windows(b_entry.len()).any(|w| w == b_entry));
     }
 }

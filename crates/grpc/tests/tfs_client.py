@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.example import example_pb2, feature_pb2  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
@@ -279,6 +280,7 @@ def check_model(check, stub, model):
         if response.model_spec.name != name or response.model_spec.version.value != version:
             check.fail(context, f"metadata model_spec {response.model_spec}")
         check_signatures(check, context, sigmap, model.get("signatures") or {})
+        check_stored_signatures(check, context, sigmap, model, version)
         check.count("metadata calls")
         cases = expected.get(str(model.get("expected_version", version)), {})
         for signature, case_list in cases.items():
@@ -311,6 +313,25 @@ def check_signatures(check, context, sigmap, manifest):
                     or g.name != info["tensor"]
                 ):
                     check.fail(context, f"{key} {side} {alias}: {g} != {info}")
+
+
+def check_stored_signatures(check, context, sigmap, model, version):
+    """The SignatureDefMap is the served MetaGraph's, every signature as stored (TF Serving
+    copies the whole map: `__saved_model_init_op` and signatures soma cannot run too)."""
+    model_dir = model["dir"]
+    path = os.path.join(model_dir, str(version), "saved_model.pb")
+    if not os.path.exists(path):
+        path = os.path.join(model_dir, "saved_model.pb")
+    stored = saved_model_pb2.SavedModel()
+    with open(path, "rb") as f:
+        stored.ParseFromString(f.read())
+    meta = next(m for m in stored.meta_graphs if "serve" in m.meta_info_def.tags)
+    if set(sigmap.signature_def) != set(meta.signature_def):
+        check.fail(context, f"signatures {sorted(sigmap.signature_def)} != stored {sorted(meta.signature_def)}")
+        return
+    for key, want in meta.signature_def.items():
+        if sigmap.signature_def[key] != want:
+            check.fail(context, f"signature {key}: {sigmap.signature_def[key]} != stored {want}")
 
 
 def run_case(check, stub, name, version, signature, sig, case, form, context):
@@ -456,8 +477,10 @@ def check_status(check, models_stub, model):
     request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec(model["name"]))
     response = models_stub.GetModelStatus(request, timeout=TIMEOUT)
     versions = [s.version for s in response.model_version_status]
-    if versions != model["versions"]:
-        check.fail(f"status {model['name']}", f"versions {versions} != {model['versions']}")
+    # Newest first, as TF Serving lists them.
+    expected = sorted(model["versions"], reverse=True)
+    if versions != expected:
+        check.fail(f"status {model['name']}", f"versions {versions} != {expected}")
     for s in response.model_version_status:
         if s.state != get_model_status_pb2.ModelVersionStatus.AVAILABLE or s.status.error_code != 0:
             check.fail(f"status {model['name']}", f"{s}")

@@ -112,9 +112,9 @@ impl ModelHub for RecordingHub {
         model: &str,
         version: Option<&VersionSelector>,
     ) -> Result<Vec<VersionStatus>, RuntimeError> {
-        let mut all: Vec<VersionStatus> =
-            StaticHub::new(Arc::clone(&self.models)).status(model, None)?;
-        all.extend(self.extra.iter().cloned());
+        // Newest first, as the trait asks: the extra versions are newer than the static ones.
+        let mut all: Vec<VersionStatus> = self.extra.iter().rev().cloned().collect();
+        all.extend(StaticHub::new(Arc::clone(&self.models)).status(model, None)?);
         match version {
             None => Ok(all),
             Some(selector) => {
@@ -266,6 +266,7 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
                 .count();
             json!({
                 "name": f.name,
+                "dir": fixtures().join(f.dir),
                 "versions": served,
                 "expected": PathBuf::from(format!("{}.expected.json", expected_dir.display())),
                 "signatures": signatures.get(f.expected),
@@ -323,12 +324,17 @@ async fn official_tensorflow_serving_client_against_every_fixture() {
         GrpcOptions::default(),
     )
     .await;
-    let mut reload_status: Vec<Value> = versions["iris"]
-        .iter()
-        .map(|v| json!([v, "AVAILABLE", 0, ""]))
-        .collect();
-    reload_status.push(json!([11, "LOADING", 0, ""]));
-    reload_status.push(json!([12, "END", 9, "version 12 failed its warm-up"]));
+    // Newest first, as TF Serving lists them.
+    let mut reload_status = vec![
+        json!([12, "END", 9, "version 12 failed its warm-up"]),
+        json!([11, "LOADING", 0, ""]),
+    ];
+    reload_status.extend(
+        versions["iris"]
+            .iter()
+            .rev()
+            .map(|v| json!([v, "AVAILABLE", 0, ""])),
+    );
 
     let mut plan = json!({
         "port": port,

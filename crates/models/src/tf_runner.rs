@@ -3,7 +3,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use soma_core::runner::{ModelRunner, RunError, ThreadPools};
-use soma_core::{SignatureDef, Tensor};
+use soma_core::{ListedSignature, SignatureDef, Tensor};
 use soma_tensorflow::{PreparedSignature, SavedModel, SessionOptions, TensorFlow, TfError};
 
 /// A SavedModel loaded in TensorFlow, with every signature resolved to graph tensors once,
@@ -52,6 +52,10 @@ impl TfRunner {
 impl ModelRunner for TfRunner {
     fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
         self.model.signatures()
+    }
+
+    fn listed_signatures(&self) -> BTreeMap<String, ListedSignature> {
+        self.model.listed_signatures().clone()
     }
 
     fn run(&self, signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use soma_core::{SignatureDef, TensorInfo};
+use soma_core::{DType, ListedSignature, ListedTensor, TensorEncoding};
 use soma_runtime::{Servable, VersionStatus};
 
 #[derive(Serialize)]
@@ -80,11 +80,33 @@ struct SignatureJson<'a> {
     method_name: &'a str,
 }
 
+/// `TensorInfo`: the dtype and shape, then the one encoding that is set (TF Serving's
+/// printer puts the `encoding` oneof after them).
 #[derive(Serialize)]
 struct TensorInfoJson<'a> {
-    dtype: &'static str,
+    /// The enum's name, or its number if soma does not know it (as protobuf prints it).
+    dtype: serde_json::Value,
     tensor_shape: ShapeJson,
-    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coo_sparse: Option<CooSparseJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    composite_tensor: Option<CompositeJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CooSparseJson<'a> {
+    values_tensor_name: &'a str,
+    indices_tensor_name: &'a str,
+    dense_shape_tensor_name: &'a str,
+}
+
+/// A composite tensor's components; its `type_spec` (a nested `StructuredValue`) is not
+/// printed (gRPC's metadata carries it as stored).
+#[derive(Serialize)]
+struct CompositeJson<'a> {
+    components: Vec<TensorInfoJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -99,9 +121,12 @@ struct DimJson {
     name: &'static str,
 }
 
-fn tensor_info(info: &TensorInfo) -> TensorInfoJson<'_> {
-    TensorInfoJson {
-        dtype: info.dtype.proto_name(),
+fn tensor_info(info: &ListedTensor) -> TensorInfoJson<'_> {
+    let mut json = TensorInfoJson {
+        dtype: match DType::proto_enum_name(info.dtype) {
+            Some(name) => name.into(),
+            None => info.dtype.into(),
+        },
         tensor_shape: ShapeJson {
             dim: info
                 .shape
@@ -114,17 +139,40 @@ fn tensor_info(info: &TensorInfo) -> TensorInfoJson<'_> {
                 .collect(),
             unknown_rank: info.shape.is_none(),
         },
-        name: &info.tensor_name,
+        name: None,
+        coo_sparse: None,
+        composite_tensor: None,
+    };
+    match &info.encoding {
+        TensorEncoding::Name(name) => json.name = Some(name),
+        TensorEncoding::CooSparse {
+            values_tensor_name,
+            indices_tensor_name,
+            dense_shape_tensor_name,
+        } => {
+            json.coo_sparse = Some(CooSparseJson {
+                values_tensor_name,
+                indices_tensor_name,
+                dense_shape_tensor_name,
+            })
+        }
+        TensorEncoding::Composite { components } => {
+            json.composite_tensor = Some(CompositeJson {
+                components: components.iter().map(tensor_info).collect(),
+            })
+        }
+        TensorEncoding::None => {}
     }
+    json
 }
 
-fn infos(map: &BTreeMap<String, TensorInfo>) -> BTreeMap<&str, TensorInfoJson<'_>> {
+fn infos(map: &BTreeMap<String, ListedTensor>) -> BTreeMap<&str, TensorInfoJson<'_>> {
     map.iter()
         .map(|(k, v)| (k.as_str(), tensor_info(v)))
         .collect()
 }
 
-fn signature(sig: &SignatureDef) -> SignatureJson<'_> {
+fn signature(sig: &ListedSignature) -> SignatureJson<'_> {
     SignatureJson {
         inputs: infos(&sig.inputs),
         outputs: infos(&sig.outputs),
@@ -140,9 +188,10 @@ pub(crate) fn metadata_json(model: &str, servable: &Servable) -> String {
         signature_name: "",
         version: servable.version().to_string(),
     });
+    // Every signature, `__saved_model_init_op` and those soma cannot run included.
+    let listed = servable.listed_signatures();
     let signatures = proto_json(&SignatureDefMap {
-        signature_def: servable
-            .signatures()
+        signature_def: listed
             .iter()
             .map(|(k, v)| (k.as_str(), signature(v)))
             .collect(),

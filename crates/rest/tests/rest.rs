@@ -149,7 +149,8 @@ fn model_status_is_tf_servings_json() {
         .iter()
         .map(|v| v["version"].as_str().unwrap())
         .collect();
-    assert_eq!(versions, ["1", "2", "9", "10"]);
+    // Newest first, as TF Serving lists them.
+    assert_eq!(versions, ["10", "9", "2", "1"]);
     let labelled = parse(&get("/v1/models/iris/labels/stable"));
     assert_eq!(labelled["model_version_status"][0]["version"], "2");
     // Case-insensitive paths, as TF Serving's regexes.
@@ -219,8 +220,10 @@ fn metadata_is_tf_servings_hand_glued_json() {
             .unwrap()
             .to_string()
     };
+    // TensorFlow's own init op is listed too, as TF Serving lists every stored signature.
+    let init_op = "{\n   \"inputs\": {},\n   \"outputs\": {\n    \"__saved_model_init_op\": {\n     \"dtype\": \"DT_INVALID\",\n     \"tensor_shape\": {\n      \"dim\": [],\n      \"unknown_rank\": true\n     },\n     \"name\": \"NoOp\"\n    }\n   },\n   \"method_name\": \"\"\n  }";
     let expected = format!(
-        "{{\n\"model_spec\":{{\n \"name\": \"two_signatures\",\n \"signature_name\": \"\",\n \"version\": \"1\"\n}}\n,\n\"metadata\": {{\"signature_def\": {{\n \"signature_def\": {{\n  \"serving_default\": {},\n  \"triple\": {}\n }}\n}}\n}}\n}}\n",
+        "{{\n\"model_spec\":{{\n \"name\": \"two_signatures\",\n \"signature_name\": \"\",\n \"version\": \"1\"\n}}\n,\n\"metadata\": {{\"signature_def\": {{\n \"signature_def\": {{\n  \"__saved_model_init_op\": {init_op},\n  \"serving_default\": {},\n  \"triple\": {}\n }}\n}}\n}}\n}}\n",
         signature("serving_default_x:0", &out("serving_default")),
         signature("triple_x:0", &out("triple")),
     );

@@ -138,7 +138,7 @@ pub trait ModelHub: Send + Sync + 'static {
         version: &VersionSelector,
     ) -> Result<Arc<Servable>, RuntimeError>;
 
-    /// Every known version of `model` (or only `version`), ascending by version.
+    /// Every known version of `model` (or only `version`), newest first (TF Serving's order).
     /// Unknown model or version: `RuntimeError::NotFound`.
     fn status(
         &self,
@@ -232,7 +232,7 @@ impl ModelHub for StaticHub {
                             "Could not find any versions of model {model}"
                         ))
                     })?;
-                Ok(versions.into_iter().map(available).collect())
+                Ok(versions.into_iter().rev().map(available).collect())
             }
             Some(selector) => Ok(vec![available(self.servable(model, selector)?.version())]),
         }

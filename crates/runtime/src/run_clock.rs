@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use soma_core::runner::{ModelRunner, RunError};
-use soma_core::{SignatureDef, Tensor};
+use soma_core::{ListedSignature, SignatureDef, Tensor};
 
 /// Whether a version's TensorFlow runs are quick: most recent runs took at most `limit`.
 ///
@@ -73,6 +73,10 @@ impl TimedRunner {
 impl ModelRunner for TimedRunner {
     fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
         self.inner.signatures()
+    }
+
+    fn listed_signatures(&self) -> BTreeMap<String, ListedSignature> {
+        self.inner.listed_signatures()
     }
 
     fn run(&self, signature: &str, inputs: &[&Tensor]) -> Result<Vec<Tensor>, RunError> {

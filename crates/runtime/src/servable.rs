@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use soma_core::json::{tensor_from_json, tensor_to_json};
 use soma_core::runner::ModelRunner;
-use soma_core::{DType, ErrorKind, SignatureDef, Tensor, TensorInfo, format_shape};
+use soma_core::{
+    DType, ErrorKind, ListedSignature, SignatureDef, Tensor, TensorInfo, format_shape,
+};
 use soma_metrics::{ModelMetrics, RuntimeApi};
 
 use crate::batching::{BatchOptions, Batcher, InPlace};
@@ -288,6 +290,12 @@ impl Servable {
 
     pub fn signatures(&self) -> &BTreeMap<String, SignatureDef> {
         self.runner.signatures()
+    }
+
+    /// Every signature the version lists in its metadata, runnable or not (TF Serving's
+    /// `GetModelMetadata` and REST `/metadata` show them all).
+    pub fn listed_signatures(&self) -> BTreeMap<String, ListedSignature> {
+        self.runner.listed_signatures()
     }
 
     /// The signature for `key`, or the default one.

@@ -128,11 +128,13 @@ impl ModelState {
                     "Could not find any versions of model {model}"
                 )));
             }
-            None => return Ok(self.versions.iter().map(status).collect()),
+            // Newest first, as TF Serving lists them (its monitor's version map is sorted
+            // with `std::greater`): clients read `model_version_status[0]` as the newest.
+            None => return Ok(self.versions.iter().rev().map(status).collect()),
             Some(VersionSelector::Latest) => {
                 return self
                     .status(model, None)
-                    .map(|all| all.into_iter().last().into_iter().collect());
+                    .map(|all| all.into_iter().take(1).collect());
             }
             Some(VersionSelector::Number(n)) => *n,
             Some(VersionSelector::Label(label)) => {

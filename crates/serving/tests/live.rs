@@ -49,6 +49,7 @@ fn iris_input() -> Map<String, Value> {
         .unwrap()
 }
 
+/// The model's versions as its status lists them: newest first, as TF Serving does.
 fn states(hub: &dyn ModelHub, model: &str) -> Vec<(i64, ServableState)> {
     hub.status(model, None)
         .unwrap()
@@ -126,7 +127,10 @@ async fn a_truncated_version_reports_tensorflows_code_and_the_old_one_serves() {
         "{message}"
     );
     assert_eq!(latest(&*manager, "iris"), Some(1));
-    assert_eq!(states(&*manager, "iris")[0], (1, ServableState::Available));
+    assert_eq!(
+        states(&*manager, "iris"),
+        [(2, ServableState::End), (1, ServableState::Available)]
+    );
 
     let page = metrics.render();
     let path = |version: &str| repo.join(version).display().to_string();
@@ -280,7 +284,7 @@ async fn a_model_moved_to_a_new_base_path_keeps_serving() {
         .unwrap();
     assert_eq!(
         states(&*manager, "iris"),
-        [(1, ServableState::Available), (2, ServableState::Available)]
+        [(2, ServableState::Available), (1, ServableState::Available)]
     );
     // Version 1 is the new folder's copy now (iris/2's weights).
     assert_ne!(answer(1), before);
@@ -305,7 +309,7 @@ async fn a_model_moved_to_a_new_base_path_keeps_serving() {
     // ... until a version appears there: it loads, the old ones unload.
     publish(&fixtures().join("iris/1"), &empty, 1);
     wait_until("the moved model's version 1", || {
-        states(&*manager, "iris") == [(1, ServableState::Available), (2, ServableState::End)]
+        states(&*manager, "iris") == [(2, ServableState::End), (1, ServableState::Available)]
     })
     .await;
     assert_eq!(client.finish(), BTreeSet::from([1, 2]));
@@ -340,7 +344,7 @@ async fn a_move_to_a_folder_of_broken_versions_keeps_the_old_one() {
     assert_eq!(client.finish(), BTreeSet::from([1]));
     assert_eq!(
         states(&*manager, "iris"),
-        [(1, ServableState::Available), (7, ServableState::End)]
+        [(7, ServableState::End), (1, ServableState::Available)]
     );
 }
 
@@ -368,7 +372,7 @@ async fn new_version_goes_live_without_failed_requests_and_broken_one_keeps_old(
     })
     .await;
     wait_until("version 1 to unload", || {
-        states(&*manager, "iris") == [(1, ServableState::End), (2, ServableState::Available)]
+        states(&*manager, "iris") == [(2, ServableState::Available), (1, ServableState::End)]
     })
     .await;
     // The async API's set follows: only version 2 left.
@@ -476,10 +480,10 @@ async fn reload_adds_and_removes_models_and_checks_labels() {
     assert_eq!(
         states(&manager, "iris"),
         [
-            (1, ServableState::End),
-            (2, ServableState::Available),
+            (10, ServableState::End),
             (9, ServableState::Available),
-            (10, ServableState::End)
+            (2, ServableState::Available),
+            (1, ServableState::End)
         ]
     );
 
@@ -728,7 +732,7 @@ async fn memory_during_a_swap() {
     publish(&source, &repo, 2);
     let mut peak = before;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while states(&manager, "mlp") != [(1, ServableState::End), (2, ServableState::Available)] {
+    while states(&manager, "mlp") != [(2, ServableState::Available), (1, ServableState::End)] {
         peak = peak.max(rss_mib());
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;

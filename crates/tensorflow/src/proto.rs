@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use prost::Message as _;
-use soma_core::{DType, SignatureDef, TensorInfo};
+use soma_core::{DType, ListedSignature, ListedTensor, SignatureDef, TensorEncoding, TensorInfo};
 
 use crate::TfError;
 
@@ -21,6 +21,14 @@ pub(crate) struct MetaGraphDef {
     pub(crate) meta_info_def: Option<MetaInfoDef>,
     #[prost(map = "string, message", tag = "5")]
     pub(crate) signature_def: HashMap<String, SignatureDefProto>,
+}
+
+/// The same MetaGraphDef with each signature left serialized (a message and bytes share
+/// their wire form), for metadata that passes the stored signatures on whole.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct MetaGraphStoredSignatures {
+    #[prost(map = "string, bytes", tag = "5")]
+    pub(crate) signature_def: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -48,6 +56,27 @@ pub(crate) struct TensorInfoProto {
     pub(crate) dtype: i32,
     #[prost(message, optional, tag = "3")]
     pub(crate) tensor_shape: Option<TensorShapeProto>,
+    #[prost(message, optional, tag = "4")]
+    pub(crate) coo_sparse: Option<CooSparseProto>,
+    #[prost(message, optional, tag = "5")]
+    pub(crate) composite_tensor: Option<CompositeTensorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct CooSparseProto {
+    #[prost(string, tag = "1")]
+    pub(crate) values_tensor_name: String,
+    #[prost(string, tag = "2")]
+    pub(crate) indices_tensor_name: String,
+    #[prost(string, tag = "3")]
+    pub(crate) dense_shape_tensor_name: String,
+}
+
+/// `CompositeTensor`'s flat components (its `type_spec`, field 1, is not read).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct CompositeTensorProto {
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) components: Vec<TensorInfoProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -85,6 +114,8 @@ pub(crate) struct Signatures {
     /// Signature key → the reason it cannot be served (sparse/composite tensors, or a
     /// dtype soma cannot carry such as `resource`/`variant`/an unknown number).
     pub(crate) skipped: BTreeMap<String, String>,
+    /// Every signature as the model's metadata lists it, `__saved_model_init_op` included.
+    pub(crate) listed: BTreeMap<String, ListedSignature>,
 }
 
 /// The runnable signatures of the `serve` MetaGraph of a `saved_model.pb`, read without
@@ -129,11 +160,20 @@ pub fn read_tag_sets(saved_model_pb: &[u8]) -> Result<Vec<Vec<String>>, TfError>
 /// Decodes a serialized MetaGraphDef (as returned by `TF_LoadSessionFromSavedModel`).
 pub(crate) fn meta_graph_signatures(bytes: &[u8]) -> Result<Signatures, TfError> {
     let meta = MetaGraphDef::decode(bytes).map_err(|e| TfError::Proto(e.to_string()))?;
-    Ok(signatures(&meta))
+    let mut found = signatures(&meta);
+    let stored =
+        MetaGraphStoredSignatures::decode(bytes).map_err(|e| TfError::Proto(e.to_string()))?;
+    for (key, bytes) in stored.signature_def {
+        if let Some(listed) = found.listed.get_mut(&key) {
+            listed.stored = Some(bytes);
+        }
+    }
+    Ok(found)
 }
 
-/// Splits the signatures into runnable and skipped ones. `__saved_model_init_op` (and any
-/// other `__` key) is TensorFlow's own bookkeeping, not a signature, and is not listed.
+/// Splits the signatures into runnable and skipped ones, and lists them all for the model's
+/// metadata. `__saved_model_init_op` (and any other `__` key) is TensorFlow's own
+/// bookkeeping, not a signature: neither runnable nor skipped, but listed.
 ///
 /// Unsupported signatures are skipped rather than failing the load, because a SavedModel
 /// often carries extra signatures (e.g. for training) next to the one that is served; the
@@ -141,6 +181,7 @@ pub(crate) fn meta_graph_signatures(bytes: &[u8]) -> Result<Signatures, TfError>
 fn signatures(meta: &MetaGraphDef) -> Signatures {
     let mut out = Signatures::default();
     for (key, sig) in &meta.signature_def {
+        out.listed.insert(key.clone(), listed(sig));
         if key.starts_with("__") {
             continue;
         }
@@ -154,6 +195,44 @@ fn signatures(meta: &MetaGraphDef) -> Signatures {
         }
     }
     out
+}
+
+fn listed(sig: &SignatureDefProto) -> ListedSignature {
+    let list = |map: &HashMap<String, TensorInfoProto>| {
+        map.iter()
+            .map(|(alias, info)| (alias.clone(), listed_tensor(info)))
+            .collect()
+    };
+    ListedSignature {
+        method_name: sig.method_name.clone(),
+        inputs: list(&sig.inputs),
+        outputs: list(&sig.outputs),
+        stored: None,
+    }
+}
+
+fn listed_tensor(info: &TensorInfoProto) -> ListedTensor {
+    // A oneof: the field that came last on the wire wins, but TensorFlow writes one.
+    let encoding = if let Some(composite) = &info.composite_tensor {
+        TensorEncoding::Composite {
+            components: composite.components.iter().map(listed_tensor).collect(),
+        }
+    } else if let Some(sparse) = &info.coo_sparse {
+        TensorEncoding::CooSparse {
+            values_tensor_name: sparse.values_tensor_name.clone(),
+            indices_tensor_name: sparse.indices_tensor_name.clone(),
+            dense_shape_tensor_name: sparse.dense_shape_tensor_name.clone(),
+        }
+    } else if info.name.is_empty() {
+        TensorEncoding::None
+    } else {
+        TensorEncoding::Name(info.name.clone())
+    };
+    ListedTensor {
+        dtype: info.dtype,
+        shape: dims(info),
+        encoding,
+    }
 }
 
 fn convert(sig: &SignatureDefProto) -> Result<SignatureDef, String> {
@@ -182,16 +261,20 @@ fn tensor_info(info: &TensorInfoProto) -> Result<TensorInfo, String> {
         Some(d) => return Err(format!("has dtype {d}, which soma cannot carry")),
         None => return Err(format!("has an unknown dtype (enum value {})", info.dtype)),
     };
-    let shape = match &info.tensor_shape {
-        Some(shape) if shape.unknown_rank => None,
-        Some(shape) => Some(shape.dim.iter().map(|d| d.size).collect()),
-        None => None,
-    };
     Ok(TensorInfo {
         tensor_name: info.name.clone(),
         dtype,
-        shape,
+        shape: dims(info),
     })
+}
+
+/// The tensor's dimensions; `None` when its rank is unknown (or no shape is given).
+fn dims(info: &TensorInfoProto) -> Option<Vec<i64>> {
+    match &info.tensor_shape {
+        Some(shape) if shape.unknown_rank => None,
+        Some(shape) => Some(shape.dim.iter().map(|d| d.size).collect()),
+        None => None,
+    }
 }
 
 /// Serialized ConfigProto: `base` (a config soma was given, or nothing) with the
@@ -311,6 +394,22 @@ mod tests {
                 dim: vec![DimProto { size: -1 }, DimProto { size: 4 }],
                 unknown_rank: false,
             }),
+            coo_sparse: None,
+            composite_tensor: None,
+        };
+        let sparse = TensorInfoProto {
+            coo_sparse: Some(CooSparseProto {
+                values_tensor_name: "v:0".into(),
+                indices_tensor_name: "i:0".into(),
+                dense_shape_tensor_name: "s:0".into(),
+            }),
+            ..info("", 1)
+        };
+        let composite = TensorInfoProto {
+            composite_tensor: Some(CompositeTensorProto {
+                components: vec![info("c:0", 9)],
+            }),
+            ..info("", 1)
         };
         let sig = |input: TensorInfoProto| SignatureDefProto {
             inputs: HashMap::from([("x".to_string(), input)]),
@@ -323,7 +422,8 @@ mod tests {
                 ("ok".to_string(), sig(info("in:0", 1))),
                 ("resource".to_string(), sig(info("in:0", 20))),
                 ("unknown".to_string(), sig(info("in:0", 77))),
-                ("sparse".to_string(), sig(info("", 1))),
+                ("sparse".to_string(), sig(sparse)),
+                ("ragged".to_string(), sig(composite)),
                 ("__saved_model_init_op".to_string(), sig(info("in:0", 1))),
             ]),
         };
@@ -333,6 +433,11 @@ mod tests {
         assert_eq!(
             found.skipped,
             BTreeMap::from([
+                (
+                    "ragged".to_string(),
+                    "input 'x' is a sparse or composite tensor, which soma cannot feed or fetch"
+                        .to_string()
+                ),
                 (
                     "resource".to_string(),
                     "input 'x' has dtype resource, which soma cannot carry".to_string()
@@ -348,6 +453,38 @@ mod tests {
                 ),
             ])
         );
+        // The metadata lists every signature as stored, the init op included.
+        assert_eq!(
+            found.listed.keys().collect::<Vec<_>>(),
+            [
+                "__saved_model_init_op",
+                "ok",
+                "ragged",
+                "resource",
+                "sparse",
+                "unknown"
+            ]
+        );
+        assert_eq!(found.listed["unknown"].inputs["x"].dtype, 77);
+        assert_eq!(
+            found.listed["sparse"].inputs["x"].encoding,
+            TensorEncoding::CooSparse {
+                values_tensor_name: "v:0".into(),
+                indices_tensor_name: "i:0".into(),
+                dense_shape_tensor_name: "s:0".into(),
+            }
+        );
+        let TensorEncoding::Composite { components } = &found.listed["ragged"].inputs["x"].encoding
+        else {
+            panic!("a composite tensor");
+        };
+        // Each signature also as stored, for gRPC's metadata.
+        assert_eq!(
+            found.listed["sparse"].stored.as_deref(),
+            Some(meta.signature_def["sparse"].encode_to_vec().as_slice())
+        );
+        assert_eq!(components[0].encoding, TensorEncoding::Name("c:0".into()));
+        assert_eq!(components[0].shape, Some(vec![-1, 4]));
     }
 
     #[test]

@@ -3,7 +3,7 @@ use std::ffi::{CString, c_char};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use soma_core::{DType, SignatureDef, Tensor, TensorInfo, format_shape};
+use soma_core::{DType, ListedSignature, SignatureDef, Tensor, TensorInfo, format_shape};
 
 use crate::error::classify;
 use crate::ffi::{TF_Graph, TF_Output, TF_Session, TF_Tensor};
@@ -34,6 +34,7 @@ pub struct SavedModel {
     dir: PathBuf,
     signatures: BTreeMap<String, SignatureDef>,
     skipped: BTreeMap<String, String>,
+    listed: BTreeMap<String, ListedSignature>,
 }
 
 // SAFETY (Send + Sync):
@@ -215,11 +216,13 @@ impl SavedModel {
                 dir: dir.to_path_buf(),
                 signatures: BTreeMap::new(),
                 skipped: BTreeMap::new(),
+                listed: BTreeMap::new(),
             };
             // TensorFlow produced this MetaGraphDef, so a decoding failure is internal (13).
             let signatures = signatures.map_err(|e| load_error(13, e.to_string()))?;
             model.signatures = signatures.runnable;
             model.skipped = signatures.skipped;
+            model.listed = signatures.listed;
             Ok(model)
         }
     }
@@ -237,6 +240,12 @@ impl SavedModel {
     /// Signatures present in the model but not runnable by soma: key → reason.
     pub fn skipped_signatures(&self) -> &BTreeMap<String, String> {
         &self.skipped
+    }
+
+    /// Every signature of the MetaGraph as its metadata lists it: the runnable ones, the
+    /// skipped ones and `__saved_model_init_op` (TF Serving's `GetModelMetadata` lists all).
+    pub fn listed_signatures(&self) -> &BTreeMap<String, ListedSignature> {
+        &self.listed
     }
 
     pub fn dir(&self) -> &Path {
