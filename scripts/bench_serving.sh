@@ -129,7 +129,7 @@ http {
     listen 127.0.0.1:$rest_port;
     location / {
       default_type application/json;
-      return 200 '{\n    "predictions": [[0.9726865, 0.024584923, 0.0027286054]\n    ]\n}';
+      return 200 '{\n    "predictions": [[0.972686529, 0.0245849229, 0.00272860541]\n    ]\n}';
     }
   }
 }

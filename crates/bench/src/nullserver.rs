@@ -53,7 +53,7 @@ const IRIS_VERSION: i64 = 10;
 
 /// soma's answer to `crates/bench/data/iris.json`, byte for byte.
 const REST_ANSWER: &str =
-    "{\n    \"predictions\": [[0.9726865, 0.024584923, 0.0027286054]\n    ]\n}";
+    "{\n    \"predictions\": [[0.972686529, 0.0245849229, 0.00272860541]\n    ]\n}";
 
 const USAGE: &str = "usage: soma-bench null-server [--rest host:port] [--grpc host:port] \
                      [--model dir] [--threads n] [--busy-poll-micros n]";

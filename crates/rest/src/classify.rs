@@ -9,6 +9,7 @@ use soma_runtime::Servable;
 
 use soma_runtime::signature_method::{EXAMPLES_INPUT, InferenceApi, check_signature};
 
+use crate::decimal;
 use crate::error::RestError;
 use crate::predict::{parse_body, signature, signature_name};
 use crate::writer::PrettyWriter;
@@ -53,7 +54,7 @@ pub(crate) fn classify(
                 .and_then(|v| v.get(i))
                 .copied()
                 .unwrap_or(0.0);
-            w.value(&soma_core::json::f32_to_json(score), true);
+            w.raw(&decimal::float32(score));
             w.end_array();
         }
         w.end_array();
@@ -86,7 +87,7 @@ pub(crate) fn regress(
     w.single_line_arrays = true;
     w.start_array();
     for v in values {
-        w.value(&soma_core::json::f32_to_json(v), true);
+        w.raw(&decimal::float32(v));
     }
     w.end_array();
     w.end_object();

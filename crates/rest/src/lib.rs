@@ -7,8 +7,8 @@
 //!   `predictions` / `outputs` written with a port of rapidjson's pretty writer so that the
 //!   bytes match TF Serving's (`writer.rs`); `{"b64": ...}` in, and out for outputs whose alias
 //!   ends in `_bytes`; bare `NaN`/`Infinity` tokens in and out. Values go through
-//!   `soma_core::json`, the same codec as every other soma API. Float values are printed as
-//!   the shortest decimal that round-trips at the tensor's precision.
+//!   `soma_core::json`, the same codec as every other soma API, except float32 and float64
+//!   outputs, printed as TF Serving prints them (`decimal.rs`).
 //! * `POST ...:classify` / `:regress` are answered for classification / regression
 //!   signatures, checked as TF Serving checks them (`soma_runtime::signature_method`).
 //! * Errors are `{ "error": "..." }` with the HTTP code from [`error::http_status`], the one
@@ -29,6 +29,7 @@
 mod budget;
 mod classify;
 mod deadline;
+mod decimal;
 mod document;
 mod encoding;
 pub mod error;

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use soma_core::json::{b64_value, json_elements, non_finite_token, quote_non_finite_tokens};
-use soma_core::{DType, SignatureDef, Tensor};
+use soma_core::{DType, Element as _, SignatureDef, Tensor, TensorData};
 use soma_metrics::RuntimeApi;
 use soma_runtime::Servable;
 
+use crate::decimal;
 use crate::error::RestError;
 use crate::writer::PrettyWriter;
 
@@ -239,12 +240,24 @@ fn columns(inputs: Value, sig: &SignatureDef) -> Result<Map<String, Value>, Rest
 /// An output's elements as JSON, in row-major order: `_bytes` string outputs become
 /// `{"b64": ...}` (TF Serving's rule), other strings stay text (or `{"b64"}` when not UTF-8,
 /// which JSON cannot carry). Written one by one, without a tree of the whole answer.
+/// The output's elements as the writer takes them: float32 and float64 values as the text
+/// TF Serving writes for them (see [`is_float`]), the others as JSON values.
 fn output_elements<'t>(name: &str, tensor: &'t Tensor) -> Box<dyn Iterator<Item = Value> + 't> {
-    let elements = json_elements(tensor);
-    if tensor.dtype() == DType::String && name.ends_with("_bytes") {
-        Box::new(elements.map(to_b64))
-    } else {
-        elements
+    match (tensor.dtype(), tensor.data()) {
+        (DType::Float, TensorData::Fixed(bytes)) => Box::new(
+            bytes
+                .chunks_exact(4)
+                .map(|b| Value::String(decimal::float32(f32::read_ne(b)))),
+        ),
+        (DType::Double, TensorData::Fixed(bytes)) => Box::new(
+            bytes
+                .chunks_exact(8)
+                .map(|b| Value::String(decimal::float64(f64::read_ne(b)))),
+        ),
+        (DType::String, _) if name.ends_with("_bytes") => {
+            Box::new(json_elements(tensor).map(to_b64))
+        }
+        _ => json_elements(tensor),
     }
 }
 
@@ -255,7 +268,8 @@ fn to_b64(value: Value) -> Value {
     }
 }
 
-/// Float outputs may hold `NaN`/`Infinity`, written as TF Serving's bare tokens.
+/// Float outputs' elements are number texts (float32 and float64 as TF Serving writes
+/// them, float16 and bfloat16's `NaN`/`Infinity`), written bare.
 pub(crate) fn is_float(dtype: DType) -> bool {
     matches!(
         dtype,

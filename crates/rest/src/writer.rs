@@ -122,23 +122,23 @@ impl PrettyWriter {
         &mut self,
         shape: &[usize],
         elements: &mut dyn Iterator<Item = Value>,
-        bare_non_finite: bool,
+        numbers_as_text: bool,
     ) {
         match shape.split_first() {
-            None => self.value(&elements.next().unwrap_or(Value::Null), bare_non_finite),
+            None => self.value(&elements.next().unwrap_or(Value::Null), numbers_as_text),
             Some((&n, rest)) => {
                 self.start_array();
                 for _ in 0..n {
-                    self.nested(rest, elements, bare_non_finite);
+                    self.nested(rest, elements, numbers_as_text);
                 }
                 self.end_array();
             }
         }
     }
 
-    /// Writes a JSON value; strings equal to `NaN`, `Infinity` or `-Infinity` are written
-    /// as bare tokens when `bare_non_finite` (float tensors, whose JSON has no strings).
-    pub(crate) fn value(&mut self, value: &Value, bare_non_finite: bool) {
+    /// Writes a JSON value; with `numbers_as_text` (float tensors, whose JSON has no
+    /// strings) a string is a number's text (`0.972686529`, `NaN`, `Infinity`), written bare.
+    pub(crate) fn value(&mut self, value: &Value, numbers_as_text: bool) {
         match value {
             Value::Null => self.raw("null"),
             Value::Bool(b) => self.raw(if *b { "true" } else { "false" }),
@@ -147,16 +147,12 @@ impl PrettyWriter {
                 let _ = write!(text, "{n}");
                 self.raw(&text);
             }
-            Value::String(s)
-                if bare_non_finite && matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") =>
-            {
-                self.raw(s)
-            }
+            Value::String(s) if numbers_as_text => self.raw(s),
             Value::String(s) => self.string(s),
             Value::Array(items) => {
                 self.start_array();
                 for item in items {
-                    self.value(item, bare_non_finite);
+                    self.value(item, numbers_as_text);
                 }
                 self.end_array();
             }
@@ -164,7 +160,7 @@ impl PrettyWriter {
                 self.start_object();
                 for (k, v) in map {
                     self.key(k);
-                    self.value(v, bare_non_finite);
+                    self.value(v, numbers_as_text);
                 }
                 self.end_object();
             }

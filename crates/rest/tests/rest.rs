@@ -268,6 +268,16 @@ fn row_format_response_bytes_match_tf_serving() {
         response.text(),
         "{\n    \"predictions\": [[NaN, -Infinity]\n    ]\n}"
     );
+    // Scores as TF Serving prints float32: six digits when they read back, else nine
+    // (the shortest decimals that read back are 0.9726865, 0.024584923, 0.0027286054).
+    let iris = post(
+        "/v1/models/iris:predict",
+        r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#,
+    );
+    assert_eq!(
+        iris.text(),
+        "{\n    \"predictions\": [[0.972686529, 0.0245849229, 0.00272860541]\n    ]\n}"
+    );
 }
 
 /// The inputs of an expected case in row format (each input split along dimension 0).
