@@ -30,7 +30,7 @@ pub(crate) struct Args {
     body_limit: usize,
 
     /// How long finished workloads and their results are kept.
-    #[arg(long, env = "SOMA_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SOMA_RETENTION", default_value = "7days", value_parser = positive_duration)]
     retention: Duration,
 
     /// After SIGINT/SIGTERM, how long running workloads may take to finish.
@@ -48,23 +48,23 @@ pub(crate) struct Args {
     max_workers: usize,
 
     /// How often the autoscaler decides (Cortex: 10s).
-    #[arg(long, env = "SOMA_AUTOSCALE_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SOMA_AUTOSCALE_EVERY", default_value = "10s", value_parser = positive_duration)]
     autoscale_every: Duration,
 
     /// How long a running workload is held before it may be delivered again (renewed while
     /// the handler runs; after a crash it is the redelivery delay).
-    #[arg(long, env = "SOMA_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SOMA_LEASE", default_value = "60s", value_parser = positive_duration)]
     lease: Duration,
 
     /// Workloads each worker slot claims ahead while it runs one, so that claiming overlaps
     /// the handler. Default: 2 on Redis (a claim costs network round trips), 0 on the
     /// embedded backend. Prefetched workloads wait for their slot even if another one is
     /// idle: use 0 for long-running workloads.
-    #[arg(long, env = "SOMA_PREFETCH")]
+    #[arg(long, env = "SOMA_PREFETCH", value_parser = parse_prefetch)]
     prefetch: Option<usize>,
 
     /// How often model folders are polled for new and removed version folders.
-    #[arg(long, env = "SOMA_MODEL_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SOMA_MODEL_POLL_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     model_poll_interval: Duration,
 
     /// Also serve TF Serving's gRPC API (PredictionService, ModelService) on this address.
@@ -78,12 +78,12 @@ pub(crate) struct Args {
 
     /// Send an HTTP/2 PING on each gRPC connection this often; a client that does not answer
     /// within 20 s is disconnected.
-    #[arg(long, env = "SOMA_GRPC_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SOMA_GRPC_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = positive_duration)]
     grpc_keepalive_interval: Option<Duration>,
 
     /// Ask gRPC connections older than this to go away (GOAWAY), so clients reconnect and
     /// spread over the replicas behind a load balancer; running requests finish.
-    #[arg(long, env = "SOMA_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SOMA_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = positive_duration)]
     grpc_max_connection_age: Option<Duration>,
 
     /// With --grpc-max-connection-age: close an aged connection this long after its GOAWAY,
@@ -265,6 +265,31 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// A duration that a timer runs on: zero would make it spin (or, for tokio's intervals,
+/// panic in the task that owns it), so it is refused here with the flag's name.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_string());
+    }
+    Ok(duration)
+}
+
+/// The most workloads a worker slot may claim ahead: each holds its payload in memory,
+/// and a million took a test server to 3 GB and seconds per workload.
+const MAX_PREFETCH: usize = 256;
+
+fn parse_prefetch(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of workloads"))?;
+    if n > MAX_PREFETCH {
+        return Err(format!("at most {MAX_PREFETCH} workloads per worker slot"));
+    }
+    Ok(n)
+}
+
 /// `32MiB`, `512KiB`, `1GB`, `1000` → bytes.
 fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -314,6 +339,34 @@ mod tests {
             args.grpc_max_connection_age,
             args.grpc_max_connection_age_grace,
         ))
+    }
+
+    /// Timers' durations of zero, and prefetches that would hold millions of payloads,
+    /// are refused at start-up with the flag's name (a zero lease panicked every worker, a
+    /// zero retention the sweeper).
+    #[test]
+    fn zero_timer_durations_and_huge_prefetches_are_refused() {
+        let parse = |flags: &[&str]| {
+            Cli::try_parse_from(["soma", "serve", "cortex.yaml"].iter().chain(flags))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for flag in [
+            "--lease=0s",
+            "--retention=0s",
+            "--autoscale-every=0ms",
+            "--model-poll-interval=0s",
+            "--grpc-keepalive-interval=0s",
+            "--grpc-max-connection-age=0s",
+        ] {
+            let err = parse(&[flag]).unwrap_err();
+            let name = flag.split('=').next().unwrap();
+            assert!(err.contains(name), "{err}");
+            assert!(err.contains("must be longer than zero"), "{err}");
+        }
+        assert!(parse(&["--lease=1ms", "--grace=0s", "--prefetch=256"]).is_ok());
+        let err = parse(&["--prefetch=1000000"]).unwrap_err();
+        assert!(err.contains("at most 256 workloads per worker slot"), "{err}");
     }
 
     #[test]
