@@ -99,6 +99,12 @@ impl ModelStore {
     pub(crate) async fn list(&self) -> Result<Listing, RepositoryError> {
         if let Some(root) = &self.local_root {
             check_local_dir(root, &self.display).await?;
+            let dir = root.clone();
+            let mut listing = tokio::task::spawn_blocking(move || list_local(&dir))
+                .await
+                .map_err(|e| RepositoryError::io(root, std::io::Error::other(e)))?;
+            drop_dir_markers(&mut listing);
+            return Ok(listing);
         }
         let strip = self
             .prefix
@@ -167,6 +173,75 @@ impl ModelStore {
             .map_err(|e| RepositoryError::io(dest, e))?;
         Ok(written)
     }
+}
+
+/// Every file under a local folder (symbolic links followed), keyed by its `/`-separated
+/// path relative to it. soma lists local folders itself rather than through
+/// `object_store`'s `LocalFileSystem`, which resolves its root once (a base path that is a
+/// symbolic link, switched to a new target as git-sync does, kept listing the old one) and
+/// fails the whole listing on one folder it cannot read (a root-only `lost+found` on a
+/// volume stopped every new version, and start-up). Here the folder is resolved again at
+/// every listing, and a folder or file that cannot be read is left out with a warning: a
+/// version folder that cannot be read then fails its own checks alone, and other folders
+/// are skipped, as TF Serving skips them.
+fn list_local(root: &FsPath) -> Listing {
+    let mut listing = Listing::new();
+    let mut open = Vec::new();
+    walk_local(root, "", &mut open, &mut listing);
+    listing
+}
+
+/// Lists `dir` (`prefix` is its path in the listing) into `listing`; `open` holds the
+/// (device, inode) of the folders being walked, so that a link back to one of them ends
+/// there instead of looping.
+fn walk_local(dir: &FsPath, prefix: &str, open: &mut Vec<(u64, u64)>, listing: &mut Listing) {
+    use std::os::unix::fs::MetadataExt as _;
+    let unreadable = |path: &FsPath, error: &std::io::Error| {
+        tracing::warn!(path = %path.display(), %error, "left out of the model folder's listing: cannot be read");
+    };
+    let id = match std::fs::metadata(dir) {
+        Ok(meta) => (meta.dev(), meta.ino()),
+        Err(e) => return unreadable(dir, &e),
+    };
+    if open.contains(&id) {
+        tracing::warn!(path = %dir.display(), "left out of the model folder's listing: a link to a folder that contains it");
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return unreadable(dir, &e),
+    };
+    open.push(id);
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                unreadable(dir, &e);
+                continue;
+            }
+        };
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            tracing::warn!(path = %path.display(), "left out of the model folder's listing: its name is not UTF-8");
+            continue;
+        };
+        let relative = format!("{prefix}{name}");
+        // Follows symbolic links, as object_store did.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk_local(&path, &format!("{relative}/"), open, listing),
+            Ok(meta) => {
+                listing.insert(
+                    relative,
+                    FileMeta {
+                        size: meta.len(),
+                        last_modified: meta.modified().ok(),
+                    },
+                );
+            }
+            Err(e) => unreadable(&path, &e),
+        }
+    }
+    open.pop();
 }
 
 /// The `object_store` holding a location, and the folder of the location inside it.

@@ -256,3 +256,48 @@ async fn spawned_watcher_sends_events() {
         .unwrap();
     assert_eq!(event, added("m", 5));
 }
+
+/// A folder in the model folder that cannot be read (here a link to nowhere and a link
+/// loop; in production a root-only `lost+found`) is left out of the listing: the model's
+/// versions are found, where the whole listing used to fail.
+#[tokio::test]
+async fn unreadable_entries_leave_the_other_versions_found() {
+    let root = tempfile::tempdir().unwrap();
+    let iris = root.path().join("iris");
+    write_version(&iris.join("1"));
+    std::os::unix::fs::symlink(root.path().join("nowhere"), iris.join("lost+found")).unwrap();
+    std::os::unix::fs::symlink(&iris, iris.join("1/variables/loop")).unwrap();
+    let model = discover_model(&ModelLocation::Local(iris), Validator::TensorFlow)
+        .await
+        .unwrap();
+    assert_eq!(model.versions.keys().copied().collect::<Vec<_>>(), [1]);
+}
+
+/// A base path that is a symbolic link is followed again at every poll: switching it to
+/// another folder (as git-sync does) serves that folder's versions, where the watcher kept
+/// listing the folder the link named when it started.
+#[tokio::test]
+async fn a_base_path_link_is_followed_at_every_poll() {
+    let root = tempfile::tempdir().unwrap();
+    write_version(&root.path().join("a/1"));
+    write_version(&root.path().join("b/2"));
+    let current = root.path().join("current");
+    std::os::unix::fs::symlink(root.path().join("a"), &current).unwrap();
+    let mut watcher = Watcher::new(
+        [WatchSource::model(
+            "m",
+            ModelLocation::Local(current.clone()),
+        )],
+        Validator::TensorFlow,
+        Duration::from_millis(50),
+    );
+    assert_eq!(watcher.poll_once().await, [], "initial snapshot");
+    assert_eq!(versions(&watcher, "m"), [1]);
+    let next = root.path().join("next");
+    std::os::unix::fs::symlink(root.path().join("b"), &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    for _ in 0..3 {
+        watcher.poll_once().await;
+    }
+    assert_eq!(versions(&watcher, "m"), [2]);
+}

@@ -366,7 +366,10 @@ mod tests {
         }
         assert!(parse(&["--lease=1ms", "--grace=0s", "--prefetch=256"]).is_ok());
         let err = parse(&["--prefetch=1000000"]).unwrap_err();
-        assert!(err.contains("at most 256 workloads per worker slot"), "{err}");
+        assert!(
+            err.contains("at most 256 workloads per worker slot"),
+            "{err}"
+        );
     }
 
     #[test]
