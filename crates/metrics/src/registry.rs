@@ -66,6 +66,14 @@ pub enum MetricError {
     NegativeCounter(String),
     #[error("metric {0:?}: the value is not a finite number")]
     NotFinite(String),
+    #[error("histogram {0:?}: the tag \"le\" is Prometheus's own (each bucket's bound)")]
+    BucketLabel(String),
+    #[error("metric {name:?} would clash with the {series:?} series of histogram {histogram:?}")]
+    SeriesClash {
+        name: String,
+        histogram: String,
+        series: String,
+    },
 }
 
 pub(crate) type Labels = Vec<(String, String)>;
@@ -294,7 +302,8 @@ impl Registry {
             // Labels are checked before the family exists, so that a refused update leaves
             // nothing behind.
             validate_metric_name(name)?;
-            validate_labels(labels)?;
+            validate_labels(kind, name, labels)?;
+            check_series_clash(&families, name, kind)?;
             let family = Family {
                 help: help.to_string(),
                 kind,
@@ -316,7 +325,7 @@ impl Registry {
             return Ok(use_series(series, buckets));
         }
         if !new_family {
-            validate_labels(labels)?;
+            validate_labels(kind, name, labels)?;
         }
         let series = family
             .series
@@ -336,10 +345,51 @@ fn add_to_scalar(series: &mut Series, _buckets: Buckets, deltas: &[f64]) {
     }
 }
 
-/// Every label name valid, none twice.
-fn validate_labels(labels: &[(&str, &str)]) -> Result<(), MetricError> {
+/// The suffixes of a histogram's series on the page.
+const HISTOGRAM_SERIES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
+/// A new family whose series would share a name with another's on the page (a gauge
+/// `h_count` beside a histogram `h`, or the other way round), which makes Prometheus
+/// refuse the whole page.
+fn check_series_clash(
+    families: &BTreeMap<String, Family>,
+    name: &str,
+    kind: Kind,
+) -> Result<(), MetricError> {
+    let clash = |histogram: &str, series: &str| MetricError::SeriesClash {
+        name: name.to_string(),
+        histogram: histogram.to_string(),
+        series: series.to_string(),
+    };
+    for suffix in HISTOGRAM_SERIES {
+        if let Some(stem) = name.strip_suffix(suffix)
+            && families
+                .get(stem)
+                .is_some_and(|f| f.kind == Kind::Histogram)
+        {
+            return Err(clash(stem, name));
+        }
+        if kind == Kind::Histogram {
+            let series = format!("{name}{suffix}");
+            if families.contains_key(&series) {
+                return Err(MetricError::SeriesClash {
+                    name: series.clone(),
+                    histogram: name.to_string(),
+                    series,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every label name valid, none twice, and no `le` on a histogram (its buckets' own).
+fn validate_labels(kind: Kind, name: &str, labels: &[(&str, &str)]) -> Result<(), MetricError> {
     for (i, (label, _)) in labels.iter().enumerate() {
         validate_label_name(label)?;
+        if kind == Kind::Histogram && *label == "le" {
+            return Err(MetricError::BucketLabel(name.to_string()));
+        }
         if labels[..i].iter().any(|(earlier, _)| earlier == label) {
             return Err(MetricError::DuplicateLabel(label.to_string()));
         }

@@ -261,6 +261,39 @@ mod tests {
         assert_eq!(text.matches("\nd{").count(), 1, "{text}");
     }
 
+    /// What would make Prometheus refuse the whole page is refused instead: `le` on a
+    /// histogram (twice on each bucket line), and a family whose series share a name with
+    /// a histogram's `_bucket` / `_sum` / `_count`, in either order.
+    #[test]
+    fn rejects_what_would_spoil_the_page() {
+        let r = Registry::new();
+        assert!(matches!(
+            r.observe("h", "", &[("le", "x")], 0.5),
+            Err(MetricError::BucketLabel(_))
+        ));
+        r.observe("h", "", &[("a", "1")], 0.5).unwrap();
+        assert!(matches!(
+            r.observe("h", "", &[("le", "x")], 0.5),
+            Err(MetricError::BucketLabel(_))
+        ));
+        r.gauge_set("g", "", &[("le", "x")], 1.0).unwrap();
+        for name in ["h_bucket", "h_sum", "h_count"] {
+            assert!(matches!(
+                r.gauge_set(name, "", &[], 1.0),
+                Err(MetricError::SeriesClash { .. })
+            ));
+        }
+        r.counter_add("later_count", "", &[], 1.0).unwrap();
+        let err = r.observe("later", "", &[], 1.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "metric \"later_count\" would clash with the \"later_count\" series of histogram \"later\""
+        );
+        let text = r.render();
+        assert!(!text.contains("# TYPE h_count"), "{text}");
+        assert!(!text.contains("# TYPE later "), "{text}");
+    }
+
     #[test]
     fn label_values_are_escaped_and_order_independent() {
         let r = Registry::new();

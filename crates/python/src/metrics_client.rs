@@ -4,8 +4,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use soma_metrics::Registry;
 
-/// Prefixes kept for built-in metrics (Cortex reserved `cortex_` and `istio_`).
-const RESERVED: [&str; 3] = ["cortex_", "istio_", "soma_"];
+/// Prefixes kept for built-in metrics (Cortex reserved `cortex_` and `istio_`; soma's own
+/// and TF Serving's are soma's, which a handler's gauge must not take over).
+const RESERVED: [&str; 4] = ["cortex_", "istio_", "soma_", ":tensorflow:"];
 
 /// The `metrics_client` given to `Handler.__init__`: Prometheus gauges, counters and
 /// histograms in soma's registry, exported on `/metrics` with the tags as labels.

@@ -260,6 +260,14 @@ async fn metrics_client_records_and_rejects_reserved_names() {
         ("soma_x k", "reserved prefix \"soma_\""),
         ("cortex_x k", "reserved prefix \"cortex_\""),
         ("istio_x k", "reserved prefix \"istio_\""),
+        (
+            ":tensorflow:serving:request_count k",
+            "reserved prefix \":tensorflow:\"",
+        ),
+        (
+            "size_count k",
+            "would clash with the \"size_count\" series of histogram \"size\"",
+        ),
         ("bad-name k", "bad-name"),
         ("1x k", "1x"),
         ("good bad-key", "bad-key"),
