@@ -59,7 +59,8 @@
 //! * `autoscaling.min_replicas` may be 0 (Cortex allowed scale-to-zero for AsyncAPI from
 //!   v0.36; v0.35 required > 0). `init_replicas` still defaults to `min_replicas` but at
 //!   least 1 and must be ≥ 1 (soma starts `init_replicas` workers).
-//! * Endpoints `/healthz`, `/readyz` and `/metrics` are reserved by the soma gateway, and
+//! * Endpoints `/healthz`, `/readyz`, `/metrics` and those under `/_soma` are reserved by
+//!   the soma gateway, `.` and `..` segments are refused (clients remove them), and
 //!   an endpoint exactly one segment below another API's endpoint is rejected (it would be
 //!   shadowed by the other API's `GET <endpoint>/<id>` poll route).
 //! * Docker image references (`image`, `tensorflow_serving_image`) are checked for syntax

@@ -63,7 +63,27 @@ fn endpoint(walker: &mut Walker, text: &str) -> Option<String> {
         );
         return None;
     }
+    if trimmed
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        walker.error(
+            &at,
+            format!(
+                "{text:?} cannot contain \".\" or \"..\" path segments (HTTP clients remove \
+                 them before sending, so the endpoint could not be reached)"
+            ),
+        );
+        return None;
+    }
     let canonical = format!("/{trimmed}");
+    if under(&canonical, "/_soma") {
+        walker.error(
+            &at,
+            format!("{canonical} lies under /_soma, which the soma gateway serves itself"),
+        );
+        return None;
+    }
     if under_tf_serving_paths(&canonical) {
         walker.error(
             &at,
@@ -91,14 +111,16 @@ fn endpoint(walker: &mut Walker, text: &str) -> Option<String> {
 /// its health paths (`/v2/health/live`, `/v2/health/ready`), which soma serves on the
 /// gateway's port. Paths match without regard to case, as the router's do.
 fn under_tf_serving_paths(endpoint: &str) -> bool {
+    under(endpoint, "/v1") || under(endpoint, "/v2/health")
+}
+
+/// Whether `endpoint` is `root` or a path under it, without regard to case.
+fn under(endpoint: &str, root: &str) -> bool {
     let lower = endpoint.to_ascii_lowercase();
-    let under = |root: &str| {
-        lower == root
-            || lower
-                .strip_prefix(root)
-                .is_some_and(|rest| rest.starts_with('/'))
-    };
-    under("/v1") || under("/v2/health")
+    lower == root
+        || lower
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// `update_strategy`: `max_surge` / `max_unavailable`, each an integer or `N%` (0–100),

@@ -774,6 +774,16 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             "cortex.yaml: iris (AsyncAPI): networking: endpoint: /metrics is reserved by the soma gateway (it serves /healthz, /readyz, /metrics)",
         ),
         (
+            "endpoint under /_soma",
+            set(tf(), "networking.endpoint", "/_SOMA/apis"),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: /_SOMA/apis lies under /_soma, which the soma gateway serves itself",
+        ),
+        (
+            "endpoint dot segments",
+            set(tf(), "networking.endpoint", "/a/../b"),
+            "cortex.yaml: iris (AsyncAPI): networking: endpoint: \"/a/../b\" cannot contain \".\" or \"..\" path segments (HTTP clients remove them before sending, so the endpoint could not be reached)",
+        ),
+        (
             "networking keys",
             set(tf(), "networking.api_gateway", "none"),
             "cortex.yaml: iris (AsyncAPI): networking: key \"api_gateway\" is not supported",
