@@ -332,12 +332,13 @@ fn recorded_warmup_requests_gate_new_versions() {
 fn config_file_mode_reloads_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("models.config");
-    let entry = |name: &str, model: &str| {
+    let entry_at = |name: &str, path: &Path| {
         format!(
             "config {{ name: '{name}' base_path: '{}' model_platform: 'tensorflow' }}\n",
-            fixtures().join(model).display()
+            path.display()
         )
     };
+    let entry = |name: &str, model: &str| entry_at(name, &fixtures().join(model));
     std::fs::write(
         &config,
         format!("model_config_list {{\n{}}}\n", entry("a", "iris")),
@@ -393,6 +394,24 @@ fn config_file_mode_reloads_the_file() {
     // TF Serving refuses that transition; it does not unload every model.
     std::fs::write(&config, "").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(predict(&server, "b").0, 200);
+    // A reload that failed (a base path not there yet) is tried again at every poll while
+    // the file stays as it is, as TF Serving reloads at every poll: the model comes once
+    // its folder does.
+    let later = tmp.path().join("later");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n{}{}}}\n",
+            entry("b", "iris_plain"),
+            entry_at("c", &later)
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(predict(&server, "c").0, 404);
+    copy_dir(&fixtures().join("iris_plain"), &later);
+    wait_for(&server, "model c", |s| predict(s, "c").0 == 200);
     assert_eq!(predict(&server, "b").0, 200);
 }
 

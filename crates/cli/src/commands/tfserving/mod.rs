@@ -167,20 +167,36 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
 }
 
 /// TF Serving's `--model_config_file_poll_wait_seconds`: a changed file replaces the model
-/// list; a file that does not parse is reported and the running list kept.
+/// list; a file that does not parse is reported and the running list kept. A reload that
+/// failed (a base path not there yet, a label on a version still loading) is tried again
+/// at every poll until it applies, as TF Serving reloads the file at every poll; its error
+/// is logged again only when it changes.
 async fn poll_config_file(manager: Arc<ModelManager>, file: PathBuf, every: Duration) {
     let mut last = std::fs::read_to_string(&file).ok();
+    let mut failed: Option<String> = None;
     loop {
         tokio::time::sleep(every).await;
         let text = std::fs::read_to_string(&file).ok();
-        if text == last {
+        if text == last && failed.is_none() {
             continue;
+        }
+        if text != last {
+            failed = None;
         }
         last = text;
         match read_config_file(&file) {
             Ok(Some(models)) => match manager.reload(models).await {
-                Ok(()) => tracing::info!(file = %file.display(), "model config reloaded"),
-                Err(e) => tracing::warn!(error = %e, "model config reload"),
+                Ok(()) => {
+                    tracing::info!(file = %file.display(), "model config reloaded");
+                    failed = None;
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    if failed.as_ref() != Some(&error) {
+                        tracing::warn!(%error, "model config reload; trying again at every poll");
+                    }
+                    failed = Some(error);
+                }
             },
             // An emptied file (an editor or a config tool rewriting it in place) does not
             // unload every model: TF Serving refuses the transition too.
