@@ -258,3 +258,35 @@ fn now_millis() -> u64 {
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Queue as _;
+    use crate::model::ApiName;
+
+    /// A write the file refuses (a full disk) makes the store report itself unavailable to
+    /// readiness, which reads alone would not notice: redb then refuses every write until
+    /// the file is opened again. A write that succeeds clears it.
+    #[tokio::test]
+    async fn a_failed_write_of_the_file_makes_the_store_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedBackend::open_store(dir.path()).await.unwrap();
+        let api = ApiName::parse("iris").unwrap();
+        assert!(store.stats(&api).await.is_ok());
+        let full = || {
+            TxError::Db(redb::Error::Io(std::io::Error::other(
+                "No space left on device",
+            )))
+        };
+        store
+            .write(move |_| -> Result<Commit<()>, TxError> { Err(full()) })
+            .await
+            .unwrap_err();
+        let err = store.stats(&api).await.unwrap_err().to_string();
+        assert!(err.contains("No space left on device"), "{err}");
+        assert!(err.contains("restart soma to open the file again"), "{err}");
+        store.write(|_| Ok(Commit::No(()))).await.unwrap();
+        assert!(store.stats(&api).await.is_ok());
+    }
+}

@@ -94,6 +94,8 @@ impl Queue for EmbeddedBackend {
     }
 
     async fn stats(&self, api: &ApiName) -> Result<QueueStats, JobsError> {
+        // Readiness reads these: a file that takes no more writes is not ready.
+        self.writer.check()?;
         let api = api.clone();
         self.read(move |txn| {
             let now = now_millis();

@@ -148,8 +148,8 @@ impl Tx<'_> {
     }
 }
 
-fn lock(counters: &Mutex<Counters>) -> std::sync::MutexGuard<'_, Counters> {
-    counters.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A write operation: applies itself and says whether it changed anything.
@@ -166,6 +166,8 @@ struct Pending {
 pub(super) struct Writer {
     sender: Option<mpsc::Sender<Pending>>,
     thread: Option<JoinHandle<()>>,
+    /// Why the file cannot be written, since a commit failed on it (see [`Writer::check`]).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
@@ -174,12 +176,15 @@ impl Writer {
         counters: Arc<Mutex<Counters>>,
     ) -> Result<Writer, TxError> {
         let (sender, receiver) = mpsc::channel();
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let failed = Arc::clone(&failure);
         let thread = std::thread::Builder::new()
             .name("soma-redb-writer".into())
             .spawn(move || {
                 let mut writer = State {
                     db: &db,
                     counters: &counters,
+                    failure: &failed,
                     unsynced: false,
                     dirty: HashSet::new(),
                     seq_dirty: false,
@@ -190,7 +195,27 @@ impl Writer {
         Ok(Writer {
             sender: Some(sender),
             thread: Some(thread),
+            failure,
         })
+    }
+
+    /// `Unavailable` while the database file cannot be written. redb refuses every write
+    /// after one failed on the file (a full disk): "Previous I/O error occurred. Please
+    /// close and re-open the database", even once space is back. Reads still work, so
+    /// readiness asks this, and the server reports itself not ready (for a supervisor to
+    /// restart it) instead of ready while every submission fails.
+    pub(super) fn check(&self) -> Result<(), JobsError> {
+        match lock(&self.failure).as_ref() {
+            None => Ok(()),
+            Some(failure) => Err(JobsError::Unavailable {
+                backend: "redb",
+                source: format!(
+                    "{failure}; restart soma to open the file again (accepted workloads are \
+                     kept in it)"
+                )
+                .into(),
+            }),
+        }
     }
 
     /// Runs `operation` in the next group transaction; returns its value once committed.
@@ -237,6 +262,7 @@ impl Drop for Writer {
 struct State<'a> {
     db: &'a Database,
     counters: &'a Mutex<Counters>,
+    failure: &'a Mutex<Option<String>>,
     /// True while lazy commits are not yet on disk.
     unsynced: bool,
     /// Counts changed by lazy commits since the last durable one.
@@ -312,6 +338,30 @@ impl State<'_> {
     /// durable if any of its operations is; an empty batch is a flush, durable if anything
     /// is unsynced.
     fn commit(&mut self, batch: &mut [Pending]) -> Result<(), TxError> {
+        let result = self.try_commit(batch);
+        let failure = match &result {
+            Ok(()) => None,
+            Err(TxError::Db(redb::Error::Io(e))) => {
+                Some(format!("writing the database file failed: {e}"))
+            }
+            Err(TxError::Db(redb::Error::PreviousIo)) => Some(
+                "an earlier write of the database file failed, and redb takes no more writes"
+                    .to_string(),
+            ),
+            Err(_) => return result,
+        };
+        let mut recorded = lock(self.failure);
+        if failure.is_some() && recorded.is_none() {
+            tracing::error!(
+                failure = failure.as_deref(),
+                "the job storage cannot be written"
+            );
+        }
+        *recorded = failure;
+        result
+    }
+
+    fn try_commit(&mut self, batch: &mut [Pending]) -> Result<(), TxError> {
         let counters = self.counters;
         let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.db.begin_write()?;
