@@ -463,14 +463,19 @@ fn f64_to_json(x: f64) -> Value {
 }
 
 fn non_finite(x: f64) -> Value {
-    let token = if x.is_nan() {
+    Value::String(non_finite_name(x).to_string())
+}
+
+/// The token TF Serving (and soma) writes for a non-finite float: `NaN`, `Infinity` or
+/// `-Infinity`.
+pub fn non_finite_name(x: f64) -> &'static str {
+    if x.is_nan() {
         "NaN"
     } else if x > 0.0 {
         "Infinity"
     } else {
         "-Infinity"
-    };
-    Value::String(token.to_string())
+    }
 }
 
 /// What starts the string [`quote_non_finite_tokens`] makes of a bare token: U+0000, which

@@ -9,6 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
+use soma_core::json::non_finite_name;
 use soma_core::{DType, Tensor, TensorData};
 
 /// How deep a handler result may nest. It bounds the recursion below (a list that contains
@@ -150,9 +151,8 @@ pub(crate) fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
     if let Ok(f) = value.cast::<PyFloat>() {
         let x = f.value();
-        return Ok(
-            Number::from_f64(x).map_or_else(|| Value::String(non_finite(x).into()), Value::Number)
-        );
+        return Ok(Number::from_f64(x)
+            .map_or_else(|| Value::String(non_finite_name(x).into()), Value::Number));
     }
     if let Ok(b) = value.cast::<PyBytes>() {
         return Ok(soma_core::json::b64_value(b.as_bytes()));
@@ -181,16 +181,6 @@ pub(crate) fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
         "cannot send a {} to a model; use lists, numbers, strings, bytes or numpy arrays",
         value.get_type().name()?
     )))
-}
-
-fn non_finite(x: f64) -> &'static str {
-    if x.is_nan() {
-        "NaN"
-    } else if x > 0.0 {
-        "Infinity"
-    } else {
-        "-Infinity"
-    }
 }
 
 /// numpy's name for a dtype soma can copy straight from an array's memory.

@@ -45,14 +45,7 @@ pub(crate) fn float64(x: f64) -> String {
 }
 
 fn non_finite(x: f64) -> String {
-    if x.is_nan() {
-        "NaN"
-    } else if x > 0.0 {
-        "Infinity"
-    } else {
-        "-Infinity"
-    }
-    .to_string()
+    soma_core::json::non_finite_name(x).to_string()
 }
 
 /// TF Serving adds `.0` to a whole number in plain notation.

@@ -894,35 +894,50 @@ async fn a_stalled_body_gets_408() {
     );
 }
 
+/// iris served with `budget` and `timeout`; its address.
+async fn serve_iris_with_budget(
+    budget: &soma_rest::DecodeBudget,
+    timeout: Duration,
+) -> (String, tempfile::TempDir) {
+    let options = RestOptions {
+        timeout,
+        decode_budget: Some(budget.clone()),
+        ..RestOptions::default()
+    };
+    serve_model("iris", "iris", options).await
+}
+
+/// ~22 KB of iris rows: over the quick lane's 16 KiB, so it takes its share of the budget.
+fn rows_over_the_quick_lane() -> String {
+    let body = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000]}).to_string();
+    assert!(body.len() > 16 * 1024);
+    body
+}
+
+/// POSTs `body` to iris's `:predict` from a blocking thread.
+fn send_to_iris(addr: String, body: String) -> tokio::task::JoinHandle<HttpResponse> {
+    tokio::task::spawn_blocking(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/models/iris:predict",
+            &[],
+            body.as_bytes(),
+        )
+        .unwrap()
+    })
+}
+
 /// A body over the quick lane's size waits for the decode budget once it is read; past its
 /// deadline it gets 504, and it is answered once the budget is free again, which a client
 /// sending its body slowly does not hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_wait_for_the_decode_budget() {
     let budget = soma_rest::DecodeBudget::new(64 * 1024);
-    let options = RestOptions {
-        timeout: Duration::from_millis(300),
-        decode_budget: Some(budget.clone()),
-        ..RestOptions::default()
-    };
-    let (addr, _cache) = serve_model("iris", "iris", options).await;
-    // ~22 KB: over the quick lane's 16 KiB.
-    let body = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000]}).to_string();
-    assert!(body.len() > 16 * 1024);
-    let send = |addr: String, body: String| {
-        tokio::task::spawn_blocking(move || {
-            http(
-                &addr,
-                "POST",
-                "/v1/models/iris:predict",
-                &[],
-                body.as_bytes(),
-            )
-            .unwrap()
-        })
-    };
+    let (addr, _cache) = serve_iris_with_budget(&budget, Duration::from_millis(300)).await;
+    let body = rows_over_the_quick_lane();
     let everything = budget.reserve(64 * 1024).await;
-    let waited = send(addr.clone(), body.clone()).await.unwrap();
+    let waited = send_to_iris(addr.clone(), body.clone()).await.unwrap();
     let timed_out = "{ \"error\": \"Request timed out after 300 ms\" }";
     assert_eq!((waited.status, waited.text()), (504, timed_out.to_string()));
     drop(everything);
@@ -943,7 +958,7 @@ async fn large_bodies_wait_for_the_decode_budget() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let answered = send(addr, body).await.unwrap();
+    let answered = send_to_iris(addr, body).await.unwrap();
     assert_eq!(answered.status, 200, "{}", answered.text());
     assert_eq!(
         parse(&answered)["predictions"].as_array().unwrap().len(),
@@ -958,28 +973,12 @@ async fn large_bodies_wait_for_the_decode_budget() {
 async fn a_large_body_does_not_hold_up_small_ones() {
     // 4 MiB: bodies up to 64 KiB draw on their own MiB of it.
     let budget = soma_rest::DecodeBudget::new(4 << 20);
-    let options = RestOptions {
-        timeout: Duration::from_millis(2000),
-        decode_budget: Some(budget.clone()),
-        ..RestOptions::default()
-    };
-    let (addr, _cache) = serve_model("iris", "iris", options).await;
-    // ~22 KB: over the quick lane's 16 KiB, so it takes its share of the budget.
-    let body = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 1000]}).to_string();
+    let (addr, _cache) = serve_iris_with_budget(&budget, Duration::from_millis(2000)).await;
     let large = budget.reserve(100 << 20).await;
     // Held up, it would get a 504 once its deadline passed.
-    let answered = tokio::task::spawn_blocking(move || {
-        http(
-            &addr,
-            "POST",
-            "/v1/models/iris:predict",
-            &[],
-            body.as_bytes(),
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let answered = send_to_iris(addr, rows_over_the_quick_lane())
+        .await
+        .unwrap();
     assert_eq!(answered.status, 200, "{}", answered.text());
     drop(large);
 }
