@@ -157,6 +157,7 @@ impl ModelManager {
                     models.get(name),
                     &spec.config.labels,
                     self.options.allow_labels_for_unavailable,
+                    &std::collections::BTreeSet::new(),
                 )
                 .map_err(RuntimeError::Model)?;
             }

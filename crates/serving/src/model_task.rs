@@ -241,18 +241,28 @@ impl ModelTask {
             .unwrap_or_default()
     }
 
-    /// Loads what the policy wants (newest state of the folder), then unloads the rest,
-    /// then applies the labels. Load errors are kept on their versions and returned.
+    /// Loads what the policy wants (newest state of the folder), then applies the labels,
+    /// then unloads the rest: a label moved off a version that this change unloads points
+    /// at its new version before the old one goes, so no request by label meets a version
+    /// already gone (as TF Serving updates its label map before it unloads). Load errors
+    /// are kept on their versions and returned.
     async fn apply(&mut self) -> Result<(), RuntimeError> {
         let mut errors = Vec::new();
         self.moved_to_empty &= self.present().is_empty();
         // Moved to a folder with no versions yet: the previous base path's versions serve
         // on, and only the labels are applied.
         if !self.moved_to_empty {
-            self.follow_policy(&mut errors).await;
+            self.load_wanted(&mut errors).await;
         }
-        if let Err(e) = self.apply_labels() {
+        let leaving = match self.moved_to_empty {
+            true => BTreeSet::new(),
+            false => self.unwanted(),
+        };
+        if let Err(e) = self.apply_labels(&leaving) {
             errors.push(e);
+        }
+        if !self.moved_to_empty {
+            self.unload_unwanted().await;
         }
         match errors.len() {
             0 => Ok(()),
@@ -260,9 +270,8 @@ impl ModelTask {
         }
     }
 
-    /// Loads the wanted versions, newest first (and the stale ones again), then unloads
-    /// the loaded versions that are not wanted (see [`policy::to_unload`]).
-    async fn follow_policy(&mut self, errors: &mut Vec<String>) {
+    /// Loads the wanted versions, newest first (and the stale ones again).
+    async fn load_wanted(&mut self, errors: &mut Vec<String>) {
         loop {
             let present = self.present();
             let (loaded, failed) = self.loaded_and_failed();
@@ -273,21 +282,6 @@ impl ModelTask {
                 .find(|v| !loaded.contains(v) || self.stale.contains(v))
                 .copied();
             let Some(version) = next else {
-                let policy = &self.spec.config.policy;
-                let unloaded = policy::to_unload(policy, &present, &failed, &loaded);
-                for &version in &unloaded {
-                    self.unload(version);
-                }
-                // Gone from storage and not serving: the downloaded copy is of no more use.
-                let gone = std::mem::take(&mut self.gone);
-                for version in gone {
-                    if loaded.contains(&version) && !unloaded.contains(&version) {
-                        self.gone.insert(version);
-                    } else {
-                        self.cache.evict(&self.location, version).await;
-                    }
-                }
-                self.note_serving_without_versions(present.is_empty() && !loaded.is_empty());
                 return;
             };
             self.stale.remove(&version);
@@ -295,6 +289,34 @@ impl ModelTask {
                 errors.push(e);
             }
         }
+    }
+
+    /// The loaded versions the policy does not want (see [`policy::to_unload`]).
+    fn unwanted(&self) -> BTreeSet<i64> {
+        let (loaded, failed) = self.loaded_and_failed();
+        policy::to_unload(&self.spec.config.policy, &self.present(), &failed, &loaded)
+            .into_iter()
+            .collect()
+    }
+
+    /// Unloads the loaded versions that are not wanted.
+    async fn unload_unwanted(&mut self) {
+        let present = self.present();
+        let (loaded, _) = self.loaded_and_failed();
+        let unloaded = self.unwanted();
+        for &version in &unloaded {
+            self.unload(version);
+        }
+        // Gone from storage and not serving: the downloaded copy is of no more use.
+        let gone = std::mem::take(&mut self.gone);
+        for version in gone {
+            if loaded.contains(&version) && !unloaded.contains(&version) {
+                self.gone.insert(version);
+            } else {
+                self.cache.evict(&self.location, version).await;
+            }
+        }
+        self.note_serving_without_versions(present.is_empty() && !loaded.is_empty());
     }
 
     /// Warns when the base path stops listing versions while some serve (they serve on:
@@ -464,7 +486,7 @@ impl ModelTask {
     }
 
     /// TF Serving's rule: a label may only point at an AVAILABLE version (unless allowed).
-    fn apply_labels(&self) -> Result<(), String> {
+    fn apply_labels(&self, leaving: &BTreeSet<i64>) -> Result<(), String> {
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
         let Some(model) = models.get_mut(self.name()) else {
             return Ok(());
@@ -475,6 +497,7 @@ impl ModelTask {
             Some(model),
             wanted,
             self.options.allow_labels_for_unavailable,
+            leaving,
         )?;
         model.labels = wanted.clone();
         Ok(())

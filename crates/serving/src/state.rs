@@ -1,6 +1,6 @@
 //! The shared, lock-protected view of every model's versions that requests read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use soma_core::ErrorKind;
@@ -30,12 +30,14 @@ impl VersionEntry {
 /// state now; `None`: a model not served yet) that is AVAILABLE. With
 /// `allow_unavailable` (`--allow_version_labels_for_unavailable_models`) a new label may
 /// wait for its version, but a label in use moves only to an available version, so that
-/// moving it never drops requests (as in TF Serving).
+/// moving it never drops requests (as in TF Serving). Versions in `leaving` are about to
+/// be unloaded, and count as unavailable.
 pub(crate) fn check_labels(
     name: &str,
     model: Option<&ModelState>,
     wanted: &BTreeMap<String, i64>,
     allow_unavailable: bool,
+    leaving: &BTreeSet<i64>,
 ) -> Result<(), String> {
     for (label, &version) in wanted {
         let moved_from = model
@@ -43,7 +45,8 @@ pub(crate) fn check_labels(
             .copied()
             .filter(|&old| old != version);
         let may_wait = allow_unavailable && moved_from.is_none();
-        if !may_wait && model.and_then(|m| m.available(version)).is_none() {
+        let available = model.and_then(|m| m.available(version)).is_some();
+        if !may_wait && (!available || leaving.contains(&version)) {
             let why = match moved_from {
                 Some(old) if allow_unavailable => format!(
                     "label '{label}' points at version {old}, and a label moves only to an \

@@ -212,13 +212,18 @@ struct LoopingClient {
 
 impl LoopingClient {
     fn start(hub: Arc<ModelManager>) -> LoopingClient {
+        LoopingClient::start_on(hub, VersionSelector::Latest)
+    }
+
+    /// A client looping on `selector` (a label, say) rather than "latest".
+    fn start_on(hub: Arc<ModelManager>, selector: VersionSelector) -> LoopingClient {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let (mut ok, mut failed, mut seen) = (0, Vec::new(), BTreeSet::new());
             while !stopped.load(Ordering::Relaxed) {
                 match hub
-                    .servable("iris", &VersionSelector::Latest)
+                    .servable("iris", &selector)
                     .and_then(|s| s.predict_json(None, &iris_input()))
                 {
                     Ok(p) => {
@@ -441,6 +446,48 @@ async fn versions_load_within_the_load_limit() {
         states(&*manager, "iris")
             .iter()
             .all(|(_, s)| *s == ServableState::Available)
+    );
+}
+
+/// A reload that moves a label off a version it unloads points the label at its new
+/// version before the old one goes, as TF Serving updates its labels before it unloads:
+/// requests by label never meet a version already gone (they did, now and then, when the
+/// labels were applied after the unload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_moves_before_its_old_version_unloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manager = Arc::new(ModelManager::new(options(&tmp.path().join("cache"))));
+    let iris = fixtures().join("iris");
+    let labelled = |version: i64, also: Option<i64>| {
+        let mut versions = BTreeSet::from([version]);
+        versions.extend(also);
+        let mut spec = config("iris", &iris, VersionPolicy::Specific(versions));
+        spec.labels.insert("stable".into(), version);
+        vec![spec]
+    };
+    manager.reload(labelled(2, Some(9))).await.unwrap();
+    let client = LoopingClient::start_on(
+        Arc::clone(&manager),
+        VersionSelector::Label("stable".into()),
+    );
+    // A label moves only to a version already available (TF Serving's rule), so each move
+    // off an unloaded version follows a reload that loads its new one.
+    for _ in 0..3 {
+        manager.reload(labelled(9, None)).await.unwrap(); // 2 unloads
+        manager.reload(labelled(9, Some(2))).await.unwrap();
+        manager.reload(labelled(2, None)).await.unwrap(); // 9 unloads
+        manager.reload(labelled(2, Some(9))).await.unwrap();
+    }
+    assert_eq!(client.finish(), BTreeSet::from([2, 9]));
+    // A label on a version the same reload unloads is refused, as one on a version that is
+    // not available.
+    let mut dangling = config("iris", &iris, VersionPolicy::Specific(BTreeSet::from([9])));
+    dangling.labels.insert("stable".into(), 2);
+    let err = manager.reload(vec![dangling]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Request to assign label to version 2 of model iris"),
+        "{err}"
     );
 }
 
