@@ -105,13 +105,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let project_dir = project_dir(file);
     let mut walker = Walker::new(file.to_path_buf());
-    let root: serde_yaml::Value = match serde_yaml::from_str(text) {
+    let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(value) => value,
         Err(e) => {
             walker.error(&[], format!("invalid YAML: {e}"));
             return Err(ConfigErrors(walker.errors));
         }
     };
+    // Merge keys (`<<: *defaults`), which Cortex's YAML reader (go-yaml) resolved, so that
+    // files that share an API's settings by anchor read as they did there.
+    if let Err(e) = root.apply_merge() {
+        walker.error(&[], format!("invalid YAML: {e}"));
+        return Err(ConfigErrors(walker.errors));
+    }
     let items = match root {
         serde_yaml::Value::Sequence(items) => items,
         map @ serde_yaml::Value::Mapping(_) => vec![map],

@@ -291,3 +291,19 @@ fn server_side_batching_for_the_api_and_per_model() {
         })
     );
 }
+
+/// YAML merge keys, which Cortex's reader resolved: APIs that share settings by anchor.
+#[test]
+fn merge_keys_share_settings_between_apis() {
+    let dir = project();
+    let yaml = "- &base\n  name: a\n  kind: AsyncAPI\n  handler: {type: python, path: handler.py}\n  \
+                networking: {endpoint: /first}\n- <<: *base\n  name: b\n  networking: {endpoint: /second}\n";
+    let config = ok(dir.path(), yaml);
+    let names: Vec<(&str, &str)> = config
+        .apis
+        .iter()
+        .map(|a| (a.name.as_str(), a.networking.endpoint.as_str()))
+        .collect();
+    assert_eq!(names, [("a", "/first"), ("b", "/second")]);
+    assert_eq!(config.apis[1].handler.path, Path::new("handler.py"));
+}
