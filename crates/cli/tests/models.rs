@@ -174,8 +174,18 @@ fn validate_reports_config_and_layout_errors_and_load_catches_unrunnable_models(
     let config = dir.path().join("cortex.yaml");
     let out = soma(&["validate", config.to_str().unwrap()], &[]);
     assert!(!out.status.success());
+    // Errors about a model location name the field that gives it, as config errors do.
+    let located = "cortex.yaml: mixed (AsyncAPI): handler: models: path: ";
     assert!(
-        stderr(&out).contains("invalid TensorFlow model path"),
+        stderr(&out).contains(located) && stderr(&out).contains("invalid TensorFlow model path"),
+        "{}",
+        stderr(&out)
+    );
+    let missing = dir.path().join("nowhere");
+    std::fs::write(&config, yaml.replace("MIXED", missing.to_str().unwrap())).unwrap();
+    let out = soma(&["validate", config.to_str().unwrap()], &[]);
+    assert!(
+        stderr(&out).contains(&format!("{located}{} does not exist", missing.display())),
         "{}",
         stderr(&out)
     );

@@ -18,6 +18,9 @@ pub struct ModelEntry {
     pub threads: ThreadPools,
     /// Server-side batching (`server_side_batching`), if enabled for this model.
     pub batching: Option<BatchOptions>,
+    /// Where cortex.yaml gives the location (`handler: models: path`), for errors about
+    /// it; empty when it comes from elsewhere.
+    pub field: String,
 }
 
 impl ModelEntry {
@@ -30,6 +33,7 @@ impl ModelEntry {
             signature_key: None,
             threads: ThreadPools::default(),
             batching: None,
+            field: String::new(),
         }
     }
 }
@@ -43,17 +47,27 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
     };
     let default_threads = threads(&models.threads);
     let api_batching = api.handler.server_side_batching;
-    let entry =
-        |name: &str, location: &ModelLocation, key: Option<&String>, t: ThreadPools| ModelEntry {
-            name: name.to_string(),
-            location: location.clone(),
-            signature_key: key.or(models.signature_key.as_ref()).cloned(),
-            threads: t,
-            batching: api_batching.map(batch_options),
-        };
+    let entry = |name: &str,
+                 location: &ModelLocation,
+                 key: Option<&String>,
+                 t: ThreadPools,
+                 field: String| ModelEntry {
+        name: name.to_string(),
+        location: location.clone(),
+        signature_key: key.or(models.signature_key.as_ref()).cloned(),
+        threads: t,
+        batching: api_batching.map(batch_options),
+        field,
+    };
     Ok(match &models.source {
         ModelSource::Single(location) => (
-            vec![entry(SINGLE_MODEL_NAME, location, None, default_threads)],
+            vec![entry(
+                SINGLE_MODEL_NAME,
+                location,
+                None,
+                default_threads,
+                "handler: models: path".to_string(),
+            )],
             true,
         ),
         ModelSource::Named(named) => {
@@ -65,7 +79,8 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
                         intra_op: own.intra_op.or(default_threads.intra_op),
                         inter_op: own.inter_op.or(default_threads.inter_op),
                     };
-                    let mut e = entry(&m.name, &m.location, m.signature_key.as_ref(), t);
+                    let field = format!("handler: models: paths: {}: path", m.name);
+                    let mut e = entry(&m.name, &m.location, m.signature_key.as_ref(), t, field);
                     if let Some(own) = m.server_side_batching {
                         e.batching = Some(batch_options(own));
                     }
@@ -75,10 +90,16 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
             (list, false)
         }
         ModelSource::Dir(dir) => {
-            let found = soma_repository::discover_dir(dir, validator(api)).await?;
+            const DIR: &str = "handler: models: dir";
+            let found = soma_repository::discover_dir(dir, validator(api))
+                .await
+                .map_err(|source| ModelsError::at(DIR, source))?;
             let list = found
                 .iter()
-                .map(|(name, _)| entry(name, &dir.join(name), None, default_threads))
+                .map(|(name, _)| {
+                    let field = format!("{DIR} ({name})");
+                    entry(name, &dir.join(name), None, default_threads, field)
+                })
                 .collect();
             (list, false)
         }

@@ -9,6 +9,12 @@ use soma_tensorflow::TfError;
 pub enum ModelsError {
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+    /// A model location that cannot be read, with the cortex.yaml field that names it.
+    #[error("{field}: {source}")]
+    Location {
+        field: String,
+        source: RepositoryError,
+    },
     #[error(transparent)]
     TensorFlow(#[from] TfError),
     #[error(transparent)]
@@ -27,9 +33,20 @@ pub enum ModelsError {
 }
 
 impl ModelsError {
+    /// `source`, said of the location given at `field` (none: as it is).
+    pub(crate) fn at(field: &str, source: RepositoryError) -> ModelsError {
+        if field.is_empty() {
+            return ModelsError::Repository(source);
+        }
+        ModelsError::Location {
+            field: field.to_string(),
+            source,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ModelsError::Repository(e) => e.kind(),
+            ModelsError::Repository(e) | ModelsError::Location { source: e, .. } => e.kind(),
             ModelsError::TensorFlow(e) => e.kind(),
             ModelsError::Runtime(e) => e.kind(),
             ModelsError::NeuronUnavailable { .. } => ErrorKind::Unimplemented,

@@ -37,7 +37,9 @@ pub async fn inspect_api(
     let cache = ModelCache::new(options.cache_dir.clone());
     let mut reports = Vec::with_capacity(entries.len());
     for entry in entries {
-        let model = soma_repository::discover_model(&entry.location, validator(api)).await?;
+        let model = soma_repository::discover_model(&entry.location, validator(api))
+            .await
+            .map_err(|source| ModelsError::at(&entry.field, source))?;
         let mut versions = Vec::with_capacity(model.versions.len());
         for &version in model.versions.keys() {
             let cached = cache.fetch_locked(&model, version).await?;

@@ -44,7 +44,9 @@ pub async fn load_entry(
     validator: Validator,
     options: &ModelOptions,
 ) -> Result<(), ModelsError> {
-    let model = soma_repository::discover_model(&entry.location, validator).await?;
+    let model = soma_repository::discover_model(&entry.location, validator)
+        .await
+        .map_err(|source| ModelsError::at(&entry.field, source))?;
     if validator == Validator::Neuron {
         return Err(ModelsError::NeuronUnavailable {
             model: entry.name.clone(),
