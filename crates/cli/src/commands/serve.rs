@@ -40,11 +40,11 @@ pub(crate) struct Args {
     /// A fixed number of workers per API. Without it each API autoscales between its
     /// `autoscaling.min_replicas` and `max_replicas` (capped by --max-workers), starting at
     /// `init_replicas`, following the queue length like Cortex.
-    #[arg(long, env = "SOMA_WORKERS")]
+    #[arg(long, env = "SOMA_WORKERS", value_parser = at_least_one)]
     workers: Option<usize>,
 
     /// Most workers an autoscaled API gets in this process.
-    #[arg(long, env = "SOMA_MAX_WORKERS", default_value_t = ServeOptions::DEFAULT_MAX_WORKERS)]
+    #[arg(long, env = "SOMA_MAX_WORKERS", default_value_t = ServeOptions::DEFAULT_MAX_WORKERS, value_parser = at_least_one)]
     max_workers: usize,
 
     /// How often the autoscaler decides (Cortex: 10s).
@@ -189,7 +189,7 @@ pub(crate) fn options(
         retention: args.retention,
         grace: args.grace,
         workers: args.workers,
-        max_workers: args.max_workers.max(1),
+        max_workers: args.max_workers,
         autoscale_every: args.autoscale_every,
         // On Redis, idle workers block on the queue's wake list, so submissions of other
         // processes wake them at once; the poll is only a fallback (e.g. for workloads whose
@@ -275,6 +275,15 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A count of workers: zero would serve nothing (it used to start one without a word).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a number of workers")),
+    }
+}
+
 /// The most workloads a worker slot may claim ahead: each holds its payload in memory,
 /// and a million took a test server to 3 GB and seconds per workload.
 const MAX_PREFETCH: usize = 256;
@@ -341,11 +350,11 @@ mod tests {
         ))
     }
 
-    /// Timers' durations of zero, and prefetches that would hold millions of payloads,
-    /// are refused at start-up with the flag's name (a zero lease panicked every worker, a
+    /// Timers' durations of zero, zero workers, and prefetches that would hold millions of
+    /// payloads, are refused at start-up with the flag's name (a zero lease panicked every worker, a
     /// zero retention the sweeper).
     #[test]
-    fn zero_timer_durations_and_huge_prefetches_are_refused() {
+    fn zero_timer_durations_workers_and_huge_prefetches_are_refused() {
         let parse = |flags: &[&str]| {
             Cli::try_parse_from(["soma", "serve", "cortex.yaml"].iter().chain(flags))
                 .map(|_| ())
@@ -365,6 +374,10 @@ mod tests {
             assert!(err.contains("must be longer than zero"), "{err}");
         }
         assert!(parse(&["--lease=1ms", "--grace=0s", "--prefetch=256"]).is_ok());
+        for flag in ["--workers=0", "--max-workers=0"] {
+            let err = parse(&[flag]).unwrap_err();
+            assert!(err.contains("must be at least 1"), "{err}");
+        }
         let err = parse(&["--prefetch=1000000"]).unwrap_err();
         assert!(
             err.contains("at most 256 workloads per worker slot"),
