@@ -251,18 +251,17 @@ impl ModelTask {
         self.moved_to_empty &= self.present().is_empty();
         // Moved to a folder with no versions yet: the previous base path's versions serve
         // on, and only the labels are applied.
-        if !self.moved_to_empty {
+        let leaving = if self.moved_to_empty {
+            BTreeSet::new()
+        } else {
             self.load_wanted(&mut errors).await;
-        }
-        let leaving = match self.moved_to_empty {
-            true => BTreeSet::new(),
-            false => self.unwanted(),
+            self.unwanted()
         };
         if let Err(e) = self.apply_labels(&leaving) {
             errors.push(e);
         }
         if !self.moved_to_empty {
-            self.unload_unwanted().await;
+            self.unload_all_of(&leaving).await;
         }
         match errors.len() {
             0 => Ok(()),
@@ -299,12 +298,12 @@ impl ModelTask {
             .collect()
     }
 
-    /// Unloads the loaded versions that are not wanted.
-    async fn unload_unwanted(&mut self) {
+    /// Unloads `unloaded` (the [`unwanted`](Self::unwanted) versions) and deletes the
+    /// downloaded copies no longer of use.
+    async fn unload_all_of(&mut self, unloaded: &BTreeSet<i64>) {
         let present = self.present();
         let (loaded, _) = self.loaded_and_failed();
-        let unloaded = self.unwanted();
-        for &version in &unloaded {
+        for &version in unloaded {
             self.unload(version);
         }
         // Gone from storage and not serving: the downloaded copy is of no more use.
