@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use soma_core::ModelLocation;
+use soma_core::{ErrorKind, ModelLocation};
 use tokio::sync::mpsc;
 
 use crate::discover::{DiscoveredModel, RESERVED_MODEL_NAME, split_dir};
@@ -59,6 +59,9 @@ pub enum RepositoryEvent {
     Error {
         model: Option<String>,
         error: String,
+        /// A listing's failure's own kind (storage unreachable: `Unavailable`);
+        /// `InvalidArgument` for what is wrong in the folder.
+        kind: ErrorKind,
     },
 }
 
@@ -242,7 +245,7 @@ impl SourceState {
             Err(e) => {
                 let key = self.source_key();
                 let signature = failure_signature(&e);
-                self.report_as(key, Some((signature, e.to_string())), events);
+                self.report_as(key, Some((signature, e.to_string())), e.kind(), events);
                 return;
             }
         };
@@ -394,7 +397,7 @@ impl SourceState {
         events: &mut Vec<RepositoryEvent>,
     ) {
         let error = error.map(|text| (text.clone(), text));
-        self.report_as(key, error, events);
+        self.report_as(key, error, ErrorKind::InvalidArgument, events);
     }
 
     /// [`report`](Self::report) with an explicit `(signature, text)`: an error is emitted
@@ -403,13 +406,18 @@ impl SourceState {
         &mut self,
         key: Option<String>,
         error: Option<(String, String)>,
+        kind: ErrorKind,
         events: &mut Vec<RepositoryEvent>,
     ) {
         match error {
             Some((signature, error)) if self.reported.get(&key) != Some(&signature) => {
                 tracing::warn!(model = key.as_deref().unwrap_or(""), %error, "model watcher");
                 self.reported.insert(key.clone(), signature);
-                events.push(RepositoryEvent::Error { model: key, error });
+                events.push(RepositoryEvent::Error {
+                    model: key,
+                    error,
+                    kind,
+                });
             }
             Some(_) => {}
             None => {

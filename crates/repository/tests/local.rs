@@ -80,7 +80,7 @@ fn removed(model: &str, version: i64) -> RepositoryEvent {
 
 fn only_error(events: &[RepositoryEvent]) -> (Option<String>, String) {
     match events {
-        [RepositoryEvent::Error { model, error }] => (model.clone(), error.clone()),
+        [RepositoryEvent::Error { model, error, .. }] => (model.clone(), error.clone()),
         other => panic!("expected one error event, got {other:?}"),
     }
 }

@@ -312,7 +312,7 @@ async fn s3_discovery_cache_and_watcher() {
     );
     let events = broken.poll_once().await;
     assert!(
-        matches!(&events[..], [RepositoryEvent::Error { model: Some(m), error }] if m == "ghost" && error.starts_with("s3://no-such-bucket/iris/: ")),
+        matches!(&events[..], [RepositoryEvent::Error { model: Some(m), error, .. }] if m == "ghost" && error.starts_with("s3://no-such-bucket/iris/: ")),
         "{events:?}"
     );
     assert_eq!(

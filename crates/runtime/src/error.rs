@@ -24,6 +24,9 @@ pub enum RuntimeError {
     /// The request's deadline passed before it ran.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Something the server needs is unreachable for now (a model's storage); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The server is not in a state to run this (TF Serving's INTERNAL), e.g. a signature
     /// whose method is not one the API serves.
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl RuntimeError {
             RuntimeError::Unsupported(_) => ErrorKind::Unimplemented,
             RuntimeError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             RuntimeError::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            RuntimeError::Unavailable(_) => ErrorKind::Unavailable,
             RuntimeError::Internal(_) => ErrorKind::Internal,
             RuntimeError::Engine { source, .. } => source.kind,
         }

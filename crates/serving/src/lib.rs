@@ -95,7 +95,9 @@ pub struct ManagerOptions {
     pub warmup: Option<Arc<dyn RecordedWarmup>>,
     /// How often fetching a version's files is tried again when storage or the disk fails in
     /// a way that may pass (S3 unavailable, an I/O error) before the version is given up
-    /// (`END`); TF Serving's `--max_num_load_retries`. A broken model fails at once.
+    /// (`END`); TF Serving's `--max_num_load_retries`. A broken model fails at once. The
+    /// version shows LOADING meanwhile and its model's other work (polls, reloads, removal)
+    /// goes on; a new model's first versions are waited for.
     pub load_retries: u32,
     /// The wait between those tries (TF Serving's `--load_retry_interval_micros`).
     pub load_retry_interval: Duration,

@@ -57,7 +57,8 @@ impl ModelManager {
     /// `ReloadConfig` checks labels before it loads or unloads a model: a name given twice,
     /// a base path that does not parse, a label on a version not available now (on a reload;
     /// the first list's labels are checked once its versions have loaded), or a new model
-    /// whose base path has no versions (those started for it are stopped again). Past that,
+    /// whose base path has no versions or cannot be listed (those started for it are stopped
+    /// again; storage that cannot be reached is UNAVAILABLE, not NOT_FOUND). Past that,
     /// the error lists every version that failed to load; the rest is applied regardless.
     pub async fn apply(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
         let mut tasks = self.tasks.lock().await;
@@ -78,7 +79,7 @@ impl ModelManager {
             tasks.insert(name.clone(), running);
             started.push(name.clone());
             match loaded {
-                Err(e @ RuntimeError::NotFound(_)) => {
+                Err(e @ (RuntimeError::NotFound(_) | RuntimeError::Unavailable(_))) => {
                     for name in &started {
                         self.stop(&mut tasks, name).await;
                     }

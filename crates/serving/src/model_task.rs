@@ -61,12 +61,24 @@ pub(crate) struct ModelTask {
     cache: Arc<ModelCache>,
     /// Versions whose files changed since they were loaded: loaded again on the next apply.
     stale: BTreeSet<i64>,
-    /// The last listing problem, reported when the model has no version at all.
-    problem: Option<String>,
+    /// The last listing problem and its kind, reported when the model has no version at all.
+    problem: Option<(ErrorKind, String)>,
     /// Moved to a base path with no versions yet: the old versions serve until it has some.
     moved_to_empty: bool,
     /// The base path lists no versions while some are loaded (said once per such spell).
     serving_without_versions: bool,
+    /// Versions whose fetch failed in a way that may pass (storage unreachable, a disk
+    /// error): tried again when due, from the task's loop, so that the model's commands (a
+    /// reload, a removal) are answered in the meantime. Such a version shows LOADING.
+    retrying: BTreeMap<i64, Retry>,
+}
+
+/// A version's next fetch.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    due: Instant,
+    /// Tries left after the one due.
+    left: u32,
 }
 
 impl ModelTask {
@@ -90,24 +102,43 @@ impl ModelTask {
             problem: None,
             moved_to_empty: false,
             serving_without_versions: false,
+            retrying: BTreeMap::new(),
         }
     }
 
-    /// The first poll and load; the error names what failed (the model stays registered
+    /// The first poll and load, waiting out fetches that are retried (as TF Serving waits
+    /// for a new model's versions); the error names what failed (the model stays registered
     /// so its status shows the failed versions).
     pub(crate) async fn start(&mut self) -> Result<(), RuntimeError> {
         let events = self.watcher.poll_once().await;
         self.note(events);
         if self.present().is_empty() {
-            let why = self.problem.clone().unwrap_or_else(|| {
-                "no version folders (integer names holding saved_model.pb) found".to_string()
+            let message = format!("model {}: {}", self.name(), self.why_no_versions());
+            // Storage that cannot be reached says nothing of the versions: try again later.
+            return Err(match &self.problem {
+                Some((ErrorKind::Unavailable, _)) => RuntimeError::Unavailable(message),
+                _ => RuntimeError::NotFound(message),
             });
-            return Err(RuntimeError::NotFound(format!(
-                "model {}: {why}",
-                self.spec.config.name
-            )));
         }
-        self.apply().await
+        let mut errors = Vec::new();
+        loop {
+            if let Err(e) = self.apply().await {
+                errors.push(e.to_string());
+            }
+            match self.next_retry() {
+                Some(due) => tokio::time::sleep_until(due.into()).await,
+                None => break,
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(RuntimeError::Model(errors.join("; "))),
+        }
+    }
+
+    /// When the next retried fetch is due.
+    fn next_retry(&self) -> Option<Instant> {
+        self.retrying.values().map(|r| r.due).min()
     }
 
     /// Polls every interval and answers commands until stopped or the manager is dropped.
@@ -121,7 +152,14 @@ impl ModelTask {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
+            let retry = self.next_retry();
+            let far = Instant::now() + std::time::Duration::from_secs(3600);
             tokio::select! {
+                _ = tokio::time::sleep_until(retry.unwrap_or(far).into()), if retry.is_some() => {
+                    if let Err(e) = self.apply().await {
+                        tracing::warn!(model = %self.spec.config.name, error = %e, "model update");
+                    }
+                }
                 _ = ticker.tick() => {
                     let events = self.watcher.poll_once().await;
                     if !events.is_empty() {
@@ -181,9 +219,7 @@ impl ModelTask {
         if !self.moved_to_empty {
             return applied;
         }
-        let why = self.problem.clone().unwrap_or_else(|| {
-            "no version folders (integer names holding saved_model.pb) found".to_string()
-        });
+        let why = self.why_no_versions();
         // The move is applied (a reload's error would otherwise read as "nothing changed").
         let mut message = format!(
             "model {}: moved to {shown}, which has no versions yet ({why}); its versions from \
@@ -194,6 +230,14 @@ impl ModelTask {
             message = format!("{message}; {e}");
         }
         Err(RuntimeError::NotFound(message))
+    }
+
+    /// Why the base path lists no versions.
+    fn why_no_versions(&self) -> String {
+        match &self.problem {
+            Some((_, problem)) => problem.clone(),
+            None => "no version folders (integer names holding saved_model.pb) found".to_string(),
+        }
     }
 
     fn note(&mut self, events: Vec<RepositoryEvent>) {
@@ -211,7 +255,7 @@ impl ModelTask {
                     self.gone.insert(version);
                     self.forget_failure(version);
                 }
-                RepositoryEvent::Error { error, .. } => self.problem = Some(error),
+                RepositoryEvent::Error { error, kind, .. } => self.problem = Some((kind, error)),
             }
         }
     }
@@ -220,7 +264,9 @@ impl ModelTask {
     /// The version's files changed or went: a failure to load them no longer stands. A
     /// version that failed is forgotten; one that serves keeps serving, its failed reload
     /// no longer reported.
-    fn forget_failure(&self, version: i64) {
+    fn forget_failure(&mut self, version: i64) {
+        // New files are fetched at once, with every retry again.
+        self.retrying.remove(&version);
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
         let Some(model) = models.get_mut(self.name()) else {
             return;
@@ -263,22 +309,28 @@ impl ModelTask {
         if !self.moved_to_empty {
             self.unload_all_of(&leaving).await;
         }
+        self.stop_unwanted_retries();
         match errors.len() {
             0 => Ok(()),
             _ => Err(RuntimeError::Model(errors.join("; "))),
         }
     }
 
-    /// Loads the wanted versions, newest first (and the stale ones again).
+    /// Loads the wanted versions, newest first (and the stale ones again), but for those
+    /// whose fetch is retried later.
     async fn load_wanted(&mut self, errors: &mut Vec<String>) {
         loop {
             let present = self.present();
             let (loaded, failed) = self.loaded_and_failed();
             let wanted = policy::wanted(&self.spec.config.policy, &present, &failed);
+            let now = Instant::now();
             let next = wanted
                 .iter()
                 .rev()
-                .find(|v| !loaded.contains(v) || self.stale.contains(v))
+                .filter(|v| self.retrying.get(v).is_none_or(|r| r.due <= now))
+                .find(|v| {
+                    !loaded.contains(v) || self.stale.contains(v) || self.retrying.contains_key(v)
+                })
                 .copied();
             let Some(version) = next else {
                 return;
@@ -286,6 +338,39 @@ impl ModelTask {
             self.stale.remove(&version);
             if let Err(e) = self.load(version).await {
                 errors.push(e);
+            }
+        }
+    }
+
+    /// Versions waiting for another fetch that the policy no longer wants (a newer version
+    /// took their place, the policy changed) are not tried again; one that never loaded
+    /// leaves the status, as if never asked for.
+    fn stop_unwanted_retries(&mut self) {
+        if self.retrying.is_empty() {
+            return;
+        }
+        let (_, failed) = self.loaded_and_failed();
+        let wanted = policy::wanted(&self.spec.config.policy, &self.present(), &failed);
+        let dropped: Vec<i64> = self
+            .retrying
+            .keys()
+            .filter(|v| !wanted.contains(v))
+            .copied()
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        for version in dropped {
+            self.retrying.remove(&version);
+            tracing::info!(model = %self.spec.config.name, version, "no longer wanted: its fetch is not tried again");
+            if let Some(model) = models.get_mut(&self.spec.config.name)
+                && model
+                    .versions
+                    .get(&version)
+                    .is_some_and(|e| e.servable.is_none())
+            {
+                model.versions.remove(&version);
             }
         }
     }
@@ -371,7 +456,13 @@ impl ModelTask {
             }
         });
         let started = Instant::now();
-        match self.load_servable(version).await {
+        let loaded = match self.fetch(version).await {
+            Ok((model, cached)) => self.load_servable(model, version, cached).await,
+            Err((kind, message)) if self.retry_later(version, kind, &message) => return Ok(()),
+            Err(failure) => Err(failure),
+        };
+        self.retrying.remove(&version);
+        match loaded {
             Ok(servable) => {
                 let servable = Arc::new(servable);
                 if let Some(mirror) = &self.spec.mirror {
@@ -411,41 +502,55 @@ impl ModelTask {
         }
     }
 
-    /// Fetches a version's files (S3 through the cache), trying again after
-    /// [`ManagerOptions::load_retry_interval`] when storage or the disk fails in a way that
-    /// may pass; a model that is broken fails later, in TensorFlow, and is not retried.
+    /// Fetches a version's files (S3 through the cache; a local folder is used in place).
     async fn fetch(
         &self,
-        model: &DiscoveredModel,
         version: i64,
-    ) -> Result<CachedVersion, (ErrorKind, String)> {
-        let mut retries = self.options.load_retries;
-        loop {
-            match self.cache.fetch_locked(model, version).await {
-                Ok(cached) => return Ok(cached),
-                Err(e)
-                    if retries > 0
-                        && matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) =>
-                {
-                    retries -= 1;
-                    let wait = self.options.load_retry_interval;
-                    tracing::warn!(model = %self.name(), version, error = %e, retries_left = retries, ?wait, "fetching a model version failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err((e.kind(), e.to_string())),
-            }
-        }
-    }
-
-    async fn load_servable(&self, version: i64) -> Result<Servable, (ErrorKind, String)> {
-        let failed = |kind: ErrorKind, e: &dyn std::fmt::Display| (kind, e.to_string());
+    ) -> Result<(DiscoveredModel, CachedVersion), (ErrorKind, String)> {
         let model = self.watcher.model(self.name()).cloned().ok_or_else(|| {
             (
                 ErrorKind::NotFound,
                 format!("model {} has no versions", self.name()),
             )
         })?;
-        let cached = self.fetch(&model, version).await?;
+        match self.cache.fetch_locked(&model, version).await {
+            Ok(cached) => Ok((model, cached)),
+            Err(e) => Err((e.kind(), e.to_string())),
+        }
+    }
+
+    /// Schedules another fetch of `version` after [`ManagerOptions::load_retry_interval`]
+    /// when storage or the disk failed in a way that may pass and tries are left (TF
+    /// Serving's `--max_num_load_retries`); a model that is broken fails later, in
+    /// TensorFlow, and is not retried.
+    fn retry_later(&mut self, version: i64, kind: ErrorKind, message: &str) -> bool {
+        if !matches!(kind, ErrorKind::Unavailable | ErrorKind::Internal) {
+            return false;
+        }
+        let left = self
+            .retrying
+            .get(&version)
+            .map_or(self.options.load_retries, |r| r.left);
+        if left == 0 {
+            return false;
+        }
+        let wait = self.options.load_retry_interval;
+        let retry = Retry {
+            due: Instant::now() + wait,
+            left: left - 1,
+        };
+        self.retrying.insert(version, retry);
+        tracing::warn!(model = %self.name(), version, error = %message, retries_left = retry.left, ?wait, "fetching a model version failed; trying again later");
+        true
+    }
+
+    async fn load_servable(
+        &self,
+        model: DiscoveredModel,
+        version: i64,
+        cached: CachedVersion,
+    ) -> Result<Servable, (ErrorKind, String)> {
+        let failed = |kind: ErrorKind, e: &dyn std::fmt::Display| (kind, e.to_string());
         let model_path = model
             .version_path(version)
             .unwrap_or_else(|| cached.path.display().to_string());

@@ -639,14 +639,7 @@ async fn s3_versions_go_live() {
     let metrics = Registry::new();
     let options = ManagerOptions {
         metrics: Some(metrics.clone()),
-        s3: S3Settings {
-            endpoint: Some(moto.endpoint()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            session_token: None,
-            operation_timeout: None,
-        },
+        s3: moto_settings(&moto),
         ..options(&tmp.path().join("cache"))
     };
     let manager = ModelManager::new(options);
@@ -701,14 +694,7 @@ async fn a_fetch_that_fails_for_a_while_is_retried() {
     let moto = MotoServer::start();
     moto.create_bucket("models");
     moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
-    let s3 = S3Settings {
-        endpoint: Some(moto.endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        session_token: None,
-        operation_timeout: None,
-    };
+    let s3 = moto_settings(&moto);
     let cfg = ModelConfig {
         base_path: "s3://models/iris".into(),
         ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
@@ -749,6 +735,119 @@ async fn a_fetch_that_fails_for_a_while_is_retried() {
         latest(&manager, "iris") == Some(1)
     })
     .await;
+}
+
+/// A version whose fetch waits to be tried again does not hold up its model's reloads or
+/// removal (the first try of version 2 fails; the next is a minute away): the reload
+/// answers at once, version 1 serves on, and taking the model out of the list unloads it.
+/// With a short wait, the version loads on a later try while version 1 serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_waiting_to_be_retried_holds_up_no_reload() {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let cfg = ModelConfig {
+        base_path: "s3://models/iris".into(),
+        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let manager = |wait: Duration| {
+        ModelManager::new(ManagerOptions {
+            s3: moto_settings(&moto),
+            load_retries: 1000,
+            load_retry_interval: wait,
+            ..options(&cache)
+        })
+    };
+    // Version 2's lock file cannot be opened (a folder is in its place): an I/O error.
+    let blocker = cache.join("models/iris/2.lock");
+    std::fs::create_dir_all(&blocker).unwrap();
+
+    let slow = manager(Duration::from_secs(60));
+    slow.reload(vec![cfg.clone()]).await.unwrap();
+    moto.upload_dir(&fixtures().join("iris/2"), "models", "iris/2");
+    wait_until("version 2 to wait for its next fetch", || {
+        states(&slow, "iris") == [(2, ServableState::Loading), (1, ServableState::Available)]
+    })
+    .await;
+    let labelled = ModelConfig {
+        labels: BTreeMap::from([("stable".to_string(), 1)]),
+        ..cfg
+    };
+    let soon = Duration::from_secs(5);
+    let reload = tokio::time::timeout(soon, slow.reload(vec![labelled])).await;
+    reload.expect("the reload waited for the retry").unwrap();
+    assert_eq!(latest(&slow, "iris"), Some(1));
+    let by_label = VersionSelector::Label("stable".into());
+    assert_eq!(slow.servable("iris", &by_label).unwrap().version(), 1);
+    let removal = tokio::time::timeout(soon, slow.reload(vec![])).await;
+    removal.expect("the removal waited for the retry").unwrap();
+    assert!(slow.servable("iris", &VersionSelector::Latest).is_err());
+    drop(slow);
+
+    // Another model, so that its first load sees only version 1.
+    moto.upload_dir(&fixtures().join("iris/1"), "models", "other/1");
+    let quick = manager(Duration::from_millis(200));
+    let other = ModelConfig {
+        base_path: "s3://models/other".into(),
+        ..config("other", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    quick.reload(vec![other]).await.unwrap();
+    let blocker = cache.join("models/other/2.lock");
+    std::fs::create_dir_all(&blocker).unwrap();
+    moto.upload_dir(&fixtures().join("iris/2"), "models", "other/2");
+    wait_until("version 2 to wait for its next fetch", || {
+        states(&quick, "other") == [(2, ServableState::Loading), (1, ServableState::Available)]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(latest(&quick, "other"), Some(1));
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_until("version 2 after a later try", || {
+        latest(&quick, "other") == Some(2)
+    })
+    .await;
+}
+
+/// A new model whose storage cannot be reached is UNAVAILABLE (try again), not NOT_FOUND
+/// (a base path without versions): the listing says nothing of its versions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_model_on_unreachable_storage_is_unavailable() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port just closed: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let manager = ModelManager::new(ManagerOptions {
+        s3: S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            operation_timeout: Some(Duration::from_millis(500)),
+            ..S3Settings::default()
+        },
+        ..options(&tmp.path().join("cache"))
+    });
+    let cfg = ModelConfig {
+        base_path: "s3://models/iris".into(),
+        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    let error = manager.reload(vec![cfg]).await.unwrap_err();
+    assert_eq!(error.kind(), soma_core::ErrorKind::Unavailable, "{error}");
+    assert!(error.to_string().starts_with("model iris: "), "{error}");
+    assert!(manager.models().is_empty(), "the model is not kept");
+}
+
+fn moto_settings(moto: &MotoServer) -> S3Settings {
+    S3Settings {
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        session_token: None,
+        operation_timeout: None,
+    }
 }
 
 fn rss_mib() -> f64 {
