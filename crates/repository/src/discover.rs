@@ -385,8 +385,9 @@ mod tests {
     }
 
     /// Version names as TF Serving and Cortex read them: `007` is version 7, fetched from
-    /// that folder; `7` beside it names the version twice; a sign or a number past `i64` is
-    /// no version name.
+    /// that folder; `7` beside it names the version twice, a layout error here (the watcher
+    /// serves version 7 from `7`, as TF Serving); a sign or a number past `i64` is no version
+    /// name.
     #[tokio::test]
     async fn version_names_are_read_as_tf_serving_reads_them() {
         let model = discover(&version("007", MODEL), Validator::TensorFlow)
@@ -398,7 +399,10 @@ mod tests {
         keys.extend(version("7", MODEL));
         let text = message(discover(&keys, Validator::TensorFlow).await.unwrap_err());
         assert!(
-            text.contains("version 7 is named by two folders, \"007\" and \"7\": keep one"),
+            text.contains(
+                "version 7 is named by more than one folder: read from \"7\", \"007\" ignored \
+                 (keep one)"
+            ),
             "{text}"
         );
         let keys = version("+7", MODEL);

@@ -154,9 +154,10 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
         };
     }
     let mut versions: BTreeMap<i64, BTreeMap<String, FileMeta>> = BTreeMap::new();
-    // Each version's folder name, and the versions named by two folders (`7` and `007`).
+    // Each version's folder name. A version named by two folders (`7` and `007`) is read,
+    // as TF Serving reads it, from the one whose name sorts last (`7`), and reported.
     let mut folders: BTreeMap<i64, &str> = BTreeMap::new();
-    let mut named_twice: BTreeMap<i64, (&str, &str)> = BTreeMap::new();
+    let mut named_twice: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
     let mut version_names: Vec<String> = Vec::new();
     let mut version_files_at_top: Vec<String> = Vec::new();
     let mut others: Vec<String> = Vec::new();
@@ -171,9 +172,16 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
                 if !version_names.iter().any(|n| n == first) {
                     version_names.push(first.to_string());
                 }
-                let folder = *folders.entry(v).or_insert(first);
-                if folder != first {
-                    named_twice.insert(v, (folder, first));
+                let folder = folders.entry(v).or_insert(first);
+                if *folder != first {
+                    // Keys come sorted, and of two names of one version the one with fewer
+                    // leading zeros sorts last: this folder replaces the one read so far.
+                    named_twice
+                        .entry(v)
+                        .or_insert_with(|| vec![*folder])
+                        .push(first);
+                    *folder = first;
+                    versions.remove(&v);
                 }
                 match rest {
                     Some(rest) => {
@@ -197,13 +205,19 @@ pub(crate) fn analyze(listing: &Listing, validator: Validator) -> Analysis {
             }
         }
     }
-    let check_version = |v: i64, entries: &BTreeMap<String, FileMeta>| match named_twice.get(&v) {
-        Some((a, b)) => Err(format!(
-            "version {v} is named by two folders, {a:?} and {b:?}: keep one"
-        )),
-        None => check(folders[&v], entries, validator, &format!("version {v}")),
+    let check_version = |v: i64, entries: &BTreeMap<String, FileMeta>| {
+        check(folders[&v], entries, validator, &format!("version {v}"))
     };
     let mut problems = bad_names;
+    for (v, names) in &named_twice {
+        let (read, ignored) = names.split_last().expect("two names at least");
+        let ignored: Vec<String> = ignored.iter().map(|n| format!("{n:?}")).collect();
+        problems.push(format!(
+            "version {v} is named by more than one folder: read from {read:?}, {} ignored \
+             (keep one)",
+            ignored.join(", ")
+        ));
+    }
     if !version_names.is_empty() && !others.is_empty() {
         version_names.sort_by_key(|n| n.parse::<i64>().unwrap_or_default());
         problems.push(format!(

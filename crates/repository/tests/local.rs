@@ -301,3 +301,42 @@ async fn a_base_path_link_is_followed_at_every_poll() {
     }
     assert_eq!(versions(&watcher, "m"), [2]);
 }
+
+/// Two folders naming one version (`0010` beside `10`): the version is read from the one
+/// whose name sorts last, as TF Serving reads it, and the other is reported; the version is
+/// neither removed nor rolled back meanwhile.
+#[tokio::test]
+async fn a_version_named_by_two_folders_is_read_from_the_last_name() {
+    let root = tempfile::tempdir().unwrap();
+    let model = root.path().join("model");
+    write_version(&model.join("9"));
+    write_version(&model.join("0010"));
+    let mut watcher = Watcher::new(
+        [WatchSource::model("m", ModelLocation::Local(model.clone()))],
+        Validator::TensorFlow,
+        Duration::from_millis(50),
+    );
+    assert_eq!(watcher.poll_once().await, []);
+    let folder = |w: &Watcher| w.model("m").unwrap().versions[&10].folder.clone();
+    assert_eq!(folder(&watcher), "0010");
+
+    // The same files under the new name: settled at once, and loaded again from there.
+    write_version(&model.join("10"));
+    let events = watcher.poll_once().await;
+    let changed = RepositoryEvent::VersionChanged {
+        model: "m".into(),
+        version: 10,
+    };
+    assert_eq!(events[1..], [changed], "{events:?}");
+    let (model_name, error) = only_error(&events[..1]);
+    assert_eq!(model_name.as_deref(), Some("m"));
+    assert!(
+        error.ends_with(
+            "version 10 is named by more than one folder: read from \"10\", \"0010\" ignored \
+             (keep one)"
+        ),
+        "{error}"
+    );
+    assert_eq!(versions(&watcher, "m"), [9, 10]);
+    assert_eq!(folder(&watcher), "10");
+}
