@@ -32,6 +32,9 @@ pub struct ListedSignature {
     /// The serialized `SignatureDef` as the SavedModel stores it, when the engine read one:
     /// what gRPC's metadata sends, whole (a composite tensor's `type_spec` included).
     pub stored: Option<Vec<u8>>,
+    /// The signature stores default values for some inputs (`SignatureDef.defaults`, from
+    /// a `tf.function`'s arguments with defaults); gRPC's metadata carries them in `stored`.
+    pub has_defaults: bool,
 }
 
 /// One input or output of a [`ListedSignature`].
@@ -85,6 +88,7 @@ impl From<&SignatureDef> for ListedSignature {
             inputs: list(&signature.inputs),
             outputs: list(&signature.outputs),
             stored: None,
+            has_defaults: false,
         }
     }
 }

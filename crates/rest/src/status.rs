@@ -78,6 +78,11 @@ struct SignatureJson<'a> {
     inputs: BTreeMap<&'a str, TensorInfoJson<'a>>,
     outputs: BTreeMap<&'a str, TensorInfoJson<'a>>,
     method_name: &'a str,
+    /// `SignatureDef.defaults` (TensorFlow's field 4), printed as TF Serving prints every
+    /// field, empty or not. Default values themselves are not printed here: a signature
+    /// that has some leaves the field out (gRPC's metadata carries them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    defaults: Option<BTreeMap<&'a str, ()>>,
 }
 
 /// `TensorInfo`: the dtype and shape, then the one encoding that is set (TF Serving's
@@ -177,6 +182,7 @@ fn signature(sig: &ListedSignature) -> SignatureJson<'_> {
         inputs: infos(&sig.inputs),
         outputs: infos(&sig.outputs),
         method_name: &sig.method_name,
+        defaults: (!sig.has_defaults).then(BTreeMap::new),
     }
 }
 

@@ -207,7 +207,7 @@ fn metadata_is_tf_servings_hand_glued_json() {
     };
     let signature = |input: &str, output: &str| {
         format!(
-            "{{\n   \"inputs\": {{\n    \"x\": {}\n   }},\n   \"outputs\": {{\n    \"y\": {}\n   }},\n   \"method_name\": \"tensorflow/serving/predict\"\n  }}",
+            "{{\n   \"inputs\": {{\n    \"x\": {}\n   }},\n   \"outputs\": {{\n    \"y\": {}\n   }},\n   \"method_name\": \"tensorflow/serving/predict\",\n   \"defaults\": {{}}\n  }}",
             tensor(input),
             tensor(output)
         )
@@ -221,7 +221,7 @@ fn metadata_is_tf_servings_hand_glued_json() {
             .to_string()
     };
     // TensorFlow's own init op is listed too, as TF Serving lists every stored signature.
-    let init_op = "{\n   \"inputs\": {},\n   \"outputs\": {\n    \"__saved_model_init_op\": {\n     \"dtype\": \"DT_INVALID\",\n     \"tensor_shape\": {\n      \"dim\": [],\n      \"unknown_rank\": true\n     },\n     \"name\": \"NoOp\"\n    }\n   },\n   \"method_name\": \"\"\n  }";
+    let init_op = "{\n   \"inputs\": {},\n   \"outputs\": {\n    \"__saved_model_init_op\": {\n     \"dtype\": \"DT_INVALID\",\n     \"tensor_shape\": {\n      \"dim\": [],\n      \"unknown_rank\": true\n     },\n     \"name\": \"NoOp\"\n    }\n   },\n   \"method_name\": \"\",\n   \"defaults\": {}\n  }";
     let expected = format!(
         "{{\n\"model_spec\":{{\n \"name\": \"two_signatures\",\n \"signature_name\": \"\",\n \"version\": \"1\"\n}}\n,\n\"metadata\": {{\"signature_def\": {{\n \"signature_def\": {{\n  \"__saved_model_init_op\": {init_op},\n  \"serving_default\": {},\n  \"triple\": {}\n }}\n}}\n}}\n}}\n",
         signature("serving_default_x:0", &out("serving_default")),

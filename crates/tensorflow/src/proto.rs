@@ -45,6 +45,9 @@ pub(crate) struct SignatureDefProto {
     pub(crate) outputs: HashMap<String, TensorInfoProto>,
     #[prost(string, tag = "3")]
     pub(crate) method_name: String,
+    /// Input name → `TensorProto`, kept encoded: only whether there are any is read.
+    #[prost(map = "string, bytes", tag = "4")]
+    pub(crate) defaults: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -208,6 +211,7 @@ fn listed(sig: &SignatureDefProto) -> ListedSignature {
         inputs: list(&sig.inputs),
         outputs: list(&sig.outputs),
         stored: None,
+        has_defaults: !sig.defaults.is_empty(),
     }
 }
 
@@ -415,6 +419,7 @@ mod tests {
             inputs: HashMap::from([("x".to_string(), input)]),
             outputs: HashMap::from([("y".to_string(), info("out:0", 1))]),
             method_name: "tensorflow/serving/predict".into(),
+            defaults: HashMap::new(),
         };
         let meta = MetaGraphDef {
             meta_info_def: None,
@@ -485,6 +490,19 @@ mod tests {
         );
         assert_eq!(components[0].encoding, TensorEncoding::Name("c:0".into()));
         assert_eq!(components[0].shape, Some(vec![-1, 4]));
+        assert!(!found.listed["ok"].has_defaults);
+
+        // A signature with a default value for an input (a `tf.function` argument with one).
+        let mut with_default = sig(info("in:0", 1));
+        with_default
+            .defaults
+            .insert("x".into(), vec![8, 1, 0x52, 4, 0, 0, 128, 63]);
+        let meta = MetaGraphDef {
+            signature_def: HashMap::from([("d".to_string(), with_default)]),
+            ..meta
+        };
+        let found = meta_graph_signatures(&meta.encode_to_vec()).unwrap();
+        assert!(found.listed["d"].has_defaults);
     }
 
     #[test]
