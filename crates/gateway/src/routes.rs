@@ -124,15 +124,24 @@ async fn submit(
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .map(str::to_string)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "missing Content-Type key in request header",
             )
         })?;
+    // The handler gets the type as a str; a media type is ASCII by definition.
+    let content_type = content_type.to_str().map(str::to_string).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the Content-Type header is not ASCII text ({}): send a media type such as \
+                 application/json",
+                String::from_utf8_lossy(content_type.as_bytes())
+            ),
+        )
+    })?;
     // The payload is stored and handed to the handler as sent; a compressed one would
     // reach it as bytes it cannot decode, so it is refused with the reason instead.
     if let Some(encoding) = request

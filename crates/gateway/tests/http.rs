@@ -129,6 +129,18 @@ async fn request_errors_are_json_with_the_right_code() {
         r#"{"error":"missing Content-Type key in request header"}"#
     );
     assert_eq!(content_type.as_deref(), Some("application/json"));
+    let mut latin1 = post("/team/iris", None, "x");
+    latin1.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_bytes(b"text/caf\xe9").unwrap(),
+    );
+    let (status, text, _) = call(&gw, latin1).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        text,
+        "{\"error\":\"the Content-Type header is not ASCII text (text/caf\u{fffd}): send a \
+         media type such as application/json\"}"
+    );
 
     let mut gzipped = post("/team/iris", Some("application/json"), "{}");
     gzipped
