@@ -1,7 +1,7 @@
 //! Opening a model location as an `object_store` and listing it.
 
 use std::collections::BTreeMap;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -60,13 +60,22 @@ impl std::fmt::Debug for S3Settings {
 /// A model (or models.dir) folder opened for listing and reading.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelStore {
-    store: Arc<dyn ObjectStore>,
-    /// The folder inside the store; `None` = the store's root.
-    prefix: Option<Path>,
+    source: Source,
     /// Where this is, for messages.
     pub(crate) display: String,
-    /// For local folders: checked before every listing (a vanished folder lists as empty).
-    local_root: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// A local folder, listed by soma itself at every call (see [`list_local`]) and checked
+    /// first (a vanished folder would list as empty).
+    Local(PathBuf),
+    /// A folder of an object store (S3; tests use `InMemory`).
+    Objects {
+        store: Arc<dyn ObjectStore>,
+        /// The folder inside the store; `None` = the store's root.
+        prefix: Option<Path>,
+    },
 }
 
 impl ModelStore {
@@ -74,11 +83,10 @@ impl ModelStore {
     /// leading or trailing `/` (empty = root).
     pub(crate) fn from_store(store: Arc<dyn ObjectStore>, prefix: &str, display: String) -> Self {
         let prefix = prefix.trim_matches('/');
+        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
         ModelStore {
-            store,
-            prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
+            source: Source::Objects { store, prefix },
             display,
-            local_root: None,
         }
     }
 
@@ -86,34 +94,43 @@ impl ModelStore {
         location: &ModelLocation,
         settings: &S3Settings,
     ) -> Result<ModelStore, RepositoryError> {
-        let (store, prefix) = open_object_store(location, settings).await?;
-        let mut opened = ModelStore::from_store(store, prefix.as_ref(), location.to_string());
-        if let ModelLocation::Local(dir) = location {
-            opened.local_root = Some(dir.clone());
+        let display = location.to_string();
+        match location {
+            ModelLocation::Local(dir) => {
+                check_local_dir(dir, &display).await?;
+                Ok(ModelStore {
+                    source: Source::Local(dir.clone()),
+                    display,
+                })
+            }
+            ModelLocation::S3 { .. } => {
+                let (store, prefix) = open_object_store(location, settings).await?;
+                Ok(ModelStore::from_store(store, prefix.as_ref(), display))
+            }
         }
-        Ok(opened)
     }
 
     /// Every object under the folder, keyed by its path relative to the folder (directory
     /// markers dropped).
     pub(crate) async fn list(&self) -> Result<Listing, RepositoryError> {
-        if let Some(root) = &self.local_root {
-            check_local_dir(root, &self.display).await?;
-            let dir = root.clone();
-            let mut listing = tokio::task::spawn_blocking(move || list_local(&dir))
-                .await
-                .map_err(|e| RepositoryError::io(root, std::io::Error::other(e)))?;
-            drop_dir_markers(&mut listing);
-            return Ok(listing);
-        }
-        let strip = self
-            .prefix
+        let (store, prefix) = match &self.source {
+            Source::Local(root) => {
+                check_local_dir(root, &self.display).await?;
+                let dir = root.clone();
+                let mut listing = tokio::task::spawn_blocking(move || list_local(&dir))
+                    .await
+                    .map_err(|e| RepositoryError::io(root, std::io::Error::other(e)))?;
+                drop_dir_markers(&mut listing);
+                return Ok(listing);
+            }
+            Source::Objects { store, prefix } => (store, prefix),
+        };
+        let strip = prefix
             .as_ref()
             .map(|p| format!("{}/", p.as_ref()))
             .unwrap_or_default();
-        let metas: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(self.prefix.as_ref())
+        let metas: Vec<object_store::ObjectMeta> = store
+            .list(prefix.as_ref())
             .try_collect()
             .await
             .map_err(|source| RepositoryError::Storage {
@@ -143,7 +160,16 @@ impl ModelStore {
         relative: &str,
         dest: &FsPath,
     ) -> Result<u64, RepositoryError> {
-        let key = match &self.prefix {
+        let (store, prefix) = match &self.source {
+            // Local versions load in place; a copy is a copy.
+            Source::Local(root) => {
+                return tokio::fs::copy(root.join(relative), dest)
+                    .await
+                    .map_err(|e| RepositoryError::io(&root.join(relative), e));
+            }
+            Source::Objects { store, prefix } => (store, prefix),
+        };
+        let key = match prefix {
             Some(p) => format!("{}/{relative}", p.as_ref()),
             None => relative.to_string(),
         };
@@ -153,7 +179,7 @@ impl ModelStore {
         };
         let path = Path::parse(&key)
             .map_err(|source| storage(object_store::Error::InvalidPath { source }))?;
-        let result = self.store.get(&path).await.map_err(storage)?;
+        let result = store.get(&path).await.map_err(storage)?;
         let mut stream = result.into_stream();
         let mut file = tokio::fs::File::create(dest)
             .await

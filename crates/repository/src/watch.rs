@@ -226,12 +226,9 @@ impl SourceState {
                 self.store.insert(store)
             }
         };
-        let result = store.list().await;
-        if result.is_err() && !self.source.location().is_remote() {
-            // Re-open next time: the folder may be re-created (a new inode).
-            self.store = None;
-        }
-        result
+        // A local folder is listed by its path every time: one moved away and created
+        // again is found without opening it anew.
+        store.list().await
     }
 
     async fn poll(
