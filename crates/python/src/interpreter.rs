@@ -28,7 +28,12 @@ fn find_venv(explicit: Option<&Path>) -> Result<PathBuf, PyHostError> {
             .ok()
             .and_then(|e| e.parent().map(Path::to_path_buf));
         for root in std::env::current_dir().ok().into_iter().chain(exe_dir) {
-            candidates.extend(root.ancestors().map(|a| a.join(".venv")));
+            for venv in root.ancestors().map(|a| a.join(".venv")) {
+                // The two walks meet at their common ancestors: each is looked at once.
+                if !candidates.contains(&venv) {
+                    candidates.push(venv);
+                }
+            }
         }
     }
     candidates
