@@ -452,7 +452,7 @@ fn a_model_folder_added_to_models_dir_is_served() {
 }
 
 #[test]
-fn a_half_uploaded_model_folder_at_start_up_holds_the_api_until_it_is_whole() {
+fn a_broken_model_folder_at_start_up_is_left_out_until_it_is_whole() {
     let repo = tempfile::tempdir().unwrap();
     let dir = repo.path().join("zoo");
     copy_dir(&fixtures().join("iris/1"), &dir.join("good/1"));
@@ -473,20 +473,48 @@ fn a_half_uploaded_model_folder_at_start_up_holds_the_api_until_it_is_whole() {
         &project_dir.path().join("data"),
         &["--model-poll-interval", "200ms"],
     );
-    let readiness = || soma.get_json("/readyz").1;
-    wait("the API to say why it waits", || {
-        readiness()["apis"]["zoo"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("listing models.dir again"))
-    });
-    // The upload completes: the API starts, with both models.
+    // The valid model serves at once (as Cortex's runtime skipped failing `dir` models);
+    // a restart does not take the API down for one broken folder.
+    soma.wait_ready(Duration::from_secs(120));
+    assert_eq!(states(&soma, "zoo.good")[0].1, "AVAILABLE");
+    assert_eq!(soma.get_json("/v1/models/zoo.half").0, 404);
+    // The upload completes: the folder is served too.
     copy_dir(
         &fixtures().join("iris/1/variables"),
         &dir.join("half/1/variables"),
     );
-    wait("the API ready", || {
-        readiness()["apis"]["zoo"]["state"] == "ready"
+    wait("the completed model to serve", || {
+        soma.get_json("/v1/models/zoo.half").0 == 200
+            && states(&soma, "zoo.half")[0].1 == "AVAILABLE"
     });
-    assert_eq!(states(&soma, "zoo.good")[0].1, "AVAILABLE");
-    assert_eq!(states(&soma, "zoo.half")[0].1, "AVAILABLE");
+}
+
+/// A `models.path` folder missing at start-up (a deployment that uploads the model after
+/// starting soma) holds the API back, saying why, until the folder and a version appear.
+#[test]
+fn a_models_path_folder_that_appears_later_brings_the_api_up() {
+    let repo = tempfile::tempdir().unwrap();
+    let folder = repo.path().join("iris");
+    let yaml = format!(
+        "- name: late\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: latest.py\n    models:\n      path: {}\n",
+        folder.display()
+    );
+    let project_dir = project(&[("cortex.yaml", &yaml), ("latest.py", LATEST_PY)]);
+    let soma = Soma::serve(
+        &project_dir.path().join("cortex.yaml"),
+        &project_dir.path().join("data"),
+        &["--model-poll-interval", "200ms"],
+    );
+    let readiness = || soma.get_json("/readyz").1;
+    wait("the API to say why it waits", || {
+        readiness()["apis"]["late"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist") && e.contains("waiting for a version"))
+    });
+    copy_dir(&fixtures().join("iris/1"), &repo.path().join("staging/1"));
+    std::fs::rename(repo.path().join("staging"), &folder).unwrap();
+    wait("the API ready", || {
+        readiness()["apis"]["late"]["state"] == "ready"
+    });
+    assert_eq!(states(&soma, "late")[0].1, "AVAILABLE");
 }

@@ -40,10 +40,44 @@ impl ModelEntry {
 
 /// The models of an API: one for `models.path`, one per entry of `models.paths`, and one per
 /// sub-folder of `models.dir` (which needs a listing, hence async). Returns the entries and
-/// whether the API uses the single-model form.
+/// whether the API uses the single-model form. An invalid `models.dir` sub-folder fails the
+/// call (Cortex's deploy-time check).
 pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsError> {
+    let (entries, single, broken) = listed(api).await?;
+    match broken.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok((entries, single)),
+    }
+}
+
+/// The models a server serves for an API: as [`entries`], except that an invalid
+/// `models.dir` sub-folder is left out and returned with its error beside the others (as
+/// Cortex's runtime skipped the `dir` models that failed), unless no sub-folder is valid.
+pub async fn serving_entries(api: &ApiSpec) -> Result<ServingEntries, ModelsError> {
+    let (entries, single, mut broken) = listed(api).await?;
+    if entries.is_empty() && !broken.is_empty() {
+        return Err(broken.swap_remove(0));
+    }
+    Ok(ServingEntries {
+        entries,
+        single,
+        broken,
+    })
+}
+
+/// What [`serving_entries`] found.
+#[derive(Debug)]
+pub struct ServingEntries {
+    pub entries: Vec<ModelEntry>,
+    /// The API uses the single-model form (`models.path`).
+    pub single: bool,
+    /// The `models.dir` sub-folders left out, each with why.
+    pub broken: Vec<ModelsError>,
+}
+
+async fn listed(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool, Vec<ModelsError>), ModelsError> {
     let Some(models) = &api.handler.models else {
-        return Ok((Vec::new(), false));
+        return Ok((Vec::new(), false, Vec::new()));
     };
     let default_threads = threads(&models.threads);
     let api_batching = api.handler.server_side_batching;
@@ -59,7 +93,8 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
         batching: api_batching.map(batch_options),
         field,
     };
-    Ok(match &models.source {
+    let mut broken = Vec::new();
+    let (list, single) = match &models.source {
         ModelSource::Single(location) => (
             vec![entry(
                 SINGLE_MODEL_NAME,
@@ -91,19 +126,24 @@ pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsErr
         }
         ModelSource::Dir(dir) => {
             const DIR: &str = "handler: models: dir";
-            let found = soma_repository::discover_dir(dir, validator(api))
+            let settings = soma_repository::S3Settings::default();
+            let found = soma_repository::discover_dir_each(dir, validator(api), &settings)
                 .await
                 .map_err(|source| ModelsError::at(DIR, source))?;
-            let list = found
-                .iter()
-                .map(|(name, _)| {
-                    let field = format!("{DIR} ({name})");
-                    entry(name, &dir.join(name), None, default_threads, field)
-                })
-                .collect();
+            let mut list = Vec::with_capacity(found.len());
+            for (name, model) in found {
+                match model {
+                    Ok(_) => {
+                        let field = format!("{DIR} ({name})");
+                        list.push(entry(&name, &dir.join(&name), None, default_threads, field));
+                    }
+                    Err(source) => broken.push(ModelsError::at(DIR, source)),
+                }
+            }
             (list, false)
         }
-    })
+    };
+    Ok((list, single, broken))
 }
 
 /// Inferentia APIs (`compute.inf > 0`) only need `saved_model.pb` in each version.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use soma_runtime::RecordedWarmup;
 
-pub use entries::{ModelEntry, batch_options, entries};
+pub use entries::{ModelEntry, ServingEntries, batch_options, entries, serving_entries};
 pub use error::ModelsError;
 pub use inspect::{ModelReport, VersionReport, inspect_api};
 pub use load::{load_api, load_entry, load_location};

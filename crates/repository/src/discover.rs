@@ -104,6 +104,25 @@ pub async fn discover_dir_with(
     validator: Validator,
     settings: &S3Settings,
 ) -> Result<Vec<(String, DiscoveredModel)>, RepositoryError> {
+    discover_dir_each(location, validator, settings)
+        .await?
+        .into_iter()
+        .map(|(name, model)| model.map(|m| (name, m)))
+        .collect()
+}
+
+/// A model folder of a `models.dir`, or why it is not one.
+pub type DirModel = Result<DiscoveredModel, RepositoryError>;
+
+/// [`discover_dir_with`], each model folder on its own: what is wrong with the directory
+/// itself (a listing that fails, a file directly under it, the reserved name, nothing in
+/// it) fails the call, and each model folder comes with its own result, so that a server
+/// can serve the valid ones (as Cortex's runtime skipped the `dir` models that failed).
+pub async fn discover_dir_each(
+    location: &ModelLocation,
+    validator: Validator,
+    settings: &S3Settings,
+) -> Result<Vec<(String, DirModel)>, RepositoryError> {
     let store = ModelStore::open(location, settings).await?;
     let listing = store.list().await?;
     dir_from_listing(location, &listing, validator)
@@ -113,7 +132,7 @@ pub(crate) fn dir_from_listing(
     location: &ModelLocation,
     listing: &Listing,
     validator: Validator,
-) -> Result<Vec<(String, DiscoveredModel)>, RepositoryError> {
+) -> Result<Vec<(String, DirModel)>, RepositoryError> {
     if listing.is_empty() {
         return Err(invalid_model(
             &location.to_string(),
@@ -141,13 +160,12 @@ pub(crate) fn dir_from_listing(
     }
     let mut out = Vec::with_capacity(models.len());
     for (name, sub) in models {
-        let model =
-            model_from_listing(&location.join(&name), &sub, validator).map_err(|source| {
-                RepositoryError::InDir {
-                    name: name.clone(),
-                    source: Box::new(source),
-                }
-            })?;
+        let model = model_from_listing(&location.join(&name), &sub, validator).map_err(|source| {
+            RepositoryError::InDir {
+                name: name.clone(),
+                source: Box::new(source),
+            }
+        });
         out.push((name, model));
     }
     Ok(out)
@@ -470,9 +488,10 @@ mod tests {
         .unwrap();
         let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["iris", "zebra"]);
-        assert_eq!(models[0].1.location.to_string(), "s3://b/m/iris/");
-        assert_eq!(models[0].1.layout, Layout::Versioned);
-        assert_eq!(models[1].1.layout, Layout::NonVersioned);
+        let iris = models[0].1.as_ref().unwrap();
+        assert_eq!(iris.location.to_string(), "s3://b/m/iris/");
+        assert_eq!(iris.layout, Layout::Versioned);
+        assert_eq!(models[1].1.as_ref().unwrap().layout, Layout::NonVersioned);
     }
 
     #[tokio::test]
@@ -503,15 +522,18 @@ mod tests {
         assert!(err.to_string().contains("stray.txt is a file"), "{err}");
         assert_eq!(err.kind(), soma_core::ErrorKind::InvalidArgument);
 
+        // A bad model folder comes with its error; the others are listed beside it.
         let mut keys = version("iris/1", MODEL);
         keys.push("bad/1/saved_model.pb".into());
-        let err = dir_from_listing(
+        let models = dir_from_listing(
             &location(),
             &dir_listing(&keys).await,
             Validator::TensorFlow,
         )
-        .unwrap_err();
-        let text = err.to_string();
+        .unwrap();
+        assert_eq!(models[0].0, "bad");
+        assert!(models[1].1.is_ok());
+        let text = models[0].1.as_ref().unwrap_err().to_string();
         assert!(
             text.starts_with(
                 "model bad: s3://b/m/bad/: invalid TensorFlow model path: version 1 is missing"

@@ -30,8 +30,8 @@ mod watch;
 
 pub use cache::{CachedVersion, MANIFEST_FILE, ModelCache};
 pub use discover::{
-    DiscoveredModel, RESERVED_MODEL_NAME, discover_dir, discover_dir_with, discover_model,
-    discover_model_with,
+    DirModel, DiscoveredModel, RESERVED_MODEL_NAME, discover_dir, discover_dir_each,
+    discover_dir_with, discover_model, discover_model_with,
 };
 pub use error::RepositoryError;
 pub use layout::{Layout, Validator, VersionFiles};

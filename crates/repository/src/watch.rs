@@ -67,8 +67,9 @@ pub enum RepositoryEvent {
 
 /// Polls model folders, local or on S3.
 ///
-/// The first successful poll of each source is a snapshot: what exists then is known and
-/// yields no events (the caller discovered and loaded it already). Afterwards:
+/// The first poll of each source is a snapshot: what exists then is known and yields no
+/// events (the caller discovered and loaded it already); when that listing fails, nothing
+/// is known, and versions that appear later are added as below. Afterwards:
 ///
 /// * a version is added (or changed) only once it passes the layout check **and** its file
 ///   list and sizes were identical on two consecutive polls ("settled"), so a version folder
@@ -243,6 +244,9 @@ impl SourceState {
                 let key = self.source_key();
                 let signature = failure_signature(&e);
                 self.report_as(key, Some((signature, e.to_string())), e.kind(), events);
+                // A first listing that fails is the snapshot: the caller found nothing, so
+                // what appears once storage lists is reported as added.
+                self.initialized = true;
                 return;
             }
         };

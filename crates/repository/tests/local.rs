@@ -340,3 +340,22 @@ async fn a_version_named_by_two_folders_is_read_from_the_last_name() {
     assert_eq!(versions(&watcher, "m"), [9, 10]);
     assert_eq!(folder(&watcher), "10");
 }
+
+/// A folder missing at the first poll: the caller found nothing, so its versions are
+/// reported as added once the folder appears (and they settle).
+#[tokio::test]
+async fn versions_of_a_folder_missing_at_the_first_poll_are_added() {
+    let root = tempfile::tempdir().unwrap();
+    let model = root.path().join("model");
+    let mut watcher = Watcher::new(
+        [WatchSource::model("m", ModelLocation::Local(model.clone()))],
+        Validator::TensorFlow,
+        Duration::from_millis(50),
+    );
+    let (_, error) = only_error(&watcher.poll_once().await);
+    assert!(error.ends_with("does not exist"), "{error}");
+    write_version(&model.join("3"));
+    assert_eq!(watcher.poll_once().await, [], "not settled yet");
+    assert_eq!(watcher.poll_once().await, [added("m", 3)]);
+    assert_eq!(versions(&watcher, "m"), [3]);
+}

@@ -25,14 +25,16 @@ pub(crate) fn hub_name(api: &str, model: &str, single: bool) -> String {
 ///
 /// Versions that fail to load are reported (in the log and the model status) and do not
 /// stop the API, as while it runs: a restart of a server that served must not take it down
-/// for an old broken folder. A model none of whose versions loads holds the API back
-/// (`waiting` is told why) until one does; its folder is still polled, so a fixed or new
-/// version is picked up without a restart. A model that could not be registered at all
-/// fails the API: its models are removed again and the error says why.
+/// for an old broken folder. A model none of whose versions loads, or whose base path is
+/// missing, empty or unreachable, holds the API back (`waiting` is told why) until one
+/// loads; its folder is still polled, so a fixed or new version, or storage back up, is
+/// picked up without a restart. A model that could not be registered at all (a base path
+/// that does not parse) fails the API: its models are removed again and the error says why.
 ///
-/// A `models.dir` whose listing fails (a model folder half uploaded, the directory not there
-/// yet) holds the API back the same way, listed again every `interval`, instead of failing
-/// it until a restart.
+/// A `models.dir` whose listing fails (the directory not there yet, storage unreachable)
+/// holds the API back the same way, listed again every `interval`, instead of failing it
+/// until a restart. Its invalid model folders are left out with a warning while the others
+/// serve (as Cortex's runtime skipped them); one with none valid waits the same way.
 pub(crate) async fn load(
     api: &ApiSpec,
     manager: &ModelManager,
@@ -46,8 +48,13 @@ pub(crate) async fn load(
         .is_some_and(|m| matches!(m.source, soma_config::ModelSource::Dir(_)));
     let mut told = None;
     let (entries, single) = loop {
-        match soma_models::entries(api).await {
-            Ok(found) => break found,
+        match soma_models::serving_entries(api).await {
+            Ok(found) => {
+                for error in &found.broken {
+                    tracing::warn!(api = %api.name, %error, "model folder left out of models.dir");
+                }
+                break (found.entries, found.single);
+            }
             Err(e) if listed => {
                 let message = format!("{e}; listing models.dir again");
                 if told.as_ref() != Some(&message) {
@@ -73,6 +80,8 @@ pub(crate) async fn load(
             match manager.status(name, None) {
                 Ok(versions) if versions.iter().any(|v| v.state == ServableState::Available) => {}
                 Ok(_) => unserved.push(name.as_str()),
+                // No version yet: its base path is watched until one appears.
+                Err(_) if manager.watches(name).await => unserved.push(name.as_str()),
                 Err(_) => {
                     manager.remove(&names).await;
                     return Err(error.to_string());
@@ -139,10 +148,19 @@ pub(crate) async fn watch_dir(
     interval: Duration,
 ) {
     let mut last_error = None;
+    let mut left_out = Vec::new();
     loop {
         tokio::time::sleep(interval).await;
-        let entries = match soma_models::entries(&api).await {
-            Ok((entries, _)) => entries,
+        let entries = match soma_models::serving_entries(&api).await {
+            Ok(found) => {
+                // Each broken folder is said once, until its problem changes.
+                let broken: Vec<String> = found.broken.iter().map(|e| e.to_string()).collect();
+                for error in broken.iter().filter(|e| !left_out.contains(*e)) {
+                    tracing::warn!(api = %api.name, %error, "model folder left out of models.dir");
+                }
+                left_out = broken;
+                found.entries
+            }
             Err(e) => {
                 let error = e.to_string();
                 if last_error.as_ref() != Some(&error) {

@@ -200,6 +200,12 @@ impl ModelManager {
         }
     }
 
+    /// Whether `name` has a task watching its base path, versions or not (one added while
+    /// its base path was missing, empty or unreachable waits for versions there).
+    pub async fn watches(&self, name: &str) -> bool {
+        self.tasks.lock().await.contains_key(name)
+    }
+
     /// Unloads and forgets the named models (unknown names are ignored).
     pub async fn remove(&self, names: &[String]) {
         let mut tasks = self.tasks.lock().await;
