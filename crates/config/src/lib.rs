@@ -105,6 +105,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let project_dir = project_dir(file);
     let mut walker = Walker::new(file.to_path_buf());
+    // A byte-order mark (written by some Windows editors) is not YAML content; Cortex's
+    // reader skipped it too.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(value) => value,
         Err(e) => {

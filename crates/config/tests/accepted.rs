@@ -307,3 +307,17 @@ fn merge_keys_share_settings_between_apis() {
     assert_eq!(names, [("a", "/first"), ("b", "/second")]);
     assert_eq!(config.apis[1].handler.path, Path::new("handler.py"));
 }
+
+/// A file saved with a UTF-8 byte-order mark (some Windows editors write one) reads as
+/// the same file without it.
+#[test]
+fn a_byte_order_mark_is_not_content() {
+    let dir = project();
+    let yaml = format!("{TF}      path: s3://bucket/iris\n");
+    let with_mark = parse(&format!("\u{feff}{yaml}"), &dir.path().join("cortex.yaml"));
+    let with_mark = with_mark.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        format!("{with_mark:?}"),
+        format!("{:?}", ok(dir.path(), &yaml))
+    );
+}

@@ -323,9 +323,12 @@ fn parse_size(text: &str) -> Result<usize, String> {
             ));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    match number.checked_mul(factor) {
+        // Every request with a body would get 413.
+        Some(0) => Err("must be at least one byte".to_string()),
+        Some(size) => Ok(size),
+        None => Err(format!("{text:?} is too large")),
+    }
 }
 
 #[cfg(test)]
@@ -410,5 +413,9 @@ mod tests {
         assert_eq!(parse_size("2 kb"), Ok(2000));
         assert!(parse_size("1XB").is_err());
         assert!(parse_size("MiB").is_err());
+        assert_eq!(
+            parse_size("0KiB"),
+            Err("must be at least one byte".to_string())
+        );
     }
 }
