@@ -77,6 +77,7 @@ mod image;
 mod models;
 mod networking;
 mod quantity;
+mod shared;
 mod spec;
 mod walk;
 
@@ -141,6 +142,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
         walker.api = None;
     }
     api::check_across_apis(&mut walker, &apis);
+    shared::check_env(&mut walker, &apis);
+    shared::check_python_paths(&mut walker, &apis, &project_dir);
     if walker.errors.is_empty() {
         Ok(Config {
             file: file.to_path_buf(),

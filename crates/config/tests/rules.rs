@@ -920,3 +920,48 @@ fn malformed_or_misshapen_files() {
         "{e}"
     );
 }
+
+/// Every API runs in one Python interpreter: an environment variable two APIs set to
+/// different values, or a module found in two APIs' `python_path` folders, would silently
+/// reach the other API; such a file is refused. The same value, or the same folder, is fine.
+#[test]
+fn apis_share_one_interpreter() {
+    let other = set(tf_api(), "name", "other");
+    let other = set(other, "networking.endpoint", "/other");
+    let found = errors_of(&to_yaml(&[
+        set(tf_api(), "handler.env", "{WHO: a, SAME: x}"),
+        set(other.clone(), "handler.env", "{WHO: b, SAME: x}"),
+    ]));
+    assert_eq!(
+        found,
+        [
+            "cortex.yaml: other (AsyncAPI): handler: env: WHO: API iris sets WHO to another value, and os.environ is shared: soma runs every API of a cortex.yaml in one Python interpreter; run such APIs in separate soma processes (a cortex.yaml each)"
+        ]
+    );
+
+    let dir = project();
+    for folder in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(folder).join("pkg")).unwrap();
+        std::fs::write(dir.path().join(folder).join("helper.py"), "").unwrap();
+    }
+    std::fs::write(dir.path().join("a/only_a.py"), "").unwrap();
+    let yaml = to_yaml(&[
+        set(tf_api(), "handler.python_path", "a"),
+        set(other.clone(), "handler.python_path", "b"),
+    ]);
+    let found: Vec<String> = match parse(&yaml, &dir.path().join("cortex.yaml")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(relative).collect(),
+    };
+    let clash = |name: &str| {
+        format!(
+            "cortex.yaml: other (AsyncAPI): handler: python_path: module {name} is in b and in API iris's a, and imported modules are shared (both APIs would get the one imported first): rename one, or soma runs every API of a cortex.yaml in one Python interpreter; run such APIs in separate soma processes (a cortex.yaml each)"
+        )
+    };
+    assert_eq!(found, [clash("helper"), clash("pkg")]);
+    let same = to_yaml(&[
+        set(tf_api(), "handler.python_path", "a"),
+        set(other, "handler.python_path", "./a"),
+    ]);
+    parse(&same, &dir.path().join("cortex.yaml")).unwrap_or_else(|e| panic!("{e}"));
+}

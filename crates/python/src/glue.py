@@ -9,11 +9,13 @@ import asyncio
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import re
 import sys
 import threading
 import traceback
+import types
 
 INIT_ARGS = {
     "python": ({"config"}, {"metrics_client"}),
@@ -119,6 +121,47 @@ def _decode(body, content_type):
         except UnicodeDecodeError as error:
             raise UserError(f"the uploaded payload, with content-type {content_type}, is not UTF-8 text: {error}") from None
     return body
+
+
+class _CortexJsonFormatter(logging.Formatter):
+    """Cortex's handler log lines: one JSON object, `extra={...}` flattened into it."""
+
+    _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+    def format(self, record):
+        line = {
+            "asctime": self.formatTime(record),
+            "levelname": record.levelname,
+            "message": record.getMessage(),
+        }
+        line.update((k, v) for k, v in vars(record).items() if k not in self._STANDARD)
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def _install_cortex_logger():
+    """`from cortex_internal.lib.log import logger`, as Cortex's handlers log: a `logging`
+    logger writing JSON lines to stderr, beside soma's own log."""
+    logger = logging.getLogger("cortex")
+    if not logger.handlers:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(_CortexJsonFormatter())
+        logger.addHandler(stream)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    for name in ("cortex_internal", "cortex_internal.lib", "cortex_internal.lib.log"):
+        module = sys.modules.get(name)
+        if module is None:
+            module = types.ModuleType(name)
+            module.__path__ = []
+            sys.modules[name] = module
+    sys.modules["cortex_internal"].lib = sys.modules["cortex_internal.lib"]
+    sys.modules["cortex_internal.lib"].log = sys.modules["cortex_internal.lib.log"]
+    sys.modules["cortex_internal.lib.log"].logger = logger
+
+
+_install_cortex_logger()
 
 
 def describe(error):

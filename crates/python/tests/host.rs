@@ -237,6 +237,25 @@ async fn env_python_path_and_site_packages() {
     assert!(out["numpy"].as_str().unwrap().starts_with('2'), "{out}");
 }
 
+/// Cortex's documented handler logger imports, and writes Cortex's JSON lines with the
+/// `extra` fields flattened.
+#[tokio::test]
+async fn cortex_logger_is_importable() {
+    python();
+    let dir = project(
+        "import json, logging\nfrom cortex_internal.lib.log import logger\nclass Handler:\n    def __init__(self, config):\n        logger.info('init', extra={'k': 1})\n    \
+         def handle_async(self):\n        record = logger.makeRecord('cortex', logging.INFO, 'f', 1, 'done %s', ('now',), None, extra={'k': 1})\n        \
+         return json.loads(logger.handlers[0].format(record))\n",
+    );
+    let host = HandlerHost::start(spec("cortex-log", dir.path(), None))
+        .await
+        .unwrap();
+    let out = host.handle(Bytes::new(), "text/plain", "r").await.unwrap();
+    assert_eq!(out["message"], "done now", "{out}");
+    assert_eq!(out["levelname"], "INFO", "{out}");
+    assert_eq!(out["k"], 1, "{out}");
+}
+
 #[tokio::test]
 async fn metrics_client_records_and_rejects_reserved_names() {
     python();

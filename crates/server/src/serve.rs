@@ -97,6 +97,9 @@ pub async fn serve_with(
     };
     let readiness = Readiness::new();
     for api in &config.apis {
+        for note in ignored_by_soma(api, &config.project_dir) {
+            tracing::warn!(api = %api.name, "{note}");
+        }
         // A gateway alone is ready at once: it only stores and reads workloads.
         let state = if role.runs_workers() {
             ApiState::Starting
@@ -326,4 +329,75 @@ async fn futures_join(futures: impl Iterator<Item = impl Future<Output = ()> + S
         set.spawn(future);
     }
     while set.join_next().await.is_some() {}
+}
+
+/// What a Cortex deployment of `api` did that soma does not, said at start-up (README,
+/// "Where a handler sees a difference from Cortex").
+fn ignored_by_soma(api: &ApiSpec, project_dir: &std::path::Path) -> Vec<String> {
+    let handler = &api.handler;
+    let mut notes = Vec::new();
+    let deps = &handler.dependencies;
+    for (file, what) in [
+        (&deps.pip, "pip requirements"),
+        (&deps.conda, "conda packages"),
+        (&deps.shell, "a dependencies script"),
+    ] {
+        if project_dir.join(file).is_file() {
+            notes.push(format!(
+                "{file} ({what}) is not installed or run by soma: install what it needs into \
+                 the Python environment soma uses (--python-env)"
+            ));
+        }
+    }
+    if project_dir.join(".env").is_file() {
+        notes.push(
+            ".env is not read by soma: put the variables in handler.env or soma's environment"
+                .to_string(),
+        );
+    }
+    if let Some(image) = &handler.image {
+        notes.push(format!(
+            "handler.image {image} is ignored: handlers run in soma's own Python"
+        ));
+    }
+    if api.compute.gpu > 0 {
+        notes.push("compute.gpu is ignored: soma runs TensorFlow on the CPU".to_string());
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cortex's dependency files, `.env`, `handler.image` and `compute.gpu` are named at
+    /// start-up; an API with none of them gets no note.
+    #[test]
+    fn what_soma_ignores_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("handler.py"), "class Handler: pass\n").unwrap();
+        let yaml =
+            "- name: a\n  kind: AsyncAPI\n  handler:\n    type: python\n    path: handler.py\n";
+        let config = soma_config::parse(yaml, &dir.path().join("cortex.yaml")).unwrap();
+        assert!(ignored_by_soma(&config.apis[0], dir.path()).is_empty());
+
+        for file in ["requirements.txt", "dependencies.sh", ".env"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        let yaml = format!("{yaml}    image: my/image:1\n  compute:\n    gpu: 1\n");
+        let config = soma_config::parse(&yaml, &dir.path().join("cortex.yaml")).unwrap();
+        let notes = ignored_by_soma(&config.apis[0], dir.path());
+        let starts: Vec<&str> = notes.iter().map(|n| n.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            starts,
+            [
+                "requirements.txt",
+                "dependencies.sh",
+                ".env",
+                "handler.image",
+                "compute.gpu"
+            ],
+            "{notes:?}"
+        );
+    }
 }
