@@ -153,6 +153,26 @@ fn bad_requests_and_missing_tensorflow_are_clear_errors() {
         "validate needs no TensorFlow: {}",
         stderr(&out)
     );
+
+    // An API without models: nothing to predict with, and said so.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("handler.py"), "class Handler: pass\n").unwrap();
+    let python_api = dir.path().join("cortex.yaml");
+    std::fs::write(
+        &python_api,
+        "- name: py\n  kind: AsyncAPI\n  handler:\n    type: python\n    path: handler.py\n",
+    )
+    .unwrap();
+    let out = soma(
+        &["predict", python_api.to_str().unwrap(), "--input", "{}"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("API 'py' has no models (handler type python)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

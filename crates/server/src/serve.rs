@@ -22,7 +22,7 @@ use crate::{Role, ServeOptions, live_models, python_handler};
 /// Why `soma serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot open the data directory {path}: {source}")]
+    #[error("cannot open the data directory {path}: {source}{}", lock_hint(source))]
     Storage { path: PathBuf, source: JobsError },
     #[error("API '{api}': {source}")]
     ApiName { api: String, source: JobsError },
@@ -329,6 +329,14 @@ async fn futures_join(futures: impl Iterator<Item = impl Future<Output = ()> + S
         set.spawn(future);
     }
     while set.join_next().await.is_some() {}
+}
+
+/// The embedded store's file is locked by one process at a time.
+fn lock_hint(error: &JobsError) -> &'static str {
+    match error.to_string().contains("Database already open") {
+        true => " (is another soma serve using this data directory? give each its own --data-dir)",
+        false => "",
+    }
 }
 
 /// What a Cortex deployment of `api` did that soma does not, said at start-up (README,

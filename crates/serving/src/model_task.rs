@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use soma_core::ErrorKind;
 use soma_repository::{
-    CachedVersion, DiscoveredModel, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher,
+    CachedVersion, DiscoveredModel, ModelCache, RepositoryError, RepositoryEvent, Validator,
+    WatchSource, Watcher,
 };
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
@@ -113,6 +114,7 @@ impl ModelTask {
         let events = self.watcher.poll_once().await;
         self.note(events);
         if self.present().is_empty() {
+            self.explain_invalid_versions().await;
             let message = format!("model {}: {}", self.name(), self.why_no_versions());
             // Storage that cannot be reached says nothing of the versions: try again later.
             return Err(match &self.problem {
@@ -230,6 +232,29 @@ impl ModelTask {
             message = format!("{message}; {e}");
         }
         Err(RuntimeError::NotFound(message))
+    }
+
+    /// The watcher reports an invalid version folder once it stays so for two polls (a
+    /// copy in progress is not an error); a first poll that finds only invalid ones asks
+    /// the folder's layout check for the reason at once, so that the error says what is
+    /// wrong (`version 1 is missing variables/variables.index`) rather than "no versions".
+    async fn explain_invalid_versions(&mut self) {
+        if self.problem.is_some() {
+            return;
+        }
+        let checked = soma_repository::discover_model_with(
+            &self.location,
+            Validator::SavedModel,
+            &self.options.s3,
+        )
+        .await;
+        self.problem = match checked {
+            Err(RepositoryError::InvalidLayout {
+                location, problem, ..
+            }) => Some((ErrorKind::NotFound, format!("{location}: {problem}"))),
+            Err(other) => Some((other.kind(), other.to_string())),
+            Ok(_) => None,
+        };
     }
 
     /// Why the base path lists no versions.

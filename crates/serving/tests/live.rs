@@ -839,6 +839,28 @@ async fn a_new_model_on_unreachable_storage_is_unavailable() {
     assert!(manager.models().is_empty(), "the model is not kept");
 }
 
+/// A new model whose only version folder is incomplete is refused with what is wrong with
+/// it, not as a folder without versions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_model_with_only_an_invalid_version_says_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("iris");
+    copy_dir(&fixtures().join("iris/1"), &repo.join("1"));
+    std::fs::remove_file(repo.join("1/variables/variables.index")).unwrap();
+    let manager = ModelManager::new(options(&tmp.path().join("cache")));
+    let error = manager
+        .reload(vec![config("iris", &repo, VersionPolicy::Latest(1))])
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), soma_core::ErrorKind::NotFound, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("version 1 is missing variables/variables.index"),
+        "{error}"
+    );
+}
+
 fn moto_settings(moto: &MotoServer) -> S3Settings {
     S3Settings {
         endpoint: Some(moto.endpoint()),

@@ -60,6 +60,14 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
                 )
             }
         };
+        if api.handler.models.is_none() {
+            bail!(
+                "API '{}' has no models (handler type {}): soma predict runs an API's \
+                 TensorFlow models",
+                api.name,
+                api.handler.handler_type
+            );
+        }
         soma_models::load_api(api, &options).await?
     };
     let set_for_task = Arc::clone(&set);
