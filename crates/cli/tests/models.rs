@@ -175,6 +175,36 @@ fn bad_requests_and_missing_tensorflow_are_clear_errors() {
     );
 }
 
+/// Every invalid model folder of a `models.dir` is reported, not only the first.
+#[test]
+fn validate_reports_every_broken_model_of_a_models_dir() {
+    let zoo = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("iris/1"), &zoo.path().join("good/1"));
+    for broken in ["a_bad", "b_bad"] {
+        copy_dir(
+            &fixtures().join("iris/1"),
+            &zoo.path().join(broken).join("1"),
+        );
+        std::fs::remove_file(zoo.path().join(broken).join("1/variables/variables.index")).unwrap();
+    }
+    let yaml = format!(
+        "- name: zoo\n  kind: AsyncAPI\n  handler:\n    type: tensorflow\n    path: handler.py\n    models:\n      dir: {}\n",
+        zoo.path().display()
+    );
+    let dir = common::project(&[
+        ("handler.py", "class Handler:\n    pass\n"),
+        ("cortex.yaml", &yaml),
+    ]);
+    let config = dir.path().join("cortex.yaml");
+    let out = soma(&["validate", config.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    for broken in ["a_bad", "b_bad"] {
+        let line = format!("cortex.yaml: zoo (AsyncAPI): handler: models: dir: model {broken}: ");
+        assert!(text.contains(&line), "{text}");
+    }
+}
+
 #[test]
 fn validate_reports_config_and_layout_errors_and_load_catches_unrunnable_models() {
     let dir = common::project(&[

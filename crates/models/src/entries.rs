@@ -41,12 +41,14 @@ impl ModelEntry {
 /// The models of an API: one for `models.path`, one per entry of `models.paths`, and one per
 /// sub-folder of `models.dir` (which needs a listing, hence async). Returns the entries and
 /// whether the API uses the single-model form. An invalid `models.dir` sub-folder fails the
-/// call (Cortex's deploy-time check).
+/// call (Cortex's deploy-time check); several fail it together
+/// ([`ModelsError::Several`]), so that every one is reported.
 pub async fn entries(api: &ApiSpec) -> Result<(Vec<ModelEntry>, bool), ModelsError> {
-    let (entries, single, broken) = listed(api).await?;
-    match broken.into_iter().next() {
-        Some(error) => Err(error),
-        None => Ok((entries, single)),
+    let (entries, single, mut broken) = listed(api).await?;
+    match broken.len() {
+        0 => Ok((entries, single)),
+        1 => Err(broken.remove(0)),
+        _ => Err(ModelsError::Several(broken)),
     }
 }
 

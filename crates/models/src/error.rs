@@ -30,6 +30,9 @@ pub enum ModelsError {
     Inspect { model: String, message: String },
     #[error("a model loading task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Several model folders of a `models.dir` are invalid, each with its error (at least two).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ModelsError>),
 }
 
 impl ModelsError {
@@ -52,6 +55,17 @@ impl ModelsError {
             ModelsError::NeuronUnavailable { .. } => ErrorKind::Unimplemented,
             ModelsError::Inspect { .. } => ErrorKind::FailedPrecondition,
             ModelsError::Task(_) => ErrorKind::Internal,
+            ModelsError::Several(errors) => errors
+                .first()
+                .map_or(ErrorKind::InvalidArgument, ModelsError::kind),
+        }
+    }
+
+    /// The errors this one stands for: itself, or each of [`ModelsError::Several`].
+    pub fn each(&self) -> Vec<&ModelsError> {
+        match self {
+            ModelsError::Several(errors) => errors.iter().collect(),
+            other => vec![other],
         }
     }
 }

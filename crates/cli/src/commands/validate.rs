@@ -37,14 +37,16 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<ExitC
         };
         match result.and(soma_models::inspect_api(api, &options).await) {
             Ok(reports) => reports.iter().for_each(print_model),
-            Err(e) => {
+            Err(error) => {
                 failed = true;
-                eprintln!(
-                    "{}: {} ({}): {e}",
-                    args.config.display(),
-                    api.name,
-                    api.kind
-                );
+                for e in error.each() {
+                    eprintln!(
+                        "{}: {} ({}): {e}",
+                        args.config.display(),
+                        api.name,
+                        api.kind
+                    );
+                }
             }
         }
     }
