@@ -20,6 +20,8 @@ pub struct ModelSet {
     api: String,
     single: bool,
     models: RwLock<BTreeMap<String, Versions>>,
+    /// Versions that failed to load, with why: a request for one says so.
+    failures: RwLock<BTreeMap<(String, i64), String>>,
 }
 
 impl ModelSet {
@@ -29,6 +31,7 @@ impl ModelSet {
             api: api.into(),
             single,
             models: RwLock::new(BTreeMap::new()),
+            failures: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -47,6 +50,17 @@ impl ModelSet {
             .entry(servable.model().to_string())
             .or_default()
             .insert(servable.version(), servable);
+    }
+
+    /// Records that `version` of `model` failed to load (`None`: the failure no longer
+    /// stands, its files changed or went), for the error of a request that asks for it.
+    pub fn note_failure(&self, model: &str, version: i64, failure: Option<&str>) {
+        let mut failures = self.failures.write().unwrap_or_else(|e| e.into_inner());
+        let key = (model.to_string(), version);
+        match failure {
+            Some(why) => failures.insert(key, why.to_string()),
+            None => failures.remove(&key),
+        };
     }
 
     /// Removes one model version; in-flight predictions keep their `Arc` until they finish.
@@ -110,10 +124,21 @@ impl ModelSet {
                 true => "the model".to_string(),
                 false => format!("model '{name}'"),
             };
-            RuntimeError::NotFound(format!(
-                "{model} has no version {version}; available versions: [{}]",
-                available.join(", ")
-            ))
+            let failures = self.failures.read().unwrap_or_else(|e| e.into_inner());
+            let failure = match version {
+                VersionSpec::Number(n) => failures.get(&(name.clone(), n)),
+                VersionSpec::Latest => None,
+            };
+            match failure {
+                Some(why) => RuntimeError::NotFound(format!(
+                    "{model} version {version} failed to load: {why}; available versions: [{}]",
+                    available.join(", ")
+                )),
+                None => RuntimeError::NotFound(format!(
+                    "{model} has no version {version}; available versions: [{}]",
+                    available.join(", ")
+                )),
+            }
         })
     }
 
@@ -170,6 +195,20 @@ mod tests {
             err.to_string(),
             "model 'iris' has no version 3; available versions: [1, 2, 9, 10]"
         );
+        // A version that failed to load says so.
+        set.note_failure("iris", 3, Some("bad files"));
+        let err = set
+            .resolve(Some("iris"), VersionSpec::Number(3))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model 'iris' version 3 failed to load: bad files; available versions: [1, 2, 9, 10]"
+        );
+        set.note_failure("iris", 3, None);
+        let err = set
+            .resolve(Some("iris"), VersionSpec::Number(3))
+            .unwrap_err();
+        assert!(err.to_string().contains("has no version 3"), "{err}");
         set.remove("iris", 10);
         assert_eq!(
             set.resolve(Some("iris"), VersionSpec::Latest)

@@ -285,13 +285,15 @@ impl ModelTask {
         }
     }
 
-    /// New files for a version that failed: it gets another chance.
     /// The version's files changed or went: a failure to load them no longer stands. A
     /// version that failed is forgotten; one that serves keeps serving, its failed reload
     /// no longer reported.
     fn forget_failure(&mut self, version: i64) {
         // New files are fetched at once, with every retry again.
         self.retrying.remove(&version);
+        if let Some(mirror) = &self.spec.mirror {
+            mirror.note_failure(&self.spec.servable_name, version, None);
+        }
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
         let Some(model) = models.get_mut(self.name()) else {
             return;
@@ -509,6 +511,9 @@ impl ModelTask {
             Err((kind, message)) => {
                 tracing::warn!(model = %self.name(), version, error = %message, "model version failed to load");
                 let text = format!("version {version}: {message}");
+                if let Some(mirror) = &self.spec.mirror {
+                    mirror.note_failure(&self.spec.servable_name, version, Some(&message));
+                }
                 self.set_state(version, |e| {
                     if e.servable.is_none() {
                         e.state = ServableState::End;
