@@ -72,6 +72,10 @@ pub(crate) struct ModelTask {
     /// error): tried again when due, from the task's loop, so that the model's commands (a
     /// reload, a removal) are answered in the meantime. Such a version shows LOADING.
     retrying: BTreeMap<i64, Retry>,
+    /// Versions whose fetches failed through the whole retry budget: each gets another
+    /// round, with the whole budget, at the instant given (storage that comes back after
+    /// longer than the budget must not leave a version failed until a restart).
+    revisit: BTreeMap<i64, Instant>,
 }
 
 /// A version's next fetch.
@@ -104,6 +108,7 @@ impl ModelTask {
             moved_to_empty: false,
             serving_without_versions: false,
             retrying: BTreeMap::new(),
+            revisit: BTreeMap::new(),
         }
     }
 
@@ -143,6 +148,30 @@ impl ModelTask {
         self.retrying.values().map(|r| r.due).min()
     }
 
+    /// When the loop has a retried fetch or another round of one to start.
+    fn next_wake(&self) -> Option<Instant> {
+        self.next_retry()
+            .into_iter()
+            .chain(self.revisit.values().copied())
+            .min()
+    }
+
+    /// Versions whose new round of fetches is due lose their failure, so that the apply
+    /// that follows loads them again.
+    fn start_due_rounds(&mut self) {
+        let now = Instant::now();
+        let due: Vec<i64> = self
+            .revisit
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(v, _)| *v)
+            .collect();
+        for version in due {
+            tracing::info!(model = %self.name(), version, "fetching a model version again after its retries ran out");
+            self.forget_failure(version);
+        }
+    }
+
     /// Polls every interval and answers commands until stopped or the manager is dropped.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         // A zero period would make tokio panic (and spin); 10 ms is as fast as it gets.
@@ -154,10 +183,11 @@ impl ModelTask {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
-            let retry = self.next_retry();
+            let retry = self.next_wake();
             let far = Instant::now() + std::time::Duration::from_secs(3600);
             tokio::select! {
                 _ = tokio::time::sleep_until(retry.unwrap_or(far).into()), if retry.is_some() => {
+                    self.start_due_rounds();
                     if let Err(e) = self.apply().await {
                         tracing::warn!(model = %self.spec.config.name, error = %e, "model update");
                     }
@@ -291,6 +321,7 @@ impl ModelTask {
     fn forget_failure(&mut self, version: i64) {
         // New files are fetched at once, with every retry again.
         self.retrying.remove(&version);
+        self.revisit.remove(&version);
         if let Some(mirror) = &self.spec.mirror {
             mirror.note_failure(&self.spec.servable_name, version, None);
         }
@@ -300,10 +331,11 @@ impl ModelTask {
         };
         match model.versions.get_mut(&version) {
             Some(entry) if entry.servable.is_some() => entry.error = None,
-            Some(entry) if entry.error.is_some() => {
+            // Failed, or waiting for a retried fetch: as if never asked for.
+            Some(_) => {
                 model.versions.remove(&version);
             }
-            _ => {}
+            None => {}
         }
     }
 
@@ -486,7 +518,14 @@ impl ModelTask {
         let loaded = match self.fetch(version).await {
             Ok((model, cached)) => self.load_servable(model, version, cached).await,
             Err((kind, message)) if self.retry_later(version, kind, &message) => return Ok(()),
-            Err(failure) => Err(failure),
+            Err((kind, message)) => {
+                if self.retrying.contains_key(&version) {
+                    // Its retries ran out: another round later.
+                    let at = Instant::now() + self.options.load_retry_interval;
+                    self.revisit.insert(version, at);
+                }
+                Err((kind, message))
+            }
         };
         self.retrying.remove(&version);
         match loaded {

@@ -810,6 +810,57 @@ async fn a_fetch_waiting_to_be_retried_holds_up_no_reload() {
     .await;
 }
 
+/// Storage that fails for longer than the whole retry budget: the version ends with the
+/// error, then gets another round of fetches a retry interval later, and loads once the
+/// storage works again. A version removed from storage while its fetch waits leaves the
+/// status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_whose_retries_ran_out_gets_another_round() {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let blocker = cache.join("models/iris/1.lock");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let manager = ModelManager::new(ManagerOptions {
+        s3: moto_settings(&moto),
+        load_retries: 1,
+        load_retry_interval: Duration::from_millis(300),
+        ..options(&cache)
+    });
+    let cfg = ModelConfig {
+        base_path: "s3://models/iris".into(),
+        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    let error = manager.reload(vec![cfg]).await.unwrap_err();
+    assert!(error.to_string().contains("1.lock"), "{error}");
+    assert_eq!(states(&manager, "iris"), [(1, ServableState::End)]);
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_until("version 1 in a later round", || {
+        latest(&manager, "iris") == Some(1)
+    })
+    .await;
+
+    // Version 2 waits for its next fetch; then it is deleted from storage.
+    let blocker = cache.join("models/iris/2.lock");
+    std::fs::create_dir_all(&blocker).unwrap();
+    moto.upload_dir(&fixtures().join("iris/2"), "models", "iris/2");
+    wait_until("version 2 to wait for its next fetch", || {
+        states(&manager, "iris") == [(2, ServableState::Loading), (1, ServableState::Available)]
+    })
+    .await;
+    for key in moto.list_keys("models") {
+        if key.starts_with("iris/2/") {
+            moto.delete_object("models", &key);
+        }
+    }
+    wait_until("version 2 to leave the status", || {
+        states(&manager, "iris") == [(1, ServableState::Available)]
+    })
+    .await;
+}
+
 /// A new model whose storage cannot be reached is UNAVAILABLE (try again), not NOT_FOUND
 /// (a base path without versions): the listing says nothing of its versions.
 #[tokio::test(flavor = "multi_thread")]
