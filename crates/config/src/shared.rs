@@ -40,11 +40,30 @@ pub(crate) fn check_env(walker: &mut Walker, apis: &[ApiSpec]) {
 pub(crate) fn check_python_paths(walker: &mut Walker, apis: &[ApiSpec], project_dir: &Path) {
     // Module name → (API, folder).
     let mut modules: BTreeMap<String, (&str, &Path)> = BTreeMap::new();
+    // Every API has the project folder on its path: a module there that an API's own
+    // folder also has would reach the other APIs from that folder once it is imported.
+    let in_project: Vec<String> = match apis.len() {
+        0 | 1 => Vec::new(),
+        _ => module_names(project_dir),
+    };
     for api in apis {
         let Some(folder) = &api.handler.python_path else {
             continue;
         };
         walker.api = Some(format!("{} ({})", api.name, api.kind));
+        for name in module_names(&project_dir.join(folder)) {
+            if in_project.contains(&name) {
+                walker.error(
+                    &["handler", "python_path"],
+                    format!(
+                        "module {name} is in {} and in the project folder, which every API \
+                         has on its path, and imported modules are shared (the other APIs \
+                         would get this API's {name} once imported): rename one, or {SEPARATE}",
+                        folder.display()
+                    ),
+                );
+            }
+        }
         let clean = |p: &Path| {
             p.components()
                 .filter(|c| *c != std::path::Component::CurDir)

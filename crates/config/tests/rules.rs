@@ -964,4 +964,19 @@ fn apis_share_one_interpreter() {
         set(other, "handler.python_path", "./a"),
     ]);
     parse(&same, &dir.path().join("cortex.yaml")).unwrap_or_else(|e| panic!("{e}"));
+
+    // The project folder is on every API's path: a module there that one API's folder also
+    // has would reach the other API from that folder.
+    std::fs::write(dir.path().join("only_a.py"), "").unwrap();
+    let found: Vec<String> = match parse(&same, &dir.path().join("cortex.yaml")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(relative).collect(),
+    };
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "cortex.yaml: iris (AsyncAPI): handler: python_path: module only_a is in a and in the project folder, which every API has on its path"
+        ),
+        "{found:?}"
+    );
 }

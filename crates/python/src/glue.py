@@ -148,7 +148,8 @@ def _install_cortex_logger():
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(_CortexJsonFormatter())
         logger.addHandler(stream)
-        logger.setLevel(logging.DEBUG)
+        # Cortex's default `log_level: info` (soma does not apply another level).
+        logger.setLevel(logging.INFO)
         logger.propagate = False
     for name in ("cortex_internal", "cortex_internal.lib", "cortex_internal.lib.log"):
         module = sys.modules.get(name)

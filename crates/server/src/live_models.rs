@@ -102,10 +102,15 @@ pub(crate) async fn load(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    tracing::warn!(
-        api = %api.name, %error,
-        "versions failed to load; the API serves the others (the model status has the errors)"
-    );
+    if told {
+        // It waited: what failed at start-up has passed or been replaced.
+        tracing::info!(api = %api.name, start_up_error = %error, "a version of every model serves now");
+    } else {
+        tracing::warn!(
+            api = %api.name, %error,
+            "versions failed to load; the API serves the others (the model status has the errors)"
+        );
+    }
     Ok(set)
 }
 
