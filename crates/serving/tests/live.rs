@@ -691,14 +691,8 @@ async fn s3_versions_go_live() {
 /// the first try; with retries off the version ends with the error.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fetch_that_fails_for_a_while_is_retried() {
-    let moto = MotoServer::start();
-    moto.create_bucket("models");
-    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let (moto, cfg) = moto_with_iris_1();
     let s3 = moto_settings(&moto);
-    let cfg = ModelConfig {
-        base_path: "s3://models/iris".into(),
-        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
-    };
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let blocker = cache.join("models").join("iris");
@@ -743,13 +737,7 @@ async fn a_fetch_that_fails_for_a_while_is_retried() {
 /// With a short wait, the version loads on a later try while version 1 serves.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fetch_waiting_to_be_retried_holds_up_no_reload() {
-    let moto = MotoServer::start();
-    moto.create_bucket("models");
-    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
-    let cfg = ModelConfig {
-        base_path: "s3://models/iris".into(),
-        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
-    };
+    let (moto, cfg) = moto_with_iris_1();
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let manager = |wait: Duration| {
@@ -816,9 +804,7 @@ async fn a_fetch_waiting_to_be_retried_holds_up_no_reload() {
 /// status.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_whose_retries_ran_out_gets_another_round() {
-    let moto = MotoServer::start();
-    moto.create_bucket("models");
-    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let (moto, cfg) = moto_with_iris_1();
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let blocker = cache.join("models/iris/1.lock");
@@ -829,10 +815,6 @@ async fn a_version_whose_retries_ran_out_gets_another_round() {
         load_retry_interval: Duration::from_millis(300),
         ..options(&cache)
     });
-    let cfg = ModelConfig {
-        base_path: "s3://models/iris".into(),
-        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
-    };
     let error = manager.reload(vec![cfg]).await.unwrap_err();
     assert!(error.to_string().contains("1.lock"), "{error}");
     assert_eq!(states(&manager, "iris"), [(1, ServableState::End)]);
@@ -910,6 +892,18 @@ async fn a_new_model_with_only_an_invalid_version_says_what_is_wrong() {
             .contains("version 1 is missing variables/variables.index"),
         "{error}"
     );
+}
+
+/// moto with version 1 of iris at `s3://models/iris`, and the config serving its latest.
+fn moto_with_iris_1() -> (MotoServer, ModelConfig) {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    moto.upload_dir(&fixtures().join("iris/1"), "models", "iris/1");
+    let cfg = ModelConfig {
+        base_path: "s3://models/iris".into(),
+        ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
+    };
+    (moto, cfg)
 }
 
 fn moto_settings(moto: &MotoServer) -> S3Settings {
