@@ -97,7 +97,8 @@ pub struct ManagerOptions {
     /// a way that may pass (S3 unavailable, an I/O error) before the version is given up
     /// (`END`); TF Serving's `--max_num_load_retries`. A broken model fails at once. The
     /// version shows LOADING meanwhile and its model's other work (polls, reloads, removal)
-    /// goes on; a new model's first versions are waited for.
+    /// goes on; a new model's first versions are waited for by a reload
+    /// ([`ModelManager::apply`]), not by [`ModelManager::add`].
     pub load_retries: u32,
     /// The wait between those tries (TF Serving's `--load_retry_interval_micros`).
     pub load_retry_interval: Duration,

@@ -71,7 +71,7 @@ impl ModelManager {
             if tasks.contains_key(name) {
                 continue;
             }
-            let (commands, loaded) = self.start(spec.clone(), location.clone()).await;
+            let (commands, loaded) = self.start(spec.clone(), location.clone(), true).await;
             let running = Running {
                 spec: spec.clone(),
                 commands,
@@ -113,7 +113,7 @@ impl ModelManager {
                 }
                 // Its loading settings changed: started afresh.
                 None => {
-                    let (commands, loaded) = self.start(spec.clone(), location).await;
+                    let (commands, loaded) = self.start(spec.clone(), location, true).await;
                     tasks.insert(name.clone(), Running { spec, commands });
                     loaded
                 }
@@ -169,6 +169,8 @@ impl ModelManager {
     /// Adds models next to the ones served (`soma serve` adds each API's models). A name
     /// already served is refused; the others are added even if one fails to load (the
     /// error lists the failures; such a model stays registered with its failed versions).
+    /// Fetches retried after a storage failure are not waited for: the error says they
+    /// are pending, and they go on in the background.
     pub async fn add(&self, models: Vec<ManagedModel>) -> Result<(), RuntimeError> {
         let mut tasks = self.tasks.lock().await;
         if let Some(taken) = models.iter().find(|m| tasks.contains_key(&m.config.name)) {
@@ -188,7 +190,9 @@ impl ModelManager {
                     continue;
                 }
             };
-            let (commands, loaded) = self.start(spec.clone(), location).await;
+            // Retried fetches go on in the background: the caller learns why the model does
+            // not serve yet, and the next model starts meanwhile.
+            let (commands, loaded) = self.start(spec.clone(), location, false).await;
             tasks.insert(name, Running { spec, commands });
             if let Err(e) = loaded {
                 errors.push(e.to_string());
@@ -247,6 +251,7 @@ impl ModelManager {
         &self,
         spec: ManagedModel,
         location: ModelLocation,
+        wait_for_retries: bool,
     ) -> (mpsc::Sender<Command>, Result<(), RuntimeError>) {
         self.retired().remove(&spec.config.name);
         let mut task = ModelTask::new(
@@ -256,7 +261,7 @@ impl ModelManager {
             Arc::clone(&self.models),
             Arc::clone(&self.cache),
         );
-        let started = task.start().await;
+        let started = task.start(wait_for_retries).await;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(task.run(rx));
         (tx, started)

@@ -79,11 +79,13 @@ pub(crate) struct ModelTask {
 }
 
 /// A version's next fetch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Retry {
     due: Instant,
     /// Tries left after the one due.
     left: u32,
+    /// Why the last try failed.
+    error: String,
 }
 
 impl ModelTask {
@@ -112,10 +114,12 @@ impl ModelTask {
         }
     }
 
-    /// The first poll and load, waiting out fetches that are retried (as TF Serving waits
-    /// for a new model's versions); the error names what failed (the model stays registered
-    /// so its status shows the failed versions).
-    pub(crate) async fn start(&mut self) -> Result<(), RuntimeError> {
+    /// The first poll and load; the error names what failed (the model stays registered
+    /// so its status shows the failed versions). With `wait_for_retries`, fetches that are
+    /// retried are waited out (as TF Serving waits for a new model's versions); without, they
+    /// go on in the task's loop and the error says they are pending, so that the caller can
+    /// report why the model does not serve yet and no other model waits meanwhile.
+    pub(crate) async fn start(&mut self, wait_for_retries: bool) -> Result<(), RuntimeError> {
         let events = self.watcher.poll_once().await;
         self.note(events);
         if self.present().is_empty() {
@@ -133,7 +137,16 @@ impl ModelTask {
                 errors.push(e.to_string());
             }
             match self.next_retry() {
-                Some(due) => tokio::time::sleep_until(due.into()).await,
+                Some(due) if wait_for_retries => tokio::time::sleep_until(due.into()).await,
+                Some(_) => {
+                    errors.extend(self.retrying.iter().map(|(version, retry)| {
+                        format!(
+                            "version {version}: fetching failed ({}); trying again in {:?}",
+                            retry.error, self.options.load_retry_interval
+                        )
+                    }));
+                    break;
+                }
                 None => break,
             }
         }
@@ -607,9 +620,10 @@ impl ModelTask {
         let retry = Retry {
             due: Instant::now() + wait,
             left: left - 1,
+            error: message.to_string(),
         };
-        self.retrying.insert(version, retry);
         tracing::warn!(model = %self.name(), version, error = %message, retries_left = retry.left, ?wait, "fetching a model version failed; trying again later");
+        self.retrying.insert(version, retry);
         true
     }
 

@@ -843,6 +843,41 @@ async fn a_version_whose_retries_ran_out_gets_another_round() {
     .await;
 }
 
+/// Models added beside the served ones (`soma serve`'s APIs) do not wait for retried
+/// fetches: the error says which fetch failed and that it is tried again, the version
+/// shows LOADING, and it loads once a try succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_added_model_does_not_wait_for_its_retries() {
+    let (moto, cfg) = moto_with_iris_1();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let blocker = cache.join("models/iris/1.lock");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let manager = ModelManager::new(ManagerOptions {
+        s3: moto_settings(&moto),
+        load_retries: 1000,
+        load_retry_interval: Duration::from_millis(300),
+        ..options(&cache)
+    });
+    let added = tokio::time::timeout(
+        Duration::from_secs(5),
+        manager.add(vec![ManagedModel::new(cfg)]),
+    )
+    .await
+    .expect("add waited for the retries");
+    let error = added.unwrap_err().to_string();
+    assert!(
+        error.contains("version 1: fetching failed (") && error.contains("trying again in"),
+        "{error}"
+    );
+    assert_eq!(states(&manager, "iris"), [(1, ServableState::Loading)]);
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_until("version 1 after a later try", || {
+        latest(&manager, "iris") == Some(1)
+    })
+    .await;
+}
+
 /// A new model whose storage cannot be reached is UNAVAILABLE (try again), not NOT_FOUND
 /// (a base path without versions): the listing says nothing of its versions.
 #[tokio::test(flavor = "multi_thread")]
