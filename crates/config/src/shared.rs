@@ -64,14 +64,10 @@ pub(crate) fn check_python_paths(walker: &mut Walker, apis: &[ApiSpec], project_
                 );
             }
         }
-        let clean = |p: &Path| {
-            p.components()
-                .filter(|c| *c != std::path::Component::CurDir)
-                .collect::<std::path::PathBuf>()
-        };
         for name in module_names(&project_dir.join(folder)) {
             match modules.get(&name) {
-                Some((other, theirs)) if clean(theirs) != clean(folder) => walker.error(
+                Some((_, theirs)) if same_folder(theirs, folder) => {}
+                Some((other, theirs)) => walker.error(
                     &["handler", "python_path"],
                     format!(
                         "module {name} is in {} and in API {other}'s {}, and imported modules \
@@ -81,7 +77,6 @@ pub(crate) fn check_python_paths(walker: &mut Walker, apis: &[ApiSpec], project_
                         theirs.display()
                     ),
                 ),
-                Some(_) => {}
                 None => {
                     modules.insert(name, (&api.name, folder));
                 }
@@ -89,6 +84,16 @@ pub(crate) fn check_python_paths(walker: &mut Walker, apis: &[ApiSpec], project_
         }
     }
     walker.api = None;
+}
+
+/// `a` and `./a` are one folder.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    let clean = |p: &Path| {
+        p.components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect::<std::path::PathBuf>()
+    };
+    clean(a) == clean(b)
 }
 
 /// The top-level modules a folder on `sys.path` provides: `x.py`, `x.cpython-311-*.so`

@@ -105,6 +105,9 @@ struct SourceState {
     previous_valid: BTreeMap<String, (Layout, BTreeMap<i64, VersionFiles>)>,
     /// Invalid versions seen at the previous poll.
     previous_invalid: BTreeMap<String, BTreeMap<i64, Fingerprint>>,
+    /// What is wrong with each model's invalid versions that are not reported yet (they
+    /// may be copies in progress).
+    unsettled: BTreeMap<String, String>,
     /// The signature of the last error reported per model (`None`: the `models.dir` folder
     /// itself).
     reported: BTreeMap<Option<String>, String>,
@@ -146,6 +149,7 @@ impl Watcher {
                 known: BTreeMap::new(),
                 previous_valid: BTreeMap::new(),
                 previous_invalid: BTreeMap::new(),
+                unsettled: BTreeMap::new(),
                 reported: BTreeMap::new(),
             })
             .collect();
@@ -172,6 +176,15 @@ impl Watcher {
     /// One model of [`models`](Watcher::models).
     pub fn model(&self, name: &str) -> Option<&DiscoveredModel> {
         self.sources.iter().find_map(|s| s.known.get(name))
+    }
+
+    /// What is wrong with a model's invalid version folders that the last poll saw but has
+    /// not reported (an invalid version is reported once it stays so for two polls): for a
+    /// caller that must say now why a model has no valid version.
+    pub fn unsettled_problem(&self, name: &str) -> Option<&str> {
+        self.sources
+            .iter()
+            .find_map(|s| s.unsettled.get(name).map(String::as_str))
     }
 
     /// Lists every source once and returns what changed since the previous poll.
@@ -287,14 +300,21 @@ impl SourceState {
             .chain(self.reported.keys().flatten())
             .cloned()
             .collect();
+        self.unsettled.clear();
         for name in names {
             let problem = observed.get(&name).and_then(|o| {
                 let before = self.previous_invalid.get(&name);
                 let mut problems: Vec<String> = o.layout_problem.iter().cloned().collect();
+                let mut unsettled = Vec::new();
                 for (version, (problem, files)) in &o.invalid {
-                    if before.and_then(|b| b.get(version)) == Some(files) {
-                        problems.push(problem.clone());
+                    match before.and_then(|b| b.get(version)) == Some(files) {
+                        true => problems.push(problem.clone()),
+                        false => unsettled.push(problem.clone()),
                     }
+                }
+                if !unsettled.is_empty() {
+                    let text = format!("{}: {}", o.location, unsettled.join("; "));
+                    self.unsettled.insert(name.clone(), text);
                 }
                 (!problems.is_empty()).then(|| format!("{}: {}", o.location, problems.join("; ")))
             });

@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use soma_core::ErrorKind;
 use soma_repository::{
-    CachedVersion, DiscoveredModel, ModelCache, RepositoryError, RepositoryEvent, Validator,
-    WatchSource, Watcher,
+    CachedVersion, DiscoveredModel, ModelCache, RepositoryEvent, Validator, WatchSource, Watcher,
 };
 use soma_runtime::batching::BatchOptions;
 use soma_runtime::hub::ModelConfig;
@@ -123,7 +122,7 @@ impl ModelTask {
         let events = self.watcher.poll_once().await;
         self.note(events);
         if self.present().is_empty() {
-            self.explain_invalid_versions().await;
+            self.explain_invalid_versions();
             let message = format!("model {}: {}", self.name(), self.why_no_versions());
             // Storage that cannot be reached says nothing of the versions: try again later.
             return Err(match &self.problem {
@@ -278,26 +277,15 @@ impl ModelTask {
     }
 
     /// The watcher reports an invalid version folder once it stays so for two polls (a
-    /// copy in progress is not an error); a first poll that finds only invalid ones asks
-    /// the folder's layout check for the reason at once, so that the error says what is
-    /// wrong (`version 1 is missing variables/variables.index`) rather than "no versions".
-    async fn explain_invalid_versions(&mut self) {
-        if self.problem.is_some() {
-            return;
+    /// copy in progress is not an error); a first poll that finds only invalid ones takes
+    /// the reason the watcher has not reported yet, so that the error says what is wrong
+    /// (`version 1 is missing variables/variables.index`) rather than "no versions".
+    fn explain_invalid_versions(&mut self) {
+        if self.problem.is_none()
+            && let Some(problem) = self.watcher.unsettled_problem(self.name())
+        {
+            self.problem = Some((ErrorKind::NotFound, problem.to_string()));
         }
-        let checked = soma_repository::discover_model_with(
-            &self.location,
-            Validator::SavedModel,
-            &self.options.s3,
-        )
-        .await;
-        self.problem = match checked {
-            Err(RepositoryError::InvalidLayout {
-                location, problem, ..
-            }) => Some((ErrorKind::NotFound, format!("{location}: {problem}"))),
-            Err(other) => Some((other.kind(), other.to_string())),
-            Ok(_) => None,
-        };
     }
 
     /// Why the base path lists no versions.
@@ -429,21 +417,9 @@ impl ModelTask {
             .filter(|v| !wanted.contains(v))
             .copied()
             .collect();
-        if dropped.is_empty() {
-            return;
-        }
-        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
         for version in dropped {
-            self.retrying.remove(&version);
-            tracing::info!(model = %self.spec.config.name, version, "no longer wanted: its fetch is not tried again");
-            if let Some(model) = models.get_mut(&self.spec.config.name)
-                && model
-                    .versions
-                    .get(&version)
-                    .is_some_and(|e| e.servable.is_none())
-            {
-                model.versions.remove(&version);
-            }
+            tracing::info!(model = %self.name(), version, "no longer wanted: its fetch is not tried again");
+            self.forget_failure(version);
         }
     }
 
@@ -531,14 +507,7 @@ impl ModelTask {
         let loaded = match self.fetch(version).await {
             Ok((model, cached)) => self.load_servable(model, version, cached).await,
             Err((kind, message)) if self.retry_later(version, kind, &message) => return Ok(()),
-            Err((kind, message)) => {
-                if self.retrying.contains_key(&version) {
-                    // Its retries ran out: another round later.
-                    let at = Instant::now() + self.options.load_retry_interval;
-                    self.revisit.insert(version, at);
-                }
-                Err((kind, message))
-            }
+            Err(failure) => Err(failure),
         };
         self.retrying.remove(&version);
         match loaded {
@@ -604,7 +573,8 @@ impl ModelTask {
     /// Schedules another fetch of `version` after [`ManagerOptions::load_retry_interval`]
     /// when storage or the disk failed in a way that may pass and tries are left (TF
     /// Serving's `--max_num_load_retries`); a model that is broken fails later, in
-    /// TensorFlow, and is not retried.
+    /// TensorFlow, and is not retried. When the tries have run out, the version fails and
+    /// gets another round one interval later.
     fn retry_later(&mut self, version: i64, kind: ErrorKind, message: &str) -> bool {
         if !matches!(kind, ErrorKind::Unavailable | ErrorKind::Internal) {
             return false;
@@ -613,10 +583,13 @@ impl ModelTask {
             .retrying
             .get(&version)
             .map_or(self.options.load_retries, |r| r.left);
+        let wait = self.options.load_retry_interval;
         if left == 0 {
+            if self.retrying.contains_key(&version) {
+                self.revisit.insert(version, Instant::now() + wait);
+            }
             return false;
         }
-        let wait = self.options.load_retry_interval;
         let retry = Retry {
             due: Instant::now() + wait,
             left: left - 1,

@@ -692,7 +692,6 @@ async fn s3_versions_go_live() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fetch_that_fails_for_a_while_is_retried() {
     let (moto, cfg) = moto_with_iris_1();
-    let s3 = moto_settings(&moto);
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let blocker = cache.join("models").join("iris");
@@ -700,11 +699,7 @@ async fn a_fetch_that_fails_for_a_while_is_retried() {
 
     // Retries off: the version ends with the I/O error.
     std::fs::write(&blocker, "in the way").unwrap();
-    let manager = ModelManager::new(ManagerOptions {
-        s3: s3.clone(),
-        load_retries: 0,
-        ..options(&cache)
-    });
+    let manager = retrying_manager(&moto, &cache, 0, Duration::from_secs(60));
     let _ = manager.reload(vec![cfg.clone()]).await;
     wait_until("version 1 to fail", || {
         states(&manager, "iris") == [(1, ServableState::End)]
@@ -713,12 +708,7 @@ async fn a_fetch_that_fails_for_a_while_is_retried() {
     drop(manager);
 
     // Retries on: the blocker goes away after the first try, and the version loads.
-    let manager = ModelManager::new(ManagerOptions {
-        s3,
-        load_retries: 20,
-        load_retry_interval: Duration::from_millis(200),
-        ..options(&cache)
-    });
+    let manager = retrying_manager(&moto, &cache, 20, Duration::from_millis(200));
     let unblock = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
         std::fs::remove_file(&blocker).unwrap();
@@ -740,17 +730,9 @@ async fn a_fetch_waiting_to_be_retried_holds_up_no_reload() {
     let (moto, cfg) = moto_with_iris_1();
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let manager = |wait: Duration| {
-        ModelManager::new(ManagerOptions {
-            s3: moto_settings(&moto),
-            load_retries: 1000,
-            load_retry_interval: wait,
-            ..options(&cache)
-        })
-    };
+    let manager = |wait: Duration| retrying_manager(&moto, &cache, 1000, wait);
     // Version 2's lock file cannot be opened (a folder is in its place): an I/O error.
-    let blocker = cache.join("models/iris/2.lock");
-    std::fs::create_dir_all(&blocker).unwrap();
+    block_fetch(&cache, "iris", 2);
 
     let slow = manager(Duration::from_secs(60));
     slow.reload(vec![cfg.clone()]).await.unwrap();
@@ -782,8 +764,7 @@ async fn a_fetch_waiting_to_be_retried_holds_up_no_reload() {
         ..config("other", Path::new("/"), VersionPolicy::Latest(1))
     };
     quick.reload(vec![other]).await.unwrap();
-    let blocker = cache.join("models/other/2.lock");
-    std::fs::create_dir_all(&blocker).unwrap();
+    let blocker = block_fetch(&cache, "other", 2);
     moto.upload_dir(&fixtures().join("iris/2"), "models", "other/2");
     wait_until("version 2 to wait for its next fetch", || {
         states(&quick, "other") == [(2, ServableState::Loading), (1, ServableState::Available)]
@@ -807,14 +788,8 @@ async fn a_version_whose_retries_ran_out_gets_another_round() {
     let (moto, cfg) = moto_with_iris_1();
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let blocker = cache.join("models/iris/1.lock");
-    std::fs::create_dir_all(&blocker).unwrap();
-    let manager = ModelManager::new(ManagerOptions {
-        s3: moto_settings(&moto),
-        load_retries: 1,
-        load_retry_interval: Duration::from_millis(300),
-        ..options(&cache)
-    });
+    let blocker = block_fetch(&cache, "iris", 1);
+    let manager = retrying_manager(&moto, &cache, 1, Duration::from_millis(300));
     let error = manager.reload(vec![cfg]).await.unwrap_err();
     assert!(error.to_string().contains("1.lock"), "{error}");
     assert_eq!(states(&manager, "iris"), [(1, ServableState::End)]);
@@ -825,8 +800,7 @@ async fn a_version_whose_retries_ran_out_gets_another_round() {
     .await;
 
     // Version 2 waits for its next fetch; then it is deleted from storage.
-    let blocker = cache.join("models/iris/2.lock");
-    std::fs::create_dir_all(&blocker).unwrap();
+    block_fetch(&cache, "iris", 2);
     moto.upload_dir(&fixtures().join("iris/2"), "models", "iris/2");
     wait_until("version 2 to wait for its next fetch", || {
         states(&manager, "iris") == [(2, ServableState::Loading), (1, ServableState::Available)]
@@ -851,14 +825,8 @@ async fn an_added_model_does_not_wait_for_its_retries() {
     let (moto, cfg) = moto_with_iris_1();
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let blocker = cache.join("models/iris/1.lock");
-    std::fs::create_dir_all(&blocker).unwrap();
-    let manager = ModelManager::new(ManagerOptions {
-        s3: moto_settings(&moto),
-        load_retries: 1000,
-        load_retry_interval: Duration::from_millis(300),
-        ..options(&cache)
-    });
+    let blocker = block_fetch(&cache, "iris", 1);
+    let manager = retrying_manager(&moto, &cache, 1000, Duration::from_millis(300));
     let added = tokio::time::timeout(
         Duration::from_secs(5),
         manager.add(vec![ManagedModel::new(cfg)]),
@@ -939,6 +907,29 @@ fn moto_with_iris_1() -> (MotoServer, ModelConfig) {
         ..config("iris", Path::new("/"), VersionPolicy::Latest(1))
     };
     (moto, cfg)
+}
+
+/// Makes the fetch of `version` of the S3 model cached under `cache/models/<model>` fail
+/// with an I/O error (a folder where its lock file goes) until the returned path is removed.
+fn block_fetch(cache: &Path, model: &str, version: i64) -> PathBuf {
+    let blocker = cache.join(format!("models/{model}/{version}.lock"));
+    std::fs::create_dir_all(&blocker).unwrap();
+    blocker
+}
+
+/// A manager on `moto` that retries fetches `retries` times, `interval` apart.
+fn retrying_manager(
+    moto: &MotoServer,
+    cache: &Path,
+    retries: u32,
+    interval: Duration,
+) -> ModelManager {
+    ModelManager::new(ManagerOptions {
+        s3: moto_settings(moto),
+        load_retries: retries,
+        load_retry_interval: interval,
+        ..options(cache)
+    })
 }
 
 fn moto_settings(moto: &MotoServer) -> S3Settings {
